@@ -1,0 +1,212 @@
+// CPU loops of the four fused updates, on raw pointers and with no TensorFlow dependency: the
+// TensorFlow OpKernels call them with the op's thread pool, and tests or drivers without
+// TensorFlow call them directly. Each element of var, slots and grad is read once and written
+// once (one pass); the per-element math comes from ftrl_math.h and adagrad_math.h.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <type_traits>
+#include <vector>
+
+#include "kernels/adagrad_math.h"
+#include "kernels/ftrl_math.h"
+#include "kernels/numeric.h"
+#include "kernels/row_groups.h"
+
+namespace tf_ftrl {
+namespace cpu {
+
+// Runs fn(begin, end) over disjoint shards covering [0, total). cost_per_unit is the estimated
+// cost of one unit in CPU cycles, as for TensorFlow's thread::ThreadPool::ParallelFor.
+using ParallelFor = std::function<void(int64_t total, int64_t cost_per_unit,
+                                       const std::function<void(int64_t, int64_t)>& fn)>;
+
+// Runs everything on the calling thread.
+inline void SerialParallelFor(int64_t total, int64_t /*cost_per_unit*/,
+                              const std::function<void(int64_t, int64_t)>& fn) {
+  if (total > 0) fn(0, total);
+}
+
+// Work below this many elements runs on the calling thread: handing it to a pool costs more than
+// it saves.
+constexpr int64_t kMinElementsToParallelize = 1 << 15;
+// Dense tensors are cut into blocks of this many elements for the pool.
+constexpr int64_t kElementsPerBlock = 1 << 13;
+// Approximate cycles per element, for the pool's sharding.
+constexpr int64_t kFtrlCyclesPerElement = 12;
+constexpr int64_t kFtrlPowCyclesPerElement = 60;
+constexpr int64_t kAdagradCyclesPerElement = 6;
+
+namespace internal {
+
+template <bool kValue>
+using Bool = std::integral_constant<bool, kValue>;
+
+// Calls fn(Bool<a>(), Bool<b>()) with the runtime flags turned into compile-time constants.
+template <typename Fn>
+void DispatchFlags(bool a, bool b, Fn&& fn) {
+  if (a) {
+    b ? fn(Bool<true>(), Bool<true>()) : fn(Bool<true>(), Bool<false>());
+  } else {
+    b ? fn(Bool<false>(), Bool<true>()) : fn(Bool<false>(), Bool<false>());
+  }
+}
+
+// Calls fn(begin, end) over [0, size) in blocks, on the pool when size is large enough.
+template <typename Fn>
+void ForEachBlock(int64_t size, int64_t cycles_per_element, const ParallelFor& parallel_for,
+                  Fn&& fn) {
+  if (size <= kMinElementsToParallelize) {
+    if (size > 0) fn(int64_t{0}, size);
+    return;
+  }
+  const int64_t num_blocks = (size + kElementsPerBlock - 1) / kElementsPerBlock;
+  parallel_for(num_blocks, kElementsPerBlock * cycles_per_element,
+               [&](int64_t first_block, int64_t end_block) {
+                 fn(first_block * kElementsPerBlock,
+                    std::min(size, end_block * kElementsPerBlock));
+               });
+}
+
+// Calls fn(row, grad_row) once per unique row of `groups`, where grad_row points at that row's
+// gradient: the row of `grad` itself when the row occurs once, else the sum of its occurrences
+// (in order of position, in the accumulate type) in a per-shard buffer.
+template <typename T, typename Fn>
+void ForEachUniqueRow(const RowGroups& groups, const T* grad, int64_t row_size,
+                      int64_t cycles_per_element, const ParallelFor& parallel_for, Fn&& fn) {
+  using A = AccumulateType<T>;
+  auto shard = [&](int64_t begin, int64_t end) {
+    std::vector<A> summed;
+    for (int64_t u = begin; u < end; ++u) {
+      const int64_t first = groups.first_position(u);
+      const T* grad_row = grad + first * row_size;
+      int64_t position = groups.next_position(first);
+      if (position < 0) {
+        fn(groups.row(u), grad_row);
+        continue;
+      }
+      summed.resize(row_size);
+      for (int64_t j = 0; j < row_size; ++j) summed[j] = Load(grad_row[j]);
+      for (; position >= 0; position = groups.next_position(position)) {
+        const T* other = grad + position * row_size;
+        for (int64_t j = 0; j < row_size; ++j) summed[j] += Load(other[j]);
+      }
+      fn(groups.row(u), static_cast<const A*>(summed.data()));
+    }
+  };
+  const int64_t num_unique = groups.num_unique();
+  if (num_unique * row_size <= kMinElementsToParallelize) {
+    if (num_unique > 0) shard(0, num_unique);
+  } else {
+    parallel_for(num_unique, std::max<int64_t>(1, row_size * cycles_per_element), shard);
+  }
+}
+
+// The one-pass loops. G is the gradient's element type: T, or the accumulate type for summed
+// duplicate rows.
+template <bool kSqrtPower, bool kMultiplyLinearByLr, typename T, typename G>
+void FtrlLoop(const FtrlHyperparams<AccumulateType<T>>& h, T* __restrict var,
+              T* __restrict accum, T* __restrict linear, const G* __restrict grad, int64_t n) {
+  using A = AccumulateType<T>;
+  for (int64_t i = 0; i < n; ++i) {
+    A v = Load(var[i]);
+    A a = Load(accum[i]);
+    A l = Load(linear[i]);
+    FtrlUpdate<kSqrtPower, kMultiplyLinearByLr>(h, static_cast<A>(Load(grad[i])), v, a, l);
+    var[i] = Store<T>(v);
+    accum[i] = Store<T>(a);
+    linear[i] = Store<T>(l);
+  }
+}
+
+template <bool kUpdateSlots, typename T, typename G>
+void AdagradLoop(const AdagradHyperparams<AccumulateType<T>>& h, T* __restrict var,
+                 T* __restrict accum, const G* __restrict grad, int64_t n) {
+  using A = AccumulateType<T>;
+  for (int64_t i = 0; i < n; ++i) {
+    A v = Load(var[i]);
+    A a = Load(accum[i]);
+    AdagradUpdate<kUpdateSlots>(h, static_cast<A>(Load(grad[i])), v, a);
+    var[i] = Store<T>(v);
+    if (kUpdateSlots) accum[i] = Store<T>(a);
+  }
+}
+
+template <typename A>
+bool IsSqrtPower(const FtrlHyperparams<A>& h) {
+  return h.lr_power == A(-0.5);
+}
+
+template <typename A>
+int64_t FtrlCycles(const FtrlHyperparams<A>& h) {
+  return IsSqrtPower(h) ? kFtrlCyclesPerElement : kFtrlPowCyclesPerElement;
+}
+
+}  // namespace internal
+
+// Dense FTRL over `size` elements.
+template <typename T>
+void ApplyFtrl(const FtrlHyperparams<AccumulateType<T>>& h, bool multiply_linear_by_lr, T* var,
+               T* accum, T* linear, const T* grad, int64_t size,
+               const ParallelFor& parallel_for) {
+  internal::DispatchFlags(
+      internal::IsSqrtPower(h), multiply_linear_by_lr, [&](auto sqrt_power, auto by_lr) {
+        internal::ForEachBlock(size, internal::FtrlCycles(h), parallel_for,
+                               [&](int64_t begin, int64_t end) {
+                                 internal::FtrlLoop<sqrt_power(), by_lr()>(
+                                     h, var + begin, accum + begin, linear + begin,
+                                     grad + begin, end - begin);
+                               });
+      });
+}
+
+// Sparse FTRL: the rows of var/accum/linear (each `row_size` elements) named by `groups`, with
+// grad holding one row per index position. Duplicate indices are summed first.
+template <typename T>
+void SparseApplyFtrl(const FtrlHyperparams<AccumulateType<T>>& h, bool multiply_linear_by_lr,
+                     T* var, T* accum, T* linear, const T* grad, int64_t row_size,
+                     const RowGroups& groups, const ParallelFor& parallel_for) {
+  internal::DispatchFlags(
+      internal::IsSqrtPower(h), multiply_linear_by_lr, [&](auto sqrt_power, auto by_lr) {
+        internal::ForEachUniqueRow(
+            groups, grad, row_size, internal::FtrlCycles(h), parallel_for,
+            [&](int64_t row, const auto* grad_row) {
+              const int64_t offset = row * row_size;
+              internal::FtrlLoop<sqrt_power(), by_lr()>(h, var + offset, accum + offset,
+                                                        linear + offset, grad_row, row_size);
+            });
+      });
+}
+
+// Dense Adagrad over `size` elements.
+template <typename T>
+void ApplyAdagrad(const AdagradHyperparams<AccumulateType<T>>& h, bool update_slots, T* var,
+                  T* accum, const T* grad, int64_t size, const ParallelFor& parallel_for) {
+  internal::DispatchFlags(update_slots, false, [&](auto slots, auto) {
+    internal::ForEachBlock(size, kAdagradCyclesPerElement, parallel_for,
+                           [&](int64_t begin, int64_t end) {
+                             internal::AdagradLoop<slots()>(h, var + begin, accum + begin,
+                                                            grad + begin, end - begin);
+                           });
+  });
+}
+
+// Sparse Adagrad on the rows named by `groups`; duplicate indices are summed first.
+template <typename T>
+void SparseApplyAdagrad(const AdagradHyperparams<AccumulateType<T>>& h, bool update_slots,
+                        T* var, T* accum, const T* grad, int64_t row_size,
+                        const RowGroups& groups, const ParallelFor& parallel_for) {
+  internal::DispatchFlags(update_slots, false, [&](auto slots, auto) {
+    internal::ForEachUniqueRow(groups, grad, row_size, kAdagradCyclesPerElement, parallel_for,
+                               [&](int64_t row, const auto* grad_row) {
+                                 const int64_t offset = row * row_size;
+                                 internal::AdagradLoop<slots()>(h, var + offset, accum + offset,
+                                                                grad_row, row_size);
+                               });
+  });
+}
+
+}  // namespace cpu
+}  // namespace tf_ftrl

@@ -1,0 +1,84 @@
+// Groups the positions of an index list by row, so that duplicate indices can be summed and each
+// unique row updated exactly once (deterministically: positions are visited in ascending order).
+// Validation happens here too, before any update is written: every index must be in
+// [0, num_rows). No TensorFlow dependency.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace tf_ftrl {
+
+// The first index outside [0, num_rows), by position.
+struct IndexError {
+  int64_t position = -1;
+  int64_t value = 0;
+};
+
+class RowGroups {
+ public:
+  // Groups indices[0, n). Returns false, filling *error, if any index is outside [0, num_rows);
+  // then nothing else is meaningful.
+  template <typename Index>
+  bool Build(const Index* indices, int64_t n, int64_t num_rows, IndexError* error);
+
+  int64_t num_unique() const { return static_cast<int64_t>(rows_.size()); }
+  // The row of unique group u.
+  int64_t row(int64_t u) const { return rows_[u]; }
+  // The lowest position of group u; next_position() walks the others in ascending order, ending
+  // with -1.
+  int64_t first_position(int64_t u) const { return first_[u]; }
+  int64_t next_position(int64_t position) const { return next_[position]; }
+
+ private:
+  std::vector<int64_t> rows_;
+  std::vector<int64_t> first_;
+  std::vector<int64_t> next_;
+  std::vector<int64_t> slot_rows_;   // open-addressing table: row stored in a slot, -1 if empty
+  std::vector<int64_t> slot_group_;  // the group of that row
+};
+
+template <typename Index>
+bool RowGroups::Build(const Index* indices, int64_t n, int64_t num_rows, IndexError* error) {
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t index = static_cast<int64_t>(indices[i]);
+    if (index < 0 || index >= num_rows) {
+      error->position = i;
+      error->value = index;
+      return false;
+    }
+  }
+  rows_.clear();
+  first_.clear();
+  next_.assign(n, -1);
+  if (n == 0) return true;
+
+  int log2_slots = 1;
+  while ((int64_t{1} << log2_slots) < 2 * n) ++log2_slots;
+  const uint64_t mask = (uint64_t{1} << log2_slots) - 1;
+  slot_rows_.assign(mask + 1, -1);
+  slot_group_.resize(mask + 1);
+  rows_.reserve(n);
+  first_.reserve(n);
+
+  // Walk positions from last to first and push each onto the front of its group's list, so the
+  // lists come out in ascending order of position.
+  for (int64_t i = n - 1; i >= 0; --i) {
+    const int64_t row = static_cast<int64_t>(indices[i]);
+    uint64_t slot = (static_cast<uint64_t>(row) * 0x9e3779b97f4a7c15ull) >> (64 - log2_slots);
+    while (slot_rows_[slot] != row && slot_rows_[slot] != -1) slot = (slot + 1) & mask;
+    if (slot_rows_[slot] == -1) {
+      slot_rows_[slot] = row;
+      slot_group_[slot] = static_cast<int64_t>(rows_.size());
+      rows_.push_back(row);
+      first_.push_back(i);
+    } else {
+      const int64_t group = slot_group_[slot];
+      next_[i] = first_[group];
+      first_[group] = i;
+    }
+  }
+  return true;
+}
+
+}  // namespace tf_ftrl

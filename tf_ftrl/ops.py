@@ -1,0 +1,178 @@
+"""The fused FTRL and Adagrad ops on `tf.Variable`s.
+
+This module is the one place that loads the op library (`_tf_ftrl_ops.so`, beside this file). It
+is loaded on first use, and only from the installed package's own directory.
+
+Every op updates its variables in place, in one pass over var, slots and grad, and validates all
+of its inputs before it writes anything: a bad shape, dtype, hyperparameter or index raises
+`tf.errors.InvalidArgumentError` and leaves the variables unchanged. Sparse ops sum duplicate
+indices before the update, so their result equals the dense op applied to the densified gradient
+(on the rows named by `indices`; every other row is left bit-identical).
+"""
+
+import os
+import re
+import threading
+
+import tensorflow as tf
+
+_LIBRARY_FILE = "_tf_ftrl_ops.so"
+_BUILD_MARKER = re.compile(rb"tf_ftrl:built_against_tensorflow=([0-9A-Za-z.+_-]+);")
+_REBUILD_HINT = (
+    "Rebuild it against the installed TensorFlow: in the tf_ftrl source tree run "
+    "`pip install --no-build-isolation .` (or `make build` for a development install)."
+)
+
+_library = None
+_library_lock = threading.Lock()
+
+
+def _package_dir():
+    return os.path.dirname(os.path.abspath(__file__))
+
+
+def _built_tensorflow_version(path):
+    """The TensorFlow version recorded in the library file at build time, or None."""
+    with open(path, "rb") as f:
+        match = _BUILD_MARKER.search(f.read())
+    return match.group(1).decode() if match else None
+
+
+def load_library():
+    """Loads the op library once and returns its module of raw ops.
+
+    Raises ImportError naming the TensorFlow versions involved and how to rebuild when the library
+    is missing or was compiled against another TensorFlow.
+    """
+    global _library
+    with _library_lock:
+        if _library is not None:
+            return _library
+        path = os.path.join(_package_dir(), _LIBRARY_FILE)
+        if not os.path.isfile(path):
+            raise ImportError(
+                f"tf_ftrl's op library is missing: {path} does not exist. {_REBUILD_HINT}"
+            )
+        built = _built_tensorflow_version(path)
+        if built != tf.__version__:
+            raise ImportError(
+                f"tf_ftrl's op library {path} was built against TensorFlow "
+                f"{built or '(unknown version)'}, but TensorFlow {tf.__version__} is installed. "
+                f"{_REBUILD_HINT}"
+            )
+        try:
+            _library = tf.load_op_library(path)
+        except (tf.errors.NotFoundError, OSError) as e:
+            raise ImportError(
+                f"tf_ftrl's op library {path} (built against TensorFlow {built}) failed to load "
+                f"in TensorFlow {tf.__version__}: {e}. {_REBUILD_HINT}"
+            ) from e
+        return _library
+
+
+def _handle(variable):
+    """The resource handle of a tf.Variable (this replica's copy under tf.distribute)."""
+    if isinstance(variable, tf.Variable) or hasattr(variable, "handle"):
+        return variable.handle
+    return variable
+
+
+def _dtype_of(variable):
+    return tf.as_dtype(variable.dtype).base_dtype
+
+
+def _grad(grad, dtype):
+    """grad as a tensor of the variable's dtype; a tensor of another dtype is an error."""
+    if isinstance(grad, tf.IndexedSlices):
+        raise TypeError("Pass a tf.IndexedSlices to the sparse ops as grad.values and "
+                        "grad.indices.")
+    if tf.is_tensor(grad) and grad.dtype != dtype:
+        raise tf.errors.InvalidArgumentError(
+            None, None,
+            f"grad has dtype {grad.dtype.name} but the variable has dtype {dtype.name}",
+        )
+    return tf.convert_to_tensor(grad, dtype=dtype)
+
+
+def _scalar(value, dtype):
+    """A hyperparameter as a tensor of the variable's dtype (tensors of other dtypes are cast)."""
+    if tf.is_tensor(value) or isinstance(value, tf.Variable):
+        return tf.cast(value, dtype)
+    return tf.convert_to_tensor(value, dtype=dtype)
+
+
+def _indices(indices):
+    if not tf.is_tensor(indices):
+        indices = tf.convert_to_tensor(indices, dtype_hint=tf.int32)
+    return indices
+
+
+def apply_ftrl(var, accum, linear, grad, lr, l1, l2, l2_shrinkage=0.0, lr_power=-0.5,
+               multiply_linear_by_lr=False, use_locking=False, name=None):
+    """Fused FTRL-Proximal update of `var`, `accum` and `linear` in place.
+
+    The math of `tf.raw_ops.ResourceApplyFtrlV2`: with p = lr_power,
+    `g' = grad + 2 * l2_shrinkage * var`, `new_accum = accum + grad**2`,
+    `linear += g' - (new_accum**-p - accum**-p) / lr * var`,
+    `var = (l1 * sign(linear) - linear) / (new_accum**-p / lr + 2 * l2)` where
+    `|linear| > l1`, else 0. With `multiply_linear_by_lr`, linear holds `lr` times that value.
+
+    Args:
+      var, accum, linear: `tf.Variable`s of one shape and dtype (float32, float64, float16 or
+        bfloat16); half types compute in float32.
+      grad: the gradient, same shape and dtype as `var`.
+      lr, l1, l2, l2_shrinkage, lr_power: scalars; lr > 0, l1, l2, l2_shrinkage >= 0,
+        lr_power <= 0 (-0.5 takes a faster sqrt path).
+      multiply_linear_by_lr: keep `linear` multiplied by the learning rate.
+      use_locking: hold the variables' locks exclusively for the update.
+    """
+    dtype = _dtype_of(var)
+    return load_library().fused_resource_apply_ftrl(
+        var=_handle(var), accum=_handle(accum), linear=_handle(linear), grad=_grad(grad, dtype),
+        lr=_scalar(lr, dtype), l1=_scalar(l1, dtype), l2=_scalar(l2, dtype),
+        l2_shrinkage=_scalar(l2_shrinkage, dtype), lr_power=_scalar(lr_power, dtype),
+        use_locking=use_locking, multiply_linear_by_lr=multiply_linear_by_lr, name=name)
+
+
+def sparse_apply_ftrl(var, accum, linear, grad, indices, lr, l1, l2, l2_shrinkage=0.0,
+                      lr_power=-0.5, multiply_linear_by_lr=False, use_locking=False, name=None):
+    """Fused FTRL-Proximal update of the rows `indices` of `var`, `accum` and `linear`.
+
+    `grad[i]` is the gradient of row `indices[i]`; `var` has rank >= 1 and `grad` has shape
+    `[len(indices)] + var.shape[1:]`. Duplicate indices are summed before the update. Any index
+    outside `[0, var.shape[0])` raises InvalidArgumentError with its position, value and the
+    bound, and nothing is written. Other arguments as in `apply_ftrl`.
+    """
+    dtype = _dtype_of(var)
+    return load_library().fused_resource_sparse_apply_ftrl(
+        var=_handle(var), accum=_handle(accum), linear=_handle(linear), grad=_grad(grad, dtype),
+        indices=_indices(indices), lr=_scalar(lr, dtype), l1=_scalar(l1, dtype),
+        l2=_scalar(l2, dtype), l2_shrinkage=_scalar(l2_shrinkage, dtype),
+        lr_power=_scalar(lr_power, dtype), use_locking=use_locking,
+        multiply_linear_by_lr=multiply_linear_by_lr, name=name)
+
+
+def apply_adagrad(var, accum, grad, lr, epsilon=1e-7, update_slots=True, use_locking=False,
+                  name=None):
+    """Fused Adagrad update in place: `accum += grad**2` (when `update_slots`), then
+    `var -= lr * grad / (sqrt(accum) + epsilon)`, as `tf.raw_ops.ResourceApplyAdagradV2`.
+
+    lr > 0 and epsilon >= 0; other arguments as in `apply_ftrl`.
+    """
+    dtype = _dtype_of(var)
+    return load_library().fused_resource_apply_adagrad(
+        var=_handle(var), accum=_handle(accum), grad=_grad(grad, dtype), lr=_scalar(lr, dtype),
+        epsilon=_scalar(epsilon, dtype), use_locking=use_locking, update_slots=update_slots,
+        name=name)
+
+
+def sparse_apply_adagrad(var, accum, grad, indices, lr, epsilon=1e-7, update_slots=True,
+                         use_locking=False, name=None):
+    """Fused Adagrad update of the rows `indices` of `var` and `accum`; duplicate indices are
+    summed first. Arguments as in `sparse_apply_ftrl` and `apply_adagrad`.
+    """
+    dtype = _dtype_of(var)
+    return load_library().fused_resource_sparse_apply_adagrad(
+        var=_handle(var), accum=_handle(accum), grad=_grad(grad, dtype),
+        indices=_indices(indices), lr=_scalar(lr, dtype), epsilon=_scalar(epsilon, dtype),
+        use_locking=use_locking, update_slots=update_slots, name=name)

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Idempotent set-up on a fresh Debian 12 machine (root, no GPU): Bazel, a virtualenv with
+# TensorFlow, the Bazel build of the op library and an editable install of the package.
+# Re-running it only redoes what is missing or out of date.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+TF_PACKAGE=${TF_PACKAGE:-tensorflow-cpu==2.21.0}
+
+if ! command -v bazel >/dev/null 2>&1; then
+  echo "[setup] installing Bazel (Debian bazel-bootstrap)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq bazel-bootstrap >/dev/null
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[setup] creating virtualenv $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+# shellcheck disable=SC1091
+. "$VENV/bin/activate"
+
+if ! python -c "import tensorflow, pytest, numpy, absl, pybind11, hypothesis" >/dev/null 2>&1; then
+  echo "[setup] installing $TF_PACKAGE and the test dependencies"
+  python -m pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
+  python -m pip install -q --disable-pip-version-check "$TF_PACKAGE" pytest numpy absl-py pybind11 hypothesis
+fi
+
+if [ -f setup.py ]; then
+  echo "[setup] building the op library with Bazel and installing tf_ftrl (editable)"
+  python -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
+fi
