@@ -3,6 +3,7 @@
 #define EIGEN_USE_THREADS
 
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -11,6 +12,8 @@
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/register_types.h"
 #include "tensorflow/core/framework/tensor.h"
+#include "tensorflow/core/framework/resource_mgr.h"
+#include "tensorflow/core/framework/resource_var.h"
 #include "tensorflow/core/kernels/training_op_helpers.h"
 #include "tensorflow/core/lib/core/errors.h"
 
@@ -58,14 +61,33 @@ tf_ftrl::cpu::ParallelFor ThreadPoolParallelFor(OpKernelContext* ctx) {
 }
 
 // Locks the variable inputs [0, names.size()) and fetches their tensors, checking that each is
-// initialized, has dtype T and is a different buffer from the others.
+// a different variable from the others, initialized and of dtype T.
 template <typename T>
 class LockedVariables {
  public:
   LockedVariables(OpKernelContext* ctx, bool use_locking, bool sparse,
-                  const std::vector<std::string>& names)
-      : lock_(MaybeLockVariableInputMutexesInOrder<CPUDevice, T>(ctx, use_locking, sparse,
-                                                                  InputIds(names.size()))) {
+                  const std::vector<std::string>& names) {
+    // Compare the variables themselves: fetching a variable's tensor for a dense update may copy
+    // it, so two inputs naming one variable would not show up as one buffer.
+    std::vector<core::RefCountPtr<Var>> resources(names.size());
+    for (size_t i = 0; i < names.size(); ++i) {
+      const absl::Status found =
+          LookupResource(ctx, HandleFromInput(ctx, static_cast<int>(i)), &resources[i]);
+      if (!found.ok()) {
+        status_ = errors::FailedPrecondition("Could not read variable ", names[i],
+                                             "; it may be uninitialized: ", found.message());
+        return;
+      }
+      for (size_t j = 0; j < i; ++j) {
+        if (resources[i].get() == resources[j].get()) {
+          status_ = errors::InvalidArgument(names[j], " and ", names[i],
+                                            " must be different variables");
+          return;
+        }
+      }
+    }
+    lock_.emplace(MaybeLockVariableInputMutexesInOrder<CPUDevice, T>(ctx, use_locking, sparse,
+                                                                      InputIds(names.size())));
     tensors_.resize(names.size());
     for (size_t i = 0; i < names.size(); ++i) {
       status_ = GetInputTensorFromVariable<CPUDevice, T>(ctx, static_cast<int>(i), use_locking,
@@ -90,14 +112,6 @@ class LockedVariables {
                                           tensors_[i].shape().DebugString());
         return;
       }
-      for (size_t j = 0; j < i; ++j) {
-        if (tensors_[i].NumElements() > 0 &&
-            tensors_[i].tensor_data().data() == tensors_[j].tensor_data().data()) {
-          status_ = errors::InvalidArgument(names[j], " and ", names[i],
-                                            " must be different variables");
-          return;
-        }
-      }
     }
   }
 
@@ -111,7 +125,7 @@ class LockedVariables {
     return ids;
   }
 
-  VariableInputLockHolder lock_;
+  std::optional<VariableInputLockHolder> lock_;
   std::vector<Tensor> tensors_;
   absl::Status status_;
 };

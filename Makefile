@@ -1,0 +1,16 @@
+# The two commands of the README. Each does its own idempotent set-up first (Bazel, the
+# virtualenv with TensorFlow, the Bazel build of the op library, the editable install).
+PYTHON := .venv/bin/python
+
+.PHONY: setup build test bench
+
+setup:
+	bash tools/setup.sh
+
+build: setup
+
+test: setup
+	$(PYTHON) -m pytest -q tests
+
+bench: setup
+	$(PYTHON) tools/benchmark_ops.py $(BENCH_ARGS)

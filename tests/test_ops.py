@@ -1,0 +1,403 @@
+"""The four fused ops against a float64 NumPy reference and against TensorFlow's built-in ops."""
+
+import threading
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_ftrl
+from tests import reference
+from tests.reference import DTYPES, INDEX_DTYPES, TOLERANCE, Inputs
+
+DENSE_SHAPES = [(1,), (37,), (5, 13), (3, 4, 67)]
+SPARSE_SHAPES = [(50,), (40, 9), (12, 3, 5)]
+LR_POWERS = [-0.5, 0.0, -0.3]
+
+FTRL_HYPER = dict(lr=0.05, l1=0.02, l2=0.03)
+
+
+@pytest.fixture
+def rng(request):
+    # Fresh random inputs on every run; the seed is printed when a test fails.
+    seed = np.random.SeedSequence().entropy % (2**32)
+    request.node.user_properties.append(("seed", seed))
+    print(f"seed={seed}")
+    return np.random.default_rng(seed)
+
+
+def assert_close(actual, expected, dtype, mask=None, scale=1.0, what=""):
+    rtol, atol = TOLERANCE[dtype]
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    if mask is not None:
+        actual, expected = actual[mask], expected[mask]
+    np.testing.assert_allclose(actual, expected, rtol=rtol * scale, atol=atol * scale,
+                               err_msg=what)
+
+
+def away_from_threshold(linear, threshold, dtype):
+    """Elements whose |linear| is not so close to the l1 threshold that rounding could flip the
+    clip (there var is either 0 or tiny, and both are right)."""
+    rtol, _ = TOLERANCE[dtype]
+    return np.abs(np.abs(linear) - threshold) > 20 * rtol * (1 + np.abs(linear))
+
+
+def check_ftrl_result(inputs, expected, threshold, tolerance_scale=1.0, rows=None):
+    var, accum, linear = expected
+    select = (lambda x: x) if rows is None else (lambda x: x[rows])
+    dtype = inputs.dtype
+    mask = away_from_threshold(select(linear), threshold, dtype)
+    assert_close(select(inputs.current("accum")), select(accum), dtype, scale=tolerance_scale,
+                 what="accum")
+    assert_close(select(inputs.current("linear")), select(linear), dtype,
+                 scale=tolerance_scale * 4, what="linear")
+    assert_close(select(inputs.current("var")), select(var), dtype, mask=mask,
+                 scale=tolerance_scale * 4, what="var")
+
+
+# ---------------------------------------------------------------------------------- dense FTRL
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
+@pytest.mark.parametrize("shape", DENSE_SHAPES, ids=str)
+@pytest.mark.parametrize("lr_power", LR_POWERS)
+@pytest.mark.parametrize("multiply_linear_by_lr", [False, True])
+@pytest.mark.parametrize("l2_shrinkage", [0.0, 0.05])
+def test_apply_ftrl_matches_reference(rng, dtype, shape, lr_power, multiply_linear_by_lr,
+                                      l2_shrinkage):
+    x = Inputs(rng, shape, dtype)
+    hyper = dict(FTRL_HYPER, l2_shrinkage=l2_shrinkage, lr_power=lr_power,
+                 multiply_linear_by_lr=multiply_linear_by_lr)
+    tf_ftrl.apply_ftrl(x.variables["var"], x.variables["accum"], x.variables["linear"], x.grad,
+                       **hyper)
+    expected = reference.ftrl(x.start["var"], x.start["accum"], x.start["linear"], x.grad64,
+                              **hyper)
+    check_ftrl_result(x, expected, reference.ftrl_threshold(0.05, 0.02, multiply_linear_by_lr))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
+@pytest.mark.parametrize("lr_power", LR_POWERS)
+@pytest.mark.parametrize("multiply_linear_by_lr", [False, True])
+def test_apply_ftrl_matches_builtin(rng, dtype, lr_power, multiply_linear_by_lr):
+    ours = Inputs(rng, (1000,), dtype)
+    theirs = {name: tf.Variable(v) for name, v in ours.variables.items()}
+    hyper = dict(FTRL_HYPER, l2_shrinkage=0.05, lr_power=lr_power)
+    tf_ftrl.apply_ftrl(ours.variables["var"], ours.variables["accum"], ours.variables["linear"],
+                       ours.grad, multiply_linear_by_lr=multiply_linear_by_lr, **hyper)
+    tf.raw_ops.ResourceApplyFtrlV2(
+        var=theirs["var"].handle, accum=theirs["accum"].handle, linear=theirs["linear"].handle,
+        grad=ours.grad, multiply_linear_by_lr=multiply_linear_by_lr,
+        **{k: tf.constant(v, dtype) for k, v in hyper.items()})
+    linear = reference.to_numpy64(theirs["linear"])
+    threshold = reference.ftrl_threshold(0.05, 0.02, multiply_linear_by_lr)
+    # The built-in rounds every intermediate to the half types; ours computes in float32.
+    scale = 1.0 if dtype in (tf.float32, tf.float64) else 8.0
+    check_ftrl_result(ours, (reference.to_numpy64(theirs["var"]),
+                             reference.to_numpy64(theirs["accum"]), linear),
+                      threshold, tolerance_scale=scale)
+
+
+def test_apply_ftrl_float32_sqrt_path_is_bit_identical_to_builtin(rng):
+    ours = Inputs(rng, (4099,), tf.float32)
+    theirs = {name: tf.Variable(v) for name, v in ours.variables.items()}
+    tf_ftrl.apply_ftrl(ours.variables["var"], ours.variables["accum"], ours.variables["linear"],
+                       ours.grad, l2_shrinkage=0.05, **FTRL_HYPER)
+    tf.raw_ops.ResourceApplyFtrlV2(
+        var=theirs["var"].handle, accum=theirs["accum"].handle, linear=theirs["linear"].handle,
+        grad=ours.grad, lr=0.05, l1=0.02, l2=0.03, l2_shrinkage=0.05, lr_power=-0.5)
+    for name in ("var", "accum", "linear"):
+        np.testing.assert_array_equal(ours.variables[name].numpy(), theirs[name].numpy(),
+                                      err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
+def test_apply_ftrl_large_l1_clips_to_exactly_zero(rng, dtype):
+    x = Inputs(rng, (300,), dtype)
+    tf_ftrl.apply_ftrl(x.variables["var"], x.variables["accum"], x.variables["linear"], x.grad,
+                       lr=0.05, l1=1e4, l2=0.0)
+    assert np.all(x.variables["var"].numpy() == 0)
+    expected = reference.ftrl(x.start["var"], x.start["accum"], x.start["linear"], x.grad64,
+                              lr=0.05, l1=1e4, l2=0.0)
+    assert_close(x.current("linear"), expected[2], dtype, scale=4, what="linear")
+
+
+def test_apply_ftrl_large_tensor_uses_all_blocks(rng):
+    # Big enough to be split over the thread pool; every block must be updated.
+    x = Inputs(rng, (300_001,), tf.float32)
+    tf_ftrl.apply_ftrl(x.variables["var"], x.variables["accum"], x.variables["linear"], x.grad,
+                       **FTRL_HYPER)
+    expected = reference.ftrl(x.start["var"], x.start["accum"], x.start["linear"], x.grad64,
+                              **FTRL_HYPER)
+    check_ftrl_result(x, expected, 0.02)
+
+
+# --------------------------------------------------------------------------------- sparse FTRL
+
+
+def random_indices(rng, num_rows, n, duplicates):
+    if duplicates:
+        return rng.integers(0, num_rows, size=n)
+    return rng.permutation(num_rows)[:n]
+
+
+def sparse_inputs(rng, shape, dtype, n, duplicates, slots=("accum", "linear")):
+    indices = random_indices(rng, shape[0], n, duplicates)
+    inputs = Inputs(rng, shape, dtype, grad_shape=(len(indices),) + shape[1:], slots=slots)
+    return inputs, indices
+
+
+def expected_sparse_ftrl(x, indices, **hyper):
+    """Reference: the dense update with the densified gradient, on the touched rows."""
+    dense_grad = reference.densify(x.grad64, indices, x.start["var"].shape[0])
+    return reference.ftrl(x.start["var"], x.start["accum"], x.start["linear"], dense_grad,
+                          **hyper)
+
+
+def assert_untouched_rows_identical(x, indices):
+    untouched = np.setdiff1d(np.arange(x.start["var"].shape[0]), indices)
+    for name, start in x.start.items():
+        np.testing.assert_array_equal(x.current(name)[untouched], start[untouched],
+                                      err_msg=f"untouched rows of {name}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
+@pytest.mark.parametrize("index_dtype", INDEX_DTYPES, ids=lambda d: d.name)
+@pytest.mark.parametrize("shape", SPARSE_SHAPES, ids=str)
+@pytest.mark.parametrize("lr_power", LR_POWERS)
+@pytest.mark.parametrize("duplicates", [False, True], ids=["unique", "duplicates"])
+def test_sparse_apply_ftrl_matches_reference(rng, dtype, index_dtype, shape, lr_power,
+                                             duplicates):
+    x, indices = sparse_inputs(rng, shape, dtype, n=9, duplicates=duplicates)
+    hyper = dict(FTRL_HYPER, l2_shrinkage=0.05, lr_power=lr_power)
+    tf_ftrl.sparse_apply_ftrl(x.variables["var"], x.variables["accum"], x.variables["linear"],
+                              x.grad, tf.constant(indices, index_dtype), **hyper)
+    expected = expected_sparse_ftrl(x, indices, **hyper)
+    # Summing duplicates rounds once more in the half types.
+    check_ftrl_result(x, expected, 0.02, tolerance_scale=2.0, rows=np.unique(indices))
+    assert_untouched_rows_identical(x, indices)
+
+
+@pytest.mark.parametrize("multiply_linear_by_lr", [False, True])
+def test_sparse_apply_ftrl_multiply_linear_by_lr(rng, multiply_linear_by_lr):
+    x, indices = sparse_inputs(rng, (30, 7), tf.float32, n=20, duplicates=True)
+    hyper = dict(FTRL_HYPER, l2_shrinkage=0.05, multiply_linear_by_lr=multiply_linear_by_lr)
+    tf_ftrl.sparse_apply_ftrl(x.variables["var"], x.variables["accum"], x.variables["linear"],
+                              x.grad, indices, **hyper)
+    expected = expected_sparse_ftrl(x, indices, **hyper)
+    check_ftrl_result(x, expected, reference.ftrl_threshold(0.05, 0.02, multiply_linear_by_lr),
+                      rows=np.unique(indices))
+    assert_untouched_rows_identical(x, indices)
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float64], ids=lambda d: d.name)
+@pytest.mark.parametrize("lr_power", LR_POWERS)
+def test_sparse_ftrl_with_duplicates_equals_dense_op_on_densified_grad(rng, dtype, lr_power):
+    x, indices = sparse_inputs(rng, (64, 33), dtype, n=200, duplicates=True)
+    dense = {name: tf.Variable(v) for name, v in x.variables.items()}
+    dense_grad = reference.densify(x.grad.numpy(), indices, 64)  # summed in dtype, in order
+    hyper = dict(FTRL_HYPER, l2_shrinkage=0.05, lr_power=lr_power)
+    tf_ftrl.sparse_apply_ftrl(x.variables["var"], x.variables["accum"], x.variables["linear"],
+                              x.grad, indices, **hyper)
+    tf_ftrl.apply_ftrl(dense["var"], dense["accum"], dense["linear"], dense_grad, **hyper)
+    rows = np.unique(indices)
+    for name in ("var", "accum", "linear"):
+        np.testing.assert_array_equal(x.variables[name].numpy()[rows],
+                                      dense[name].numpy()[rows], err_msg=name)
+    assert_untouched_rows_identical(x, indices)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
+@pytest.mark.parametrize("index_dtype", INDEX_DTYPES, ids=lambda d: d.name)
+def test_sparse_apply_ftrl_matches_builtin_with_dedup(rng, dtype, index_dtype):
+    x, indices = sparse_inputs(rng, (100, 6), dtype, n=150, duplicates=True)
+    theirs = {name: tf.Variable(v) for name, v in x.variables.items()}
+    hyper = dict(FTRL_HYPER, l2_shrinkage=0.05, lr_power=-0.5)
+    tf_ftrl.sparse_apply_ftrl(x.variables["var"], x.variables["accum"], x.variables["linear"],
+                              x.grad, tf.constant(indices, index_dtype), **hyper)
+    unique, positions = tf.unique(tf.constant(indices, index_dtype))
+    sum_dtype = dtype if dtype in (tf.float32, tf.float64) else tf.float32
+    summed = tf.math.unsorted_segment_sum(tf.cast(x.grad, sum_dtype), positions,
+                                          tf.shape(unique)[0])
+    tf.raw_ops.ResourceSparseApplyFtrlV2(
+        var=theirs["var"].handle, accum=theirs["accum"].handle, linear=theirs["linear"].handle,
+        grad=tf.cast(summed, dtype), indices=unique,
+        **{k: tf.constant(v, dtype) for k, v in hyper.items()})
+    scale = 1.0 if dtype in (tf.float32, tf.float64) else 8.0
+    check_ftrl_result(x, tuple(reference.to_numpy64(theirs[n]) for n in ("var", "accum",
+                                                                          "linear")),
+                      0.02, tolerance_scale=scale)
+
+
+@pytest.mark.parametrize("index_dtype", INDEX_DTYPES, ids=lambda d: d.name)
+def test_sparse_ops_with_empty_indices_change_nothing(rng, index_dtype):
+    x = Inputs(rng, (10, 3), tf.float32, grad_shape=(0, 3))
+    empty = tf.zeros([0], index_dtype)
+    tf_ftrl.sparse_apply_ftrl(x.variables["var"], x.variables["accum"], x.variables["linear"],
+                              x.grad, empty, **FTRL_HYPER)
+    tf_ftrl.sparse_apply_adagrad(x.variables["var"], x.variables["accum"], x.grad, empty,
+                                 lr=0.1)
+    x.assert_unchanged()
+
+
+def test_sparse_apply_ftrl_large_update_uses_all_rows(rng):
+    # Enough rows to be split over the thread pool.
+    x, indices = sparse_inputs(rng, (20_000, 16), tf.float32, n=8_000, duplicates=True)
+    tf_ftrl.sparse_apply_ftrl(x.variables["var"], x.variables["accum"], x.variables["linear"],
+                              x.grad, indices, **FTRL_HYPER)
+    expected = expected_sparse_ftrl(x, indices, **FTRL_HYPER)
+    check_ftrl_result(x, expected, 0.02, rows=np.unique(indices))
+    assert_untouched_rows_identical(x, indices)
+
+
+# ------------------------------------------------------------------------------------- Adagrad
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
+@pytest.mark.parametrize("shape", DENSE_SHAPES, ids=str)
+@pytest.mark.parametrize("update_slots", [True, False])
+def test_apply_adagrad_matches_reference(rng, dtype, shape, update_slots):
+    x = Inputs(rng, shape, dtype, slots=("accum",))
+    tf_ftrl.apply_adagrad(x.variables["var"], x.variables["accum"], x.grad, lr=0.05,
+                          epsilon=1e-3, update_slots=update_slots)
+    var, accum = reference.adagrad(x.start["var"], x.start["accum"], x.grad64, lr=0.05,
+                                   epsilon=1e-3, update_slots=update_slots)
+    assert_close(x.current("var"), var, dtype, what="var")
+    assert_close(x.current("accum"), accum, dtype, what="accum")
+    if not update_slots:
+        np.testing.assert_array_equal(x.current("accum"), x.start["accum"])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
+@pytest.mark.parametrize("update_slots", [True, False])
+def test_apply_adagrad_matches_builtin(rng, dtype, update_slots):
+    ours = Inputs(rng, (1001,), dtype, slots=("accum",))
+    theirs = {name: tf.Variable(v) for name, v in ours.variables.items()}
+    tf_ftrl.apply_adagrad(ours.variables["var"], ours.variables["accum"], ours.grad, lr=0.05,
+                          epsilon=1e-3, update_slots=update_slots)
+    tf.raw_ops.ResourceApplyAdagradV2(var=theirs["var"].handle, accum=theirs["accum"].handle,
+                                      lr=tf.constant(0.05, dtype),
+                                      epsilon=tf.constant(1e-3, dtype), grad=ours.grad,
+                                      update_slots=update_slots)
+    scale = 1.0 if dtype in (tf.float32, tf.float64) else 4.0
+    for name in ("var", "accum"):
+        assert_close(ours.current(name), reference.to_numpy64(theirs[name]), dtype, scale=scale,
+                     what=name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
+@pytest.mark.parametrize("index_dtype", INDEX_DTYPES, ids=lambda d: d.name)
+@pytest.mark.parametrize("shape", SPARSE_SHAPES, ids=str)
+@pytest.mark.parametrize("duplicates", [False, True], ids=["unique", "duplicates"])
+@pytest.mark.parametrize("update_slots", [True, False])
+def test_sparse_apply_adagrad_matches_reference(rng, dtype, index_dtype, shape, duplicates,
+                                                update_slots):
+    x, indices = sparse_inputs(rng, shape, dtype, n=9, duplicates=duplicates, slots=("accum",))
+    tf_ftrl.sparse_apply_adagrad(x.variables["var"], x.variables["accum"], x.grad,
+                                 tf.constant(indices, index_dtype), lr=0.05, epsilon=1e-3,
+                                 update_slots=update_slots)
+    dense_grad = reference.densify(x.grad64, indices, shape[0])
+    var, accum = reference.adagrad(x.start["var"], x.start["accum"], dense_grad, lr=0.05,
+                                   epsilon=1e-3, update_slots=update_slots)
+    rows = np.unique(indices)
+    assert_close(x.current("var")[rows], var[rows], dtype, scale=2, what="var")
+    assert_close(x.current("accum")[rows], accum[rows], dtype, scale=2, what="accum")
+    assert_untouched_rows_identical(x, indices)
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float64], ids=lambda d: d.name)
+def test_sparse_adagrad_with_duplicates_equals_dense_op_on_densified_grad(rng, dtype):
+    x, indices = sparse_inputs(rng, (50, 17), dtype, n=120, duplicates=True, slots=("accum",))
+    dense = {name: tf.Variable(v) for name, v in x.variables.items()}
+    tf_ftrl.sparse_apply_adagrad(x.variables["var"], x.variables["accum"], x.grad, indices,
+                                 lr=0.05)
+    tf_ftrl.apply_adagrad(dense["var"], dense["accum"],
+                          reference.densify(x.grad.numpy(), indices, 50), lr=0.05)
+    rows = np.unique(indices)
+    for name in ("var", "accum"):
+        np.testing.assert_array_equal(x.variables[name].numpy()[rows],
+                                      dense[name].numpy()[rows], err_msg=name)
+    assert_untouched_rows_identical(x, indices)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
+def test_sparse_apply_adagrad_matches_builtin_on_unique_indices(rng, dtype):
+    x, indices = sparse_inputs(rng, (100, 6), dtype, n=40, duplicates=False, slots=("accum",))
+    theirs = {name: tf.Variable(v) for name, v in x.variables.items()}
+    tf_ftrl.sparse_apply_adagrad(x.variables["var"], x.variables["accum"], x.grad, indices,
+                                 lr=0.05, epsilon=1e-3)
+    tf.raw_ops.ResourceSparseApplyAdagradV2(
+        var=theirs["var"].handle, accum=theirs["accum"].handle, lr=tf.constant(0.05, dtype),
+        epsilon=tf.constant(1e-3, dtype), grad=x.grad, indices=tf.constant(indices))
+    scale = 1.0 if dtype in (tf.float32, tf.float64) else 4.0
+    for name in ("var", "accum"):
+        assert_close(x.current(name), reference.to_numpy64(theirs[name]), dtype, scale=scale,
+                     what=name)
+
+
+# ---------------------------------------------------------------------------- tf.function, misc
+
+
+def test_ops_work_inside_tf_function(rng):
+    x, indices = sparse_inputs(rng, (20, 4), tf.float32, n=10, duplicates=True)
+
+    @tf.function
+    def step(grad, idx):
+        tf_ftrl.sparse_apply_ftrl(x.variables["var"], x.variables["accum"],
+                                  x.variables["linear"], grad, idx, **FTRL_HYPER)
+
+    step(x.grad, tf.constant(indices))
+    expected = expected_sparse_ftrl(x, indices, **FTRL_HYPER)
+    check_ftrl_result(x, expected, 0.02, rows=np.unique(indices))
+
+
+def test_hyperparameters_may_be_tensors_of_another_dtype(rng):
+    x = Inputs(rng, (16,), tf.float16, slots=("accum",))
+    tf_ftrl.apply_adagrad(x.variables["var"], x.variables["accum"], x.grad,
+                          lr=tf.constant(0.05, tf.float32), epsilon=tf.constant(1e-3))
+    var, _ = reference.adagrad(x.start["var"], x.start["accum"], x.grad64, lr=0.05,
+                               epsilon=1e-3)
+    assert_close(x.current("var"), var, tf.float16)
+
+
+# --------------------------------------------------------------------------------- concurrency
+
+
+@pytest.mark.parametrize("optimizer", ["ftrl", "adagrad"])
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+def test_use_locking_loses_no_update(optimizer, sparse):
+    # With grad = 1 every call adds exactly 1 to each accumulator (integers are exact in
+    # float32), so the final accumulator counts the calls that took effect. A small variable
+    # hammered from many session threads makes overlapping updates likely (without locking,
+    # sparse updates here do lose some).
+    size, threads, calls = 4096, 8, 1500
+    graph = tf.Graph()
+    with graph.as_default():
+        var = tf.Variable(tf.zeros([size]))
+        accum = tf.Variable(tf.zeros([size]))
+        linear = tf.Variable(tf.zeros([size]))
+        grad = tf.ones([size])
+        indices = tf.range(size)
+        if optimizer == "ftrl":
+            apply = (tf_ftrl.sparse_apply_ftrl(var, accum, linear, grad, indices, use_locking=True,
+                                               **FTRL_HYPER) if sparse else
+                     tf_ftrl.apply_ftrl(var, accum, linear, grad, use_locking=True,
+                                        **FTRL_HYPER))
+        else:
+            apply = (tf_ftrl.sparse_apply_adagrad(var, accum, grad, indices, lr=0.01,
+                                                  use_locking=True) if sparse else
+                     tf_ftrl.apply_adagrad(var, accum, grad, lr=0.01, use_locking=True))
+        config = tf.compat.v1.ConfigProto(inter_op_parallelism_threads=threads)
+        with tf.compat.v1.Session(graph=graph, config=config) as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+
+            def worker():
+                for _ in range(calls):
+                    session.run(apply)
+
+            pool = [threading.Thread(target=worker) for _ in range(threads)]
+            for t in pool:
+                t.start()
+            for t in pool:
+                t.join()
+            final = session.run(accum.read_value())
+    np.testing.assert_array_equal(final, np.full([size], threads * calls, np.float32))
