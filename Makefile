@@ -10,6 +10,7 @@ setup:
 build: setup
 
 test: setup
+	PYTHON_BIN_PATH=$(abspath $(PYTHON)) bazel test //kernels:cpu_kernels_test --test_output=errors
 	$(PYTHON) -m pytest -q tests
 
 bench: setup

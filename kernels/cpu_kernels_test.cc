@@ -1,0 +1,223 @@
+// Tests of the TensorFlow-free CPU loops (cpu_kernels.h) against an independent float64
+// reference, with a multi-threaded ParallelFor. Built and run by Bazel without TensorFlow:
+//   bazel test //kernels:cpu_kernels_test
+#include "kernels/cpu_kernels.h"
+
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace tf_ftrl {
+namespace {
+
+int g_passed = 0;
+int g_failed = 0;
+
+void Check(bool ok, const std::string& what) {
+  if (ok) {
+    ++g_passed;
+  } else {
+    ++g_failed;
+    std::printf("FAILED: %s\n", what.c_str());
+  }
+}
+
+// Splits [0, total) over up to 4 std::threads.
+void ThreadedParallelFor(int64_t total, int64_t, const std::function<void(int64_t, int64_t)>& fn) {
+  const int64_t shards = std::min<int64_t>(4, total);
+  std::vector<std::thread> threads;
+  for (int64_t s = 0; s < shards; ++s) {
+    threads.emplace_back([&, s] { fn(total * s / shards, total * (s + 1) / shards); });
+  }
+  for (auto& t : threads) t.join();
+}
+
+template <typename T>
+double ToDouble(T x) {
+  return static_cast<double>(Load(x));
+}
+template <typename T>
+T FromDouble(double x) {
+  return Store<T>(static_cast<AccumulateType<T>>(x));
+}
+
+template <typename T>
+double Tolerance();
+template <>
+double Tolerance<double>() { return 1e-12; }
+template <>
+double Tolerance<float>() { return 1e-5; }
+template <>
+double Tolerance<float16>() { return 1e-2; }
+template <>
+double Tolerance<bfloat16>() { return 6e-2; }
+
+// Independent float64 statement of the FTRL step (not ftrl_math.h).
+void ReferenceFtrl(double lr, double l1, double l2, double shrinkage, double power, double g,
+                   double& w, double& n, double& z) {
+  const double new_n = n + g * g;
+  const double sigma = (std::pow(new_n, -power) - std::pow(n, -power)) / lr;
+  z += g + 2 * shrinkage * w - sigma * w;
+  n = new_n;
+  w = std::fabs(z) > l1 ? -(z - (z > 0 ? l1 : -l1)) / (std::pow(n, -power) / lr + 2 * l2) : 0.0;
+}
+
+bool Close(double actual, double expected, double tol) {
+  return std::fabs(actual - expected) <= tol * (1 + std::fabs(expected));
+}
+
+template <typename T>
+std::vector<T> Random(std::mt19937_64& rng, size_t n, double lo, double hi) {
+  std::uniform_real_distribution<double> dist(lo, hi);
+  std::vector<T> out(n);
+  for (auto& x : out) x = FromDouble<T>(dist(rng));
+  return out;
+}
+
+template <typename T>
+void TestDenseFtrl(std::mt19937_64& rng, int64_t size, double power, const char* name) {
+  auto var = Random<T>(rng, size, -1, 1);
+  auto accum = Random<T>(rng, size, 0.1, 2);
+  auto linear = Random<T>(rng, size, -1, 1);
+  auto grad = Random<T>(rng, size, -1, 1);
+  const auto var0 = var, accum0 = accum, linear0 = linear;
+  using A = AccumulateType<T>;
+  FtrlHyperparams<A> h{A(0.05), A(0.01), A(0.02), A(0.03), A(power)};
+  cpu::ApplyFtrl(h, false, var.data(), accum.data(), linear.data(), grad.data(), size,
+                 ThreadedParallelFor);
+  bool ok = true;
+  for (int64_t i = 0; i < size; ++i) {
+    double w = ToDouble(var0[i]), n = ToDouble(accum0[i]), z = ToDouble(linear0[i]);
+    ReferenceFtrl(0.05, double(A(0.01)), double(A(0.02)), double(A(0.03)), double(A(power)),
+                  ToDouble(grad[i]), w, n, z);
+    const double tol = Tolerance<T>();
+    const bool near_clip = std::fabs(std::fabs(z) - double(A(0.01))) < 1e-3;
+    ok = ok && Close(ToDouble(accum[i]), n, tol) && Close(ToDouble(linear[i]), z, 4 * tol) &&
+         (near_clip || Close(ToDouble(var[i]), w, 4 * tol));
+  }
+  Check(ok, std::string("dense FTRL ") + name + " size " + std::to_string(size));
+}
+
+template <typename T>
+void TestSparseAdagradWithDuplicates(std::mt19937_64& rng, const char* name) {
+  const int64_t rows = 50, row_size = 7, n = 120;
+  auto var = Random<T>(rng, rows * row_size, -1, 1);
+  auto accum = Random<T>(rng, rows * row_size, 0.1, 2);
+  auto grad = Random<T>(rng, n * row_size, -1, 1);
+  std::vector<int64_t> indices(n);
+  std::uniform_int_distribution<int64_t> pick(0, rows / 2);  // only half the rows: duplicates
+  for (auto& i : indices) i = pick(rng);
+  const auto var0 = var, accum0 = accum;
+
+  RowGroups groups;
+  IndexError error;
+  Check(groups.Build(indices.data(), n, rows, &error), "indices in range accepted");
+  using A = AccumulateType<T>;
+  AdagradHyperparams<A> h{A(0.1), A(1e-3)};
+  cpu::SparseApplyAdagrad(h, true, var.data(), accum.data(), grad.data(), row_size, groups,
+                          ThreadedParallelFor);
+
+  std::vector<double> dense(rows * row_size, 0.0);
+  std::vector<bool> touched(rows, false);
+  for (int64_t p = 0; p < n; ++p) {
+    touched[indices[p]] = true;
+    for (int64_t j = 0; j < row_size; ++j) {
+      dense[indices[p] * row_size + j] += ToDouble(grad[p * row_size + j]);
+    }
+  }
+  bool ok = true;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = 0; j < row_size; ++j) {
+      const int64_t k = r * row_size + j;
+      if (!touched[r]) {
+        ok = ok && std::memcmp(&var[k], &var0[k], sizeof(T)) == 0 &&
+             std::memcmp(&accum[k], &accum0[k], sizeof(T)) == 0;
+        continue;
+      }
+      const double g = dense[k];
+      const double a = ToDouble(accum0[k]) + g * g;
+      const double w = ToDouble(var0[k]) - 0.1 * g / (std::sqrt(a) + double(A(1e-3)));
+      ok = ok && Close(ToDouble(accum[k]), a, 2 * Tolerance<T>()) &&
+           Close(ToDouble(var[k]), w, 2 * Tolerance<T>());
+    }
+  }
+  Check(ok, std::string("sparse Adagrad with duplicates ") + name);
+}
+
+void TestIndexValidation() {
+  RowGroups groups;
+  IndexError error;
+  const int32_t bad[] = {0, 3, 10, 2};
+  Check(!groups.Build(bad, 4, 10, &error) && error.position == 2 && error.value == 10,
+        "out-of-range index reported with its position and value");
+  const int64_t negative[] = {-5};
+  Check(!groups.Build(negative, 1, 10, &error) && error.position == 0 && error.value == -5,
+        "negative index reported");
+  const int64_t dup[] = {4, 1, 4, 4, 1};
+  Check(groups.Build(dup, 5, 10, &error) && groups.num_unique() == 2, "two unique rows");
+  bool ascending = true;
+  for (int64_t u = 0; u < groups.num_unique(); ++u) {
+    int64_t prev = -1;
+    for (int64_t p = groups.first_position(u); p >= 0; p = groups.next_position(p)) {
+      ascending = ascending && p > prev && dup[p] == groups.row(u);
+      prev = p;
+    }
+  }
+  Check(ascending, "positions of each row visited in ascending order");
+}
+
+void TestHalfConversions() {
+  bool round_trip = true;
+  for (uint32_t bits = 0; bits < 0x10000; ++bits) {
+    const float f = HalfToFloat(static_cast<uint16_t>(bits));
+    if (std::isnan(f)) continue;
+    round_trip = round_trip && FloatToHalf(f) == bits;
+  }
+  Check(round_trip, "every float16 survives float16 -> float -> float16");
+#if defined(__FLT16_MAX__)
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<uint32_t> any_bits;
+  bool matches_compiler = true;
+  for (int i = 0; i < 1000000; ++i) {
+    const float f = BitsToFloat(any_bits(rng));
+    if (std::isnan(f)) continue;
+    const _Float16 h = static_cast<_Float16>(f);
+    uint16_t expected;
+    std::memcpy(&expected, &h, 2);
+    matches_compiler = matches_compiler && FloatToHalf(f) == expected;
+  }
+  Check(matches_compiler, "float -> float16 rounds like the compiler's _Float16 (nearest even)");
+#endif
+  Check(FloatToBFloat16(1.0f + 1.0f / 256) == 0x3f80, "bfloat16 tie rounds to even (down)");
+  Check(FloatToBFloat16(1.0f + 3.0f / 256) == 0x3f82, "bfloat16 tie rounds to even (up)");
+  Check(std::isnan(BFloat16ToFloat(FloatToBFloat16(NAN))), "bfloat16 keeps NaN");
+  Check(std::isnan(HalfToFloat(FloatToHalf(NAN))), "float16 keeps NaN");
+  Check(HalfToFloat(FloatToHalf(1e6f)) == INFINITY, "float16 overflows to inf");
+}
+
+}  // namespace
+}  // namespace tf_ftrl
+
+int main() {
+  using namespace tf_ftrl;
+  std::mt19937_64 rng(std::random_device{}());
+  for (int64_t size : {1, 7, 1000, 100003}) {
+    for (double power : {-0.5, 0.0, -0.3}) {
+      TestDenseFtrl<float>(rng, size, power, "float32");
+      TestDenseFtrl<double>(rng, size, power, "float64");
+      TestDenseFtrl<float16>(rng, size, power, "float16");
+      TestDenseFtrl<bfloat16>(rng, size, power, "bfloat16");
+    }
+  }
+  TestSparseAdagradWithDuplicates<float>(rng, "float32");
+  TestSparseAdagradWithDuplicates<double>(rng, "float64");
+  TestSparseAdagradWithDuplicates<float16>(rng, "float16");
+  TestSparseAdagradWithDuplicates<bfloat16>(rng, "bfloat16");
+  TestIndexValidation();
+  TestHalfConversions();
+  std::printf("%d passed, %d failed\n", g_passed, g_failed);
+  return g_failed == 0 ? 0 : 1;
+}
