@@ -52,8 +52,10 @@ TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void FtrlUpdate(const FtrlHyperparams<A>& h, 
     l1 = h.l1;
     denominator = new_accum_power / h.lr + two * h.l2;
   }
-  const A numerator = (linear > A(0) ? l1 : -l1) - linear;
-  var = Abs(linear) > l1 ? numerator / denominator : A(0);
+  // Computed unconditionally and then selected: a division under a condition cannot be
+  // vectorised without masked instructions.
+  const A unclipped = ((linear > A(0) ? l1 : -l1) - linear) / denominator;
+  var = Abs(linear) > l1 ? unclipped : A(0);
   accum = new_accum;
 }
 

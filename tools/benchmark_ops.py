@@ -19,7 +19,12 @@ a `tf.function` with no outputs runs synchronously on CPU). Reported: median (an
 min) milliseconds per call, and the effective bandwidth from the minimum memory traffic: dense
 FTRL 28 bytes/element (var, accum, linear read + written, grad read), dense Adagrad 20
 bytes/element; sparse the same per element of every id's row (ids counted with duplicates,
-indices not counted).
+indices not counted). Sparse indices are int32.
+
+With --json PATH the results are also written as {"machine": {...}, "copy_bandwidth_gbps": ...,
+"results": [{"op": "ftrl"|"adagrad", "kind": "dense"|"sparse", "size": elements (dense) or ids
+(sparse), "implementation": "tf_ftrl"|"builtin"|"builtin_dedup", "median_ms", "min_ms", "gbps",
+...}, ...]}.
 
 Run (from the repository root, in the virtualenv with tf_ftrl installed):
 
@@ -100,7 +105,7 @@ def parse_args(argv=None):
                         help="indices per sparse update (uniform, with replacement)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed calls per variant; by default 30, fewer for large dense "
-                             "sizes (10 at 3e7 elements)")
+                             "sizes (15 at 3e7 elements)")
     parser.add_argument("--copy-mb", type=float, default=256,
                         help="size in MB of the buffer copied to measure copy bandwidth")
     parser.add_argument("--only", choices=("dense", "sparse"), default=None,
@@ -111,10 +116,10 @@ def parse_args(argv=None):
 
 
 def dense_repeats(size, requested):
-    """Timed calls for a dense size: the requested number, else 30 down to 10 for large sizes."""
+    """Timed calls for a dense size: the requested number, else 30 down to 15 for large sizes."""
     if requested is not None:
         return requested
-    return int(min(30, max(10, 3e8 // size)))
+    return int(min(30, max(15, 3e8 // size)))
 
 
 # ----------------------------------------------------------------------------- machine
@@ -160,8 +165,9 @@ def time_copies(pool, src_chunks, dst_chunks, repeats):
 
 
 def copy_bandwidth_gbps(nbytes, threads, repeats):
-    """Median read + write bandwidth (GB/s) of copying an nbytes float32 buffer with `threads`
-    threads, each copying its own contiguous part (numpy releases the GIL while copying)."""
+    """(median, best) read + write bandwidth in GB/s of copying an nbytes float32 buffer with
+    `threads` threads, each copying its own contiguous part (numpy releases the GIL while
+    copying)."""
     count = max(threads, int(nbytes) // 4)
     src = np.ones(count, dtype=np.float32)
     dst = np.zeros(count, dtype=np.float32)  # np.zeros pages are touched by the warm-up copy
@@ -170,7 +176,8 @@ def copy_bandwidth_gbps(nbytes, threads, repeats):
     with ThreadPoolExecutor(max_workers=threads) as pool:
         time_copies(pool, src_chunks, dst_chunks, 2)  # warm-up: faults in dst's pages
         seconds = time_copies(pool, src_chunks, dst_chunks, repeats)
-    return 2 * src.nbytes / statistics.median(seconds) / 1e9
+    traffic = 2 * src.nbytes
+    return traffic / statistics.median(seconds) / 1e9, traffic / min(seconds) / 1e9
 
 
 # ----------------------------------------------------------------------------- timing
@@ -221,12 +228,12 @@ def summarize(op, kind, size, implementation, times_ms, traffic_bytes, **extra):
     }
 
 
-# ----------------------------------------------------------------------------- dense cases
+# ----------------------------------------------------------------------------- variables
 
 
 def random_variable(shape, seed):
-    """A variable of uniform [-1, 1) values, the same for the same seed (generated in place of
-    being kept around, so that large tables exist only as variables)."""
+    """A variable of uniform [-1, 1) values, the same for the same seed. Generated on the spot
+    rather than copied from a stored array, so that large tables exist only as variables."""
     return tf.Variable(tf.random.stateless_uniform(shape, seed=(SEED, seed), minval=-1,
                                                    maxval=1, dtype=tf.float32))
 
@@ -241,6 +248,9 @@ def optimizer_state(op, shape):
     if op == "ftrl":
         state["linear"] = random_variable(shape, seed=2)
     return state
+
+
+# ----------------------------------------------------------------------------- dense cases
 
 
 def dense_functions(op, grad):
@@ -398,17 +408,19 @@ def report(machine, copy, results):
           f"TensorFlow {machine['tensorflow']}, tf_ftrl {machine['tf_ftrl']}, "
           f"numpy {machine['numpy']}, Python {machine['python']}")
     print(f"copy bandwidth (read+write, {copy['buffer_mb']:.0f} MB buffer): "
-          f"{copy['gbps']:.1f} GB/s with {copy['threads']} threads, "
-          f"{copy['single_thread_gbps']:.1f} GB/s with 1 thread")
+          f"{copy['gbps']:.1f} GB/s with {copy['threads']} threads "
+          f"(best {copy['best_gbps']:.1f}), {copy['single_thread_gbps']:.1f} GB/s with 1 thread "
+          f"(best {copy['single_thread_best_gbps']:.1f}); medians over {copy['repeats']} copies")
     print()
     print(markdown_table(results, copy["gbps"]))
     print()
     print("Notes: float32; times are medians per call of a tf.function (warmed up). GB/s is "
           "the minimum traffic / median time: FTRL 28 B and Adagrad 20 B per element (dense), "
           "per element of each id's row counting duplicate ids (sparse; indices not counted). "
-          "'% of copy bw' is against the multi-threaded copy bandwidth; small sizes run from "
-          "cache and can exceed it. The built-in sparse op without dedup is not equivalent "
-          "(duplicates are applied one after another); with dedup it is.")
+          "'% of copy bw' is against the median multi-threaded copy bandwidth; small sizes run "
+          "from cache and can exceed it, and so can a noisy copy measurement on a busy machine. "
+          "The built-in sparse op without dedup is not equivalent (duplicates are applied one "
+          "after another); with dedup it is.")
 
 
 def main(argv=None):
@@ -418,12 +430,11 @@ def main(argv=None):
     machine = machine_info()
     copy_repeats = args.repeats if args.repeats is not None else COPY_REPEATS
     copy_bytes = args.copy_mb * 1e6
-    copy = {
-        "buffer_mb": args.copy_mb,
-        "threads": machine["nproc"],
-        "gbps": copy_bandwidth_gbps(copy_bytes, machine["nproc"], copy_repeats),
-        "single_thread_gbps": copy_bandwidth_gbps(copy_bytes, 1, copy_repeats),
-    }
+    copy = {"buffer_mb": args.copy_mb, "threads": machine["nproc"], "repeats": copy_repeats}
+    copy["gbps"], copy["best_gbps"] = copy_bandwidth_gbps(copy_bytes, machine["nproc"],
+                                                          copy_repeats)
+    copy["single_thread_gbps"], copy["single_thread_best_gbps"] = copy_bandwidth_gbps(
+        copy_bytes, 1, copy_repeats)
 
     results = []
     if args.only in (None, "dense"):
@@ -438,8 +449,7 @@ def main(argv=None):
             json.dump({
                 "machine": machine,
                 "copy_bandwidth_gbps": copy["gbps"],
-                "copy_bandwidth_single_thread_gbps": copy["single_thread_gbps"],
-                "copy_buffer_mb": copy["buffer_mb"],
+                "copy": copy,
                 "results": results,
             }, f, indent=2)
     return 0
