@@ -76,7 +76,7 @@ void ForEachBlock(int64_t size, int64_t cycles_per_element, const ParallelFor& p
 // a few rows ahead of fn(row, ...).
 // Rows are scattered over tables far larger than the caches and TLBs, so each row is fetched
 // this many rows ahead of its update; the loads then overlap instead of stalling one by one.
-constexpr int64_t kPrefetchRowsAhead = 8;
+constexpr int64_t kPrefetchRowsAhead = 16;
 // At most this many bytes of each row are prefetched; the hardware prefetcher follows the rest.
 constexpr int64_t kMaxPrefetchBytesPerRow = 512;
 

@@ -15,6 +15,8 @@ struct IndexError {
   int64_t value = 0;
 };
 
+// Reusing one RowGroups across calls (e.g. one per thread) keeps its buffers: allocating and
+// page-faulting them anew costs about as much as grouping 16k indices.
 class RowGroups {
  public:
   // Groups indices[0, n). Returns false, filling *error, if any index is outside [0, num_rows);
@@ -31,6 +33,14 @@ class RowGroups {
   int64_t next_position(int64_t position) const { return next_[position]; }
 
  private:
+  // Buffers kept from a much larger earlier call are given back rather than held forever.
+  void ReleaseIfOversized(int64_t n) {
+    constexpr size_t kKeepAnyway = size_t{1} << 16;
+    if (next_.capacity() > kKeepAnyway && next_.capacity() > 8 * static_cast<size_t>(n)) {
+      *this = RowGroups();
+    }
+  }
+
   std::vector<int64_t> rows_;
   std::vector<int64_t> first_;
   std::vector<int64_t> next_;
@@ -48,6 +58,7 @@ bool RowGroups::Build(const Index* indices, int64_t n, int64_t num_rows, IndexEr
       return false;
     }
   }
+  ReleaseIfOversized(n);
   rows_.clear();
   first_.clear();
   next_.assign(n, -1);

@@ -231,6 +231,12 @@ absl::Status CheckSparseAndGroup(const Tensor& var, const Tensor& grad, const Te
   return absl::OkStatus();
 }
 
+// Each thread keeps its grouping buffers between sparse updates.
+tf_ftrl::RowGroups& ThreadRowGroups() {
+  thread_local tf_ftrl::RowGroups groups;
+  return groups;
+}
+
 template <typename T>
 class FusedApplyFtrlOp : public OpKernel {
  public:
@@ -270,7 +276,7 @@ class FusedSparseApplyFtrlOp : public OpKernel {
     const Tensor& grad = ctx->input(3);
     tf_ftrl::FtrlHyperparams<Acc<T>> h;
     OP_REQUIRES_OK(ctx, ReadFtrlHyperparams<T>(ctx, 5, &h));
-    tf_ftrl::RowGroups groups;
+    tf_ftrl::RowGroups& groups = ThreadRowGroups();
     int64_t row_size = 0;
     OP_REQUIRES_OK(ctx, CheckSparseAndGroup<Index>(*vars.tensor(0), grad, ctx->input(4),
                                                    &groups, &row_size));
@@ -324,7 +330,7 @@ class FusedSparseApplyAdagradOp : public OpKernel {
     const Tensor& grad = ctx->input(2);
     tf_ftrl::AdagradHyperparams<Acc<T>> h;
     OP_REQUIRES_OK(ctx, ReadAdagradHyperparams<T>(ctx, 4, &h));
-    tf_ftrl::RowGroups groups;
+    tf_ftrl::RowGroups& groups = ThreadRowGroups();
     int64_t row_size = 0;
     OP_REQUIRES_OK(ctx, CheckSparseAndGroup<Index>(*vars.tensor(0), grad, ctx->input(3),
                                                    &groups, &row_size));
