@@ -1,0 +1,154 @@
+"""What tf_ftrl's Keras optimizers share: keeping sparse gradients sparse through Keras's
+gradient processing, routing each update to a fused op (or to plain TF ops under XLA), and the
+slot accessors of the older optimizer API."""
+
+import contextlib
+
+import keras
+import tensorflow as tf
+
+
+def tf_variable(variable):
+    """The tf.Variable behind a Keras variable (this replica's under tf.distribute)."""
+    return variable.value if isinstance(variable, keras.Variable) else variable
+
+
+def in_xla_context():
+    """True while the update is being compiled by XLA, where custom ops have no kernels."""
+    return tf.__internal__.get_enclosing_xla_context() is not None
+
+
+def deduplicate(gradient):
+    """An IndexedSlices with one row per index: duplicate indices' rows summed in order, so that
+    its values are those of the densified gradient on the touched rows."""
+    unique_indices, positions = tf.unique(gradient.indices)
+    values = tf.math.unsorted_segment_sum(gradient.values, positions,
+                                          tf.shape(unique_indices)[0])
+    return tf.IndexedSlices(values, unique_indices, gradient.dense_shape)
+
+
+def _values(gradient):
+    return gradient.values if isinstance(gradient, tf.IndexedSlices) else gradient
+
+
+def _with_values(gradient, values):
+    if isinstance(gradient, tf.IndexedSlices):
+        return tf.IndexedSlices(values, gradient.indices, gradient.dense_shape)
+    return values
+
+
+def _squared_norm(gradient):
+    values = _values(gradient)
+    return tf.reduce_sum(tf.square(tf.cast(values, tf.float32)))
+
+
+def _clip_by_norm(gradient, clip_norm, norm):
+    # values * clip / max(norm, clip), as Keras clips a dense gradient.
+    values = _values(gradient)
+    scale = tf.cast(clip_norm, values.dtype) / tf.cast(tf.maximum(norm, clip_norm), values.dtype)
+    return _with_values(gradient, values * scale)
+
+
+@contextlib.contextmanager
+def _attributes_set_to_none(obj, names):
+    saved = {name: getattr(obj, name) for name in names}
+    try:
+        for name in names:
+            setattr(obj, name, None)
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(obj, name, value)
+
+
+class FusedOptimizer(keras.optimizers.Optimizer):
+    """Base of tf_ftrl's Keras 3 optimizers.
+
+    Subclasses define `_slot_names` and `_slots(variable)` and implement `_fused_update(...)` and
+    `_xla_rows_update(...)`.
+    """
+
+    _slot_names = ()
+    _GRADIENT_PROCESSING = ("loss_scale_factor", "clipnorm", "clipvalue", "global_clipnorm")
+
+    def apply(self, grads, trainable_variables=None):
+        """Applies gradients; `tf.IndexedSlices` gradients stay sparse.
+
+        Keras 3 densifies sparse gradients when it clips them and fails when it unscales them
+        (`loss_scale_factor`). Here, when any gradient is sparse, unscaling and clipping happen
+        first, on the deduplicated rows, exactly as they would on the densified gradient, and
+        Keras's own processing is skipped for this call. (With `gradient_accumulation_steps`,
+        Keras accumulates into dense buffers anyway, so it processes them itself.)
+        """
+        grads = list(grads)
+        if self.gradient_accumulation_steps or not any(
+                isinstance(g, tf.IndexedSlices) for g in grads):
+            return super().apply(grads, trainable_variables)
+        grads = self._process_sparse_aware(grads)
+        with _attributes_set_to_none(self, self._GRADIENT_PROCESSING):
+            return super().apply(grads, trainable_variables)
+
+    def _process_sparse_aware(self, grads):
+        def each(fn):
+            return [None if g is None else fn(g) for g in grads]
+
+        if self.loss_scale_factor is not None:
+            scale = self.loss_scale_factor
+            grads = each(lambda g: _with_values(g, _values(g) / scale))
+        if not (self.clipnorm or self.clipvalue or self.global_clipnorm):
+            return grads
+        grads = each(lambda g: deduplicate(g) if isinstance(g, tf.IndexedSlices) else g)
+        if self.clipnorm and self.clipnorm > 0:
+            grads = each(lambda g: _clip_by_norm(g, self.clipnorm, tf.sqrt(_squared_norm(g))))
+        elif self.global_clipnorm and self.global_clipnorm > 0:
+            norm = tf.sqrt(tf.add_n([_squared_norm(g) for g in grads if g is not None]))
+            grads = each(lambda g: _clip_by_norm(g, self.global_clipnorm, norm))
+        elif self.clipvalue and self.clipvalue > 0:
+            v = self.clipvalue
+            grads = each(lambda g: _with_values(g, tf.clip_by_value(_values(g), -v, v)))
+        return grads
+
+    def update_step(self, gradient, variable, learning_rate):
+        var = tf_variable(variable)
+        slots = [tf_variable(s) for s in self._slots(variable)]
+        lr = tf.cast(learning_rate, var.dtype)
+        if isinstance(gradient, tf.IndexedSlices):
+            values = tf.cast(gradient.values, var.dtype)
+            if in_xla_context():
+                gradient = deduplicate(tf.IndexedSlices(values, gradient.indices,
+                                                        gradient.dense_shape))
+                self._xla_sparse_update(var, slots, gradient, lr)
+            else:
+                self._fused_update(var, slots, values, gradient.indices, lr)
+        else:
+            grad = tf.cast(gradient, var.dtype)
+            if in_xla_context():
+                self._xla_dense_update(var, slots, grad, lr)
+            else:
+                self._fused_update(var, slots, grad, None, lr)
+
+    def _xla_dense_update(self, var, slots, grad, lr):
+        new = self._rows_update(var.read_value(), [s.read_value() for s in slots], grad, lr)
+        for variable, value in zip([var] + slots, new):
+            variable.assign(value)
+
+    def _xla_sparse_update(self, var, slots, gradient, lr):
+        indices = gradient.indices
+        rows = [tf.gather(v, indices) for v in [var] + slots]
+        new = self._rows_update(rows[0], rows[1:], gradient.values, lr)
+        for variable, value in zip([var] + slots, new):
+            variable.scatter_update(tf.IndexedSlices(value, indices, gradient.dense_shape))
+
+    # Older (optimizer_v2) API.
+
+    def get_slot_names(self):
+        """The names of the slot variables kept for each model variable."""
+        return list(self._slot_names)
+
+    def get_slot(self, var, slot_name):
+        """The slot variable `slot_name` (one of `get_slot_names()`) of model variable `var`."""
+        if slot_name not in self._slot_names:
+            raise ValueError(
+                f"Unknown slot name: {slot_name}. {self.__class__.__name__} has slots "
+                f"{list(self._slot_names)}.")
+        return self._slots(var)[self._slot_names.index(slot_name)]

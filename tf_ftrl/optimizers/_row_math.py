@@ -1,0 +1,45 @@
+"""The updates in plain TensorFlow ops, for where the fused kernels cannot run: inside XLA
+(`jit_compile=True`), which compiles only ops that have XLA kernels. Same formulas and order of
+evaluation as kernels/ftrl_math.h and kernels/adagrad_math.h; half types compute in float32.
+"""
+
+import tensorflow as tf
+
+
+def _compute_dtype(dtype):
+    return tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
+
+
+def ftrl(var, accum, linear, grad, lr, l1, l2, l2_shrinkage, lr_power, multiply_linear_by_lr):
+    """New (var, accum, linear) after one FTRL-Proximal step; all arguments are tensors."""
+    dtype = var.dtype
+    compute = _compute_dtype(dtype)
+    var, accum, linear, grad, lr, l1, l2, l2_shrinkage, lr_power = (
+        tf.cast(x, compute) for x in (var, accum, linear, grad, lr, l1, l2, l2_shrinkage,
+                                      lr_power))
+    grad_shrunk = grad + 2 * l2_shrinkage * var
+    new_accum = accum + grad * grad
+    new_power = tf.pow(new_accum, -lr_power)
+    old_power = tf.pow(accum, -lr_power)
+    if multiply_linear_by_lr:
+        linear = linear + (grad_shrunk * lr - (new_power - old_power) * var)
+        threshold = l1 * lr
+        denominator = new_power + 2 * l2 * lr
+    else:
+        linear = linear + (grad_shrunk - (new_power - old_power) / lr * var)
+        threshold = l1
+        denominator = new_power / lr + 2 * l2
+    unclipped = (tf.where(linear > 0, threshold, -threshold) - linear) / denominator
+    var = tf.where(tf.abs(linear) > threshold, unclipped, tf.zeros_like(unclipped))
+    return tuple(tf.cast(x, dtype) for x in (var, new_accum, linear))
+
+
+def adagrad(var, accum, grad, lr, epsilon):
+    """New (var, accum) after one Adagrad step: var -= lr * g / (sqrt(accum + g^2) + epsilon)."""
+    dtype = var.dtype
+    compute = _compute_dtype(dtype)
+    var, accum, grad, lr, epsilon = (tf.cast(x, compute) for x in (var, accum, grad, lr,
+                                                                    epsilon))
+    accum = accum + grad * grad
+    var = var - grad * lr / (tf.sqrt(accum) + epsilon)
+    return tf.cast(var, dtype), tf.cast(accum, dtype)

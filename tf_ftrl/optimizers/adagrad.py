@@ -1,0 +1,112 @@
+"""`tf_ftrl.Adagrad`: Keras 3's Adagrad optimizer on the fused kernels."""
+
+import keras
+import tensorflow as tf
+
+from tf_ftrl import ops
+from tf_ftrl.optimizers import _row_math
+from tf_ftrl.optimizers._fused_optimizer import FusedOptimizer
+
+
+@keras.saving.register_keras_serializable(package="tf_ftrl")
+class Adagrad(FusedOptimizer):
+    """Optimizer that implements Adagrad with one fused kernel per update.
+
+    A drop-in replacement for `keras.optimizers.Adagrad` with the same arguments, defaults and
+    slot variable (`accumulator`, so optimizer state saved by one restores into the other).
+    Sparse gradients (`tf.IndexedSlices`) stay sparse: only the touched rows change, duplicate
+    indices are summed first. Under XLA (`jit_compile=True`), the same math runs as plain
+    TensorFlow ops.
+
+    The update is TensorFlow's kernel formula (and that of the Keras 2 optimizer):
+    `accum += g^2; var -= lr * g / (sqrt(accum) + epsilon)`. Keras 3's `Adagrad` puts epsilon
+    inside the square root (`sqrt(accum + epsilon)`), so the two differ slightly while the
+    accumulator is small compared with epsilon (with the default epsilon of 1e-7 and
+    initial_accumulator_value of 0.1, by less than 2e-7 relative).
+
+    Args:
+        learning_rate: A float, a `keras.optimizers.schedules.LearningRateSchedule` instance,
+            or a callable that takes no arguments and returns the value to use. Defaults to
+            `0.001`.
+        initial_accumulator_value: The starting value of the accumulators, >= 0. Defaults to
+            `0.1`.
+        epsilon: A small float >= 0 added to the denominator for numerical stability. Defaults
+            to `1e-7`.
+        weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
+        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name: as for
+            every Keras optimizer (see `keras.optimizers.Optimizer`). Clipping and
+            `loss_scale_factor` keep sparse gradients sparse and treat them as their densified
+            form.
+    """
+
+    _slot_names = ("accumulator",)
+
+    def __init__(
+        self,
+        learning_rate=0.001,
+        initial_accumulator_value=0.1,
+        epsilon=1e-7,
+        weight_decay=None,
+        clipnorm=None,
+        clipvalue=None,
+        global_clipnorm=None,
+        use_ema=False,
+        ema_momentum=0.99,
+        ema_overwrite_frequency=None,
+        loss_scale_factor=None,
+        gradient_accumulation_steps=None,
+        name=None,
+        **kwargs,
+    ):
+        super().__init__(
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            clipnorm=clipnorm,
+            clipvalue=clipvalue,
+            global_clipnorm=global_clipnorm,
+            use_ema=use_ema,
+            ema_momentum=ema_momentum,
+            ema_overwrite_frequency=ema_overwrite_frequency,
+            loss_scale_factor=loss_scale_factor,
+            gradient_accumulation_steps=gradient_accumulation_steps,
+            name=name,
+            **kwargs,
+        )
+        if initial_accumulator_value < 0.0:
+            raise ValueError(
+                "`initial_accumulator_value` needs to be positive or zero. Received: "
+                f"initial_accumulator_value={initial_accumulator_value}.")
+        if epsilon < 0.0:
+            raise ValueError(f"`epsilon` needs to be positive or zero. Received: epsilon={epsilon}.")
+        self.initial_accumulator_value = initial_accumulator_value
+        self.epsilon = epsilon
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._accumulators = self.add_optimizer_variables(
+            var_list, "accumulator",
+            initializer=keras.initializers.Constant(self.initial_accumulator_value))
+
+    def _slots(self, variable):
+        return [self._accumulators[self._get_variable_index(variable)]]
+
+    def _fused_update(self, var, slots, grad, indices, lr):
+        (accum,) = slots
+        if indices is None:
+            ops.apply_adagrad(var, accum, grad, lr, epsilon=self.epsilon)
+        else:
+            ops.sparse_apply_adagrad(var, accum, grad, indices, lr, epsilon=self.epsilon)
+
+    def _rows_update(self, var, slots, grad, lr):
+        (accum,) = slots
+        return _row_math.adagrad(var, accum, grad, lr, tf.cast(self.epsilon, var.dtype))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "initial_accumulator_value": self.initial_accumulator_value,
+            "epsilon": self.epsilon,
+        })
+        return config

@@ -1,0 +1,163 @@
+"""`tf_ftrl.Ftrl`: Keras 3's FTRL optimizer on the fused kernels."""
+
+import keras
+import tensorflow as tf
+
+from tf_ftrl import ops
+from tf_ftrl.optimizers import _row_math
+from tf_ftrl.optimizers._fused_optimizer import FusedOptimizer
+
+
+@keras.saving.register_keras_serializable(package="tf_ftrl")
+class Ftrl(FusedOptimizer):
+    """Optimizer that implements FTRL-Proximal with one fused kernel per update.
+
+    A drop-in replacement for `keras.optimizers.Ftrl`: the same arguments, defaults, errors,
+    slot variables (`accumulator`, `linear`, in the same order, so optimizer state saved by one
+    restores into the other) and the same update, computed by one fused op per variable. Sparse
+    gradients (`tf.IndexedSlices`, e.g. from `Embedding` layers) stay sparse: only the touched
+    rows of the variable and its slots change, duplicate indices are summed first, nothing is
+    densified. Under XLA (`jit_compile=True`), the same math runs as plain TensorFlow ops.
+
+    Update for each element, with n the accumulator, z the linear slot and p = -lr_power:
+    `n' = n + g^2`, `z += g + 2 * l2_shrinkage * w - (n'^p - n^p) / lr * w`,
+    `w = (sign(z) * l1 - z) / (n'^p / lr + 2 * l2')` if `|z| > l1` else 0,
+    where `l2' = l2 + beta / (2 * lr)`.
+
+    Args:
+        learning_rate: A float, a `keras.optimizers.schedules.LearningRateSchedule` instance,
+            or a callable that takes no arguments and returns the value to use. Defaults to
+            `0.001`.
+        learning_rate_power: A float <= 0. Controls how the learning rate decreases during
+            training; 0 means a fixed learning rate. Defaults to `-0.5` (a faster sqrt path).
+        initial_accumulator_value: The starting value of the accumulators, >= 0. Defaults to
+            `0.1`.
+        l1_regularization_strength: A float >= 0. Defaults to `0.0`.
+        l2_regularization_strength: A float >= 0 (the stabilising L2 of the paper). Defaults to
+            `0.0`.
+        l2_shrinkage_regularization_strength: A float >= 0, an L2 penalty on the weights' size
+            added to the gradient; with sparse gradients it applies to the touched rows only.
+            Defaults to `0.0`.
+        beta: A float, the beta of the paper, folded into L2 as `beta / (2 * lr)`. Defaults to
+            `0.0`.
+        multiply_linear_by_lr: If True, the `linear` slot stores `lr` times its usual value (the
+            kernel's variant, better behaved when the learning rate changes). The slots are then
+            not interchangeable with `keras.optimizers.Ftrl`'s. Defaults to `False`.
+        weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
+        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name: as for
+            every Keras optimizer (see `keras.optimizers.Optimizer`). Clipping and
+            `loss_scale_factor` keep sparse gradients sparse and treat them as their densified
+            form (norms and clipping see duplicate indices summed).
+    """
+
+    _slot_names = ("accumulator", "linear")
+
+    def __init__(
+        self,
+        learning_rate=0.001,
+        learning_rate_power=-0.5,
+        initial_accumulator_value=0.1,
+        l1_regularization_strength=0.0,
+        l2_regularization_strength=0.0,
+        l2_shrinkage_regularization_strength=0.0,
+        beta=0.0,
+        multiply_linear_by_lr=False,
+        weight_decay=None,
+        clipnorm=None,
+        clipvalue=None,
+        global_clipnorm=None,
+        use_ema=False,
+        ema_momentum=0.99,
+        ema_overwrite_frequency=None,
+        loss_scale_factor=None,
+        gradient_accumulation_steps=None,
+        name=None,
+        **kwargs,
+    ):
+        super().__init__(
+            learning_rate=learning_rate,
+            name=name,
+            weight_decay=weight_decay,
+            clipnorm=clipnorm,
+            clipvalue=clipvalue,
+            global_clipnorm=global_clipnorm,
+            use_ema=use_ema,
+            ema_momentum=ema_momentum,
+            ema_overwrite_frequency=ema_overwrite_frequency,
+            loss_scale_factor=loss_scale_factor,
+            gradient_accumulation_steps=gradient_accumulation_steps,
+            **kwargs,
+        )
+        _require_non_negative("initial_accumulator_value", initial_accumulator_value)
+        if learning_rate_power > 0.0:
+            raise ValueError(
+                "`learning_rate_power` needs to be negative or zero. Received: "
+                f"learning_rate_power={learning_rate_power}.")
+        _require_non_negative("l1_regularization_strength", l1_regularization_strength)
+        _require_non_negative("l2_regularization_strength", l2_regularization_strength)
+        _require_non_negative("l2_shrinkage_regularization_strength",
+                              l2_shrinkage_regularization_strength)
+        self.learning_rate_power = learning_rate_power
+        self.initial_accumulator_value = initial_accumulator_value
+        self.l1_regularization_strength = l1_regularization_strength
+        self.l2_regularization_strength = l2_regularization_strength
+        self.l2_shrinkage_regularization_strength = l2_shrinkage_regularization_strength
+        self.beta = beta
+        self.multiply_linear_by_lr = multiply_linear_by_lr
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._accumulators, self._linears = self.add_optimizer_variables(
+            var_list,
+            ["accumulator", "linear"],
+            initializer=[keras.initializers.Constant(self.initial_accumulator_value), "zeros"],
+        )
+
+    def _slots(self, variable):
+        index = self._get_variable_index(variable)
+        return [self._accumulators[index], self._linears[index]]
+
+    def _hyperparameters(self, lr):
+        return dict(
+            lr=lr,
+            l1=self.l1_regularization_strength,
+            l2=self.l2_regularization_strength + self.beta / (2.0 * lr),
+            l2_shrinkage=self.l2_shrinkage_regularization_strength,
+            lr_power=self.learning_rate_power,
+        )
+
+    def _fused_update(self, var, slots, grad, indices, lr):
+        accum, linear = slots
+        hyper = self._hyperparameters(lr)
+        if indices is None:
+            ops.apply_ftrl(var, accum, linear, grad,
+                           multiply_linear_by_lr=self.multiply_linear_by_lr, **hyper)
+        else:
+            ops.sparse_apply_ftrl(var, accum, linear, grad, indices,
+                                  multiply_linear_by_lr=self.multiply_linear_by_lr, **hyper)
+
+    def _rows_update(self, var, slots, grad, lr):
+        accum, linear = slots
+        hyper = {k: tf.cast(v, var.dtype) for k, v in self._hyperparameters(lr).items()}
+        return _row_math.ftrl(var, accum, linear, grad,
+                              multiply_linear_by_lr=self.multiply_linear_by_lr, **hyper)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "learning_rate_power": self.learning_rate_power,
+            "initial_accumulator_value": self.initial_accumulator_value,
+            "l1_regularization_strength": self.l1_regularization_strength,
+            "l2_regularization_strength": self.l2_regularization_strength,
+            "l2_shrinkage_regularization_strength": self.l2_shrinkage_regularization_strength,
+            "beta": self.beta,
+            "multiply_linear_by_lr": self.multiply_linear_by_lr,
+        })
+        return config
+
+
+def _require_non_negative(name, value):
+    if value < 0.0:
+        raise ValueError(f"`{name}` needs to be positive or zero. Received: {name}={value}.")
