@@ -38,6 +38,7 @@ def _built_tensorflow_version(path):
     return match.group(1).decode() if match else None
 
 
+@tf.autograph.experimental.do_not_convert
 def load_library():
     """Loads the op library once and returns its module of raw ops.
 

@@ -1,0 +1,150 @@
+"""Benchmarks tf_ftrl's Keras optimizers against keras.optimizers on an embedding table.
+
+1. One `optimizer.apply` of a sparse gradient (`tf.IndexedSlices` of `--ids` random ids, with
+   duplicates) to an Embedding table of `--rows` x `--dim` float32, inside a `tf.function`:
+   tf_ftrl.Ftrl / tf_ftrl.Adagrad, keras.optimizers.Ftrl / Adagrad (which densify the gradient
+   and rewrite the whole table), and the bare fused op on the same gradient (the floor for the
+   optimizer's overhead). Median milliseconds per call after warm-up.
+2. End-to-end `model.fit` of a small wide model (Embedding(rows, dim) over `--features` ids per
+   example, summed, then Dense(1); logistic loss), steps per second, ours vs Keras's.
+
+Run from the repository root in the virtualenv with tf_ftrl installed:
+
+    python tools/benchmark_optimizers.py                 # 2,000,000 x 16, 4,096 ids
+    python tools/benchmark_optimizers.py --rows 10000 --repeats 3 --fit-steps 5   # quick
+"""
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import tf_ftrl  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--dim", type=int, default=16)
+    parser.add_argument("--ids", type=int, default=4096)
+    parser.add_argument("--repeats", type=int, default=20,
+                        help="timed calls of each of our ops (Keras's get a quarter, min 3)")
+    parser.add_argument("--features", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--fit-steps", type=int, default=40)
+    return parser.parse_args(argv)
+
+
+def median_ms(fn, repeats, warmup=2):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def apply_case(make_optimizer, table_shape, gradient):
+    table = keras.Variable(tf.random.uniform(table_shape, -0.05, 0.05))
+    optimizer = make_optimizer()
+    optimizer.build([table])
+
+    @tf.function
+    def step():
+        optimizer.apply([gradient], [table])
+
+    return step
+
+
+def bare_op_case(name, table_shape, gradient):
+    var = tf.Variable(tf.random.uniform(table_shape, -0.05, 0.05))
+    accum = tf.Variable(tf.fill(table_shape, 0.1))
+    linear = tf.Variable(tf.zeros(table_shape))
+
+    @tf.function
+    def step():
+        if name == "ftrl":
+            tf_ftrl.ops.sparse_apply_ftrl(var, accum, linear, gradient.values, gradient.indices,
+                                          lr=0.01, l1=0.0, l2=0.0)
+        else:
+            tf_ftrl.ops.sparse_apply_adagrad(var, accum, gradient.values, gradient.indices,
+                                             lr=0.01)
+
+    return step
+
+
+def bench_apply(args):
+    rng = np.random.default_rng(0)
+    shape = (args.rows, args.dim)
+    gradient = tf.IndexedSlices(
+        tf.constant(rng.normal(size=(args.ids, args.dim)).astype(np.float32)),
+        tf.constant(rng.integers(0, args.rows, args.ids).astype(np.int32)),
+        tf.constant(shape))
+    keras_repeats = max(3, args.repeats // 4)
+    rows = []
+    for name, ours, theirs in (("ftrl", tf_ftrl.Ftrl, keras.optimizers.Ftrl),
+                               ("adagrad", tf_ftrl.Adagrad, keras.optimizers.Adagrad)):
+        bare = median_ms(bare_op_case(name, shape, gradient), args.repeats)
+        our_ms = median_ms(apply_case(lambda: ours(learning_rate=0.01), shape, gradient),
+                           args.repeats)
+        keras_ms = median_ms(apply_case(lambda: theirs(learning_rate=0.01), shape, gradient),
+                             keras_repeats)
+        rows.append((name, our_ms, keras_ms, bare))
+    print(f"\noptimizer.apply, Embedding {args.rows:,} x {args.dim} float32, "
+          f"sparse gradient of {args.ids:,} ids (median ms per call)\n")
+    print("| optimizer | tf_ftrl ms | keras.optimizers ms | speed-up | bare fused op ms "
+          "| tf_ftrl / bare op |")
+    print("|---|---|---|---|---|---|")
+    for name, our_ms, keras_ms, bare in rows:
+        print(f"| {name} | {our_ms:.3f} | {keras_ms:.1f} | {keras_ms / our_ms:.0f}x | "
+              f"{bare:.3f} | {our_ms / bare:.2f}x |")
+
+
+def wide_model(rows, dim, features):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(features,), dtype="int32")
+    embedded = keras.layers.Embedding(rows, dim)(inputs)
+    summed = keras.layers.Lambda(lambda x: tf.reduce_sum(x, axis=1))(embedded)
+    return keras.Model(inputs, keras.layers.Dense(1)(summed))
+
+
+def bench_fit(args):
+    rng = np.random.default_rng(1)
+    n = args.batch * args.fit_steps
+    x = rng.integers(0, args.rows, size=(n, args.features)).astype(np.int32)
+    y = (rng.random((n, 1)) < 0.3).astype(np.float32)
+    print(f"\nmodel.fit steps/s: Embedding({args.rows:,}, {args.dim}) over {args.features} ids "
+          f"per example, batch {args.batch}, {args.fit_steps} steps after one warm-up epoch\n")
+    print("| optimizer | tf_ftrl steps/s | keras.optimizers steps/s | speed-up |")
+    print("|---|---|---|---|")
+    for name, ours, theirs in (("ftrl", tf_ftrl.Ftrl, keras.optimizers.Ftrl),
+                               ("adagrad", tf_ftrl.Adagrad, keras.optimizers.Adagrad)):
+        rates = []
+        for cls in (ours, theirs):
+            model = wide_model(args.rows, args.dim, args.features)
+            model.compile(optimizer=cls(learning_rate=0.05),
+                          loss=keras.losses.BinaryCrossentropy(from_logits=True))
+            model.fit(x[:args.batch * 2], y[:args.batch * 2], batch_size=args.batch, verbose=0)
+            start = time.perf_counter()
+            model.fit(x, y, batch_size=args.batch, epochs=1, verbose=0)
+            rates.append(args.fit_steps / (time.perf_counter() - start))
+        print(f"| {name} | {rates[0]:.1f} | {rates[1]:.2f} | {rates[0] / rates[1]:.0f}x |")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} CPUs")
+    bench_apply(args)
+    bench_fit(args)
+
+
+if __name__ == "__main__":
+    main()
