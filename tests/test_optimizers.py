@@ -429,3 +429,28 @@ def test_float64_variables(rng):
     for g in grads:
         var, accum = reference.adagrad(var, accum, g, lr=keras_learning_rate(0.1), epsilon=0.0)
     np.testing.assert_allclose(actual, var, rtol=1e-13)
+
+
+@pytest.mark.parametrize("make", [lambda: tf_ftrl.Ftrl(**FTRL_KWARGS),
+                                  lambda: tf_ftrl.Adagrad(learning_rate=0.1)],
+                         ids=["ftrl", "adagrad"])
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+def test_stateless_apply_returns_what_apply_assigns(rng, make, sparse):
+    init = rng.normal(size=(12, 3)).astype(np.float32)
+    grad = sparse_gradient(rng, np.array([2, 5, 9]), (3,), extra=3, num_rows=12)
+    if not sparse:
+        grad = tf.convert_to_tensor(grad)
+    stateful_var, stateless_var = keras.Variable(init), keras.Variable(init)
+    stateful, stateless = make(), make()
+    stateful.apply([grad], [stateful_var])
+    stateless.build([stateless_var])
+    before = [v.numpy() for v in stateless.variables]
+    new_vars, new_opt_vars = stateless.stateless_apply(
+        [v.value for v in stateless.variables], [grad], [stateless_var.value])
+    np.testing.assert_allclose(np.asarray(new_vars[0]), stateful_var.numpy(), rtol=1e-6,
+                               atol=1e-7)
+    for new, expected in zip(new_opt_vars, stateful.variables):
+        np.testing.assert_allclose(np.asarray(new), expected.numpy(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(stateless_var.numpy(), init)
+    for variable, value in zip(stateless.variables, before):
+        np.testing.assert_array_equal(variable.numpy(), value)

@@ -7,6 +7,12 @@ import contextlib
 import keras
 import tensorflow as tf
 
+# Keras's stateless machinery has no public entry points for a TensorFlow-backend optimizer:
+# the TF backend refuses stateless_apply, so ours runs the backend-independent implementation and
+# needs to know when it is inside its StatelessScope.
+from keras.src.backend.common.stateless_scope import in_stateless_scope
+from keras.src.optimizers.base_optimizer import BaseOptimizer
+
 
 def tf_variable(variable):
     """The tf.Variable behind a Keras variable (this replica's under tf.distribute)."""
@@ -108,7 +114,20 @@ class FusedOptimizer(keras.optimizers.Optimizer):
             grads = each(lambda g: _with_values(g, tf.clip_by_value(_values(g), -v, v)))
         return grads
 
+    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
+        """Returns `(trainable_variables, optimizer_variables)` updated, assigning nothing.
+
+        Keras's TensorFlow backend refuses this call (it is incompatible with tf.distribute);
+        here it works outside a distribution strategy, with the update as plain TensorFlow ops
+        on the given values (sparse gradients update only their rows). `weight_decay` is not
+        supported in this mode.
+        """
+        return BaseOptimizer.stateless_apply(self, optimizer_variables, grads,
+                                             trainable_variables)
+
     def update_step(self, gradient, variable, learning_rate):
+        if in_stateless_scope():
+            return self._stateless_update(gradient, variable, learning_rate)
         var = tf_variable(variable)
         slots = [tf_variable(s) for s in self._slots(variable)]
         lr = tf.cast(learning_rate, var.dtype)
@@ -138,6 +157,28 @@ class FusedOptimizer(keras.optimizers.Optimizer):
         new = self._rows_update(rows[0], rows[1:], gradient.values, lr)
         for variable, value in zip([var] + slots, new):
             variable.scatter_update(tf.IndexedSlices(value, indices, gradient.dense_shape))
+
+    def _stateless_update(self, gradient, variable, learning_rate):
+        # Reading a Keras variable in a StatelessScope gives its value in the scope, and
+        # assigning records the new value there. The TF backend hands update_step the
+        # tf.Variable behind the model's Keras variable, so look the Keras variable up.
+        model_variable = self._trainable_variables[self._get_variable_index(variable)]
+        targets = [model_variable] + list(self._slots(variable))
+        values = [keras.ops.convert_to_tensor(v) for v in targets]
+        lr = tf.cast(learning_rate, values[0].dtype)
+        if isinstance(gradient, tf.IndexedSlices):
+            gradient = deduplicate(tf.IndexedSlices(tf.cast(gradient.values, values[0].dtype),
+                                                    gradient.indices, gradient.dense_shape))
+            rows = tf.expand_dims(gradient.indices, 1)
+            new_rows = self._rows_update(tf.gather(values[0], gradient.indices),
+                                         [tf.gather(v, gradient.indices) for v in values[1:]],
+                                         gradient.values, lr)
+            new = [tf.tensor_scatter_nd_update(v, rows, r) for v, r in zip(values, new_rows)]
+        else:
+            new = self._rows_update(values[0], values[1:], tf.cast(gradient, values[0].dtype),
+                                    lr)
+        for target, value in zip(targets, new):
+            target.assign(value)
 
     # Older (optimizer_v2) API.
 
