@@ -2,12 +2,16 @@
 # virtualenv with TensorFlow, the Bazel build of the op library, the editable install).
 PYTHON := .venv/bin/python
 
-.PHONY: setup build test bench
+.PHONY: setup build train test bench bench-optimizers
 
 setup:
 	bash tools/setup.sh
 
 build: setup
+
+# The main job: a wide & deep CTR model on Criteo-format data, ours vs keras.optimizers.
+train: setup
+	$(PYTHON) -m tf_ftrl.examples.ctr $(TRAIN_ARGS)
 
 test: setup
 	PYTHON_BIN_PATH=$(abspath $(PYTHON)) bazel test //kernels:cpu_kernels_test --test_output=errors
@@ -15,3 +19,6 @@ test: setup
 
 bench: setup
 	$(PYTHON) tools/benchmark_ops.py $(BENCH_ARGS)
+
+bench-optimizers: setup
+	$(PYTHON) tools/benchmark_optimizers.py $(BENCH_ARGS)
