@@ -12,9 +12,14 @@ Run from the repository root in the virtualenv with tf_ftrl installed:
 
     python tools/benchmark_optimizers.py                 # 2,000,000 x 16, 4,096 ids
     python tools/benchmark_optimizers.py --rows 10000 --repeats 3 --fit-steps 5   # quick
+
+With --json PATH the results are also written as {"apply": [{"optimizer", "tf_ftrl_ms",
+"keras_ms", "bare_op_ms"}, ...], "fit": [{"optimizer", "tf_ftrl_steps_per_s",
+"keras_steps_per_s"}, ...], "config": {...}}.
 """
 
 import argparse
+import json
 import os
 import statistics
 import time
@@ -38,6 +43,7 @@ def parse_args(argv=None):
     parser.add_argument("--features", type=int, default=8)
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--fit-steps", type=int, default=40)
+    parser.add_argument("--json", help="also write the results to this file")
     return parser.parse_args(argv)
 
 
@@ -97,15 +103,18 @@ def bench_apply(args):
                            args.repeats)
         keras_ms = median_ms(apply_case(lambda: theirs(learning_rate=0.01), shape, gradient),
                              keras_repeats)
-        rows.append((name, our_ms, keras_ms, bare))
+        rows.append({"optimizer": name, "tf_ftrl_ms": our_ms, "keras_ms": keras_ms,
+                     "bare_op_ms": bare})
     print(f"\noptimizer.apply, Embedding {args.rows:,} x {args.dim} float32, "
           f"sparse gradient of {args.ids:,} ids (median ms per call)\n")
     print("| optimizer | tf_ftrl ms | keras.optimizers ms | speed-up | bare fused op ms "
           "| tf_ftrl / bare op |")
     print("|---|---|---|---|---|---|")
-    for name, our_ms, keras_ms, bare in rows:
-        print(f"| {name} | {our_ms:.3f} | {keras_ms:.1f} | {keras_ms / our_ms:.0f}x | "
-              f"{bare:.3f} | {our_ms / bare:.2f}x |")
+    for r in rows:
+        print(f"| {r['optimizer']} | {r['tf_ftrl_ms']:.3f} | {r['keras_ms']:.1f} | "
+              f"{r['keras_ms'] / r['tf_ftrl_ms']:.0f}x | {r['bare_op_ms']:.3f} | "
+              f"{r['tf_ftrl_ms'] / r['bare_op_ms']:.2f}x |")
+    return rows
 
 
 def wide_model(rows, dim, features):
@@ -125,6 +134,7 @@ def bench_fit(args):
           f"per example, batch {args.batch}, {args.fit_steps} steps after one warm-up epoch\n")
     print("| optimizer | tf_ftrl steps/s | keras.optimizers steps/s | speed-up |")
     print("|---|---|---|---|")
+    results = []
     for name, ours, theirs in (("ftrl", tf_ftrl.Ftrl, keras.optimizers.Ftrl),
                                ("adagrad", tf_ftrl.Adagrad, keras.optimizers.Adagrad)):
         rates = []
@@ -137,13 +147,20 @@ def bench_fit(args):
             model.fit(x, y, batch_size=args.batch, epochs=1, verbose=0)
             rates.append(args.fit_steps / (time.perf_counter() - start))
         print(f"| {name} | {rates[0]:.1f} | {rates[1]:.2f} | {rates[0] / rates[1]:.0f}x |")
+        results.append({"optimizer": name, "tf_ftrl_steps_per_s": rates[0],
+                        "keras_steps_per_s": rates[1]})
+    return results
 
 
 def main(argv=None):
     args = parse_args(argv)
     print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} CPUs")
-    bench_apply(args)
-    bench_fit(args)
+    results = {"apply": bench_apply(args), "fit": bench_fit(args),
+               "config": {k: v for k, v in vars(args).items() if k != "json"}}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return results
 
 
 if __name__ == "__main__":
