@@ -182,6 +182,13 @@ class FusedOptimizer(keras.optimizers.Optimizer):
 
     # Older (optimizer_v2) API.
 
+    def __dir__(self):
+        # TensorFlow's checkpointing takes any object whose dir() lists `get_slot_names` for an
+        # optimizer_v2, whose slots it must save as slot variables; Keras 3 already saves them
+        # as ordinary dependencies, and saving them twice fails. TensorFlow looks with dir() (not
+        # hasattr) on purpose, so the method stays callable and out of its sight.
+        return [name for name in super().__dir__() if name != "get_slot_names"]
+
     def get_slot_names(self):
         """The names of the slot variables kept for each model variable."""
         return list(self._slot_names)

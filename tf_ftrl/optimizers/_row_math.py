@@ -10,17 +10,24 @@ def _compute_dtype(dtype):
     return tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
 
 
+def _accum_power(accum, lr_power):
+    # As the kernels: lr_power -0.5 is a square root, not pow (which rounds differently).
+    if lr_power == -0.5:
+        return tf.sqrt(accum)
+    return tf.pow(accum, tf.cast(-lr_power, accum.dtype))
+
+
 def ftrl(var, accum, linear, grad, lr, l1, l2, l2_shrinkage, lr_power, multiply_linear_by_lr):
-    """New (var, accum, linear) after one FTRL-Proximal step; all arguments are tensors."""
+    """New (var, accum, linear) after one FTRL-Proximal step. lr_power is a Python number, the
+    others tensors or numbers."""
     dtype = var.dtype
     compute = _compute_dtype(dtype)
-    var, accum, linear, grad, lr, l1, l2, l2_shrinkage, lr_power = (
-        tf.cast(x, compute) for x in (var, accum, linear, grad, lr, l1, l2, l2_shrinkage,
-                                      lr_power))
+    var, accum, linear, grad, lr, l1, l2, l2_shrinkage = (
+        tf.cast(x, compute) for x in (var, accum, linear, grad, lr, l1, l2, l2_shrinkage))
     grad_shrunk = grad + 2 * l2_shrinkage * var
     new_accum = accum + grad * grad
-    new_power = tf.pow(new_accum, -lr_power)
-    old_power = tf.pow(accum, -lr_power)
+    new_power = _accum_power(new_accum, lr_power)
+    old_power = _accum_power(accum, lr_power)
     if multiply_linear_by_lr:
         linear = linear + (grad_shrunk * lr - (new_power - old_power) * var)
         threshold = l1 * lr

@@ -1,7 +1,6 @@
 """`tf_ftrl.Ftrl`: Keras 3's FTRL optimizer on the fused kernels."""
 
 import keras
-import tensorflow as tf
 
 from tf_ftrl import ops
 from tf_ftrl.optimizers import _row_math
@@ -140,9 +139,9 @@ class Ftrl(FusedOptimizer):
 
     def _rows_update(self, var, slots, grad, lr):
         accum, linear = slots
-        hyper = {k: tf.cast(v, var.dtype) for k, v in self._hyperparameters(lr).items()}
         return _row_math.ftrl(var, accum, linear, grad,
-                              multiply_linear_by_lr=self.multiply_linear_by_lr, **hyper)
+                              multiply_linear_by_lr=self.multiply_linear_by_lr,
+                              **self._hyperparameters(lr))
 
     def get_config(self):
         config = super().get_config()
