@@ -1,8 +1,13 @@
 # The two commands of the README. Each does its own idempotent set-up first (Bazel, the
 # virtualenv with TensorFlow, the Bazel build of the op library, the editable install).
 PYTHON := .venv/bin/python
+BAZEL := PYTHON_BIN_PATH=$(abspath $(PYTHON)) bazel
+# Where nvcc exists (no GPU needed), `make test` also compiles and links the CUDA build.
+NVCC := $(wildcard /usr/local/cuda/bin/nvcc)
+# The GPU machines have no TensorFlow: test-gpu and bench-gpu use their own Python, no set-up.
+GPU_PYTHON ?= python3
 
-.PHONY: setup build train test bench bench-optimizers
+.PHONY: setup build train test test-gpu bench bench-gpu bench-optimizers
 
 setup:
 	bash tools/setup.sh
@@ -14,11 +19,24 @@ train: setup
 	$(PYTHON) -m tf_ftrl.examples.ctr $(TRAIN_ARGS)
 
 test: setup
-	PYTHON_BIN_PATH=$(abspath $(PYTHON)) bazel test //kernels:cpu_kernels_test --test_output=errors
+	$(BAZEL) test //kernels:cpu_kernels_test --test_output=errors
+ifneq ($(NVCC),)
+	$(BAZEL) build --config=cuda //kernels:_tf_ftrl_ops.so
+	$(BAZEL) build //kernels:_tf_ftrl_ops.so  # bazel-bin back to the installed (CPU) build
+endif
 	$(PYTHON) -m pytest -q tests
+
+# The CUDA kernels against the CPU kernels, through the TensorFlow-free driver (GPU machine).
+test-gpu:
+	PYTHON=$(GPU_PYTHON) bash tools/build_kernel_driver.sh --cuda
+	$(GPU_PYTHON) -m pytest -q tests/gpu tests/test_kernel_driver.py
 
 bench: setup
 	$(PYTHON) tools/benchmark_ops.py $(BENCH_ARGS)
+
+bench-gpu:
+	PYTHON=$(GPU_PYTHON) bash tools/build_kernel_driver.sh --cuda
+	$(GPU_PYTHON) tools/benchmark_gpu.py $(BENCH_ARGS)
 
 bench-optimizers: setup
 	$(PYTHON) tools/benchmark_optimizers.py $(BENCH_ARGS)

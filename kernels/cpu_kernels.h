@@ -7,10 +7,10 @@
 #include <algorithm>
 #include <cstdint>
 #include <functional>
-#include <type_traits>
 #include <vector>
 
 #include "kernels/adagrad_math.h"
+#include "kernels/dispatch.h"
 #include "kernels/ftrl_math.h"
 #include "kernels/numeric.h"
 #include "kernels/row_groups.h"
@@ -40,19 +40,6 @@ constexpr int64_t kFtrlPowCyclesPerElement = 60;
 constexpr int64_t kAdagradCyclesPerElement = 6;
 
 namespace internal {
-
-template <bool kValue>
-using Bool = std::integral_constant<bool, kValue>;
-
-// Calls fn(Bool<a>(), Bool<b>()) with the runtime flags turned into compile-time constants.
-template <typename Fn>
-void DispatchFlags(bool a, bool b, Fn&& fn) {
-  if (a) {
-    b ? fn(Bool<true>(), Bool<true>()) : fn(Bool<true>(), Bool<false>());
-  } else {
-    b ? fn(Bool<false>(), Bool<true>()) : fn(Bool<false>(), Bool<false>());
-  }
-}
 
 // Calls fn(begin, end) over [0, size) in blocks, on the pool when size is large enough.
 template <typename Fn>
@@ -199,11 +186,6 @@ void AdagradLoop(const AdagradHyperparams<AccumulateType<T>>& h, T* var, T* accu
 }
 
 template <typename A>
-bool IsSqrtPower(const FtrlHyperparams<A>& h) {
-  return h.lr_power == A(-0.5);
-}
-
-template <typename A>
 int64_t FtrlCycles(const FtrlHyperparams<A>& h) {
   return IsSqrtPower(h) ? kFtrlCyclesPerElement : kFtrlPowCyclesPerElement;
 }
@@ -215,15 +197,14 @@ template <typename T>
 void ApplyFtrl(const FtrlHyperparams<AccumulateType<T>>& h, bool multiply_linear_by_lr, T* var,
                T* accum, T* linear, const T* grad, int64_t size,
                const ParallelFor& parallel_for) {
-  internal::DispatchFlags(
-      internal::IsSqrtPower(h), multiply_linear_by_lr, [&](auto sqrt_power, auto by_lr) {
-        internal::ForEachBlock(size, internal::FtrlCycles(h), parallel_for,
-                               [&](int64_t begin, int64_t end) {
-                                 internal::FtrlLoop<sqrt_power(), by_lr()>(
-                                     h, var + begin, accum + begin, linear + begin,
-                                     grad + begin, end - begin);
-                               });
-      });
+  DispatchFlags(IsSqrtPower(h), multiply_linear_by_lr, [&](auto sqrt_power, auto by_lr) {
+    internal::ForEachBlock(size, internal::FtrlCycles(h), parallel_for,
+                           [&](int64_t begin, int64_t end) {
+                             internal::FtrlLoop<sqrt_power(), by_lr()>(
+                                 h, var + begin, accum + begin, linear + begin,
+                                 grad + begin, end - begin);
+                           });
+  });
 }
 
 // Sparse FTRL: the rows of var/accum/linear (each `row_size` elements) named by `groups`, with
@@ -232,28 +213,27 @@ template <typename T>
 void SparseApplyFtrl(const FtrlHyperparams<AccumulateType<T>>& h, bool multiply_linear_by_lr,
                      T* var, T* accum, T* linear, const T* grad, int64_t row_size,
                      const RowGroups& groups, const ParallelFor& parallel_for) {
-  internal::DispatchFlags(
-      internal::IsSqrtPower(h), multiply_linear_by_lr, [&](auto sqrt_power, auto by_lr) {
-        internal::ForEachUniqueRow(
-            groups, grad, row_size, internal::FtrlCycles(h), parallel_for,
-            [&](int64_t row) {
-              internal::PrefetchRow(var + row * row_size, row_size);
-              internal::PrefetchRow(accum + row * row_size, row_size);
-              internal::PrefetchRow(linear + row * row_size, row_size);
-            },
-            [&](int64_t row, const auto* grad_row) {
-              const int64_t offset = row * row_size;
-              internal::FtrlLoop<sqrt_power(), by_lr()>(h, var + offset, accum + offset,
-                                                        linear + offset, grad_row, row_size);
-            });
-      });
+  DispatchFlags(IsSqrtPower(h), multiply_linear_by_lr, [&](auto sqrt_power, auto by_lr) {
+    internal::ForEachUniqueRow(
+        groups, grad, row_size, internal::FtrlCycles(h), parallel_for,
+        [&](int64_t row) {
+          internal::PrefetchRow(var + row * row_size, row_size);
+          internal::PrefetchRow(accum + row * row_size, row_size);
+          internal::PrefetchRow(linear + row * row_size, row_size);
+        },
+        [&](int64_t row, const auto* grad_row) {
+          const int64_t offset = row * row_size;
+          internal::FtrlLoop<sqrt_power(), by_lr()>(h, var + offset, accum + offset,
+                                                    linear + offset, grad_row, row_size);
+        });
+  });
 }
 
 // Dense Adagrad over `size` elements.
 template <typename T>
 void ApplyAdagrad(const AdagradHyperparams<AccumulateType<T>>& h, bool update_slots, T* var,
                   T* accum, const T* grad, int64_t size, const ParallelFor& parallel_for) {
-  internal::DispatchFlags(update_slots, false, [&](auto slots, auto) {
+  DispatchFlags(update_slots, false, [&](auto slots, auto) {
     internal::ForEachBlock(size, kAdagradCyclesPerElement, parallel_for,
                            [&](int64_t begin, int64_t end) {
                              internal::AdagradLoop<slots()>(h, var + begin, accum + begin,
@@ -267,7 +247,7 @@ template <typename T>
 void SparseApplyAdagrad(const AdagradHyperparams<AccumulateType<T>>& h, bool update_slots,
                         T* var, T* accum, const T* grad, int64_t row_size,
                         const RowGroups& groups, const ParallelFor& parallel_for) {
-  internal::DispatchFlags(update_slots, false, [&](auto slots, auto) {
+  DispatchFlags(update_slots, false, [&](auto slots, auto) {
     internal::ForEachUniqueRow(groups, grad, row_size, kAdagradCyclesPerElement, parallel_for,
                                [&](int64_t row) {
                                  internal::PrefetchRow(var + row * row_size, row_size);

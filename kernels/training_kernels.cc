@@ -1,6 +1,12 @@
-// CPU OpKernels of the four fused ops. They validate every input, take the variables' locks and
-// hand raw pointers to the TensorFlow-free loops in cpu_kernels.h; they never compute themselves.
+// OpKernels of the four fused ops, on CPU and (when built with CUDA) GPU. An op validates every
+// input, takes the variables' locks and hands raw pointers to FusedUpdate<Device, T>, which runs
+// the TensorFlow-free loops: cpu_kernels.h on the op's thread pool, or gpu_kernels.h on the op's
+// CUDA stream. The OpKernels never compute themselves, and validation exists once for both
+// devices.
 #define EIGEN_USE_THREADS
+#if GOOGLE_CUDA
+#define EIGEN_USE_GPU
+#endif
 
 #include <cstring>
 #include <optional>
@@ -14,13 +20,22 @@
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/framework/resource_mgr.h"
 #include "tensorflow/core/framework/resource_var.h"
+#include "tensorflow/core/kernels/dense_update_functor.h"
 #include "tensorflow/core/kernels/training_op_helpers.h"
 #include "tensorflow/core/lib/core/errors.h"
+
+#if GOOGLE_CUDA
+#include "kernels/gpu_kernels.h"
+#include "xla/stream_executor/stream.h"
+#endif
 
 namespace tensorflow {
 namespace {
 
 using CPUDevice = Eigen::ThreadPoolDevice;
+#if GOOGLE_CUDA
+using GPUDevice = Eigen::GpuDevice;
+#endif
 
 // The project's storage type for a TensorFlow element type (same size and layout).
 template <typename T>
@@ -62,7 +77,7 @@ tf_ftrl::cpu::ParallelFor ThreadPoolParallelFor(OpKernelContext* ctx) {
 
 // Locks the variable inputs [0, names.size()) and fetches their tensors, checking that each is
 // a different variable from the others, initialized and of dtype T.
-template <typename T>
+template <typename Device, typename T>
 class LockedVariables {
  public:
   LockedVariables(OpKernelContext* ctx, bool use_locking, bool sparse,
@@ -86,12 +101,12 @@ class LockedVariables {
         }
       }
     }
-    lock_.emplace(MaybeLockVariableInputMutexesInOrder<CPUDevice, T>(ctx, use_locking, sparse,
-                                                                      InputIds(names.size())));
+    lock_.emplace(MaybeLockVariableInputMutexesInOrder<Device, T>(ctx, use_locking, sparse,
+                                                                   InputIds(names.size())));
     tensors_.resize(names.size());
     for (size_t i = 0; i < names.size(); ++i) {
-      status_ = GetInputTensorFromVariable<CPUDevice, T>(ctx, static_cast<int>(i), use_locking,
-                                                         sparse, &tensors_[i]);
+      status_ = GetInputTensorFromVariable<Device, T>(ctx, static_cast<int>(i), use_locking,
+                                                      sparse, &tensors_[i]);
       if (!status_.ok()) return;
       if (!tensors_[i].IsInitialized()) {
         status_ = errors::FailedPrecondition("Attempting to use uninitialized variable: ",
@@ -193,11 +208,10 @@ absl::Status CheckDenseGrad(const Tensor& var, const Tensor& grad) {
   return absl::OkStatus();
 }
 
-// Checks the shapes of a sparse update and groups its indices by row, so that duplicates are
-// summed; fails, before anything is written, on any index outside [0, var rows).
-template <typename Index>
-absl::Status CheckSparseAndGroup(const Tensor& var, const Tensor& grad, const Tensor& indices,
-                                 tf_ftrl::RowGroups* groups, int64_t* row_size) {
+// Checks the shapes of a sparse update (the indices' values are checked by the device's
+// FusedUpdate, before it writes anything) and sets *row_size, the elements per row of var.
+absl::Status CheckSparseShapes(const Tensor& var, const Tensor& grad, const Tensor& indices,
+                               int64_t* row_size) {
   if (var.dims() < 1) {
     return errors::InvalidArgument("var must be at least 1-D, got shape ",
                                    var.shape().DebugString());
@@ -222,14 +236,19 @@ absl::Status CheckSparseAndGroup(const Tensor& var, const Tensor& grad, const Te
   }
   *row_size = 1;
   for (int d = 1; d < var.dims(); ++d) *row_size *= var.dim_size(d);
-  const int64_t num_rows = var.dim_size(0);
-  tf_ftrl::IndexError error;
-  if (!groups->Build(indices.flat<Index>().data(), indices.dim_size(0), num_rows, &error)) {
-    return errors::InvalidArgument("indices[", error.position, "] = ", error.value,
-                                   " is not in [0, ", num_rows, ")");
-  }
   return absl::OkStatus();
 }
+
+absl::Status IndexOutOfRange(const tf_ftrl::IndexError& error, int64_t num_rows) {
+  return errors::InvalidArgument("indices[", error.position, "] = ", error.value,
+                                 " is not in [0, ", num_rows, ")");
+}
+
+// The device-specific half of the ops: applies an update whose shapes and hyperparameters have
+// been checked. The sparse members check the indices' values themselves (where the indices
+// live), before anything is written.
+template <typename Device, typename T>
+struct FusedUpdate;
 
 // Each thread keeps its grouping buffers between sparse updates.
 tf_ftrl::RowGroups& ThreadRowGroups() {
@@ -237,7 +256,184 @@ tf_ftrl::RowGroups& ThreadRowGroups() {
   return groups;
 }
 
+// Groups the rows of a sparse update so that duplicates are summed; fails on any index outside
+// [0, num_rows).
+template <typename Index>
+absl::Status GroupRows(const Tensor& indices, int64_t num_rows, tf_ftrl::RowGroups* groups) {
+  tf_ftrl::IndexError error;
+  if (!groups->Build(indices.flat<Index>().data(), indices.dim_size(0), num_rows, &error)) {
+    return IndexOutOfRange(error, num_rows);
+  }
+  return absl::OkStatus();
+}
+
 template <typename T>
+struct FusedUpdate<CPUDevice, T> {
+  static absl::Status ApplyFtrl(OpKernelContext* ctx, const tf_ftrl::FtrlHyperparams<Acc<T>>& h,
+                                bool multiply_linear_by_lr, Tensor* var, Tensor* accum,
+                                Tensor* linear, const Tensor& grad) {
+    tf_ftrl::cpu::ApplyFtrl(h, multiply_linear_by_lr, MutableData<T>(var), MutableData<T>(accum),
+                            MutableData<T>(linear), ConstData<T>(grad), grad.NumElements(),
+                            ThreadPoolParallelFor(ctx));
+    return absl::OkStatus();
+  }
+
+  template <typename Index>
+  static absl::Status SparseApplyFtrl(OpKernelContext* ctx,
+                                      const tf_ftrl::FtrlHyperparams<Acc<T>>& h,
+                                      bool multiply_linear_by_lr, Tensor* var, Tensor* accum,
+                                      Tensor* linear, const Tensor& grad, const Tensor& indices,
+                                      int64_t row_size) {
+    tf_ftrl::RowGroups& groups = ThreadRowGroups();
+    TF_RETURN_IF_ERROR(GroupRows<Index>(indices, var->dim_size(0), &groups));
+    tf_ftrl::cpu::SparseApplyFtrl(h, multiply_linear_by_lr, MutableData<T>(var),
+                                  MutableData<T>(accum), MutableData<T>(linear),
+                                  ConstData<T>(grad), row_size, groups,
+                                  ThreadPoolParallelFor(ctx));
+    return absl::OkStatus();
+  }
+
+  static absl::Status ApplyAdagrad(OpKernelContext* ctx,
+                                   const tf_ftrl::AdagradHyperparams<Acc<T>>& h,
+                                   bool update_slots, Tensor* var, Tensor* accum,
+                                   const Tensor& grad) {
+    tf_ftrl::cpu::ApplyAdagrad(h, update_slots, MutableData<T>(var), MutableData<T>(accum),
+                               ConstData<T>(grad), grad.NumElements(),
+                               ThreadPoolParallelFor(ctx));
+    return absl::OkStatus();
+  }
+
+  template <typename Index>
+  static absl::Status SparseApplyAdagrad(OpKernelContext* ctx,
+                                         const tf_ftrl::AdagradHyperparams<Acc<T>>& h,
+                                         bool update_slots, Tensor* var, Tensor* accum,
+                                         const Tensor& grad, const Tensor& indices,
+                                         int64_t row_size) {
+    tf_ftrl::RowGroups& groups = ThreadRowGroups();
+    TF_RETURN_IF_ERROR(GroupRows<Index>(indices, var->dim_size(0), &groups));
+    tf_ftrl::cpu::SparseApplyAdagrad(h, update_slots, MutableData<T>(var), MutableData<T>(accum),
+                                     ConstData<T>(grad), row_size, groups,
+                                     ThreadPoolParallelFor(ctx));
+    return absl::OkStatus();
+  }
+};
+
+#if GOOGLE_CUDA
+}  // namespace
+
+namespace functor {
+// training_op_helpers.h copies a variable with DenseUpdate<Device, T, ASSIGN> when an update
+// must not write the buffer a reader holds. TensorFlow defines the GPU version in its CUDA
+// sources, which a custom op cannot link against (and the CPU-only wheel lacks, where this
+// library must still load): this is the same device-to-device copy, on the op's stream.
+template <typename T>
+struct DenseUpdate<GPUDevice, T, ASSIGN> {
+  void operator()(const GPUDevice& d, typename TTypes<T>::Flat params,
+                  typename TTypes<T>::ConstFlat update) {
+    d.memcpy(params.data(), update.data(), params.size() * sizeof(T));
+  }
+};
+}  // namespace functor
+
+namespace {
+
+absl::Status CudaStatus(cudaError_t status, const char* what) {
+  if (status == cudaSuccess) return absl::OkStatus();
+  return errors::Internal(what, " failed on the GPU: ", cudaGetErrorName(status), ": ",
+                          cudaGetErrorString(status));
+}
+
+cudaStream_t OpStream(OpKernelContext* ctx) {
+  return reinterpret_cast<cudaStream_t>(
+      ctx->op_device_context()->stream()->platform_specific_handle().stream);
+}
+
+// The sparse launchers' device workspace, from TensorFlow's allocator (stream-ordered, so it may
+// be released when Compute returns although the kernels are still queued).
+template <typename Index>
+absl::Status AllocateSparseWorkspace(OpKernelContext* ctx, int64_t num_indices, Tensor* workspace) {
+  if (num_indices > tf_ftrl::gpu::kMaxSparseIndices) {
+    return errors::InvalidArgument("indices has ", num_indices,
+                                   " elements but the GPU kernel takes at most ",
+                                   tf_ftrl::gpu::kMaxSparseIndices);
+  }
+  size_t bytes = 0;
+  TF_RETURN_IF_ERROR(CudaStatus(tf_ftrl::gpu::SparseWorkspaceBytes<Index>(num_indices, &bytes),
+                                "Sizing the sparse update's workspace"));
+  return ctx->allocate_temp(DT_INT8, TensorShape({static_cast<int64_t>(bytes)}), workspace);
+}
+
+template <typename Index>
+tf_ftrl::gpu::SparseRows<Index> SparseRowsOf(const Tensor& var, const Tensor& indices,
+                                             int64_t row_size) {
+  return {indices.flat<Index>().data(), indices.dim_size(0), var.dim_size(0), row_size};
+}
+
+// The GPU launchers take the same storage types as the CPU loops.
+template <typename T>
+struct FusedUpdate<GPUDevice, T> {
+  static absl::Status ApplyFtrl(OpKernelContext* ctx, const tf_ftrl::FtrlHyperparams<Acc<T>>& h,
+                                bool multiply_linear_by_lr, Tensor* var, Tensor* accum,
+                                Tensor* linear, const Tensor& grad) {
+    return CudaStatus(tf_ftrl::gpu::ApplyFtrl(h, multiply_linear_by_lr, MutableData<T>(var),
+                                              MutableData<T>(accum), MutableData<T>(linear),
+                                              ConstData<T>(grad), grad.NumElements(),
+                                              OpStream(ctx)),
+                      "FusedResourceApplyFtrl");
+  }
+
+  template <typename Index>
+  static absl::Status SparseApplyFtrl(OpKernelContext* ctx,
+                                      const tf_ftrl::FtrlHyperparams<Acc<T>>& h,
+                                      bool multiply_linear_by_lr, Tensor* var, Tensor* accum,
+                                      Tensor* linear, const Tensor& grad, const Tensor& indices,
+                                      int64_t row_size) {
+    Tensor workspace;
+    TF_RETURN_IF_ERROR(AllocateSparseWorkspace<Index>(ctx, indices.dim_size(0), &workspace));
+    tf_ftrl::IndexError error;
+    TF_RETURN_IF_ERROR(CudaStatus(
+        tf_ftrl::gpu::SparseApplyFtrl(
+            h, multiply_linear_by_lr, MutableData<T>(var), MutableData<T>(accum),
+            MutableData<T>(linear), ConstData<T>(grad),
+            SparseRowsOf<Index>(*var, indices, row_size), workspace.flat<int8>().data(),
+            workspace.NumElements(), OpStream(ctx), &error),
+        "FusedResourceSparseApplyFtrl"));
+    if (error.position >= 0) return IndexOutOfRange(error, var->dim_size(0));
+    return absl::OkStatus();
+  }
+
+  static absl::Status ApplyAdagrad(OpKernelContext* ctx,
+                                   const tf_ftrl::AdagradHyperparams<Acc<T>>& h,
+                                   bool update_slots, Tensor* var, Tensor* accum,
+                                   const Tensor& grad) {
+    return CudaStatus(tf_ftrl::gpu::ApplyAdagrad(h, update_slots, MutableData<T>(var),
+                                                 MutableData<T>(accum), ConstData<T>(grad),
+                                                 grad.NumElements(), OpStream(ctx)),
+                      "FusedResourceApplyAdagrad");
+  }
+
+  template <typename Index>
+  static absl::Status SparseApplyAdagrad(OpKernelContext* ctx,
+                                         const tf_ftrl::AdagradHyperparams<Acc<T>>& h,
+                                         bool update_slots, Tensor* var, Tensor* accum,
+                                         const Tensor& grad, const Tensor& indices,
+                                         int64_t row_size) {
+    Tensor workspace;
+    TF_RETURN_IF_ERROR(AllocateSparseWorkspace<Index>(ctx, indices.dim_size(0), &workspace));
+    tf_ftrl::IndexError error;
+    TF_RETURN_IF_ERROR(CudaStatus(
+        tf_ftrl::gpu::SparseApplyAdagrad(
+            h, update_slots, MutableData<T>(var), MutableData<T>(accum), ConstData<T>(grad),
+            SparseRowsOf<Index>(*var, indices, row_size), workspace.flat<int8>().data(),
+            workspace.NumElements(), OpStream(ctx), &error),
+        "FusedResourceSparseApplyAdagrad"));
+    if (error.position >= 0) return IndexOutOfRange(error, var->dim_size(0));
+    return absl::OkStatus();
+  }
+};
+#endif  // GOOGLE_CUDA
+
+template <typename Device, typename T>
 class FusedApplyFtrlOp : public OpKernel {
  public:
   explicit FusedApplyFtrlOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
@@ -246,15 +442,16 @@ class FusedApplyFtrlOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* ctx) override {
-    LockedVariables<T> vars(ctx, use_locking_, /*sparse=*/false, {"var", "accum", "linear"});
+    LockedVariables<Device, T> vars(ctx, use_locking_, /*sparse=*/false,
+                                    {"var", "accum", "linear"});
     OP_REQUIRES_OK(ctx, vars.status());
     const Tensor& grad = ctx->input(3);
     OP_REQUIRES_OK(ctx, CheckDenseGrad(*vars.tensor(0), grad));
     tf_ftrl::FtrlHyperparams<Acc<T>> h;
     OP_REQUIRES_OK(ctx, ReadFtrlHyperparams<T>(ctx, 4, &h));
-    tf_ftrl::cpu::ApplyFtrl(h, multiply_linear_by_lr_, MutableData<T>(vars.tensor(0)),
-                            MutableData<T>(vars.tensor(1)), MutableData<T>(vars.tensor(2)),
-                            ConstData<T>(grad), grad.NumElements(), ThreadPoolParallelFor(ctx));
+    OP_REQUIRES_OK(ctx, FusedUpdate<Device, T>::ApplyFtrl(ctx, h, multiply_linear_by_lr_,
+                                                          vars.tensor(0), vars.tensor(1),
+                                                          vars.tensor(2), grad));
   }
 
  private:
@@ -262,7 +459,7 @@ class FusedApplyFtrlOp : public OpKernel {
   bool multiply_linear_by_lr_;
 };
 
-template <typename T, typename Index>
+template <typename Device, typename T, typename Index>
 class FusedSparseApplyFtrlOp : public OpKernel {
  public:
   explicit FusedSparseApplyFtrlOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
@@ -271,19 +468,18 @@ class FusedSparseApplyFtrlOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* ctx) override {
-    LockedVariables<T> vars(ctx, use_locking_, /*sparse=*/true, {"var", "accum", "linear"});
+    LockedVariables<Device, T> vars(ctx, use_locking_, /*sparse=*/true,
+                                    {"var", "accum", "linear"});
     OP_REQUIRES_OK(ctx, vars.status());
     const Tensor& grad = ctx->input(3);
+    const Tensor& indices = ctx->input(4);
     tf_ftrl::FtrlHyperparams<Acc<T>> h;
     OP_REQUIRES_OK(ctx, ReadFtrlHyperparams<T>(ctx, 5, &h));
-    tf_ftrl::RowGroups& groups = ThreadRowGroups();
     int64_t row_size = 0;
-    OP_REQUIRES_OK(ctx, CheckSparseAndGroup<Index>(*vars.tensor(0), grad, ctx->input(4),
-                                                   &groups, &row_size));
-    tf_ftrl::cpu::SparseApplyFtrl(h, multiply_linear_by_lr_, MutableData<T>(vars.tensor(0)),
-                                  MutableData<T>(vars.tensor(1)), MutableData<T>(vars.tensor(2)),
-                                  ConstData<T>(grad), row_size, groups,
-                                  ThreadPoolParallelFor(ctx));
+    OP_REQUIRES_OK(ctx, CheckSparseShapes(*vars.tensor(0), grad, indices, &row_size));
+    OP_REQUIRES_OK(ctx, FusedUpdate<Device, T>::template SparseApplyFtrl<Index>(
+                            ctx, h, multiply_linear_by_lr_, vars.tensor(0), vars.tensor(1),
+                            vars.tensor(2), grad, indices, row_size));
   }
 
  private:
@@ -291,7 +487,7 @@ class FusedSparseApplyFtrlOp : public OpKernel {
   bool multiply_linear_by_lr_;
 };
 
-template <typename T>
+template <typename Device, typename T>
 class FusedApplyAdagradOp : public OpKernel {
  public:
   explicit FusedApplyAdagradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
@@ -300,15 +496,15 @@ class FusedApplyAdagradOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* ctx) override {
-    LockedVariables<T> vars(ctx, use_locking_, /*sparse=*/false, {"var", "accum"});
+    LockedVariables<Device, T> vars(ctx, use_locking_, /*sparse=*/false, {"var", "accum"});
     OP_REQUIRES_OK(ctx, vars.status());
     const Tensor& grad = ctx->input(2);
     OP_REQUIRES_OK(ctx, CheckDenseGrad(*vars.tensor(0), grad));
     tf_ftrl::AdagradHyperparams<Acc<T>> h;
     OP_REQUIRES_OK(ctx, ReadAdagradHyperparams<T>(ctx, 3, &h));
-    tf_ftrl::cpu::ApplyAdagrad(h, update_slots_, MutableData<T>(vars.tensor(0)),
-                               MutableData<T>(vars.tensor(1)), ConstData<T>(grad),
-                               grad.NumElements(), ThreadPoolParallelFor(ctx));
+    OP_REQUIRES_OK(ctx, FusedUpdate<Device, T>::ApplyAdagrad(ctx, h, update_slots_,
+                                                             vars.tensor(0), vars.tensor(1),
+                                                             grad));
   }
 
  private:
@@ -316,7 +512,7 @@ class FusedApplyAdagradOp : public OpKernel {
   bool update_slots_;
 };
 
-template <typename T, typename Index>
+template <typename Device, typename T, typename Index>
 class FusedSparseApplyAdagradOp : public OpKernel {
  public:
   explicit FusedSparseApplyAdagradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
@@ -325,18 +521,17 @@ class FusedSparseApplyAdagradOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* ctx) override {
-    LockedVariables<T> vars(ctx, use_locking_, /*sparse=*/true, {"var", "accum"});
+    LockedVariables<Device, T> vars(ctx, use_locking_, /*sparse=*/true, {"var", "accum"});
     OP_REQUIRES_OK(ctx, vars.status());
     const Tensor& grad = ctx->input(2);
+    const Tensor& indices = ctx->input(3);
     tf_ftrl::AdagradHyperparams<Acc<T>> h;
     OP_REQUIRES_OK(ctx, ReadAdagradHyperparams<T>(ctx, 4, &h));
-    tf_ftrl::RowGroups& groups = ThreadRowGroups();
     int64_t row_size = 0;
-    OP_REQUIRES_OK(ctx, CheckSparseAndGroup<Index>(*vars.tensor(0), grad, ctx->input(3),
-                                                   &groups, &row_size));
-    tf_ftrl::cpu::SparseApplyAdagrad(h, update_slots_, MutableData<T>(vars.tensor(0)),
-                                     MutableData<T>(vars.tensor(1)), ConstData<T>(grad),
-                                     row_size, groups, ThreadPoolParallelFor(ctx));
+    OP_REQUIRES_OK(ctx, CheckSparseShapes(*vars.tensor(0), grad, indices, &row_size));
+    OP_REQUIRES_OK(ctx, FusedUpdate<Device, T>::template SparseApplyAdagrad<Index>(
+                            ctx, h, update_slots_, vars.tensor(0), vars.tensor(1), grad,
+                            indices, row_size));
   }
 
  private:
@@ -344,35 +539,64 @@ class FusedSparseApplyAdagradOp : public OpKernel {
   bool update_slots_;
 };
 
-#define REGISTER_SPARSE_CPU_KERNELS(T, Index)                                   \
-  REGISTER_KERNEL_BUILDER(Name("FusedResourceSparseApplyFtrl")                  \
-                              .Device(DEVICE_CPU)                               \
-                              .TypeConstraint<T>("T")                           \
-                              .TypeConstraint<Index>("Tindices"),               \
-                          FusedSparseApplyFtrlOp<T, Index>);                    \
-  REGISTER_KERNEL_BUILDER(Name("FusedResourceSparseApplyAdagrad")               \
-                              .Device(DEVICE_CPU)                               \
-                              .TypeConstraint<T>("T")                           \
-                              .TypeConstraint<Index>("Tindices"),               \
-                          FusedSparseApplyAdagradOp<T, Index>);
+// The scalar hyperparameters stay in host memory on every device: they are read and checked on
+// the host before anything is launched.
+#define REGISTER_SPARSE_KERNELS(DEVICE, EigenDevice, T, Index)                    \
+  REGISTER_KERNEL_BUILDER(Name("FusedResourceSparseApplyFtrl")                    \
+                              .Device(DEVICE)                                     \
+                              .TypeConstraint<T>("T")                             \
+                              .TypeConstraint<Index>("Tindices")                  \
+                              .HostMemory("lr")                                   \
+                              .HostMemory("l1")                                   \
+                              .HostMemory("l2")                                   \
+                              .HostMemory("l2_shrinkage")                         \
+                              .HostMemory("lr_power"),                            \
+                          FusedSparseApplyFtrlOp<EigenDevice, T, Index>);         \
+  REGISTER_KERNEL_BUILDER(Name("FusedResourceSparseApplyAdagrad")                 \
+                              .Device(DEVICE)                                     \
+                              .TypeConstraint<T>("T")                             \
+                              .TypeConstraint<Index>("Tindices")                  \
+                              .HostMemory("lr")                                   \
+                              .HostMemory("epsilon"),                             \
+                          FusedSparseApplyAdagradOp<EigenDevice, T, Index>);
 
-#define REGISTER_CPU_KERNELS(T)                                                        \
-  REGISTER_KERNEL_BUILDER(                                                             \
-      Name("FusedResourceApplyFtrl").Device(DEVICE_CPU).TypeConstraint<T>("T"),        \
-      FusedApplyFtrlOp<T>);                                                            \
-  REGISTER_KERNEL_BUILDER(                                                             \
-      Name("FusedResourceApplyAdagrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),     \
-      FusedApplyAdagradOp<T>);                                                         \
-  REGISTER_SPARSE_CPU_KERNELS(T, int32)                                                \
-  REGISTER_SPARSE_CPU_KERNELS(T, int64_t)
+#define REGISTER_KERNELS(DEVICE, EigenDevice, T)                                  \
+  REGISTER_KERNEL_BUILDER(Name("FusedResourceApplyFtrl")                          \
+                              .Device(DEVICE)                                     \
+                              .TypeConstraint<T>("T")                             \
+                              .HostMemory("lr")                                   \
+                              .HostMemory("l1")                                   \
+                              .HostMemory("l2")                                   \
+                              .HostMemory("l2_shrinkage")                         \
+                              .HostMemory("lr_power"),                            \
+                          FusedApplyFtrlOp<EigenDevice, T>);                      \
+  REGISTER_KERNEL_BUILDER(Name("FusedResourceApplyAdagrad")                       \
+                              .Device(DEVICE)                                     \
+                              .TypeConstraint<T>("T")                             \
+                              .HostMemory("lr")                                   \
+                              .HostMemory("epsilon"),                             \
+                          FusedApplyAdagradOp<EigenDevice, T>);                   \
+  REGISTER_SPARSE_KERNELS(DEVICE, EigenDevice, T, int32)                          \
+  REGISTER_SPARSE_KERNELS(DEVICE, EigenDevice, T, int64_t)
 
+#define REGISTER_CPU_KERNELS(T) REGISTER_KERNELS(DEVICE_CPU, CPUDevice, T)
 REGISTER_CPU_KERNELS(float);
 REGISTER_CPU_KERNELS(double);
 REGISTER_CPU_KERNELS(Eigen::half);
 REGISTER_CPU_KERNELS(Eigen::bfloat16);
-
 #undef REGISTER_CPU_KERNELS
-#undef REGISTER_SPARSE_CPU_KERNELS
+
+#if GOOGLE_CUDA
+#define REGISTER_GPU_KERNELS(T) REGISTER_KERNELS(DEVICE_GPU, GPUDevice, T)
+REGISTER_GPU_KERNELS(float);
+REGISTER_GPU_KERNELS(double);
+REGISTER_GPU_KERNELS(Eigen::half);
+REGISTER_GPU_KERNELS(Eigen::bfloat16);
+#undef REGISTER_GPU_KERNELS
+#endif  // GOOGLE_CUDA
+
+#undef REGISTER_KERNELS
+#undef REGISTER_SPARSE_KERNELS
 
 }  // namespace
 }  // namespace tensorflow

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up on a fresh Debian 12 machine (root, no GPU): Bazel, a virtualenv with
-# TensorFlow, the Bazel build of the op library and an editable install of the package.
+# TensorFlow, the Bazel build of the op library, an editable install of the package and the
+# TensorFlow-free kernel driver (CPU) for tests/test_kernel_driver.py.
 # Re-running it only redoes what is missing or out of date.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,3 +35,6 @@ if [ -f setup.py ]; then
   echo "[setup] building the op library with Bazel and installing tf_ftrl (editable)"
   python -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
 fi
+
+echo "[setup] building the TensorFlow-free kernel driver (CPU)"
+PYTHON="$VENV/bin/python" bash tools/build_kernel_driver.sh

@@ -1,0 +1,457 @@
+// CUDA kernels of the four fused updates (see gpu_kernels.h). Plain CUDA and CUB only: no
+// TensorFlow headers, so nvcc compiles this file in seconds.
+//
+// Dense: one grid-stride pass; each thread loads 16 bytes of var, every slot and grad at a time
+// (when all pointers are 16-byte aligned), and the < 16 bytes past the last full vector go to the
+// first threads one element each.
+// Sparse: check the indices -> radix-sort (index, position) pairs (stable, so each row's
+// positions stay ascending) -> select the starts of runs of equal indices -> one warp per run
+// sums its grad rows in position order and updates the row once.
+#include "kernels/gpu_kernels.h"
+
+#include <cub/device/device_radix_sort.cuh>
+#include <cub/device/device_select.cuh>
+
+#include "kernels/dispatch.h"
+
+namespace tf_ftrl {
+namespace gpu {
+namespace {
+
+constexpr int kThreadsPerBlock = 256;
+constexpr int kWarpSize = 32;
+constexpr int kWarpsPerBlock = kThreadsPerBlock / kWarpSize;
+// Grids are capped at this many blocks and stride over the rest: more blocks than the GPU can
+// hold at once only add scheduling work.
+constexpr int64_t kMaxBlocks = int64_t{1} << 16;
+constexpr size_t kVectorBytes = 16;
+// Each workspace buffer starts on this boundary (what cudaMalloc guarantees, and CUB expects).
+constexpr size_t kWorkspaceAlignment = 256;
+
+#define TF_FTRL_RETURN_IF_CUDA_ERROR(expr) \
+  do {                                     \
+    const cudaError_t status_ = (expr);    \
+    if (status_ != cudaSuccess) return status_; \
+  } while (false)
+
+int64_t NumBlocks(int64_t work_items, int64_t items_per_block) {
+  const int64_t blocks = (work_items + items_per_block - 1) / items_per_block;
+  return blocks < 1 ? 1 : (blocks < kMaxBlocks ? blocks : kMaxBlocks);
+}
+
+bool IsVectorAligned(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % kVectorBytes == 0;
+}
+
+// kWidth consecutive elements, loaded and stored as one instruction.
+template <typename T, int kWidth>
+struct alignas(sizeof(T) * kWidth) Pack {
+  T values[kWidth];
+};
+
+template <typename T>
+constexpr int VectorWidth() {
+  return static_cast<int>(kVectorBytes / sizeof(T));
+}
+
+// The arrays an update reads and writes, in the order its Step takes them.
+template <typename T, int kNumArrays>
+struct StateArrays {
+  T* arrays[kNumArrays];
+};
+
+// One element's update: kNumState state values in and out, of which the first kNumWritten
+// change and are stored back.
+template <bool kSqrtPower, bool kMultiplyLinearByLr, typename A>
+struct FtrlStep {
+  static constexpr int kNumState = 3;  // var, accum, linear
+  static constexpr int kNumWritten = 3;
+  FtrlHyperparams<A> h;
+  __device__ __forceinline__ void operator()(A grad, A (&state)[kNumState]) const {
+    FtrlUpdate<kSqrtPower, kMultiplyLinearByLr>(h, grad, state[0], state[1], state[2]);
+  }
+};
+
+template <bool kUpdateSlots, typename A>
+struct AdagradStep {
+  static constexpr int kNumState = 2;  // var, accum
+  static constexpr int kNumWritten = kUpdateSlots ? 2 : 1;
+  AdagradHyperparams<A> h;
+  __device__ __forceinline__ void operator()(A grad, A (&state)[kNumState]) const {
+    AdagradUpdate<kUpdateSlots>(h, grad, state[0], state[1]);
+  }
+};
+
+// grad[offset, offset + kWidth) in the accumulate type: assigned, or added (for duplicates).
+template <int kWidth, typename T, typename A>
+__device__ __forceinline__ void LoadGrad(const T* grad, int64_t offset, A (&out)[kWidth]) {
+  const Pack<T, kWidth> pack = *reinterpret_cast<const Pack<T, kWidth>*>(grad + offset);
+#pragma unroll
+  for (int k = 0; k < kWidth; ++k) out[k] = Load(pack.values[k]);
+}
+
+template <int kWidth, typename T, typename A>
+__device__ __forceinline__ void AddGrad(const T* grad, int64_t offset, A (&sum)[kWidth]) {
+  const Pack<T, kWidth> pack = *reinterpret_cast<const Pack<T, kWidth>*>(grad + offset);
+#pragma unroll
+  for (int k = 0; k < kWidth; ++k) sum[k] += Load(pack.values[k]);
+}
+
+// Applies `step` to elements [offset, offset + kWidth) of every state array.
+template <int kWidth, typename Step, typename T, typename A>
+__device__ __forceinline__ void UpdateElements(const Step& step,
+                                               const StateArrays<T, Step::kNumState>& state,
+                                               int64_t offset, const A (&grad)[kWidth]) {
+  using P = Pack<T, kWidth>;
+  P packs[Step::kNumState];
+#pragma unroll
+  for (int i = 0; i < Step::kNumState; ++i) {
+    packs[i] = *reinterpret_cast<const P*>(state.arrays[i] + offset);
+  }
+#pragma unroll
+  for (int k = 0; k < kWidth; ++k) {
+    A values[Step::kNumState];
+#pragma unroll
+    for (int i = 0; i < Step::kNumState; ++i) values[i] = Load(packs[i].values[k]);
+    step(grad[k], values);
+#pragma unroll
+    for (int i = 0; i < Step::kNumWritten; ++i) packs[i].values[k] = Store<T>(values[i]);
+  }
+#pragma unroll
+  for (int i = 0; i < Step::kNumWritten; ++i) {
+    *reinterpret_cast<P*>(state.arrays[i] + offset) = packs[i];
+  }
+}
+
+template <int kWidth, typename Step, typename T>
+__global__ void __launch_bounds__(kThreadsPerBlock)
+    DenseKernel(Step step, StateArrays<T, Step::kNumState> state, const T* __restrict__ grad,
+                int64_t size) {
+  using A = AccumulateType<T>;
+  const int64_t thread = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t num_threads = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t num_packs = size / kWidth;
+  for (int64_t p = thread; p < num_packs; p += num_threads) {
+    A g[kWidth];
+    LoadGrad<kWidth>(grad, p * kWidth, g);
+    UpdateElements<kWidth>(step, state, p * kWidth, g);
+  }
+  const int64_t tail = num_packs * kWidth + thread;
+  if (kWidth > 1 && tail < size) {
+    A g[1];
+    LoadGrad<1>(grad, tail, g);
+    UpdateElements<1>(step, state, tail, g);
+  }
+}
+
+template <typename Step, typename T>
+cudaError_t LaunchDense(const Step& step, const StateArrays<T, Step::kNumState>& state,
+                        const T* grad, int64_t size, cudaStream_t stream) {
+  if (size == 0) return cudaSuccess;
+  bool aligned = IsVectorAligned(grad);
+  for (T* array : state.arrays) aligned = aligned && IsVectorAligned(array);
+  constexpr int kWidth = VectorWidth<T>();
+  if (aligned) {
+    DenseKernel<kWidth><<<NumBlocks(size / kWidth, kThreadsPerBlock), kThreadsPerBlock, 0,
+                          stream>>>(step, state, grad, size);
+  } else {
+    DenseKernel<1><<<NumBlocks(size, kThreadsPerBlock), kThreadsPerBlock, 0, stream>>>(
+        step, state, grad, size);
+  }
+  return cudaGetLastError();
+}
+
+// ------------------------------------------------------------------------------------- sparse
+
+// Device buffers of one sparse update, carved out of the caller's workspace.
+template <typename Index>
+struct SparseBuffers {
+  Index* sorted_indices;
+  int32_t* positions;         // 0, 1, ..., n - 1
+  int32_t* sorted_positions;  // positions in order of (index, position)
+  int32_t* run_starts;        // where each run of equal sorted indices begins
+  int32_t* num_runs;          // the number of unique indices
+  unsigned long long* first_invalid;  // lowest position of an out-of-range index, or ~0
+  IndexError* error;
+  void* cub_temp;
+  size_t cub_temp_bytes;
+};
+
+// Starts of runs of equal values in the sorted indices.
+template <typename Index>
+struct IsRunStart {
+  const Index* sorted_indices;
+  __device__ __forceinline__ bool operator()(int32_t i) const {
+    return i == 0 || sorted_indices[i] != sorted_indices[i - 1];
+  }
+};
+
+// Lays the buffers out from `base` (nullptr: only sizes them) and sets *total_bytes.
+template <typename Index>
+cudaError_t LayOutSparseBuffers(void* base, int64_t n, SparseBuffers<Index>* buffers,
+                                size_t* total_bytes) {
+  size_t sort_bytes = 0;
+  size_t select_bytes = 0;
+  // The sizes do not depend on the data; CUB only needs the types and n. The sort is sized for
+  // all bits of Index, the most it will be asked to sort.
+  TF_FTRL_RETURN_IF_CUDA_ERROR(cub::DeviceRadixSort::SortPairs(
+      nullptr, sort_bytes, static_cast<const Index*>(nullptr), static_cast<Index*>(nullptr),
+      static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr), n));
+  TF_FTRL_RETURN_IF_CUDA_ERROR(cub::DeviceSelect::If(
+      nullptr, select_bytes, static_cast<const int32_t*>(nullptr),
+      static_cast<int32_t*>(nullptr), static_cast<int32_t*>(nullptr), n,
+      IsRunStart<Index>{nullptr}));
+  buffers->cub_temp_bytes = sort_bytes > select_bytes ? sort_bytes : select_bytes;
+
+  char* const start = static_cast<char*>(base);
+  size_t offset = 0;
+  auto carve = [&](auto** pointer, size_t bytes) {
+    using Pointee = std::remove_pointer_t<std::remove_reference_t<decltype(*pointer)>>;
+    *pointer = start == nullptr ? nullptr : reinterpret_cast<Pointee*>(start + offset);
+    offset += (bytes + kWorkspaceAlignment - 1) / kWorkspaceAlignment * kWorkspaceAlignment;
+  };
+  const size_t count = static_cast<size_t>(n);
+  carve(&buffers->sorted_indices, count * sizeof(Index));
+  carve(&buffers->positions, count * sizeof(int32_t));
+  carve(&buffers->sorted_positions, count * sizeof(int32_t));
+  carve(&buffers->run_starts, count * sizeof(int32_t));
+  carve(&buffers->num_runs, sizeof(int32_t));
+  carve(&buffers->first_invalid, sizeof(unsigned long long));
+  carve(&buffers->error, sizeof(IndexError));
+  char* cub_temp = nullptr;
+  carve(&cub_temp, buffers->cub_temp_bytes);
+  buffers->cub_temp = cub_temp;
+  *total_bytes = offset;
+  return cudaSuccess;
+}
+
+template <typename Index>
+__global__ void FindFirstInvalidIndexKernel(const Index* __restrict__ indices, int64_t n,
+                                            int64_t num_rows,
+                                            unsigned long long* first_invalid) {
+  const int64_t num_threads = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += num_threads) {
+    const int64_t index = static_cast<int64_t>(indices[i]);
+    if (index < 0 || index >= num_rows) {
+      // Only bad indices get here, so the atomic is rare; a thread's later positions can only
+      // be higher.
+      atomicMin(first_invalid, static_cast<unsigned long long>(i));
+      return;
+    }
+  }
+}
+
+template <typename Index>
+__global__ void ReportIndexErrorKernel(const Index* __restrict__ indices,
+                                       const unsigned long long* first_invalid,
+                                       IndexError* error) {
+  const unsigned long long position = *first_invalid;
+  const bool found = position != ~0ull;
+  error->position = found ? static_cast<int64_t>(position) : -1;
+  error->value = found ? static_cast<int64_t>(indices[position]) : 0;
+}
+
+__global__ void IotaKernel(int32_t* values, int64_t n) {
+  const int64_t num_threads = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += num_threads) {
+    values[i] = static_cast<int32_t>(i);
+  }
+}
+
+// Sorted (index, position) pairs and where each unique index's run of them starts.
+template <typename Index>
+struct SortedRuns {
+  const Index* sorted_indices;
+  const int32_t* sorted_positions;
+  const int32_t* run_starts;
+  const int32_t* num_runs;
+  int32_t num_indices;
+};
+
+// One warp per unique row: sums the row's gradients (first position first, then the others in
+// ascending order: the CPU loops' order) and updates the row, kWidth elements per lane at a time.
+template <int kWidth, typename Step, typename T, typename Index>
+__global__ void __launch_bounds__(kThreadsPerBlock)
+    SparseKernel(Step step, StateArrays<T, Step::kNumState> state, const T* __restrict__ grad,
+                 int64_t row_size, SortedRuns<Index> runs) {
+  using A = AccumulateType<T>;
+  const int64_t warp = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / kWarpSize;
+  const int64_t num_warps = static_cast<int64_t>(gridDim.x) * blockDim.x / kWarpSize;
+  const int lane = threadIdx.x % kWarpSize;
+  const int32_t num_runs = *runs.num_runs;
+  for (int64_t run = warp; run < num_runs; run += num_warps) {
+    const int32_t begin = runs.run_starts[run];
+    const int32_t end = run + 1 < num_runs ? runs.run_starts[run + 1] : runs.num_indices;
+    const int64_t row_offset = static_cast<int64_t>(runs.sorted_indices[begin]) * row_size;
+    for (int64_t column = static_cast<int64_t>(lane) * kWidth; column < row_size;
+         column += kWarpSize * kWidth) {
+      A g[kWidth];
+      LoadGrad<kWidth>(grad, runs.sorted_positions[begin] * row_size + column, g);
+      for (int32_t r = begin + 1; r < end; ++r) {
+        AddGrad<kWidth>(grad, runs.sorted_positions[r] * row_size + column, g);
+      }
+      UpdateElements<kWidth>(step, state, row_offset + column, g);
+    }
+  }
+}
+
+// Enqueues the index check and waits for its result (see SparseApplyFtrl in the header).
+template <typename Index>
+cudaError_t CheckIndices(const SparseRows<Index>& rows, const SparseBuffers<Index>& buffers,
+                         cudaStream_t stream, IndexError* error) {
+  TF_FTRL_RETURN_IF_CUDA_ERROR(cudaMemsetAsync(buffers.first_invalid, 0xff,
+                                               sizeof(unsigned long long), stream));
+  FindFirstInvalidIndexKernel<<<NumBlocks(rows.num_indices, kThreadsPerBlock), kThreadsPerBlock,
+                                0, stream>>>(rows.indices, rows.num_indices, rows.num_rows,
+                                             buffers.first_invalid);
+  ReportIndexErrorKernel<<<1, 1, 0, stream>>>(rows.indices, buffers.first_invalid,
+                                              buffers.error);
+  TF_FTRL_RETURN_IF_CUDA_ERROR(cudaGetLastError());
+  TF_FTRL_RETURN_IF_CUDA_ERROR(
+      cudaMemcpyAsync(error, buffers.error, sizeof(IndexError), cudaMemcpyDeviceToHost, stream));
+  return cudaStreamSynchronize(stream);
+}
+
+// The number of low bits that hold every index in [0, num_rows): the radix sort skips the rest.
+int SignificantBits(int64_t num_rows) {
+  int bits = 1;
+  while (bits < 63 && (int64_t{1} << bits) < num_rows) ++bits;
+  return bits;
+}
+
+template <typename Step, typename T, typename Index>
+cudaError_t LaunchSparse(const Step& step, const StateArrays<T, Step::kNumState>& state,
+                         const T* grad, const SparseRows<Index>& rows, void* workspace,
+                         size_t workspace_bytes, cudaStream_t stream, IndexError* error) {
+  *error = IndexError();
+  const int64_t n = rows.num_indices;
+  if (n == 0) return cudaSuccess;
+  if (n > kMaxSparseIndices) return cudaErrorInvalidValue;
+  SparseBuffers<Index> buffers;
+  size_t needed_bytes = 0;
+  TF_FTRL_RETURN_IF_CUDA_ERROR(LayOutSparseBuffers(workspace, n, &buffers, &needed_bytes));
+  if (workspace == nullptr || workspace_bytes < needed_bytes) return cudaErrorInvalidValue;
+
+  TF_FTRL_RETURN_IF_CUDA_ERROR(CheckIndices(rows, buffers, stream, error));
+  if (error->position >= 0 || rows.row_size == 0) return cudaSuccess;
+
+  IotaKernel<<<NumBlocks(n, kThreadsPerBlock), kThreadsPerBlock, 0, stream>>>(buffers.positions,
+                                                                              n);
+  TF_FTRL_RETURN_IF_CUDA_ERROR(cudaGetLastError());
+  size_t cub_bytes = buffers.cub_temp_bytes;
+  TF_FTRL_RETURN_IF_CUDA_ERROR(cub::DeviceRadixSort::SortPairs(
+      buffers.cub_temp, cub_bytes, rows.indices, buffers.sorted_indices, buffers.positions,
+      buffers.sorted_positions, n, /*begin_bit=*/0, SignificantBits(rows.num_rows), stream));
+  cub_bytes = buffers.cub_temp_bytes;
+  TF_FTRL_RETURN_IF_CUDA_ERROR(cub::DeviceSelect::If(
+      buffers.cub_temp, cub_bytes, buffers.positions, buffers.run_starts, buffers.num_runs, n,
+      IsRunStart<Index>{buffers.sorted_indices}, stream));
+
+  const SortedRuns<Index> runs{buffers.sorted_indices, buffers.sorted_positions,
+                               buffers.run_starts, buffers.num_runs, static_cast<int32_t>(n)};
+  // The number of runs stays on the device: the grid covers the worst case (no duplicates) and
+  // warps past the last run exit at once.
+  const int64_t num_blocks = NumBlocks(n, kWarpsPerBlock);
+  constexpr int kWidth = VectorWidth<T>();
+  bool aligned = rows.row_size % kWidth == 0 && IsVectorAligned(grad);
+  for (T* array : state.arrays) aligned = aligned && IsVectorAligned(array);
+  if (aligned) {
+    SparseKernel<kWidth><<<num_blocks, kThreadsPerBlock, 0, stream>>>(step, state, grad,
+                                                                      rows.row_size, runs);
+  } else {
+    SparseKernel<1><<<num_blocks, kThreadsPerBlock, 0, stream>>>(step, state, grad,
+                                                                 rows.row_size, runs);
+  }
+  return cudaGetLastError();
+}
+
+template <typename A, typename Fn>
+cudaError_t WithFtrlStep(const FtrlHyperparams<A>& h, bool multiply_linear_by_lr, Fn&& fn) {
+  return DispatchFlags(IsSqrtPower(h), multiply_linear_by_lr, [&](auto sqrt_power, auto by_lr) {
+    return fn(FtrlStep<sqrt_power(), by_lr(), A>{h});
+  });
+}
+
+template <typename A, typename Fn>
+cudaError_t WithAdagradStep(const AdagradHyperparams<A>& h, bool update_slots, Fn&& fn) {
+  return DispatchFlags(update_slots, false, [&](auto slots, auto) {
+    return fn(AdagradStep<slots(), A>{h});
+  });
+}
+
+}  // namespace
+
+template <typename T>
+cudaError_t ApplyFtrl(const FtrlHyperparams<AccumulateType<T>>& h, bool multiply_linear_by_lr,
+                      T* var, T* accum, T* linear, const T* grad, int64_t size,
+                      cudaStream_t stream) {
+  return WithFtrlStep(h, multiply_linear_by_lr, [&](const auto& step) {
+    return LaunchDense(step, StateArrays<T, 3>{{var, accum, linear}}, grad, size, stream);
+  });
+}
+
+template <typename T>
+cudaError_t ApplyAdagrad(const AdagradHyperparams<AccumulateType<T>>& h, bool update_slots,
+                         T* var, T* accum, const T* grad, int64_t size, cudaStream_t stream) {
+  return WithAdagradStep(h, update_slots, [&](const auto& step) {
+    return LaunchDense(step, StateArrays<T, 2>{{var, accum}}, grad, size, stream);
+  });
+}
+
+template <typename Index>
+cudaError_t SparseWorkspaceBytes(int64_t num_indices, size_t* bytes) {
+  if (num_indices < 0 || num_indices > kMaxSparseIndices) return cudaErrorInvalidValue;
+  SparseBuffers<Index> unused;
+  return LayOutSparseBuffers<Index>(nullptr, num_indices, &unused, bytes);
+}
+
+template <typename T, typename Index>
+cudaError_t SparseApplyFtrl(const FtrlHyperparams<AccumulateType<T>>& h,
+                            bool multiply_linear_by_lr, T* var, T* accum, T* linear,
+                            const T* grad, const SparseRows<Index>& rows, void* workspace,
+                            size_t workspace_bytes, cudaStream_t stream, IndexError* error) {
+  return WithFtrlStep(h, multiply_linear_by_lr, [&](const auto& step) {
+    return LaunchSparse(step, StateArrays<T, 3>{{var, accum, linear}}, grad, rows, workspace,
+                        workspace_bytes, stream, error);
+  });
+}
+
+template <typename T, typename Index>
+cudaError_t SparseApplyAdagrad(const AdagradHyperparams<AccumulateType<T>>& h,
+                               bool update_slots, T* var, T* accum, const T* grad,
+                               const SparseRows<Index>& rows, void* workspace,
+                               size_t workspace_bytes, cudaStream_t stream, IndexError* error) {
+  return WithAdagradStep(h, update_slots, [&](const auto& step) {
+    return LaunchSparse(step, StateArrays<T, 2>{{var, accum}}, grad, rows, workspace,
+                        workspace_bytes, stream, error);
+  });
+}
+
+#define TF_FTRL_INSTANTIATE_SPARSE(T, Index)                                                   \
+  template cudaError_t SparseApplyFtrl<T, Index>(                                              \
+      const FtrlHyperparams<AccumulateType<T>>&, bool, T*, T*, T*, const T*,                   \
+      const SparseRows<Index>&, void*, size_t, cudaStream_t, IndexError*);                     \
+  template cudaError_t SparseApplyAdagrad<T, Index>(                                           \
+      const AdagradHyperparams<AccumulateType<T>>&, bool, T*, T*, const T*,                    \
+      const SparseRows<Index>&, void*, size_t, cudaStream_t, IndexError*);
+
+#define TF_FTRL_INSTANTIATE(T)                                                                 \
+  template cudaError_t ApplyFtrl<T>(const FtrlHyperparams<AccumulateType<T>>&, bool, T*, T*,   \
+                                    T*, const T*, int64_t, cudaStream_t);                      \
+  template cudaError_t ApplyAdagrad<T>(const AdagradHyperparams<AccumulateType<T>>&, bool, T*, \
+                                       T*, const T*, int64_t, cudaStream_t);                   \
+  TF_FTRL_INSTANTIATE_SPARSE(T, int32_t)                                                       \
+  TF_FTRL_INSTANTIATE_SPARSE(T, int64_t)
+
+TF_FTRL_INSTANTIATE(float)
+TF_FTRL_INSTANTIATE(double)
+TF_FTRL_INSTANTIATE(float16)
+TF_FTRL_INSTANTIATE(bfloat16)
+
+template cudaError_t SparseWorkspaceBytes<int32_t>(int64_t, size_t*);
+template cudaError_t SparseWorkspaceBytes<int64_t>(int64_t, size_t*);
+
+}  // namespace gpu
+}  // namespace tf_ftrl

@@ -1,0 +1,84 @@
+// CUDA launchers of the four fused updates, on raw device pointers and with no TensorFlow
+// dependency: the TensorFlow OpKernels call them with the op's stream, and the TensorFlow-free
+// driver (kernel_driver.cc) calls them for the GPU tests and benchmark. Only cuda_runtime.h is
+// needed to call them, so neither side pays for the other's headers (TensorFlow's headers under
+// nvcc take over a minute per file; these kernels compile in seconds).
+//
+// The per-element math is FtrlUpdate / AdagradUpdate from ftrl_math.h and adagrad_math.h, the
+// same functions the CPU loops call; built with --fmad=false (no contraction, like the CPU
+// build's -ffp-contract=off) the kernels round like the CPU loops except where CUDA's powf/pow
+// differ from the host's in the last place (lr_power != -0.5).
+//
+// Every launcher only enqueues work on `stream` and returns the launch status, except the sparse
+// ones, which wait for their index check (see SparseApplyFtrl).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/adagrad_math.h"
+#include "kernels/ftrl_math.h"
+#include "kernels/numeric.h"
+#include "kernels/row_groups.h"
+
+namespace tf_ftrl {
+namespace gpu {
+
+// The sparse launchers sort positions as 32-bit integers.
+constexpr int64_t kMaxSparseIndices = INT32_MAX;
+
+// Dense FTRL over `size` elements.
+template <typename T>
+cudaError_t ApplyFtrl(const FtrlHyperparams<AccumulateType<T>>& h, bool multiply_linear_by_lr,
+                      T* var, T* accum, T* linear, const T* grad, int64_t size,
+                      cudaStream_t stream);
+
+// Dense Adagrad over `size` elements.
+template <typename T>
+cudaError_t ApplyAdagrad(const AdagradHyperparams<AccumulateType<T>>& h, bool update_slots,
+                         T* var, T* accum, const T* grad, int64_t size, cudaStream_t stream);
+
+// The device memory a sparse update with `num_indices` indices of type Index needs as its
+// `workspace` (for sorting the indices and reporting a bad one). Enqueues nothing.
+template <typename Index>
+cudaError_t SparseWorkspaceBytes(int64_t num_indices, size_t* bytes);
+
+// A sparse update's rows: var/accum/linear are [num_rows, row_size], grad is
+// [num_indices, row_size] and grad row i belongs to var row indices[i].
+template <typename Index>
+struct SparseRows {
+  const Index* indices;
+  int64_t num_indices;
+  int64_t num_rows;
+  int64_t row_size;
+};
+
+// Sparse FTRL on the rows named by rows.indices; duplicate indices are summed (in order of
+// position, like the CPU loops) and each unique row is updated once, by one warp, so the result
+// is deterministic and needs no atomics.
+//
+// Every index is checked against [0, num_rows) first. That check has to reach the host before
+// anything is written (TensorFlow raises InvalidArgument and the variables stay untouched), so
+// this call copies its result to the host and synchronizes `stream` once. When an index is out
+// of range it returns cudaSuccess with *error holding the lowest bad position and its value, and
+// writes nothing; otherwise error->position is -1.
+//
+// `workspace` is device memory of at least SparseWorkspaceBytes<Index>(num_indices) bytes.
+// Returns cudaErrorInvalidValue when num_indices > kMaxSparseIndices or the workspace is short.
+template <typename T, typename Index>
+cudaError_t SparseApplyFtrl(const FtrlHyperparams<AccumulateType<T>>& h,
+                            bool multiply_linear_by_lr, T* var, T* accum, T* linear,
+                            const T* grad, const SparseRows<Index>& rows, void* workspace,
+                            size_t workspace_bytes, cudaStream_t stream, IndexError* error);
+
+// Sparse Adagrad, as SparseApplyFtrl.
+template <typename T, typename Index>
+cudaError_t SparseApplyAdagrad(const AdagradHyperparams<AccumulateType<T>>& h,
+                               bool update_slots, T* var, T* accum, const T* grad,
+                               const SparseRows<Index>& rows, void* workspace,
+                               size_t workspace_bytes, cudaStream_t stream, IndexError* error);
+
+}  // namespace gpu
+}  // namespace tf_ftrl

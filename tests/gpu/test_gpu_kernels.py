@@ -1,0 +1,302 @@
+"""The CUDA kernels through the TensorFlow-free kernel driver, against the CPU kernels (same
+driver) and the float64 NumPy reference. Runs where there is a CUDA device and no TensorFlow:
+
+    bash tools/build_kernel_driver.sh --cuda
+    python -m pytest -q tests/gpu tests/test_kernel_driver.py
+
+Device buffers come from CuPy, else PyTorch. Skipped only when there is no CUDA device; with a
+device, a driver built without CUDA (or missing CuPy and PyTorch) is an error, not a skip.
+
+GPU and CPU use the same per-element functions and both round without contraction
+(--fmad=false, -ffp-contract=off), so they must agree bit for bit, except with lr_power != -0.5
+where CUDA's pow and the C library's may differ in the last place.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+from tests.kernel_driver_support import (
+    ADAGRAD_HYPER, FTRL_HYPER, State, adagrad_reference, assert_close, check_adagrad,
+    check_ftrl, ftrl_reference, load_driver, random_indices)
+from tests.numpy_reference import DTYPE_NAMES, INDEX_DTYPE_NAMES, densify, to_float64
+
+
+def _cuda_device_present():
+    driver = load_driver()
+    if driver.has_cuda:
+        return driver.cuda_device_count() > 0
+    return os.path.exists("/dev/nvidiactl")  # a device this CPU-only driver cannot test
+
+
+pytestmark = pytest.mark.skipif(not _cuda_device_present(), reason="no CUDA device")
+
+# Sizes around the 16-byte vector widths (2, 4, 8 elements) and the grid-stride tail.
+DENSE_SIZES = [1, 3, 7, 8, 37, 1001, 4099, 1 << 20 | 5]
+# (rows, row elements): rows that are and are not whole vectors, one-element rows.
+SPARSE_SHAPES = [(50, 1), (40, 9), (64, 16), (100, 64), (7, 1000)]
+
+
+class Device:
+    """Copies NumPy arrays to the GPU and back, and gives their device addresses."""
+
+    def __init__(self):
+        try:
+            import cupy
+            self._cupy, self._torch = cupy, None
+        except ImportError:
+            try:
+                import torch
+            except ImportError:
+                pytest.fail("the GPU tests need CuPy or PyTorch for device buffers")
+            self._cupy, self._torch = None, torch
+
+    def put(self, array, offset_elements=0):
+        """A device copy of `array`, starting `offset_elements` past a fresh allocation (an
+        offset of 1 makes its address miss 16-byte alignment: the kernels' scalar path)."""
+        padded = np.concatenate([np.zeros(offset_elements, array.dtype), array.ravel()])
+        if self._cupy is not None:
+            buffer = self._cupy.asarray(padded)
+            return buffer, buffer.data.ptr + offset_elements * array.itemsize
+        as_signed = padded.view(np.int16) if padded.dtype == np.uint16 else padded
+        buffer = self._torch.from_numpy(as_signed).cuda()
+        return buffer, buffer.data_ptr() + offset_elements * array.itemsize
+
+    def get(self, buffer, like, offset_elements=0):
+        if self._cupy is not None:
+            host = self._cupy.asnumpy(buffer)
+        else:
+            host = buffer.cpu().numpy().view(like.dtype)
+        return host[offset_elements:].reshape(like.shape)
+
+    def synchronize(self):
+        if self._cupy is not None:
+            self._cupy.cuda.runtime.deviceSynchronize()
+        else:
+            self._torch.cuda.synchronize()
+
+
+@pytest.fixture(scope="module")
+def driver():
+    driver = load_driver()
+    if not driver.has_cuda:
+        pytest.fail("the kernel driver was built without CUDA: run "
+                    "`bash tools/build_kernel_driver.sh --cuda`")
+    return driver
+
+
+@pytest.fixture(scope="module")
+def device():
+    return Device()
+
+
+@pytest.fixture
+def rng(request):
+    seed = np.random.SeedSequence().entropy % (2**32)
+    print(f"seed={seed}")
+    return np.random.default_rng(seed)
+
+
+def run_on_gpu(device, state, launch, indices=None, offset=0):
+    """Runs launch(pointers) on device copies of state's start values (pointers: name -> device
+    address, plus "grad" and "indices") and returns the results as host arrays."""
+    buffers, pointers = {}, {}
+    for name, values in list(state.start.items()) + [("grad", state.grad)]:
+        buffers[name], pointers[name] = device.put(values, offset)
+    if indices is not None:
+        buffers["indices"], pointers["indices"] = device.put(indices)
+    launch(pointers)
+    device.synchronize()
+    return {name: device.get(buffers[name], values, offset)
+            for name, values in state.start.items()}
+
+
+def run_on_cpu(state, launch):
+    """Runs launch(arrays) on host copies of state's start values; returns them."""
+    arrays = {name: values.copy() for name, values in state.start.items()}
+    launch(arrays)
+    return arrays
+
+
+def assert_same_as_cpu(gpu, cpu, state, exact):
+    for name in cpu:
+        if exact:
+            np.testing.assert_array_equal(gpu[name], cpu[name], err_msg=f"{name}: GPU vs CPU")
+        else:
+            assert_close(to_float64(gpu[name], state.dtype), to_float64(cpu[name], state.dtype),
+                         state.dtype, scale=4, what=f"{name}: GPU vs CPU")
+
+
+def check_against_reference(state, results, reference_check):
+    state.arrays = results
+    reference_check(state)
+
+
+# ------------------------------------------------------------------------------------- dense
+
+
+@pytest.mark.parametrize("dtype", DTYPE_NAMES)
+@pytest.mark.parametrize("size", DENSE_SIZES)
+@pytest.mark.parametrize("lr_power", [-0.5, -0.3])
+@pytest.mark.parametrize("multiply_linear_by_lr", [False, True])
+def test_apply_ftrl(driver, device, rng, dtype, size, lr_power, multiply_linear_by_lr):
+    s = State(rng, (size,), dtype, ("accum", "linear"))
+    hyper = dict(FTRL_HYPER, l2_shrinkage=0.05, lr_power=lr_power,
+                 multiply_linear_by_lr=multiply_linear_by_lr)
+    gpu = run_on_gpu(device, s, lambda p: driver.gpu_apply_ftrl(
+        dtype, p["var"], p["accum"], p["linear"], p["grad"], size, **hyper))
+    cpu = run_on_cpu(s, lambda a: driver.apply_ftrl(a["var"], a["accum"], a["linear"], s.grad,
+                                                    **hyper))
+    assert_same_as_cpu(gpu, cpu, s, exact=lr_power == -0.5)
+    check_against_reference(s, gpu, lambda st: check_ftrl(
+        st, ftrl_reference(st, to_float64(st.grad, dtype), hyper), hyper))
+
+
+@pytest.mark.parametrize("dtype", DTYPE_NAMES)
+@pytest.mark.parametrize("size", DENSE_SIZES)
+@pytest.mark.parametrize("update_slots", [True, False])
+def test_apply_adagrad(driver, device, rng, dtype, size, update_slots):
+    s = State(rng, (size,), dtype, ("accum",))
+    hyper = dict(ADAGRAD_HYPER, update_slots=update_slots)
+    gpu = run_on_gpu(device, s, lambda p: driver.gpu_apply_adagrad(
+        dtype, p["var"], p["accum"], p["grad"], size, **hyper))
+    cpu = run_on_cpu(s, lambda a: driver.apply_adagrad(a["var"], a["accum"], s.grad, **hyper))
+    assert_same_as_cpu(gpu, cpu, s, exact=True)
+    check_against_reference(s, gpu, lambda st: check_adagrad(
+        st, adagrad_reference(st, to_float64(st.grad, dtype), hyper)))
+
+
+@pytest.mark.parametrize("dtype", DTYPE_NAMES)
+def test_unaligned_buffers_take_the_scalar_path(driver, device, rng, dtype):
+    size = 1001
+    s = State(rng, (size,), dtype, ("accum", "linear"))
+    gpu = run_on_gpu(device, s, lambda p: driver.gpu_apply_ftrl(
+        dtype, p["var"], p["accum"], p["linear"], p["grad"], size, **FTRL_HYPER), offset=1)
+    cpu = run_on_cpu(s, lambda a: driver.apply_ftrl(a["var"], a["accum"], a["linear"], s.grad,
+                                                    **FTRL_HYPER))
+    assert_same_as_cpu(gpu, cpu, s, exact=True)
+
+
+# ------------------------------------------------------------------------------------ sparse
+
+
+def sparse_ftrl_on_gpu(driver, device, s, indices, hyper, index_dtype, offset=0):
+    rows, row_size = s.start["var"].shape[0], int(np.prod(s.start["var"].shape[1:]))
+    return run_on_gpu(device, s, lambda p: driver.gpu_sparse_apply_ftrl(
+        s.dtype, index_dtype, p["var"], p["accum"], p["linear"], p["grad"], p["indices"],
+        len(indices), rows, row_size, **hyper), indices=indices, offset=offset)
+
+
+@pytest.mark.parametrize("dtype", DTYPE_NAMES)
+@pytest.mark.parametrize("index_dtype", INDEX_DTYPE_NAMES)
+@pytest.mark.parametrize("shape", SPARSE_SHAPES, ids=str)
+@pytest.mark.parametrize("lr_power", [-0.5, -0.3])
+def test_sparse_apply_ftrl(driver, device, rng, dtype, index_dtype, shape, lr_power):
+    num_indices = 2 * shape[0] + 3  # duplicates for sure
+    indices = random_indices(rng, shape[0], num_indices, index_dtype)
+    s = State(rng, shape, dtype, ("accum", "linear"), grad_shape=(num_indices,) + shape[1:])
+    hyper = dict(FTRL_HYPER, l2_shrinkage=0.05, lr_power=lr_power)
+    gpu = sparse_ftrl_on_gpu(driver, device, s, indices, hyper, index_dtype)
+    cpu = run_on_cpu(s, lambda a: driver.sparse_apply_ftrl(
+        a["var"], a["accum"], a["linear"], s.grad, indices, **hyper))
+    assert_same_as_cpu(gpu, cpu, s, exact=lr_power == -0.5)
+    grad64 = densify(to_float64(s.grad, dtype), indices, shape[0])
+    touched = np.unique(indices)
+    untouched = np.setdiff1d(np.arange(shape[0]), touched)
+    for name, values in s.start.items():
+        np.testing.assert_array_equal(gpu[name][untouched], values[untouched], err_msg=name)
+    check_against_reference(s, gpu, lambda st: check_ftrl(
+        st, ftrl_reference(st, grad64, hyper), hyper, rows=touched))
+
+
+@pytest.mark.parametrize("dtype", DTYPE_NAMES)
+@pytest.mark.parametrize("index_dtype", INDEX_DTYPE_NAMES)
+@pytest.mark.parametrize("shape", SPARSE_SHAPES, ids=str)
+@pytest.mark.parametrize("update_slots", [True, False])
+def test_sparse_apply_adagrad(driver, device, rng, dtype, index_dtype, shape, update_slots):
+    num_indices = 2 * shape[0] + 3
+    indices = random_indices(rng, shape[0], num_indices, index_dtype)
+    s = State(rng, shape, dtype, ("accum",), grad_shape=(num_indices,) + shape[1:])
+    hyper = dict(ADAGRAD_HYPER, update_slots=update_slots)
+    row_size = int(np.prod(shape[1:]))
+    gpu = run_on_gpu(device, s, lambda p: driver.gpu_sparse_apply_adagrad(
+        dtype, index_dtype, p["var"], p["accum"], p["grad"], p["indices"], num_indices,
+        shape[0], row_size, **hyper), indices=indices)
+    cpu = run_on_cpu(s, lambda a: driver.sparse_apply_adagrad(a["var"], a["accum"], s.grad,
+                                                              indices, **hyper))
+    assert_same_as_cpu(gpu, cpu, s, exact=True)
+    grad64 = densify(to_float64(s.grad, dtype), indices, shape[0])
+    check_against_reference(s, gpu, lambda st: check_adagrad(
+        st, adagrad_reference(st, grad64, hyper), rows=np.unique(indices)))
+
+
+@pytest.mark.parametrize("dtype", DTYPE_NAMES)
+def test_sparse_many_duplicates_is_deterministic(driver, device, rng, dtype):
+    # 20,000 indices into 10 rows: long runs, summed in position order every time.
+    shape, num_indices = (10, 33), 20000
+    indices = random_indices(rng, shape[0], num_indices, "int32")
+    s = State(rng, shape, dtype, ("accum", "linear"), grad_shape=(num_indices,) + shape[1:])
+    first = sparse_ftrl_on_gpu(driver, device, s, indices, FTRL_HYPER, "int32")
+    second = sparse_ftrl_on_gpu(driver, device, s, indices, FTRL_HYPER, "int32")
+    for name in first:
+        np.testing.assert_array_equal(first[name], second[name], err_msg=name)
+    cpu = run_on_cpu(s, lambda a: driver.sparse_apply_ftrl(
+        a["var"], a["accum"], a["linear"], s.grad, indices, **FTRL_HYPER))
+    assert_same_as_cpu(first, cpu, s, exact=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPE_NAMES)
+def test_sparse_unaligned_buffers(driver, device, rng, dtype):
+    shape, num_indices = (64, 16), 100
+    indices = random_indices(rng, shape[0], num_indices, "int64")
+    s = State(rng, shape, dtype, ("accum", "linear"), grad_shape=(num_indices,) + shape[1:])
+    gpu = sparse_ftrl_on_gpu(driver, device, s, indices, FTRL_HYPER, "int64", offset=1)
+    cpu = run_on_cpu(s, lambda a: driver.sparse_apply_ftrl(
+        a["var"], a["accum"], a["linear"], s.grad, indices, **FTRL_HYPER))
+    assert_same_as_cpu(gpu, cpu, s, exact=True)
+
+
+@pytest.mark.parametrize("index_dtype", INDEX_DTYPE_NAMES)
+@pytest.mark.parametrize("bad_index", [-1, 20, 2**31 - 1])
+def test_out_of_range_index_leaves_everything_unchanged(driver, device, rng, index_dtype,
+                                                        bad_index):
+    # Positions 3 and 5000 are bad: the lowest is reported, whatever thread finds which first.
+    indices = random_indices(rng, 20, 6000, index_dtype)
+    indices[[3, 5000]] = bad_index
+    s = State(rng, (20, 4), "float32", ("accum", "linear"), grad_shape=(len(indices), 4))
+    message = rf"^indices\[3\] = {bad_index} is not in \[0, 20\)$"
+    with pytest.raises(ValueError, match=message):
+        sparse_ftrl_on_gpu(driver, device, s, indices, FTRL_HYPER, index_dtype)
+    # run_on_gpu raised before reading back: check the device copies explicitly.
+    buffers = {name: device.put(values) for name, values in s.start.items()}
+    grad, grad_ptr = device.put(s.grad)
+    index_buffer, index_ptr = device.put(indices)
+    with pytest.raises(ValueError, match=message):
+        driver.gpu_sparse_apply_adagrad("float32", index_dtype, buffers["var"][1],
+                                        buffers["accum"][1], grad_ptr, index_ptr, len(indices),
+                                        20, 4, **ADAGRAD_HYPER)
+    device.synchronize()
+    for name, (buffer, _) in buffers.items():
+        np.testing.assert_array_equal(device.get(buffer, s.start[name]), s.start[name],
+                                      err_msg=name)
+
+
+def test_caller_workspace(driver, device, rng):
+    shape, num_indices = (100, 8), 300
+    indices = random_indices(rng, shape[0], num_indices, "int32")
+    s = State(rng, shape, "float32", ("accum",), grad_shape=(num_indices,) + shape[1:])
+    workspace_bytes = driver.gpu_sparse_workspace_bytes("int32", num_indices)
+    workspace, workspace_ptr = device.put(np.zeros(workspace_bytes, np.uint8))
+    gpu = run_on_gpu(device, s, lambda p: driver.gpu_sparse_apply_adagrad(
+        "float32", "int32", p["var"], p["accum"], p["grad"], p["indices"], num_indices,
+        shape[0], shape[1], **ADAGRAD_HYPER, workspace=workspace_ptr,
+        workspace_bytes=workspace_bytes), indices=indices)
+    cpu = run_on_cpu(s, lambda a: driver.sparse_apply_adagrad(a["var"], a["accum"], s.grad,
+                                                              indices, **ADAGRAD_HYPER))
+    assert_same_as_cpu(gpu, cpu, s, exact=True)
+    with pytest.raises(RuntimeError, match="cudaErrorInvalidValue"):
+        run_on_gpu(device, s, lambda p: driver.gpu_sparse_apply_adagrad(
+            "float32", "int32", p["var"], p["accum"], p["grad"], p["indices"], num_indices,
+            shape[0], shape[1], **ADAGRAD_HYPER, workspace=workspace_ptr,
+            workspace_bytes=workspace_bytes - 1), indices=indices)

@@ -1,0 +1,79 @@
+"""Float64 NumPy references of the updates, and the element types as NumPy storage.
+
+TensorFlow-free: used by the op tests (through tests/reference.py) and by the kernel-driver and
+GPU tests, which run where TensorFlow is absent.
+"""
+
+import numpy as np
+
+DTYPE_NAMES = ["float32", "float64", "float16", "bfloat16"]
+INDEX_DTYPE_NAMES = ["int32", "int64"]
+
+# (rtol, atol) of a result against the float64 reference, by dtype: a few units in the last
+# place of the stored type.
+TOLERANCE = {
+    "float64": (1e-12, 1e-12),
+    "float32": (2e-6, 2e-6),
+    "float16": (4e-3, 4e-3),
+    "bfloat16": (3e-2, 3e-2),
+}
+
+
+def ftrl(var, accum, linear, grad, lr, l1, l2, l2_shrinkage=0.0, lr_power=-0.5,
+         multiply_linear_by_lr=False):
+    """One FTRL-Proximal step (ResourceApplyFtrlV2) in float64; returns (var, accum, linear)."""
+    var, accum, linear, grad = (np.asarray(x, np.float64) for x in (var, accum, linear, grad))
+    grad_shrunk = grad + 2.0 * l2_shrinkage * var
+    new_accum = accum + grad * grad
+    power = -lr_power
+    sigma = new_accum ** power - accum ** power
+    if multiply_linear_by_lr:
+        linear = linear + grad_shrunk * lr - sigma * var
+        threshold = l1 * lr
+        denominator = new_accum ** power + 2.0 * l2 * lr
+    else:
+        linear = linear + grad_shrunk - sigma / lr * var
+        threshold = l1
+        denominator = new_accum ** power / lr + 2.0 * l2
+    var = np.where(np.abs(linear) > threshold,
+                   (np.sign(linear) * threshold - linear) / denominator, 0.0)
+    return var, new_accum, linear
+
+
+def ftrl_threshold(lr, l1, multiply_linear_by_lr=False):
+    return l1 * lr if multiply_linear_by_lr else l1
+
+
+def adagrad(var, accum, grad, lr, epsilon=1e-7, update_slots=True):
+    """One Adagrad step (ResourceApplyAdagradV2) in float64; returns (var, accum)."""
+    var, accum, grad = (np.asarray(x, np.float64) for x in (var, accum, grad))
+    if update_slots:
+        accum = accum + grad * grad
+    return var - grad * lr / (np.sqrt(accum) + epsilon), accum
+
+
+def densify(grad, indices, num_rows):
+    """The dense gradient of a sparse one: rows of duplicate indices summed in order."""
+    dense = np.zeros((num_rows,) + grad.shape[1:], grad.dtype)
+    np.add.at(dense, np.asarray(indices, np.int64), grad)
+    return dense
+
+
+def to_storage(values, dtype):
+    """values (any floats) rounded to nearest even in `dtype`, as the NumPy array the kernels
+    take: float32/float64/float16 arrays, and for bfloat16 a uint16 array of its bit patterns."""
+    values = np.asarray(values, np.float64)
+    if dtype != "bfloat16":
+        return values.astype(dtype)
+    # float64 -> float32 -> bfloat16, each rounding to nearest even (the double rounding can
+    # differ from direct rounding only on exact float32 ties, which random inputs never hit).
+    bits = values.astype(np.float32).view(np.uint32).astype(np.uint64)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def to_float64(array, dtype):
+    """The values of a storage array (see to_storage) as float64."""
+    array = np.asarray(array)
+    if dtype == "bfloat16":
+        return (array.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+    return array.astype(np.float64)

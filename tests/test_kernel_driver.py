@@ -1,0 +1,105 @@
+"""The CPU loops through the TensorFlow-free kernel driver (tools/build_kernel_driver.sh), against
+the float64 NumPy reference: every dtype and index type, odd sizes, duplicate indices and a bad
+index. The same driver runs the GPU tests (tests/gpu/), so this also checks their CPU side."""
+
+import numpy as np
+import pytest
+
+from tests.kernel_driver_support import (
+    ADAGRAD_HYPER, FTRL_HYPER, State, adagrad_reference, check_adagrad, check_ftrl,
+    ftrl_reference, load_driver, random_indices)
+from tests.numpy_reference import DTYPE_NAMES, INDEX_DTYPE_NAMES, densify, to_float64
+
+DENSE_SHAPES = [(1,), (37,), (5, 13), (1001,)]
+SPARSE_SHAPES = [(50,), (40, 9), (12, 3, 5), (64, 16)]
+
+
+@pytest.fixture(scope="module")
+def driver():
+    return load_driver()
+
+
+@pytest.fixture
+def rng(request):
+    seed = np.random.SeedSequence().entropy % (2**32)
+    print(f"seed={seed}")
+    return np.random.default_rng(seed)
+
+
+def sparse_grad64(state, indices):
+    return densify(to_float64(state.grad, state.dtype), indices, state.arrays["var"].shape[0])
+
+
+@pytest.mark.parametrize("dtype", DTYPE_NAMES)
+@pytest.mark.parametrize("shape", DENSE_SHAPES, ids=str)
+@pytest.mark.parametrize("lr_power", [-0.5, -0.3])
+@pytest.mark.parametrize("multiply_linear_by_lr", [False, True])
+def test_apply_ftrl(driver, rng, dtype, shape, lr_power, multiply_linear_by_lr):
+    s = State(rng, shape, dtype, ("accum", "linear"))
+    hyper = dict(FTRL_HYPER, l2_shrinkage=0.05, lr_power=lr_power,
+                 multiply_linear_by_lr=multiply_linear_by_lr)
+    driver.apply_ftrl(s.arrays["var"], s.arrays["accum"], s.arrays["linear"], s.grad, **hyper)
+    check_ftrl(s, ftrl_reference(s, to_float64(s.grad, dtype), hyper), hyper)
+
+
+@pytest.mark.parametrize("dtype", DTYPE_NAMES)
+@pytest.mark.parametrize("shape", DENSE_SHAPES, ids=str)
+@pytest.mark.parametrize("update_slots", [True, False])
+def test_apply_adagrad(driver, rng, dtype, shape, update_slots):
+    s = State(rng, shape, dtype, ("accum",))
+    hyper = dict(ADAGRAD_HYPER, update_slots=update_slots)
+    driver.apply_adagrad(s.arrays["var"], s.arrays["accum"], s.grad, **hyper)
+    check_adagrad(s, adagrad_reference(s, to_float64(s.grad, dtype), hyper))
+
+
+@pytest.mark.parametrize("dtype", DTYPE_NAMES)
+@pytest.mark.parametrize("index_dtype", INDEX_DTYPE_NAMES)
+@pytest.mark.parametrize("shape", SPARSE_SHAPES, ids=str)
+def test_sparse_apply_ftrl_sums_duplicates(driver, rng, dtype, index_dtype, shape):
+    num_indices = shape[0] + 7  # more indices than rows: duplicates for sure
+    indices = random_indices(rng, shape[0], num_indices, index_dtype)
+    s = State(rng, shape, dtype, ("accum", "linear"), grad_shape=(num_indices,) + shape[1:])
+    hyper = dict(FTRL_HYPER, l2_shrinkage=0.05, lr_power=-0.5)
+    driver.sparse_apply_ftrl(s.arrays["var"], s.arrays["accum"], s.arrays["linear"], s.grad,
+                             indices, **hyper)
+    touched = np.unique(indices)
+    check_ftrl(s, ftrl_reference(s, sparse_grad64(s, indices), hyper), hyper, rows=touched)
+    untouched = np.setdiff1d(np.arange(shape[0]), touched)
+    for name, values in s.start.items():
+        np.testing.assert_array_equal(s.arrays[name][untouched], values[untouched], err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", DTYPE_NAMES)
+@pytest.mark.parametrize("index_dtype", INDEX_DTYPE_NAMES)
+@pytest.mark.parametrize("update_slots", [True, False])
+def test_sparse_apply_adagrad_sums_duplicates(driver, rng, dtype, index_dtype, update_slots):
+    shape = (30, 7)
+    indices = np.array([3, 0, 3, 29, 3, 0], index_dtype)
+    s = State(rng, shape, dtype, ("accum",), grad_shape=(len(indices),) + shape[1:])
+    hyper = dict(ADAGRAD_HYPER, update_slots=update_slots)
+    driver.sparse_apply_adagrad(s.arrays["var"], s.arrays["accum"], s.grad, indices, **hyper)
+    check_adagrad(s, adagrad_reference(s, sparse_grad64(s, indices), hyper), rows=[0, 3, 29])
+
+
+@pytest.mark.parametrize("index_dtype", INDEX_DTYPE_NAMES)
+@pytest.mark.parametrize("bad_index", [-1, 20])
+def test_out_of_range_index_is_reported_and_nothing_written(driver, rng, index_dtype, bad_index):
+    indices = np.array([0, 5, 19, bad_index, 2, bad_index], index_dtype)
+    s = State(rng, (20, 4), "float32", ("accum", "linear"), grad_shape=(len(indices), 4))
+    with pytest.raises(ValueError, match=rf"^indices\[3\] = {bad_index} is not in \[0, 20\)$"):
+        driver.sparse_apply_ftrl(s.arrays["var"], s.arrays["accum"], s.arrays["linear"], s.grad,
+                                 indices, **FTRL_HYPER)
+    with pytest.raises(ValueError, match=rf"^indices\[3\] = {bad_index} is not in \[0, 20\)$"):
+        driver.sparse_apply_adagrad(s.arrays["var"], s.arrays["accum"], s.grad, indices,
+                                    **ADAGRAD_HYPER)
+    s.assert_unchanged()
+
+
+def test_mismatched_arrays_are_rejected(driver, rng):
+    s = State(rng, (8,), "float32", ("accum",))
+    with pytest.raises(TypeError, match="accum has dtype float64 but var has float32"):
+        driver.apply_adagrad(s.arrays["var"], s.arrays["accum"].astype(np.float64), s.grad,
+                             **ADAGRAD_HYPER)
+    with pytest.raises(ValueError, match="var and grad do not have the same shape"):
+        driver.apply_adagrad(s.arrays["var"], s.arrays["accum"], s.grad[:4], **ADAGRAD_HYPER)
+    s.assert_unchanged()
