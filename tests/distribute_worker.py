@@ -77,7 +77,16 @@ def make_model():
     return model
 
 
-def make_optimizer(name):
+# Gradient processing that Keras 3 itself densifies sparse gradients for (or fails on).
+PROCESSING = {
+    "clipnorm": dict(clipnorm=0.05),
+    "clipvalue": dict(clipvalue=0.01),
+    "global_clipnorm": dict(global_clipnorm=0.05),
+    "loss_scale_factor": dict(loss_scale_factor=64.0),
+}
+
+
+def make_optimizer(name, **processing):
     """A tf_ftrl optimizer that also records, at trace time, whether each gradient its
     update_step receives is sparse (to check that Embedding gradients stay IndexedSlices)."""
     import tensorflow as tf
@@ -101,7 +110,7 @@ def make_optimizer(name):
             self.gradient_types[self._get_variable_index(variable)] = kind
             return super().update_step(gradient, variable, learning_rate)
 
-    return Recording(**kwargs)
+    return Recording(**kwargs, **processing)
 
 
 def per_replica_arrays(variable):
@@ -139,14 +148,14 @@ def train_fit(strategy, optimizer_name):
     return state(model, optimizer)
 
 
-def train_custom_loop(strategy, optimizer_name):
+def train_custom_loop(strategy, optimizer_name, **processing):
     """strategy.run inside a tf.function; replica r of n gets slice r of each global batch."""
     import tensorflow as tf
 
     ids, targets = dataset_arrays()
     with strategy.scope():
         model = make_model()
-        optimizer = make_optimizer(optimizer_name)
+        optimizer = make_optimizer(optimizer_name, **processing)
         optimizer.build(model.trainable_variables)
 
     def replica_step(x, y):
@@ -154,7 +163,8 @@ def train_custom_loop(strategy, optimizer_name):
             predictions = model(x, training=True)
             per_example = tf.reduce_mean(tf.square(predictions - y), axis=-1)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=GLOBAL_BATCH)
-        gradients = tape.gradient(loss, model.trainable_variables)
+            scaled_loss = optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled_loss, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return loss
 
@@ -192,6 +202,10 @@ def run_mirrored():
             "custom": {"mirrored": train_custom_loop(mirrored, name),
                        "single": train_custom_loop(single, name)},
         }
+    result["processing"] = {
+        variant: {"mirrored": train_custom_loop(mirrored, "ftrl", **kwargs),
+                  "single": train_custom_loop(single, "ftrl", **kwargs)}
+        for variant, kwargs in PROCESSING.items()}
     return result
 
 

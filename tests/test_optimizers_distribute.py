@@ -163,3 +163,22 @@ def test_multi_worker_matches_one_process(multi_worker, optimizer):
     expected_iterations = [[step] for step in range(1, distribute_worker.STEPS + 1)]
     assert a["iterations_after_step"] == b["iterations_after_step"] == expected_iterations
     _assert_same_training(a, first[optimizer]["single"])
+
+
+@pytest.mark.parametrize("variant", sorted(distribute_worker.PROCESSING))
+def test_mirrored_gradient_processing_keeps_sparse_gradients_sparse(mirrored, variant):
+    runs = mirrored["processing"][variant]
+    _assert_replicas_identical(runs["mirrored"])
+    for run in runs.values():
+        assert run["iterations"] == distribute_worker.STEPS
+        assert run["gradient_kinds"] == ["sparse", "dense", "dense"]
+        assert all(np.isfinite(np.asarray(w)).all() for w in run["weights"])
+    if variant == "loss_scale_factor":
+        # Unscaling is linear, so it commutes with the all-reduce: the same as one device.
+        _assert_same_training(runs["mirrored"], runs["single"])
+    else:
+        # Keras clips each replica's gradient before the all-reduce, so clipping under a
+        # strategy is not the same function as on one device; it must still have trained.
+        for trained, initial in zip(runs["mirrored"]["weights"],
+                                    distribute_worker.initial_weights()):
+            assert not np.allclose(trained, initial)
