@@ -1,7 +1,9 @@
 """tf_ftrl: fused kernels for dense and sparse FTRL and Adagrad updates in TensorFlow.
 
 `tf_ftrl.Ftrl` and `tf_ftrl.Adagrad` are drop-in Keras 3 optimizers; `tf_ftrl.ops` holds the
-fused ops on `tf.Variable`s. The op library is loaded on first use.
+fused ops on `tf.Variable`s. The op library is loaded on first use. `tf_ftrl.legacy` (the
+optimizers for Keras 2, `tf_keras`) is imported on first access, so that `import tf_ftrl` does not
+import tf_keras.
 """
 
 from tf_ftrl import ops, optimizers
@@ -9,6 +11,15 @@ from tf_ftrl.ops import apply_adagrad, apply_ftrl, sparse_apply_adagrad, sparse_
 from tf_ftrl.optimizers import Adagrad, Ftrl
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    if name == "legacy":
+        import importlib
+
+        return importlib.import_module("tf_ftrl.legacy")
+    raise AttributeError(f"module 'tf_ftrl' has no attribute {name!r}")
+
 
 __all__ = [
     "Adagrad",

@@ -24,11 +24,11 @@ fi
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"
 
-if ! python -c "import tensorflow, pytest, numpy, absl, pybind11, hypothesis, matplotlib" >/dev/null 2>&1; then
+if ! python -c "import tensorflow, pytest, numpy, absl, pybind11, hypothesis, matplotlib, tf_keras" >/dev/null 2>&1; then
   echo "[setup] installing $TF_PACKAGE and the test dependencies"
   python -m pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
-  python -m pip install -q --disable-pip-version-check "$TF_PACKAGE" pytest numpy absl-py \
-    pybind11 hypothesis matplotlib
+  python -m pip install -q --disable-pip-version-check "$TF_PACKAGE" tf-keras==2.21.0 pytest \
+    numpy absl-py pybind11 hypothesis matplotlib
 fi
 
 if [ -f setup.py ]; then

@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from tf_ftrl import ops
+from tf_ftrl._arguments import require_non_negative
 from tf_ftrl.optimizers import _row_math
 from tf_ftrl.optimizers._fused_optimizer import FusedOptimizer
 
@@ -72,12 +73,8 @@ class Adagrad(FusedOptimizer):
             name=name,
             **kwargs,
         )
-        if initial_accumulator_value < 0.0:
-            raise ValueError(
-                "`initial_accumulator_value` needs to be positive or zero. Received: "
-                f"initial_accumulator_value={initial_accumulator_value}.")
-        if epsilon < 0.0:
-            raise ValueError(f"`epsilon` needs to be positive or zero. Received: epsilon={epsilon}.")
+        require_non_negative("initial_accumulator_value", initial_accumulator_value)
+        require_non_negative("epsilon", epsilon)
         self.initial_accumulator_value = initial_accumulator_value
         self.epsilon = epsilon
 

@@ -3,6 +3,7 @@
 import keras
 
 from tf_ftrl import ops
+from tf_ftrl._arguments import check_ftrl_arguments
 from tf_ftrl.optimizers import _row_math
 from tf_ftrl.optimizers._fused_optimizer import FusedOptimizer
 
@@ -87,15 +88,9 @@ class Ftrl(FusedOptimizer):
             gradient_accumulation_steps=gradient_accumulation_steps,
             **kwargs,
         )
-        _require_non_negative("initial_accumulator_value", initial_accumulator_value)
-        if learning_rate_power > 0.0:
-            raise ValueError(
-                "`learning_rate_power` needs to be negative or zero. Received: "
-                f"learning_rate_power={learning_rate_power}.")
-        _require_non_negative("l1_regularization_strength", l1_regularization_strength)
-        _require_non_negative("l2_regularization_strength", l2_regularization_strength)
-        _require_non_negative("l2_shrinkage_regularization_strength",
-                              l2_shrinkage_regularization_strength)
+        check_ftrl_arguments(learning_rate_power, initial_accumulator_value,
+                             l1_regularization_strength, l2_regularization_strength,
+                             l2_shrinkage_regularization_strength)
         self.learning_rate_power = learning_rate_power
         self.initial_accumulator_value = initial_accumulator_value
         self.l1_regularization_strength = l1_regularization_strength
@@ -156,7 +151,3 @@ class Ftrl(FusedOptimizer):
         })
         return config
 
-
-def _require_non_negative(name, value):
-    if value < 0.0:
-        raise ValueError(f"`{name}` needs to be positive or zero. Received: {name}={value}.")

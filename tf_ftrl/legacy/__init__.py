@@ -1,0 +1,30 @@
+"""tf_ftrl optimizers for Keras 2 (`tf_keras`), with the classic `optimizer_v2` API.
+
+`tf_ftrl.legacy.Ftrl` and `tf_ftrl.legacy.Adagrad` are drop-in replacements for
+`tf_keras.optimizers.legacy.Ftrl` and `tf_keras.optimizers.legacy.Adagrad` (`tf.keras` with
+`TF_USE_LEGACY_KERAS=1`): the same arguments, slot variables (checkpoints interchange) and math,
+with every update done by one of tf_ftrl's fused ops. Sparse gradients are not deduplicated in
+Python first: the fused sparse kernels sum duplicate indices themselves. They work under
+`tf.distribute` strategies, including `ParameterServerStrategy`, where each update runs on the
+parameter server that holds the variable (see `tf_ftrl.examples.parameter_server`).
+
+This module needs the `tf-keras` package; `import tf_ftrl` alone does not import it.
+"""
+
+try:
+    import tf_keras  # noqa: F401
+except ImportError as e:
+    import tensorflow as _tf
+
+    _major_minor = ".".join(_tf.__version__.split(".")[:2])
+    raise ImportError(
+        "tf_ftrl.legacy (optimizers for Keras 2) needs the tf-keras package, which is not "
+        f"installed or failed to import ({e}). Install the release that matches TensorFlow "
+        f"{_tf.__version__}: `pip install \"tf-keras~={_major_minor}.0\"`. For Keras 3, use "
+        "tf_ftrl.Ftrl and tf_ftrl.Adagrad instead."
+    ) from e
+
+from tf_ftrl.legacy.adagrad import Adagrad
+from tf_ftrl.legacy.ftrl import Ftrl
+
+__all__ = ["Adagrad", "Ftrl"]

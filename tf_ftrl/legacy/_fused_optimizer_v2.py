@@ -1,0 +1,51 @@
+"""The part of the tf_keras (optimizer_v2) optimizers common to Ftrl and Adagrad."""
+
+import tensorflow as tf
+import tf_keras
+
+
+class FusedOptimizerV2(tf_keras.optimizers.legacy.Optimizer):
+    """An `OptimizerV2` with an `accumulator` slot whose sparse updates go straight to a fused
+    kernel that sums duplicate indices itself.
+
+    OptimizerV2 deduplicates sparse gradients in Python (`tf.unique` + `unsorted_segment_sum`)
+    before `_resource_apply_sparse` unless a subclass overrides
+    `_resource_apply_sparse_duplicate_indices`, the documented hook for optimizers that handle
+    duplicates themselves. The fused kernels sum duplicates (in order of position) before one
+    update per unique row, which gives the result the deduplicating path would, without the
+    extra ops.
+    """
+
+    # We keep the base apply_gradients, which takes `experimental_aggregate_gradients`.
+    _HAS_AGGREGATE_GRAD = True
+
+    def __init__(self, name, learning_rate, initial_accumulator_value, **kwargs):
+        super().__init__(name, **kwargs)
+        # `lr` is OptimizerV2's deprecated alias (validated and warned about there); tf_keras's
+        # Adagrad honours it, its Ftrl silently ignores it: both of ours honour it.
+        self._set_hyper("learning_rate", kwargs.get("lr", learning_rate))
+        self._set_hyper("decay", self._initial_decay)
+        self._initial_accumulator_value = initial_accumulator_value
+
+    def _add_accumulator(self, var):
+        init = tf.compat.v1.constant_initializer(self._initial_accumulator_value,
+                                                 dtype=var.dtype.base_dtype)
+        return self.add_slot(var, "accumulator", init)
+
+    def _resource_apply_sparse_duplicate_indices(self, grad, handle, indices, **kwargs):
+        return self._resource_apply_sparse(grad, handle, indices, **kwargs)
+
+    def _coefficients(self, var, apply_state):
+        """The hyperparameters `_prepare_local` computed for var's device and dtype."""
+        var_device, var_dtype = var.device, var.dtype.base_dtype
+        return (apply_state or {}).get((var_device, var_dtype)) or self._fallback_apply_state(
+            var_device, var_dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "learning_rate": self._serialize_hyperparameter("learning_rate"),
+            "decay": self._initial_decay,
+            "initial_accumulator_value": self._initial_accumulator_value,
+        })
+        return config

@@ -1,0 +1,67 @@
+"""`tf_ftrl.legacy.Adagrad`: tf_keras's legacy Adagrad optimizer on the fused kernels."""
+
+import tensorflow as tf
+import tf_keras
+
+from tf_ftrl import ops
+from tf_ftrl.legacy._fused_optimizer_v2 import FusedOptimizerV2
+
+
+@tf_keras.saving.register_keras_serializable(package="tf_ftrl")
+class Adagrad(FusedOptimizerV2):
+    """Optimizer that implements Adagrad with one fused kernel per update (Keras 2).
+
+    A drop-in replacement for `tf_keras.optimizers.legacy.Adagrad` (an `OptimizerV2`): the same
+    arguments, defaults, errors, slot variable (`accumulator`: checkpoints written by one restore
+    into the other) and update, `accum += g^2; w -= lr * g / (sqrt(accum) + epsilon)` (the math
+    of `ResourceApplyAdagradV2`). Dense gradients go to `tf_ftrl.ops.apply_adagrad`,
+    `tf.IndexedSlices` to `tf_ftrl.ops.sparse_apply_adagrad`, which updates only the touched
+    rows and sums duplicate indices in the kernel.
+
+    Args:
+      learning_rate: A float, a `Tensor`, a callable returning one, or a
+        `tf_keras.optimizers.schedules.LearningRateSchedule`. Defaults to `0.001`.
+      initial_accumulator_value: The starting value of the accumulators, >= 0. Defaults to
+        `0.1`.
+      epsilon: A small float added to `sqrt(accum)` for numerical stability. As in tf_keras,
+        `None` or `0` mean `tf_keras.backend.epsilon()` (1e-7). Defaults to `1e-7`.
+      name: The name prefix of the optimizer's variables and ops. Defaults to `"Adagrad"`.
+      **kwargs: `clipnorm`, `clipvalue`, `global_clipnorm`, `decay` (inverse-time decay of the
+        learning rate per iteration) and the deprecated `lr` (an alias of `learning_rate`), as
+        for every `OptimizerV2`.
+    """
+
+    def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7,
+                 name="Adagrad", **kwargs):
+        if initial_accumulator_value < 0.0:
+            raise ValueError(
+                f"initial_accumulator_value must be non-negative: {initial_accumulator_value}")
+        super().__init__(name, learning_rate, initial_accumulator_value, **kwargs)
+        self.epsilon = epsilon or tf_keras.backend.epsilon()
+
+    def _create_slots(self, var_list):
+        for var in var_list:
+            self._add_accumulator(var)
+
+    def _prepare_local(self, var_device, var_dtype, apply_state):
+        super()._prepare_local(var_device, var_dtype, apply_state)
+        apply_state[(var_device, var_dtype)]["epsilon"] = tf.convert_to_tensor(
+            self.epsilon, var_dtype)
+
+    def _hyperparameters(self, var, apply_state):
+        coefficients = self._coefficients(var, apply_state)
+        return dict(lr=coefficients["lr_t"], epsilon=coefficients["epsilon"],
+                    use_locking=self._use_locking)
+
+    def _resource_apply_dense(self, grad, var, apply_state=None):
+        return ops.apply_adagrad(var, self.get_slot(var, "accumulator"), grad,
+                                 **self._hyperparameters(var, apply_state))
+
+    def _resource_apply_sparse(self, grad, var, indices, apply_state=None):
+        return ops.sparse_apply_adagrad(var, self.get_slot(var, "accumulator"), grad, indices,
+                                        **self._hyperparameters(var, apply_state))
+
+    def get_config(self):
+        config = super().get_config()
+        config["epsilon"] = self.epsilon
+        return config

@@ -1,0 +1,118 @@
+"""`tf_ftrl.legacy.Ftrl`: tf_keras's legacy FTRL optimizer on the fused kernels."""
+
+import tensorflow as tf
+import tf_keras
+
+from tf_ftrl import ops
+from tf_ftrl._arguments import check_ftrl_arguments
+from tf_ftrl.legacy._fused_optimizer_v2 import FusedOptimizerV2
+
+
+@tf_keras.saving.register_keras_serializable(package="tf_ftrl")
+class Ftrl(FusedOptimizerV2):
+    """Optimizer that implements FTRL-Proximal with one fused kernel per update (Keras 2).
+
+    A drop-in replacement for `tf_keras.optimizers.legacy.Ftrl` (an `OptimizerV2`): the same
+    arguments, defaults, errors, slot variables (`accumulator`, `linear`: checkpoints written by
+    one restore into the other) and update. Dense gradients go to `tf_ftrl.ops.apply_ftrl`,
+    `tf.IndexedSlices` (e.g. from `Embedding` layers) to `tf_ftrl.ops.sparse_apply_ftrl`, which
+    updates only the touched rows and sums duplicate indices in the kernel (tf_keras's own Ftrl
+    sums them with `tf.unique` and a segment sum first; the results agree).
+
+    Update for each element, with n the accumulator, z the linear slot and p = -lr_power:
+    `n' = n + g^2`, `z += g + 2 * l2_shrinkage * w - (n'^p - n^p) / lr * w`,
+    `w = (sign(z) * l1 - z) / (n'^p / lr + 2 * l2')` if `|z| > l1` else 0,
+    where `l2' = l2 + beta / (2 * lr)`.
+
+    Args:
+      learning_rate: A float, a `Tensor`, a callable returning one, or a
+        `tf_keras.optimizers.schedules.LearningRateSchedule`. Defaults to `0.001`.
+      learning_rate_power: A float <= 0. Controls how the learning rate decreases during
+        training; 0 means a fixed learning rate. Defaults to `-0.5`.
+      initial_accumulator_value: The starting value of the accumulators, >= 0. Defaults to
+        `0.1`.
+      l1_regularization_strength: A float >= 0. Defaults to `0.0`.
+      l2_regularization_strength: A float >= 0 (the stabilising L2 of the paper). Defaults to
+        `0.0`.
+      name: The name prefix of the optimizer's variables and ops. Defaults to `"Ftrl"`.
+      l2_shrinkage_regularization_strength: A float >= 0, an L2 penalty on the weights' size
+        added to the gradient; with sparse gradients it applies to the touched rows only.
+        Defaults to `0.0`.
+      beta: A float, the beta of the paper, folded into L2 as `beta / (2 * lr)`. Defaults to
+        `0.0`.
+      **kwargs: `clipnorm`, `clipvalue`, `global_clipnorm`, `decay` (inverse-time decay of the
+        learning rate per iteration) and the deprecated `lr` (an alias of `learning_rate`, which
+        tf_keras's own Ftrl accepts but ignores), as for every `OptimizerV2`.
+    """
+
+    def __init__(
+        self,
+        learning_rate=0.001,
+        learning_rate_power=-0.5,
+        initial_accumulator_value=0.1,
+        l1_regularization_strength=0.0,
+        l2_regularization_strength=0.0,
+        name="Ftrl",
+        l2_shrinkage_regularization_strength=0.0,
+        beta=0.0,
+        **kwargs,
+    ):
+        super().__init__(name, learning_rate, initial_accumulator_value, **kwargs)
+        check_ftrl_arguments(learning_rate_power, initial_accumulator_value,
+                             l1_regularization_strength, l2_regularization_strength,
+                             l2_shrinkage_regularization_strength)
+        self._set_hyper("learning_rate_power", learning_rate_power)
+        self._set_hyper("l1_regularization_strength", l1_regularization_strength)
+        self._set_hyper("l2_regularization_strength", l2_regularization_strength)
+        self._set_hyper("beta", beta)
+        self._l2_shrinkage_regularization_strength = l2_shrinkage_regularization_strength
+
+    def _create_slots(self, var_list):
+        # In tf_keras's order (each variable's accumulator, then its linear slot), which
+        # get_weights and set_weights rely on.
+        for var in var_list:
+            self._add_accumulator(var)
+            self.add_slot(var, "linear")
+
+    def _prepare_local(self, var_device, var_dtype, apply_state):
+        super()._prepare_local(var_device, var_dtype, apply_state)
+        coefficients = apply_state[(var_device, var_dtype)]
+        beta = self._get_hyper("beta", var_dtype)
+        coefficients.update(
+            lr_power=tf.identity(self._get_hyper("learning_rate_power", var_dtype)),
+            l1=tf.identity(self._get_hyper("l1_regularization_strength", var_dtype)),
+            # beta enters only through L2, as in tf_keras's Ftrl and the kernels' math.
+            l2=self._get_hyper("l2_regularization_strength", var_dtype)
+            + beta / (2.0 * coefficients["lr_t"]),
+            l2_shrinkage=tf.cast(self._l2_shrinkage_regularization_strength, var_dtype),
+        )
+
+    def _hyperparameters(self, var, apply_state):
+        coefficients = self._coefficients(var, apply_state)
+        return dict(lr=coefficients["lr_t"], l1=coefficients["l1"], l2=coefficients["l2"],
+                    l2_shrinkage=coefficients["l2_shrinkage"],
+                    lr_power=coefficients["lr_power"], use_locking=self._use_locking)
+
+    def _resource_apply_dense(self, grad, var, apply_state=None):
+        return ops.apply_ftrl(var, self.get_slot(var, "accumulator"),
+                              self.get_slot(var, "linear"), grad,
+                              **self._hyperparameters(var, apply_state))
+
+    def _resource_apply_sparse(self, grad, var, indices, apply_state=None):
+        return ops.sparse_apply_ftrl(var, self.get_slot(var, "accumulator"),
+                                     self.get_slot(var, "linear"), grad, indices,
+                                     **self._hyperparameters(var, apply_state))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "learning_rate_power": self._serialize_hyperparameter("learning_rate_power"),
+            "l1_regularization_strength":
+                self._serialize_hyperparameter("l1_regularization_strength"),
+            "l2_regularization_strength":
+                self._serialize_hyperparameter("l2_regularization_strength"),
+            "beta": self._serialize_hyperparameter("beta"),
+            "l2_shrinkage_regularization_strength": self._l2_shrinkage_regularization_strength,
+        })
+        return config
+
