@@ -406,6 +406,44 @@ def test_jit_compiled_fit_matches_the_fused_kernels(make):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+def test_jit_compile_auto_trains(rng):
+    # "auto" turns XLA on only where a GPU is visible; either way training must work.
+    x, y = fit_data()
+    model = wide_model()
+    model.compile(optimizer=tf_ftrl.Ftrl(learning_rate=0.1), loss="mse", jit_compile="auto")
+    before = model.get_weights()
+    history = model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+@pytest.mark.parametrize("make", [lambda: tf_ftrl.Ftrl(**FTRL_KWARGS),
+                                  lambda: tf_ftrl.Ftrl(**FTRL_KWARGS, clipnorm=0.5),
+                                  lambda: tf_ftrl.Adagrad(learning_rate=0.1, clipvalue=0.2)],
+                         ids=["ftrl", "ftrl_clipnorm", "adagrad_clipvalue"])
+def test_xla_compiled_custom_step_matches_the_fused_kernels(rng, make):
+    init = rng.normal(size=(30, 4)).astype(np.float32)
+    grad = sparse_gradient(rng, np.array([1, 5, 7, 20]), (4,), extra=4, num_rows=30)
+    results = []
+    for jit in (False, True):
+        variable = keras.Variable(init)
+        optimizer = make()
+        optimizer.build([variable])
+
+        @tf.function(jit_compile=jit)
+        def step():
+            optimizer.apply([grad], [variable])
+
+        step()
+        step()
+        results.append([variable.numpy()] + [v.numpy() for v in optimizer.variables[2:]])
+    assert not np.array_equal(results[1][0], init)
+    for fused, compiled in zip(*results):
+        np.testing.assert_allclose(compiled, fused, rtol=1e-5, atol=1e-6)
+    untouched = np.setdiff1d(np.arange(30), [1, 5, 7, 20])
+    np.testing.assert_array_equal(results[1][0][untouched], init[untouched])
+
+
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_training(policy):
     x, y = fit_data()

@@ -24,13 +24,42 @@ def in_xla_context():
     return tf.__internal__.get_enclosing_xla_context() is not None
 
 
+def _duplicate_runs(indices):
+    """Groups equal indices with static shapes only (tf.unique's output has a data-dependent
+    shape, which XLA cannot always compile): for each position, the number of its index's run and
+    whether it is the run's first (lowest) position."""
+    n = tf.shape(indices)[0]
+    order = tf.argsort(indices, stable=True)
+    sorted_indices = tf.gather(indices, order)
+    starts = tf.logical_or(tf.range(n) == 0,
+                           tf.not_equal(sorted_indices, tf.roll(sorted_indices, 1, axis=0)))
+    run_of_sorted = tf.cumsum(tf.cast(starts, tf.int32)) - 1
+    positions = tf.expand_dims(order, 1)
+    run = tf.scatter_nd(positions, run_of_sorted, [n])
+    first = tf.scatter_nd(positions, tf.cast(starts, tf.int32), [n]) > 0
+    return run, first, n
+
+
+def _run_sums(gradient):
+    run, first, n = _duplicate_runs(gradient.indices)
+    sums = tf.math.unsorted_segment_sum(gradient.values, run, n)
+    return tf.gather(sums, run), first
+
+
+def summed_per_position(gradient):
+    """Values where each position holds the sum of the rows of every position with its index:
+    the densified gradient's row, once per position (duplicates' updates then agree)."""
+    return _run_sums(gradient)[0]
+
+
 def deduplicate(gradient):
-    """An IndexedSlices with one row per index: duplicate indices' rows summed in order, so that
-    its values are those of the densified gradient on the touched rows."""
-    unique_indices, positions = tf.unique(gradient.indices)
-    values = tf.math.unsorted_segment_sum(gradient.values, positions,
-                                          tf.shape(unique_indices)[0])
-    return tf.IndexedSlices(values, unique_indices, gradient.dense_shape)
+    """The same indices with each index's rows summed into its first position and zeros at the
+    others: the densified gradient's values, shapes unchanged (a sparse op still sums the zeros
+    in; norms and clipping now see the densified gradient)."""
+    summed, first = _run_sums(gradient)
+    first = tf.reshape(first, tf.concat([[-1], tf.ones([tf.rank(summed) - 1], tf.int32)], 0))
+    values = tf.where(first, summed, tf.zeros_like(summed))
+    return tf.IndexedSlices(values, gradient.indices, gradient.dense_shape)
 
 
 def _values(gradient):
@@ -134,9 +163,8 @@ class FusedOptimizer(keras.optimizers.Optimizer):
         if isinstance(gradient, tf.IndexedSlices):
             values = tf.cast(gradient.values, var.dtype)
             if in_xla_context():
-                gradient = deduplicate(tf.IndexedSlices(values, gradient.indices,
-                                                        gradient.dense_shape))
-                self._xla_sparse_update(var, slots, gradient, lr)
+                self._xla_sparse_update(var, slots, tf.IndexedSlices(
+                    values, gradient.indices, gradient.dense_shape), lr)
             else:
                 self._fused_update(var, slots, values, gradient.indices, lr)
         else:
@@ -152,9 +180,11 @@ class FusedOptimizer(keras.optimizers.Optimizer):
             variable.assign(value)
 
     def _xla_sparse_update(self, var, slots, gradient, lr):
+        # Every position computes its row's update from the row's summed gradient, so positions
+        # of one index scatter identical values.
         indices = gradient.indices
         rows = [tf.gather(v, indices) for v in [var] + slots]
-        new = self._rows_update(rows[0], rows[1:], gradient.values, lr)
+        new = self._rows_update(rows[0], rows[1:], summed_per_position(gradient), lr)
         for variable, value in zip([var] + slots, new):
             variable.scatter_update(tf.IndexedSlices(value, indices, gradient.dense_shape))
 
@@ -167,12 +197,12 @@ class FusedOptimizer(keras.optimizers.Optimizer):
         values = [keras.ops.convert_to_tensor(v) for v in targets]
         lr = tf.cast(learning_rate, values[0].dtype)
         if isinstance(gradient, tf.IndexedSlices):
-            gradient = deduplicate(tf.IndexedSlices(tf.cast(gradient.values, values[0].dtype),
-                                                    gradient.indices, gradient.dense_shape))
+            gradient = tf.IndexedSlices(tf.cast(gradient.values, values[0].dtype),
+                                        gradient.indices, gradient.dense_shape)
             rows = tf.expand_dims(gradient.indices, 1)
             new_rows = self._rows_update(tf.gather(values[0], gradient.indices),
                                          [tf.gather(v, gradient.indices) for v in values[1:]],
-                                         gradient.values, lr)
+                                         summed_per_position(gradient), lr)
             new = [tf.tensor_scatter_nd_update(v, rows, r) for v, r in zip(values, new_rows)]
         else:
             new = self._rows_update(values[0], values[1:], tf.cast(gradient, values[0].dtype),
