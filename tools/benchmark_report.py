@@ -13,7 +13,6 @@ benchmark.json, benchmark.md, dense_time.png, dense_bandwidth.png.
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -101,8 +100,10 @@ def plot(report, out_dir):
 
 
 def markdown(report):
-    lines = [f"Machine: {report['machine']}", ""]
     ops_results = report["ops"]
+    machine = ops_results["machine"]
+    lines = [f"Machine: {machine.get('nproc')} CPUs ({machine.get('cpu_model')}), TensorFlow "
+             f"{machine.get('tensorflow')}. Command: `{report['command']}`", ""]
     lines += ["| op | kind | size | implementation | median ms | GB/s |", "|---|---|---|---|---|---|"]
     for r in ops_results["results"]:
         lines.append(f"| {r['op']} | {r['kind']} | {r['size']:,} | {r['implementation']} | "
@@ -134,7 +135,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     report = {
-        "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}",
         "command": " ".join([os.path.relpath(__file__, ROOT)] + (argv or sys.argv[1:])),
         "ops": run_json("benchmark_ops.py", QUICK_OPS if args.quick else []),
         "optimizers": run_json("benchmark_optimizers.py",
