@@ -6,6 +6,8 @@ BAZEL := PYTHON_BIN_PATH=$(abspath $(PYTHON)) bazel
 NVCC := $(wildcard /usr/local/cuda/bin/nvcc)
 # The GPU machines have no TensorFlow: test-gpu and bench-gpu use their own Python, no set-up.
 GPU_PYTHON ?= python3
+# The TensorFlow-free C++ tests, run as built and under ASan + UBSan (--config=asan, .bazelrc).
+CPU_KERNEL_TESTS := //kernels:cpu_kernels_test //kernels:cpu_kernels_fuzz_test
 
 .PHONY: setup build train test test-gpu bench bench-gpu bench-optimizers
 
@@ -19,7 +21,8 @@ train: setup
 	$(PYTHON) -m tf_ftrl.examples.ctr $(TRAIN_ARGS)
 
 test: setup
-	$(BAZEL) test //kernels:cpu_kernels_test --test_output=errors
+	$(BAZEL) test --config=asan $(CPU_KERNEL_TESTS) --test_output=errors --nocache_test_results
+	$(BAZEL) test $(CPU_KERNEL_TESTS) --test_output=errors --nocache_test_results
 ifneq ($(NVCC),)
 	$(BAZEL) build --config=cuda //kernels:_tf_ftrl_ops.so
 	$(BAZEL) build //kernels:_tf_ftrl_ops.so  # bazel-bin back to the installed (CPU) build

@@ -8,6 +8,7 @@
 #define EIGEN_USE_GPU
 #endif
 
+#include <cmath>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -160,6 +161,9 @@ enum class Bound { kPositive, kNonNegative, kNonPositive };
 
 template <typename A>
 absl::Status CheckBound(const char* name, A value, Bound bound) {
+  // An infinite hyperparameter passes the bounds but is never meaningful: it turns updated
+  // elements into inf or NaN, or freezes them (TensorFlow's own ops accept it).
+  if (std::isinf(value)) return errors::InvalidArgument(name, " must be finite but got ", value);
   // Written so that NaN fails every check.
   switch (bound) {
     case Bound::kPositive:

@@ -1,7 +1,5 @@
 """The four fused ops against a float64 NumPy reference and against TensorFlow's built-in ops."""
 
-import threading
-
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -357,47 +355,3 @@ def test_hyperparameters_may_be_tensors_of_another_dtype(rng):
     var, _ = reference.adagrad(x.start["var"], x.start["accum"], x.grad64, lr=0.05,
                                epsilon=1e-3)
     assert_close(x.current("var"), var, tf.float16)
-
-
-# --------------------------------------------------------------------------------- concurrency
-
-
-@pytest.mark.parametrize("optimizer", ["ftrl", "adagrad"])
-@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
-def test_use_locking_loses_no_update(optimizer, sparse):
-    # With grad = 1 every call adds exactly 1 to each accumulator (integers are exact in
-    # float32), so the final accumulator counts the calls that took effect. A small variable
-    # hammered from many session threads makes overlapping updates likely (without locking,
-    # sparse updates here do lose some).
-    size, threads, calls = 4096, 8, 1500
-    graph = tf.Graph()
-    with graph.as_default():
-        var = tf.Variable(tf.zeros([size]))
-        accum = tf.Variable(tf.zeros([size]))
-        linear = tf.Variable(tf.zeros([size]))
-        grad = tf.ones([size])
-        indices = tf.range(size)
-        if optimizer == "ftrl":
-            apply = (tf_ftrl.sparse_apply_ftrl(var, accum, linear, grad, indices, use_locking=True,
-                                               **FTRL_HYPER) if sparse else
-                     tf_ftrl.apply_ftrl(var, accum, linear, grad, use_locking=True,
-                                        **FTRL_HYPER))
-        else:
-            apply = (tf_ftrl.sparse_apply_adagrad(var, accum, grad, indices, lr=0.01,
-                                                  use_locking=True) if sparse else
-                     tf_ftrl.apply_adagrad(var, accum, grad, lr=0.01, use_locking=True))
-        config = tf.compat.v1.ConfigProto(inter_op_parallelism_threads=threads)
-        with tf.compat.v1.Session(graph=graph, config=config) as session:
-            session.run(tf.compat.v1.global_variables_initializer())
-
-            def worker():
-                for _ in range(calls):
-                    session.run(apply)
-
-            pool = [threading.Thread(target=worker) for _ in range(threads)]
-            for t in pool:
-                t.start()
-            for t in pool:
-                t.join()
-            final = session.run(accum.read_value())
-    np.testing.assert_array_equal(final, np.full([size], threads * calls, np.float32))

@@ -34,10 +34,19 @@ def slots(kind):
     return ("accum", "linear") if "ftrl" in kind else ("accum",)
 
 
+def bits(x):
+    """The bytes of every variable of x (NaN payloads and the sign of zero included)."""
+    return {name: v.numpy().tobytes() for name, v in x.variables.items()}
+
+
 def assert_rejected(x, pattern, fn, *args, **kwargs):
+    before = bits(x)
     with pytest.raises(tf.errors.InvalidArgumentError, match=pattern):
         fn(*args, **kwargs)
     x.assert_unchanged()
+    after = bits(x)
+    for name in before:
+        assert after[name] == before[name], f"the error changed {name}"
 
 
 SPARSE = ["sparse_ftrl", "sparse_adagrad"]
@@ -79,10 +88,38 @@ def test_grad_row_shape_must_match_var(rng, kind):
 
 
 @pytest.mark.parametrize("kind", SPARSE)
-def test_indices_must_be_a_vector(rng, kind):
-    x = Inputs(rng, (10, 4), tf.float32, grad_shape=(2, 4), slots=slots(kind))
-    assert_rejected(x, r"indices must be a vector, got shape \[2,1\]", call, kind, x,
-                    indices=[[0], [1]])
+@pytest.mark.parametrize("index_dtype", [tf.int32, tf.int64], ids=lambda d: d.name)
+@pytest.mark.parametrize("indices, grad_shape, shape", [
+    (1, (4,), r"\[\]"),
+    (1, (1, 4), r"\[\]"),
+    ([[0], [1]], (2, 4), r"\[2,1\]"),
+    ([[0, 1]], (1, 4), r"\[1,2\]"),
+], ids=["rank0", "rank0-grad-rank2", "rank2-column", "rank2-row"])
+def test_indices_must_be_a_vector(rng, kind, index_dtype, indices, grad_shape, shape):
+    x = Inputs(rng, (10, 4), tf.float32, grad_shape=grad_shape, slots=slots(kind))
+    assert_rejected(x, rf"indices must be a vector, got shape {shape}", call, kind, x,
+                    indices=tf.constant(indices, index_dtype))
+
+
+# int64 values that int32 cannot hold: 2**32 and 2**40 + 1 would wrap to 0 and 1 (rows in range)
+# if they were truncated anywhere, in the kernel or in the Python conversion of the indices.
+FAR_OUTSIDE_INT32 = [2**31, 2**32, 2**40 + 1, 2**62, 2**63 - 1, -(2**31) - 1, -(2**32),
+                     -(2**63)]
+
+
+@pytest.mark.parametrize("kind", SPARSE)
+@pytest.mark.parametrize("bad", FAR_OUTSIDE_INT32)
+@pytest.mark.parametrize("position", [0, 2])
+@pytest.mark.parametrize("form", ["tensor", "numpy", "list"])
+def test_int64_indices_far_outside_int32_are_rejected(rng, kind, bad, position, form):
+    x = Inputs(rng, (10, 2), tf.float32, grad_shape=(3, 2), slots=slots(kind))
+    indices = [0, 1, 2]
+    indices[position] = bad
+    indices = {"tensor": lambda: tf.constant(indices, tf.int64),
+               "numpy": lambda: np.array(indices, np.int64),
+               "list": lambda: indices}[form]()
+    assert_rejected(x, rf"indices\[{position}\] = {bad} is not in \[0, 10\)", call, kind, x,
+                    indices=indices)
 
 
 @pytest.mark.parametrize("kind", SPARSE)
@@ -163,6 +200,34 @@ def test_learning_rate_must_be_positive(rng, kind, lr):
 def test_ftrl_hyperparameter_bounds(rng, kind, name, value, pattern):
     x = Inputs(rng, (6,), tf.float32, slots=slots(kind))
     assert_rejected(x, pattern, call, kind, x, indices=[0, 1, 2, 3, 4, 5], **{name: value})
+
+
+HYPERPARAMETERS = {"ftrl": list(FTRL), "sparse_ftrl": list(FTRL), "adagrad": list(ADAGRAD),
+                   "sparse_adagrad": list(ADAGRAD)}
+BOUND = {"lr": "positive", "l1": "non-negative", "l2": "non-negative",
+         "l2_shrinkage": "non-negative", "lr_power": "non-positive", "epsilon": "non-negative"}
+
+
+@pytest.mark.parametrize("kind, name", [(kind, name) for kind in ALL
+                                        for name in HYPERPARAMETERS[kind]])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")],
+                         ids=["nan", "inf", "-inf"])
+def test_nan_and_infinite_hyperparameters_are_rejected(rng, kind, name, value):
+    x = Inputs(rng, (6, 2), tf.float32, grad_shape=(6, 2), slots=slots(kind))
+    pattern = (rf"{name} must be {BOUND[name]} but got nan" if np.isnan(value) else
+               rf"{name} must be finite but got {value}")
+    assert_rejected(x, pattern, call, kind, x, indices=[0, 1, 2, 3, 4, 5], **{name: value})
+
+
+@pytest.mark.parametrize("kind", ALL)
+@pytest.mark.parametrize("dtype", [tf.float16, tf.bfloat16], ids=lambda d: d.name)
+def test_hyperparameter_that_overflows_the_dtype_is_rejected(rng, kind, dtype):
+    # The ops take hyperparameters in the variable's dtype: 1e5 is inf in float16, and a float64
+    # tensor of 1e39 is inf once cast to bfloat16.
+    x = Inputs(rng, (6,), dtype, slots=slots(kind))
+    value = 1e5 if dtype == tf.float16 else tf.constant(1e39, tf.float64)
+    assert_rejected(x, r"lr must be finite but got inf", call, kind, x, lr=value,
+                    indices=[0, 1, 2, 3, 4, 5])
 
 
 @pytest.mark.parametrize("kind", ["adagrad", "sparse_adagrad"])

@@ -103,8 +103,14 @@ def _scalar(value, dtype):
 
 
 def _indices(indices):
-    if not tf.is_tensor(indices):
-        indices = tf.convert_to_tensor(indices, dtype_hint=tf.int32)
+    if tf.is_tensor(indices):
+        return indices
+    # Not dtype_hint=tf.int32: it wraps values beyond int32 (2**40 becomes 0) instead of
+    # falling back to int64. Python ints give int32 when they all fit, else int64; NumPy arrays
+    # keep their dtype; an empty list (float32 by default) becomes int32.
+    indices = tf.convert_to_tensor(indices)
+    if indices.dtype.is_floating and indices.shape.num_elements() == 0:
+        indices = tf.zeros(indices.shape, tf.int32)
     return indices
 
 
@@ -122,7 +128,7 @@ def apply_ftrl(var, accum, linear, grad, lr, l1, l2, l2_shrinkage=0.0, lr_power=
       var, accum, linear: `tf.Variable`s of one shape and dtype (float32, float64, float16 or
         bfloat16); half types compute in float32.
       grad: the gradient, same shape and dtype as `var`.
-      lr, l1, l2, l2_shrinkage, lr_power: scalars; lr > 0, l1, l2, l2_shrinkage >= 0,
+      lr, l1, l2, l2_shrinkage, lr_power: finite scalars; lr > 0, l1, l2, l2_shrinkage >= 0,
         lr_power <= 0 (-0.5 takes a faster sqrt path).
       multiply_linear_by_lr: keep `linear` multiplied by the learning rate.
       use_locking: hold the variables' locks exclusively for the update.
@@ -158,7 +164,7 @@ def apply_adagrad(var, accum, grad, lr, epsilon=1e-7, update_slots=True, use_loc
     """Fused Adagrad update in place: `accum += grad**2` (when `update_slots`), then
     `var -= lr * grad / (sqrt(accum) + epsilon)`, as `tf.raw_ops.ResourceApplyAdagradV2`.
 
-    lr > 0 and epsilon >= 0; other arguments as in `apply_ftrl`.
+    lr > 0 and epsilon >= 0, both finite; other arguments as in `apply_ftrl`.
     """
     dtype = _dtype_of(var)
     return load_library().fused_resource_apply_adagrad(
