@@ -88,8 +88,12 @@ def test_apply_ftrl_matches_builtin(rng, dtype, lr_power, multiply_linear_by_lr)
         **{k: tf.constant(v, dtype) for k, v in hyper.items()})
     linear = reference.to_numpy64(theirs["linear"])
     threshold = reference.ftrl_threshold(0.05, 0.02, multiply_linear_by_lr)
-    # The built-in rounds every intermediate to the half types; ours computes in float32.
+    # The built-in rounds every intermediate to the half types; ours computes in float32. Its
+    # pow (Eigen's) is a few ulp less accurate than libm's, and linear takes the difference of two
+    # powers, which magnifies that (against the float64 reference ours meets the tight bound).
     scale = 1.0 if dtype in (tf.float32, tf.float64) else 8.0
+    if lr_power != -0.5:
+        scale *= 16.0
     check_ftrl_result(ours, (reference.to_numpy64(theirs["var"]),
                              reference.to_numpy64(theirs["accum"]), linear),
                       threshold, tolerance_scale=scale)
