@@ -2,6 +2,7 @@
 // reference, with a multi-threaded ParallelFor. Built and run by Bazel without TensorFlow:
 //   bazel test //kernels:cpu_kernels_test
 #include "kernels/cpu_kernels.h"
+#include "kernels/test_support.h"
 
 #include <cmath>
 #include <cstdio>
@@ -13,27 +14,8 @@
 namespace tf_ftrl {
 namespace {
 
-int g_passed = 0;
-int g_failed = 0;
-
-void Check(bool ok, const std::string& what) {
-  if (ok) {
-    ++g_passed;
-  } else {
-    ++g_failed;
-    std::printf("FAILED: %s\n", what.c_str());
-  }
-}
-
-// Splits [0, total) over up to 4 std::threads.
-void ThreadedParallelFor(int64_t total, int64_t, const std::function<void(int64_t, int64_t)>& fn) {
-  const int64_t shards = std::min<int64_t>(4, total);
-  std::vector<std::thread> threads;
-  for (int64_t s = 0; s < shards; ++s) {
-    threads.emplace_back([&, s] { fn(total * s / shards, total * (s + 1) / shards); });
-  }
-  for (auto& t : threads) t.join();
-}
+using testing::Check;
+using testing::ThreadedParallelFor;
 
 template <typename T>
 double ToDouble(T x) {
@@ -218,6 +200,5 @@ int main() {
   TestSparseAdagradWithDuplicates<bfloat16>(rng, "bfloat16");
   TestIndexValidation();
   TestHalfConversions();
-  std::printf("%d passed, %d failed\n", g_passed, g_failed);
-  return g_failed == 0 ? 0 : 1;
+  return testing::Finish();
 }

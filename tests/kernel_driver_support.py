@@ -9,7 +9,7 @@ import sysconfig
 import numpy as np
 
 from tests import numpy_reference
-from tests.numpy_reference import TOLERANCE, to_float64, to_storage
+from tests.numpy_reference import TOLERANCE, assert_close, to_float64, to_storage
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DRIVER_DIR = ROOT / "build" / "kernel_driver"
@@ -76,15 +76,6 @@ def ftrl_reference(state, grad64, hyper):
 def adagrad_reference(state, grad64, hyper):
     return numpy_reference.adagrad(state.float64("var", True), state.float64("accum", True),
                                    grad64, **rounded_hyper(hyper, state.dtype))
-
-
-def assert_close(actual, expected, dtype, scale=1.0, mask=None, what=""):
-    rtol, atol = TOLERANCE[dtype]
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    if mask is not None:
-        actual, expected = actual[mask], expected[mask]
-    np.testing.assert_allclose(actual, expected, rtol=rtol * scale, atol=atol * scale,
-                               err_msg=what)
 
 
 def check_ftrl(state, expected, hyper, rows=slice(None)):

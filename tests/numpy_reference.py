@@ -77,3 +77,14 @@ def to_float64(array, dtype):
     if dtype == "bfloat16":
         return (array.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
     return array.astype(np.float64)
+
+
+def assert_close(actual, expected, dtype, mask=None, scale=1.0, what=""):
+    """actual == expected within TOLERANCE of dtype (a name, or anything with a .name) times
+    scale, on the elements selected by mask."""
+    rtol, atol = TOLERANCE[getattr(dtype, "name", dtype)]
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    if mask is not None:
+        actual, expected = actual[mask], expected[mask]
+    np.testing.assert_allclose(actual, expected, rtol=rtol * scale, atol=atol * scale,
+                               err_msg=what)

@@ -158,7 +158,6 @@ def soak(steps):
 
 
 def export(model_dir):
-    import keras
     import tensorflow as tf
 
     import tf_ftrl

@@ -397,9 +397,9 @@ def expected_errors(example, rounded):
         if math.isinf(value):
             patterns.append(rf"{name} must be finite but got -?inf")
         elif name == "lr" and not value > 0:
-            patterns.append(rf"lr must be positive but got")
+            patterns.append(r"lr must be positive but got")
         elif name == "lr_power" and not value <= 0:
-            patterns.append(rf"lr_power must be non-positive but got")
+            patterns.append(r"lr_power must be non-positive but got")
         elif name not in ("lr", "lr_power") and not value >= 0:
             patterns.append(rf"{name} must be non-negative but got")
     var_shape = np.shape(example["state"]["var"])

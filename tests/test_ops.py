@@ -6,6 +6,7 @@ import tensorflow as tf
 
 import tf_ftrl
 from tests import reference
+from tests.numpy_reference import assert_close
 from tests.reference import DTYPES, INDEX_DTYPES, TOLERANCE, Inputs
 
 DENSE_SHAPES = [(1,), (37,), (5, 13), (3, 4, 67)]
@@ -22,15 +23,6 @@ def rng(request):
     request.node.user_properties.append(("seed", seed))
     print(f"seed={seed}")
     return np.random.default_rng(seed)
-
-
-def assert_close(actual, expected, dtype, mask=None, scale=1.0, what=""):
-    rtol, atol = TOLERANCE[dtype]
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    if mask is not None:
-        actual, expected = actual[mask], expected[mask]
-    np.testing.assert_allclose(actual, expected, rtol=rtol * scale, atol=atol * scale,
-                               err_msg=what)
 
 
 def away_from_threshold(linear, threshold, dtype):

@@ -1,0 +1,53 @@
+// What the TensorFlow-free C++ tests share: a pass/fail tally that prints the closing line
+// "N passed, M failed", and a ParallelFor over real threads so the loops' sharding is exercised.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace tf_ftrl {
+namespace testing {
+
+struct Tally {
+  int passed = 0;
+  int failed = 0;
+};
+
+inline Tally& GlobalTally() {
+  static Tally tally;
+  return tally;
+}
+
+inline void Check(bool ok, const std::string& what) {
+  if (ok) {
+    ++GlobalTally().passed;
+  } else {
+    ++GlobalTally().failed;
+    std::printf("FAILED: %s\n", what.c_str());
+  }
+}
+
+// Prints the closing line and returns main's exit status.
+inline int Finish() {
+  std::printf("%d passed, %d failed\n", GlobalTally().passed, GlobalTally().failed);
+  return GlobalTally().failed == 0 ? 0 : 1;
+}
+
+// Splits [0, total) over up to 4 std::threads.
+inline void ThreadedParallelFor(int64_t total, int64_t,
+                                const std::function<void(int64_t, int64_t)>& fn) {
+  const int64_t shards = std::min<int64_t>(4, total);
+  std::vector<std::thread> threads;
+  for (int64_t s = 0; s < shards; ++s) {
+    threads.emplace_back([&, s] { fn(total * s / shards, total * (s + 1) / shards); });
+  }
+  for (auto& t : threads) t.join();
+}
+
+}  // namespace testing
+}  // namespace tf_ftrl
