@@ -1,0 +1,68 @@
+"""`pip wheel` / `pip install` build the op library with Bazel against the installed TensorFlow;
+the wheel carries the library and requires exactly that TensorFlow."""
+
+import os
+import subprocess
+import sys
+import zipfile
+
+import tensorflow as tf
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_wheel_carries_the_library_and_pins_tensorflow(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps",
+                    "-q", "-w", str(tmp_path / "dist"), ROOT],
+                   check=True, timeout=900, capture_output=True)
+    (wheel,) = (tmp_path / "dist").glob("tf_ftrl-*.whl")
+    assert "linux" in wheel.name  # a platform wheel, not py3-none-any
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        assert "tf_ftrl/_tf_ftrl_ops.so" in names
+        assert "tf_ftrl/optimizers/ftrl.py" in names and "tf_ftrl/legacy/ftrl.py" in names
+        (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+        requirements = [line for line in archive.read(metadata).decode().splitlines()
+                        if line.startswith("Requires-Dist:")]
+    assert any(line.endswith(f"=={tf.__version__}") and "tensorflow" in line
+               for line in requirements), requirements
+
+    # Installed from the wheel (elsewhere than the source tree), it loads and runs.
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                    str(target), str(wheel)], check=True, timeout=300, capture_output=True)
+    check = (
+        "import tensorflow as tf, tf_ftrl\n"
+        "v = tf.Variable([1.0, 2.0]); a = tf.Variable([1.0, 1.0])\n"
+        "tf_ftrl.ops.apply_adagrad(v, a, tf.constant([1.0, 1.0]), lr=0.5, epsilon=0.0)\n"
+        "print(tf_ftrl.__file__, v.numpy().tolist())\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(target), TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, env=env, timeout=300,
+                          capture_output=True, text=True, check=True)
+    location, values = done.stdout.strip().splitlines()[-1].split(" ", 1)
+    assert location.startswith(str(target))
+    # accum 1 + 1 = 2, so v -= 0.5 * 1 / sqrt(2).
+    expected = [1.0 - 0.5 / 2 ** 0.5, 2.0 - 0.5 / 2 ** 0.5]
+    actual = [float(x) for x in values.strip("[]").split(",")]
+    assert max(abs(a - e) for a, e in zip(actual, expected)) < 1e-6, values
+
+
+def test_build_without_tensorflow_says_what_to_do():
+    # Under pip's default build isolation no TensorFlow is installed: setup.py must stop and say
+    # how to build instead of compiling against nothing (or a second TensorFlow).
+    hide_tensorflow = (
+        "import importlib.metadata as metadata, runpy, sys\n"
+        "real_version = metadata.version\n"
+        "def version(name):\n"
+        "    if name.startswith(('tensorflow', 'tf-nightly')):\n"
+        "        raise metadata.PackageNotFoundError(name)\n"
+        "    return real_version(name)\n"
+        "metadata.version = version\n"
+        "sys.argv = ['setup.py', '--version']\n"
+        "runpy.run_path('setup.py', run_name='__main__')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", hide_tensorflow], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode != 0
+    assert "--no-build-isolation" in done.stderr, done.stderr
