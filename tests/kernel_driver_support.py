@@ -88,7 +88,8 @@ def check_ftrl(state, expected, hyper, rows=slice(None)):
         hyper.get("multiply_linear_by_lr", False))
     away = np.abs(np.abs(linear) - threshold) > 20 * TOLERANCE[dtype][0] * (1 + np.abs(linear))
     assert_close(state.float64("accum")[rows], accum, dtype, what="accum")
-    assert_close(state.float64("linear")[rows], linear, dtype, scale=4, what="linear")
+    assert_close(state.float64("linear")[rows], linear, dtype, scale=4, what="linear",
+                 magnitude=float(np.abs(linear).max(initial=0.0)))
     assert_close(state.float64("var")[rows], var, dtype, scale=4, mask=away, what="var")
 
 

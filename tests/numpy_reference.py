@@ -79,12 +79,13 @@ def to_float64(array, dtype):
     return array.astype(np.float64)
 
 
-def assert_close(actual, expected, dtype, mask=None, scale=1.0, what=""):
+def assert_close(actual, expected, dtype, mask=None, scale=1.0, what="", magnitude=1.0):
     """actual == expected within TOLERANCE of dtype (a name, or anything with a .name) times
-    scale, on the elements selected by mask."""
+    scale, on the elements selected by mask. `magnitude` scales the absolute tolerance, for
+    results that cancel terms of that size (rounding errors follow the terms, not the result)."""
     rtol, atol = TOLERANCE[getattr(dtype, "name", dtype)]
     actual, expected = np.asarray(actual), np.asarray(expected)
     if mask is not None:
         actual, expected = actual[mask], expected[mask]
-    np.testing.assert_allclose(actual, expected, rtol=rtol * scale, atol=atol * scale,
-                               err_msg=what)
+    np.testing.assert_allclose(actual, expected, rtol=rtol * scale,
+                               atol=atol * scale * max(1.0, magnitude), err_msg=what)

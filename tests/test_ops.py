@@ -39,8 +39,10 @@ def check_ftrl_result(inputs, expected, threshold, tolerance_scale=1.0, rows=Non
     mask = away_from_threshold(select(linear), threshold, dtype)
     assert_close(select(inputs.current("accum")), select(accum), dtype, scale=tolerance_scale,
                  what="accum")
+    # linear adds terms about as large as its largest values and often cancels them.
     assert_close(select(inputs.current("linear")), select(linear), dtype,
-                 scale=tolerance_scale * 4, what="linear")
+                 scale=tolerance_scale * 4, what="linear",
+                 magnitude=float(np.abs(select(linear)).max(initial=0.0)))
     assert_close(select(inputs.current("var")), select(var), dtype, mask=mask,
                  scale=tolerance_scale * 4, what="var")
 
