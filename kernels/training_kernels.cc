@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "kernels/cpu_kernels.h"
 #include "kernels/row_groups.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -72,6 +74,8 @@ tf_ftrl::cpu::ParallelFor ThreadPoolParallelFor(OpKernelContext* ctx) {
   auto* workers = ctx->device()->tensorflow_cpu_worker_threads()->workers;
   return [workers](int64_t total, int64_t cost_per_unit,
                    const std::function<void(int64_t, int64_t)>& fn) {
+    // Deprecated in newer TensorFlow in favour of SchedulingParams::Adaptive, which older
+    // releases lack; this form builds against all of them.
     workers->ParallelFor(total, cost_per_unit, fn);
   };
 }
@@ -90,14 +94,14 @@ class LockedVariables {
       const absl::Status found =
           LookupResource(ctx, HandleFromInput(ctx, static_cast<int>(i)), &resources[i]);
       if (!found.ok()) {
-        status_ = errors::FailedPrecondition("Could not read variable ", names[i],
-                                             "; it may be uninitialized: ", found.message());
+        status_ = absl::FailedPreconditionError(absl::StrCat(
+            "Could not read variable ", names[i], "; it may be uninitialized: ", found.message()));
         return;
       }
       for (size_t j = 0; j < i; ++j) {
         if (resources[i].get() == resources[j].get()) {
-          status_ = errors::InvalidArgument(names[j], " and ", names[i],
-                                            " must be different variables");
+          status_ = absl::InvalidArgumentError(
+              absl::StrCat(names[j], " and ", names[i], " must be different variables"));
           return;
         }
       }
@@ -110,22 +114,21 @@ class LockedVariables {
                                                       sparse, &tensors_[i]);
       if (!status_.ok()) return;
       if (!tensors_[i].IsInitialized()) {
-        status_ = errors::FailedPrecondition("Attempting to use uninitialized variable: ",
-                                             names[i]);
+        status_ = absl::FailedPreconditionError(
+            absl::StrCat("Attempting to use uninitialized variable: ", names[i]));
         return;
       }
       if (tensors_[i].dtype() != DataTypeToEnum<T>::value) {
-        status_ = errors::InvalidArgument(
+        status_ = absl::InvalidArgumentError(absl::StrCat(
             names[i], " has dtype ", DataTypeString(tensors_[i].dtype()),
             " but grad and the hyperparameters have dtype ",
-            DataTypeString(DataTypeToEnum<T>::value));
+            DataTypeString(DataTypeToEnum<T>::value)));
         return;
       }
       if (i > 0 && !tensors_[0].shape().IsSameSize(tensors_[i].shape())) {
-        status_ = errors::InvalidArgument(names[0], " and ", names[i],
-                                          " do not have the same shape: ",
-                                          tensors_[0].shape().DebugString(), " vs ",
-                                          tensors_[i].shape().DebugString());
+        status_ = absl::InvalidArgumentError(absl::StrCat(
+            names[0], " and ", names[i], " do not have the same shape: ",
+            tensors_[0].shape().DebugString(), " vs ", tensors_[i].shape().DebugString()));
         return;
       }
     }
@@ -151,7 +154,8 @@ template <typename T>
 absl::Status ReadScalar(OpKernelContext* ctx, int input, const char* name, Acc<T>* value) {
   const Tensor& t = ctx->input(input);
   if (!TensorShapeUtils::IsScalar(t.shape())) {
-    return errors::InvalidArgument(name, " is not a scalar: ", t.shape().DebugString());
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, " is not a scalar: ", t.shape().DebugString()));
   }
   *value = static_cast<Acc<T>>(t.scalar<T>()());
   return absl::OkStatus();
@@ -163,18 +167,22 @@ template <typename A>
 absl::Status CheckBound(const char* name, A value, Bound bound) {
   // An infinite hyperparameter passes the bounds but is never meaningful: it turns updated
   // elements into inf or NaN, or freezes them (TensorFlow's own ops accept it).
-  if (std::isinf(value)) return errors::InvalidArgument(name, " must be finite but got ", value);
+  if (std::isinf(value)) {
+    return absl::InvalidArgumentError(absl::StrCat(name, " must be finite but got ", value));
+  }
   // Written so that NaN fails every check.
   switch (bound) {
     case Bound::kPositive:
       if (value > A(0)) return absl::OkStatus();
-      return errors::InvalidArgument(name, " must be positive but got ", value);
+      return absl::InvalidArgumentError(absl::StrCat(name, " must be positive but got ", value));
     case Bound::kNonNegative:
       if (value >= A(0)) return absl::OkStatus();
-      return errors::InvalidArgument(name, " must be non-negative but got ", value);
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, " must be non-negative but got ", value));
     case Bound::kNonPositive:
       if (value <= A(0)) return absl::OkStatus();
-      return errors::InvalidArgument(name, " must be non-positive but got ", value);
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, " must be non-positive but got ", value));
   }
   return absl::OkStatus();
 }
@@ -205,9 +213,9 @@ absl::Status ReadAdagradHyperparams(OpKernelContext* ctx, int first_input,
 
 absl::Status CheckDenseGrad(const Tensor& var, const Tensor& grad) {
   if (!var.shape().IsSameSize(grad.shape())) {
-    return errors::InvalidArgument("var and grad do not have the same shape: ",
-                                   var.shape().DebugString(), " vs ",
-                                   grad.shape().DebugString());
+    return absl::InvalidArgumentError(absl::StrCat("var and grad do not have the same shape: ",
+                                                   var.shape().DebugString(), " vs ",
+                                                   grad.shape().DebugString()));
   }
   return absl::OkStatus();
 }
@@ -217,26 +225,26 @@ absl::Status CheckDenseGrad(const Tensor& var, const Tensor& grad) {
 absl::Status CheckSparseShapes(const Tensor& var, const Tensor& grad, const Tensor& indices,
                                int64_t* row_size) {
   if (var.dims() < 1) {
-    return errors::InvalidArgument("var must be at least 1-D, got shape ",
-                                   var.shape().DebugString());
+    return absl::InvalidArgumentError(
+        absl::StrCat("var must be at least 1-D, got shape ", var.shape().DebugString()));
   }
   if (!TensorShapeUtils::IsVector(indices.shape())) {
-    return errors::InvalidArgument("indices must be a vector, got shape ",
-                                   indices.shape().DebugString());
+    return absl::InvalidArgumentError(
+        absl::StrCat("indices must be a vector, got shape ", indices.shape().DebugString()));
   }
   if (grad.dims() < 1 || grad.dim_size(0) != indices.dim_size(0)) {
-    return errors::InvalidArgument(
+    return absl::InvalidArgumentError(absl::StrCat(
         "grad must be the same size as indices in the first dimension: ",
-        grad.shape().DebugString(), " vs ", indices.shape().DebugString());
+        grad.shape().DebugString(), " vs ", indices.shape().DebugString()));
   }
   bool rows_match = grad.dims() == var.dims();
   for (int d = 1; rows_match && d < var.dims(); ++d) {
     rows_match = var.dim_size(d) == grad.dim_size(d);
   }
   if (!rows_match) {
-    return errors::InvalidArgument("var and grad do not agree beyond the first dimension: ",
-                                   var.shape().DebugString(), " vs ",
-                                   grad.shape().DebugString());
+    return absl::InvalidArgumentError(
+        absl::StrCat("var and grad do not agree beyond the first dimension: ",
+                     var.shape().DebugString(), " vs ", grad.shape().DebugString()));
   }
   *row_size = 1;
   for (int d = 1; d < var.dims(); ++d) *row_size *= var.dim_size(d);
@@ -244,8 +252,8 @@ absl::Status CheckSparseShapes(const Tensor& var, const Tensor& grad, const Tens
 }
 
 absl::Status IndexOutOfRange(const tf_ftrl::IndexError& error, int64_t num_rows) {
-  return errors::InvalidArgument("indices[", error.position, "] = ", error.value,
-                                 " is not in [0, ", num_rows, ")");
+  return absl::InvalidArgumentError(absl::StrCat("indices[", error.position, "] = ",
+                                                 error.value, " is not in [0, ", num_rows, ")"));
 }
 
 // The device-specific half of the ops: applies an update whose shapes and hyperparameters have
@@ -343,8 +351,8 @@ namespace {
 
 absl::Status CudaStatus(cudaError_t status, const char* what) {
   if (status == cudaSuccess) return absl::OkStatus();
-  return errors::Internal(what, " failed on the GPU: ", cudaGetErrorName(status), ": ",
-                          cudaGetErrorString(status));
+  return absl::InternalError(absl::StrCat(what, " failed on the GPU: ", cudaGetErrorName(status),
+                                          ": ", cudaGetErrorString(status)));
 }
 
 cudaStream_t OpStream(OpKernelContext* ctx) {
@@ -357,9 +365,9 @@ cudaStream_t OpStream(OpKernelContext* ctx) {
 template <typename Index>
 absl::Status AllocateSparseWorkspace(OpKernelContext* ctx, int64_t num_indices, Tensor* workspace) {
   if (num_indices > tf_ftrl::gpu::kMaxSparseIndices) {
-    return errors::InvalidArgument("indices has ", num_indices,
-                                   " elements but the GPU kernel takes at most ",
-                                   tf_ftrl::gpu::kMaxSparseIndices);
+    return absl::InvalidArgumentError(absl::StrCat("indices has ", num_indices,
+                                                   " elements but the GPU kernel takes at most ",
+                                                   tf_ftrl::gpu::kMaxSparseIndices));
   }
   size_t bytes = 0;
   TF_RETURN_IF_ERROR(CudaStatus(tf_ftrl::gpu::SparseWorkspaceBytes<Index>(num_indices, &bytes),
@@ -399,7 +407,7 @@ struct FusedUpdate<GPUDevice, T> {
         tf_ftrl::gpu::SparseApplyFtrl(
             h, multiply_linear_by_lr, MutableData<T>(var), MutableData<T>(accum),
             MutableData<T>(linear), ConstData<T>(grad),
-            SparseRowsOf<Index>(*var, indices, row_size), workspace.flat<int8>().data(),
+            SparseRowsOf<Index>(*var, indices, row_size), workspace.flat<int8_t>().data(),
             workspace.NumElements(), OpStream(ctx), &error),
         "FusedResourceSparseApplyFtrl"));
     if (error.position >= 0) return IndexOutOfRange(error, var->dim_size(0));
@@ -428,7 +436,7 @@ struct FusedUpdate<GPUDevice, T> {
     TF_RETURN_IF_ERROR(CudaStatus(
         tf_ftrl::gpu::SparseApplyAdagrad(
             h, update_slots, MutableData<T>(var), MutableData<T>(accum), ConstData<T>(grad),
-            SparseRowsOf<Index>(*var, indices, row_size), workspace.flat<int8>().data(),
+            SparseRowsOf<Index>(*var, indices, row_size), workspace.flat<int8_t>().data(),
             workspace.NumElements(), OpStream(ctx), &error),
         "FusedResourceSparseApplyAdagrad"));
     if (error.position >= 0) return IndexOutOfRange(error, var->dim_size(0));
@@ -580,7 +588,7 @@ class FusedSparseApplyAdagradOp : public OpKernel {
                               .HostMemory("lr")                                   \
                               .HostMemory("epsilon"),                             \
                           FusedApplyAdagradOp<EigenDevice, T>);                   \
-  REGISTER_SPARSE_KERNELS(DEVICE, EigenDevice, T, int32)                          \
+  REGISTER_SPARSE_KERNELS(DEVICE, EigenDevice, T, int32_t)                        \
   REGISTER_SPARSE_KERNELS(DEVICE, EigenDevice, T, int64_t)
 
 #define REGISTER_CPU_KERNELS(T) REGISTER_KERNELS(DEVICE_CPU, CPUDevice, T)
