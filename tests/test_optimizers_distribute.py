@@ -8,7 +8,6 @@ device trained on the same global batches: replicas bit-identical, result equal 
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 
 from tests import distribute_worker
+from tf_ftrl.examples.parameter_server import free_loopback_ports
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "distribute_worker.py")
 TIMEOUT_S = 120
@@ -48,23 +48,10 @@ def _run_worker(mode, env):
     return _result_of(done.stdout, done.stderr, f"{mode} worker")
 
 
-def _free_ports(count):
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def _run_cluster(num_workers, log_dir):
     """Starts num_workers worker processes of one MultiWorkerMirroredStrategy cluster on
     127.0.0.1 and returns their results in task order; kills every worker it started."""
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(num_workers)]
+    workers = [f"127.0.0.1:{port}" for port in free_loopback_ports(num_workers)]
     processes, logs = [], []
     try:
         for index in range(num_workers):
