@@ -2,11 +2,15 @@
 the wheel carries the library and requires exactly that TensorFlow."""
 
 import os
+import platform
 import subprocess
 import sys
 import zipfile
 
+import pytest
 import tensorflow as tf
+
+import tf_ftrl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -66,3 +70,26 @@ def test_build_without_tensorflow_says_what_to_do():
                           text=True, timeout=120)
     assert done.returncode != 0
     assert "--no-build-isolation" in done.stderr, done.stderr
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="checks x86-64 instructions")
+def test_sparse_loops_keep_their_row_prefetches():
+    # The sparse update is bound by the latency of fetching scattered rows; prefetching rows
+    # ahead makes it 2.5x faster. GCC once deleted every prefetch from these loops (a function
+    # that only prefetches looks pure to it), silently: the library must keep them.
+    library = os.path.join(os.path.dirname(tf_ftrl.__file__), "_tf_ftrl_ops.so")
+    listing = subprocess.run(["objdump", "-d", "-C", "--no-show-raw-insn", library],
+                             check=True, capture_output=True, text=True, timeout=300).stdout
+    loops, with_prefetch, name = set(), set(), None
+    for line in listing.splitlines():
+        if line.endswith(">:"):
+            name = line.split("<", 1)[1]
+            # (@plt entries are jump stubs, not the loops.)
+            if (name.startswith("tf_ftrl::cpu::internal::ForEachUniqueRow<")
+                    and "@plt>" not in name):
+                loops.add(name)
+        elif name in loops and "prefetcht0" in line:
+            with_prefetch.add(name)
+    # One per dtype and update variant (float32, float64, float16, bfloat16 x FTRL, Adagrad).
+    assert len(loops) >= 8, sorted(loops)
+    assert loops == with_prefetch, sorted(loops - with_prefetch)[:3]

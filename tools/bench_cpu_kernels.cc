@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <new>
 #include <random>
 #include <thread>
 #include <vector>
@@ -47,7 +48,30 @@ double MedianSeconds(int repeats, Fn&& fn) {
   return times[times.size() / 2];
 }
 
-std::vector<float> Filled(int64_t n, float value) { return std::vector<float>(n, value); }
+// TensorFlow allocates tensors on 64-byte (cache-line) boundaries, and so does this benchmark: a
+// plain std::vector this large starts 16 bytes past a page boundary, so each 256-byte row of the
+// sparse table would straddle five cache lines instead of four (measured: ~1.5x slower).
+template <typename T>
+struct CacheLineAllocator {
+  using value_type = T;
+  CacheLineAllocator() = default;
+  template <typename U>
+  CacheLineAllocator(const CacheLineAllocator<U>&) {}
+  T* allocate(size_t n) {
+    const size_t bytes = (n * sizeof(T) + 63) / 64 * 64;
+    void* p = std::aligned_alloc(64, bytes);
+    if (p == nullptr) throw std::bad_alloc();
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, size_t) { std::free(p); }
+  template <typename U>
+  bool operator==(const CacheLineAllocator<U>&) const { return true; }
+  template <typename U>
+  bool operator!=(const CacheLineAllocator<U>&) const { return false; }
+};
+using Buffer = std::vector<float, CacheLineAllocator<float>>;
+
+Buffer Filled(int64_t n, float value) { return Buffer(n, value); }
 
 void Report(const char* what, double seconds, double bytes, double copy_gbps) {
   const double gbps = bytes / seconds / 1e9;
