@@ -5,7 +5,7 @@ What it measures (float32 only, on CPU):
 * Dense: for each size n, `tf_ftrl.ops.apply_ftrl` vs `tf.raw_ops.ResourceApplyFtrlV2` and
   `tf_ftrl.ops.apply_adagrad` vs `tf.raw_ops.ResourceApplyAdagradV2` on n-element variables.
 * Sparse: a `rows x dim` table updated at `ids` indices drawn uniformly with replacement (so a few
-  are duplicates). `sparse_apply_ftrl` / `sparse_apply_adagrad` are compared with
+  are duplicates), new ids and gradients on every call. `sparse_apply_ftrl` / `sparse_apply_adagrad` are compared with
   `ResourceSparseApplyFtrlV2` / `ResourceSparseApplyAdagradV2` called directly ("builtin", which
   applies duplicates one after the other and so is NOT equivalent) and after deduplication with
   `tf.unique` + `tf.math.unsorted_segment_sum` ("builtin_dedup", the equivalent computation).
@@ -15,7 +15,9 @@ What it measures (float32 only, on CPU):
 How: every op variant runs in its own `tf.function` (traced once, then warmed up) on its own
 variables; the variants of one case are called in interleaved rounds (rotating order) so that
 background load hits them alike, and each call is timed with `time.perf_counter` (an eager call of
-a `tf.function` with no outputs runs synchronously on CPU). Reported: median (and, in the JSON,
+a `tf.function` with no outputs runs synchronously on CPU). Each sparse call gets new ids and
+gradients (the next of 16 batches drawn up front), as in training: its rows come from memory,
+not from caches warmed by the same ids a call earlier. Reported: median (and, in the JSON,
 min) milliseconds per call, and the effective bandwidth from the minimum memory traffic: dense
 FTRL 28 bytes/element (var, accum, linear read + written, grad read), dense Adagrad 20
 bytes/element; sparse the same per element of every id's row (ids counted with duplicates,
@@ -76,6 +78,8 @@ BUILTIN_NAMES = {
 
 WARMUP_CALLS = 3
 SPARSE_REPEATS = 30
+# Each sparse call takes the next of this many batches of ids and gradients drawn up front.
+SPARSE_BATCHES = 16
 COPY_REPEATS = 10
 SEED = 1234
 
@@ -316,28 +320,29 @@ def builtin_sparse_adagrad(state, grad, ids):
         grad=grad, indices=ids)
 
 
-def sparse_functions(op, grad, ids, rows):
-    """{implementation: tf.function doing one sparse update}, each on its own variables."""
-    shape = (rows,) + tuple(grad.shape[1:])
+def sparse_functions(op, rows, dim):
+    """{implementation: tf.function(grad, ids) doing one sparse update}, each on its own
+    variables."""
+    shape = (rows, dim)
     ours = optimizer_state(op, shape)
     builtin = optimizer_state(op, shape)
     builtin_dedup = optimizer_state(op, shape)
     if op == "ftrl":
-        def run_ours():
+        def run_ours(grad, ids):
             tf_ftrl.ops.sparse_apply_ftrl(ours["var"], ours["accum"], ours["linear"], grad, ids,
                                           LR, L1, L2, l2_shrinkage=L2_SHRINKAGE,
                                           lr_power=LR_POWER)
         builtin_apply = builtin_sparse_ftrl
     else:
-        def run_ours():
+        def run_ours(grad, ids):
             tf_ftrl.ops.sparse_apply_adagrad(ours["var"], ours["accum"], grad, ids, LR,
                                              epsilon=EPSILON)
         builtin_apply = builtin_sparse_adagrad
 
-    def run_builtin():
+    def run_builtin(grad, ids):
         builtin_apply(builtin, grad, ids)
 
-    def run_builtin_dedup():
+    def run_builtin_dedup(grad, ids):
         builtin_apply(builtin_dedup, *dedup(grad, ids))
 
     return {
@@ -347,17 +352,45 @@ def sparse_functions(op, grad, ids, rows):
     }
 
 
+def time_sparse_interleaved(functions, batches, rounds, warmup=WARMUP_CALLS):
+    """As time_interleaved, but call k of each function gets batch k of `batches` ((grad, ids)
+    pairs, cycled): every call updates rows that the previous calls did not just bring into the
+    caches, as in training. Returns {name: [milliseconds, ...]}."""
+    names = list(functions)
+    cursor = {name: 0 for name in names}
+
+    def call(name):
+        grad, ids = batches[cursor[name] % len(batches)]
+        cursor[name] += 1
+        start = time.perf_counter()
+        functions[name](grad, ids)
+        return (time.perf_counter() - start) * 1e3
+
+    for _ in range(warmup):
+        for name in names:
+            call(name)
+    times = {name: [] for name in names}
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            times[name].append(call(name))
+    return times
+
+
 def run_sparse(rows, dim, num_ids, requested_repeats, rng):
-    ids_np = rng.integers(0, rows, num_ids).astype(np.int32)
-    ids = tf.constant(ids_np)
-    grad = tf.constant(rng.uniform(-1, 1, (num_ids, dim)).astype(np.float32))
+    batches = []
+    for _ in range(SPARSE_BATCHES):
+        ids = rng.integers(0, rows, num_ids).astype(np.int32)
+        grad = rng.uniform(-1, 1, (num_ids, dim)).astype(np.float32)
+        batches.append((tf.constant(grad), tf.constant(ids)))
     repeats = requested_repeats if requested_repeats is not None else SPARSE_REPEATS
+    unique = [int(np.unique(ids.numpy()).size) for _, ids in batches]
     shape = {"rows": rows, "dim": dim, "ids": num_ids,
-             "unique_ids": int(np.unique(ids_np).size)}
+             "unique_ids": int(round(statistics.mean(unique)))}
     results = []
     for op in OPS:
-        functions = sparse_functions(op, grad, ids, rows)
-        times = time_interleaved(functions, repeats)
+        functions = sparse_functions(op, rows, dim)
+        times = time_sparse_interleaved(functions, batches, repeats)
         traffic = BYTES_PER_ELEMENT[op] * dim * num_ids
         results += [summarize(op, "sparse", num_ids, impl, times[impl], traffic, **shape)
                     for impl in functions]
@@ -372,7 +405,7 @@ def size_label(result):
     if result["kind"] == "dense":
         return f"{result['size']:,}"
     return (f"{result['rows']:,} x {result['dim']}, {result['ids']:,} ids "
-            f"({result['unique_ids']:,} unique)")
+            f"(~{result['unique_ids']:,} unique)")
 
 
 def comparison_rows(results):
