@@ -9,7 +9,7 @@ GPU_PYTHON ?= python3
 # The TensorFlow-free C++ tests, run as built and under ASan + UBSan (--config=asan, .bazelrc).
 CPU_KERNEL_TESTS := //kernels:cpu_kernels_test //kernels:cpu_kernels_fuzz_test
 
-.PHONY: setup build train test test-gpu bench bench-gpu bench-optimizers
+.PHONY: setup build train test test-gpu gpu-checks bench bench-gpu bench-optimizers
 
 setup:
 	bash tools/setup.sh
@@ -33,6 +33,12 @@ endif
 test-gpu:
 	PYTHON=$(GPU_PYTHON) bash tools/build_kernel_driver.sh --cuda
 	$(GPU_PYTHON) -m pytest -q tests/gpu tests/test_kernel_driver.py
+
+# Every GPU check (build, tests, compute-sanitizer memcheck/racecheck/synccheck, benchmark) with a
+# summary in $(GPU_CHECKS_OUT)/summary.md (GPU machine; see tools/gpu_checks.sh).
+GPU_CHECKS_OUT ?= build/gpu_checks
+gpu-checks:
+	PYTHON=$(GPU_PYTHON) bash tools/gpu_checks.sh $(GPU_CHECKS_OUT)
 
 bench: setup
 	$(PYTHON) tools/benchmark_ops.py $(BENCH_ARGS)

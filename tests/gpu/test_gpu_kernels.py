@@ -45,6 +45,11 @@ class Device:
         try:
             import cupy
             self._cupy, self._torch = cupy, None
+            if os.environ.get("TF_FTRL_GPU_UNPOOLED"):
+                # One cudaMalloc per array (tools/gpu_checks.sh, under compute-sanitizer): an
+                # access past an array's end is then outside any allocation, not inside a pooled
+                # block. PyTorch's caching is turned off by PYTORCH_NO_CUDA_MEMORY_CACHING=1.
+                cupy.cuda.set_allocator(None)
         except ImportError:
             try:
                 import torch
