@@ -183,3 +183,31 @@ def sparse_apply_adagrad(var, accum, grad, indices, lr, epsilon=1e-7, update_slo
         var=_handle(var), accum=_handle(accum), grad=_grad(grad, dtype),
         indices=_indices(indices), lr=_scalar(lr, dtype), epsilon=_scalar(epsilon, dtype),
         use_locking=use_locking, update_slots=update_slots, name=name)
+
+
+def advise_huge_pages(variables, collapse=True):
+    """Asks Linux to back the buffers of `variables` (a tf.Variable, a distributed variable or a
+    list of them) with transparent huge pages, and, if `collapse`, to move what they already hold
+    into huge pages now (Linux 6.1+; otherwise the kernel's khugepaged does it over time).
+
+    Sparse updates of large embedding tables are bound by page walks when the tables sit in
+    4 KiB pages, as TensorFlow's allocations do unless the process started with
+    `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`; call this once on the tables and their optimizer
+    slots after they are built, e.g.
+    `advise_huge_pages(model.trainable_variables + optimizer.variables)`. Values do not change.
+    A variable whose buffer TensorFlow later replaces (a dense update of a variable in
+    copy-on-read mode copies it) loses the advice. Variables on other devices than the CPU, and
+    buffers holding no whole 2 MiB page, are left alone.
+
+    Returns the number of bytes advised (0 where the kernel has no transparent huge pages).
+    Runs eagerly.
+    """
+    if isinstance(variables, (list, tuple)):
+        return sum(advise_huge_pages(v, collapse=collapse) for v in variables)
+    if hasattr(variables, "values") and not isinstance(variables, tf.Variable):
+        return sum(advise_huge_pages(v, collapse=collapse) for v in variables.values)
+    handle = _handle(variables)
+    if tf.DeviceSpec.from_string(handle.device or "").device_type not in (None, "CPU"):
+        return 0
+    advised, _ = load_library().fused_advise_huge_pages(var=handle, collapse=collapse)
+    return int(advised)

@@ -114,6 +114,9 @@ def parse_args(argv=None):
                         help="size in MB of the buffer copied to measure copy bandwidth")
     parser.add_argument("--only", choices=("dense", "sparse"), default=None,
                         help="run only the dense or only the sparse benchmarks")
+    parser.add_argument("--huge-pages", action="store_true",
+                        help="back every implementation's variables with transparent huge "
+                             "pages (tf_ftrl.ops.advise_huge_pages) before timing")
     parser.add_argument("--json", metavar="PATH", default=None,
                         help="also write all results to this JSON file")
     return parser.parse_args(argv)
@@ -242,7 +245,7 @@ def random_variable(shape, seed):
                                                    maxval=1, dtype=tf.float32))
 
 
-def optimizer_state(op, shape):
+def optimizer_state(op, shape, huge_pages=False):
     """Fresh variables for one implementation: accumulators at ACCUM_INIT, var and linear random
     (identical for every implementation)."""
     state = {
@@ -251,16 +254,18 @@ def optimizer_state(op, shape):
     }
     if op == "ftrl":
         state["linear"] = random_variable(shape, seed=2)
+    if huge_pages:
+        tf_ftrl.ops.advise_huge_pages(list(state.values()))
     return state
 
 
 # ----------------------------------------------------------------------------- dense cases
 
 
-def dense_functions(op, grad):
+def dense_functions(op, grad, huge_pages=False):
     """{implementation: tf.function doing one update}, each on its own variables."""
-    ours = optimizer_state(op, grad.shape)
-    builtin = optimizer_state(op, grad.shape)
+    ours = optimizer_state(op, grad.shape, huge_pages)
+    builtin = optimizer_state(op, grad.shape, huge_pages)
     if op == "ftrl":
         def run_ours():
             tf_ftrl.ops.apply_ftrl(ours["var"], ours["accum"], ours["linear"], grad, LR, L1, L2,
@@ -282,13 +287,13 @@ def dense_functions(op, grad):
     return {"tf_ftrl": graph_function(run_ours), "builtin": graph_function(run_builtin)}
 
 
-def run_dense(sizes, requested_repeats, rng):
+def run_dense(sizes, requested_repeats, rng, huge_pages=False):
     results = []
     for size in sizes:
         grad = tf.constant(rng.uniform(-1, 1, size).astype(np.float32))
         repeats = dense_repeats(size, requested_repeats)
         for op in OPS:
-            functions = dense_functions(op, grad)
+            functions = dense_functions(op, grad, huge_pages)
             times = time_interleaved(functions, repeats)
             traffic = BYTES_PER_ELEMENT[op] * size
             results += [summarize(op, "dense", size, impl, times[impl], traffic)
@@ -320,13 +325,13 @@ def builtin_sparse_adagrad(state, grad, ids):
         grad=grad, indices=ids)
 
 
-def sparse_functions(op, rows, dim):
+def sparse_functions(op, rows, dim, huge_pages=False):
     """{implementation: tf.function(grad, ids) doing one sparse update}, each on its own
     variables."""
     shape = (rows, dim)
-    ours = optimizer_state(op, shape)
-    builtin = optimizer_state(op, shape)
-    builtin_dedup = optimizer_state(op, shape)
+    ours = optimizer_state(op, shape, huge_pages)
+    builtin = optimizer_state(op, shape, huge_pages)
+    builtin_dedup = optimizer_state(op, shape, huge_pages)
     if op == "ftrl":
         def run_ours(grad, ids):
             tf_ftrl.ops.sparse_apply_ftrl(ours["var"], ours["accum"], ours["linear"], grad, ids,
@@ -377,7 +382,7 @@ def time_sparse_interleaved(functions, batches, rounds, warmup=WARMUP_CALLS):
     return times
 
 
-def run_sparse(rows, dim, num_ids, requested_repeats, rng):
+def run_sparse(rows, dim, num_ids, requested_repeats, rng, huge_pages=False):
     batches = []
     for _ in range(SPARSE_BATCHES):
         ids = rng.integers(0, rows, num_ids).astype(np.int32)
@@ -389,7 +394,7 @@ def run_sparse(rows, dim, num_ids, requested_repeats, rng):
              "unique_ids": int(round(statistics.mean(unique)))}
     results = []
     for op in OPS:
-        functions = sparse_functions(op, rows, dim)
+        functions = sparse_functions(op, rows, dim, huge_pages)
         times = time_sparse_interleaved(functions, batches, repeats)
         traffic = BYTES_PER_ELEMENT[op] * dim * num_ids
         results += [summarize(op, "sparse", num_ids, impl, times[impl], traffic, **shape)
@@ -471,10 +476,10 @@ def main(argv=None):
 
     results = []
     if args.only in (None, "dense"):
-        results += run_dense(args.dense_sizes, args.repeats, rng)
+        results += run_dense(args.dense_sizes, args.repeats, rng, args.huge_pages)
     if args.only in (None, "sparse"):
         results += run_sparse(args.sparse_rows, args.sparse_dim, args.sparse_ids,
-                              args.repeats, rng)
+                              args.repeats, rng, args.huge_pages)
 
     report(machine, copy, results)
     if args.json:

@@ -1,0 +1,111 @@
+// FusedAdviseHugePages: asks Linux to back a variable's buffer with transparent huge pages.
+//
+// A sparse update touches rows scattered over tables of hundreds of MB; with 4 KiB pages each row
+// costs a page walk, and the walks, not the bandwidth, bound the update once other work has
+// evicted the page tables (README, "Transparent huge pages"). TensorFlow's allocations get huge
+// pages only when the whole process asks (GLIBC_TUNABLES=glibc.malloc.hugetlb=1 at start-up);
+// this op asks for one variable, at any time: madvise(MADV_HUGEPAGE) on the 2 MiB-aligned part
+// of its buffer, then, if `collapse`, madvise(MADV_COLLAPSE) (Linux 6.1+) to move the pages that
+// are already there into huge pages now rather than whenever khugepaged gets to them. Neither
+// changes a value; the variable stays usable from other threads throughout.
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
+#include "absl/strings/str_cat.h"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/resource_mgr.h"
+#include "tensorflow/core/framework/resource_var.h"
+#include "tensorflow/core/framework/shape_inference.h"
+
+namespace tensorflow {
+namespace {
+
+constexpr uintptr_t kHugePageBytes = uintptr_t{2} << 20;
+// Linux's value; older C libraries do not define the name.
+constexpr int kMadviseCollapse = 25;
+
+class FusedAdviseHugePagesOp : public OpKernel {
+ public:
+  explicit FusedAdviseHugePagesOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("collapse", &collapse_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    core::RefCountPtr<Var> var;
+    const absl::Status found = LookupResource(ctx, HandleFromInput(ctx, 0), &var);
+    OP_REQUIRES(ctx, found.ok(),
+                absl::FailedPreconditionError(absl::StrCat(
+                    "Could not read variable var; it may be uninitialized: ", found.message())));
+    int64_t advised = 0;
+    bool collapsed = false;
+    {
+      // The buffer is only read (its address and size); a shared lock keeps it from being
+      // replaced meanwhile.
+      tf_shared_lock lock(*var->mu());
+      const Tensor* tensor = var->tensor();
+      OP_REQUIRES(ctx, tensor->IsInitialized(),
+                  absl::FailedPreconditionError("Attempting to use uninitialized variable: var"));
+      const auto data = tensor->tensor_data();
+      const uintptr_t begin = reinterpret_cast<uintptr_t>(data.data());
+      const uintptr_t end = begin + data.size();
+      const uintptr_t first = (begin + kHugePageBytes - 1) / kHugePageBytes * kHugePageBytes;
+      const uintptr_t last = end / kHugePageBytes * kHugePageBytes;
+#if defined(__linux__)
+      if (last > first) {
+        void* start = reinterpret_cast<void*>(first);
+        const size_t length = last - first;
+        // EINVAL: the kernel has no transparent huge pages (or they are off). Nothing is
+        // advised then, and that is the answer, not an error.
+        if (madvise(start, length, MADV_HUGEPAGE) == 0) {
+          advised = static_cast<int64_t>(length);
+          // Fails (EINVAL before Linux 6.1, EAGAIN/ENOMEM without free huge pages) without
+          // harm: the advice stands and khugepaged collapses the pages later.
+          collapsed = collapse_ && madvise(start, length, kMadviseCollapse) == 0;
+        }
+      }
+#endif
+    }
+    Tensor* out = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({}), &out));
+    out->scalar<int64_t>()() = advised;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({}), &out));
+    out->scalar<bool>()() = collapsed;
+  }
+
+ private:
+  bool collapse_;
+};
+
+}  // namespace
+
+REGISTER_OP("FusedAdviseHugePages")
+    .Input("var: resource")
+    .Output("advised_bytes: int64")
+    .Output("collapsed: bool")
+    .Attr("collapse: bool = true")
+    .SetIsStateful()
+    .SetShapeFn([](shape_inference::InferenceContext* c) {
+      c->set_output(0, c->Scalar());
+      c->set_output(1, c->Scalar());
+      return absl::OkStatus();
+    })
+    .Doc(R"doc(
+Asks Linux to back the variable's buffer with transparent huge pages (madvise MADV_HUGEPAGE on
+its 2 MiB-aligned part) and, if collapse, to collapse the pages it already has into huge pages now
+(MADV_COLLAPSE, Linux 6.1+). Values are unchanged.
+
+advised_bytes: the bytes advised (0 for a buffer that holds no whole 2 MiB page, or a kernel
+  without transparent huge pages).
+collapsed: whether the collapse succeeded.
+)doc");
+
+REGISTER_KERNEL_BUILDER(Name("FusedAdviseHugePages").Device(DEVICE_CPU),
+                        FusedAdviseHugePagesOp);
+
+}  // namespace tensorflow
