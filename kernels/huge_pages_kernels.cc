@@ -1,4 +1,5 @@
-// FusedAdviseHugePages: asks Linux to back a variable's buffer with transparent huge pages.
+// The kernel of FusedAdviseHugePages (registered in huge_pages_ops.cc): asks Linux to back a
+// variable's buffer with transparent huge pages.
 //
 // A sparse update touches rows scattered over tables of hundreds of MB; with 4 KiB pages each row
 // costs a page walk, and the walks, not the bandwidth, bound the update once other work has
@@ -8,9 +9,7 @@
 // of its buffer, then, if `collapse`, madvise(MADV_COLLAPSE) (Linux 6.1+) to move the pages that
 // are already there into huge pages now rather than whenever khugepaged gets to them. Neither
 // changes a value; the variable stays usable from other threads throughout.
-#include <cerrno>
 #include <cstdint>
-#include <cstring>
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -21,7 +20,6 @@
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/resource_mgr.h"
 #include "tensorflow/core/framework/resource_var.h"
-#include "tensorflow/core/framework/shape_inference.h"
 
 namespace tensorflow {
 namespace {
@@ -83,27 +81,6 @@ class FusedAdviseHugePagesOp : public OpKernel {
 };
 
 }  // namespace
-
-REGISTER_OP("FusedAdviseHugePages")
-    .Input("var: resource")
-    .Output("advised_bytes: int64")
-    .Output("collapsed: bool")
-    .Attr("collapse: bool = true")
-    .SetIsStateful()
-    .SetShapeFn([](shape_inference::InferenceContext* c) {
-      c->set_output(0, c->Scalar());
-      c->set_output(1, c->Scalar());
-      return absl::OkStatus();
-    })
-    .Doc(R"doc(
-Asks Linux to back the variable's buffer with transparent huge pages (madvise MADV_HUGEPAGE on
-its 2 MiB-aligned part) and, if collapse, to collapse the pages it already has into huge pages now
-(MADV_COLLAPSE, Linux 6.1+). Values are unchanged.
-
-advised_bytes: the bytes advised (0 for a buffer that holds no whole 2 MiB page, or a kernel
-  without transparent huge pages).
-collapsed: whether the collapse succeeded.
-)doc");
 
 REGISTER_KERNEL_BUILDER(Name("FusedAdviseHugePages").Device(DEVICE_CPU),
                         FusedAdviseHugePagesOp);
