@@ -386,6 +386,10 @@ COMPUTE_EPS = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-24,
 STORAGE_EPS = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11,
                "bfloat16": 2.0**-8}
 TINY = {"float64": 5e-324, "float32": 2.0**-149, "float16": 2.0**-24, "bfloat16": 2.0**-133}
+# The type the kernels compute in, and its smallest normal number.
+COMPUTE_TYPE = {"float64": "float64", "float32": "float32", "float16": "float32",
+                "bfloat16": "float32"}
+SMALLEST_NORMAL = {"float64": 2.0**-1022, "float32": 2.0**-126}
 # Slack over a first-order error bound: a few roundings per term, pow's few ulps.
 SLACK = 64
 
@@ -427,6 +431,14 @@ def reference_update(example, rounded, dense_grad, abs_grad):
         if "ftrl" in example["op"]:
             h = {name: rounded[name] for name in HYPERPARAMETERS["ftrl"]}
             by_lr = example["multiply_linear_by_lr"]
+            # TensorFlow runs kernels with subnormals flushed to zero (its threads set DAZ and
+            # FTZ), so where l2, or the denominator's l2 term, is subnormal in the compute type,
+            # the op adds 0 there, as TensorFlow's own op does. Model it: with a zero accumulator
+            # the op then divides by zero (inf) where exact arithmetic gives a huge finite value.
+            smallest_normal = SMALLEST_NORMAL[COMPUTE_TYPE[dtype]]
+            l2_terms = [h["l2"], 2 * h["l2"]] + ([2 * h["l2"] * h["lr"]] if by_lr else [])
+            if any(0 < abs(term) < smallest_normal for term in l2_terms):
+                h["l2"] = 0.0
             var, accum, linear = numpy_reference.ftrl(
                 state["var"], state["accum"], state["linear"], dense_grad,
                 multiply_linear_by_lr=by_lr, **h)
