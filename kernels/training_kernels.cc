@@ -106,12 +106,23 @@ class LockedVariables {
         }
       }
     }
-    lock_.emplace(MaybeLockVariableInputMutexesInOrder<Device, T>(ctx, use_locking, sparse,
+    // A sparse update takes TensorFlow's sparse path (a shared lock, the buffer updated in place
+    // under it) only for variables that are in copy-on-read mode already. Entering that mode is
+    // what TensorFlow's sparse ops do, but from then on every ReadVariableOp copies the whole
+    // variable, and Keras 3's Embedding reads its whole table each step (it gathers from the
+    // read value): a 128 MB table cost ~5 ms of copying per training step. Otherwise the update
+    // takes the dense path: an exclusive lock, and a copy only while a reader still holds the
+    // buffer. (The mode only ever switches on, so a stale check at worst costs that copy.)
+    bool shared = false;
+    for (const auto& resource : resources) {
+      shared = shared || (sparse && resource->copy_on_read_mode.load());
+    }
+    lock_.emplace(MaybeLockVariableInputMutexesInOrder<Device, T>(ctx, use_locking, shared,
                                                                    InputIds(names.size())));
     tensors_.resize(names.size());
     for (size_t i = 0; i < names.size(); ++i) {
       status_ = GetInputTensorFromVariable<Device, T>(ctx, static_cast<int>(i), use_locking,
-                                                      sparse, &tensors_[i]);
+                                                      shared, &tensors_[i]);
       if (!status_.ok()) return;
       if (!tensors_[i].IsInitialized()) {
         status_ = absl::FailedPreconditionError(

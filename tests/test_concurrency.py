@@ -90,9 +90,9 @@ def test_use_locking_loses_no_update(optimizer, sparse):
 @pytest.mark.parametrize("optimizer", ["ftrl", "adagrad"])
 @pytest.mark.parametrize("use_locking", [False, True], ids=["unlocked", "locked"])
 def test_dense_and_sparse_updates_of_one_variable(optimizer, use_locking):
-    # Half the threads update every element densely, half update the even rows sparsely (a
-    # sparse update switches the variable to copy-on-read mode, in which a dense update copies
-    # it): with locking, every update of every element is counted.
+    # Half the threads update every element densely, half update the even rows sparsely, all on
+    # the same buffer under the variable's lock: with locking, every update of every element is
+    # counted.
     rows, row_size, calls = 4096, 16, 200
     graph = tf.Graph()
     with graph.as_default():

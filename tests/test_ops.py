@@ -353,3 +353,71 @@ def test_hyperparameters_may_be_tensors_of_another_dtype(rng):
     var, _ = reference.adagrad(x.start["var"], x.start["accum"], x.grad64, lr=0.05,
                                epsilon=1e-3)
     assert_close(x.current("var"), var, tf.float16)
+
+
+# ---------------------------------------------------------------- variable reads and snapshots
+
+
+def buffer_address(tensor):
+    return np.from_dlpack(tensor).__array_interface__["data"][0]
+
+
+def reads_share_the_buffer(variable):
+    """Whether two live reads of `variable` alias one buffer: false once TensorFlow has put the
+    variable in copy-on-read mode, where every read copies the whole variable."""
+    first, second = variable.value(), variable.value()
+    return buffer_address(first) == buffer_address(second)
+
+
+def put_in_copy_on_read_mode(var, accum):
+    """What any of TensorFlow's own sparse ops does to its variables (values unchanged here)."""
+    tf.raw_ops.ResourceSparseApplyAdagradV2(
+        var=var.handle, accum=accum.handle, lr=tf.constant(0.0), epsilon=tf.constant(0.0),
+        grad=tf.zeros([1] + var.shape[1:]), indices=tf.constant([0]), update_slots=False)
+
+
+def sparse_update(op, state, grad, indices):
+    if op == "ftrl":
+        tf_ftrl.ops.sparse_apply_ftrl(*state, grad, indices, **FTRL_HYPER)
+    else:
+        tf_ftrl.ops.sparse_apply_adagrad(*state[:2], grad, indices, lr=0.1)
+
+
+@pytest.mark.parametrize("op", ["ftrl", "adagrad"])
+@pytest.mark.parametrize("in_function", [False, True], ids=["eager", "tf.function"])
+def test_sparse_updates_keep_reads_copy_free(rng, op, in_function):
+    # Keras 3's Embedding reads its whole table every step; in copy-on-read mode each read copies
+    # it. Our sparse updates must not switch a variable into that mode (TensorFlow's do).
+    state = [tf.Variable(rng.uniform(-1, 1, (300, 4)).astype(np.float32)) for _ in range(3)]
+    update = tf.function(sparse_update, autograph=False) if in_function else sparse_update
+    for _ in range(2):
+        update(op, state, tf.ones([5, 4]), tf.constant([1, 7, 7, 0, 299]))
+    assert all(reads_share_the_buffer(v) for v in state)
+    # The check can tell: after one of TensorFlow's sparse ops, reads copy.
+    put_in_copy_on_read_mode(state[0], state[1])
+    assert not reads_share_the_buffer(state[0])
+
+
+@pytest.mark.parametrize("op", ["ftrl", "adagrad"])
+@pytest.mark.parametrize("copy_on_read", [False, True], ids=["normal", "copy-on-read"])
+def test_sparse_update_leaves_earlier_reads_alone(rng, op, copy_on_read):
+    # A read taken before the update keeps the old values, whichever mode the variable is in
+    # (in place under an exclusive lock once no reader holds the buffer, else on a copy), and
+    # both modes compute the same update.
+    init = [rng.uniform(-1, 1, (300, 4)).astype(np.float32) for _ in range(3)]
+    init[1] = np.abs(init[1]) + 0.1  # accumulators
+    grad = tf.constant(rng.uniform(-1, 1, (6, 4)).astype(np.float32))
+    indices = tf.constant([3, 8, 3, 0, 299, 150])
+    state = [tf.Variable(x) for x in init]
+    if copy_on_read:
+        put_in_copy_on_read_mode(state[0], state[1])
+    held = [v.value() for v in state]
+    sparse_update(op, state, grad, indices)
+    for before, tensor in zip(init, held):
+        np.testing.assert_array_equal(tensor.numpy(), before)
+    fresh = [tf.Variable(x) for x in init]
+    sparse_update(op, fresh, grad, indices)
+    for updated, expected in zip(state, fresh):
+        np.testing.assert_array_equal(updated.numpy(), expected.numpy())
+    assert not np.array_equal(state[0].numpy(), init[0])
+    assert reads_share_the_buffer(state[0]) != copy_on_read
