@@ -85,3 +85,27 @@ def test_lists_distributed_variables_and_small_buffers():
     assert one >= 12 * MIB
     assert tf_ftrl.ops.advise_huge_pages(mirrored) >= 12 * MIB
     assert tf_ftrl.ops.advise_huge_pages([table, (table,)]) == 2 * one
+
+
+def test_keras_model_tables_and_optimizer_slots():
+    # The README's recipe: Keras 3 variables and the optimizer's slots, then training as usual.
+    import keras
+
+    inputs = keras.Input((4,), dtype="int32")
+    embedded = keras.layers.Embedding(500_000, 8)(inputs)  # 16 MB
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(embedded)))
+    optimizer = tf_ftrl.Ftrl(learning_rate=0.1)
+    optimizer.build(model.trainable_variables)
+    table = model.trainable_variables[0]
+    before = [v.numpy() for v in [table] + optimizer.variables]
+    advised = tf_ftrl.ops.advise_huge_pages(model.trainable_variables + optimizer.variables)
+    if thp_mode() != "never":
+        # The table and its two slots, less at most 4 MiB of unaligned edges each.
+        assert advised >= 3 * (500_000 * 8 * 4 - 4 * MIB)
+    for value, variable in zip(before, [table] + optimizer.variables):
+        np.testing.assert_array_equal(variable.numpy(), value)
+    model.compile(optimizer=optimizer, loss="mse")
+    model.fit(np.arange(64 * 4).reshape(64, 4) % 500_000, np.ones((64, 1)), batch_size=16,
+              verbose=0)
+    assert np.isfinite(table.numpy()).all()
+    assert not np.array_equal(table.numpy(), before[0])
