@@ -193,8 +193,10 @@ def advise_huge_pages(variables, collapse=True):
     Sparse updates of large embedding tables are bound by page walks when the tables sit in
     4 KiB pages, as TensorFlow's allocations do unless the process started with
     `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`; call this once on the tables and their optimizer
-    slots after they are built, e.g.
-    `advise_huge_pages(model.trainable_variables + optimizer.variables)`. Values do not change.
+    slots after they are built, e.g. `optimizer.build(model.trainable_variables)` then
+    `advise_huge_pages(model.trainable_variables + optimizer.variables)`, before `model.fit`
+    (which otherwise creates the slots inside its first traced step: they have no buffer to
+    advise until that step runs). Values do not change.
     A variable whose buffer TensorFlow later replaces (a dense update of a variable in
     copy-on-read mode copies it) loses the advice. Variables on other devices than the CPU, and
     buffers holding no whole 2 MiB page, are left alone.
