@@ -70,18 +70,13 @@ constexpr int64_t kPrefetchRowsAhead = 12;
 constexpr int64_t kMaxPrefetchBytesPerRow = 512;
 
 // Asks for the cache line holding p. GCC treats __builtin_prefetch as free of side effects, so a
-// function that only prefetches is judged pure and a call to it, returning nothing, is deleted
-// as dead code: that removed every row prefetch from the op library (GCC 12, -O2 and -O3; seen
-// with objdump, and tests/test_packaging.py now checks the instructions are there). An asm
-// volatile statement is never deleted.
+// function that only prefetches is judged pure and calls to it, returning nothing, are deleted as
+// dead code: that removed every row prefetch from the op library (GCC 12, -O2 and -O3; seen with
+// objdump). The empty asm volatile makes this function impure, so the calls, and with them the
+// prefetches, stay; tests/test_packaging.py checks that they are in the built library.
 TF_FTRL_INLINE void PrefetchLine(const char* p) {
-#if defined(__x86_64__) || defined(__i386__)
-  asm volatile("prefetcht0 %0" : : "m"(*p));
-#elif defined(__aarch64__)
-  asm volatile("prfm pstl1keep, %0" : : "Q"(*p));
-#else
-  __builtin_prefetch(p, 1, 3);
-#endif
+  __builtin_prefetch(p, /*rw=*/1, /*locality=*/3);
+  asm volatile("" : : "r"(p));
 }
 
 template <typename T>
