@@ -8,12 +8,32 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def gpu_results_file(path):
+    """A results file in the format of tools/benchmark_gpu.py --json (its own `result` builds the
+    rows), as a GPU machine would send back; the timings are made up, there is no GPU here."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    try:
+        import benchmark_gpu
+    finally:
+        sys.path.pop(0)
+    copy_gbps = 3000.0
+    rows = [benchmark_gpu.result("ftrl", "dense", 10**8, 1.1, 1.0, 28 * 10**8, copy_gbps),
+            benchmark_gpu.result("adagrad", "sparse", 16384, 0.04, 0.03, 20 * 16384 * 64,
+                                 copy_gbps, rows=2_000_000, dim=64, unique_ids=16317)]
+    path.write_text(json.dumps({"device": "Example GPU", "buffers": "cupy", "dtype": "float32",
+                                "copy": {}, "copy_bandwidth_gbps": copy_gbps, "results": rows}))
+    return rows
+
+
 def test_quick_report_has_every_part(tmp_path):
+    gpu_rows = gpu_results_file(tmp_path / "gpu.json")
     subprocess.run([sys.executable, os.path.join(ROOT, "tools", "benchmark_report.py"), "--quick",
-                    "--out", str(tmp_path)], check=True, cwd=ROOT, timeout=600,
-                   capture_output=True)
+                    "--out", str(tmp_path), "--gpu-json", str(tmp_path / "gpu.json")],
+                   check=True, cwd=ROOT, timeout=600, capture_output=True)
     report = json.loads((tmp_path / "benchmark.json").read_text())
     assert set(report) >= {"command", "ops", "optimizers", "cpu_limit", "gpu"}
+    assert [g["device"] for g in report["gpu"]] == ["Example GPU"]
+    assert report["gpu"][0]["results"] == gpu_rows
     assert report["ops"]["machine"]["nproc"] >= 1
     ops_results = report["ops"]["results"]
     kinds = {(r["op"], r["kind"], r["implementation"]) for r in ops_results}
@@ -27,5 +47,7 @@ def test_quick_report_has_every_part(tmp_path):
     assert [r["optimizer"] for r in report["optimizers"]["fit"]] == ["ftrl", "adagrad"]
     markdown = (tmp_path / "benchmark.md").read_text()
     assert "| optimizer.apply |" in markdown and "| model.fit |" in markdown
+    assert "GPU: Example GPU, float32" in markdown
+    assert "| adagrad | sparse | 2,000,000 x 64, 16,384 ids | 0.0400 |" in markdown
     for name in ("dense_time.png", "dense_bandwidth.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -5,6 +5,11 @@ and effective bandwidth against size.
 
     python tools/benchmark_report.py                  # full sizes, several minutes
     python tools/benchmark_report.py --quick --out /tmp/report     # tiny sizes, seconds
+    python tools/benchmark_report.py --gpu-json bench_float32.json bench_bfloat16.json
+
+The GPU machines have no TensorFlow, so the GPU benchmark runs there on its own
+(tools/benchmark_gpu.py --json, or tools/gpu_checks.sh, which writes bench_<dtype>.json) and
+--gpu-json adds those files to this report.
 
 Each benchmark runs in its own process (they allocate gigabytes). Outputs in --out:
 benchmark.json, benchmark.md, dense_time.png, dense_bandwidth.png.
@@ -120,6 +125,15 @@ def markdown(report):
         lines.append(f"| {r['optimizer']} | {r['tf_ftrl_steps_per_s']:.1f} | "
                      f"{r['keras_steps_per_s']:.1f} | "
                      f"{r['tf_ftrl_steps_per_s'] / r['keras_steps_per_s']:.1f}x |")
+    for gpu in report.get("gpu") or []:
+        lines += ["", f"GPU: {gpu['device']}, {gpu['dtype']} ({gpu['buffers']} buffers); "
+                      f"device-to-device copy {gpu['copy_bandwidth_gbps']:.1f} GB/s", "",
+                  "| op | kind | size | median ms | GB/s | % of copy |", "|---|---|---|---|---|---|"]
+        for r in gpu["results"]:
+            size = (f"{r['size']:,}" if r["kind"] == "dense" else
+                    f"{r['rows']:,} x {r['dim']}, {r['size']:,} ids")
+            lines.append(f"| {r['op']} | {r['kind']} | {size} | {r['median_ms']:.4f} | "
+                         f"{r['gbps']:.1f} | {r['percent_of_copy']:.1f}% |")
     if report.get("cpu_limit"):
         lines += ["", "| TensorFlow-free (C++) | ms | GB/s |", "|---|---|---|"]
         for name, r in report["cpu_limit"].items():
@@ -132,7 +146,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="benchmark_report")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
+    parser.add_argument("--gpu-json", nargs="+", default=[], metavar="PATH",
+                        help="results of tools/benchmark_gpu.py --json from a GPU machine")
     args = parser.parse_args(argv)
+    gpu = []
+    for path in args.gpu_json:
+        with open(path) as f:
+            gpu.append(json.load(f))
     os.makedirs(args.out, exist_ok=True)
     report = {
         "command": " ".join([os.path.relpath(__file__, ROOT)] + (argv or sys.argv[1:])),
@@ -140,7 +160,7 @@ def main(argv=None):
         "optimizers": run_json("benchmark_optimizers.py",
                                QUICK_OPTIMIZERS if args.quick else []),
         "cpu_limit": None if args.quick else cpu_limit(),
-        "gpu": None,  # filled by the GPU benchmark on a machine that has one
+        "gpu": gpu or None,  # from --gpu-json: tools/benchmark_gpu.py on a GPU machine
     }
     with open(os.path.join(args.out, "benchmark.json"), "w") as f:
         json.dump(report, f, indent=2)
