@@ -1,7 +1,10 @@
 """tf_ftrl.ops.advise_huge_pages: transparent huge pages for a variable's buffer, values
 unchanged, updates unchanged."""
 
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,6 +12,7 @@ import tensorflow as tf
 
 import tf_ftrl
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIB = 1 << 20
 
 
@@ -25,31 +29,52 @@ def kernel_at_least(major, minor):
     return (int(release[0]), int(release[1])) >= (major, minor)
 
 
-def anon_huge_bytes():
-    with open("/proc/self/smaps_rollup") as f:
+# Buffers above glibc's largest mmap threshold (32 MiB) get mappings of their own, never memory
+# recycled from an earlier (perhaps advised) buffer: the tables here are larger than that.
+ROWS, DIM = 1_100_000, 8  # 35.2 MB of float32
+
+
+def huge_pages_of(variable):
+    """(whether every mapping inside the variable's buffer carries the huge-page advice, how many
+    of its bytes sit in huge pages), from /proc/self/smaps. Advising a buffer's aligned interior
+    splits that interior into mappings of its own."""
+    value = variable.value() if isinstance(variable, tf.Variable) else variable.value.value()
+    begin = np.from_dlpack(value).__array_interface__["data"][0]
+    end = begin + value.shape.num_elements() * value.dtype.size
+    advised, huge, inside, mappings = True, 0, False, 0
+    with open("/proc/self/smaps") as f:
         for line in f:
-            if line.startswith("AnonHugePages:"):
-                return int(line.split()[1]) * 1024
-    return 0
+            fields = line.split()
+            if "-" in fields[0] and not fields[0].endswith(":"):
+                start, stop = (int(x, 16) for x in fields[0].split("-"))
+                inside = begin <= start and stop <= end
+                mappings += inside
+            elif inside and fields[0] == "AnonHugePages:":
+                huge += int(fields[1]) * 1024
+            elif inside and fields[0] == "VmFlags:":
+                advised = advised and "hg" in fields[1:]
+    return advised and mappings > 0, huge
 
 
 def test_buffer_moves_to_huge_pages_and_keeps_its_values():
-    rows, dim = 1_000_000, 16  # 64 MB
+    rows, dim = ROWS, DIM
     var = tf.Variable(tf.random.stateless_uniform((rows, dim), seed=(1, 2)))
+    assert huge_pages_of(var) == (False, 0)
     before = var.numpy()
-    huge_before = anon_huge_bytes()
     advised, collapsed = tf_ftrl.ops.load_library().fused_advise_huge_pages(var=var.handle)
     advised, collapsed = int(advised), bool(collapsed)
     np.testing.assert_array_equal(var.numpy(), before)
     if thp_mode() == "never":
         assert advised == 0 and not collapsed
         return
-    # The 2 MiB-aligned part of a 64 MB buffer: all of it but at most one page at either end.
+    # The 2 MiB-aligned part of the buffer: all of it but at most one page at either end.
     assert rows * dim * 4 - 4 * MIB <= advised <= rows * dim * 4
     assert advised % (2 * MIB) == 0
+    is_advised, huge = huge_pages_of(var)
+    assert is_advised
     if kernel_at_least(6, 1):
         assert collapsed
-        assert anon_huge_bytes() - huge_before >= 0.9 * advised
+        assert huge == advised
 
 
 def test_updates_of_an_advised_table_are_unchanged():
@@ -109,3 +134,49 @@ def test_keras_model_tables_and_optimizer_slots():
               verbose=0)
     assert np.isfinite(table.numpy()).all()
     assert not np.array_equal(table.numpy(), before[0])
+
+
+FIRST_STEP_CHECK = """
+import contextlib, json, sys
+import numpy as np, tensorflow as tf, keras, tf_ftrl
+sys.path.insert(0, "tests")
+from test_huge_pages import ROWS, DIM, huge_pages_of
+optimizer_class = getattr(tf_ftrl, sys.argv[1])
+mirrored = sys.argv[2] == "mirrored"
+x = np.arange(64 * 4).reshape(64, 4) % ROWS
+y = np.ones((64, 1))
+out = []
+for huge_pages in (False, True):
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"]) if mirrored else None
+    with strategy.scope() if mirrored else contextlib.nullcontext():
+        keras.utils.set_random_seed(3)
+        inputs = keras.Input((4,), dtype="int32")
+        embedded = keras.layers.Embedding(ROWS, DIM)(inputs)
+        model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(embedded)))
+        optimizer = optimizer_class(learning_rate=0.1, huge_pages=huge_pages)
+        model.compile(optimizer=optimizer, loss="mse")
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    table = model.trainable_variables[0]
+    out.append({"pages": [huge_pages_of(v) for v in [table, *optimizer._slots(table)]],
+                "checksum": [float(np.sum(np.abs(v.numpy().astype(np.float64))))
+                             for v in model.trainable_variables],
+                "table": table.numpy()[:64].tolist()})
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("optimizer_class", ["Ftrl", "Adagrad"])
+@pytest.mark.parametrize("mirrored", ["default", "mirrored"])
+def test_optimizer_option_advises_tables_and_slots_on_the_first_step(optimizer_class, mirrored):
+    # In a fresh process, where no memory carries advice yet (advice stays with memory that
+    # TensorFlow frees and reuses): training without and then with huge_pages=True. Keras creates
+    # the slots while tracing the first step; the advice runs in that step.
+    done = subprocess.run([sys.executable, "-c", FIRST_STEP_CHECK, optimizer_class, mirrored],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    plain, advised = json.loads(done.stdout.strip().splitlines()[-1])
+    assert plain["checksum"] == advised["checksum"] and plain["table"] == advised["table"]
+    assert plain["pages"] == [[False, 0]] * len(plain["pages"])
+    if thp_mode() != "never":
+        assert all(is_advised for is_advised, _ in advised["pages"]), advised["pages"]

@@ -285,10 +285,11 @@ def test_gradient_accumulation_with_sparse_gradients(rng):
     tf_ftrl.Ftrl(learning_rate=0.02, learning_rate_power=-0.3, l1_regularization_strength=0.1,
                  beta=0.2, multiply_linear_by_lr=True, clipnorm=1.0),
     tf_ftrl.Adagrad(learning_rate=0.3, initial_accumulator_value=0.2, epsilon=1e-5,
-                    weight_decay=0.01),
+                    weight_decay=0.01, huge_pages=True),
 ], ids=["ftrl", "adagrad"])
 def test_config_round_trip_and_serialization(optimizer):
     config = optimizer.get_config()
+    assert config["huge_pages"] is isinstance(optimizer, tf_ftrl.Adagrad)
     clone = type(optimizer).from_config(config)
     assert clone.get_config() == config
     restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))

@@ -196,9 +196,11 @@ def advise_huge_pages(variables, collapse=True):
     slots after they are built, e.g. `optimizer.build(model.trainable_variables)` then
     `advise_huge_pages(model.trainable_variables + optimizer.variables)`, before `model.fit`
     (which otherwise creates the slots inside its first traced step: they have no buffer to
-    advise until that step runs). Values do not change.
+    advise until that step runs), or pass `huge_pages=True` to the optimizers, which advise from
+    within the first step. Values do not change.
     A variable whose buffer TensorFlow later replaces (a dense update of a variable in
-    copy-on-read mode copies it) loses the advice. Variables on other devices than the CPU, and
+    copy-on-read mode copies it) loses the advice; memory that TensorFlow frees and reuses
+    keeps it. Variables on other devices than the CPU, and
     buffers holding no whole 2 MiB page, are left alone.
 
     Returns the number of bytes advised (0 where the kernel has no transparent huge pages).

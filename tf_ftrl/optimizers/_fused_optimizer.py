@@ -13,6 +13,8 @@ import tensorflow as tf
 from keras.src.backend.common.stateless_scope import in_stateless_scope
 from keras.src.optimizers.base_optimizer import BaseOptimizer
 
+from tf_ftrl import ops
+
 
 def tf_variable(variable):
     """The tf.Variable behind a Keras variable (this replica's under tf.distribute)."""
@@ -106,6 +108,15 @@ class FusedOptimizer(keras.optimizers.Optimizer):
     _slot_names = ()
     _GRADIENT_PROCESSING = ("loss_scale_factor", "clipnorm", "clipvalue", "global_clipnorm")
 
+    def __init__(self, *, huge_pages=False, **kwargs):
+        super().__init__(**kwargs)
+        self.huge_pages = bool(huge_pages)
+
+    def get_config(self):
+        config = super().get_config()
+        config["huge_pages"] = self.huge_pages
+        return config
+
     def apply(self, grads, trainable_variables=None):
         """Applies gradients; `tf.IndexedSlices` gradients stay sparse.
 
@@ -173,6 +184,27 @@ class FusedOptimizer(keras.optimizers.Optimizer):
                 self._xla_dense_update(var, slots, grad, lr)
             else:
                 self._fused_update(var, slots, grad, None, lr)
+        if self.huge_pages and not in_xla_context():
+            # After the update (ops on one variable run in program order): the first update may
+            # move a buffer that something still held to a new one, which the advice must reach.
+            self._advise_huge_pages_on_first_step([var] + slots)
+
+    def _advise_huge_pages_on_first_step(self, variables):
+        """Backs CPU variables with transparent huge pages (tf_ftrl.ops.advise_huge_pages) on
+        the first step. Not in build(): model.fit creates the slots inside its first traced step,
+        where they get their buffers only when that step runs."""
+        handles = [v.handle for v in variables
+                   if tf.DeviceSpec.from_string(v.handle.device or "").device_type
+                   in (None, "CPU")]
+        if not handles:
+            return
+
+        def advise():
+            library = ops.load_library()
+            advised = [library.fused_advise_huge_pages(var=h).advised_bytes for h in handles]
+            return tf.add_n(advised)
+
+        tf.cond(tf.equal(self.iterations, 0), advise, lambda: tf.constant(0, tf.int64))
 
     def _xla_dense_update(self, var, slots, grad, lr):
         new = self._rows_update(var.read_value(), [s.read_value() for s in slots], grad, lr)
