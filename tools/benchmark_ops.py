@@ -195,20 +195,30 @@ def graph_function(fn):
     return tf.function(fn, autograph=False)
 
 
-def time_interleaved(functions, repeats, warmup=WARMUP_CALLS):
+def time_interleaved(functions, repeats, warmup=WARMUP_CALLS, batches=None):
     """Calls every function `warmup` times, then times `repeats` rounds in which each is called
-    once (the order rotating from round to round). Returns {name: [milliseconds, ...]}."""
+    once (the order rotating from round to round). With `batches` (argument tuples, cycled), call
+    k of each function gets batch k: for the sparse cases every call then updates rows that the
+    previous calls did not just bring into the caches, as in training. Returns
+    {name: [milliseconds, ...]}."""
     names = list(functions)
+    calls = {name: 0 for name in names}
+
+    def call(name):
+        args = () if batches is None else batches[calls[name] % len(batches)]
+        calls[name] += 1
+        start = time.perf_counter()
+        functions[name](*args)
+        return (time.perf_counter() - start) * 1e3
+
     for _ in range(warmup):
         for name in names:
-            functions[name]()
+            call(name)
     times = {name: [] for name in names}
     for round_index in range(repeats):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
-            functions[name]()
-            times[name].append((time.perf_counter() - start) * 1e3)
+            times[name].append(call(name))
     return times
 
 
@@ -357,31 +367,6 @@ def sparse_functions(op, rows, dim, huge_pages=False):
     }
 
 
-def time_sparse_interleaved(functions, batches, rounds, warmup=WARMUP_CALLS):
-    """As time_interleaved, but call k of each function gets batch k of `batches` ((grad, ids)
-    pairs, cycled): every call updates rows that the previous calls did not just bring into the
-    caches, as in training. Returns {name: [milliseconds, ...]}."""
-    names = list(functions)
-    cursor = {name: 0 for name in names}
-
-    def call(name):
-        grad, ids = batches[cursor[name] % len(batches)]
-        cursor[name] += 1
-        start = time.perf_counter()
-        functions[name](grad, ids)
-        return (time.perf_counter() - start) * 1e3
-
-    for _ in range(warmup):
-        for name in names:
-            call(name)
-    times = {name: [] for name in names}
-    for round_index in range(rounds):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
-            times[name].append(call(name))
-    return times
-
-
 def run_sparse(rows, dim, num_ids, requested_repeats, rng, huge_pages=False):
     batches = []
     for _ in range(SPARSE_BATCHES):
@@ -395,7 +380,7 @@ def run_sparse(rows, dim, num_ids, requested_repeats, rng, huge_pages=False):
     results = []
     for op in OPS:
         functions = sparse_functions(op, rows, dim, huge_pages)
-        times = time_sparse_interleaved(functions, batches, repeats)
+        times = time_interleaved(functions, repeats, batches=batches)
         traffic = BYTES_PER_ELEMENT[op] * dim * num_ids
         results += [summarize(op, "sparse", num_ids, impl, times[impl], traffic, **shape)
                     for impl in functions]
