@@ -210,8 +210,14 @@ def advise_huge_pages(variables, collapse=True):
         return sum(advise_huge_pages(v, collapse=collapse) for v in variables)
     if hasattr(variables, "values") and not isinstance(variables, tf.Variable):
         return sum(advise_huge_pages(v, collapse=collapse) for v in variables.values)
-    handle = _handle(variables)
+    advised = _advise_huge_pages_op(variables, collapse)
+    return 0 if advised is None else int(advised)
+
+
+def _advise_huge_pages_op(variable, collapse=True):
+    """The bytes FusedAdviseHugePages advises for one variable (a tensor inside tf.function), or
+    None for a variable that is not on the CPU (the op has only a CPU kernel)."""
+    handle = _handle(variable)
     if tf.DeviceSpec.from_string(handle.device or "").device_type not in (None, "CPU"):
-        return 0
-    advised, _ = load_library().fused_advise_huge_pages(var=handle, collapse=collapse)
-    return int(advised)
+        return None
+    return load_library().fused_advise_huge_pages(var=handle, collapse=collapse).advised_bytes

@@ -193,16 +193,10 @@ class FusedOptimizer(keras.optimizers.Optimizer):
         """Backs CPU variables with transparent huge pages (tf_ftrl.ops.advise_huge_pages) on
         the first step. Not in build(): model.fit creates the slots inside its first traced step,
         where they get their buffers only when that step runs."""
-        handles = [v.handle for v in variables
-                   if tf.DeviceSpec.from_string(v.handle.device or "").device_type
-                   in (None, "CPU")]
-        if not handles:
-            return
 
         def advise():
-            library = ops.load_library()
-            advised = [library.fused_advise_huge_pages(var=h).advised_bytes for h in handles]
-            return tf.add_n(advised)
+            advised = [ops._advise_huge_pages_op(v) for v in variables]
+            return tf.add_n([a for a in advised if a is not None] or [tf.constant(0, tf.int64)])
 
         tf.cond(tf.equal(self.iterations, 0), advise, lambda: tf.constant(0, tf.int64))
 
