@@ -9,6 +9,10 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 TF_PACKAGE=${TF_PACKAGE:-tensorflow-cpu==2.21.0}
+# tf-keras (Keras 2, for tf_ftrl.legacy) must match TensorFlow's minor version. KERAS_PACKAGE
+# pins Keras 3 (empty: whatever pip resolves for TensorFlow). tools/compat_check.sh sets all three.
+TF_KERAS_PACKAGE=${TF_KERAS_PACKAGE:-tf-keras==2.21.0}
+KERAS_PACKAGE=${KERAS_PACKAGE:-}
 
 if ! command -v bazel >/dev/null 2>&1; then
   echo "[setup] installing Bazel (Debian bazel-bootstrap)"
@@ -27,8 +31,9 @@ fi
 if ! python -c "import tensorflow, pytest, numpy, absl, pybind11, hypothesis, matplotlib, tf_keras" >/dev/null 2>&1; then
   echo "[setup] installing $TF_PACKAGE and the test dependencies"
   python -m pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
-  python -m pip install -q --disable-pip-version-check "$TF_PACKAGE" tf-keras==2.21.0 pytest \
-    numpy absl-py pybind11 hypothesis matplotlib
+  # shellcheck disable=SC2086  # KERAS_PACKAGE is one word or none
+  python -m pip install -q --disable-pip-version-check "$TF_PACKAGE" "$TF_KERAS_PACKAGE" \
+    $KERAS_PACKAGE pytest numpy absl-py pybind11 hypothesis matplotlib
 fi
 
 if [ -f setup.py ]; then
