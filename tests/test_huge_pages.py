@@ -56,6 +56,20 @@ def huge_pages_of(variable):
     return advised and mappings > 0, huge
 
 
+def advised_bytes_in_process():
+    """The bytes of this process's mappings that carry the huge-page advice."""
+    advised, size = 0, 0
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            fields = line.split()
+            if "-" in fields[0] and not fields[0].endswith(":"):
+                start, stop = (int(x, 16) for x in fields[0].split("-"))
+                size = stop - start
+            elif fields[0] == "VmFlags:" and "hg" in fields[1:]:
+                advised += size
+    return advised
+
+
 def test_buffer_moves_to_huge_pages_and_keeps_its_values():
     rows, dim = ROWS, DIM
     var = tf.Variable(tf.random.stateless_uniform((rows, dim), seed=(1, 2)))
@@ -180,3 +194,55 @@ def test_optimizer_option_advises_tables_and_slots_on_the_first_step(optimizer_c
     assert plain["pages"] == [[False, 0]] * len(plain["pages"])
     if thp_mode() != "never":
         assert all(is_advised for is_advised, _ in advised["pages"]), advised["pages"]
+
+
+LEGACY_FIRST_STEP_CHECK = """
+import json, sys
+import numpy as np, tensorflow as tf, tf_keras, tf_ftrl.legacy
+sys.path.insert(0, "tests")
+from test_huge_pages import ROWS, DIM, advised_bytes_in_process
+optimizer_class = getattr(tf_ftrl.legacy, sys.argv[1])
+x = np.arange(64 * 4).reshape(64, 4) % ROWS
+y = np.ones((64, 1))
+out = []
+for huge_pages in (False, True):
+    tf_keras.utils.set_random_seed(3)
+    inputs = tf_keras.Input((4,), dtype="int32")
+    embedded = tf_keras.layers.Embedding(ROWS, DIM)(inputs)
+    model = tf_keras.Model(inputs, tf_keras.layers.Dense(1)(tf_keras.layers.Flatten()(embedded)))
+    optimizer = optimizer_class(learning_rate=0.1, huge_pages=huge_pages)
+    model.compile(optimizer=optimizer, loss="mse")
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    table = model.trainable_variables[0]
+    slots = [optimizer.get_slot(table, name) for name in optimizer.get_slot_names()]
+    config = optimizer.get_config()
+    out.append({"advised_bytes": advised_bytes_in_process(), "slots": len(slots),
+                "config_huge_pages": config.get("huge_pages"),
+                "round_trip": type(optimizer).from_config(config).huge_pages,
+                "iterations": int(optimizer.iterations.numpy()),
+                "checksum": [float(np.sum(np.abs(v.numpy().astype(np.float64))))
+                             for v in model.trainable_variables],
+                "table": table.numpy()[:64].tolist()})
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("optimizer_class", ["Ftrl", "Adagrad"])
+def test_legacy_optimizer_option_advises_tables_and_slots_on_the_first_step(optimizer_class):
+    # tf_ftrl.legacy (tf_keras) in a fresh process with TF_USE_LEGACY_KERAS=1: the same advice
+    # as the Keras 3 optimizers, and the same training.
+    done = subprocess.run([sys.executable, "-c", LEGACY_FIRST_STEP_CHECK, optimizer_class],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
+                                   TF_USE_LEGACY_KERAS="1"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    plain, advised = json.loads(done.stdout.strip().splitlines()[-1])
+    assert plain["checksum"] == advised["checksum"] and plain["table"] == advised["table"]
+    assert plain["iterations"] == advised["iterations"] == 8
+    assert plain["config_huge_pages"] is None and not plain["round_trip"]
+    assert advised["config_huge_pages"] is True and advised["round_trip"] is True
+    assert plain["advised_bytes"] == 0
+    assert advised["slots"] == (2 if optimizer_class == "Ftrl" else 1)
+    if thp_mode() != "never":
+        table_bytes = ROWS * DIM * 4
+        assert advised["advised_bytes"] >= (1 + advised["slots"]) * (table_bytes - 4 * MIB)

@@ -214,6 +214,22 @@ def advise_huge_pages(variables, collapse=True):
     return 0 if advised is None else int(advised)
 
 
+def _advise_huge_pages_on_first_step(variables, iterations, after=None):
+    """For the optimizers' `huge_pages` option: advises the CPU variables among `variables` while
+    `iterations` is 0, after `after` (the step's update of them, which may move a buffer that a
+    reader still held; None eagerly). Not at build time: Keras's model.fit creates the slots inside
+    its first traced step, where they get their buffers only when that step runs. Returns the
+    advice's op (None eagerly)."""
+
+    def advise():
+        advised = [_advise_huge_pages_op(v) for v in variables]
+        return tf.add_n([a for a in advised if a is not None] or [tf.constant(0, tf.int64)])
+
+    with tf.control_dependencies([after] if after is not None else []):
+        advice = tf.cond(tf.equal(iterations, 0), advise, lambda: tf.constant(0, tf.int64))
+    return None if tf.executing_eagerly() else advice.op
+
+
 def _advise_huge_pages_op(variable, collapse=True):
     """The bytes FusedAdviseHugePages advises for one variable (a tensor inside tf.function), or
     None for a variable that is not on the CPU (the op has only a CPU kernel)."""

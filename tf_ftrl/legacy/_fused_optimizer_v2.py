@@ -3,6 +3,8 @@
 import tensorflow as tf
 import tf_keras
 
+from tf_ftrl import ops
+
 
 class FusedOptimizerV2(tf_keras.optimizers.legacy.Optimizer):
     """An `OptimizerV2` with an `accumulator` slot whose sparse updates go straight to a fused
@@ -19,8 +21,10 @@ class FusedOptimizerV2(tf_keras.optimizers.legacy.Optimizer):
     # We keep the base apply_gradients, which takes `experimental_aggregate_gradients`.
     _HAS_AGGREGATE_GRAD = True
 
-    def __init__(self, name, learning_rate, initial_accumulator_value, **kwargs):
+    def __init__(self, name, learning_rate, initial_accumulator_value, huge_pages=False,
+                 **kwargs):
         super().__init__(name, **kwargs)
+        self.huge_pages = bool(huge_pages)
         # `lr` is OptimizerV2's deprecated alias (validated and warned about there); tf_keras's
         # Adagrad honours it, its Ftrl silently ignores it: both of ours honour it.
         self._set_hyper("learning_rate", kwargs.get("lr", learning_rate))
@@ -35,6 +39,22 @@ class FusedOptimizerV2(tf_keras.optimizers.legacy.Optimizer):
     def _resource_apply_sparse_duplicate_indices(self, grad, handle, indices, **kwargs):
         return self._resource_apply_sparse(grad, handle, indices, **kwargs)
 
+    def _resource_apply_dense(self, grad, var, apply_state=None):
+        return self._advising_huge_pages(var, self._fused_apply_dense(grad, var, apply_state))
+
+    def _resource_apply_sparse(self, grad, var, indices, apply_state=None):
+        return self._advising_huge_pages(
+            var, self._fused_apply_sparse(grad, var, indices, apply_state))
+
+    def _advising_huge_pages(self, var, update):
+        """`update`, followed on the first step (iterations still 0: apply_gradients counts the
+        step after its updates) by the huge-page advice for var and its slots if `huge_pages`."""
+        if not self.huge_pages:
+            return update
+        slots = [self.get_slot(var, name) for name in self.get_slot_names()]
+        advice = ops._advise_huge_pages_on_first_step([var] + slots, self.iterations, update)
+        return advice if advice is not None else update
+
     def _coefficients(self, var, apply_state):
         """The hyperparameters `_prepare_local` computed for var's device and dtype."""
         var_device, var_dtype = var.device, var.dtype.base_dtype
@@ -48,4 +68,7 @@ class FusedOptimizerV2(tf_keras.optimizers.legacy.Optimizer):
             "decay": self._initial_decay,
             "initial_accumulator_value": self._initial_accumulator_value,
         })
+        # Only when set, so that the default config stays tf_keras's own.
+        if self.huge_pages:
+            config["huge_pages"] = True
         return config

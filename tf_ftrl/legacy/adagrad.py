@@ -26,6 +26,10 @@ class Adagrad(FusedOptimizerV2):
       epsilon: A small float added to `sqrt(accum)` for numerical stability. As in tf_keras,
         `None` or `0` mean `tf_keras.backend.epsilon()` (1e-7). Defaults to `1e-7`.
       name: The name prefix of the optimizer's variables and ops. Defaults to `"Adagrad"`.
+      huge_pages: If True, the first step asks Linux to back each variable and its slots with
+        transparent huge pages (`tf_ftrl.ops.advise_huge_pages`; CPU variables, parameter
+        servers' included): sparse updates of large tables then need fewer page walks. Defaults
+        to `False`.
       **kwargs: `clipnorm`, `clipvalue`, `global_clipnorm`, `decay` (inverse-time decay of the
         learning rate per iteration) and the deprecated `lr` (an alias of `learning_rate`), as
         for every `OptimizerV2`.
@@ -53,11 +57,11 @@ class Adagrad(FusedOptimizerV2):
         return dict(lr=coefficients["lr_t"], epsilon=coefficients["epsilon"],
                     use_locking=self._use_locking)
 
-    def _resource_apply_dense(self, grad, var, apply_state=None):
+    def _fused_apply_dense(self, grad, var, apply_state):
         return ops.apply_adagrad(var, self.get_slot(var, "accumulator"), grad,
                                  **self._hyperparameters(var, apply_state))
 
-    def _resource_apply_sparse(self, grad, var, indices, apply_state=None):
+    def _fused_apply_sparse(self, grad, var, indices, apply_state):
         return ops.sparse_apply_adagrad(var, self.get_slot(var, "accumulator"), grad, indices,
                                         **self._hyperparameters(var, apply_state))
 

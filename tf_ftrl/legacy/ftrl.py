@@ -40,6 +40,10 @@ class Ftrl(FusedOptimizerV2):
         Defaults to `0.0`.
       beta: A float, the beta of the paper, folded into L2 as `beta / (2 * lr)`. Defaults to
         `0.0`.
+      huge_pages: If True, the first step asks Linux to back each variable and its slots with
+        transparent huge pages (`tf_ftrl.ops.advise_huge_pages`; CPU variables, parameter
+        servers' included): sparse updates of large tables then need fewer page walks. Defaults
+        to `False`.
       **kwargs: `clipnorm`, `clipvalue`, `global_clipnorm`, `decay` (inverse-time decay of the
         learning rate per iteration) and the deprecated `lr` (an alias of `learning_rate`, which
         tf_keras's own Ftrl accepts but ignores), as for every `OptimizerV2`.
@@ -93,12 +97,12 @@ class Ftrl(FusedOptimizerV2):
                     l2_shrinkage=coefficients["l2_shrinkage"],
                     lr_power=coefficients["lr_power"], use_locking=self._use_locking)
 
-    def _resource_apply_dense(self, grad, var, apply_state=None):
+    def _fused_apply_dense(self, grad, var, apply_state):
         return ops.apply_ftrl(var, self.get_slot(var, "accumulator"),
                               self.get_slot(var, "linear"), grad,
                               **self._hyperparameters(var, apply_state))
 
-    def _resource_apply_sparse(self, grad, var, indices, apply_state=None):
+    def _fused_apply_sparse(self, grad, var, indices, apply_state):
         return ops.sparse_apply_ftrl(var, self.get_slot(var, "accumulator"),
                                      self.get_slot(var, "linear"), grad, indices,
                                      **self._hyperparameters(var, apply_state))

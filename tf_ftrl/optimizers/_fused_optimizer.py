@@ -185,20 +185,8 @@ class FusedOptimizer(keras.optimizers.Optimizer):
             else:
                 self._fused_update(var, slots, grad, None, lr)
         if self.huge_pages and not in_xla_context():
-            # After the update (ops on one variable run in program order): the first update may
-            # move a buffer that something still held to a new one, which the advice must reach.
-            self._advise_huge_pages_on_first_step([var] + slots)
-
-    def _advise_huge_pages_on_first_step(self, variables):
-        """Backs CPU variables with transparent huge pages (tf_ftrl.ops.advise_huge_pages) on
-        the first step. Not in build(): model.fit creates the slots inside its first traced step,
-        where they get their buffers only when that step runs."""
-
-        def advise():
-            advised = [ops._advise_huge_pages_op(v) for v in variables]
-            return tf.add_n([a for a in advised if a is not None] or [tf.constant(0, tf.int64)])
-
-        tf.cond(tf.equal(self.iterations, 0), advise, lambda: tf.constant(0, tf.int64))
+            # After the update (ops on one variable run in program order).
+            ops._advise_huge_pages_on_first_step([var] + slots, self.iterations)
 
     def _xla_dense_update(self, var, slots, grad, lr):
         new = self._rows_update(var.read_value(), [s.read_value() for s in slots], grad, lr)
