@@ -68,14 +68,15 @@ def to_storage(values, dtype):
     # float64 -> float32 -> bfloat16, each rounding to nearest even (the double rounding can
     # differ from direct rounding only on exact float32 ties, which random inputs never hit).
     bits = values.astype(np.float32).view(np.uint32).astype(np.uint64)
-    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+    one, half, shift = np.uint64(1), np.uint64(0x7FFF), np.uint64(16)  # typed: NumPy 1.x
+    return ((bits + half + ((bits >> shift) & one)) >> shift).astype(np.uint16)
 
 
 def to_float64(array, dtype):
     """The values of a storage array (see to_storage) as float64."""
     array = np.asarray(array)
     if dtype == "bfloat16":
-        return (array.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+        return (array.astype(np.uint32) << np.uint32(16)).view(np.float32).astype(np.float64)
     return array.astype(np.float64)
 
 

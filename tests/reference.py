@@ -10,6 +10,24 @@ import tensorflow as tf
 from tests import numpy_reference
 from tests.numpy_reference import adagrad, densify, ftrl, ftrl_threshold  # noqa: F401
 
+def buffer_address(tensor):
+    """The address of a CPU tensor's buffer, without copying it (DLPack)."""
+    if not hasattr(tensor, "__dlpack__"):  # TensorFlow before 2.17 has only the capsule API
+        tensor = _DLPackCapsule(tensor)
+    return np.from_dlpack(tensor).__array_interface__["data"][0]
+
+
+class _DLPackCapsule:
+    def __init__(self, tensor):
+        self.tensor = tensor
+
+    def __dlpack__(self, **kwargs):
+        return tf.experimental.dlpack.to_dlpack(self.tensor)
+
+    def __dlpack_device__(self):
+        return (1, 0)  # DLPack's kDLCPU, device 0
+
+
 DTYPES = [tf.float32, tf.float64, tf.float16, tf.bfloat16]
 INDEX_DTYPES = [tf.int32, tf.int64]
 

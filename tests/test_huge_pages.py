@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 import tf_ftrl
+from tests.reference import buffer_address
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIB = 1 << 20
@@ -39,7 +40,7 @@ def huge_pages_of(variable):
     of its bytes sit in huge pages), from /proc/self/smaps. Advising a buffer's aligned interior
     splits that interior into mappings of its own."""
     value = variable.value() if isinstance(variable, tf.Variable) else variable.value.value()
-    begin = np.from_dlpack(value).__array_interface__["data"][0]
+    begin = buffer_address(value)
     end = begin + value.shape.num_elements() * value.dtype.size
     advised, huge, inside, mappings = True, 0, False, 0
     with open("/proc/self/smaps") as f:

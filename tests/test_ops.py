@@ -7,7 +7,7 @@ import tensorflow as tf
 import tf_ftrl
 from tests import reference
 from tests.numpy_reference import assert_close
-from tests.reference import DTYPES, INDEX_DTYPES, TOLERANCE, Inputs
+from tests.reference import DTYPES, INDEX_DTYPES, TOLERANCE, Inputs, buffer_address
 
 DENSE_SHAPES = [(1,), (37,), (5, 13), (3, 4, 67)]
 SPARSE_SHAPES = [(50,), (40, 9), (12, 3, 5)]
@@ -356,10 +356,6 @@ def test_hyperparameters_may_be_tensors_of_another_dtype(rng):
 
 
 # ---------------------------------------------------------------- variable reads and snapshots
-
-
-def buffer_address(tensor):
-    return np.from_dlpack(tensor).__array_interface__["data"][0]
 
 
 def reads_share_the_buffer(variable):

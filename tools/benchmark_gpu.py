@@ -72,7 +72,8 @@ def to_storage(values, dtype):
     if dtype != "bfloat16":
         return values.astype(STORAGE[dtype])
     bits = values.view(np.uint32).astype(np.uint64)
-    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+    one, half, shift = np.uint64(1), np.uint64(0x7FFF), np.uint64(16)  # typed: NumPy 1.x
+    return ((bits + half + ((bits >> shift) & one)) >> shift).astype(np.uint16)
 
 
 class CupyBackend:
