@@ -15,6 +15,9 @@ from setuptools.command.build_ext import build_ext
 
 _ROOT = os.path.dirname(os.path.abspath(__file__))
 _LIBRARY = "_tf_ftrl_ops.so"
+# Keras 3 (tf_ftrl.Ftrl/Adagrad) came with TensorFlow 2.16; tools/compat_check.sh tests each
+# release from there on (README, "Supported TensorFlow and Keras releases").
+_OLDEST_TENSORFLOW = (2, 16)
 _TF_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tensorflow-intel",
                      "tf-nightly", "tf-nightly-cpu")
 
@@ -56,6 +59,12 @@ class BazelBuildExt(build_ext):
 
 
 _tf_name, _tf_version = _installed_tensorflow()
+if tuple(int(part) for part in _tf_version.split(".")[:2]) < _OLDEST_TENSORFLOW:
+    sys.exit(
+        f"tf_ftrl needs TensorFlow {'.'.join(map(str, _OLDEST_TENSORFLOW))} or newer (Keras 3), "
+        f"and this Python ({sys.executable}) has {_tf_name} {_tf_version}. Upgrade it (e.g. "
+        "`pip install -U tensorflow-cpu`), then `pip install --no-build-isolation .`."
+    )
 
 setup(
     install_requires=[f"{_tf_name}=={_tf_version}"],

@@ -52,24 +52,41 @@ def test_wheel_carries_the_library_and_pins_tensorflow(tmp_path):
     assert max(abs(a - e) for a, e in zip(actual, expected)) < 1e-6, values
 
 
-def test_build_without_tensorflow_says_what_to_do():
-    # Under pip's default build isolation no TensorFlow is installed: setup.py must stop and say
-    # how to build instead of compiling against nothing (or a second TensorFlow).
-    hide_tensorflow = (
+def run_setup_seeing_tensorflow(version):
+    """Runs `setup.py --version` where the installed TensorFlow looks like `version` (None: no
+    TensorFlow at all)."""
+    script = (
         "import importlib.metadata as metadata, runpy, sys\n"
         "real_version = metadata.version\n"
         "def version(name):\n"
         "    if name.startswith(('tensorflow', 'tf-nightly')):\n"
-        "        raise metadata.PackageNotFoundError(name)\n"
+        f"        if {version!r} is None or name != 'tensorflow-cpu':\n"
+        "            raise metadata.PackageNotFoundError(name)\n"
+        f"        return {version!r}\n"
         "    return real_version(name)\n"
         "metadata.version = version\n"
         "sys.argv = ['setup.py', '--version']\n"
         "runpy.run_path('setup.py', run_name='__main__')\n"
     )
-    done = subprocess.run([sys.executable, "-c", hide_tensorflow], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
+
+
+def test_build_without_tensorflow_says_what_to_do():
+    # Under pip's default build isolation no TensorFlow is installed: setup.py must stop and say
+    # how to build instead of compiling against nothing (or a second TensorFlow).
+    done = run_setup_seeing_tensorflow(None)
     assert done.returncode != 0
     assert "--no-build-isolation" in done.stderr, done.stderr
+
+
+def test_build_against_tensorflow_before_keras_3_says_what_to_do():
+    done = run_setup_seeing_tensorflow("2.15.1")
+    assert done.returncode != 0
+    assert "TensorFlow 2.16 or newer" in done.stderr and "2.15.1" in done.stderr, done.stderr
+    for supported in ("2.16.2", "2.22.0.dev20261120"):
+        done = run_setup_seeing_tensorflow(supported)
+        assert done.returncode == 0, done.stderr
 
 
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="checks x86-64 instructions")
