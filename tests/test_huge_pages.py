@@ -153,11 +153,16 @@ def test_keras_model_tables_and_optimizer_slots():
 
 FIRST_STEP_CHECK = """
 import contextlib, json, sys
-import numpy as np, tensorflow as tf, keras, tf_ftrl
+import numpy as np, tensorflow as tf, tf_ftrl
 sys.path.insert(0, "tests")
-from test_huge_pages import ROWS, DIM, huge_pages_of
-optimizer_class = getattr(tf_ftrl, sys.argv[1])
-mirrored = sys.argv[2] == "mirrored"
+from test_huge_pages import ROWS, DIM, advised_bytes_in_process, huge_pages_of
+flavour, name, mirrored = sys.argv[1], sys.argv[2], sys.argv[3] == "mirrored"
+if flavour == "legacy":
+    import tf_keras as keras, tf_ftrl.legacy
+    optimizer_class = getattr(tf_ftrl.legacy, name)
+else:
+    import keras
+    optimizer_class = getattr(tf_ftrl, name)
 x = np.arange(64 * 4).reshape(64, 4) % ROWS
 y = np.ones((64, 1))
 out = []
@@ -172,53 +177,14 @@ for huge_pages in (False, True):
         model.compile(optimizer=optimizer, loss="mse")
     model.fit(x, y, batch_size=16, epochs=2, verbose=0)
     table = model.trainable_variables[0]
-    out.append({"pages": [huge_pages_of(v) for v in [table, *optimizer._slots(table)]],
-                "checksum": [float(np.sum(np.abs(v.numpy().astype(np.float64))))
-                             for v in model.trainable_variables],
-                "table": table.numpy()[:64].tolist()})
-print(json.dumps(out))
-"""
-
-
-@pytest.mark.parametrize("optimizer_class", ["Ftrl", "Adagrad"])
-@pytest.mark.parametrize("mirrored", ["default", "mirrored"])
-def test_optimizer_option_advises_tables_and_slots_on_the_first_step(optimizer_class, mirrored):
-    # In a fresh process, where no memory carries advice yet (advice stays with memory that
-    # TensorFlow frees and reuses): training without and then with huge_pages=True. Keras creates
-    # the slots while tracing the first step; the advice runs in that step.
-    done = subprocess.run([sys.executable, "-c", FIRST_STEP_CHECK, optimizer_class, mirrored],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    assert done.returncode == 0, done.stderr[-3000:]
-    plain, advised = json.loads(done.stdout.strip().splitlines()[-1])
-    assert plain["checksum"] == advised["checksum"] and plain["table"] == advised["table"]
-    assert plain["pages"] == [[False, 0]] * len(plain["pages"])
-    if thp_mode() != "never":
-        assert all(is_advised for is_advised, _ in advised["pages"]), advised["pages"]
-
-
-LEGACY_FIRST_STEP_CHECK = """
-import json, sys
-import numpy as np, tensorflow as tf, tf_keras, tf_ftrl.legacy
-sys.path.insert(0, "tests")
-from test_huge_pages import ROWS, DIM, advised_bytes_in_process
-optimizer_class = getattr(tf_ftrl.legacy, sys.argv[1])
-x = np.arange(64 * 4).reshape(64, 4) % ROWS
-y = np.ones((64, 1))
-out = []
-for huge_pages in (False, True):
-    tf_keras.utils.set_random_seed(3)
-    inputs = tf_keras.Input((4,), dtype="int32")
-    embedded = tf_keras.layers.Embedding(ROWS, DIM)(inputs)
-    model = tf_keras.Model(inputs, tf_keras.layers.Dense(1)(tf_keras.layers.Flatten()(embedded)))
-    optimizer = optimizer_class(learning_rate=0.1, huge_pages=huge_pages)
-    model.compile(optimizer=optimizer, loss="mse")
-    model.fit(x, y, batch_size=16, epochs=2, verbose=0)
-    table = model.trainable_variables[0]
-    slots = [optimizer.get_slot(table, name) for name in optimizer.get_slot_names()]
+    slots = [optimizer.get_slot(table, slot) for slot in optimizer.get_slot_names()]
     config = optimizer.get_config()
     out.append({"advised_bytes": advised_bytes_in_process(), "slots": len(slots),
-                "config_huge_pages": config.get("huge_pages"),
+                # tf_keras's Embedding gathers with TensorFlow's ResourceGather, which puts the
+                # table in copy-on-read mode: reading it then gives a copy, not the buffer.
+                "pages": [huge_pages_of(v) for v in [table, *slots]]
+                         if flavour == "keras" else None,
+                "config_huge_pages": bool(config.get("huge_pages")),
                 "round_trip": type(optimizer).from_config(config).huge_pages,
                 "iterations": int(optimizer.iterations.numpy()),
                 "checksum": [float(np.sum(np.abs(v.numpy().astype(np.float64))))
@@ -229,21 +195,31 @@ print(json.dumps(out))
 
 
 @pytest.mark.parametrize("optimizer_class", ["Ftrl", "Adagrad"])
-def test_legacy_optimizer_option_advises_tables_and_slots_on_the_first_step(optimizer_class):
-    # tf_ftrl.legacy (tf_keras) in a fresh process with TF_USE_LEGACY_KERAS=1: the same advice
-    # as the Keras 3 optimizers, and the same training.
-    done = subprocess.run([sys.executable, "-c", LEGACY_FIRST_STEP_CHECK, optimizer_class],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+@pytest.mark.parametrize("mirrored", ["default", "mirrored"])
+@pytest.mark.parametrize("flavour", ["keras", "legacy"])
+def test_optimizer_option_advises_tables_and_slots_on_the_first_step(flavour, optimizer_class,
+                                                                      mirrored):
+    # In a fresh process, where no memory carries advice yet (advice stays with memory that
+    # TensorFlow frees and reuses): training without and then with huge_pages=True, with
+    # tf_ftrl's Keras 3 optimizers or its tf_keras ones (tf_ftrl.legacy, TF_USE_LEGACY_KERAS=1).
+    # Keras creates the slots while tracing the first step; the advice runs in that step.
+    done = subprocess.run([sys.executable, "-c", FIRST_STEP_CHECK, flavour, optimizer_class,
+                           mirrored], cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
-                                   TF_USE_LEGACY_KERAS="1"))
+                                   TF_USE_LEGACY_KERAS="1" if flavour == "legacy" else "0"))
     assert done.returncode == 0, done.stderr[-3000:]
     plain, advised = json.loads(done.stdout.strip().splitlines()[-1])
     assert plain["checksum"] == advised["checksum"] and plain["table"] == advised["table"]
     assert plain["iterations"] == advised["iterations"] == 8
-    assert plain["config_huge_pages"] is None and not plain["round_trip"]
-    assert advised["config_huge_pages"] is True and advised["round_trip"] is True
-    assert plain["advised_bytes"] == 0
+    assert not plain["config_huge_pages"] and not plain["round_trip"]
+    assert advised["config_huge_pages"] and advised["round_trip"]
     assert advised["slots"] == (2 if optimizer_class == "Ftrl" else 1)
-    if thp_mode() != "never":
-        table_bytes = ROWS * DIM * 4
-        assert advised["advised_bytes"] >= (1 + advised["slots"]) * (table_bytes - 4 * MIB)
+    assert plain["advised_bytes"] == 0
+    if flavour == "keras":
+        assert plain["pages"] == [[False, 0]] * (1 + advised["slots"])
+    if thp_mode() == "never":
+        return
+    table_bytes = ROWS * DIM * 4
+    assert advised["advised_bytes"] >= (1 + advised["slots"]) * (table_bytes - 4 * MIB)
+    if flavour == "keras":
+        assert all(is_advised for is_advised, _ in advised["pages"]), advised["pages"]
