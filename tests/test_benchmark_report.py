@@ -43,10 +43,14 @@ def test_quick_report_has_every_part(tmp_path):
     for r in ops_results:
         assert r["median_ms"] > 0 and r["gbps"] > 0
     assert report["ops"]["copy_bandwidth_gbps"] > 0
-    assert [r["optimizer"] for r in report["optimizers"]["apply"]] == ["ftrl", "adagrad"]
+    for key in ("apply", "dense_apply"):
+        assert [r["optimizer"] for r in report["optimizers"][key]] == ["ftrl", "adagrad"]
+        assert all(r["tf_ftrl_ms"] > 0 and r["keras_ms"] > 0 and r["bare_op_ms"] > 0
+                   for r in report["optimizers"][key])
     assert [r["optimizer"] for r in report["optimizers"]["fit"]] == ["ftrl", "adagrad"]
     markdown = (tmp_path / "benchmark.md").read_text()
-    assert "| optimizer.apply |" in markdown and "| model.fit |" in markdown
+    assert "| optimizer.apply, Embedding" in markdown and "| model.fit |" in markdown
+    assert "| optimizer.apply, 2 Dense 64 x 64 |" in markdown
     assert "GPU: Example GPU, float32" in markdown
     assert "| adagrad | sparse | 2,000,000 x 64, 16,384 ids | 0.0400 |" in markdown
     for name in ("dense_time.png", "dense_bandwidth.png"):

@@ -5,7 +5,10 @@
    tf_ftrl.Ftrl / tf_ftrl.Adagrad, keras.optimizers.Ftrl / Adagrad (which densify the gradient
    and rewrite the whole table), and the bare fused op on the same gradient (the floor for the
    optimizer's overhead). Median milliseconds per call after warm-up.
-2. End-to-end `model.fit` of a small wide model (Embedding(rows, dim) over `--features` ids per
+2. One `optimizer.apply` of dense gradients to the variables of an MLP (`--mlp-layers` Dense
+   layers of `--mlp-width` x `--mlp-width` float32, kernels and biases), the deep part of a CTR
+   model: ours, Keras's, and the bare fused ops on the same gradients.
+3. End-to-end `model.fit` of a small wide model (Embedding(rows, dim) over `--features` ids per
    example, summed, then Dense(1); logistic loss), steps per second, ours vs Keras's.
 
 Run from the repository root in the virtualenv with tf_ftrl installed:
@@ -14,8 +17,8 @@ Run from the repository root in the virtualenv with tf_ftrl installed:
     python tools/benchmark_optimizers.py --rows 10000 --repeats 3 --fit-steps 5   # quick
 
 With --json PATH the results are also written as {"apply": [{"optimizer", "tf_ftrl_ms",
-"keras_ms", "bare_op_ms"}, ...], "fit": [{"optimizer", "tf_ftrl_steps_per_s",
-"keras_steps_per_s"}, ...], "config": {...}}.
+"keras_ms", "bare_op_ms"}, ...], "dense_apply": [the same keys], "fit": [{"optimizer",
+"tf_ftrl_steps_per_s", "keras_steps_per_s"}, ...], "config": {...}}.
 """
 
 import argparse
@@ -40,6 +43,8 @@ def parse_args(argv=None):
     parser.add_argument("--ids", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=20,
                         help="timed calls of each of our ops (Keras's get a quarter, min 3)")
+    parser.add_argument("--mlp-layers", type=int, default=8)
+    parser.add_argument("--mlp-width", type=int, default=1024)
     parser.add_argument("--features", type=int, default=8)
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--fit-steps", type=int, default=40)
@@ -58,33 +63,66 @@ def median_ms(fn, repeats, warmup=2):
     return statistics.median(times)
 
 
-def apply_case(make_optimizer, table_shape, gradient):
-    table = keras.Variable(tf.random.uniform(table_shape, -0.05, 0.05))
+def apply_case(make_optimizer, shapes, gradients):
+    variables = [keras.Variable(tf.random.uniform(shape, -0.05, 0.05)) for shape in shapes]
     optimizer = make_optimizer()
-    optimizer.build([table])
+    optimizer.build(variables)
 
     @tf.function
     def step():
-        optimizer.apply([gradient], [table])
+        optimizer.apply(gradients, variables)
 
     return step
 
 
-def bare_op_case(name, table_shape, gradient):
-    var = tf.Variable(tf.random.uniform(table_shape, -0.05, 0.05))
-    accum = tf.Variable(tf.fill(table_shape, 0.1))
-    linear = tf.Variable(tf.zeros(table_shape))
+def bare_op_case(name, shapes, gradients):
+    """The fused ops alone, one per variable, on variables and slots made here."""
+    states = [(tf.Variable(tf.random.uniform(shape, -0.05, 0.05)), tf.Variable(tf.fill(shape, 0.1)),
+               tf.Variable(tf.zeros(shape))) for shape in shapes]
 
     @tf.function
     def step():
-        if name == "ftrl":
-            tf_ftrl.ops.sparse_apply_ftrl(var, accum, linear, gradient.values, gradient.indices,
-                                          lr=0.01, l1=0.0, l2=0.0)
-        else:
-            tf_ftrl.ops.sparse_apply_adagrad(var, accum, gradient.values, gradient.indices,
-                                             lr=0.01)
+        for (var, accum, linear), gradient in zip(states, gradients):
+            sparse = isinstance(gradient, tf.IndexedSlices)
+            if name == "ftrl" and sparse:
+                tf_ftrl.ops.sparse_apply_ftrl(var, accum, linear, gradient.values,
+                                              gradient.indices, lr=0.01, l1=0.0, l2=0.0)
+            elif name == "ftrl":
+                tf_ftrl.ops.apply_ftrl(var, accum, linear, gradient, lr=0.01, l1=0.0, l2=0.0)
+            elif sparse:
+                tf_ftrl.ops.sparse_apply_adagrad(var, accum, gradient.values, gradient.indices,
+                                                 lr=0.01)
+            else:
+                tf_ftrl.ops.apply_adagrad(var, accum, gradient, lr=0.01)
 
     return step
+
+
+def compare(shapes, gradients, repeats):
+    """[{optimizer, tf_ftrl_ms, keras_ms, bare_op_ms}] for one apply of `gradients`."""
+    keras_repeats = max(3, repeats // 4)
+    rows = []
+    for name, ours, theirs in (("ftrl", tf_ftrl.Ftrl, keras.optimizers.Ftrl),
+                               ("adagrad", tf_ftrl.Adagrad, keras.optimizers.Adagrad)):
+        bare = median_ms(bare_op_case(name, shapes, gradients), repeats)
+        our_ms = median_ms(apply_case(lambda: ours(learning_rate=0.01), shapes, gradients),
+                           repeats)
+        keras_ms = median_ms(apply_case(lambda: theirs(learning_rate=0.01), shapes, gradients),
+                             keras_repeats)
+        rows.append({"optimizer": name, "tf_ftrl_ms": our_ms, "keras_ms": keras_ms,
+                     "bare_op_ms": bare})
+    return rows
+
+
+def print_apply_table(title, rows):
+    print(f"\n{title} (median ms per call)\n")
+    print("| optimizer | tf_ftrl ms | keras.optimizers ms | speed-up | bare fused op ms "
+          "| tf_ftrl / bare op |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['optimizer']} | {r['tf_ftrl_ms']:.3f} | {r['keras_ms']:.1f} | "
+              f"{r['keras_ms'] / r['tf_ftrl_ms']:.1f}x | {r['bare_op_ms']:.3f} | "
+              f"{r['tf_ftrl_ms'] / r['bare_op_ms']:.2f}x |")
 
 
 def bench_apply(args):
@@ -94,26 +132,22 @@ def bench_apply(args):
         tf.constant(rng.normal(size=(args.ids, args.dim)).astype(np.float32)),
         tf.constant(rng.integers(0, args.rows, args.ids).astype(np.int32)),
         tf.constant(shape))
-    keras_repeats = max(3, args.repeats // 4)
-    rows = []
-    for name, ours, theirs in (("ftrl", tf_ftrl.Ftrl, keras.optimizers.Ftrl),
-                               ("adagrad", tf_ftrl.Adagrad, keras.optimizers.Adagrad)):
-        bare = median_ms(bare_op_case(name, shape, gradient), args.repeats)
-        our_ms = median_ms(apply_case(lambda: ours(learning_rate=0.01), shape, gradient),
-                           args.repeats)
-        keras_ms = median_ms(apply_case(lambda: theirs(learning_rate=0.01), shape, gradient),
-                             keras_repeats)
-        rows.append({"optimizer": name, "tf_ftrl_ms": our_ms, "keras_ms": keras_ms,
-                     "bare_op_ms": bare})
-    print(f"\noptimizer.apply, Embedding {args.rows:,} x {args.dim} float32, "
-          f"sparse gradient of {args.ids:,} ids (median ms per call)\n")
-    print("| optimizer | tf_ftrl ms | keras.optimizers ms | speed-up | bare fused op ms "
-          "| tf_ftrl / bare op |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['optimizer']} | {r['tf_ftrl_ms']:.3f} | {r['keras_ms']:.1f} | "
-              f"{r['keras_ms'] / r['tf_ftrl_ms']:.0f}x | {r['bare_op_ms']:.3f} | "
-              f"{r['tf_ftrl_ms'] / r['bare_op_ms']:.2f}x |")
+    rows = compare([shape], [gradient], args.repeats)
+    print_apply_table(f"optimizer.apply, Embedding {args.rows:,} x {args.dim} float32, sparse "
+                      f"gradient of {args.ids:,} ids", rows)
+    return rows
+
+
+def bench_dense_apply(args):
+    rng = np.random.default_rng(2)
+    width = args.mlp_width
+    shapes = [(width, width), (width,)] * args.mlp_layers
+    gradients = [tf.constant(rng.normal(size=shape).astype(np.float32)) for shape in shapes]
+    rows = compare(shapes, gradients, args.repeats)
+    params = args.mlp_layers * (width * width + width)
+    print_apply_table(f"optimizer.apply, {args.mlp_layers} Dense layers {width} x {width} "
+                      f"float32 ({len(shapes)} variables, {params:,} parameters), dense "
+                      "gradients", rows)
     return rows
 
 
@@ -155,7 +189,8 @@ def bench_fit(args):
 def main(argv=None):
     args = parse_args(argv)
     print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} CPUs")
-    results = {"apply": bench_apply(args), "fit": bench_fit(args),
+    results = {"apply": bench_apply(args), "dense_apply": bench_dense_apply(args),
+               "fit": bench_fit(args),
                "config": {k: v for k, v in vars(args).items() if k != "json"}}
     if args.json:
         with open(args.json, "w") as f:
