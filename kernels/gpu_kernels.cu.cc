@@ -315,9 +315,14 @@ cudaError_t CheckIndices(const SparseRows<Index>& rows, const SparseBuffers<Inde
 }
 
 // The number of low bits that hold every index in [0, num_rows): the radix sort skips the rest.
+// At most the key's width less its sign bit (the indices were checked to be non-negative): the
+// workspace is sized for a sort of the whole key, and int32 indices can name only the first 2^31
+// rows of a larger table.
+template <typename Index>
 int SignificantBits(int64_t num_rows) {
+  constexpr int kMaxBits = 8 * sizeof(Index) - 1;
   int bits = 1;
-  while (bits < 63 && (int64_t{1} << bits) < num_rows) ++bits;
+  while (bits < kMaxBits && (int64_t{1} << bits) < num_rows) ++bits;
   return bits;
 }
 
@@ -343,7 +348,8 @@ cudaError_t LaunchSparse(const Step& step, const StateArrays<T, Step::kNumState>
   size_t cub_bytes = buffers.cub_temp_bytes;
   TF_FTRL_RETURN_IF_CUDA_ERROR(cub::DeviceRadixSort::SortPairs(
       buffers.cub_temp, cub_bytes, rows.indices, buffers.sorted_indices, buffers.positions,
-      buffers.sorted_positions, n, /*begin_bit=*/0, SignificantBits(rows.num_rows), stream));
+      buffers.sorted_positions, n, /*begin_bit=*/0, SignificantBits<Index>(rows.num_rows),
+      stream));
   cub_bytes = buffers.cub_temp_bytes;
   TF_FTRL_RETURN_IF_CUDA_ERROR(cub::DeviceSelect::If(
       buffers.cub_temp, cub_bytes, buffers.positions, buffers.run_starts, buffers.num_runs, n,

@@ -10,7 +10,9 @@
 // cudaStream_t, default the legacy default stream).
 //
 // As in the TensorFlow ops, hyperparameters are rounded to the element type first (the ops take
-// them as tensors of that type), and an out-of-range index raises
+// them as tensors of that type), subnormal inputs and results are flushed to zero on the CPU as
+// TensorFlow's kernel threads do (the CUDA kernels are built with --ftz=true, as TensorFlow's
+// are), and an out-of-range index raises
 // ValueError("indices[P] = V is not in [0, R)") with nothing written. Unlike the ops, nothing
 // else is validated: this is a test harness, not a user API.
 //
@@ -20,6 +22,10 @@
 
 #include <cstdint>
 #include <string>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#endif
 
 #include "kernels/cpu_kernels.h"
 #include "kernels/row_groups.h"
@@ -156,6 +162,30 @@ RowGroups GroupIndices(const py::array& indices, const py::array& var, const py:
   return groups;
 }
 
+// Subnormal inputs read as zero and subnormal results stored as zero (x86: MXCSR's DAZ and FTZ;
+// AArch64: FPCR's FZ) for the lifetime of the object, on this thread: what TensorFlow sets on
+// the threads that run its CPU kernels.
+class ScopedFlushDenormals {
+ public:
+#if defined(__x86_64__) || defined(__i386__)
+  ScopedFlushDenormals() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | 0x8040); }
+  ~ScopedFlushDenormals() { _mm_setcsr(saved_); }
+
+ private:
+  unsigned int saved_;
+#elif defined(__aarch64__)
+  ScopedFlushDenormals() {
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(saved_));
+    const uint64_t flushed = saved_ | (uint64_t{1} << 24);
+    __asm__ __volatile__("msr fpcr, %0" : : "r"(flushed));
+  }
+  ~ScopedFlushDenormals() { __asm__ __volatile__("msr fpcr, %0" : : "r"(saved_)); }
+
+ private:
+  uint64_t saved_;
+#endif
+};
+
 int64_t RowSize(const py::array& var) {
   int64_t row_size = 1;
   for (py::ssize_t d = 1; d < var.ndim(); ++d) row_size *= var.shape(d);
@@ -170,6 +200,7 @@ void ApplyFtrlCpu(py::array var, py::array accum, py::array linear, py::array gr
   WithStorageType(dtype, [&](auto type) {
     using T = decltype(type);
     py::gil_scoped_release release;
+    ScopedFlushDenormals flush;
     cpu::ApplyFtrl(FtrlHyper<T>(lr, l1, l2, l2_shrinkage, lr_power), multiply_linear_by_lr,
                    Data<T>(var), Data<T>(accum), Data<T>(linear), ConstData<T>(grad),
                    grad.size(), cpu::SerialParallelFor);
@@ -185,6 +216,7 @@ void SparseApplyFtrlCpu(py::array var, py::array accum, py::array linear, py::ar
   WithStorageType(dtype, [&](auto type) {
     using T = decltype(type);
     py::gil_scoped_release release;
+    ScopedFlushDenormals flush;
     cpu::SparseApplyFtrl(FtrlHyper<T>(lr, l1, l2, l2_shrinkage, lr_power), multiply_linear_by_lr,
                          Data<T>(var), Data<T>(accum), Data<T>(linear), ConstData<T>(grad),
                          RowSize(var), groups, cpu::SerialParallelFor);
@@ -197,6 +229,7 @@ void ApplyAdagradCpu(py::array var, py::array accum, py::array grad, double lr, 
   WithStorageType(dtype, [&](auto type) {
     using T = decltype(type);
     py::gil_scoped_release release;
+    ScopedFlushDenormals flush;
     cpu::ApplyAdagrad(AdagradHyper<T>(lr, epsilon), update_slots, Data<T>(var), Data<T>(accum),
                       ConstData<T>(grad), grad.size(), cpu::SerialParallelFor);
   });
@@ -209,6 +242,7 @@ void SparseApplyAdagradCpu(py::array var, py::array accum, py::array grad, py::a
   WithStorageType(dtype, [&](auto type) {
     using T = decltype(type);
     py::gil_scoped_release release;
+    ScopedFlushDenormals flush;
     cpu::SparseApplyAdagrad(AdagradHyper<T>(lr, epsilon), update_slots, Data<T>(var),
                             Data<T>(accum), ConstData<T>(grad), RowSize(var), groups,
                             cpu::SerialParallelFor);
@@ -236,6 +270,17 @@ cudaStream_t Stream(uintptr_t stream) { return reinterpret_cast<cudaStream_t>(st
 int CudaDeviceCount() {
   int count = 0;
   return cudaGetDeviceCount(&count) == cudaSuccess ? count : 0;
+}
+
+// Why CudaDeviceCount() found no device: "" when it found some, else the CUDA error's name
+// (cudaErrorNoDevice; cudaErrorInsufficientDriver where the driver is older than this runtime or
+// absent). The GPU tests fail rather than skip when a GPU machine reports an error here.
+std::string CudaDeviceError() {
+  int count = 0;
+  const cudaError_t status = cudaGetDeviceCount(&count);
+  if (status == cudaSuccess && count > 0) return "";
+  cudaGetLastError();  // clear it, so that it is not reported by a later launcher
+  return status == cudaSuccess ? "no device" : cudaGetErrorName(status);
 }
 
 size_t GpuSparseWorkspaceBytes(const std::string& index_dtype, int64_t num_indices) {
@@ -376,6 +421,7 @@ PYBIND11_MODULE(tf_ftrl_kernel_driver, m) {
 #if TF_FTRL_DRIVER_WITH_CUDA
   m.attr("has_cuda") = true;
   m.def("cuda_device_count", &t::CudaDeviceCount);
+  m.def("cuda_device_error", &t::CudaDeviceError);
   m.def("gpu_sparse_workspace_bytes", &t::GpuSparseWorkspaceBytes, "index_dtype"_a,
         "num_indices"_a);
   m.def("gpu_apply_ftrl", &t::ApplyFtrlGpu, "dtype"_a, "var"_a, "accum"_a, "linear"_a, "grad"_a,

@@ -103,3 +103,51 @@ def test_mismatched_arrays_are_rejected(driver, rng):
     with pytest.raises(ValueError, match="var and grad do not have the same shape"):
         driver.apply_adagrad(s.arrays["var"], s.arrays["accum"], s.grad[:4], **ADAGRAD_HYPER)
     s.assert_unchanged()
+
+
+# float32 and bfloat16 bit patterns of subnormal gradients (bfloat16 has float32's exponent).
+SUBNORMAL_GRADS = {"float32": np.array([1e-39, -3e-42, 1e-45, 0.5], np.float32),
+                   "bfloat16": np.array([0x0001, 0x8040, 0x007F, 0x3F00], np.uint16)}
+
+
+def subnormal_case(driver, dtype, sparse):
+    """Adagrad from var = accum = 0 on gradients that are subnormal but for the last element
+    (0.5): the state after one update, as float64."""
+    grad = SUBNORMAL_GRADS[dtype]
+    var, accum = np.zeros_like(grad), np.zeros_like(grad)
+    if sparse:
+        driver.sparse_apply_adagrad(var, accum, grad, np.arange(len(grad), dtype=np.int32),
+                                    lr=0.05, epsilon=1e-7)
+    else:
+        driver.apply_adagrad(var, accum, grad, lr=0.05, epsilon=1e-7)
+    return to_float64(var, dtype), to_float64(accum, dtype)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_subnormals_are_flushed_as_in_tensorflow(driver, dtype, sparse):
+    # TensorFlow's CPU kernel threads read subnormal inputs as 0 and store subnormal results as
+    # 0; the driver's CPU calls do too (and the CUDA kernels are built with --ftz=true), so a
+    # subnormal gradient leaves var and accum at 0, while the normal one updates them.
+    var, accum = subnormal_case(driver, dtype, sparse)
+    assert (var[:-1] == 0).all() and (accum[:-1] == 0).all()
+    assert var[-1] < 0 and accum[-1] == 0.25
+
+
+def test_subnormal_flush_matches_tensorflow_bit_for_bit(driver):
+    tf = pytest.importorskip("tensorflow")
+    import tf_ftrl
+
+    grad = SUBNORMAL_GRADS["float32"]
+    var, accum = tf.Variable(np.zeros_like(grad)), tf.Variable(np.zeros_like(grad))
+    tf_ftrl.ops.apply_adagrad(var, accum, grad, lr=0.05, epsilon=1e-7)
+    expected_var, expected_accum = var.numpy(), accum.numpy()
+    builtin_var, builtin_accum = tf.Variable(np.zeros_like(grad)), tf.Variable(np.zeros_like(grad))
+    tf.raw_ops.ResourceApplyAdagradV2(var=builtin_var.handle, accum=builtin_accum.handle,
+                                      lr=np.float32(0.05), epsilon=np.float32(1e-7), grad=grad)
+    np.testing.assert_array_equal(expected_var.view(np.uint32), builtin_var.numpy().view(np.uint32))
+    got_var, got_accum = subnormal_case(driver, "float32", sparse=False)
+    np.testing.assert_array_equal(got_var.astype(np.float32).view(np.uint32),
+                                  expected_var.view(np.uint32))
+    np.testing.assert_array_equal(got_accum.astype(np.float32).view(np.uint32),
+                                  expected_accum.view(np.uint32))

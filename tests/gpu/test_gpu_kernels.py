@@ -9,10 +9,14 @@ device, a driver built without CUDA (or missing CuPy and PyTorch) is an error, n
 
 GPU and CPU use the same per-element functions and both round without contraction
 (--fmad=false, -ffp-contract=off), so they must agree bit for bit, except with lr_power != -0.5
-where CUDA's pow and the C library's may differ in the last place.
+where CUDA's pow and the C library's may differ in the last place. Both flush float32 subnormals
+to zero (and the half types', computed in float32), as TensorFlow's CPU and CUDA kernels do;
+float64 subnormals only the CPU flushes (CUDA cannot), and a NaN's bits may differ (x86 makes
+negative quiet NaNs, CUDA a canonical one): the random inputs here produce neither.
 """
 
 import os
+import types
 
 import numpy as np
 import pytest
@@ -24,10 +28,19 @@ from tests.numpy_reference import DTYPE_NAMES, INDEX_DTYPE_NAMES, densify, to_fl
 
 
 def _cuda_device_present():
+    """Whether to run this module. Where a GPU is meant to be (an NVIDIA device node, or
+    TF_FTRL_REQUIRE_GPU=1 as tools/gpu_checks.sh sets on a machine whose nvidia-smi lists one),
+    a driver that cannot reach it fails the run instead of skipping every test."""
     driver = load_driver()
-    if driver.has_cuda:
-        return driver.cuda_device_count() > 0
-    return os.path.exists("/dev/nvidiactl")  # a device this CPU-only driver cannot test
+    expected = os.path.exists("/dev/nvidiactl") or os.environ.get("TF_FTRL_REQUIRE_GPU") == "1"
+    if not driver.has_cuda:
+        return expected  # the tests then fail, saying the driver was built without CUDA
+    error = driver.cuda_device_error()
+    if error and expected:
+        raise RuntimeError(f"a GPU is expected here but CUDA finds none: {error} (the driver "
+                           "links the CUDA runtime of its nvcc statically; the NVIDIA driver "
+                           "must support that CUDA release)")
+    return not error
 
 
 pytestmark = pytest.mark.skipif(not _cuda_device_present(), reason="no CUDA device")
@@ -81,6 +94,14 @@ class Device:
         else:
             self._torch.cuda.synchronize()
 
+    def new_stream(self):
+        """(a stream that does not synchronise with the default stream, its cudaStream_t)."""
+        if self._cupy is not None:
+            stream = self._cupy.cuda.Stream(non_blocking=True)
+            return stream, stream.ptr
+        stream = self._torch.cuda.Stream()
+        return stream, stream.cuda_stream
+
 
 @pytest.fixture(scope="module")
 def driver():
@@ -124,10 +145,16 @@ def run_on_cpu(state, launch):
     return arrays
 
 
+def bits(array):
+    """The array's bit patterns (so that -0.0 differs from 0.0, and NaNs by their bits)."""
+    return array.view(np.dtype(f"uint{8 * array.itemsize}"))
+
+
 def assert_same_as_cpu(gpu, cpu, state, exact):
     for name in cpu:
         if exact:
-            np.testing.assert_array_equal(gpu[name], cpu[name], err_msg=f"{name}: GPU vs CPU")
+            np.testing.assert_array_equal(bits(gpu[name]), bits(cpu[name]),
+                                          err_msg=f"{name}: GPU vs CPU, bit for bit")
         else:
             assert_close(to_float64(gpu[name], state.dtype), to_float64(cpu[name], state.dtype),
                          state.dtype, scale=4, what=f"{name}: GPU vs CPU")
@@ -271,20 +298,27 @@ def test_out_of_range_index_leaves_everything_unchanged(driver, device, rng, ind
     indices[[3, 5000]] = bad_index
     s = State(rng, (20, 4), "float32", ("accum", "linear"), grad_shape=(len(indices), 4))
     message = rf"^indices\[3\] = {bad_index} is not in \[0, 20\)$"
-    with pytest.raises(ValueError, match=message):
-        sparse_ftrl_on_gpu(driver, device, s, indices, FTRL_HYPER, index_dtype)
-    # run_on_gpu raised before reading back: check the device copies explicitly.
     buffers = {name: device.put(values) for name, values in s.start.items()}
+    pointers = {name: pointer for name, (_, pointer) in buffers.items()}
     grad, grad_ptr = device.put(s.grad)
     index_buffer, index_ptr = device.put(indices)
+
+    def assert_unchanged():
+        device.synchronize()
+        for name, (buffer, _) in buffers.items():
+            np.testing.assert_array_equal(bits(device.get(buffer, s.start[name])),
+                                          bits(s.start[name]), err_msg=name)
+
     with pytest.raises(ValueError, match=message):
-        driver.gpu_sparse_apply_adagrad("float32", index_dtype, buffers["var"][1],
-                                        buffers["accum"][1], grad_ptr, index_ptr, len(indices),
+        driver.gpu_sparse_apply_ftrl("float32", index_dtype, pointers["var"], pointers["accum"],
+                                     pointers["linear"], grad_ptr, index_ptr, len(indices), 20, 4,
+                                     **FTRL_HYPER)
+    assert_unchanged()
+    with pytest.raises(ValueError, match=message):
+        driver.gpu_sparse_apply_adagrad("float32", index_dtype, pointers["var"],
+                                        pointers["accum"], grad_ptr, index_ptr, len(indices),
                                         20, 4, **ADAGRAD_HYPER)
-    device.synchronize()
-    for name, (buffer, _) in buffers.items():
-        np.testing.assert_array_equal(device.get(buffer, s.start[name]), s.start[name],
-                                      err_msg=name)
+    assert_unchanged()
 
 
 def test_caller_workspace(driver, device, rng):
@@ -305,3 +339,97 @@ def test_caller_workspace(driver, device, rng):
             "float32", "int32", p["var"], p["accum"], p["grad"], p["indices"], num_indices,
             shape[0], shape[1], **ADAGRAD_HYPER, workspace=workspace_ptr,
             workspace_bytes=workspace_bytes - 1), indices=indices)
+
+
+# ------------------------------------------------------------------ streams, sizes, subnormals
+
+
+def test_launches_use_the_given_stream(driver, device, rng):
+    # Dense and sparse updates on a stream that does not synchronise with the default stream,
+    # waited for on that stream alone: work launched elsewhere would not be waited for.
+    stream, stream_ptr = device.new_stream()
+    dense = State(rng, (4099,), "float32", ("accum", "linear"))
+    buffers = {name: device.put(values) for name, values in dense.start.items()}
+    grad, grad_ptr = device.put(dense.grad)
+    device.synchronize()  # the copies above ran on the default stream
+    driver.gpu_apply_ftrl("float32", buffers["var"][1], buffers["accum"][1],
+                          buffers["linear"][1], grad_ptr, 4099, **FTRL_HYPER, stream=stream_ptr)
+    stream.synchronize()
+    gpu = {name: device.get(buffer, dense.start[name]) for name, (buffer, _) in buffers.items()}
+    cpu = run_on_cpu(dense, lambda a: driver.apply_ftrl(a["var"], a["accum"], a["linear"],
+                                                        dense.grad, **FTRL_HYPER))
+    assert_same_as_cpu(gpu, cpu, dense, exact=True)
+
+    shape, num_indices = (100, 16), 300
+    indices = random_indices(rng, shape[0], num_indices, "int64")
+    sparse = State(rng, shape, "float32", ("accum",), grad_shape=(num_indices,) + shape[1:])
+    buffers = {name: device.put(values) for name, values in sparse.start.items()}
+    grad, grad_ptr = device.put(sparse.grad)
+    index_buffer, index_ptr = device.put(indices)
+    device.synchronize()
+    driver.gpu_sparse_apply_adagrad("float32", "int64", buffers["var"][1], buffers["accum"][1],
+                                    grad_ptr, index_ptr, num_indices, shape[0], shape[1],
+                                    **ADAGRAD_HYPER, stream=stream_ptr)
+    stream.synchronize()
+    gpu = {name: device.get(buffer, sparse.start[name]) for name, (buffer, _) in buffers.items()}
+    cpu = run_on_cpu(sparse, lambda a: driver.sparse_apply_adagrad(
+        a["var"], a["accum"], sparse.grad, indices, **ADAGRAD_HYPER))
+    assert_same_as_cpu(gpu, cpu, sparse, exact=True)
+
+
+def test_empty_updates_do_nothing(driver, device, rng):
+    # No elements, no indices, or rows of no elements: nothing to read or write.
+    driver.gpu_apply_ftrl("float32", 0, 0, 0, 0, 0, **FTRL_HYPER)
+    driver.gpu_apply_adagrad("bfloat16", 0, 0, 0, 0, **ADAGRAD_HYPER)
+    s = State(rng, (5, 4), "float32", ("accum", "linear"), grad_shape=(3, 4))
+    buffers = {name: device.put(values) for name, values in s.start.items()}
+    grad, grad_ptr = device.put(s.grad)
+    indices, index_ptr = device.put(np.array([4, 0, 4], np.int32))
+    driver.gpu_sparse_apply_ftrl("float32", "int32", buffers["var"][1], buffers["accum"][1],
+                                 buffers["linear"][1], grad_ptr, index_ptr, 0, 5, 4, **FTRL_HYPER)
+    driver.gpu_sparse_apply_adagrad("float32", "int32", buffers["var"][1], buffers["accum"][1],
+                                    grad_ptr, index_ptr, 3, 5, 0, **ADAGRAD_HYPER)
+    device.synchronize()
+    for name, (buffer, _) in buffers.items():
+        np.testing.assert_array_equal(bits(device.get(buffer, s.start[name])),
+                                      bits(s.start[name]), err_msg=name)
+
+
+def test_grid_stride_loops_go_round_more_than_once(driver, device, rng):
+    # The grids are capped at 65,536 blocks of 256 threads: float64 moves 2 elements per thread
+    # and pass, sparse updates one row per warp (8 per block), so these sizes need second passes.
+    size = 65536 * 256 * 2 + 5
+    dense = State(rng, (size,), "float64", ("accum",))
+    gpu = run_on_gpu(device, dense, lambda p: driver.gpu_apply_adagrad(
+        "float64", p["var"], p["accum"], p["grad"], size, **ADAGRAD_HYPER))
+    cpu = run_on_cpu(dense, lambda a: driver.apply_adagrad(a["var"], a["accum"], dense.grad,
+                                                           **ADAGRAD_HYPER))
+    assert_same_as_cpu(gpu, cpu, dense, exact=True)
+
+    # About 787,000 unique rows among 1,000,000 ids drawn from 2,000,000: more than the 524,288
+    # warps of a full grid.
+    shape, num_indices = (2_000_000, 2), 1_000_000
+    indices = random_indices(rng, shape[0], num_indices, "int32")
+    sparse = State(rng, shape, "float32", ("accum", "linear"),
+                   grad_shape=(num_indices,) + shape[1:])
+    gpu = sparse_ftrl_on_gpu(driver, device, sparse, indices, FTRL_HYPER, "int32")
+    cpu = run_on_cpu(sparse, lambda a: driver.sparse_apply_ftrl(
+        a["var"], a["accum"], a["linear"], sparse.grad, indices, **FTRL_HYPER))
+    assert_same_as_cpu(gpu, cpu, sparse, exact=True)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_subnormals_are_flushed_as_on_the_cpu(driver, device, dtype):
+    # Built with --ftz=true, as TensorFlow's CUDA kernels are; the CPU side flushes as
+    # TensorFlow's kernel threads do (tests/test_kernel_driver.py checks it against TensorFlow).
+    grad = {"float32": np.array([1e-39, -3e-42, 1e-45, 0.5], np.float32),
+            "bfloat16": np.array([0x0001, 0x8040, 0x007F, 0x3F00], np.uint16)}[dtype]
+    start = {"var": np.zeros_like(grad), "accum": np.zeros_like(grad)}
+    s = types.SimpleNamespace(start=start, grad=grad, dtype=dtype)
+    gpu = run_on_gpu(device, s, lambda p: driver.gpu_apply_adagrad(
+        dtype, p["var"], p["accum"], p["grad"], len(grad), **ADAGRAD_HYPER))
+    cpu = run_on_cpu(s, lambda a: driver.apply_adagrad(a["var"], a["accum"], grad,
+                                                       **ADAGRAD_HYPER))
+    assert_same_as_cpu(gpu, cpu, s, exact=True)
+    assert (to_float64(gpu["var"], dtype)[:-1] == 0).all()
+    assert to_float64(gpu["var"], dtype)[-1] != 0
