@@ -117,6 +117,24 @@ class FusedOptimizer(keras.optimizers.Optimizer):
         config["huge_pages"] = self.huge_pages
         return config
 
+    def _add_slots(self, var_list, names, initializers):
+        """One list of slot variables per name, named as Keras's own optimizer names them (its
+        checkpoints and ours interchange by those names): Keras 3.10 and later name every slot
+        after its variable (`add_optimizer_variables`); before, its Ftrl and Adagrad named each
+        accumulator plainly "accumulator" and only Ftrl's linear slot after its variable."""
+        if hasattr(self, "add_optimizer_variables"):
+            return self.add_optimizer_variables(var_list, list(names), initializer=initializers)
+        slots = tuple([] for _ in names)
+        for var in var_list:
+            for slot_list, name, initializer in zip(slots, names, initializers):
+                if name == "accumulator":
+                    slot_list.append(self.add_variable(shape=var.shape, initializer=initializer,
+                                                       dtype=var.dtype, name=name))
+                else:
+                    slot_list.append(self.add_variable_from_reference(var, name=name,
+                                                                      initializer=initializer))
+        return slots
+
     def apply(self, grads, trainable_variables=None):
         """Applies gradients; `tf.IndexedSlices` gradients stay sparse.
 

@@ -88,9 +88,9 @@ class Adagrad(FusedOptimizer):
         if self.built:
             return
         super().build(var_list)
-        self._accumulators = self.add_optimizer_variables(
-            var_list, "accumulator",
-            initializer=keras.initializers.Constant(self.initial_accumulator_value))
+        (self._accumulators,) = self._add_slots(
+            var_list, ["accumulator"],
+            [keras.initializers.Constant(self.initial_accumulator_value)])
 
     def _slots(self, variable):
         return [self._accumulators[self._get_variable_index(variable)]]

@@ -109,11 +109,9 @@ class Ftrl(FusedOptimizer):
         if self.built:
             return
         super().build(var_list)
-        self._accumulators, self._linears = self.add_optimizer_variables(
-            var_list,
-            ["accumulator", "linear"],
-            initializer=[keras.initializers.Constant(self.initial_accumulator_value), "zeros"],
-        )
+        self._accumulators, self._linears = self._add_slots(
+            var_list, ["accumulator", "linear"],
+            [keras.initializers.Constant(self.initial_accumulator_value), "zeros"])
 
     def _slots(self, variable):
         index = self._get_variable_index(variable)
