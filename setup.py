@@ -67,7 +67,8 @@ if tuple(int(part) for part in _tf_version.split(".")[:2]) < _OLDEST_TENSORFLOW:
     )
 
 setup(
-    install_requires=[f"{_tf_name}=={_tf_version}"],
+    # Keras: the oldest release tf_ftrl.Ftrl/Adagrad are tested with (tf_ftrl/optimizers).
+    install_requires=[f"{_tf_name}=={_tf_version}", "keras>=3.8"],
     ext_modules=[Extension("tf_ftrl._tf_ftrl_ops", sources=[])],
     cmdclass={"build_ext": BazelBuildExt},
 )

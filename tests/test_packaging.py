@@ -30,6 +30,7 @@ def test_wheel_carries_the_library_and_pins_tensorflow(tmp_path):
                         if line.startswith("Requires-Dist:")]
     assert any(line.endswith(f"=={tf.__version__}") and "tensorflow" in line
                for line in requirements), requirements
+    assert "Requires-Dist: keras>=3.8" in requirements, requirements
 
     # Installed from the wheel (elsewhere than the source tree), it loads and runs.
     target = tmp_path / "site"
@@ -110,3 +111,14 @@ def test_sparse_loops_keep_their_row_prefetches():
     # One per dtype and update variant (float32, float64, float16, bfloat16 x FTRL, Adagrad).
     assert len(loops) >= 8, sorted(loops)
     assert loops == with_prefetch, sorted(loops - with_prefetch)[:3]
+
+
+def test_keras_before_the_oldest_tested_release_says_what_to_do():
+    script = ("import keras\n"
+              "keras.__version__ = '3.5.0'\n"
+              "import tf_ftrl\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert done.returncode != 0
+    assert ("need Keras 3.8 or newer, and Keras 3.5.0 is installed" in done.stderr
+            and 'pip install -U "keras>=3.8"' in done.stderr), done.stderr[-2000:]

@@ -1,6 +1,23 @@
 """Keras 3 optimizers on tf_ftrl's fused kernels."""
 
-from tf_ftrl.optimizers.adagrad import Adagrad
-from tf_ftrl.optimizers.ftrl import Ftrl
+import keras
+
+# The oldest Keras 3 release the optimizers are tested with (tools/compat_check.sh; README,
+# "Supported releases"): older ones lack parts of the optimizer API they build on.
+OLDEST_KERAS = (3, 8)
+
+
+def _release(version):
+    return tuple(int(part) for part in version.split(".")[:2])
+
+
+if _release(keras.__version__) < OLDEST_KERAS:
+    raise ImportError(
+        f"tf_ftrl's Keras optimizers need Keras {'.'.join(map(str, OLDEST_KERAS))} or newer, and "
+        f"Keras {keras.__version__} is installed: `pip install -U \"keras>="
+        f"{'.'.join(map(str, OLDEST_KERAS))}\"`.")
+
+from tf_ftrl.optimizers.adagrad import Adagrad  # noqa: E402
+from tf_ftrl.optimizers.ftrl import Ftrl  # noqa: E402
 
 __all__ = ["Adagrad", "Ftrl"]
