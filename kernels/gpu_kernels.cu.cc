@@ -203,7 +203,14 @@ cudaError_t LayOutSparseBuffers(void* base, int64_t n, SparseBuffers<Index>* buf
       IsRunStart<Index>{nullptr}));
   buffers->cub_temp_bytes = sort_bytes > select_bytes ? sort_bytes : select_bytes;
 
-  char* const start = static_cast<char*>(base);
+  // The caller's block may start anywhere: the buffers start at its first aligned byte, and the
+  // size asked for covers the worst case.
+  const size_t skew =
+      base == nullptr ? 0
+                      : (kWorkspaceAlignment -
+                         reinterpret_cast<uintptr_t>(base) % kWorkspaceAlignment) %
+                            kWorkspaceAlignment;
+  char* const start = base == nullptr ? nullptr : static_cast<char*>(base) + skew;
   size_t offset = 0;
   auto carve = [&](auto** pointer, size_t bytes) {
     using Pointee = std::remove_pointer_t<std::remove_reference_t<decltype(*pointer)>>;
@@ -221,7 +228,7 @@ cudaError_t LayOutSparseBuffers(void* base, int64_t n, SparseBuffers<Index>* buf
   char* cub_temp = nullptr;
   carve(&cub_temp, buffers->cub_temp_bytes);
   buffers->cub_temp = cub_temp;
-  *total_bytes = offset;
+  *total_bytes = offset + kWorkspaceAlignment - 1;
   return cudaSuccess;
 }
 
@@ -333,7 +340,7 @@ cudaError_t LaunchSparse(const Step& step, const StateArrays<T, Step::kNumState>
   *error = IndexError();
   const int64_t n = rows.num_indices;
   if (n == 0) return cudaSuccess;
-  if (n > kMaxSparseIndices) return cudaErrorInvalidValue;
+  if (n < 0 || n > kMaxSparseIndices) return cudaErrorInvalidValue;
   SparseBuffers<Index> buffers;
   size_t needed_bytes = 0;
   TF_FTRL_RETURN_IF_CUDA_ERROR(LayOutSparseBuffers(workspace, n, &buffers, &needed_bytes));

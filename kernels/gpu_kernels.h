@@ -65,8 +65,9 @@ struct SparseRows {
 // of range it returns cudaSuccess with *error holding the lowest bad position and its value, and
 // writes nothing; otherwise error->position is -1.
 //
-// `workspace` is device memory of at least SparseWorkspaceBytes<Index>(num_indices) bytes.
-// Returns cudaErrorInvalidValue when num_indices > kMaxSparseIndices or the workspace is short.
+// `workspace` is device memory of at least SparseWorkspaceBytes<Index>(num_indices) bytes, at any
+// alignment. Returns cudaErrorInvalidValue when num_indices is negative or above
+// kMaxSparseIndices, or the workspace is short.
 template <typename T, typename Index>
 cudaError_t SparseApplyFtrl(const FtrlHyperparams<AccumulateType<T>>& h,
                             bool multiply_linear_by_lr, T* var, T* accum, T* linear,

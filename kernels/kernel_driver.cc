@@ -307,7 +307,9 @@ class Workspace {
     }
   }
   ~Workspace() {
-    if (owned_) cudaFreeAsync(pointer_, stream_);
+    // A failed free cannot be reported from here; clear it, or the next call's launch check
+    // would report it as its own.
+    if (owned_ && cudaFreeAsync(pointer_, stream_) != cudaSuccess) cudaGetLastError();
   }
   void* pointer() const { return pointer_; }
   size_t bytes() const { return bytes_; }
@@ -359,7 +361,13 @@ void RunSparseGpu(const std::string& dtype, const std::string& index_dtype, uint
       size_t needed = 0;
       CheckCuda(gpu::SparseWorkspaceBytes<Index>(num_indices, &needed), what);
       const Workspace buffer(workspace, workspace_bytes, needed, Stream(stream));
-      CheckCuda(launch(type, rows, buffer.pointer(), buffer.bytes(), &error), what);
+      cudaError_t status;
+      {
+        // The launcher waits for the index check on the stream: let other Python threads run.
+        py::gil_scoped_release release;
+        status = launch(type, rows, buffer.pointer(), buffer.bytes(), &error);
+      }
+      CheckCuda(status, what);
     });
   });
   if (error.position >= 0) ThrowIndexError(error, num_rows);

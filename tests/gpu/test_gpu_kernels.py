@@ -339,6 +339,13 @@ def test_caller_workspace(driver, device, rng):
             "float32", "int32", p["var"], p["accum"], p["grad"], p["indices"], num_indices,
             shape[0], shape[1], **ADAGRAD_HYPER, workspace=workspace_ptr,
             workspace_bytes=workspace_bytes - 1), indices=indices)
+    # A workspace at any alignment (here 4 bytes past a 256-byte boundary) is as good.
+    workspace, workspace_ptr = device.put(np.zeros(workspace_bytes + 4, np.uint8), 4)
+    gpu = run_on_gpu(device, s, lambda p: driver.gpu_sparse_apply_adagrad(
+        "float32", "int32", p["var"], p["accum"], p["grad"], p["indices"], num_indices,
+        shape[0], shape[1], **ADAGRAD_HYPER, workspace=workspace_ptr,
+        workspace_bytes=workspace_bytes), indices=indices)
+    assert_same_as_cpu(gpu, cpu, s, exact=True)
 
 
 # ------------------------------------------------------------------ streams, sizes, subnormals
