@@ -121,9 +121,18 @@ class LockedVariables {
                                                                    InputIds(names.size())));
     tensors_.resize(names.size());
     for (size_t i = 0; i < names.size(); ++i) {
-      status_ = GetInputTensorFromVariable<Device, T>(ctx, static_cast<int>(i), use_locking,
-                                                      shared, &tensors_[i]);
-      if (!status_.ok()) return;
+      if (shared) {
+        tensors_[i] = *resources[i]->tensor();
+      } else {
+        // Held exclusively: update in place unless a reader still holds the buffer (the buffer's
+        // reference count tells). TensorFlow's helper also copies every variable that its sparse
+        // ops switched to copy-on-read mode, on every dense update; under the exclusive lock no
+        // sparse update or read can be running, so the reference count is all that matters.
+        status_ = PrepareToUpdateVariable<Device, T>(ctx, resources[i]->tensor(),
+                                                     /*copy_on_read_mode=*/false);
+        if (!status_.ok()) return;
+        tensors_[i] = *resources[i]->tensor();
+      }
       if (!tensors_[i].IsInitialized()) {
         status_ = absl::FailedPreconditionError(
             absl::StrCat("Attempting to use uninitialized variable: ", names[i]));
