@@ -17,6 +17,10 @@ DRIVER_MODULE = "tf_ftrl_kernel_driver"
 
 FTRL_HYPER = dict(lr=0.05, l1=0.02, l2=0.03)
 ADAGRAD_HYPER = dict(lr=0.05, epsilon=1e-7)
+# Gradients that are subnormal but for the last element (0.5), as storage arrays: float32 values,
+# and bfloat16 bit patterns (bfloat16 has float32's exponent, so its own subnormals).
+SUBNORMAL_GRADS = {"float32": np.array([1e-39, -3e-42, 1e-45, 0.5], np.float32),
+                   "bfloat16": np.array([0x0001, 0x8040, 0x007F, 0x3F00], np.uint16)}
 
 
 @functools.cache

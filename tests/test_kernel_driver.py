@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from tests.kernel_driver_support import (
-    ADAGRAD_HYPER, FTRL_HYPER, State, adagrad_reference, check_adagrad, check_ftrl,
-    ftrl_reference, load_driver, random_indices)
+    ADAGRAD_HYPER, FTRL_HYPER, SUBNORMAL_GRADS, State, adagrad_reference, check_adagrad,
+    check_ftrl, ftrl_reference, load_driver, random_indices)
 from tests.numpy_reference import DTYPE_NAMES, INDEX_DTYPE_NAMES, densify, to_float64
 
 DENSE_SHAPES = [(1,), (37,), (5, 13), (1001,)]
@@ -103,11 +103,6 @@ def test_mismatched_arrays_are_rejected(driver, rng):
     with pytest.raises(ValueError, match="var and grad do not have the same shape"):
         driver.apply_adagrad(s.arrays["var"], s.arrays["accum"], s.grad[:4], **ADAGRAD_HYPER)
     s.assert_unchanged()
-
-
-# float32 and bfloat16 bit patterns of subnormal gradients (bfloat16 has float32's exponent).
-SUBNORMAL_GRADS = {"float32": np.array([1e-39, -3e-42, 1e-45, 0.5], np.float32),
-                   "bfloat16": np.array([0x0001, 0x8040, 0x007F, 0x3F00], np.uint16)}
 
 
 def subnormal_case(driver, dtype, sparse):

@@ -199,8 +199,9 @@ def advise_huge_pages(variables, collapse=True):
     advise until that step runs), or pass `huge_pages=True` to the optimizers, which advise from
     within the first step. Values do not change.
     A variable whose buffer TensorFlow later replaces (its own dense ops copy a variable in
-    copy-on-read mode) loses the advice; memory that TensorFlow frees and reuses keeps it. Variables on other devices than the CPU, and
-    buffers holding no whole 2 MiB page, are left alone.
+    copy-on-read mode) loses the advice; memory that TensorFlow frees and reuses keeps it.
+    Variables on other devices than the CPU, and buffers holding no whole 2 MiB page, are left
+    alone.
 
     Returns the number of bytes advised (0 where the kernel has no transparent huge pages).
     Runs eagerly.

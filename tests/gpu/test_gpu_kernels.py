@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 from tests.kernel_driver_support import (
-    ADAGRAD_HYPER, FTRL_HYPER, State, adagrad_reference, assert_close, check_adagrad,
-    check_ftrl, ftrl_reference, load_driver, random_indices)
+    ADAGRAD_HYPER, FTRL_HYPER, SUBNORMAL_GRADS, State, adagrad_reference, assert_close,
+    check_adagrad, check_ftrl, ftrl_reference, load_driver, random_indices)
 from tests.numpy_reference import DTYPE_NAMES, INDEX_DTYPE_NAMES, densify, to_float64
 
 
@@ -429,8 +429,7 @@ def test_grid_stride_loops_go_round_more_than_once(driver, device, rng):
 def test_subnormals_are_flushed_as_on_the_cpu(driver, device, dtype):
     # Built with --ftz=true, as TensorFlow's CUDA kernels are; the CPU side flushes as
     # TensorFlow's kernel threads do (tests/test_kernel_driver.py checks it against TensorFlow).
-    grad = {"float32": np.array([1e-39, -3e-42, 1e-45, 0.5], np.float32),
-            "bfloat16": np.array([0x0001, 0x8040, 0x007F, 0x3F00], np.uint16)}[dtype]
+    grad = SUBNORMAL_GRADS[dtype]
     start = {"var": np.zeros_like(grad), "accum": np.zeros_like(grad)}
     s = types.SimpleNamespace(start=start, grad=grad, dtype=dtype)
     gpu = run_on_gpu(device, s, lambda p: driver.gpu_apply_adagrad(
