@@ -4,13 +4,13 @@
 // Dense: one grid-stride pass; each thread loads 16 bytes of var, every slot and grad at a time
 // (when all pointers are 16-byte aligned), and the < 16 bytes past the last full vector go to the
 // first threads one element each.
-// Sparse: check the indices -> radix-sort (index, position) pairs (stable, so each row's
-// positions stay ascending) -> select the starts of runs of equal indices -> one warp per run
-// sums its grad rows in position order and updates the row once.
+// Sparse: check the indices and number their positions (one kernel) -> radix-sort (index,
+// position) pairs (stable, so each row's positions stay ascending) -> wait for the check -> a
+// group of lanes per sorted position; the group at the start of a run of equal indices sums
+// the run's grad rows in position order and updates the row once.
 #include "kernels/gpu_kernels.h"
 
 #include <cub/device/device_radix_sort.cuh>
-#include <cub/device/device_select.cuh>
 
 #include "kernels/dispatch.h"
 
@@ -20,7 +20,6 @@ namespace {
 
 constexpr int kThreadsPerBlock = 256;
 constexpr int kWarpSize = 32;
-constexpr int kWarpsPerBlock = kThreadsPerBlock / kWarpSize;
 // Grids are capped at this many blocks and stride over the rest: more blocks than the GPU can
 // hold at once only add scheduling work.
 constexpr int64_t kMaxBlocks = int64_t{1} << 16;
@@ -82,7 +81,7 @@ struct AdagradStep {
   }
 };
 
-// grad[offset, offset + kWidth) in the accumulate type: assigned, or added (for duplicates).
+// grad[offset, offset + kWidth) in the accumulate type.
 template <int kWidth, typename T, typename A>
 __device__ __forceinline__ void LoadGrad(const T* grad, int64_t offset, A (&out)[kWidth]) {
   const Pack<T, kWidth> pack = *reinterpret_cast<const Pack<T, kWidth>*>(grad + offset);
@@ -90,11 +89,33 @@ __device__ __forceinline__ void LoadGrad(const T* grad, int64_t offset, A (&out)
   for (int k = 0; k < kWidth; ++k) out[k] = Load(pack.values[k]);
 }
 
+// Adds the grad rows at positions[first, last) to `sum`, in that order. A hot id's run can be
+// thousands of rows long, so the loads go out kBatch at a time before the additions use them:
+// kBatch loads in flight instead of one latency per row, and the order of the sum unchanged.
 template <int kWidth, typename T, typename A>
-__device__ __forceinline__ void AddGrad(const T* grad, int64_t offset, A (&sum)[kWidth]) {
-  const Pack<T, kWidth> pack = *reinterpret_cast<const Pack<T, kWidth>*>(grad + offset);
+__device__ __forceinline__ void AddGradRows(const T* grad, const int32_t* positions,
+                                            int64_t first, int64_t last, int64_t row_size,
+                                            int64_t column, A (&sum)[kWidth]) {
+  constexpr int kBatch = 8;
+  using P = Pack<T, kWidth>;
+  int64_t r = first;
+  for (; r + kBatch <= last; r += kBatch) {
+    P packs[kBatch];
 #pragma unroll
-  for (int k = 0; k < kWidth; ++k) sum[k] += Load(pack.values[k]);
+    for (int b = 0; b < kBatch; ++b) {
+      packs[b] = *reinterpret_cast<const P*>(grad + positions[r + b] * row_size + column);
+    }
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+#pragma unroll
+      for (int k = 0; k < kWidth; ++k) sum[k] += Load(packs[b].values[k]);
+    }
+  }
+  for (; r < last; ++r) {
+    const P pack = *reinterpret_cast<const P*>(grad + positions[r] * row_size + column);
+#pragma unroll
+    for (int k = 0; k < kWidth; ++k) sum[k] += Load(pack.values[k]);
+  }
 }
 
 // Applies `step` to elements [offset, offset + kWidth) of every state array.
@@ -169,39 +190,22 @@ struct SparseBuffers {
   Index* sorted_indices;
   int32_t* positions;         // 0, 1, ..., n - 1
   int32_t* sorted_positions;  // positions in order of (index, position)
-  int32_t* run_starts;        // where each run of equal sorted indices begins
-  int32_t* num_runs;          // the number of unique indices
   unsigned long long* first_invalid;  // lowest position of an out-of-range index, or ~0
-  IndexError* error;
-  void* cub_temp;
-  size_t cub_temp_bytes;
-};
-
-// Starts of runs of equal values in the sorted indices.
-template <typename Index>
-struct IsRunStart {
-  const Index* sorted_indices;
-  __device__ __forceinline__ bool operator()(int32_t i) const {
-    return i == 0 || sorted_indices[i] != sorted_indices[i - 1];
-  }
+  void* sort_temp;
+  size_t sort_temp_bytes;
 };
 
 // Lays the buffers out from `base` (nullptr: only sizes them) and sets *total_bytes.
 template <typename Index>
 cudaError_t LayOutSparseBuffers(void* base, int64_t n, SparseBuffers<Index>* buffers,
                                 size_t* total_bytes) {
-  size_t sort_bytes = 0;
-  size_t select_bytes = 0;
-  // The sizes do not depend on the data; CUB only needs the types and n. The sort is sized for
+  // The size does not depend on the data; CUB only needs the types and n. The sort is sized for
   // all bits of Index, the most it will be asked to sort.
+  buffers->sort_temp_bytes = 0;
   TF_FTRL_RETURN_IF_CUDA_ERROR(cub::DeviceRadixSort::SortPairs(
-      nullptr, sort_bytes, static_cast<const Index*>(nullptr), static_cast<Index*>(nullptr),
-      static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr), n));
-  TF_FTRL_RETURN_IF_CUDA_ERROR(cub::DeviceSelect::If(
-      nullptr, select_bytes, static_cast<const int32_t*>(nullptr),
-      static_cast<int32_t*>(nullptr), static_cast<int32_t*>(nullptr), n,
-      IsRunStart<Index>{nullptr}));
-  buffers->cub_temp_bytes = sort_bytes > select_bytes ? sort_bytes : select_bytes;
+      nullptr, buffers->sort_temp_bytes, static_cast<const Index*>(nullptr),
+      static_cast<Index*>(nullptr), static_cast<const int32_t*>(nullptr),
+      static_cast<int32_t*>(nullptr), n));
 
   // The caller's block may start anywhere: the buffers start at its first aligned byte, and the
   // size asked for covers the worst case.
@@ -221,116 +225,124 @@ cudaError_t LayOutSparseBuffers(void* base, int64_t n, SparseBuffers<Index>* buf
   carve(&buffers->sorted_indices, count * sizeof(Index));
   carve(&buffers->positions, count * sizeof(int32_t));
   carve(&buffers->sorted_positions, count * sizeof(int32_t));
-  carve(&buffers->run_starts, count * sizeof(int32_t));
-  carve(&buffers->num_runs, sizeof(int32_t));
   carve(&buffers->first_invalid, sizeof(unsigned long long));
-  carve(&buffers->error, sizeof(IndexError));
-  char* cub_temp = nullptr;
-  carve(&cub_temp, buffers->cub_temp_bytes);
-  buffers->cub_temp = cub_temp;
+  char* sort_temp = nullptr;
+  carve(&sort_temp, buffers->sort_temp_bytes);
+  buffers->sort_temp = sort_temp;
   *total_bytes = offset + kWorkspaceAlignment - 1;
   return cudaSuccess;
 }
 
+// Numbers the positions (the values the sort carries along) and finds the lowest position of an
+// index outside [0, num_rows), in one pass over the indices.
 template <typename Index>
-__global__ void FindFirstInvalidIndexKernel(const Index* __restrict__ indices, int64_t n,
-                                            int64_t num_rows,
-                                            unsigned long long* first_invalid) {
+__global__ void CheckAndNumberKernel(const Index* __restrict__ indices, int64_t n,
+                                     int64_t num_rows, int32_t* __restrict__ positions,
+                                     unsigned long long* first_invalid) {
   const int64_t num_threads = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  bool reported = false;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += num_threads) {
+    positions[i] = static_cast<int32_t>(i);
     const int64_t index = static_cast<int64_t>(indices[i]);
-    if (index < 0 || index >= num_rows) {
-      // Only bad indices get here, so the atomic is rare; a thread's later positions can only
-      // be higher.
+    // Only bad indices get here, so the atomic is rare; a thread's later positions can only be
+    // higher, so it reports its first one alone.
+    if ((index < 0 || index >= num_rows) && !reported) {
       atomicMin(first_invalid, static_cast<unsigned long long>(i));
-      return;
+      reported = true;
     }
   }
 }
 
+// The indices sorted with their positions: the rows of one index are a run of equal sorted
+// indices, their positions ascending (the sort is stable).
 template <typename Index>
-__global__ void ReportIndexErrorKernel(const Index* __restrict__ indices,
-                                       const unsigned long long* first_invalid,
-                                       IndexError* error) {
-  const unsigned long long position = *first_invalid;
-  const bool found = position != ~0ull;
-  error->position = found ? static_cast<int64_t>(position) : -1;
-  error->value = found ? static_cast<int64_t>(indices[position]) : 0;
-}
-
-__global__ void IotaKernel(int32_t* values, int64_t n) {
-  const int64_t num_threads = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += num_threads) {
-    values[i] = static_cast<int32_t>(i);
-  }
-}
-
-// Sorted (index, position) pairs and where each unique index's run of them starts.
-template <typename Index>
-struct SortedRuns {
-  const Index* sorted_indices;
-  const int32_t* sorted_positions;
-  const int32_t* run_starts;
-  const int32_t* num_runs;
-  int32_t num_indices;
+struct SortedPairs {
+  const Index* indices;
+  const int32_t* positions;
+  int64_t n;
 };
 
-// One warp per unique row: sums the row's gradients (first position first, then the others in
-// ascending order: the CPU loops' order) and updates the row, kWidth elements per lane at a time.
+// The smallest power of two lanes, up to a warp, that covers a row of `vectors` vectors in one
+// pass: rows narrower than a warp leave no lanes idle, and a group never straddles a warp.
+int LanesPerRow(int64_t vectors) {
+  int lanes = 1;
+  while (lanes < kWarpSize && lanes < vectors) lanes *= 2;
+  return lanes;
+}
+
+// One group of `lanes` threads per sorted position; the group at the start of a run sums the
+// run's gradient rows (first position first, then the others in ascending order: the CPU loops'
+// order) and updates the row, kWidth elements per lane at a time. The other groups have nothing
+// to do, so each unique row is written by exactly one group.
 template <int kWidth, typename Step, typename T, typename Index>
 __global__ void __launch_bounds__(kThreadsPerBlock)
     SparseKernel(Step step, StateArrays<T, Step::kNumState> state, const T* __restrict__ grad,
-                 int64_t row_size, SortedRuns<Index> runs) {
+                 int64_t row_size, int lanes, SortedPairs<Index> sorted) {
   using A = AccumulateType<T>;
-  const int64_t warp = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / kWarpSize;
-  const int64_t num_warps = static_cast<int64_t>(gridDim.x) * blockDim.x / kWarpSize;
-  const int lane = threadIdx.x % kWarpSize;
-  const int32_t num_runs = *runs.num_runs;
-  for (int64_t run = warp; run < num_runs; run += num_warps) {
-    const int32_t begin = runs.run_starts[run];
-    const int32_t end = run + 1 < num_runs ? runs.run_starts[run + 1] : runs.num_indices;
-    const int64_t row_offset = static_cast<int64_t>(runs.sorted_indices[begin]) * row_size;
+  const int64_t thread = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t num_groups = static_cast<int64_t>(gridDim.x) * blockDim.x / lanes;
+  const int lane = threadIdx.x % lanes;
+  for (int64_t begin = thread / lanes; begin < sorted.n; begin += num_groups) {
+    const Index index = sorted.indices[begin];
+    if (begin > 0 && sorted.indices[begin - 1] == index) continue;
+    int64_t end = begin + 1;
+    while (end < sorted.n && sorted.indices[end] == index) ++end;
+    const int64_t row_offset = static_cast<int64_t>(index) * row_size;
     for (int64_t column = static_cast<int64_t>(lane) * kWidth; column < row_size;
-         column += kWarpSize * kWidth) {
+         column += static_cast<int64_t>(lanes) * kWidth) {
       A g[kWidth];
-      LoadGrad<kWidth>(grad, runs.sorted_positions[begin] * row_size + column, g);
-      for (int32_t r = begin + 1; r < end; ++r) {
-        AddGrad<kWidth>(grad, runs.sorted_positions[r] * row_size + column, g);
-      }
+      LoadGrad<kWidth>(grad, sorted.positions[begin] * row_size + column, g);
+      AddGradRows<kWidth>(grad, sorted.positions, begin + 1, end, row_size, column, g);
       UpdateElements<kWidth>(step, state, row_offset + column, g);
     }
   }
 }
 
-// Enqueues the index check and waits for its result (see SparseApplyFtrl in the header).
-template <typename Index>
-cudaError_t CheckIndices(const SparseRows<Index>& rows, const SparseBuffers<Index>& buffers,
-                         cudaStream_t stream, IndexError* error) {
-  TF_FTRL_RETURN_IF_CUDA_ERROR(cudaMemsetAsync(buffers.first_invalid, 0xff,
-                                               sizeof(unsigned long long), stream));
-  FindFirstInvalidIndexKernel<<<NumBlocks(rows.num_indices, kThreadsPerBlock), kThreadsPerBlock,
-                                0, stream>>>(rows.indices, rows.num_indices, rows.num_rows,
-                                             buffers.first_invalid);
-  ReportIndexErrorKernel<<<1, 1, 0, stream>>>(rows.indices, buffers.first_invalid,
-                                              buffers.error);
-  TF_FTRL_RETURN_IF_CUDA_ERROR(cudaGetLastError());
-  TF_FTRL_RETURN_IF_CUDA_ERROR(
-      cudaMemcpyAsync(error, buffers.error, sizeof(IndexError), cudaMemcpyDeviceToHost, stream));
-  return cudaStreamSynchronize(stream);
-}
-
 // The number of low bits that hold every index in [0, num_rows): the radix sort skips the rest.
-// At most the key's width less its sign bit (the indices were checked to be non-negative): the
-// workspace is sized for a sort of the whole key, and int32 indices can name only the first 2^31
-// rows of a larger table.
+// At most the key's width less its sign bit (valid indices are non-negative; the order of a
+// list with a bad one is never used): the workspace is sized for a sort of the whole key, and
+// int32 indices can name only the first 2^31 rows of a larger table.
 template <typename Index>
 int SignificantBits(int64_t num_rows) {
   constexpr int kMaxBits = 8 * sizeof(Index) - 1;
   int bits = 1;
   while (bits < kMaxBits && (int64_t{1} << bits) < num_rows) ++bits;
   return bits;
+}
+
+// Enqueues the index check and the sort, then waits for both: the check has to reach the host
+// before anything is written (see SparseApplyFtrl in the header). The sort only writes the
+// workspace, so it is queued before the wait and runs while the host waits; when an index is bad
+// its (meaningless) order is never used.
+template <typename Index>
+cudaError_t CheckAndSort(const SparseRows<Index>& rows, const SparseBuffers<Index>& buffers,
+                         cudaStream_t stream, IndexError* error) {
+  const int64_t n = rows.num_indices;
+  TF_FTRL_RETURN_IF_CUDA_ERROR(cudaMemsetAsync(buffers.first_invalid, 0xff,
+                                               sizeof(unsigned long long), stream));
+  CheckAndNumberKernel<<<NumBlocks(n, kThreadsPerBlock), kThreadsPerBlock, 0, stream>>>(
+      rows.indices, n, rows.num_rows, buffers.positions, buffers.first_invalid);
+  TF_FTRL_RETURN_IF_CUDA_ERROR(cudaGetLastError());
+  size_t sort_bytes = buffers.sort_temp_bytes;
+  TF_FTRL_RETURN_IF_CUDA_ERROR(cub::DeviceRadixSort::SortPairs(
+      buffers.sort_temp, sort_bytes, rows.indices, buffers.sorted_indices, buffers.positions,
+      buffers.sorted_positions, n, /*begin_bit=*/0, SignificantBits<Index>(rows.num_rows),
+      stream));
+  unsigned long long first_invalid = 0;
+  TF_FTRL_RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(&first_invalid, buffers.first_invalid,
+                                               sizeof(first_invalid), cudaMemcpyDeviceToHost,
+                                               stream));
+  TF_FTRL_RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(stream));
+  if (first_invalid == ~0ull) return cudaSuccess;
+  // Only on the error path: one more copy, for the bad index's value.
+  Index value = 0;
+  TF_FTRL_RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(&value, rows.indices + first_invalid,
+                                               sizeof(Index), cudaMemcpyDeviceToHost, stream));
+  TF_FTRL_RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(stream));
+  error->position = static_cast<int64_t>(first_invalid);
+  error->value = static_cast<int64_t>(value);
+  return cudaSuccess;
 }
 
 template <typename Step, typename T, typename Index>
@@ -346,36 +358,24 @@ cudaError_t LaunchSparse(const Step& step, const StateArrays<T, Step::kNumState>
   TF_FTRL_RETURN_IF_CUDA_ERROR(LayOutSparseBuffers(workspace, n, &buffers, &needed_bytes));
   if (workspace == nullptr || workspace_bytes < needed_bytes) return cudaErrorInvalidValue;
 
-  TF_FTRL_RETURN_IF_CUDA_ERROR(CheckIndices(rows, buffers, stream, error));
+  TF_FTRL_RETURN_IF_CUDA_ERROR(CheckAndSort(rows, buffers, stream, error));
   if (error->position >= 0 || rows.row_size == 0) return cudaSuccess;
 
-  IotaKernel<<<NumBlocks(n, kThreadsPerBlock), kThreadsPerBlock, 0, stream>>>(buffers.positions,
-                                                                              n);
-  TF_FTRL_RETURN_IF_CUDA_ERROR(cudaGetLastError());
-  size_t cub_bytes = buffers.cub_temp_bytes;
-  TF_FTRL_RETURN_IF_CUDA_ERROR(cub::DeviceRadixSort::SortPairs(
-      buffers.cub_temp, cub_bytes, rows.indices, buffers.sorted_indices, buffers.positions,
-      buffers.sorted_positions, n, /*begin_bit=*/0, SignificantBits<Index>(rows.num_rows),
-      stream));
-  cub_bytes = buffers.cub_temp_bytes;
-  TF_FTRL_RETURN_IF_CUDA_ERROR(cub::DeviceSelect::If(
-      buffers.cub_temp, cub_bytes, buffers.positions, buffers.run_starts, buffers.num_runs, n,
-      IsRunStart<Index>{buffers.sorted_indices}, stream));
-
-  const SortedRuns<Index> runs{buffers.sorted_indices, buffers.sorted_positions,
-                               buffers.run_starts, buffers.num_runs, static_cast<int32_t>(n)};
-  // The number of runs stays on the device: the grid covers the worst case (no duplicates) and
-  // warps past the last run exit at once.
-  const int64_t num_blocks = NumBlocks(n, kWarpsPerBlock);
+  const SortedPairs<Index> sorted{buffers.sorted_indices, buffers.sorted_positions, n};
   constexpr int kWidth = VectorWidth<T>();
   bool aligned = rows.row_size % kWidth == 0 && IsVectorAligned(grad);
   for (T* array : state.arrays) aligned = aligned && IsVectorAligned(array);
+  const int64_t vectors = aligned ? rows.row_size / kWidth : rows.row_size;
+  const int lanes = LanesPerRow(vectors);
+  // A group per position (most start a run: ids repeat little); the grid strides over the rest.
+  const int64_t num_blocks = NumBlocks(n, kThreadsPerBlock / lanes);
   if (aligned) {
     SparseKernel<kWidth><<<num_blocks, kThreadsPerBlock, 0, stream>>>(step, state, grad,
-                                                                      rows.row_size, runs);
+                                                                      rows.row_size, lanes,
+                                                                      sorted);
   } else {
     SparseKernel<1><<<num_blocks, kThreadsPerBlock, 0, stream>>>(step, state, grad,
-                                                                 rows.row_size, runs);
+                                                                 rows.row_size, lanes, sorted);
   }
   return cudaGetLastError();
 }

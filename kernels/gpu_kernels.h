@@ -56,14 +56,16 @@ struct SparseRows {
 };
 
 // Sparse FTRL on the rows named by rows.indices; duplicate indices are summed (in order of
-// position, like the CPU loops) and each unique row is updated once, by one warp, so the result
-// is deterministic and needs no atomics.
+// position, like the CPU loops) and each unique row is updated once, by one group of threads
+// (as many lanes as its 16-byte vectors, up to a warp), so the result is deterministic and needs
+// no atomics.
 //
 // Every index is checked against [0, num_rows) first. That check has to reach the host before
 // anything is written (TensorFlow raises InvalidArgument and the variables stay untouched), so
-// this call copies its result to the host and synchronizes `stream` once. When an index is out
-// of range it returns cudaSuccess with *error holding the lowest bad position and its value, and
-// writes nothing; otherwise error->position is -1.
+// this call copies its result to the host and synchronizes `stream` once (the sort, which writes
+// only the workspace, is queued before the wait). When an index is out of range it returns
+// cudaSuccess with *error holding the lowest bad position and its value, and writes nothing;
+// otherwise error->position is -1.
 //
 // `workspace` is device memory of at least SparseWorkspaceBytes<Index>(num_indices) bytes, at any
 // alignment. Returns cudaErrorInvalidValue when num_indices is negative or above

@@ -5,21 +5,29 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def gpu_results_file(path):
-    """A results file in the format of tools/benchmark_gpu.py --json (its own `result` builds the
-    rows), as a GPU machine would send back; the timings are made up, there is no GPU here."""
+def import_benchmark_gpu():
     sys.path.insert(0, os.path.join(ROOT, "tools"))
     try:
         import benchmark_gpu
     finally:
         sys.path.pop(0)
+    return benchmark_gpu
+
+
+def gpu_results_file(path):
+    """A results file in the format of tools/benchmark_gpu.py --json (its own `result` builds the
+    rows), as a GPU machine would send back; the timings are made up, there is no GPU here."""
+    benchmark_gpu = import_benchmark_gpu()
     copy_gbps = 3000.0
     rows = [benchmark_gpu.result("ftrl", "dense", 10**8, 1.1, 1.0, 28 * 10**8, copy_gbps),
             benchmark_gpu.result("adagrad", "sparse", 16384, 0.04, 0.03, 20 * 16384 * 64,
-                                 copy_gbps, rows=2_000_000, dim=64, unique_ids=16317)]
+                                 copy_gbps, rows=2_000_000, dim=64, id_distribution="zipf 1.1",
+                                 unique_ids=9000, most_repeated_id=1100)]
     path.write_text(json.dumps({"device": "Example GPU", "buffers": "cupy", "dtype": "float32",
                                 "copy": {}, "copy_bandwidth_gbps": copy_gbps, "results": rows}))
     return rows
@@ -52,6 +60,22 @@ def test_quick_report_has_every_part(tmp_path):
     assert "| optimizer.apply, Embedding" in markdown and "| model.fit |" in markdown
     assert "| optimizer.apply, 2 Dense 64 x 64 |" in markdown
     assert "GPU: Example GPU, float32" in markdown
-    assert "| adagrad | sparse | 2,000,000 x 64, 16,384 ids | 0.0400 |" in markdown
+    assert "| adagrad | sparse | 2,000,000 x 64, 16,384 zipf 1.1 ids | 0.0400 |" in markdown
     for name in ("dense_time.png", "dense_bandwidth.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_gpu_benchmark_ids():
+    # The GPU benchmark's id sets (it runs on GPU machines; its ids are drawn here too).
+    benchmark_gpu = import_benchmark_gpu()
+    rng = np.random.default_rng(0)
+    uniform = benchmark_gpu.draw_ids(rng, 2_000_000, 16384, 0.0)
+    zipf = benchmark_gpu.draw_ids(rng, 2_000_000, 16384, 1.1)
+    for ids in (uniform, zipf):
+        assert ids.dtype == np.int32 and ids.shape == (16384,)
+        assert ids.min() >= 0 and ids.max() < 2_000_000
+    uniform_counts = np.unique(uniform, return_counts=True)[1]
+    zipf_counts = np.unique(zipf, return_counts=True)[1]
+    assert uniform_counts.max() <= 4 and uniform_counts.size > 16000
+    # A hot head: the top id alone is a few percent of the draws, as in click logs.
+    assert 300 < zipf_counts.max() < 3000 and zipf_counts.size < 12000

@@ -5,8 +5,10 @@ What it measures (one dtype per run, float32 by default):
 
 * Dense: `gpu_apply_ftrl` and `gpu_apply_adagrad` on n-element buffers (default 1e6, 1e7, 1e8).
 * Sparse: `gpu_sparse_apply_ftrl` / `gpu_sparse_apply_adagrad` on a `rows x dim` table (default
-  2,000,000 x 64) at `ids` int32 indices (default 16,384) drawn uniformly with replacement, so a
-  few are duplicates. Each sparse call copies its index check to the host and synchronizes once
+  2,000,000 x 64) at `ids` int32 indices (default 16,384) drawn with replacement, uniformly (a
+  few are duplicates) and, as ids in click logs are, from a Zipf law (`--sparse-zipf`, default
+  exponent 1.1: the hottest id comes back about a thousand times per call, and its rows are
+  summed in order by one group of threads). Each sparse call copies its index check to the host and synchronizes once
   (see gpu_kernels.h): that latency is part of what is measured. The workspace is allocated once.
 * Copy: `cudaMemcpy` device to device of a large buffer (default 1 GiB), the reference for
   "% of copy bandwidth".
@@ -167,7 +169,7 @@ def result(op, kind, size, median_ms, min_ms, traffic_bytes, copy_gbps, **extra)
     row = dict(op=op, kind=kind, size=size, median_ms=median_ms, min_ms=min_ms, gbps=gbps,
                percent_of_copy=100.0 * gbps / copy_gbps, **extra)
     print(f"{kind:6s} {op:7s} {size:>12,d}  {median_ms:9.4f} ms  {gbps:8.1f} GB/s  "
-          f"{row['percent_of_copy']:5.1f}% of copy")
+          f"{row['percent_of_copy']:5.1f}% of copy  {extra.get('id_distribution', '')}")
     return row
 
 
@@ -215,11 +217,30 @@ def bench_dense(driver, backend, args, copy_gbps, rng):
     return rows
 
 
+def draw_ids(rng, num_rows, num_ids, zipf_exponent):
+    """Ids drawn with replacement: uniformly (exponent 0), or the row of rank k with probability
+    proportional to k ** -exponent, the ranks scattered over the table."""
+    if zipf_exponent == 0:
+        return rng.integers(0, num_rows, size=num_ids).astype(np.int32)
+    weights = np.arange(1, num_rows + 1, dtype=np.float64) ** -zipf_exponent
+    ranks = rng.choice(num_rows, size=num_ids, p=weights / weights.sum())
+    return rng.permutation(num_rows)[ranks].astype(np.int32)
+
+
 def bench_sparse(driver, backend, args, copy_gbps, rng):
+    rows = []
+    for zipf_exponent in [0.0] + ([args.sparse_zipf] if args.sparse_zipf else []):
+        indices = draw_ids(rng, args.sparse_rows, args.sparse_ids, zipf_exponent)
+        distribution = f"zipf {zipf_exponent:g}" if zipf_exponent else "uniform"
+        rows += bench_sparse_ids(driver, backend, args, copy_gbps, rng, indices, distribution)
+    return rows
+
+
+def bench_sparse_ids(driver, backend, args, copy_gbps, rng, indices, distribution):
     rows = []
     itemsize = np.dtype(STORAGE[args.dtype]).itemsize
     num_rows, dim, ids = args.sparse_rows, args.sparse_dim, args.sparse_ids
-    indices = rng.integers(0, num_rows, size=ids).astype(np.int32)
+    _, counts = np.unique(indices, return_counts=True)
     index_buffer, index_ptr = backend.put(indices)
     workspace_bytes = driver.gpu_sparse_workspace_bytes("int32", ids)
     workspace, workspace_ptr = backend.put(np.zeros(max(workspace_bytes, 1), np.uint8))
@@ -241,7 +262,8 @@ def bench_sparse(driver, backend, args, copy_gbps, rng):
         median_ms, min_ms = time_calls(backend, call, args)
         rows.append(result(op, "sparse", ids, median_ms, min_ms,
                            ACCESSES[op] * itemsize * ids * dim, copy_gbps, rows=num_rows,
-                           dim=dim, unique_ids=int(np.unique(indices).size)))
+                           dim=dim, id_distribution=distribution, unique_ids=int(counts.size),
+                           most_repeated_id=int(counts.max())))
         del b
     del index_buffer, workspace
     return rows
@@ -259,6 +281,9 @@ def main():
     parser.add_argument("--sparse-rows", type=lambda x: int(float(x)), default=2_000_000)
     parser.add_argument("--sparse-dim", type=int, default=64)
     parser.add_argument("--sparse-ids", type=int, default=16_384)
+    parser.add_argument("--sparse-zipf", type=float, default=1.1,
+                        help="exponent of the second sparse case's Zipf-distributed ids (0: "
+                             "uniform ids only)")
     parser.add_argument("--copy-mb", type=int, default=1024,
                         help="size of the copied buffer in MiB")
     parser.add_argument("--warmup", type=int, default=3)

@@ -137,7 +137,8 @@ def markdown(report):
                   "| op | kind | size | median ms | GB/s | % of copy |", "|---|---|---|---|---|---|"]
         for r in gpu["results"]:
             size = (f"{r['size']:,}" if r["kind"] == "dense" else
-                    f"{r['rows']:,} x {r['dim']}, {r['size']:,} ids")
+                    f"{r['rows']:,} x {r['dim']}, {r['size']:,} "
+                    f"{r.get('id_distribution', 'uniform')} ids")
             lines.append(f"| {r['op']} | {r['kind']} | {size} | {r['median_ms']:.4f} | "
                          f"{r['gbps']:.1f} | {r['percent_of_copy']:.1f}% |")
     if report.get("cpu_limit"):

@@ -47,8 +47,9 @@ pytestmark = pytest.mark.skipif(not _cuda_device_present(), reason="no CUDA devi
 
 # Sizes around the 16-byte vector widths (2, 4, 8 elements) and the grid-stride tail.
 DENSE_SIZES = [1, 3, 7, 8, 37, 1001, 4099, 1 << 20 | 5]
-# (rows, row elements): rows that are and are not whole vectors, one-element rows.
-SPARSE_SHAPES = [(50, 1), (40, 9), (64, 16), (100, 64), (7, 1000)]
+# (rows, row elements): rows that are and are not whole vectors, one-element rows; across the
+# dtypes, rows of 1 to 250 vectors, so groups of 1 to 32 lanes, some with lanes left over.
+SPARSE_SHAPES = [(50, 1), (40, 9), (64, 16), (30, 40), (100, 64), (7, 1000)]
 
 
 class Device:
@@ -404,7 +405,8 @@ def test_empty_updates_do_nothing(driver, device, rng):
 
 def test_grid_stride_loops_go_round_more_than_once(driver, device, rng):
     # The grids are capped at 65,536 blocks of 256 threads: float64 moves 2 elements per thread
-    # and pass, sparse updates one row per warp (8 per block), so these sizes need second passes.
+    # and pass, and sparse updates take a group of up to 32 lanes per sorted position (32 for
+    # rows of 33 float32 elements: 8 groups per block), so these sizes need second passes.
     size = 65536 * 256 * 2 + 5
     dense = State(rng, (size,), "float64", ("accum",))
     gpu = run_on_gpu(device, dense, lambda p: driver.gpu_apply_adagrad(
@@ -413,9 +415,9 @@ def test_grid_stride_loops_go_round_more_than_once(driver, device, rng):
                                                            **ADAGRAD_HYPER))
     assert_same_as_cpu(gpu, cpu, dense, exact=True)
 
-    # About 787,000 unique rows among 1,000,000 ids drawn from 2,000,000: more than the 524,288
-    # warps of a full grid.
-    shape, num_indices = (2_000_000, 2), 1_000_000
+    # 600,000 ids (about 190,000 unique rows): more positions than the 524,288 groups of a
+    # full grid.
+    shape, num_indices = (200_000, 33), 600_000
     indices = random_indices(rng, shape[0], num_indices, "int32")
     sparse = State(rng, shape, "float32", ("accum", "linear"),
                    grad_shape=(num_indices,) + shape[1:])
