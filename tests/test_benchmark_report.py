@@ -58,6 +58,9 @@ def test_quick_report_has_every_part(tmp_path):
     assert [r["optimizer"] for r in report["optimizers"]["fit"]] == ["ftrl", "adagrad"]
     markdown = (tmp_path / "benchmark.md").read_text()
     assert "| optimizer.apply, Embedding" in markdown and "| model.fit |" in markdown
+    for op in ("ftrl", "adagrad"):
+        for ids in ("uniform", "zipf 1.1"):
+            assert f"| {op} | sparse | 200 {ids} ids | builtin_dedup |" in markdown
     assert "| optimizer.apply, 2 Dense 64 x 64 |" in markdown
     assert "GPU: Example GPU, float32" in markdown
     assert "| adagrad | sparse | 2,000,000 x 64, 16,384 zipf 1.1 ids | 0.0400 |" in markdown
@@ -65,17 +68,26 @@ def test_quick_report_has_every_part(tmp_path):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_gpu_benchmark_ids():
-    # The GPU benchmark's id sets (it runs on GPU machines; its ids are drawn here too).
-    benchmark_gpu = import_benchmark_gpu()
+def test_benchmark_ids():
+    # The sparse benchmarks' id sets: uniform, and Zipf with a hot head that stays hot.
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    try:
+        import benchmark_ids
+    finally:
+        sys.path.pop(0)
     rng = np.random.default_rng(0)
-    uniform = benchmark_gpu.draw_ids(rng, 2_000_000, 16384, 0.0)
-    zipf = benchmark_gpu.draw_ids(rng, 2_000_000, 16384, 1.1)
-    for ids in (uniform, zipf):
+    uniform = benchmark_ids.id_sampler(rng, 2_000_000, 0.0)(16384)
+    zipf_sampler = benchmark_ids.id_sampler(rng, 2_000_000, 1.1)
+    zipf, zipf_again = zipf_sampler(16384), zipf_sampler(16384)
+    for ids in (uniform, zipf, zipf_again):
         assert ids.dtype == np.int32 and ids.shape == (16384,)
         assert ids.min() >= 0 and ids.max() < 2_000_000
     uniform_counts = np.unique(uniform, return_counts=True)[1]
-    zipf_counts = np.unique(zipf, return_counts=True)[1]
+    zipf_ids, zipf_counts = np.unique(zipf, return_counts=True)
     assert uniform_counts.max() <= 4 and uniform_counts.size > 16000
-    # A hot head: the top id alone is a few percent of the draws, as in click logs.
+    # The top id alone is several percent of the draws, and the same row in the next draw.
     assert 300 < zipf_counts.max() < 3000 and zipf_counts.size < 12000
+    hottest = zipf_ids[np.argmax(zipf_counts)]
+    assert (zipf_again == hottest).sum() > 300
+    assert benchmark_ids.distribution_name(0.0) == "uniform"
+    assert benchmark_ids.distribution_name(1.1) == "zipf 1.1"

@@ -7,7 +7,7 @@ What it measures (one dtype per run, float32 by default):
 * Sparse: `gpu_sparse_apply_ftrl` / `gpu_sparse_apply_adagrad` on a `rows x dim` table (default
   2,000,000 x 64) at `ids` int32 indices (default 16,384) drawn with replacement, uniformly (a
   few are duplicates) and, as ids in click logs are, from a Zipf law (`--sparse-zipf`, default
-  exponent 1.1: the hottest id comes back about a thousand times per call, and its rows are
+  exponent 1.1: the hottest id comes back about 2,000 times per call, and its rows are
   summed in order by one group of threads). Each sparse call copies its index check to the host and synchronizes once
   (see gpu_kernels.h): that latency is part of what is measured. The workspace is allocated once.
 * Copy: `cudaMemcpy` device to device of a large buffer (default 1 GiB), the reference for
@@ -40,6 +40,8 @@ import sys
 import sysconfig
 
 import numpy as np
+
+from benchmark_ids import distribution_name, id_sampler
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DRIVER_PATH = ROOT / "build" / "kernel_driver" / (
@@ -217,22 +219,12 @@ def bench_dense(driver, backend, args, copy_gbps, rng):
     return rows
 
 
-def draw_ids(rng, num_rows, num_ids, zipf_exponent):
-    """Ids drawn with replacement: uniformly (exponent 0), or the row of rank k with probability
-    proportional to k ** -exponent, the ranks scattered over the table."""
-    if zipf_exponent == 0:
-        return rng.integers(0, num_rows, size=num_ids).astype(np.int32)
-    weights = np.arange(1, num_rows + 1, dtype=np.float64) ** -zipf_exponent
-    ranks = rng.choice(num_rows, size=num_ids, p=weights / weights.sum())
-    return rng.permutation(num_rows)[ranks].astype(np.int32)
-
-
 def bench_sparse(driver, backend, args, copy_gbps, rng):
     rows = []
     for zipf_exponent in [0.0] + ([args.sparse_zipf] if args.sparse_zipf else []):
-        indices = draw_ids(rng, args.sparse_rows, args.sparse_ids, zipf_exponent)
-        distribution = f"zipf {zipf_exponent:g}" if zipf_exponent else "uniform"
-        rows += bench_sparse_ids(driver, backend, args, copy_gbps, rng, indices, distribution)
+        indices = id_sampler(rng, args.sparse_rows, zipf_exponent)(args.sparse_ids)
+        rows += bench_sparse_ids(driver, backend, args, copy_gbps, rng, indices,
+                                 distribution_name(zipf_exponent))
     return rows
 
 

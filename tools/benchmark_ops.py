@@ -4,8 +4,11 @@ What it measures (float32 only, on CPU):
 
 * Dense: for each size n, `tf_ftrl.ops.apply_ftrl` vs `tf.raw_ops.ResourceApplyFtrlV2` and
   `tf_ftrl.ops.apply_adagrad` vs `tf.raw_ops.ResourceApplyAdagradV2` on n-element variables.
-* Sparse: a `rows x dim` table updated at `ids` indices drawn uniformly with replacement (so a few
-  are duplicates), new ids and gradients on every call. `sparse_apply_ftrl` / `sparse_apply_adagrad` are compared with
+* Sparse: a `rows x dim` table updated at `ids` indices drawn with replacement, uniformly (so a
+  few are duplicates) and from a Zipf law as ids in click logs are (`--sparse-zipf`, default
+  exponent 1.1: a third of the ids are unique, the hottest comes back ~2,000 times per call and
+  stays hot from call to call; tools/benchmark_ids.py), new ids and gradients on every call.
+  `sparse_apply_ftrl` / `sparse_apply_adagrad` are compared with
   `ResourceSparseApplyFtrlV2` / `ResourceSparseApplyAdagradV2` called directly ("builtin", which
   applies duplicates one after the other and so is NOT equivalent) and after deduplication with
   `tf.unique` + `tf.math.unsorted_segment_sum` ("builtin_dedup", the equivalent computation).
@@ -52,6 +55,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tf_ftrl  # noqa: E402
+from benchmark_ids import distribution_name, id_sampler  # noqa: E402  (tools/, beside this file)
 
 LR = 0.01
 L1 = 0.001
@@ -106,7 +110,10 @@ def parse_args(argv=None):
     parser.add_argument("--sparse-dim", type=lambda s: int(float(s)), default=64,
                         help="columns of the sparse table")
     parser.add_argument("--sparse-ids", type=lambda s: int(float(s)), default=16384,
-                        help="indices per sparse update (uniform, with replacement)")
+                        help="indices per sparse update (drawn with replacement)")
+    parser.add_argument("--sparse-zipf", type=float, default=1.1,
+                        help="exponent of the second sparse case's Zipf-distributed ids (0: "
+                             "uniform ids only)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed calls per variant; by default 30, fewer for large dense "
                              "sizes (15 at 3e7 elements)")
@@ -367,15 +374,25 @@ def sparse_functions(op, rows, dim, huge_pages=False):
     }
 
 
-def run_sparse(rows, dim, num_ids, requested_repeats, rng, huge_pages=False):
+def run_sparse(rows, dim, num_ids, requested_repeats, rng, huge_pages=False, zipf_exponent=0.0):
+    results = []
+    for exponent in [0.0] + ([zipf_exponent] if zipf_exponent else []):
+        results += run_sparse_ids(rows, dim, num_ids, requested_repeats, rng, huge_pages,
+                                  exponent)
+    return results
+
+
+def run_sparse_ids(rows, dim, num_ids, requested_repeats, rng, huge_pages, zipf_exponent):
     batches = []
+    draw_ids = id_sampler(rng, rows, zipf_exponent)
     for _ in range(SPARSE_BATCHES):
-        ids = rng.integers(0, rows, num_ids).astype(np.int32)
+        ids = draw_ids(num_ids)
         grad = rng.uniform(-1, 1, (num_ids, dim)).astype(np.float32)
         batches.append((tf.constant(grad), tf.constant(ids)))
     repeats = requested_repeats if requested_repeats is not None else SPARSE_REPEATS
     unique = [int(np.unique(ids.numpy()).size) for _, ids in batches]
     shape = {"rows": rows, "dim": dim, "ids": num_ids,
+             "id_distribution": distribution_name(zipf_exponent),
              "unique_ids": int(round(statistics.mean(unique)))}
     results = []
     for op in OPS:
@@ -394,16 +411,18 @@ def run_sparse(rows, dim, num_ids, requested_repeats, rng, huge_pages=False):
 def size_label(result):
     if result["kind"] == "dense":
         return f"{result['size']:,}"
-    return (f"{result['rows']:,} x {result['dim']}, {result['ids']:,} ids "
-            f"(~{result['unique_ids']:,} unique)")
+    return (f"{result['rows']:,} x {result['dim']}, {result['ids']:,} "
+            f"{result['id_distribution']} ids (~{result['unique_ids']:,} unique)")
+
+
+def case_key(result):
+    return result["kind"], result["op"], result["size"], result.get("id_distribution")
 
 
 def comparison_rows(results):
     """(ours, builtin) result pairs: each built-in variant against ours in the same case."""
-    ours = {(r["kind"], r["op"], r["size"]): r
-            for r in results if r["implementation"] == "tf_ftrl"}
-    return [(ours[(r["kind"], r["op"], r["size"])], r)
-            for r in results if r["implementation"] != "tf_ftrl"]
+    ours = {case_key(r): r for r in results if r["implementation"] == "tf_ftrl"}
+    return [(ours[case_key(r)], r) for r in results if r["implementation"] != "tf_ftrl"]
 
 
 def markdown_table(results, copy_gbps):
@@ -464,7 +483,7 @@ def main(argv=None):
         results += run_dense(args.dense_sizes, args.repeats, rng, args.huge_pages)
     if args.only in (None, "sparse"):
         results += run_sparse(args.sparse_rows, args.sparse_dim, args.sparse_ids,
-                              args.repeats, rng, args.huge_pages)
+                              args.repeats, rng, args.huge_pages, args.sparse_zipf)
 
     report(machine, copy, results)
     if args.json:

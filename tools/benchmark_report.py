@@ -111,7 +111,8 @@ def markdown(report):
              f"{machine.get('tensorflow')}. Command: `{report['command']}`", ""]
     lines += ["| op | kind | size | implementation | median ms | GB/s |", "|---|---|---|---|---|---|"]
     for r in ops_results["results"]:
-        lines.append(f"| {r['op']} | {r['kind']} | {r['size']:,} | {r['implementation']} | "
+        size = f"{r['size']:,}" + (f" {r['id_distribution']} ids" if "id_distribution" in r else "")
+        lines.append(f"| {r['op']} | {r['kind']} | {size} | {r['implementation']} | "
                      f"{r['median_ms']:.3f} | {r['gbps']:.1f} |")
     lines += ["", f"NumPy copy bandwidth (same run): {ops_results['copy_bandwidth_gbps']:.1f} GB/s",
               ""]

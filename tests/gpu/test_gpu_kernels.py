@@ -265,9 +265,12 @@ def test_sparse_apply_adagrad(driver, device, rng, dtype, index_dtype, shape, up
 
 
 @pytest.mark.parametrize("dtype", DTYPE_NAMES)
-def test_sparse_many_duplicates_is_deterministic(driver, device, rng, dtype):
-    # 20,000 indices into 10 rows: long runs, summed in position order every time.
-    shape, num_indices = (10, 33), 20000
+@pytest.mark.parametrize("row_size", [33, 64])
+def test_sparse_many_duplicates_is_deterministic(driver, device, rng, dtype, row_size):
+    # 20,000 indices into 10 rows: long runs (their rows loaded 8 at a time, then the rest),
+    # summed in position order every time; rows of 33 elements take the scalar path, of 64 the
+    # vector path.
+    shape, num_indices = (10, row_size), 20000
     indices = random_indices(rng, shape[0], num_indices, "int32")
     s = State(rng, shape, dtype, ("accum", "linear"), grad_shape=(num_indices,) + shape[1:])
     first = sparse_ftrl_on_gpu(driver, device, s, indices, FTRL_HYPER, "int32")
