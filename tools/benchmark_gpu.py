@@ -5,10 +5,10 @@ What it measures (one dtype per run, float32 by default):
 
 * Dense: `gpu_apply_ftrl` and `gpu_apply_adagrad` on n-element buffers (default 1e6, 1e7, 1e8).
 * Sparse: `gpu_sparse_apply_ftrl` / `gpu_sparse_apply_adagrad` on a `rows x dim` table (default
-  2,000,000 x 64) at `ids` int32 indices (default 16,384) drawn with replacement, uniformly (a
-  few are duplicates) and, as ids in click logs are, from a Zipf law (`--sparse-zipf`, default
-  exponent 1.1: the hottest id comes back about 2,000 times per call, and its rows are
-  summed in order by one group of threads). Each sparse call copies its index check to the host and synchronizes once
+  2,000,000 x 64) at `ids` int32 indices (default 16,384) drawn with replacement, uniformly (a few
+  are duplicates) and, as ids in click logs are, from a Zipf law (`--sparse-zipf`, default exponent
+  1.1: the hottest id comes back about 2,000 times per call, and its rows are summed in order by
+  one group of threads). Each sparse call copies its index check to the host and synchronizes once
   (see gpu_kernels.h): that latency is part of what is measured. The workspace is allocated once.
 * Copy: `cudaMemcpy` device to device of a large buffer (default 1 GiB), the reference for
   "% of copy bandwidth".
