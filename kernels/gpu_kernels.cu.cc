@@ -92,11 +92,13 @@ __device__ __forceinline__ void LoadGrad(const T* grad, int64_t offset, A (&out)
 // Adds the grad rows at positions[first, last) to `sum`, in that order. A hot id's run can be
 // thousands of rows long, so the loads go out kBatch at a time before the additions use them:
 // kBatch loads in flight instead of one latency per row, and the order of the sum unchanged.
+// Half the batch for the 16-bit types' 8-element vectors, whose float sums take twice the
+// registers (the batch's registers are held by every launch of the kernel: occupancy).
 template <int kWidth, typename T, typename A>
 __device__ __forceinline__ void AddGradRows(const T* grad, const int32_t* positions,
                                             int64_t first, int64_t last, int64_t row_size,
                                             int64_t column, A (&sum)[kWidth]) {
-  constexpr int kBatch = 8;
+  constexpr int kBatch = kWidth > 4 ? 4 : 8;
   using P = Pack<T, kWidth>;
   int64_t r = first;
   for (; r + kBatch <= last; r += kBatch) {
@@ -271,6 +273,30 @@ int LanesPerRow(int64_t vectors) {
   return lanes;
 }
 
+// The end of the run of `index` that starts at `begin` in the sorted indices (its first position
+// past the run): gallop, then bisect, so a hot id's run of thousands costs some twenty dependent
+// loads rather than one per duplicate. Within [begin, n), "equals index" holds on a prefix.
+template <typename Index>
+__device__ __forceinline__ int64_t RunEnd(const Index* __restrict__ sorted, int64_t n,
+                                          int64_t begin, Index index) {
+  int64_t low = begin;  // in the run
+  int64_t step = 1;
+  while (low + step < n && sorted[low + step] == index) {
+    low += step;
+    step *= 2;
+  }
+  int64_t high = low + step < n ? low + step : n;  // past the run
+  while (high - low > 1) {
+    const int64_t middle = low + (high - low) / 2;
+    if (sorted[middle] == index) {
+      low = middle;
+    } else {
+      high = middle;
+    }
+  }
+  return high;
+}
+
 // One group of `lanes` threads per sorted position; the group at the start of a run sums the
 // run's gradient rows (first position first, then the others in ascending order: the CPU loops'
 // order) and updates the row, kWidth elements per lane at a time. The other groups have nothing
@@ -286,8 +312,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
   for (int64_t begin = thread / lanes; begin < sorted.n; begin += num_groups) {
     const Index index = sorted.indices[begin];
     if (begin > 0 && sorted.indices[begin - 1] == index) continue;
-    int64_t end = begin + 1;
-    while (end < sorted.n && sorted.indices[end] == index) ++end;
+    const int64_t end = RunEnd(sorted.indices, sorted.n, begin, index);
     const int64_t row_offset = static_cast<int64_t>(index) * row_size;
     for (int64_t column = static_cast<int64_t>(lane) * kWidth; column < row_size;
          column += static_cast<int64_t>(lanes) * kWidth) {

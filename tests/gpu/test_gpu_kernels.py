@@ -48,7 +48,7 @@ pytestmark = pytest.mark.skipif(not _cuda_device_present(), reason="no CUDA devi
 # Sizes around the 16-byte vector widths (2, 4, 8 elements) and the grid-stride tail.
 DENSE_SIZES = [1, 3, 7, 8, 37, 1001, 4099, 1 << 20 | 5]
 # (rows, row elements): rows that are and are not whole vectors, one-element rows; across the
-# dtypes, rows of 1 to 250 vectors, so groups of 1 to 32 lanes, some with lanes left over.
+# dtypes, rows of 1 to 500 vectors, so groups of 1 to 32 lanes, some with lanes left over.
 SPARSE_SHAPES = [(50, 1), (40, 9), (64, 16), (30, 40), (100, 64), (7, 1000)]
 
 
