@@ -2,10 +2,12 @@
 // reference, with a multi-threaded ParallelFor. Built and run by Bazel without TensorFlow:
 //   bazel test //kernels:cpu_kernels_test
 #include "kernels/cpu_kernels.h"
+#include "kernels/sorted_runs.h"
 #include "kernels/test_support.h"
 
 #include <cmath>
 #include <cstdio>
+#include <algorithm>
 #include <random>
 #include <string>
 #include <thread>
@@ -180,6 +182,30 @@ void TestHalfConversions() {
   Check(HalfToFloat(FloatToHalf(1e6f)) == INFINITY, "float16 overflows to inf");
 }
 
+// RunEnd (the CUDA sparse kernels' run lengths) against a linear scan, on sorted indices with
+// runs of every length from 1 to thousands, at every run start.
+void TestRunEnd(std::mt19937_64& rng) {
+  bool all_match = true;
+  for (int trial = 0; trial < 200; ++trial) {
+    const int64_t max_run = trial % 2 == 0 ? 4 : 3000;
+    std::vector<int64_t> sorted;
+    for (int64_t value = 0; sorted.size() < 20000; value += 1 + rng() % 3) {
+      sorted.insert(sorted.end(), 1 + rng() % max_run, value);
+    }
+    sorted.resize(1 + rng() % sorted.size());
+    const std::vector<int32_t> sorted32(sorted.begin(), sorted.end());
+    const int64_t n = static_cast<int64_t>(sorted.size());
+    for (int64_t begin = 0; begin < n; ++begin) {
+      if (begin > 0 && sorted[begin - 1] == sorted[begin]) continue;
+      const int64_t expected =
+          std::upper_bound(sorted.begin() + begin, sorted.end(), sorted[begin]) - sorted.begin();
+      all_match = all_match && RunEnd(sorted.data(), n, begin, sorted[begin]) == expected &&
+                  RunEnd(sorted32.data(), n, begin, sorted32[begin]) == expected;
+    }
+  }
+  Check(all_match, "RunEnd finds every run's end (runs of 1 to 3,000, to the array's end)");
+}
+
 }  // namespace
 }  // namespace tf_ftrl
 
@@ -200,5 +226,6 @@ int main() {
   TestSparseAdagradWithDuplicates<bfloat16>(rng, "bfloat16");
   TestIndexValidation();
   TestHalfConversions();
+  TestRunEnd(rng);
   return testing::Finish();
 }

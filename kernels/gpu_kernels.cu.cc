@@ -13,6 +13,7 @@
 #include <cub/device/device_radix_sort.cuh>
 
 #include "kernels/dispatch.h"
+#include "kernels/sorted_runs.h"
 
 namespace tf_ftrl {
 namespace gpu {
@@ -271,30 +272,6 @@ int LanesPerRow(int64_t vectors) {
   int lanes = 1;
   while (lanes < kWarpSize && lanes < vectors) lanes *= 2;
   return lanes;
-}
-
-// The end of the run of `index` that starts at `begin` in the sorted indices (its first position
-// past the run): gallop, then bisect, so a hot id's run of thousands costs some twenty dependent
-// loads rather than one per duplicate. Within [begin, n), "equals index" holds on a prefix.
-template <typename Index>
-__device__ __forceinline__ int64_t RunEnd(const Index* __restrict__ sorted, int64_t n,
-                                          int64_t begin, Index index) {
-  int64_t low = begin;  // in the run
-  int64_t step = 1;
-  while (low + step < n && sorted[low + step] == index) {
-    low += step;
-    step *= 2;
-  }
-  int64_t high = low + step < n ? low + step : n;  // past the run
-  while (high - low > 1) {
-    const int64_t middle = low + (high - low) / 2;
-    if (sorted[middle] == index) {
-      low = middle;
-    } else {
-      high = middle;
-    }
-  }
-  return high;
 }
 
 // One group of `lanes` threads per sorted position; the group at the start of a run sums the
