@@ -123,9 +123,11 @@ void ForEachUniqueRow(const RowGroups& groups, const T* grad, int64_t row_size,
 }
 
 // The one-pass loops. G is the gradient's element type: T, or the accumulate type for summed
-// duplicate rows. The bodies are always inlined into a baseline copy and, on x86-64, an AVX2 copy
-// chosen at run time (the formulas vectorise, so wider vectors move the loop from compute-bound
-// to memory-bound). Contraction into FMA is off in the build, so both copies round alike.
+// duplicate rows. The bodies are always inlined into a baseline copy and, on x86-64, AVX2 and
+// AVX-512 copies, the widest the CPU runs chosen at run time (the formulas vectorise, and FTRL's
+// two square roots and three divisions per element keep a narrower loop compute-bound). Every
+// copy does the same IEEE operations in the same order (no contraction into FMA in the build), so
+// they round alike, bit for bit.
 template <bool kSqrtPower, bool kMultiplyLinearByLr, typename T, typename G>
 TF_FTRL_INLINE void FtrlLoopBody(const FtrlHyperparams<AccumulateType<T>>& h, T* __restrict var,
                                  T* __restrict accum, T* __restrict linear,
@@ -156,32 +158,70 @@ TF_FTRL_INLINE void AdagradLoopBody(const AdagradHyperparams<AccumulateType<T>>&
   }
 }
 
+// The loop copies, narrowest first; kBest is the widest this CPU and its OS support.
+enum class VectorCopy { kBaseline, kAvx2, kAvx512 };
+
 #if defined(__x86_64__) && defined(__GNUC__)
-#define TF_FTRL_HAVE_AVX2_COPY 1
-inline bool CpuHasAvx2() {
-  static const bool has_avx2 = __builtin_cpu_supports("avx2");
-  return has_avx2;
+#define TF_FTRL_HAVE_X86_COPIES 1
+
+inline VectorCopy BestVectorCopy() {
+  // GCC's CPU checks include the OS's support for the wider registers (XCR0). The first Xeons
+  // with AVX-512 (Skylake-SP, Cascade Lake, Cooper Lake) lower the whole core's clock while
+  // 512-bit instructions run, which would slow the rest of the process: AVX2 there.
+  static const VectorCopy best = [] {
+    const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    const bool throttles = __builtin_cpu_is("skylake-avx512") ||
+                           __builtin_cpu_is("cascadelake") || __builtin_cpu_is("cooperlake");
+    if (avx512 && !throttles) return VectorCopy::kAvx512;
+    return __builtin_cpu_supports("avx2") ? VectorCopy::kAvx2 : VectorCopy::kBaseline;
+  }();
+  return best;
+}
+
+// GCC prefers 256-bit vectors even where AVX-512 is enabled; the divisions and square roots run
+// twice as many lanes per instruction at 512 bits.
+#define TF_FTRL_TARGET_AVX2 __attribute__((target("avx2")))
+#define TF_FTRL_TARGET_AVX512 \
+  __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,prefer-vector-width=512")))
+
+template <bool kSqrtPower, bool kMultiplyLinearByLr, typename T, typename G>
+TF_FTRL_TARGET_AVX2 void FtrlLoopAvx2(const FtrlHyperparams<AccumulateType<T>>& h, T* var,
+                                      T* accum, T* linear, const G* grad, int64_t n) {
+  FtrlLoopBody<kSqrtPower, kMultiplyLinearByLr>(h, var, accum, linear, grad, n);
 }
 
 template <bool kSqrtPower, bool kMultiplyLinearByLr, typename T, typename G>
-__attribute__((target("avx2"))) void FtrlLoopAvx2(const FtrlHyperparams<AccumulateType<T>>& h,
-                                                  T* var, T* accum, T* linear, const G* grad,
-                                                  int64_t n) {
+TF_FTRL_TARGET_AVX512 void FtrlLoopAvx512(const FtrlHyperparams<AccumulateType<T>>& h, T* var,
+                                          T* accum, T* linear, const G* grad, int64_t n) {
   FtrlLoopBody<kSqrtPower, kMultiplyLinearByLr>(h, var, accum, linear, grad, n);
 }
 
 template <bool kUpdateSlots, typename T, typename G>
-__attribute__((target("avx2"))) void AdagradLoopAvx2(
-    const AdagradHyperparams<AccumulateType<T>>& h, T* var, T* accum, const G* grad, int64_t n) {
+TF_FTRL_TARGET_AVX2 void AdagradLoopAvx2(const AdagradHyperparams<AccumulateType<T>>& h, T* var,
+                                         T* accum, const G* grad, int64_t n) {
   AdagradLoopBody<kUpdateSlots>(h, var, accum, grad, n);
 }
+
+template <bool kUpdateSlots, typename T, typename G>
+TF_FTRL_TARGET_AVX512 void AdagradLoopAvx512(const AdagradHyperparams<AccumulateType<T>>& h,
+                                             T* var, T* accum, const G* grad, int64_t n) {
+  AdagradLoopBody<kUpdateSlots>(h, var, accum, grad, n);
+}
+#else
+inline VectorCopy BestVectorCopy() { return VectorCopy::kBaseline; }
 #endif
 
+// The loops through a chosen copy (tests run each copy the CPU supports); a copy the build or
+// the CPU lacks falls back to the baseline.
 template <bool kSqrtPower, bool kMultiplyLinearByLr, typename T, typename G>
-void FtrlLoop(const FtrlHyperparams<AccumulateType<T>>& h, T* var, T* accum, T* linear,
-              const G* grad, int64_t n) {
-#ifdef TF_FTRL_HAVE_AVX2_COPY
-  if (CpuHasAvx2()) {
+void FtrlLoopWith(VectorCopy copy, const FtrlHyperparams<AccumulateType<T>>& h, T* var,
+                  T* accum, T* linear, const G* grad, int64_t n) {
+#ifdef TF_FTRL_HAVE_X86_COPIES
+  if (copy == VectorCopy::kAvx512) {
+    return FtrlLoopAvx512<kSqrtPower, kMultiplyLinearByLr>(h, var, accum, linear, grad, n);
+  }
+  if (copy == VectorCopy::kAvx2) {
     return FtrlLoopAvx2<kSqrtPower, kMultiplyLinearByLr>(h, var, accum, linear, grad, n);
   }
 #endif
@@ -189,12 +229,26 @@ void FtrlLoop(const FtrlHyperparams<AccumulateType<T>>& h, T* var, T* accum, T* 
 }
 
 template <bool kUpdateSlots, typename T, typename G>
-void AdagradLoop(const AdagradHyperparams<AccumulateType<T>>& h, T* var, T* accum, const G* grad,
-                 int64_t n) {
-#ifdef TF_FTRL_HAVE_AVX2_COPY
-  if (CpuHasAvx2()) return AdagradLoopAvx2<kUpdateSlots>(h, var, accum, grad, n);
+void AdagradLoopWith(VectorCopy copy, const AdagradHyperparams<AccumulateType<T>>& h, T* var,
+                     T* accum, const G* grad, int64_t n) {
+#ifdef TF_FTRL_HAVE_X86_COPIES
+  if (copy == VectorCopy::kAvx512) return AdagradLoopAvx512<kUpdateSlots>(h, var, accum, grad, n);
+  if (copy == VectorCopy::kAvx2) return AdagradLoopAvx2<kUpdateSlots>(h, var, accum, grad, n);
 #endif
   AdagradLoopBody<kUpdateSlots>(h, var, accum, grad, n);
+}
+
+template <bool kSqrtPower, bool kMultiplyLinearByLr, typename T, typename G>
+void FtrlLoop(const FtrlHyperparams<AccumulateType<T>>& h, T* var, T* accum, T* linear,
+              const G* grad, int64_t n) {
+  FtrlLoopWith<kSqrtPower, kMultiplyLinearByLr>(BestVectorCopy(), h, var, accum, linear, grad,
+                                                n);
+}
+
+template <bool kUpdateSlots, typename T, typename G>
+void AdagradLoop(const AdagradHyperparams<AccumulateType<T>>& h, T* var, T* accum, const G* grad,
+                 int64_t n) {
+  AdagradLoopWith<kUpdateSlots>(BestVectorCopy(), h, var, accum, grad, n);
 }
 
 template <typename A>
