@@ -100,15 +100,45 @@ void Report(const char* what, double seconds, double bytes, double copy_gbps) {
               100 * gbps / copy_gbps);
 }
 
-// Unique rows [begin, end) of `groups` with sparse FTRL's traffic (read the grad row, read and
-// write the three table rows) and no math, prefetched as far ahead as the kernels do and built
-// for AVX2 like them: the limit for the sparse update on this machine. The few duplicate ids are
-// not summed (their rows count once, as in the kernels' traffic).
-#if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("avx2")))
+// The no-math loops below come in the kernels' vector copies and run the one the kernels run
+// (cpu::internal::BestVectorCopy), so that their limits compare like with like.
+#ifdef TF_FTRL_HAVE_X86_COPIES
+#define TF_FTRL_NO_MATH_COPIES(name, params, args)                                  \
+  TF_FTRL_TARGET_AVX2 void name##Avx2 params { name##Body args; }                   \
+  TF_FTRL_TARGET_AVX512 void name##Avx512 params { name##Body args; }               \
+  void name params {                                                                \
+    switch (cpu::internal::BestVectorCopy()) {                                      \
+      case cpu::internal::VectorCopy::kAvx512: return name##Avx512 args;            \
+      case cpu::internal::VectorCopy::kAvx2: return name##Avx2 args;                \
+      default: return name##Body args;                                              \
+    }                                                                               \
+  }
+#else
+#define TF_FTRL_NO_MATH_COPIES(name, params, args) \
+  void name params { name##Body args; }
 #endif
-void SparseTrafficNoMath(const RowGroups& groups, int64_t begin, int64_t end, int64_t dim,
-                         const float* grad, float* var, float* accum, float* linear) {
+
+// Elements [lo, hi) with dense FTRL's traffic (read 4 arrays, write 3) and no math.
+TF_FTRL_INLINE void DenseTrafficNoMathBody(int64_t lo, int64_t hi, const float* __restrict g,
+                                           float* __restrict v, float* __restrict a,
+                                           float* __restrict l) {
+  for (int64_t i = lo; i < hi; ++i) {
+    v[i] += g[i];
+    a[i] += g[i];
+    l[i] += g[i];
+  }
+}
+TF_FTRL_NO_MATH_COPIES(DenseTrafficNoMath,
+                       (int64_t lo, int64_t hi, const float* g, float* v, float* a, float* l),
+                       (lo, hi, g, v, a, l))
+
+// Unique rows [begin, end) of `groups` with sparse FTRL's traffic (read the grad row, read and
+// write the three table rows) and no math, prefetched as far ahead as the kernels do: the limit
+// for the sparse update on this machine. The few duplicate ids are not summed (their rows count
+// once, as in the kernels' traffic).
+TF_FTRL_INLINE void SparseTrafficNoMathBody(const RowGroups& groups, int64_t begin, int64_t end,
+                                            int64_t dim, const float* grad, float* var,
+                                            float* accum, float* linear) {
   constexpr int64_t kAhead = cpu::internal::kPrefetchRowsAhead;
   for (int64_t u = begin; u < end; ++u) {
     if (u + kAhead < end) {
@@ -129,6 +159,10 @@ void SparseTrafficNoMath(const RowGroups& groups, int64_t begin, int64_t end, in
     }
   }
 }
+TF_FTRL_NO_MATH_COPIES(SparseTrafficNoMath,
+                       (const RowGroups& groups, int64_t begin, int64_t end, int64_t dim,
+                        const float* grad, float* var, float* accum, float* linear),
+                       (groups, begin, end, dim, grad, var, accum, linear))
 
 }  // namespace
 
@@ -155,16 +189,8 @@ int main(int argc, char** argv) {
   // for the update on this machine (glibc's memcpy of large buffers is not, see the README).
   Report("same traffic as FTRL, no math (limit)", MedianSeconds(10, [&] {
            ThreadedParallelFor(g_threads, 0, [&](int64_t b, int64_t e) {
-             const int64_t lo = n * b / g_threads, hi = n * e / g_threads;
-             float* __restrict v = var.data();
-             float* __restrict a = accum.data();
-             float* __restrict l = linear.data();
-             const float* __restrict g = grad.data();
-             for (int64_t i = lo; i < hi; ++i) {
-               v[i] += g[i];
-               a[i] += g[i];
-               l[i] += g[i];
-             }
+             DenseTrafficNoMath(n * b / g_threads, n * e / g_threads, grad.data(), var.data(),
+                                accum.data(), linear.data());
            });
          }),
          28.0 * n, copy_gbps);
