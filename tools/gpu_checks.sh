@@ -5,13 +5,14 @@
 #   bash tools/gpu_checks.sh OUT_DIR [STEP ...]
 #
 # STEPs, in this order by default (name some to run only those, e.g. across several sessions'
-# calls; build outputs stay in build/kernel_driver/ between calls):
+# calls; build outputs stay in build/kernel_driver/ between calls). The benchmark comes before the
+# sanitizers, which are the slowest: on a machine lent for minutes, the numbers come back first.
 #   build      the kernel driver with the CUDA kernels (tools/build_kernel_driver.sh --cuda)
 #   test       tests/gpu (GPU vs CPU kernels vs float64 reference) and tests/test_kernel_driver.py
+#   bench      tools/benchmark_gpu.py, float32 and bfloat16 (JSON and the printed tables)
 #   memcheck   compute-sanitizer --tool memcheck on tests/gpu
 #   racecheck  compute-sanitizer --tool racecheck on the sparse GPU tests (CUB's shared memory)
 #   synccheck  compute-sanitizer --tool synccheck on the sparse GPU tests
-#   bench      tools/benchmark_gpu.py, float32 and bfloat16 (JSON and the printed tables)
 #
 # Each step is bounded in time (STEP_TIMEOUT seconds, default 420), logs to OUT_DIR/<step>.log and
 # adds a line to OUT_DIR/summary.md, which starts with the device's name. A failing step does not
@@ -20,13 +21,13 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 if [ $# -lt 1 ]; then
-  echo "usage: $0 OUT_DIR [build|test|memcheck|racecheck|synccheck|bench ...]" >&2
+  echo "usage: $0 OUT_DIR [build|test|bench|memcheck|racecheck|synccheck ...]" >&2
   exit 2
 fi
 out=$1
 shift
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(build test memcheck racecheck synccheck bench)
+[ ${#steps[@]} -eq 0 ] && steps=(build test bench memcheck racecheck synccheck)
 mkdir -p "$out"
 summary="$out/summary.md"
 step_timeout=${STEP_TIMEOUT:-420}
