@@ -6,8 +6,10 @@ BAZEL := PYTHON_BIN_PATH=$(abspath $(PYTHON)) bazel
 NVCC := $(wildcard /usr/local/cuda/bin/nvcc)
 # The GPU machines have no TensorFlow: test-gpu and bench-gpu use their own Python, no set-up.
 GPU_PYTHON ?= python3
-# The TensorFlow-free C++ tests, run as built and under ASan + UBSan (--config=asan, .bazelrc).
-CPU_KERNEL_TESTS := //kernels:cpu_kernels_test //kernels:cpu_kernels_fuzz_test
+# The TensorFlow-free C++ tests (the CPU loops, and the CUDA kernels' per-thread work on the
+# host), run as built and under ASan + UBSan (--config=asan, .bazelrc).
+CPU_KERNEL_TESTS := //kernels:cpu_kernels_test //kernels:cpu_kernels_fuzz_test \
+	//kernels:gpu_kernel_bodies_test
 
 .PHONY: setup build train test test-gpu gpu-checks bench bench-gpu bench-optimizers
 

@@ -18,16 +18,10 @@ namespace tf_ftrl {
 namespace {
 
 using testing::Check;
+using testing::FromDouble;
+using testing::Random;
 using testing::ThreadedParallelFor;
-
-template <typename T>
-double ToDouble(T x) {
-  return static_cast<double>(Load(x));
-}
-template <typename T>
-T FromDouble(double x) {
-  return Store<T>(static_cast<AccumulateType<T>>(x));
-}
+using testing::ToDouble;
 
 template <typename T>
 double Tolerance();
@@ -52,14 +46,6 @@ void ReferenceFtrl(double lr, double l1, double l2, double shrinkage, double pow
 
 bool Close(double actual, double expected, double tol) {
   return std::fabs(actual - expected) <= tol * (1 + std::fabs(expected));
-}
-
-template <typename T>
-std::vector<T> Random(std::mt19937_64& rng, size_t n, double lo, double hi) {
-  std::uniform_real_distribution<double> dist(lo, hi);
-  std::vector<T> out(n);
-  for (auto& x : out) x = FromDouble<T>(dist(rng));
-  return out;
 }
 
 template <typename T>

@@ -8,23 +8,23 @@
 // position) pairs (stable, so each row's positions stay ascending) -> wait for the check -> a
 // group of lanes per sorted position; the group at the start of a run of equal indices sums
 // the run's grad rows in position order and updates the row once.
+// What each thread does is in gpu_kernel_bodies.h (host and device code, tested on the host);
+// this file holds the launches, the index check and the sort.
 #include "kernels/gpu_kernels.h"
 
 #include <cub/device/device_radix_sort.cuh>
 
 #include "kernels/dispatch.h"
-#include "kernels/sorted_runs.h"
+#include "kernels/gpu_kernel_bodies.h"
 
 namespace tf_ftrl {
 namespace gpu {
 namespace {
 
 constexpr int kThreadsPerBlock = 256;
-constexpr int kWarpSize = 32;
 // Grids are capped at this many blocks and stride over the rest: more blocks than the GPU can
 // hold at once only add scheduling work.
 constexpr int64_t kMaxBlocks = int64_t{1} << 16;
-constexpr size_t kVectorBytes = 16;
 // Each workspace buffer starts on this boundary (what cudaMalloc guarantees, and CUB expects).
 constexpr size_t kWorkspaceAlignment = 256;
 
@@ -43,129 +43,13 @@ bool IsVectorAligned(const void* p) {
   return reinterpret_cast<uintptr_t>(p) % kVectorBytes == 0;
 }
 
-// kWidth consecutive elements, loaded and stored as one instruction.
-template <typename T, int kWidth>
-struct alignas(sizeof(T) * kWidth) Pack {
-  T values[kWidth];
-};
-
-template <typename T>
-constexpr int VectorWidth() {
-  return static_cast<int>(kVectorBytes / sizeof(T));
-}
-
-// The arrays an update reads and writes, in the order its Step takes them.
-template <typename T, int kNumArrays>
-struct StateArrays {
-  T* arrays[kNumArrays];
-};
-
-// One element's update: kNumState state values in and out, of which the first kNumWritten
-// change and are stored back.
-template <bool kSqrtPower, bool kMultiplyLinearByLr, typename A>
-struct FtrlStep {
-  static constexpr int kNumState = 3;  // var, accum, linear
-  static constexpr int kNumWritten = 3;
-  FtrlHyperparams<A> h;
-  __device__ __forceinline__ void operator()(A grad, A (&state)[kNumState]) const {
-    FtrlUpdate<kSqrtPower, kMultiplyLinearByLr>(h, grad, state[0], state[1], state[2]);
-  }
-};
-
-template <bool kUpdateSlots, typename A>
-struct AdagradStep {
-  static constexpr int kNumState = 2;  // var, accum
-  static constexpr int kNumWritten = kUpdateSlots ? 2 : 1;
-  AdagradHyperparams<A> h;
-  __device__ __forceinline__ void operator()(A grad, A (&state)[kNumState]) const {
-    AdagradUpdate<kUpdateSlots>(h, grad, state[0], state[1]);
-  }
-};
-
-// grad[offset, offset + kWidth) in the accumulate type.
-template <int kWidth, typename T, typename A>
-__device__ __forceinline__ void LoadGrad(const T* grad, int64_t offset, A (&out)[kWidth]) {
-  const Pack<T, kWidth> pack = *reinterpret_cast<const Pack<T, kWidth>*>(grad + offset);
-#pragma unroll
-  for (int k = 0; k < kWidth; ++k) out[k] = Load(pack.values[k]);
-}
-
-// Adds the grad rows at positions[first, last) to `sum`, in that order. A hot id's run can be
-// thousands of rows long, so the loads go out kBatch at a time before the additions use them:
-// kBatch loads in flight instead of one latency per row, and the order of the sum unchanged.
-// Half the batch for the 16-bit types' 8-element vectors, whose float sums take twice the
-// registers (the batch's registers are held by every launch of the kernel: occupancy).
-template <int kWidth, typename T, typename A>
-__device__ __forceinline__ void AddGradRows(const T* grad, const int32_t* positions,
-                                            int64_t first, int64_t last, int64_t row_size,
-                                            int64_t column, A (&sum)[kWidth]) {
-  constexpr int kBatch = kWidth > 4 ? 4 : 8;
-  using P = Pack<T, kWidth>;
-  int64_t r = first;
-  for (; r + kBatch <= last; r += kBatch) {
-    P packs[kBatch];
-#pragma unroll
-    for (int b = 0; b < kBatch; ++b) {
-      packs[b] = *reinterpret_cast<const P*>(grad + positions[r + b] * row_size + column);
-    }
-#pragma unroll
-    for (int b = 0; b < kBatch; ++b) {
-#pragma unroll
-      for (int k = 0; k < kWidth; ++k) sum[k] += Load(packs[b].values[k]);
-    }
-  }
-  for (; r < last; ++r) {
-    const P pack = *reinterpret_cast<const P*>(grad + positions[r] * row_size + column);
-#pragma unroll
-    for (int k = 0; k < kWidth; ++k) sum[k] += Load(pack.values[k]);
-  }
-}
-
-// Applies `step` to elements [offset, offset + kWidth) of every state array.
-template <int kWidth, typename Step, typename T, typename A>
-__device__ __forceinline__ void UpdateElements(const Step& step,
-                                               const StateArrays<T, Step::kNumState>& state,
-                                               int64_t offset, const A (&grad)[kWidth]) {
-  using P = Pack<T, kWidth>;
-  P packs[Step::kNumState];
-#pragma unroll
-  for (int i = 0; i < Step::kNumState; ++i) {
-    packs[i] = *reinterpret_cast<const P*>(state.arrays[i] + offset);
-  }
-#pragma unroll
-  for (int k = 0; k < kWidth; ++k) {
-    A values[Step::kNumState];
-#pragma unroll
-    for (int i = 0; i < Step::kNumState; ++i) values[i] = Load(packs[i].values[k]);
-    step(grad[k], values);
-#pragma unroll
-    for (int i = 0; i < Step::kNumWritten; ++i) packs[i].values[k] = Store<T>(values[i]);
-  }
-#pragma unroll
-  for (int i = 0; i < Step::kNumWritten; ++i) {
-    *reinterpret_cast<P*>(state.arrays[i] + offset) = packs[i];
-  }
-}
-
 template <int kWidth, typename Step, typename T>
 __global__ void __launch_bounds__(kThreadsPerBlock)
     DenseKernel(Step step, StateArrays<T, Step::kNumState> state, const T* __restrict__ grad,
                 int64_t size) {
-  using A = AccumulateType<T>;
-  const int64_t thread = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t num_threads = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  const int64_t num_packs = size / kWidth;
-  for (int64_t p = thread; p < num_packs; p += num_threads) {
-    A g[kWidth];
-    LoadGrad<kWidth>(grad, p * kWidth, g);
-    UpdateElements<kWidth>(step, state, p * kWidth, g);
-  }
-  const int64_t tail = num_packs * kWidth + thread;
-  if (kWidth > 1 && tail < size) {
-    A g[1];
-    LoadGrad<1>(grad, tail, g);
-    UpdateElements<1>(step, state, tail, g);
-  }
+  DenseThreadWork<kWidth>(step, state, grad, size,
+                          static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x,
+                          static_cast<int64_t>(gridDim.x) * blockDim.x);
 }
 
 template <typename Step, typename T>
@@ -257,48 +141,14 @@ __global__ void CheckAndNumberKernel(const Index* __restrict__ indices, int64_t 
   }
 }
 
-// The indices sorted with their positions: the rows of one index are a run of equal sorted
-// indices, their positions ascending (the sort is stable).
-template <typename Index>
-struct SortedPairs {
-  const Index* indices;
-  const int32_t* positions;
-  int64_t n;
-};
-
-// The smallest power of two lanes, up to a warp, that covers a row of `vectors` vectors in one
-// pass: rows narrower than a warp leave no lanes idle, and a group never straddles a warp.
-int LanesPerRow(int64_t vectors) {
-  int lanes = 1;
-  while (lanes < kWarpSize && lanes < vectors) lanes *= 2;
-  return lanes;
-}
-
-// One group of `lanes` threads per sorted position; the group at the start of a run sums the
-// run's gradient rows (first position first, then the others in ascending order: the CPU loops'
-// order) and updates the row, kWidth elements per lane at a time. The other groups have nothing
-// to do, so each unique row is written by exactly one group.
+// A group of `lanes` threads per sorted position (SparseThreadWork).
 template <int kWidth, typename Step, typename T, typename Index>
 __global__ void __launch_bounds__(kThreadsPerBlock)
     SparseKernel(Step step, StateArrays<T, Step::kNumState> state, const T* __restrict__ grad,
                  int64_t row_size, int lanes, SortedPairs<Index> sorted) {
-  using A = AccumulateType<T>;
-  const int64_t thread = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t num_groups = static_cast<int64_t>(gridDim.x) * blockDim.x / lanes;
-  const int lane = threadIdx.x % lanes;
-  for (int64_t begin = thread / lanes; begin < sorted.n; begin += num_groups) {
-    const Index index = sorted.indices[begin];
-    if (begin > 0 && sorted.indices[begin - 1] == index) continue;
-    const int64_t end = RunEnd(sorted.indices, sorted.n, begin, index);
-    const int64_t row_offset = static_cast<int64_t>(index) * row_size;
-    for (int64_t column = static_cast<int64_t>(lane) * kWidth; column < row_size;
-         column += static_cast<int64_t>(lanes) * kWidth) {
-      A g[kWidth];
-      LoadGrad<kWidth>(grad, sorted.positions[begin] * row_size + column, g);
-      AddGradRows<kWidth>(grad, sorted.positions, begin + 1, end, row_size, column, g);
-      UpdateElements<kWidth>(step, state, row_offset + column, g);
-    }
-  }
+  SparseThreadWork<kWidth>(step, state, grad, row_size, lanes, sorted,
+                           static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x,
+                           static_cast<int64_t>(gridDim.x) * blockDim.x);
 }
 
 // The number of low bits that hold every index in [0, num_rows): the radix sort skips the rest.

@@ -1,14 +1,18 @@
 // What the TensorFlow-free C++ tests share: a pass/fail tally that prints the closing line
-// "N passed, M failed", and a ParallelFor over real threads so the loops' sharding is exercised.
+// "N passed, M failed", a ParallelFor over real threads so the loops' sharding is exercised, and
+// random values of every element type.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <functional>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "kernels/numeric.h"
 
 namespace tf_ftrl {
 namespace testing {
@@ -47,6 +51,25 @@ inline void ThreadedParallelFor(int64_t total, int64_t,
     threads.emplace_back([&, s] { fn(total * s / shards, total * (s + 1) / shards); });
   }
   for (auto& t : threads) t.join();
+}
+
+template <typename T>
+double ToDouble(T x) {
+  return static_cast<double>(Load(x));
+}
+
+template <typename T>
+T FromDouble(double x) {
+  return Store<T>(static_cast<AccumulateType<T>>(x));
+}
+
+// n values drawn uniformly from [lo, hi), rounded to T.
+template <typename T>
+std::vector<T> Random(std::mt19937_64& rng, size_t n, double lo, double hi) {
+  std::uniform_real_distribution<double> dist(lo, hi);
+  std::vector<T> out(n);
+  for (auto& x : out) x = FromDouble<T>(dist(rng));
+  return out;
 }
 
 }  // namespace testing

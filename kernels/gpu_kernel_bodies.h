@@ -1,0 +1,206 @@
+// What each thread of the CUDA kernels does (gpu_kernels.cu.cc), as host-and-device functions of
+// the thread's index in the grid: the kernels call them with blockIdx and threadIdx, and
+// gpu_kernel_bodies_test.cc runs them on the host, thread after thread over whole grids, against
+// the CPU loops, so their indexing is tested where there is no GPU. Plain C++ (no CUDA header).
+//
+// Running a grid's threads one after another on the host gives what the GPU gives: every
+// element (dense) and every unique row (sparse) is written by exactly one thread, and no thread
+// reads what another writes.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/adagrad_math.h"
+#include "kernels/ftrl_math.h"
+#include "kernels/numeric.h"
+#include "kernels/sorted_runs.h"
+
+// Loops over a compile-time number of elements or rows are unrolled on the device, so that their
+// arrays live in registers.
+#if defined(__CUDACC__)
+#define TF_FTRL_UNROLL _Pragma("unroll")
+#else
+#define TF_FTRL_UNROLL
+#endif
+
+namespace tf_ftrl {
+namespace gpu {
+
+constexpr int kWarpSize = 32;
+constexpr size_t kVectorBytes = 16;
+
+// kWidth consecutive elements, loaded and stored as one instruction.
+template <typename T, int kWidth>
+struct alignas(sizeof(T) * kWidth) Pack {
+  T values[kWidth];
+};
+
+template <typename T>
+constexpr int VectorWidth() {
+  return static_cast<int>(kVectorBytes / sizeof(T));
+}
+
+// The arrays an update reads and writes, in the order its Step takes them.
+template <typename T, int kNumArrays>
+struct StateArrays {
+  T* arrays[kNumArrays];
+};
+
+// One element's update: kNumState state values in and out, of which the first kNumWritten
+// change and are stored back.
+template <bool kSqrtPower, bool kMultiplyLinearByLr, typename A>
+struct FtrlStep {
+  static constexpr int kNumState = 3;  // var, accum, linear
+  static constexpr int kNumWritten = 3;
+  FtrlHyperparams<A> h;
+  TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void operator()(A grad, A (&state)[kNumState]) const {
+    FtrlUpdate<kSqrtPower, kMultiplyLinearByLr>(h, grad, state[0], state[1], state[2]);
+  }
+};
+
+template <bool kUpdateSlots, typename A>
+struct AdagradStep {
+  static constexpr int kNumState = 2;  // var, accum
+  static constexpr int kNumWritten = kUpdateSlots ? 2 : 1;
+  AdagradHyperparams<A> h;
+  TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void operator()(A grad, A (&state)[kNumState]) const {
+    AdagradUpdate<kUpdateSlots>(h, grad, state[0], state[1]);
+  }
+};
+
+// grad[offset, offset + kWidth) in the accumulate type.
+template <int kWidth, typename T, typename A>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void LoadGrad(const T* grad, int64_t offset,
+                                                 A (&out)[kWidth]) {
+  const Pack<T, kWidth> pack = *reinterpret_cast<const Pack<T, kWidth>*>(grad + offset);
+  TF_FTRL_UNROLL
+  for (int k = 0; k < kWidth; ++k) out[k] = Load(pack.values[k]);
+}
+
+// Adds the grad rows at positions[first, last) to `sum`, in that order. A hot id's run can be
+// thousands of rows long, so the loads go out kBatch at a time before the additions use them:
+// kBatch loads in flight instead of one latency per row, and the order of the sum unchanged.
+// Half the batch for the 16-bit types' 8-element vectors, whose float sums take twice the
+// registers (the batch's registers are held by every launch of the kernel: occupancy).
+template <int kWidth, typename T, typename A>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void AddGradRows(const T* grad, const int32_t* positions,
+                                                    int64_t first, int64_t last,
+                                                    int64_t row_size, int64_t column,
+                                                    A (&sum)[kWidth]) {
+  constexpr int kBatch = kWidth > 4 ? 4 : 8;
+  using P = Pack<T, kWidth>;
+  int64_t r = first;
+  for (; r + kBatch <= last; r += kBatch) {
+    P packs[kBatch];
+    TF_FTRL_UNROLL
+    for (int b = 0; b < kBatch; ++b) {
+      packs[b] = *reinterpret_cast<const P*>(grad + positions[r + b] * row_size + column);
+    }
+    TF_FTRL_UNROLL
+    for (int b = 0; b < kBatch; ++b) {
+      TF_FTRL_UNROLL
+      for (int k = 0; k < kWidth; ++k) sum[k] += Load(packs[b].values[k]);
+    }
+  }
+  for (; r < last; ++r) {
+    const P pack = *reinterpret_cast<const P*>(grad + positions[r] * row_size + column);
+    TF_FTRL_UNROLL
+    for (int k = 0; k < kWidth; ++k) sum[k] += Load(pack.values[k]);
+  }
+}
+
+// Applies `step` to elements [offset, offset + kWidth) of every state array.
+template <int kWidth, typename Step, typename T, typename A>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void UpdateElements(
+    const Step& step, const StateArrays<T, Step::kNumState>& state, int64_t offset,
+    const A (&grad)[kWidth]) {
+  using P = Pack<T, kWidth>;
+  P packs[Step::kNumState];
+  TF_FTRL_UNROLL
+  for (int i = 0; i < Step::kNumState; ++i) {
+    packs[i] = *reinterpret_cast<const P*>(state.arrays[i] + offset);
+  }
+  TF_FTRL_UNROLL
+  for (int k = 0; k < kWidth; ++k) {
+    A values[Step::kNumState];
+    TF_FTRL_UNROLL
+    for (int i = 0; i < Step::kNumState; ++i) values[i] = Load(packs[i].values[k]);
+    step(grad[k], values);
+    TF_FTRL_UNROLL
+    for (int i = 0; i < Step::kNumWritten; ++i) packs[i].values[k] = Store<T>(values[i]);
+  }
+  TF_FTRL_UNROLL
+  for (int i = 0; i < Step::kNumWritten; ++i) {
+    *reinterpret_cast<P*>(state.arrays[i] + offset) = packs[i];
+  }
+}
+
+// Dense: thread `thread` of `num_threads` strides over the kWidth-element vectors, and the fewer
+// than kWidth elements past the last whole vector go to the first threads, one each.
+template <int kWidth, typename Step, typename T>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void DenseThreadWork(
+    const Step& step, const StateArrays<T, Step::kNumState>& state, const T* __restrict__ grad,
+    int64_t size, int64_t thread, int64_t num_threads) {
+  using A = AccumulateType<T>;
+  const int64_t num_packs = size / kWidth;
+  for (int64_t p = thread; p < num_packs; p += num_threads) {
+    A g[kWidth];
+    LoadGrad<kWidth>(grad, p * kWidth, g);
+    UpdateElements<kWidth>(step, state, p * kWidth, g);
+  }
+  const int64_t tail = num_packs * kWidth + thread;
+  if (kWidth > 1 && tail < size) {
+    A g[1];
+    LoadGrad<1>(grad, tail, g);
+    UpdateElements<1>(step, state, tail, g);
+  }
+}
+
+// The indices sorted with their positions: the rows of one index are a run of equal sorted
+// indices, their positions ascending (the sort is stable).
+template <typename Index>
+struct SortedPairs {
+  const Index* indices;
+  const int32_t* positions;
+  int64_t n;
+};
+
+// The smallest power of two lanes, up to a warp, that covers a row of `vectors` vectors in one
+// pass: rows narrower than a warp leave no lanes idle, and a group never straddles a warp.
+inline int LanesPerRow(int64_t vectors) {
+  int lanes = 1;
+  while (lanes < kWarpSize && lanes < vectors) lanes *= 2;
+  return lanes;
+}
+
+// Sparse: groups of `lanes` consecutive threads, one group per sorted position, striding over
+// the positions; the group at the start of a run sums the run's gradient rows (first position
+// first, then the others in ascending order: the CPU loops' order) and updates the row, kWidth
+// elements per lane at a time. The other groups have nothing to do, so each unique row is written
+// by exactly one group. num_threads is a multiple of lanes.
+template <int kWidth, typename Step, typename T, typename Index>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void SparseThreadWork(
+    const Step& step, const StateArrays<T, Step::kNumState>& state, const T* __restrict__ grad,
+    int64_t row_size, int lanes, const SortedPairs<Index>& sorted, int64_t thread,
+    int64_t num_threads) {
+  using A = AccumulateType<T>;
+  const int64_t num_groups = num_threads / lanes;
+  const int lane = static_cast<int>(thread % lanes);
+  for (int64_t begin = thread / lanes; begin < sorted.n; begin += num_groups) {
+    const Index index = sorted.indices[begin];
+    if (begin > 0 && sorted.indices[begin - 1] == index) continue;
+    const int64_t end = RunEnd(sorted.indices, sorted.n, begin, index);
+    const int64_t row_offset = static_cast<int64_t>(index) * row_size;
+    for (int64_t column = static_cast<int64_t>(lane) * kWidth; column < row_size;
+         column += static_cast<int64_t>(lanes) * kWidth) {
+      A g[kWidth];
+      LoadGrad<kWidth>(grad, sorted.positions[begin] * row_size + column, g);
+      AddGradRows<kWidth>(grad, sorted.positions, begin + 1, end, row_size, column, g);
+      UpdateElements<kWidth>(step, state, row_offset + column, g);
+    }
+  }
+}
+
+}  // namespace gpu
+}  // namespace tf_ftrl

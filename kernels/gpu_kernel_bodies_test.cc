@@ -1,0 +1,215 @@
+// The CUDA kernels' per-thread work (gpu_kernel_bodies.h) on the host, where there is no GPU:
+// every thread of a grid runs after the other, and the results must equal the CPU loops'
+// (cpu_kernels.h) bit for bit, for every element type, index type and flag, both the vector and
+// the scalar path, groups of 1 to 32 lanes, and grids small enough to stride several times.
+// What this cannot see (the device's scheduling, CUB's sort, memory faults) the GPU tests do.
+//   bazel test //kernels:gpu_kernel_bodies_test
+#include "kernels/gpu_kernel_bodies.h"
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "kernels/cpu_kernels.h"
+#include "kernels/test_support.h"
+
+namespace tf_ftrl {
+namespace {
+
+using testing::Check;
+using testing::Random;
+
+// The vector path reinterprets arrays as 16-byte packs: std::vector's storage is that aligned.
+static_assert(__STDCPP_DEFAULT_NEW_ALIGNMENT__ >= gpu::kVectorBytes, "vectors under-aligned");
+
+constexpr int64_t kThreadsPerBlock = 256;
+
+template <typename T>
+bool SameBits(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
+
+// var, accum[, linear] and a gradient, as the tests start them.
+template <typename T>
+struct State {
+  std::vector<T> var, accum, linear, grad;
+};
+
+template <typename T>
+State<T> RandomState(std::mt19937_64& rng, int64_t size, int64_t grad_size) {
+  return {Random<T>(rng, size, -1, 1), Random<T>(rng, size, 0.1, 2), Random<T>(rng, size, -1, 1),
+          Random<T>(rng, grad_size, -1, 1)};
+}
+
+// Calls fn(ftrl_step_or_adagrad_step, cpu_loop_name) for each FTRL flag combination and each
+// Adagrad flag: fn(step, expected) where expected(state) runs the CPU loop in place.
+template <typename T, typename Fn>
+void ForEachStep(Fn&& fn) {
+  using A = AccumulateType<T>;
+  for (double power : {-0.5, -0.3}) {
+    for (bool by_lr : {false, true}) {
+      const FtrlHyperparams<A> h{A(0.05), A(0.01), A(0.02), A(0.03), A(power)};
+      DispatchFlags(IsSqrtPower(h), by_lr, [&](auto sqrt_power, auto by_lr_flag) {
+        fn(gpu::FtrlStep<sqrt_power(), by_lr_flag(), A>{h}, h, by_lr);
+        return 0;
+      });
+    }
+  }
+  for (bool update_slots : {true, false}) {
+    const AdagradHyperparams<A> h{A(0.05), A(1e-7)};
+    DispatchFlags(update_slots, false, [&](auto slots, auto) {
+      fn(gpu::AdagradStep<slots(), A>{h}, h, update_slots);
+      return 0;
+    });
+  }
+}
+
+template <typename T, typename Step>
+gpu::StateArrays<T, Step::kNumState> ArraysOf(State<T>& s) {
+  if constexpr (Step::kNumState == 3) {
+    return {{s.var.data(), s.accum.data(), s.linear.data()}};
+  } else {
+    return {{s.var.data(), s.accum.data()}};
+  }
+}
+
+template <typename T>
+bool SameState(const State<T>& a, const State<T>& b) {
+  return SameBits(a.var, b.var) && SameBits(a.accum, b.accum) && SameBits(a.linear, b.linear);
+}
+
+template <int kWidth, typename T>
+void TestDense(std::mt19937_64& rng, const char* name) {
+  for (int64_t size : {1, 3, 7, 8, 37, 1001, 4099}) {
+    const State<T> start = RandomState<T>(rng, size, size);
+    for (int64_t num_threads : {kThreadsPerBlock, 3 * kThreadsPerBlock}) {
+      ForEachStep<T>([&](const auto& step, const auto& h, bool flag) {
+        using Step = std::decay_t<decltype(step)>;
+        State<T> gpu = start, cpu = start;
+        for (int64_t t = 0; t < num_threads; ++t) {
+          gpu::DenseThreadWork<kWidth>(step, ArraysOf<T, Step>(gpu), gpu.grad.data(), size, t,
+                                       num_threads);
+        }
+        if constexpr (Step::kNumState == 3) {
+          cpu::ApplyFtrl(h, flag, cpu.var.data(), cpu.accum.data(), cpu.linear.data(),
+                         cpu.grad.data(), size, cpu::SerialParallelFor);
+        } else {
+          cpu::ApplyAdagrad(h, flag, cpu.var.data(), cpu.accum.data(), cpu.grad.data(), size,
+                            cpu::SerialParallelFor);
+        }
+        Check(SameState(gpu, cpu), std::string("dense ") + name + " width " +
+                                       std::to_string(kWidth) + " size " + std::to_string(size) +
+                                       " threads " + std::to_string(num_threads) +
+                                       (Step::kNumState == 3 ? " FTRL" : " Adagrad"));
+      });
+    }
+  }
+}
+
+// The (index, position) pairs sorted by index, positions ascending within an index: what the
+// kernels get from CUB's stable radix sort.
+template <typename Index>
+void SortPairs(const std::vector<Index>& indices, std::vector<Index>* sorted_indices,
+               std::vector<int32_t>* sorted_positions) {
+  sorted_positions->resize(indices.size());
+  std::iota(sorted_positions->begin(), sorted_positions->end(), 0);
+  std::stable_sort(sorted_positions->begin(), sorted_positions->end(),
+                   [&](int32_t a, int32_t b) { return indices[a] < indices[b]; });
+  sorted_indices->clear();
+  for (int32_t p : *sorted_positions) sorted_indices->push_back(indices[p]);
+}
+
+template <int kWidth, typename T, typename Index>
+void TestSparseShape(std::mt19937_64& rng, int64_t rows, int64_t row_size, int64_t n,
+                     const std::string& name) {
+  std::vector<Index> indices(n);
+  std::uniform_int_distribution<int64_t> pick(0, rows - 1);
+  for (auto& i : indices) i = static_cast<Index>(pick(rng));
+  std::vector<Index> sorted_indices;
+  std::vector<int32_t> sorted_positions;
+  SortPairs(indices, &sorted_indices, &sorted_positions);
+  const gpu::SortedPairs<Index> sorted{sorted_indices.data(), sorted_positions.data(), n};
+  RowGroups groups;
+  IndexError error;
+  Check(groups.Build(indices.data(), n, rows, &error), "indices in range");
+  const State<T> start = RandomState<T>(rng, rows * row_size, n * row_size);
+
+  const int best_lanes = gpu::LanesPerRow(row_size / kWidth);
+  for (int lanes : {best_lanes, 1, gpu::kWarpSize}) {
+    // One or two blocks: far fewer groups than positions, so the groups stride several times.
+    for (int64_t num_threads : {kThreadsPerBlock, 2 * kThreadsPerBlock}) {
+      ForEachStep<T>([&](const auto& step, const auto& h, bool flag) {
+        using Step = std::decay_t<decltype(step)>;
+        State<T> gpu = start, cpu = start;
+        for (int64_t t = 0; t < num_threads; ++t) {
+          gpu::SparseThreadWork<kWidth>(step, ArraysOf<T, Step>(gpu), gpu.grad.data(), row_size,
+                                        lanes, sorted, t, num_threads);
+        }
+        if constexpr (Step::kNumState == 3) {
+          cpu::SparseApplyFtrl(h, flag, cpu.var.data(), cpu.accum.data(), cpu.linear.data(),
+                               cpu.grad.data(), row_size, groups, cpu::SerialParallelFor);
+        } else {
+          cpu::SparseApplyAdagrad(h, flag, cpu.var.data(), cpu.accum.data(), cpu.grad.data(),
+                                  row_size, groups, cpu::SerialParallelFor);
+        }
+        Check(SameState(gpu, cpu),
+              "sparse " + name + " " + std::to_string(rows) + " x " + std::to_string(row_size) +
+                  ", " + std::to_string(n) + " ids, width " + std::to_string(kWidth) +
+                  ", lanes " + std::to_string(lanes) + ", threads " +
+                  std::to_string(num_threads) + (Step::kNumState == 3 ? " FTRL" : " Adagrad"));
+      });
+    }
+  }
+}
+
+template <typename T, typename Index>
+void TestSparse(std::mt19937_64& rng, const char* type_name) {
+  constexpr int kVector = gpu::VectorWidth<T>();
+  struct Shape {
+    int64_t rows, row_size, n;
+  };
+  // Rows of one element to 1000; 2n + 3 ids (duplicates for sure); 2,000 ids into 10 rows (runs
+  // longer than the batch of duplicate loads, and not a multiple of it).
+  const Shape shapes[] = {{50, 1, 103},  {40, 9, 83},      {64, 16, 131},  {30, 40, 63},
+                          {100, 64, 203}, {7, 1000, 17},   {10, 33, 2000}, {10, 64, 2000}};
+  for (const Shape& s : shapes) {
+    const std::string name = std::string(type_name) + (sizeof(Index) == 4 ? " int32" : " int64");
+    TestSparseShape<1, T, Index>(rng, s.rows, s.row_size, s.n, name);
+    if (s.row_size % kVector == 0) {
+      TestSparseShape<kVector, T, Index>(rng, s.rows, s.row_size, s.n, name);
+    }
+  }
+}
+
+template <typename T>
+void TestType(std::mt19937_64& rng, const char* name) {
+  TestDense<gpu::VectorWidth<T>(), T>(rng, name);
+  TestDense<1, T>(rng, name);
+  TestSparse<T, int32_t>(rng, name);
+  TestSparse<T, int64_t>(rng, name);
+}
+
+void TestLanesPerRow() {
+  Check(gpu::LanesPerRow(0) == 1 && gpu::LanesPerRow(1) == 1 && gpu::LanesPerRow(2) == 2 &&
+            gpu::LanesPerRow(3) == 4 && gpu::LanesPerRow(16) == 16 &&
+            gpu::LanesPerRow(17) == 32 && gpu::LanesPerRow(250) == 32,
+        "LanesPerRow: the smallest power of two covering the row, at most a warp");
+}
+
+}  // namespace
+}  // namespace tf_ftrl
+
+int main() {
+  using namespace tf_ftrl;
+  std::mt19937_64 rng(std::random_device{}());
+  TestLanesPerRow();
+  TestType<float>(rng, "float32");
+  TestType<double>(rng, "float64");
+  TestType<float16>(rng, "float16");
+  TestType<bfloat16>(rng, "bfloat16");
+  return testing::Finish();
+}
