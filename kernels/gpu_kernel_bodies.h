@@ -157,6 +157,22 @@ TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void DenseThreadWork(
   }
 }
 
+// Sparse, before the sort: numbers the positions this thread strides over (positions[i] = i, the
+// values the sort carries along) and returns the lowest of them whose index is outside
+// [0, num_rows), or -1. The lowest over all threads is the position the CPU loops report.
+template <typename Index>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE int64_t CheckAndNumberThreadWork(
+    const Index* __restrict__ indices, int64_t n, int64_t num_rows, int32_t* __restrict__ positions,
+    int64_t thread, int64_t num_threads) {
+  int64_t first_bad = -1;
+  for (int64_t i = thread; i < n; i += num_threads) {
+    positions[i] = static_cast<int32_t>(i);
+    const int64_t index = static_cast<int64_t>(indices[i]);
+    if (first_bad < 0 && (index < 0 || index >= num_rows)) first_bad = i;
+  }
+  return first_bad;
+}
+
 // The indices sorted with their positions: the rows of one index are a run of equal sorted
 // indices, their positions ascending (the sort is stable).
 template <typename Index>

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <string>
@@ -193,6 +194,46 @@ void TestType(std::mt19937_64& rng, const char* name) {
   TestSparse<T, int64_t>(rng, name);
 }
 
+// The index check: the lowest bad position over all threads, and its value, are what the CPU
+// loops' RowGroups::Build reports (the same verdict on the same input), and the positions are
+// numbered 0..n-1 either way.
+template <typename Index>
+void TestIndexVerdict(std::mt19937_64& rng, const char* name) {
+  const int64_t rows = 1000;
+  std::vector<int64_t> bad_values = {-1, rows, std::numeric_limits<Index>::max(),
+                                     std::numeric_limits<Index>::min()};
+  if (sizeof(Index) == 8) bad_values.push_back(int64_t{1} << 40);
+  bool same = true;
+  for (int trial = 0; trial < 200; ++trial) {
+    const int64_t n = 1 + static_cast<int64_t>(rng() % 3000);
+    std::vector<Index> indices(n);
+    for (auto& i : indices) i = static_cast<Index>(rng() % rows);
+    const int num_bad = static_cast<int>(trial % 4);  // none, one, or several bad indices
+    for (int b = 0; b < num_bad; ++b) {
+      indices[rng() % n] = static_cast<Index>(bad_values[rng() % bad_values.size()]);
+    }
+    // One thread (the whole list in one stride), one block, seven blocks.
+    for (int64_t num_threads : {int64_t{1}, kThreadsPerBlock, 7 * kThreadsPerBlock}) {
+      std::vector<int32_t> positions(n, -1);
+      int64_t first_bad = -1;
+      for (int64_t t = 0; t < num_threads; ++t) {
+        const int64_t found =
+            gpu::CheckAndNumberThreadWork(indices.data(), n, rows, positions.data(), t,
+                                          num_threads);
+        if (found >= 0 && (first_bad < 0 || found < first_bad)) first_bad = found;
+      }
+      RowGroups groups;
+      IndexError error;
+      const bool valid = groups.Build(indices.data(), n, rows, &error);
+      same = same && valid == (first_bad < 0) &&
+             (valid || (error.position == first_bad &&
+                        error.value == static_cast<int64_t>(indices[first_bad])));
+      for (int64_t i = 0; i < n; ++i) same = same && positions[i] == i;
+    }
+  }
+  Check(same, std::string("index check: the same verdict as the CPU loops, ") + name);
+}
+
 void TestLanesPerRow() {
   Check(gpu::LanesPerRow(0) == 1 && gpu::LanesPerRow(1) == 1 && gpu::LanesPerRow(2) == 2 &&
             gpu::LanesPerRow(3) == 4 && gpu::LanesPerRow(16) == 16 &&
@@ -207,6 +248,8 @@ int main() {
   using namespace tf_ftrl;
   std::mt19937_64 rng(std::random_device{}());
   TestLanesPerRow();
+  TestIndexVerdict<int32_t>(rng, "int32");
+  TestIndexVerdict<int64_t>(rng, "int64");
   TestType<float>(rng, "float32");
   TestType<double>(rng, "float64");
   TestType<float16>(rng, "float16");

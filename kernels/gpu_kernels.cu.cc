@@ -120,25 +120,17 @@ cudaError_t LayOutSparseBuffers(void* base, int64_t n, SparseBuffers<Index>* buf
   return cudaSuccess;
 }
 
-// Numbers the positions (the values the sort carries along) and finds the lowest position of an
-// index outside [0, num_rows), in one pass over the indices.
+// Numbers the positions and finds the lowest position of a bad index (CheckAndNumberThreadWork):
+// only threads that saw a bad index use the atomic.
 template <typename Index>
 __global__ void CheckAndNumberKernel(const Index* __restrict__ indices, int64_t n,
                                      int64_t num_rows, int32_t* __restrict__ positions,
                                      unsigned long long* first_invalid) {
-  const int64_t num_threads = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  bool reported = false;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += num_threads) {
-    positions[i] = static_cast<int32_t>(i);
-    const int64_t index = static_cast<int64_t>(indices[i]);
-    // Only bad indices get here, so the atomic is rare; a thread's later positions can only be
-    // higher, so it reports its first one alone.
-    if ((index < 0 || index >= num_rows) && !reported) {
-      atomicMin(first_invalid, static_cast<unsigned long long>(i));
-      reported = true;
-    }
-  }
+  const int64_t first_bad = CheckAndNumberThreadWork(
+      indices, n, num_rows, positions,
+      static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x,
+      static_cast<int64_t>(gridDim.x) * blockDim.x);
+  if (first_bad >= 0) atomicMin(first_invalid, static_cast<unsigned long long>(first_bad));
 }
 
 // A group of `lanes` threads per sorted position (SparseThreadWork).
