@@ -158,7 +158,7 @@ TF_FTRL_INLINE void AdagradLoopBody(const AdagradHyperparams<AccumulateType<T>>&
   }
 }
 
-// The loop copies, narrowest first; kBest is the widest this CPU and its OS support.
+// The loop copies, narrowest first; BestVectorCopy() is the widest this CPU and its OS support.
 enum class VectorCopy { kBaseline, kAvx2, kAvx512 };
 
 #if defined(__x86_64__) && defined(__GNUC__)

@@ -41,7 +41,7 @@ import sysconfig
 
 import numpy as np
 
-from benchmark_ids import distribution_name, id_sampler
+from benchmark_ids import distribution_name, id_sampler, zipf_exponents
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DRIVER_PATH = ROOT / "build" / "kernel_driver" / (
@@ -221,7 +221,7 @@ def bench_dense(driver, backend, args, copy_gbps, rng):
 
 def bench_sparse(driver, backend, args, copy_gbps, rng):
     rows = []
-    for zipf_exponent in [0.0] + ([args.sparse_zipf] if args.sparse_zipf else []):
+    for zipf_exponent in zipf_exponents(args.sparse_zipf):
         indices = id_sampler(rng, args.sparse_rows, zipf_exponent)(args.sparse_ids)
         rows += bench_sparse_ids(driver, backend, args, copy_gbps, rng, indices,
                                  distribution_name(zipf_exponent))

@@ -21,5 +21,10 @@ def id_sampler(rng, num_rows, zipf_exponent=0.0):
     return draw
 
 
+def zipf_exponents(zipf_exponent):
+    """The id distributions a sparse benchmark runs: uniform (exponent 0), then Zipf unless 0."""
+    return [0.0] + ([zipf_exponent] if zipf_exponent else [])
+
+
 def distribution_name(zipf_exponent):
     return f"zipf {zipf_exponent:g}" if zipf_exponent else "uniform"

@@ -55,7 +55,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tf_ftrl  # noqa: E402
-from benchmark_ids import distribution_name, id_sampler  # noqa: E402  (tools/, beside this file)
+from benchmark_ids import distribution_name, id_sampler, zipf_exponents  # noqa: E402  (tools/)
 
 LR = 0.01
 L1 = 0.001
@@ -376,7 +376,7 @@ def sparse_functions(op, rows, dim, huge_pages=False):
 
 def run_sparse(rows, dim, num_ids, requested_repeats, rng, huge_pages=False, zipf_exponent=0.0):
     results = []
-    for exponent in [0.0] + ([zipf_exponent] if zipf_exponent else []):
+    for exponent in zipf_exponents(zipf_exponent):
         results += run_sparse_ids(rows, dim, num_ids, requested_repeats, rng, huge_pages,
                                   exponent)
     return results
