@@ -445,7 +445,7 @@ void FuzzDenseSizes(std::mt19937_64& rng) {
 
 template <typename T, typename Index>
 void FuzzSparseOnce(std::mt19937_64& rng, RowGroups* groups) {
-  static const int64_t kRowSizes[] = {0, 1, 2, 3, 8, 16, 17, 64, 129};
+  static const int64_t kRowSizes[] = {0, 1, 2, 3, 8, 16, 17, 32, 64, 129};
   const int64_t row_size = kRowSizes[rng() % std::size(kRowSizes)];
   int64_t rows = std::uniform_int_distribution<int64_t>(0, 40)(rng);
   int64_t n = std::uniform_int_distribution<int64_t>(0, 60)(rng);

@@ -231,6 +231,91 @@ void TestVectorCopiesAgree(std::mt19937_64& rng, const char* name) {
   }
 }
 
+// The sparse loops in every vector copy this CPU runs (baseline included), at the row sizes
+// compiled in (16, 32, 64) and the sizes around them, against the per-element formulas applied
+// to each row's summed gradient, bit for bit: with duplicate ids, all flag combinations, enough
+// rows to be sharded over threads and to cross several prefetch blocks, untouched rows left as
+// they were.
+template <typename T>
+void TestSparseRowSizesAndCopies(std::mt19937_64& rng, const char* name) {
+  using A = AccumulateType<T>;
+  using cpu::internal::VectorCopy;
+  const VectorCopy best = cpu::internal::BestVectorCopy();
+  for (int64_t row_size : {1, 3, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100}) {
+    const int64_t rows = 700, n = 900;
+    std::vector<int64_t> indices(n);
+    std::uniform_int_distribution<int64_t> pick(0, rows - 1);
+    for (auto& i : indices) i = pick(rng);
+    for (int64_t p = 0; p < 40; ++p) indices[p] = indices[0];  // one hot row
+    RowGroups groups;
+    IndexError error;
+    Check(groups.Build(indices.data(), n, rows, &error), "indices in range accepted");
+    // Each touched row's gradient, summed in position order in the accumulate type.
+    std::vector<A> summed(rows * row_size, A(0));
+    std::vector<bool> touched(rows, false);
+    const auto grad = Random<T>(rng, n * row_size, -1, 1);
+    for (int64_t p = 0; p < n; ++p) {
+      touched[indices[p]] = true;
+      for (int64_t j = 0; j < row_size; ++j) {
+        summed[indices[p] * row_size + j] += Load(grad[p * row_size + j]);
+      }
+    }
+    const auto var0 = Random<T>(rng, rows * row_size, -1, 1);
+    const auto accum0 = Random<T>(rng, rows * row_size, 0.0, 2);
+    const auto linear0 = Random<T>(rng, rows * row_size, -0.02, 0.02);
+    for (int c = static_cast<int>(VectorCopy::kBaseline); c <= static_cast<int>(best); ++c) {
+      const VectorCopy copy = static_cast<VectorCopy>(c);
+      const std::string what = std::string(name) + " copy " + std::to_string(c) +
+                               " row size " + std::to_string(row_size);
+      for (double power : {-0.5, -0.3}) {
+        for (bool by_lr : {false, true}) {
+          const FtrlHyperparams<A> h{A(0.05), A(0.01), A(0.02), A(0.03), A(power)};
+          auto v = var0, a = accum0, l = linear0;
+          cpu::internal::SparseApplyFtrlWith(copy, h, by_lr, v.data(), a.data(), l.data(),
+                                             grad.data(), row_size, groups, ThreadedParallelFor);
+          auto ev = var0, ea = accum0, el = linear0;
+          for (int64_t k = 0; k < rows * row_size; ++k) {
+            if (!touched[k / row_size]) continue;
+            A wv = Load(ev[k]), wa = Load(ea[k]), wl = Load(el[k]);
+            DispatchFlags(IsSqrtPower(h), by_lr, [&](auto sqrt_power, auto lr) {
+              FtrlUpdate<sqrt_power(), lr()>(h, summed[k], wv, wa, wl);
+              return 0;
+            });
+            ev[k] = Store<T>(wv);
+            ea[k] = Store<T>(wa);
+            el[k] = Store<T>(wl);
+          }
+          Check(SameBitsOrBothNan(v, ev) && SameBitsOrBothNan(a, ea) &&
+                    SameBitsOrBothNan(l, el),
+                "sparse FTRL = per-element formula, " + what + " power " +
+                    std::to_string(power) + (by_lr ? " by lr" : ""));
+        }
+      }
+      for (bool update_slots : {true, false}) {
+        const AdagradHyperparams<A> h{A(0.05), A(1e-7)};
+        auto v = var0, a = accum0;
+        cpu::internal::SparseApplyAdagradWith(copy, h, update_slots, v.data(), a.data(),
+                                              grad.data(), row_size, groups,
+                                              ThreadedParallelFor);
+        auto ev = var0, ea = accum0;
+        for (int64_t k = 0; k < rows * row_size; ++k) {
+          if (!touched[k / row_size]) continue;
+          A wv = Load(ev[k]), wa = Load(ea[k]);
+          DispatchFlags(update_slots, false, [&](auto slots, auto) {
+            AdagradUpdate<slots()>(h, summed[k], wv, wa);
+            return 0;
+          });
+          ev[k] = Store<T>(wv);
+          if (update_slots) ea[k] = Store<T>(wa);
+        }
+        Check(SameBitsOrBothNan(v, ev) && SameBitsOrBothNan(a, ea),
+              "sparse Adagrad = per-element formula, " + what +
+                  (update_slots ? "" : " (slots fixed)"));
+      }
+    }
+  }
+}
+
 // RunEnd (the CUDA sparse kernels' run lengths) against a linear scan, on sorted indices with
 // runs of every length from 1 to thousands, at every run start.
 void TestRunEnd(std::mt19937_64& rng) {
@@ -280,6 +365,10 @@ int main() {
   TestVectorCopiesAgree<double>(rng, "float64");
   TestVectorCopiesAgree<float16>(rng, "float16");
   TestVectorCopiesAgree<bfloat16>(rng, "bfloat16");
+  TestSparseRowSizesAndCopies<float>(rng, "float32");
+  TestSparseRowSizesAndCopies<double>(rng, "float64");
+  TestSparseRowSizesAndCopies<float16>(rng, "float16");
+  TestSparseRowSizesAndCopies<bfloat16>(rng, "bfloat16");
   std::printf("vector copies checked: up to %d (0 baseline, 1 AVX2, 2 AVX-512)\n",
               static_cast<int>(cpu::internal::BestVectorCopy()));
   return testing::Finish();

@@ -132,37 +132,32 @@ TF_FTRL_NO_MATH_COPIES(DenseTrafficNoMath,
                        (int64_t lo, int64_t hi, const float* g, float* v, float* a, float* l),
                        (lo, hi, g, v, a, l))
 
-// Unique rows [begin, end) of `groups` with sparse FTRL's traffic (read the grad row, read and
-// write the three table rows) and no math, prefetched as far ahead as the kernels do: the limit
-// for the sparse update on this machine. The few duplicate ids are not summed (their rows count
-// once, as in the kernels' traffic).
-TF_FTRL_INLINE void SparseTrafficNoMathBody(const RowGroups& groups, int64_t begin, int64_t end,
-                                            int64_t dim, const float* grad, float* var,
-                                            float* accum, float* linear) {
-  constexpr int64_t kAhead = cpu::internal::kPrefetchRowsAhead;
-  for (int64_t u = begin; u < end; ++u) {
-    if (u + kAhead < end) {
-      const int64_t ahead = groups.row(u + kAhead) * dim;
-      cpu::internal::PrefetchRow(var + ahead, dim);
-      cpu::internal::PrefetchRow(accum + ahead, dim);
-      cpu::internal::PrefetchRow(linear + ahead, dim);
-    }
-    const int64_t offset = groups.row(u) * dim;
-    float* __restrict v = var + offset;
-    float* __restrict a = accum + offset;
-    float* __restrict l = linear + offset;
-    const float* __restrict g = grad + groups.first_position(u) * dim;
-    for (int64_t j = 0; j < dim; ++j) {
+// Rows with sparse FTRL's traffic (read the grad row, read and write the three table rows) and no
+// math. Run through the kernels' own shard loop (cpu::internal::ForEachUniqueRow: the same
+// prefetching, row sizes compiled in, vector copy and duplicate handling), they give the limit
+// for the sparse update on this machine.
+struct TrafficRows {
+  float* var;
+  float* accum;
+  float* linear;
+
+  TF_FTRL_INLINE void Prefetch(int64_t row, int64_t row_size) const {
+    cpu::internal::PrefetchRow(var + row * row_size, row_size);
+    cpu::internal::PrefetchRow(accum + row * row_size, row_size);
+    cpu::internal::PrefetchRow(linear + row * row_size, row_size);
+  }
+  template <typename G>
+  TF_FTRL_INLINE void Update(int64_t row, const G* __restrict g, int64_t row_size) const {
+    float* __restrict v = var + row * row_size;
+    float* __restrict a = accum + row * row_size;
+    float* __restrict l = linear + row * row_size;
+    for (int64_t j = 0; j < row_size; ++j) {
       v[j] += g[j];
       a[j] += g[j];
       l[j] += g[j];
     }
   }
-}
-TF_FTRL_NO_MATH_COPIES(SparseTrafficNoMath,
-                       (const RowGroups& groups, int64_t begin, int64_t end, int64_t dim,
-                        const float* grad, float* var, float* accum, float* linear),
-                       (groups, begin, end, dim, grad, var, accum, linear))
+};
 
 }  // namespace
 
@@ -233,8 +228,8 @@ int main(int argc, char** argv) {
   std::printf("%-44s %9.3f ms (%lld unique rows)\n", "group 16,384 ids", group_s * 1e3,
               static_cast<long long>(groups[0].num_unique()));
   const double sparse_bytes_ftrl = 28.0 * ids * dim, sparse_bytes_adagrad = 20.0 * ids * dim;
-  // This machine's bandwidth drifts within seconds, so the three sparse cases are timed in turn
-  // within each round (each on the next id set) and compared by their medians.
+  // This machine's bandwidth drifts within seconds, so the sparse cases are timed in turn within
+  // each round (each on the next id set) and compared by their medians.
   const std::vector<std::function<void()>> sparse_cases = {
       [&] {
         const int k = next++ % kIdSets;
@@ -249,11 +244,29 @@ int main(int argc, char** argv) {
       // The sparse counterpart of the no-math limit: the same rows with FTRL's traffic.
       [&] {
         const int k = next++ % kIdSets;
-        const RowGroups& g = groups[k];
-        ThreadedParallelFor(g.num_unique(), 0, [&](int64_t begin, int64_t end) {
-          SparseTrafficNoMath(g, begin, end, dim, grads[k].data(), table.data(),
-                              table_accum.data(), table_linear.data());
-        });
+        const TrafficRows rows{table.data(), table_accum.data(), table_linear.data()};
+        cpu::internal::ForEachUniqueRow(cpu::internal::BestVectorCopy(), groups[k],
+                                        static_cast<const float*>(grads[k].data()), dim, 1,
+                                        ThreadedParallelFor, rows);
+      },
+      // The same updates through the loops for any row size (64 is one of the sizes the loops
+      // are compiled for, cpu::internal::DispatchRowSize).
+      [&] {
+        const int k = next++ % kIdSets;
+        const cpu::internal::FtrlRows<true, false, float> rows{ftrl, table.data(),
+                                                               table_accum.data(),
+                                                               table_linear.data()};
+        cpu::internal::ForEachUniqueRow</*kCompiledRowSizes=*/false>(
+            cpu::internal::BestVectorCopy(), groups[k], static_cast<const float*>(grads[k].data()),
+            dim, 1, ThreadedParallelFor, rows);
+      },
+      [&] {
+        const int k = next++ % kIdSets;
+        const cpu::internal::AdagradRows<true, float> rows{adagrad, table.data(),
+                                                           table_accum.data()};
+        cpu::internal::ForEachUniqueRow</*kCompiledRowSizes=*/false>(
+            cpu::internal::BestVectorCopy(), groups[k], static_cast<const float*>(grads[k].data()),
+            dim, 1, ThreadedParallelFor, rows);
       },
   };
   const std::vector<double> sparse_s = InterleavedMedianSeconds(3 * kIdSets, sparse_cases);
@@ -264,6 +277,8 @@ int main(int argc, char** argv) {
          copy_gbps);
   std::printf("%-44s %9.0f%%\n", "sparse FTRL, % of the no-math time",
               100 * sparse_s[2] / sparse_s[0]);
+  Report("sparse FTRL, loops for any row size", sparse_s[3], sparse_bytes_ftrl, copy_gbps);
+  Report("sparse Adagrad, loops for any row size", sparse_s[4], sparse_bytes_adagrad, copy_gbps);
 
   // The same update in the conditions of a training step or of a benchmark that alternates
   // implementations, timed in turn within each round: after the CPUs idled 20 us or 10 ms, and
