@@ -100,8 +100,9 @@ void Report(const char* what, double seconds, double bytes, double copy_gbps) {
               100 * gbps / copy_gbps);
 }
 
-// The no-math loops below come in the kernels' vector copies and run the one the kernels run
-// (cpu::internal::BestVectorCopy), so that their limits compare like with like.
+// The dense no-math loop below comes in the kernels' vector copies and runs the one the kernels
+// run (cpu::internal::BestVectorCopy), so that its limit compares like with like; the sparse one
+// (TrafficRows) runs through the kernels' own shard loop.
 #ifdef TF_FTRL_HAVE_X86_COPIES
 #define TF_FTRL_NO_MATH_COPIES(name, params, args)                                  \
   TF_FTRL_TARGET_AVX2 void name##Avx2 params { name##Body args; }                   \
