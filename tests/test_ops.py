@@ -16,7 +16,9 @@ from tests.reference import DTYPES, INDEX_DTYPES, TOLERANCE, Inputs, buffer_addr
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DENSE_SHAPES = [(1,), (37,), (5, 13), (3, 4, 67)]
-SPARSE_SHAPES = [(50,), (40, 9), (12, 3, 5)]
+# Row sizes 1, 9 and 15 take the CPU loops for any row size; 16, 32 and 64 the loops compiled for
+# their size (cpu::internal::DispatchRowSize).
+SPARSE_SHAPES = [(50,), (40, 9), (12, 3, 5), (40, 16), (30, 4, 8), (25, 64)]
 LR_POWERS = [-0.5, 0.0, -0.3]
 
 FTRL_HYPER = dict(lr=0.05, l1=0.02, l2=0.03)
