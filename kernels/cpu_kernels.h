@@ -390,7 +390,6 @@ void SparseApplyAdagradWith(VectorCopy copy, const AdagradHyperparams<Accumulate
   });
 }
 
-
 }  // namespace internal
 
 // Dense FTRL over `size` elements.

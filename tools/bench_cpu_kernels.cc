@@ -134,19 +134,10 @@ TF_FTRL_NO_MATH_COPIES(DenseTrafficNoMath,
                        (lo, hi, g, v, a, l))
 
 // Rows with sparse FTRL's traffic (read the grad row, read and write the three table rows) and no
-// math. Run through the kernels' own shard loop (cpu::internal::ForEachUniqueRow: the same
-// prefetching, row sizes compiled in, vector copy and duplicate handling), they give the limit
-// for the sparse update on this machine.
-struct TrafficRows {
-  float* var;
-  float* accum;
-  float* linear;
-
-  TF_FTRL_INLINE void Prefetch(int64_t row, int64_t row_size) const {
-    cpu::internal::PrefetchRow(var + row * row_size, row_size);
-    cpu::internal::PrefetchRow(accum + row * row_size, row_size);
-    cpu::internal::PrefetchRow(linear + row * row_size, row_size);
-  }
+// math: the kernels' FtrlRows with its update replaced. Run through the kernels' own shard loop
+// (cpu::internal::ForEachUniqueRow: the same prefetching, row sizes compiled in, vector copy and
+// duplicate handling), they give the limit for the sparse update on this machine.
+struct TrafficRows : cpu::internal::FtrlRows<true, false, float> {
   template <typename G>
   TF_FTRL_INLINE void Update(int64_t row, const G* __restrict g, int64_t row_size) const {
     float* __restrict v = var + row * row_size;
@@ -245,7 +236,7 @@ int main(int argc, char** argv) {
       // The sparse counterpart of the no-math limit: the same rows with FTRL's traffic.
       [&] {
         const int k = next++ % kIdSets;
-        const TrafficRows rows{table.data(), table_accum.data(), table_linear.data()};
+        const TrafficRows rows{{ftrl, table.data(), table_accum.data(), table_linear.data()}};
         cpu::internal::ForEachUniqueRow(cpu::internal::BestVectorCopy(), groups[k],
                                         static_cast<const float*>(grads[k].data()), dim, 1,
                                         ThreadedParallelFor, rows);
