@@ -274,8 +274,9 @@ void DispatchRowSize(int64_t row_size, Fn&& fn) {
 }
 
 // Unique rows [begin, end) of `groups`: rows.Update once per row, with the row of `grad` itself
-// when the row occurs once, else with the sum of its occurrences (in order of position, in the
-// accumulate type) in `summed` (row_size elements); rows are prefetched a block ahead.
+// when the row occurs once, else with the sum of its occurrences (in the accumulate type, in the
+// order of kDuplicateChunkRows) in `summed` (2 * row_size elements: the sum, then the chunk being
+// summed); rows are prefetched a block ahead.
 // kRowSize is row_size where the loops are compiled for it, else 0. Each vector copy of the
 // loops has a copy of the whole shard, so the row loop makes no call.
 template <int64_t kRowSize, typename T, typename Rows>
@@ -300,10 +301,24 @@ TF_FTRL_INLINE void UniqueRowsShardBody(const RowGroups& groups, const T* grad,
         rows.Update(groups.row(u), grad_row, row_size);
         continue;
       }
+      // Chunk 0 is summed in place; each later chunk in `chunk`, added when the next begins.
+      A* const chunk = summed + row_size;
       for (int64_t j = 0; j < row_size; ++j) summed[j] = Load(grad_row[j]);
-      for (; position >= 0; position = groups.next_position(position)) {
+      A* into = summed;
+      for (int64_t count = 1; position >= 0; position = groups.next_position(position), ++count) {
         const T* other = grad + position * row_size;
-        for (int64_t j = 0; j < row_size; ++j) summed[j] += Load(other[j]);
+        if (count % kDuplicateChunkRows != 0) {
+          for (int64_t j = 0; j < row_size; ++j) into[j] += Load(other[j]);
+          continue;
+        }
+        if (into == chunk) {
+          for (int64_t j = 0; j < row_size; ++j) summed[j] += chunk[j];
+        }
+        into = chunk;
+        for (int64_t j = 0; j < row_size; ++j) chunk[j] = Load(other[j]);
+      }
+      if (into == chunk) {
+        for (int64_t j = 0; j < row_size; ++j) summed[j] += chunk[j];
       }
       rows.Update(groups.row(u), static_cast<const A*>(summed), row_size);
     }
@@ -344,7 +359,7 @@ void ForEachUniqueRow(VectorCopy copy, const RowGroups& groups, const T* grad, i
                       int64_t cycles_per_element, const ParallelFor& parallel_for,
                       const Rows& rows) {
   auto shard = [&](int64_t begin, int64_t end) {
-    std::vector<AccumulateType<T>> summed(row_size);
+    std::vector<AccumulateType<T>> summed(2 * row_size);
     DispatchRowSize(kCompiledRowSizes ? row_size : 0, [&](auto size) {
 #ifdef TF_FTRL_HAVE_X86_COPIES
       if (copy == VectorCopy::kAvx512) {

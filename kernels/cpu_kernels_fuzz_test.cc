@@ -28,6 +28,7 @@ namespace tf_ftrl {
 namespace {
 
 using testing::Check;
+using testing::SummedRows;
 using testing::ThreadedParallelFor;
 
 template <typename T>
@@ -241,26 +242,6 @@ std::vector<Index> RandomIndices(std::mt19937_64& rng, int64_t rows, int64_t n, 
       break;
   }
   return indices;
-}
-
-// The summed gradient of every touched row, in order of position, in the accumulate type: what
-// the loops must apply.
-template <typename T, typename Index>
-std::map<int64_t, std::vector<AccumulateType<T>>> SummedRows(const std::vector<Index>& indices,
-                                                             const std::vector<T>& grad,
-                                                             int64_t row_size) {
-  std::map<int64_t, std::vector<AccumulateType<T>>> rows;
-  for (size_t p = 0; p < indices.size(); ++p) {
-    auto [it, inserted] = rows.try_emplace(static_cast<int64_t>(indices[p]));
-    auto& sum = it->second;
-    if (inserted) sum.assign(row_size, AccumulateType<T>(0));
-    for (int64_t j = 0; j < row_size; ++j) {
-      const auto g = Load(grad[p * row_size + j]);
-      // The first occurrence is taken as is (0 + g would turn -0 into +0).
-      sum[j] = inserted ? g : sum[j] + g;
-    }
-  }
-  return rows;
 }
 
 template <typename T, typename Index>

@@ -20,6 +20,7 @@ namespace {
 using testing::Check;
 using testing::FromDouble;
 using testing::Random;
+using testing::SummedRows;
 using testing::ThreadedParallelFor;
 using testing::ToDouble;
 
@@ -244,21 +245,26 @@ void TestSparseRowSizesAndCopies(std::mt19937_64& rng, const char* name) {
   for (int64_t row_size : {1, 3, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100}) {
     const int64_t rows = 700, n = 900;
     std::vector<int64_t> indices(n);
-    std::uniform_int_distribution<int64_t> pick(0, rows - 1);
+    std::uniform_int_distribution<int64_t> pick(5, rows - 1);
     for (auto& i : indices) i = pick(rng);
-    for (int64_t p = 0; p < 40; ++p) indices[p] = indices[0];  // one hot row
+    // Rows 0-4 are hot rows whose duplicates fill less than one chunk of the summing order, exactly one, a
+    // chunk and one row, exactly two, and several chunks and part of one, their positions spread
+    // over the list.
+    const int64_t hot_counts[] = {20, kDuplicateChunkRows, kDuplicateChunkRows + 1,
+                                  2 * kDuplicateChunkRows, 3 * kDuplicateChunkRows + 7};
+    for (int64_t h = 0, p = 0; h < 5; ++h) {
+      for (int64_t c = 0; c < hot_counts[h]; ++c, p += 3) indices[(p + h) % n] = h;
+    }
     RowGroups groups;
     IndexError error;
     Check(groups.Build(indices.data(), n, rows, &error), "indices in range accepted");
-    // Each touched row's gradient, summed in position order in the accumulate type.
+    // Each touched row's gradient, summed in the kernels' order in the accumulate type.
     std::vector<A> summed(rows * row_size, A(0));
     std::vector<bool> touched(rows, false);
     const auto grad = Random<T>(rng, n * row_size, -1, 1);
-    for (int64_t p = 0; p < n; ++p) {
-      touched[indices[p]] = true;
-      for (int64_t j = 0; j < row_size; ++j) {
-        summed[indices[p] * row_size + j] += Load(grad[p * row_size + j]);
-      }
+    for (const auto& [row, sum] : SummedRows(indices, grad, row_size)) {
+      touched[row] = true;
+      std::copy(sum.begin(), sum.end(), summed.begin() + row * row_size);
     }
     const auto var0 = Random<T>(rng, rows * row_size, -1, 1);
     const auto accum0 = Random<T>(rng, rows * row_size, 0.0, 2);
@@ -316,8 +322,9 @@ void TestSparseRowSizesAndCopies(std::mt19937_64& rng, const char* name) {
   }
 }
 
-// RunEnd (the CUDA sparse kernels' run lengths) against a linear scan, on sorted indices with
-// runs of every length from 1 to thousands, at every run start.
+// RunEnd and RunBegin (the CUDA sparse kernels' runs and chunks) against std::upper_bound and
+// std::lower_bound, on sorted indices with runs of every length from 1 to thousands: RunEnd at
+// every run start, RunBegin at every position.
 void TestRunEnd(std::mt19937_64& rng) {
   bool all_match = true;
   for (int trial = 0; trial < 200; ++trial) {
@@ -330,6 +337,10 @@ void TestRunEnd(std::mt19937_64& rng) {
     const std::vector<int32_t> sorted32(sorted.begin(), sorted.end());
     const int64_t n = static_cast<int64_t>(sorted.size());
     for (int64_t begin = 0; begin < n; ++begin) {
+      const int64_t run_begin =
+          std::lower_bound(sorted.begin(), sorted.end(), sorted[begin]) - sorted.begin();
+      all_match = all_match && RunBegin(sorted.data(), begin, sorted[begin]) == run_begin &&
+                  RunBegin(sorted32.data(), begin, sorted32[begin]) == run_begin;
       if (begin > 0 && sorted[begin - 1] == sorted[begin]) continue;
       const int64_t expected =
           std::upper_bound(sorted.begin() + begin, sorted.end(), sorted[begin]) - sorted.begin();
@@ -337,7 +348,8 @@ void TestRunEnd(std::mt19937_64& rng) {
                   RunEnd(sorted32.data(), n, begin, sorted32[begin]) == expected;
     }
   }
-  Check(all_match, "RunEnd finds every run's end (runs of 1 to 3,000, to the array's end)");
+  Check(all_match,
+        "RunEnd and RunBegin find every run's ends (runs of 1 to 3,000, to the array's ends)");
 }
 
 }  // namespace

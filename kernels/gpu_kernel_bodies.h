@@ -14,6 +14,7 @@
 #include "kernels/adagrad_math.h"
 #include "kernels/ftrl_math.h"
 #include "kernels/numeric.h"
+#include "kernels/row_groups.h"
 #include "kernels/sorted_runs.h"
 
 // Loops over a compile-time number of elements or rows are unrolled on the device, so that their
@@ -110,6 +111,34 @@ TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void AddGradRows(const T* grad, const int32_t
   }
 }
 
+// Adds slots [first, last) of `partials` (rows of row_size accumulate-type values), in that
+// order, to `sum`; loads go out kBatch at a time, as in AddGradRows.
+template <int kWidth, typename A>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void AddPartialRows(const A* partials, int64_t first,
+                                                       int64_t last, int64_t row_size,
+                                                       int64_t column, A (&sum)[kWidth]) {
+  constexpr int kBatch = kWidth > 4 ? 4 : 8;
+  using P = Pack<A, kWidth>;
+  int64_t s = first;
+  for (; s + kBatch <= last; s += kBatch) {
+    P packs[kBatch];
+    TF_FTRL_UNROLL
+    for (int b = 0; b < kBatch; ++b) {
+      packs[b] = *reinterpret_cast<const P*>(partials + (s + b) * row_size + column);
+    }
+    TF_FTRL_UNROLL
+    for (int b = 0; b < kBatch; ++b) {
+      TF_FTRL_UNROLL
+      for (int k = 0; k < kWidth; ++k) sum[k] += packs[b].values[k];
+    }
+  }
+  for (; s < last; ++s) {
+    const P pack = *reinterpret_cast<const P*>(partials + s * row_size + column);
+    TF_FTRL_UNROLL
+    for (int k = 0; k < kWidth; ++k) sum[k] += pack.values[k];
+  }
+}
+
 // Applies `step` to elements [offset, offset + kWidth) of every state array.
 template <int kWidth, typename Step, typename T, typename A>
 TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void UpdateElements(
@@ -190,16 +219,59 @@ inline int LanesPerRow(int64_t vectors) {
   return lanes;
 }
 
-// Sparse: groups of `lanes` consecutive threads, one group per sorted position, striding over
-// the positions; the group at the start of a run sums the run's gradient rows (first position
-// first, then the others in ascending order: the CPU loops' order) and updates the row, kWidth
-// elements per lane at a time. The other groups have nothing to do, so each unique row is written
-// by exactly one group. num_threads is a multiple of lanes.
+// The slots of ChunkSumThreadWork's partial sums a sparse update with n indices needs: one per
+// kDuplicateChunkRows sorted positions, none when no index can repeat that often.
+inline int64_t NumPartialSlots(int64_t n) {
+  return n > kDuplicateChunkRows ? (n - 1) / kDuplicateChunkRows + 1 : 0;
+}
+
+// Sparse, first pass (kDuplicateChunkRows in row_groups.h gives the summing order): groups of
+// `lanes` consecutive threads, one group per sorted position, striding over the positions; the
+// group at the start of a chunk other than its run's first sums the chunk's gradient rows in
+// order into `partials` slot begin / kDuplicateChunkRows (row_size values of the accumulate
+// type), kWidth elements per lane at a time. Slots are never shared: two such chunk starts are
+// at least kDuplicateChunkRows positions apart (within a run by definition; across runs because
+// the later run's first chunk lies between them). num_threads is a multiple of lanes.
+template <int kWidth, typename T, typename Index>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void ChunkSumThreadWork(const T* __restrict__ grad,
+                                                           int64_t row_size, int lanes,
+                                                           const SortedPairs<Index>& sorted,
+                                                           AccumulateType<T>* partials,
+                                                           int64_t thread,
+                                                           int64_t num_threads) {
+  using A = AccumulateType<T>;
+  const int64_t num_groups = num_threads / lanes;
+  const int lane = static_cast<int>(thread % lanes);
+  for (int64_t begin = thread / lanes; begin < sorted.n; begin += num_groups) {
+    const Index index = sorted.indices[begin];
+    // Most positions fail this first load: the run began less than a chunk before.
+    if (begin < kDuplicateChunkRows || sorted.indices[begin - kDuplicateChunkRows] != index) {
+      continue;
+    }
+    if ((begin - RunBegin(sorted.indices, begin, index)) % kDuplicateChunkRows != 0) continue;
+    const int64_t window =
+        begin + kDuplicateChunkRows < sorted.n ? begin + kDuplicateChunkRows : sorted.n;
+    const int64_t end = RunEnd(sorted.indices, window, begin, index);
+    A* const partial = partials + begin / kDuplicateChunkRows * row_size;
+    for (int64_t column = static_cast<int64_t>(lane) * kWidth; column < row_size;
+         column += static_cast<int64_t>(lanes) * kWidth) {
+      Pack<A, kWidth> sum;
+      LoadGrad<kWidth>(grad, sorted.positions[begin] * row_size + column, sum.values);
+      AddGradRows<kWidth>(grad, sorted.positions, begin + 1, end, row_size, column, sum.values);
+      *reinterpret_cast<Pack<A, kWidth>*>(partial + column) = sum;
+    }
+  }
+}
+
+// Sparse, second pass: the same groups; the group at the start of a run sums the run's first
+// chunk of gradient rows in order, adds the later chunks' partial sums (ChunkSumThreadWork) in
+// order, and updates the row, kWidth elements per lane at a time. The other groups have nothing
+// to do, so each unique row is written by exactly one group.
 template <int kWidth, typename Step, typename T, typename Index>
 TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void SparseThreadWork(
     const Step& step, const StateArrays<T, Step::kNumState>& state, const T* __restrict__ grad,
-    int64_t row_size, int lanes, const SortedPairs<Index>& sorted, int64_t thread,
-    int64_t num_threads) {
+    int64_t row_size, int lanes, const SortedPairs<Index>& sorted,
+    const AccumulateType<T>* partials, int64_t thread, int64_t num_threads) {
   using A = AccumulateType<T>;
   const int64_t num_groups = num_threads / lanes;
   const int lane = static_cast<int>(thread % lanes);
@@ -207,12 +279,19 @@ TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void SparseThreadWork(
     const Index index = sorted.indices[begin];
     if (begin > 0 && sorted.indices[begin - 1] == index) continue;
     const int64_t end = RunEnd(sorted.indices, sorted.n, begin, index);
+    const int64_t first_chunk_end =
+        end - begin > kDuplicateChunkRows ? begin + kDuplicateChunkRows : end;
+    // Chunk c > 0 starts at begin + c * kDuplicateChunkRows: its slot is that / the chunk size.
+    const int64_t first_slot = begin / kDuplicateChunkRows + 1;
+    const int64_t end_slot = (end - 1 - begin) / kDuplicateChunkRows + first_slot;
     const int64_t row_offset = static_cast<int64_t>(index) * row_size;
     for (int64_t column = static_cast<int64_t>(lane) * kWidth; column < row_size;
          column += static_cast<int64_t>(lanes) * kWidth) {
       A g[kWidth];
       LoadGrad<kWidth>(grad, sorted.positions[begin] * row_size + column, g);
-      AddGradRows<kWidth>(grad, sorted.positions, begin + 1, end, row_size, column, g);
+      AddGradRows<kWidth>(grad, sorted.positions, begin + 1, first_chunk_end, row_size, column,
+                          g);
+      AddPartialRows<kWidth>(partials, first_slot, end_slot, row_size, column, g);
       UpdateElements<kWidth>(step, state, row_offset + column, g);
     }
   }

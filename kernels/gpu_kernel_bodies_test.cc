@@ -7,6 +7,7 @@
 #include "kernels/gpu_kernel_bodies.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <numeric>
@@ -124,12 +125,47 @@ void SortPairs(const std::vector<Index>& indices, std::vector<Index>* sorted_ind
   for (int32_t p : *sorted_positions) sorted_indices->push_back(indices[p]);
 }
 
-template <int kWidth, typename T, typename Index>
-void TestSparseShape(std::mt19937_64& rng, int64_t rows, int64_t row_size, int64_t n,
-                     const std::string& name) {
+// Device memory for `count` values of A, aligned as the kernels' workspace is (256 bytes; the
+// chunk sums are stored as packs of up to 32 bytes).
+template <typename A>
+struct AlignedBuffer {
+  explicit AlignedBuffer(int64_t count) : storage(count + 256 / sizeof(A)) {}
+  A* data() {
+    const auto address = reinterpret_cast<uintptr_t>(storage.data());
+    return reinterpret_cast<A*>((address + 255) / 256 * 256);
+  }
+  std::vector<A> storage;
+};
+
+// Ids repeated just under, at and just over one and two chunks of the summing order, and many
+// chunks with a part one.
+constexpr int64_t kHotCounts[] = {kDuplicateChunkRows - 1,     kDuplicateChunkRows,
+                                  kDuplicateChunkRows + 1,     2 * kDuplicateChunkRows,
+                                  2 * kDuplicateChunkRows + 1, 3 * kDuplicateChunkRows + 1};
+constexpr int64_t kNumHot = sizeof(kHotCounts) / sizeof(kHotCounts[0]);
+
+// `n` ids in [0, rows); with `hot`, rows 0 .. kNumHot - 1 come exactly kHotCounts times each,
+// shuffled among the others.
+template <typename Index>
+std::vector<Index> RandomIndices(std::mt19937_64& rng, int64_t rows, int64_t n, bool hot) {
   std::vector<Index> indices(n);
-  std::uniform_int_distribution<int64_t> pick(0, rows - 1);
+  std::uniform_int_distribution<int64_t> pick(hot ? kNumHot : 0, rows - 1);
   for (auto& i : indices) i = static_cast<Index>(pick(rng));
+  if (hot) {
+    int64_t p = 0;
+    for (int64_t h = 0; h < kNumHot; ++h) {
+      for (int64_t c = 0; c < kHotCounts[h]; ++c) indices[p++] = static_cast<Index>(h);
+    }
+    std::shuffle(indices.begin(), indices.end(), rng);
+  }
+  return indices;
+}
+
+template <int kWidth, typename T, typename Index>
+void TestSparseShape(std::mt19937_64& rng, int64_t rows, int64_t row_size, int64_t n, bool hot,
+                     const std::string& name) {
+  using A = AccumulateType<T>;
+  const std::vector<Index> indices = RandomIndices<Index>(rng, rows, n, hot);
   std::vector<Index> sorted_indices;
   std::vector<int32_t> sorted_positions;
   SortPairs(indices, &sorted_indices, &sorted_positions);
@@ -146,9 +182,15 @@ void TestSparseShape(std::mt19937_64& rng, int64_t rows, int64_t row_size, int64
       ForEachStep<T>([&](const auto& step, const auto& h, bool flag) {
         using Step = std::decay_t<decltype(step)>;
         State<T> gpu = start, cpu = start;
+        // The two passes, as two kernels: every thread of the first before any of the second.
+        AlignedBuffer<A> partials(gpu::NumPartialSlots(n) * row_size);
+        for (int64_t t = 0; t < num_threads; ++t) {
+          gpu::ChunkSumThreadWork<kWidth>(gpu.grad.data(), row_size, lanes, sorted,
+                                          partials.data(), t, num_threads);
+        }
         for (int64_t t = 0; t < num_threads; ++t) {
           gpu::SparseThreadWork<kWidth>(step, ArraysOf<T, Step>(gpu), gpu.grad.data(), row_size,
-                                        lanes, sorted, t, num_threads);
+                                        lanes, sorted, partials.data(), t, num_threads);
         }
         if constexpr (Step::kNumState == 3) {
           cpu::SparseApplyFtrl(h, flag, cpu.var.data(), cpu.accum.data(), cpu.linear.data(),
@@ -172,16 +214,21 @@ void TestSparse(std::mt19937_64& rng, const char* type_name) {
   constexpr int kVector = gpu::VectorWidth<T>();
   struct Shape {
     int64_t rows, row_size, n;
+    bool hot;
   };
   // Rows of one element to 1000; 2n + 3 ids (duplicates for sure); 2,000 ids into 10 rows (runs
-  // longer than the batch of duplicate loads, and not a multiple of it).
-  const Shape shapes[] = {{50, 1, 103},  {40, 9, 83},      {64, 16, 131},  {30, 40, 63},
-                          {100, 64, 203}, {7, 1000, 17},   {10, 33, 2000}, {10, 64, 2000}};
+  // of some 200, many chunks of the summing order, longer than the batch of duplicate loads and
+  // not a multiple of it); runs at the chunks' edges (kHotCounts).
+  const Shape shapes[] = {{50, 1, 103, false},   {40, 9, 83, false},    {64, 16, 131, false},
+                          {30, 40, 63, false},   {100, 64, 203, false}, {7, 1000, 17, false},
+                          {10, 33, 2000, false}, {10, 64, 2000, false}, {300, 8, 600, true},
+                          {300, 5, 600, true}};
   for (const Shape& s : shapes) {
-    const std::string name = std::string(type_name) + (sizeof(Index) == 4 ? " int32" : " int64");
-    TestSparseShape<1, T, Index>(rng, s.rows, s.row_size, s.n, name);
+    const std::string name = std::string(type_name) + (sizeof(Index) == 4 ? " int32" : " int64") +
+                             (s.hot ? " (runs at the chunks' edges)" : "");
+    TestSparseShape<1, T, Index>(rng, s.rows, s.row_size, s.n, s.hot, name);
     if (s.row_size % kVector == 0) {
-      TestSparseShape<kVector, T, Index>(rng, s.rows, s.row_size, s.n, name);
+      TestSparseShape<kVector, T, Index>(rng, s.rows, s.row_size, s.n, s.hot, name);
     }
   }
 }

@@ -6,13 +6,17 @@
 // first threads one element each.
 // Sparse: check the indices and number their positions (one kernel) -> radix-sort (index,
 // position) pairs (stable, so each row's positions stay ascending) -> wait for the check -> a
-// group of lanes per sorted position; the group at the start of a run of equal indices sums
-// the run's grad rows in position order and updates the row once.
+// group of lanes per sorted position, twice: first the groups at the start of a run's later
+// chunks of kDuplicateChunkRows positions sum their chunk's grad rows (so a hot id's thousands
+// of rows are summed by many groups at once), then the group at the start of each run sums its
+// first chunk, adds the later chunks' sums in order, and updates the row once.
 // What each thread does is in gpu_kernel_bodies.h (host and device code, tested on the host);
 // this file holds the launches, the index check and the sort.
 #include "kernels/gpu_kernels.h"
 
 #include <cub/device/device_radix_sort.cuh>
+
+#include <cstdint>
 
 #include "kernels/dispatch.h"
 #include "kernels/gpu_kernel_bodies.h"
@@ -78,14 +82,22 @@ struct SparseBuffers {
   int32_t* positions;         // 0, 1, ..., n - 1
   int32_t* sorted_positions;  // positions in order of (index, position)
   unsigned long long* first_invalid;  // lowest position of an out-of-range index, or ~0
+  void* partials;             // NumPartialSlots(n) rows of the accumulate type
   void* sort_temp;
   size_t sort_temp_bytes;
 };
 
 // Lays the buffers out from `base` (nullptr: only sizes them) and sets *total_bytes.
-template <typename Index>
-cudaError_t LayOutSparseBuffers(void* base, int64_t n, SparseBuffers<Index>* buffers,
-                                size_t* total_bytes) {
+template <typename T, typename Index>
+cudaError_t LayOutSparseBuffers(void* base, int64_t n, int64_t row_size,
+                                SparseBuffers<Index>* buffers, size_t* total_bytes) {
+  const int64_t slots = NumPartialSlots(n);
+  constexpr size_t kPartialBytes = sizeof(AccumulateType<T>);
+  if (row_size < 0 ||
+      (slots > 0 && static_cast<uint64_t>(row_size) > SIZE_MAX / 2 / kPartialBytes /
+                                                          static_cast<uint64_t>(slots))) {
+    return cudaErrorInvalidValue;
+  }
   // The size does not depend on the data; CUB only needs the types and n. The sort is sized for
   // all bits of Index, the most it will be asked to sort.
   buffers->sort_temp_bytes = 0;
@@ -113,6 +125,9 @@ cudaError_t LayOutSparseBuffers(void* base, int64_t n, SparseBuffers<Index>* buf
   carve(&buffers->positions, count * sizeof(int32_t));
   carve(&buffers->sorted_positions, count * sizeof(int32_t));
   carve(&buffers->first_invalid, sizeof(unsigned long long));
+  char* partials = nullptr;
+  carve(&partials, static_cast<size_t>(slots) * static_cast<size_t>(row_size) * kPartialBytes);
+  buffers->partials = partials;
   char* sort_temp = nullptr;
   carve(&sort_temp, buffers->sort_temp_bytes);
   buffers->sort_temp = sort_temp;
@@ -133,14 +148,43 @@ __global__ void CheckAndNumberKernel(const Index* __restrict__ indices, int64_t 
   if (first_bad >= 0) atomicMin(first_invalid, static_cast<unsigned long long>(first_bad));
 }
 
+// A group of `lanes` threads per sorted position (ChunkSumThreadWork).
+template <int kWidth, typename T, typename Index>
+__global__ void __launch_bounds__(kThreadsPerBlock)
+    ChunkSumKernel(const T* __restrict__ grad, int64_t row_size, int lanes,
+                   SortedPairs<Index> sorted, AccumulateType<T>* partials) {
+  ChunkSumThreadWork<kWidth>(grad, row_size, lanes, sorted, partials,
+                             static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x,
+                             static_cast<int64_t>(gridDim.x) * blockDim.x);
+}
+
 // A group of `lanes` threads per sorted position (SparseThreadWork).
 template <int kWidth, typename Step, typename T, typename Index>
 __global__ void __launch_bounds__(kThreadsPerBlock)
     SparseKernel(Step step, StateArrays<T, Step::kNumState> state, const T* __restrict__ grad,
-                 int64_t row_size, int lanes, SortedPairs<Index> sorted) {
-  SparseThreadWork<kWidth>(step, state, grad, row_size, lanes, sorted,
+                 int64_t row_size, int lanes, SortedPairs<Index> sorted,
+                 const AccumulateType<T>* partials) {
+  SparseThreadWork<kWidth>(step, state, grad, row_size, lanes, sorted, partials,
                            static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x,
                            static_cast<int64_t>(gridDim.x) * blockDim.x);
+}
+
+// Both passes of a sparse update, kWidth elements per lane at a time.
+template <int kWidth, typename Step, typename T, typename Index>
+cudaError_t LaunchSparsePasses(const Step& step, const StateArrays<T, Step::kNumState>& state,
+                               const T* grad, int64_t row_size, int lanes,
+                               const SortedPairs<Index>& sorted, AccumulateType<T>* partials,
+                               cudaStream_t stream) {
+  // A group per position (most start a run: ids repeat little); the grid strides over the rest.
+  const int64_t num_blocks = NumBlocks(sorted.n, kThreadsPerBlock / lanes);
+  if (NumPartialSlots(sorted.n) > 0) {
+    ChunkSumKernel<kWidth><<<num_blocks, kThreadsPerBlock, 0, stream>>>(grad, row_size, lanes,
+                                                                        sorted, partials);
+    TF_FTRL_RETURN_IF_CUDA_ERROR(cudaGetLastError());
+  }
+  SparseKernel<kWidth><<<num_blocks, kThreadsPerBlock, 0, stream>>>(step, state, grad, row_size,
+                                                                    lanes, sorted, partials);
+  return cudaGetLastError();
 }
 
 // The number of low bits that hold every index in [0, num_rows): the radix sort skips the rest.
@@ -199,7 +243,8 @@ cudaError_t LaunchSparse(const Step& step, const StateArrays<T, Step::kNumState>
   if (n < 0 || n > kMaxSparseIndices) return cudaErrorInvalidValue;
   SparseBuffers<Index> buffers;
   size_t needed_bytes = 0;
-  TF_FTRL_RETURN_IF_CUDA_ERROR(LayOutSparseBuffers(workspace, n, &buffers, &needed_bytes));
+  TF_FTRL_RETURN_IF_CUDA_ERROR(
+      LayOutSparseBuffers<T>(workspace, n, rows.row_size, &buffers, &needed_bytes));
   if (workspace == nullptr || workspace_bytes < needed_bytes) return cudaErrorInvalidValue;
 
   TF_FTRL_RETURN_IF_CUDA_ERROR(CheckAndSort(rows, buffers, stream, error));
@@ -211,17 +256,12 @@ cudaError_t LaunchSparse(const Step& step, const StateArrays<T, Step::kNumState>
   for (T* array : state.arrays) aligned = aligned && IsVectorAligned(array);
   const int64_t vectors = aligned ? rows.row_size / kWidth : rows.row_size;
   const int lanes = LanesPerRow(vectors);
-  // A group per position (most start a run: ids repeat little); the grid strides over the rest.
-  const int64_t num_blocks = NumBlocks(n, kThreadsPerBlock / lanes);
+  auto* const partials = static_cast<AccumulateType<T>*>(buffers.partials);
   if (aligned) {
-    SparseKernel<kWidth><<<num_blocks, kThreadsPerBlock, 0, stream>>>(step, state, grad,
-                                                                      rows.row_size, lanes,
-                                                                      sorted);
-  } else {
-    SparseKernel<1><<<num_blocks, kThreadsPerBlock, 0, stream>>>(step, state, grad,
-                                                                 rows.row_size, lanes, sorted);
+    return LaunchSparsePasses<kWidth>(step, state, grad, rows.row_size, lanes, sorted, partials,
+                                      stream);
   }
-  return cudaGetLastError();
+  return LaunchSparsePasses<1>(step, state, grad, rows.row_size, lanes, sorted, partials, stream);
 }
 
 template <typename A, typename Fn>
@@ -257,11 +297,11 @@ cudaError_t ApplyAdagrad(const AdagradHyperparams<AccumulateType<T>>& h, bool up
   });
 }
 
-template <typename Index>
-cudaError_t SparseWorkspaceBytes(int64_t num_indices, size_t* bytes) {
+template <typename T, typename Index>
+cudaError_t SparseWorkspaceBytes(int64_t num_indices, int64_t row_size, size_t* bytes) {
   if (num_indices < 0 || num_indices > kMaxSparseIndices) return cudaErrorInvalidValue;
   SparseBuffers<Index> unused;
-  return LayOutSparseBuffers<Index>(nullptr, num_indices, &unused, bytes);
+  return LayOutSparseBuffers<T>(nullptr, num_indices, row_size, &unused, bytes);
 }
 
 template <typename T, typename Index>
@@ -292,7 +332,8 @@ cudaError_t SparseApplyAdagrad(const AdagradHyperparams<AccumulateType<T>>& h,
       const SparseRows<Index>&, void*, size_t, cudaStream_t, IndexError*);                     \
   template cudaError_t SparseApplyAdagrad<T, Index>(                                           \
       const AdagradHyperparams<AccumulateType<T>>&, bool, T*, T*, const T*,                    \
-      const SparseRows<Index>&, void*, size_t, cudaStream_t, IndexError*);
+      const SparseRows<Index>&, void*, size_t, cudaStream_t, IndexError*);                     \
+  template cudaError_t SparseWorkspaceBytes<T, Index>(int64_t, int64_t, size_t*);
 
 #define TF_FTRL_INSTANTIATE(T)                                                                 \
   template cudaError_t ApplyFtrl<T>(const FtrlHyperparams<AccumulateType<T>>&, bool, T*, T*,   \
@@ -306,9 +347,6 @@ TF_FTRL_INSTANTIATE(float)
 TF_FTRL_INSTANTIATE(double)
 TF_FTRL_INSTANTIATE(float16)
 TF_FTRL_INSTANTIATE(bfloat16)
-
-template cudaError_t SparseWorkspaceBytes<int32_t>(int64_t, size_t*);
-template cudaError_t SparseWorkspaceBytes<int64_t>(int64_t, size_t*);
 
 }  // namespace gpu
 }  // namespace tf_ftrl

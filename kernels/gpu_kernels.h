@@ -40,10 +40,11 @@ template <typename T>
 cudaError_t ApplyAdagrad(const AdagradHyperparams<AccumulateType<T>>& h, bool update_slots,
                          T* var, T* accum, const T* grad, int64_t size, cudaStream_t stream);
 
-// The device memory a sparse update with `num_indices` indices of type Index needs as its
-// `workspace` (for sorting the indices and reporting a bad one). Enqueues nothing.
-template <typename Index>
-cudaError_t SparseWorkspaceBytes(int64_t num_indices, size_t* bytes);
+// The device memory a sparse update of element type T with `num_indices` indices of type Index
+// and rows of `row_size` elements needs as its `workspace` (for sorting the indices, reporting a
+// bad one, and the sums of hot ids' chunks of duplicates). Enqueues nothing.
+template <typename T, typename Index>
+cudaError_t SparseWorkspaceBytes(int64_t num_indices, int64_t row_size, size_t* bytes);
 
 // A sparse update's rows: var/accum/linear are [num_rows, row_size], grad is
 // [num_indices, row_size] and grad row i belongs to var row indices[i].
@@ -55,10 +56,10 @@ struct SparseRows {
   int64_t row_size;
 };
 
-// Sparse FTRL on the rows named by rows.indices; duplicate indices are summed (in order of
-// position, like the CPU loops) and each unique row is updated once, by one group of threads
-// (as many lanes as its 16-byte vectors, up to a warp), so the result is deterministic and needs
-// no atomics.
+// Sparse FTRL on the rows named by rows.indices; duplicate indices are summed (in the CPU loops'
+// order, kDuplicateChunkRows in row_groups.h: an index's later chunks of duplicates by groups of
+// their own, first) and each unique row is updated once, by one group of threads (as many lanes
+// as its 16-byte vectors, up to a warp), so the result is deterministic and needs no atomics.
 //
 // Every index is checked against [0, num_rows) first. That check has to reach the host before
 // anything is written (TensorFlow raises InvalidArgument and the variables stay untouched), so
@@ -67,8 +68,8 @@ struct SparseRows {
 // cudaSuccess with *error holding the lowest bad position and its value, and writes nothing;
 // otherwise error->position is -1.
 //
-// `workspace` is device memory of at least SparseWorkspaceBytes<Index>(num_indices) bytes, at any
-// alignment. Returns cudaErrorInvalidValue when num_indices is negative or above
+// `workspace` is device memory of at least SparseWorkspaceBytes<T, Index>(num_indices, row_size)
+// bytes, at any alignment. Returns cudaErrorInvalidValue when num_indices is negative or above
 // kMaxSparseIndices, or the workspace is short.
 template <typename T, typename Index>
 cudaError_t SparseApplyFtrl(const FtrlHyperparams<AccumulateType<T>>& h,

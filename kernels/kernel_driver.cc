@@ -283,11 +283,16 @@ std::string CudaDeviceError() {
   return status == cudaSuccess ? "no device" : cudaGetErrorName(status);
 }
 
-size_t GpuSparseWorkspaceBytes(const std::string& index_dtype, int64_t num_indices) {
+size_t GpuSparseWorkspaceBytes(const std::string& dtype, const std::string& index_dtype,
+                               int64_t num_indices, int64_t row_size) {
   size_t bytes = 0;
-  WithIndexType(index_dtype, [&](auto index) {
-    using Index = decltype(index);
-    CheckCuda(gpu::SparseWorkspaceBytes<Index>(num_indices, &bytes), "SparseWorkspaceBytes");
+  WithStorageType(dtype, [&](auto type) {
+    WithIndexType(index_dtype, [&](auto index) {
+      using T = decltype(type);
+      using Index = decltype(index);
+      CheckCuda(gpu::SparseWorkspaceBytes<T, Index>(num_indices, row_size, &bytes),
+                "SparseWorkspaceBytes");
+    });
   });
   return bytes;
 }
@@ -359,7 +364,8 @@ void RunSparseGpu(const std::string& dtype, const std::string& index_dtype, uint
       const gpu::SparseRows<Index> rows{DevicePointer<const Index>(indices), num_indices,
                                         num_rows, row_size};
       size_t needed = 0;
-      CheckCuda(gpu::SparseWorkspaceBytes<Index>(num_indices, &needed), what);
+      CheckCuda(gpu::SparseWorkspaceBytes<decltype(type), Index>(num_indices, row_size, &needed),
+                what);
       const Workspace buffer(workspace, workspace_bytes, needed, Stream(stream));
       cudaError_t status;
       {
@@ -430,8 +436,8 @@ PYBIND11_MODULE(tf_ftrl_kernel_driver, m) {
   m.attr("has_cuda") = true;
   m.def("cuda_device_count", &t::CudaDeviceCount);
   m.def("cuda_device_error", &t::CudaDeviceError);
-  m.def("gpu_sparse_workspace_bytes", &t::GpuSparseWorkspaceBytes, "index_dtype"_a,
-        "num_indices"_a);
+  m.def("gpu_sparse_workspace_bytes", &t::GpuSparseWorkspaceBytes, "dtype"_a, "index_dtype"_a,
+        "num_indices"_a, "row_size"_a);
   m.def("gpu_apply_ftrl", &t::ApplyFtrlGpu, "dtype"_a, "var"_a, "accum"_a, "linear"_a, "grad"_a,
         "size"_a, "lr"_a, "l1"_a, "l2"_a, "l2_shrinkage"_a = 0.0, "lr_power"_a = -0.5,
         "multiply_linear_by_lr"_a = false, "stream"_a = 0);

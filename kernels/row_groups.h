@@ -9,6 +9,15 @@
 
 namespace tf_ftrl {
 
+// The order in which every kernel (CPU and GPU) sums the gradient rows of one index, so that
+// their results agree bit for bit: the index's positions, ascending, cut into chunks of
+// kDuplicateChunkRows; each chunk is summed in order starting from its first row, and the row's
+// gradient is chunk 0's sum plus chunk 1's, plus chunk 2's, ..., in order. Up to
+// kDuplicateChunkRows duplicates this is the plain sum in order of position. The chunks let the
+// GPU sum a hot id's rows (thousands in click logs) in parallel, one group of threads per chunk,
+// and a sum of chunk sums also rounds less than one long running sum.
+constexpr int64_t kDuplicateChunkRows = 32;
+
 // The first index outside [0, num_rows), by position.
 struct IndexError {
   int64_t position = -1;

@@ -32,4 +32,27 @@ TF_FTRL_HOST_DEVICE TF_FTRL_INLINE int64_t RunEnd(const Index* sorted, int64_t n
   return high;
 }
 
+// The start of the run of `value` that holds `position` in sorted (sorted[position] == value):
+// RunEnd's search, backwards.
+template <typename Index>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE int64_t RunBegin(const Index* sorted, int64_t position,
+                                                    Index value) {
+  int64_t high = position;  // in the run
+  int64_t step = 1;
+  while (high - step >= 0 && sorted[high - step] == value) {
+    high -= step;
+    step *= 2;
+  }
+  int64_t low = high - step >= 0 ? high - step : -1;  // before the run
+  while (high - low > 1) {
+    const int64_t middle = low + (high - low) / 2;
+    if (sorted[middle] == value) {
+      high = middle;
+    } else {
+      low = middle;
+    }
+  }
+  return high;
+}
+
 }  // namespace tf_ftrl

@@ -7,12 +7,14 @@
 #include <cstdint>
 #include <cstdio>
 #include <functional>
+#include <map>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "kernels/numeric.h"
+#include "kernels/row_groups.h"
 
 namespace tf_ftrl {
 namespace testing {
@@ -70,6 +72,41 @@ std::vector<T> Random(std::mt19937_64& rng, size_t n, double lo, double hi) {
   std::vector<T> out(n);
   for (auto& x : out) x = FromDouble<T>(dist(rng));
   return out;
+}
+
+// The gradient every touched row must get, in the accumulate type: its rows' positions in
+// ascending order, cut into chunks of kDuplicateChunkRows, each chunk summed in order from its
+// first row, and the chunk sums added in order (row_groups.h). Written out on its own, not with
+// the kernels' loop.
+template <typename T, typename Index>
+std::map<int64_t, std::vector<AccumulateType<T>>> SummedRows(const std::vector<Index>& indices,
+                                                             const std::vector<T>& grad,
+                                                             int64_t row_size) {
+  using A = AccumulateType<T>;
+  std::map<int64_t, std::vector<int64_t>> positions;
+  for (size_t p = 0; p < indices.size(); ++p) {
+    positions[static_cast<int64_t>(indices[p])].push_back(static_cast<int64_t>(p));
+  }
+  std::map<int64_t, std::vector<A>> sums;
+  for (const auto& [row, list] : positions) {
+    std::vector<std::vector<A>> chunks;
+    for (size_t i = 0; i < list.size(); ++i) {
+      const T* g = grad.data() + list[i] * row_size;
+      if (i % kDuplicateChunkRows == 0) {
+        // A chunk starts from its first row as is (0 + g would turn -0 into +0).
+        chunks.emplace_back(row_size);
+        for (int64_t j = 0; j < row_size; ++j) chunks.back()[j] = Load(g[j]);
+      } else {
+        for (int64_t j = 0; j < row_size; ++j) chunks.back()[j] += Load(g[j]);
+      }
+    }
+    std::vector<A> sum = chunks[0];
+    for (size_t c = 1; c < chunks.size(); ++c) {
+      for (int64_t j = 0; j < row_size; ++j) sum[j] += chunks[c][j];
+    }
+    sums.emplace(row, std::move(sum));
+  }
+  return sums;
 }
 
 }  // namespace testing

@@ -382,16 +382,18 @@ cudaStream_t OpStream(OpKernelContext* ctx) {
 
 // The sparse launchers' device workspace, from TensorFlow's allocator (stream-ordered, so it may
 // be released when Compute returns although the kernels are still queued).
-template <typename Index>
-absl::Status AllocateSparseWorkspace(OpKernelContext* ctx, int64_t num_indices, Tensor* workspace) {
+template <typename T, typename Index>
+absl::Status AllocateSparseWorkspace(OpKernelContext* ctx, int64_t num_indices, int64_t row_size,
+                                     Tensor* workspace) {
   if (num_indices > tf_ftrl::gpu::kMaxSparseIndices) {
     return absl::InvalidArgumentError(absl::StrCat("indices has ", num_indices,
                                                    " elements but the GPU kernel takes at most ",
                                                    tf_ftrl::gpu::kMaxSparseIndices));
   }
   size_t bytes = 0;
-  TF_RETURN_IF_ERROR(CudaStatus(tf_ftrl::gpu::SparseWorkspaceBytes<Index>(num_indices, &bytes),
-                                "Sizing the sparse update's workspace"));
+  TF_RETURN_IF_ERROR(
+      CudaStatus(tf_ftrl::gpu::SparseWorkspaceBytes<T, Index>(num_indices, row_size, &bytes),
+                 "Sizing the sparse update's workspace"));
   return ctx->allocate_temp(DT_INT8, TensorShape({static_cast<int64_t>(bytes)}), workspace);
 }
 
@@ -421,7 +423,8 @@ struct FusedUpdate<GPUDevice, T> {
                                       Tensor* linear, const Tensor& grad, const Tensor& indices,
                                       int64_t row_size) {
     Tensor workspace;
-    TF_RETURN_IF_ERROR(AllocateSparseWorkspace<Index>(ctx, indices.dim_size(0), &workspace));
+    TF_RETURN_IF_ERROR(
+        AllocateSparseWorkspace<T, Index>(ctx, indices.dim_size(0), row_size, &workspace));
     tf_ftrl::IndexError error;
     TF_RETURN_IF_ERROR(CudaStatus(
         tf_ftrl::gpu::SparseApplyFtrl(
@@ -451,7 +454,8 @@ struct FusedUpdate<GPUDevice, T> {
                                          const Tensor& grad, const Tensor& indices,
                                          int64_t row_size) {
     Tensor workspace;
-    TF_RETURN_IF_ERROR(AllocateSparseWorkspace<Index>(ctx, indices.dim_size(0), &workspace));
+    TF_RETURN_IF_ERROR(
+        AllocateSparseWorkspace<T, Index>(ctx, indices.dim_size(0), row_size, &workspace));
     tf_ftrl::IndexError error;
     TF_RETURN_IF_ERROR(CudaStatus(
         tf_ftrl::gpu::SparseApplyAdagrad(

@@ -7,8 +7,8 @@ What it measures (one dtype per run, float32 by default):
 * Sparse: `gpu_sparse_apply_ftrl` / `gpu_sparse_apply_adagrad` on a `rows x dim` table (default
   2,000,000 x 64) at `ids` int32 indices (default 16,384) drawn with replacement, uniformly (a few
   are duplicates) and, as ids in click logs are, from a Zipf law (`--sparse-zipf`, default exponent
-  1.1: the hottest id comes back about 2,000 times per call, and its rows are summed in order by
-  one group of threads). Each sparse call copies its index check to the host and synchronizes once
+  1.1: the hottest id comes back about 2,000 times per call; its rows are summed in chunks of 32,
+  each chunk by its own group of threads, then the chunk sums in order). Each sparse call copies its index check to the host and synchronizes once
   (see gpu_kernels.h): that latency is part of what is measured. The workspace is allocated once.
 * Copy: `cudaMemcpy` device to device of a large buffer (default 1 GiB), the reference for
   "% of copy bandwidth".
@@ -234,7 +234,7 @@ def bench_sparse_ids(driver, backend, args, copy_gbps, rng, indices, distributio
     num_rows, dim, ids = args.sparse_rows, args.sparse_dim, args.sparse_ids
     _, counts = np.unique(indices, return_counts=True)
     index_buffer, index_ptr = backend.put(indices)
-    workspace_bytes = driver.gpu_sparse_workspace_bytes("int32", ids)
+    workspace_bytes = driver.gpu_sparse_workspace_bytes(args.dtype, "int32", ids, dim)
     workspace, workspace_ptr = backend.put(np.zeros(max(workspace_bytes, 1), np.uint8))
     common = dict(stream=backend.stream, workspace=workspace_ptr,
                   workspace_bytes=workspace_bytes)

@@ -267,8 +267,8 @@ def test_sparse_apply_adagrad(driver, device, rng, dtype, index_dtype, shape, up
 @pytest.mark.parametrize("dtype", DTYPE_NAMES)
 @pytest.mark.parametrize("row_size", [33, 64])
 def test_sparse_many_duplicates_is_deterministic(driver, device, rng, dtype, row_size):
-    # 20,000 indices into 10 rows: long runs (their rows loaded 8 at a time, then the rest),
-    # summed in position order every time; rows of 33 elements take the scalar path, of 64 the
+    # 20,000 indices into 10 rows: long runs (63 chunks of duplicates each, summed by 63 groups
+    # of threads, then added in order), the same sums every time; rows of 33 elements take the scalar path, of 64 the
     # vector path.
     shape, num_indices = (10, row_size), 20000
     indices = random_indices(rng, shape[0], num_indices, "int32")
@@ -280,6 +280,26 @@ def test_sparse_many_duplicates_is_deterministic(driver, device, rng, dtype, row
     cpu = run_on_cpu(s, lambda a: driver.sparse_apply_ftrl(
         a["var"], a["accum"], a["linear"], s.grad, indices, **FTRL_HYPER))
     assert_same_as_cpu(first, cpu, s, exact=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPE_NAMES)
+@pytest.mark.parametrize("row_size", [7, 64])
+def test_sparse_duplicate_chunks_match_cpu(driver, device, rng, dtype, row_size):
+    # Ids repeated just under, at and just over one and two chunks of the summing order (32
+    # positions), and many chunks with a part one, their positions shuffled among other ids:
+    # the GPU sums later chunks in separate groups, the CPU in one loop; both in the same order.
+    counts = [31, 32, 33, 64, 65, 97, 1000]
+    hot = np.repeat(np.arange(len(counts)), counts)
+    others = rng.integers(len(counts), 500, size=400)
+    indices = rng.permutation(np.concatenate([hot, others])).astype(np.int64)
+    shape = (500, row_size)
+    s = State(rng, shape, dtype, ("accum", "linear"), grad_shape=(len(indices), row_size))
+    for index_dtype in INDEX_DTYPE_NAMES:
+        gpu = sparse_ftrl_on_gpu(driver, device, s, indices.astype(index_dtype), FTRL_HYPER,
+                                 index_dtype)
+        cpu = run_on_cpu(s, lambda a: driver.sparse_apply_ftrl(
+            a["var"], a["accum"], a["linear"], s.grad, indices.astype(index_dtype), **FTRL_HYPER))
+        assert_same_as_cpu(gpu, cpu, s, exact=True)
 
 
 @pytest.mark.parametrize("dtype", DTYPE_NAMES)
@@ -328,8 +348,14 @@ def test_out_of_range_index_leaves_everything_unchanged(driver, device, rng, ind
 def test_caller_workspace(driver, device, rng):
     shape, num_indices = (100, 8), 300
     indices = random_indices(rng, shape[0], num_indices, "int32")
+    indices[::3] = 7  # a hot id: its later chunks of duplicates are summed in the workspace
     s = State(rng, shape, "float32", ("accum",), grad_shape=(num_indices,) + shape[1:])
-    workspace_bytes = driver.gpu_sparse_workspace_bytes("int32", num_indices)
+    workspace_bytes = driver.gpu_sparse_workspace_bytes("float32", "int32", num_indices,
+                                                        shape[1])
+    # The chunk sums take room per element of a row, in the accumulate type.
+    assert driver.gpu_sparse_workspace_bytes("float32", "int32", num_indices, 64) > workspace_bytes
+    assert (driver.gpu_sparse_workspace_bytes("float64", "int32", num_indices, 64) >
+            driver.gpu_sparse_workspace_bytes("bfloat16", "int32", num_indices, 64))
     workspace, workspace_ptr = device.put(np.zeros(workspace_bytes, np.uint8))
     gpu = run_on_gpu(device, s, lambda p: driver.gpu_sparse_apply_adagrad(
         "float32", "int32", p["var"], p["accum"], p["grad"], p["indices"], num_indices,

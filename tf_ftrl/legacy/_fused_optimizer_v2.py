@@ -13,9 +13,10 @@ class FusedOptimizerV2(tf_keras.optimizers.legacy.Optimizer):
     OptimizerV2 deduplicates sparse gradients in Python (`tf.unique` + `unsorted_segment_sum`)
     before `_resource_apply_sparse` unless a subclass overrides
     `_resource_apply_sparse_duplicate_indices`, the documented hook for optimizers that handle
-    duplicates themselves. The fused kernels sum duplicates (in order of position) before one
-    update per unique row, which gives the result the deduplicating path would, without the
-    extra ops.
+    duplicates themselves. The fused kernels sum duplicates (in order of position, in chunks of
+    32 for hotter indices) before one update per unique row, which gives the result the
+    deduplicating path would (bit for bit up to 32 duplicates of an index), without the extra
+    ops.
     """
 
     # We keep the base apply_gradients, which takes `experimental_aggregate_gradients`.
