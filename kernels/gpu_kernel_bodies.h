@@ -79,25 +79,20 @@ TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void LoadGrad(const T* grad, int64_t offset,
   for (int k = 0; k < kWidth; ++k) out[k] = Load(pack.values[k]);
 }
 
-// Adds the grad rows at positions[first, last) to `sum`, in that order. A hot id's run can be
-// thousands of rows long, so the loads go out kBatch at a time before the additions use them:
-// kBatch loads in flight instead of one latency per row, and the order of the sum unchanged.
-// Half the batch for the 16-bit types' 8-element vectors, whose float sums take twice the
-// registers (the batch's registers are held by every launch of the kernel: occupancy).
-template <int kWidth, typename T, typename A>
-TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void AddGradRows(const T* grad, const int32_t* positions,
-                                                    int64_t first, int64_t last,
-                                                    int64_t row_size, int64_t column,
-                                                    A (&sum)[kWidth]) {
+// Adds the packs at_row(first), ..., at_row(last - 1) to `sum`, in that order. A hot id's run
+// can be thousands of rows long, so the loads go out kBatch at a time before the additions use
+// them: kBatch loads in flight instead of one latency per row, and the order of the sum
+// unchanged. Half the batch for 8-element vectors (the 16-bit types'), whose float sums take
+// twice the registers (the batch's registers are held by every launch of the kernel: occupancy).
+template <int kWidth, typename P, typename RowAt, typename A>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void AddPacks(int64_t first, int64_t last, RowAt at_row,
+                                                 A (&sum)[kWidth]) {
   constexpr int kBatch = kWidth > 4 ? 4 : 8;
-  using P = Pack<T, kWidth>;
   int64_t r = first;
   for (; r + kBatch <= last; r += kBatch) {
     P packs[kBatch];
     TF_FTRL_UNROLL
-    for (int b = 0; b < kBatch; ++b) {
-      packs[b] = *reinterpret_cast<const P*>(grad + positions[r + b] * row_size + column);
-    }
+    for (int b = 0; b < kBatch; ++b) packs[b] = *at_row(r + b);
     TF_FTRL_UNROLL
     for (int b = 0; b < kBatch; ++b) {
       TF_FTRL_UNROLL
@@ -105,38 +100,35 @@ TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void AddGradRows(const T* grad, const int32_t
     }
   }
   for (; r < last; ++r) {
-    const P pack = *reinterpret_cast<const P*>(grad + positions[r] * row_size + column);
+    const P pack = *at_row(r);
     TF_FTRL_UNROLL
     for (int k = 0; k < kWidth; ++k) sum[k] += Load(pack.values[k]);
   }
 }
 
-// Adds slots [first, last) of `partials` (rows of row_size accumulate-type values), in that
-// order, to `sum`; loads go out kBatch at a time, as in AddGradRows.
+// Adds the grad rows at positions[first, last) to `sum`, in that order (columns [column,
+// column + kWidth)).
+template <int kWidth, typename T, typename A>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void AddGradRows(const T* grad, const int32_t* positions,
+                                                    int64_t first, int64_t last,
+                                                    int64_t row_size, int64_t column,
+                                                    A (&sum)[kWidth]) {
+  using P = Pack<T, kWidth>;
+  AddPacks<kWidth, P>(first, last, [&](int64_t r) {
+    return reinterpret_cast<const P*>(grad + positions[r] * row_size + column);
+  }, sum);
+}
+
+// Adds slots [first, last) of `partials` (rows of row_size accumulate-type values) to `sum`, in
+// that order.
 template <int kWidth, typename A>
 TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void AddPartialRows(const A* partials, int64_t first,
                                                        int64_t last, int64_t row_size,
                                                        int64_t column, A (&sum)[kWidth]) {
-  constexpr int kBatch = kWidth > 4 ? 4 : 8;
   using P = Pack<A, kWidth>;
-  int64_t s = first;
-  for (; s + kBatch <= last; s += kBatch) {
-    P packs[kBatch];
-    TF_FTRL_UNROLL
-    for (int b = 0; b < kBatch; ++b) {
-      packs[b] = *reinterpret_cast<const P*>(partials + (s + b) * row_size + column);
-    }
-    TF_FTRL_UNROLL
-    for (int b = 0; b < kBatch; ++b) {
-      TF_FTRL_UNROLL
-      for (int k = 0; k < kWidth; ++k) sum[k] += packs[b].values[k];
-    }
-  }
-  for (; s < last; ++s) {
-    const P pack = *reinterpret_cast<const P*>(partials + s * row_size + column);
-    TF_FTRL_UNROLL
-    for (int k = 0; k < kWidth; ++k) sum[k] += pack.values[k];
-  }
+  AddPacks<kWidth, P>(first, last, [&](int64_t s) {
+    return reinterpret_cast<const P*>(partials + s * row_size + column);
+  }, sum);
 }
 
 // Applies `step` to elements [offset, offset + kWidth) of every state array.
