@@ -313,7 +313,7 @@ void FuzzSparseAdagrad(std::mt19937_64& rng, int64_t rows, int64_t row_size, int
 // ------------------------------------------------------------------------------------ RowGroups
 
 // Checks a successful grouping against std::map: every position in exactly one group, groups
-// in ascending order of position, one group per distinct row.
+// in ascending order of position, one group per distinct row, each group's count its length.
 template <typename Index>
 bool GroupingIsExact(const RowGroups& groups, const std::vector<Index>& indices) {
   std::map<int64_t, std::vector<int64_t>> expected;
@@ -329,8 +329,9 @@ bool GroupingIsExact(const RowGroups& groups, const std::vector<Index>& indices)
       if (p >= static_cast<int64_t>(indices.size())) return false;
       positions.push_back(p);
     }
+    if (groups.count(u) != static_cast<int64_t>(positions.size())) return false;
   }
-  return actual == expected;
+  return actual == expected && groups.num_positions() == static_cast<int64_t>(indices.size());
 }
 
 template <typename Index>

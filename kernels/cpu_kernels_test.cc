@@ -322,6 +322,49 @@ void TestSparseRowSizesAndCopies(std::mt19937_64& rng, const char* name) {
   }
 }
 
+// WeightedPieces: the pieces cover every unique row once, in order, and none holds more than its
+// share of the work plus one row's (a row is never split), with hot ids first as click logs put
+// them, and without duplicates.
+void TestWeightedPieces(std::mt19937_64& rng) {
+  using cpu::internal::kUpdateCostInDuplicates;
+  bool ok = true;
+  for (int trial = 0; trial < 100; ++trial) {
+    const int64_t n = 1 + static_cast<int64_t>(rng() % 20000);
+    const int64_t rows = 1 + static_cast<int64_t>(rng() % 100000);
+    std::vector<int64_t> indices(n);
+    for (auto& i : indices) i = static_cast<int64_t>(rng() % rows);
+    const int64_t num_hot = trial % 3 == 0 ? 0 : static_cast<int64_t>(rng() % 10);
+    for (int64_t p = 0; p < n; ++p) {
+      if (num_hot > 0 && rng() % 4 == 0) indices[p] = static_cast<int64_t>(rng() % num_hot);
+    }
+    RowGroups groups;
+    IndexError error;
+    ok = ok && groups.Build(indices.data(), n, rows, &error);
+    const int64_t num_unique = groups.num_unique();
+    int64_t total = 0, heaviest = 0, positions = 0;
+    for (int64_t u = 0; u < num_unique; ++u) {
+      const int64_t work = kUpdateCostInDuplicates + groups.count(u) - 1;
+      total += work;
+      heaviest = std::max(heaviest, work);
+      positions += groups.count(u);
+    }
+    ok = ok && positions == n && groups.num_positions() == n;
+    for (int64_t pieces : {int64_t{1}, int64_t{2}, int64_t{7}, std::min<int64_t>(num_unique, 256)}) {
+      const std::vector<int64_t> bounds = cpu::internal::WeightedPieces(groups, pieces);
+      ok = ok && static_cast<int64_t>(bounds.size()) == pieces + 1 && bounds[0] == 0 &&
+           bounds[pieces] == num_unique;
+      for (int64_t k = 0; k < pieces; ++k) {
+        int64_t work = 0;
+        for (int64_t u = bounds[k]; u < bounds[k + 1]; ++u) {
+          work += kUpdateCostInDuplicates + groups.count(u) - 1;
+        }
+        ok = ok && bounds[k] <= bounds[k + 1] && work <= total / pieces + heaviest;
+      }
+    }
+  }
+  Check(ok, "WeightedPieces: ordered pieces covering every row, none over its share + one row");
+}
+
 // RunEnd and RunBegin (the CUDA sparse kernels' runs and chunks) against std::upper_bound and
 // std::lower_bound, on sorted indices with runs of every length from 1 to thousands: RunEnd at
 // every run start, RunBegin at every position.
@@ -373,6 +416,7 @@ int main() {
   TestIndexValidation();
   TestHalfConversions();
   TestRunEnd(rng);
+  TestWeightedPieces(rng);
   TestVectorCopiesAgree<float>(rng, "float32");
   TestVectorCopiesAgree<double>(rng, "float64");
   TestVectorCopiesAgree<float16>(rng, "float16");

@@ -34,11 +34,15 @@ class RowGroups {
   bool Build(const Index* indices, int64_t n, int64_t num_rows, IndexError* error);
 
   int64_t num_unique() const { return static_cast<int64_t>(rows_.size()); }
+  // How many indices were grouped.
+  int64_t num_positions() const { return static_cast<int64_t>(next_.size()); }
   // The row of unique group u.
   int64_t row(int64_t u) const { return rows_[u]; }
   // The lowest position of group u; next_position() walks the others in ascending order, ending
   // with -1.
   int64_t first_position(int64_t u) const { return first_[u]; }
+  // How many positions group u has.
+  int64_t count(int64_t u) const { return count_[u]; }
   int64_t next_position(int64_t position) const { return next_[position]; }
 
  private:
@@ -52,6 +56,7 @@ class RowGroups {
 
   std::vector<int64_t> rows_;
   std::vector<int64_t> first_;
+  std::vector<int64_t> count_;
   std::vector<int64_t> next_;
   // Open-addressing table: the row held by a slot (-1 if empty) next to its group, so a probe
   // touches one cache line.
@@ -75,6 +80,7 @@ bool RowGroups::Build(const Index* indices, int64_t n, int64_t num_rows, IndexEr
   ReleaseIfOversized(n);
   rows_.clear();
   first_.clear();
+  count_.clear();
   next_.assign(n, -1);
   if (n == 0) return true;
 
@@ -87,6 +93,7 @@ bool RowGroups::Build(const Index* indices, int64_t n, int64_t num_rows, IndexEr
   slots_.assign(mask + 1, Slot{-1, 0});
   rows_.reserve(n);
   first_.reserve(n);
+  count_.reserve(n);
 
   // Walk positions from last to first and push each onto the front of its group's list, so the
   // lists come out in ascending order of position.
@@ -98,10 +105,12 @@ bool RowGroups::Build(const Index* indices, int64_t n, int64_t num_rows, IndexEr
       slots_[slot] = Slot{row, static_cast<int64_t>(rows_.size())};
       rows_.push_back(row);
       first_.push_back(i);
+      count_.push_back(1);
     } else {
       const int64_t group = slots_[slot].group;
       next_[i] = first_[group];
       first_[group] = i;
+      ++count_[group];
     }
   }
   return true;

@@ -4,11 +4,13 @@
 //   bazel run -c opt //tools:bench_cpu_kernels -- [threads]
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <new>
+#include <numeric>
 #include <random>
 #include <thread>
 #include <vector>
@@ -152,6 +154,92 @@ struct TrafficRows : cpu::internal::FtrlRows<true, false, float> {
 };
 
 }  // namespace
+
+// Ids in click logs follow a Zipf law: the row of popularity rank k comes with probability
+// proportional to k^-exponent, the ranks scattered over the table once.
+class ZipfIds {
+ public:
+  ZipfIds(std::mt19937_64& rng, int64_t rows, double exponent)
+      : cumulative_(rows), rows_by_rank_(rows) {
+    double sum = 0;
+    for (int64_t k = 0; k < rows; ++k) cumulative_[k] = sum += std::pow(k + 1.0, -exponent);
+    for (double& c : cumulative_) c /= sum;
+    std::iota(rows_by_rank_.begin(), rows_by_rank_.end(), 0);
+    std::shuffle(rows_by_rank_.begin(), rows_by_rank_.end(), rng);
+  }
+  int64_t operator()(std::mt19937_64& rng) const {
+    const double u = std::uniform_real_distribution<double>(0, 1)(rng);
+    const int64_t rank = std::upper_bound(cumulative_.begin(), cumulative_.end(), u) -
+                         cumulative_.begin();
+    return rows_by_rank_[std::min<int64_t>(rank, rows_by_rank_.size() - 1)];
+  }
+
+ private:
+  std::vector<double> cumulative_;
+  std::vector<int64_t> rows_by_rank_;
+};
+
+// How evenly the sparse FTRL update's work is cut for the pool, with Zipf 1.1 ids (the hottest
+// ~2,000 times in 16,384): the unique rows in equal numbers (kWeighDuplicates false) or in pieces
+// of equal work (WeightedPieces). Each cut into K parts is run part after part on one thread and
+// every part timed: on K cores the update lasts as long as the slowest part, so the slowest over
+// the mean is how much longer than an even cut it takes (1.00: even).
+void ZipfBalance(float* var, float* accum, float* linear, int64_t rows, int64_t dim, int64_t ids,
+                 const tf_ftrl::FtrlHyperparams<float>& ftrl) {
+  std::mt19937_64 rng(2);
+  const ZipfIds zipf(rng, rows, 1.1);
+  constexpr int kIdSets = 16;
+  std::vector<RowGroups> groups(kIdSets);
+  std::vector<Buffer> grads;
+  tf_ftrl::IndexError error;
+  for (int k = 0; k < kIdSets; ++k) {
+    std::vector<int64_t> indices(ids);
+    for (auto& i : indices) i = zipf(rng);
+    groups[k].Build(indices.data(), ids, rows, &error);
+    grads.push_back(Filled(ids * dim, 0.01f));
+  }
+  const cpu::internal::FtrlRows<true, false, float> ftrl_rows{ftrl, var, accum, linear};
+  std::printf("Zipf 1.1 ids (~%lld unique of 16,384): slowest part / mean part of the update\n",
+              static_cast<long long>(groups[0].num_unique()));
+  for (int64_t parts : {2, 8, 32}) {
+    // Cuts what it is given into `parts` equal ranges, as the pool would, and times each.
+    std::vector<double> part_seconds;
+    const cpu::ParallelFor timed_parts = [&](int64_t total, int64_t,
+                                             const std::function<void(int64_t, int64_t)>& fn) {
+      for (int64_t p = 0; p < parts; ++p) {
+        const auto start = Clock::now();
+        fn(total * p / parts, total * (p + 1) / parts);
+        part_seconds.push_back(std::chrono::duration<double>(Clock::now() - start).count());
+      }
+    };
+    std::vector<double> ratio[2];
+    for (int round = 0; round < 2 * kIdSets; ++round) {
+      const int k = round % kIdSets;
+      for (int weighted = 0; weighted < 2; ++weighted) {
+        part_seconds.clear();
+        if (weighted) {
+          cpu::internal::ForEachUniqueRow(cpu::internal::BestVectorCopy(), groups[k],
+                                          static_cast<const float*>(grads[k].data()), dim, 1,
+                                          timed_parts, ftrl_rows);
+        } else {
+          cpu::internal::ForEachUniqueRow<true, /*kWeighDuplicates=*/false>(
+              cpu::internal::BestVectorCopy(), groups[k],
+              static_cast<const float*>(grads[k].data()), dim, 1, timed_parts, ftrl_rows);
+        }
+        double sum = 0, slowest = 0;
+        for (double t : part_seconds) {
+          sum += t;
+          slowest = std::max(slowest, t);
+        }
+        ratio[weighted].push_back(slowest / (sum / parts));
+      }
+    }
+    for (auto& r : ratio) std::sort(r.begin(), r.end());
+    std::printf("  %2lld parts: unique rows in equal numbers %5.2f, in pieces of equal work %5.2f\n",
+                static_cast<long long>(parts), ratio[0][ratio[0].size() / 2],
+                ratio[1][ratio[1].size() / 2]);
+  }
+}
 
 int main(int argc, char** argv) {
   if (argc > 1) g_threads = std::max(1, std::atoi(argv[1]));
@@ -325,5 +413,6 @@ int main(int argc, char** argv) {
     std::sort(c.seconds.begin(), c.seconds.end());
     Report(c.label, c.seconds[c.seconds.size() / 2], sparse_bytes_ftrl, copy_gbps);
   }
+  ZipfBalance(table.data(), table_accum.data(), table_linear.data(), rows, dim, ids, ftrl);
   return 0;
 }
