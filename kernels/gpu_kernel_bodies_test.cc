@@ -281,6 +281,64 @@ void TestIndexVerdict(std::mt19937_64& rng, const char* name) {
   Check(same, std::string("index check: the same verdict as the CPU loops, ") + name);
 }
 
+// The chunk sums are queued before the host learns whether an index is bad (gpu_kernels.cu.cc),
+// so they may run on the order CUB gives a list with a bad index: sorted on only the low bits that
+// valid indices use, where a bad index sharing a hot row's low bits lands inside that row's run
+// (equal indices are then not contiguous). They must still read only grad rows that exist and
+// write only the partial-sum slots: grad and the sorted pairs here are exactly their size (ASan
+// sees any read past them), and the bytes around the slots must keep their sentinel.
+template <int kWidth, typename T, typename Index>
+void TestChunkSumsOnBadIndices(std::mt19937_64& rng, const std::string& name) {
+  using A = AccumulateType<T>;
+  constexpr int64_t kRows = 1000;
+  constexpr int kBits = 10;  // 2^10 >= kRows: what the sort is asked to order
+  constexpr uint64_t kMask = (uint64_t{1} << kBits) - 1;
+  constexpr int64_t kRowSize = 8;
+  bool confined = true;
+  for (int trial = 0; trial < 40; ++trial) {
+    const int64_t n = 400 + static_cast<int64_t>(rng() % 1000);  // room for the hot runs (322)
+    // The hot rows moved to the top of the table, the longest run last, so that chunks start
+    // in the last slots too.
+    std::vector<Index> indices = RandomIndices<Index>(rng, kRows, n, /*hot=*/true);
+    for (Index& i : indices) i = static_cast<Index>((i + kRows - kNumHot) % kRows);
+    for (int b = 0; b <= trial % 6; ++b) {
+      const int64_t hot = kRows - kNumHot + static_cast<int64_t>(rng() % kNumHot);
+      const int64_t bad[] = {hot + (int64_t{1} << kBits), hot - (int64_t{1} << kBits),
+                             std::numeric_limits<Index>::max(),
+                             std::numeric_limits<Index>::min()};
+      indices[rng() % n] = static_cast<Index>(bad[rng() % 4]);
+    }
+    std::vector<int32_t> sorted_positions(n);
+    std::iota(sorted_positions.begin(), sorted_positions.end(), 0);
+    std::stable_sort(sorted_positions.begin(), sorted_positions.end(), [&](int32_t a, int32_t b) {
+      return (static_cast<uint64_t>(indices[a]) & kMask) <
+             (static_cast<uint64_t>(indices[b]) & kMask);
+    });
+    std::vector<Index> sorted_indices(n);
+    for (int64_t i = 0; i < n; ++i) sorted_indices[i] = indices[sorted_positions[i]];
+    const gpu::SortedPairs<Index> sorted{sorted_indices.data(), sorted_positions.data(), n};
+    const std::vector<T> grad = Random<T>(rng, n * kRowSize, -1, 1);
+
+    const int64_t count = gpu::NumPartialSlots(n) * kRowSize;
+    AlignedBuffer<A> partials(count + 2 * kRowSize);  // a row's room either side of the slots
+    A* const slots_begin = partials.data() + kRowSize;
+    const A sentinel = A(-12345);
+    std::fill(partials.storage.begin(), partials.storage.end(), sentinel);
+    for (int lanes : {1, gpu::LanesPerRow(kRowSize / kWidth)}) {
+      const int64_t num_threads = 2 * kThreadsPerBlock;
+      for (int64_t t = 0; t < num_threads; ++t) {
+        gpu::ChunkSumThreadWork<kWidth>(grad.data(), kRowSize, lanes, sorted, slots_begin, t,
+                                        num_threads);
+      }
+    }
+    for (const A& value : partials.storage) {
+      const bool in_slots = &value >= slots_begin && &value < slots_begin + count;
+      if (!in_slots) confined = confined && std::memcmp(&value, &sentinel, sizeof(A)) == 0;
+    }
+  }
+  Check(confined, "chunk sums on a list with bad indices stay in their slots, " + name);
+}
+
 void TestLanesPerRow() {
   Check(gpu::LanesPerRow(0) == 1 && gpu::LanesPerRow(1) == 1 && gpu::LanesPerRow(2) == 2 &&
             gpu::LanesPerRow(3) == 4 && gpu::LanesPerRow(16) == 16 &&
@@ -297,6 +355,9 @@ int main() {
   TestLanesPerRow();
   TestIndexVerdict<int32_t>(rng, "int32");
   TestIndexVerdict<int64_t>(rng, "int64");
+  TestChunkSumsOnBadIndices<1, float, int32_t>(rng, "float32 int32, scalar");
+  TestChunkSumsOnBadIndices<4, float, int64_t>(rng, "float32 int64, vectors");
+  TestChunkSumsOnBadIndices<8, float16, int32_t>(rng, "float16 int32, vectors");
   TestType<float>(rng, "float32");
   TestType<double>(rng, "float64");
   TestType<float16>(rng, "float16");

@@ -5,11 +5,11 @@
 // (when all pointers are 16-byte aligned), and the < 16 bytes past the last full vector go to the
 // first threads one element each.
 // Sparse: check the indices and number their positions (one kernel) -> radix-sort (index,
-// position) pairs (stable, so each row's positions stay ascending) -> wait for the check -> a
-// group of lanes per sorted position, twice: first the groups at the start of a run's later
-// chunks of kDuplicateChunkRows positions sum their chunk's grad rows (so a hot id's thousands
-// of rows are summed by many groups at once), then the group at the start of each run sums its
-// first chunk, adds the later chunks' sums in order, and updates the row once.
+// position) pairs (stable, so each row's positions stay ascending) -> the groups of lanes at the
+// start of a run's later chunks of kDuplicateChunkRows positions sum their chunk's grad rows into
+// the workspace (so a hot id's thousands of rows are summed by many groups at once) -> wait for
+// the check -> the group at the start of each run sums its first chunk, adds the later chunks'
+// sums in order, and updates the row once.
 // What each thread does is in gpu_kernel_bodies.h (host and device code, tested on the host);
 // this file holds the launches, the index check and the sort.
 #include "kernels/gpu_kernels.h"
@@ -169,21 +169,30 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
                            static_cast<int64_t>(gridDim.x) * blockDim.x);
 }
 
-// Both passes of a sparse update, kWidth elements per lane at a time.
+// A group of lanes per sorted position (most start a run: ids repeat little); the grid strides
+// over the rest.
+int64_t SparseBlocks(int64_t n, int lanes) { return NumBlocks(n, kThreadsPerBlock / lanes); }
+
+// The sparse update's first pass, kWidth elements per lane at a time; none when no index can
+// repeat kDuplicateChunkRows times.
+template <int kWidth, typename T, typename Index>
+cudaError_t LaunchChunkSums(const T* grad, int64_t row_size, int lanes,
+                            const SortedPairs<Index>& sorted, AccumulateType<T>* partials,
+                            cudaStream_t stream) {
+  if (NumPartialSlots(sorted.n) == 0) return cudaSuccess;
+  ChunkSumKernel<kWidth><<<SparseBlocks(sorted.n, lanes), kThreadsPerBlock, 0, stream>>>(
+      grad, row_size, lanes, sorted, partials);
+  return cudaGetLastError();
+}
+
+// The sparse update's second pass, the one that writes the variables.
 template <int kWidth, typename Step, typename T, typename Index>
-cudaError_t LaunchSparsePasses(const Step& step, const StateArrays<T, Step::kNumState>& state,
-                               const T* grad, int64_t row_size, int lanes,
-                               const SortedPairs<Index>& sorted, AccumulateType<T>* partials,
-                               cudaStream_t stream) {
-  // A group per position (most start a run: ids repeat little); the grid strides over the rest.
-  const int64_t num_blocks = NumBlocks(sorted.n, kThreadsPerBlock / lanes);
-  if (NumPartialSlots(sorted.n) > 0) {
-    ChunkSumKernel<kWidth><<<num_blocks, kThreadsPerBlock, 0, stream>>>(grad, row_size, lanes,
-                                                                        sorted, partials);
-    TF_FTRL_RETURN_IF_CUDA_ERROR(cudaGetLastError());
-  }
-  SparseKernel<kWidth><<<num_blocks, kThreadsPerBlock, 0, stream>>>(step, state, grad, row_size,
-                                                                    lanes, sorted, partials);
+cudaError_t LaunchSparseUpdates(const Step& step, const StateArrays<T, Step::kNumState>& state,
+                                const T* grad, int64_t row_size, int lanes,
+                                const SortedPairs<Index>& sorted,
+                                const AccumulateType<T>* partials, cudaStream_t stream) {
+  SparseKernel<kWidth><<<SparseBlocks(sorted.n, lanes), kThreadsPerBlock, 0, stream>>>(
+      step, state, grad, row_size, lanes, sorted, partials);
   return cudaGetLastError();
 }
 
@@ -199,13 +208,10 @@ int SignificantBits(int64_t num_rows) {
   return bits;
 }
 
-// Enqueues the index check and the sort, then waits for both: the check has to reach the host
-// before anything is written (see SparseApplyFtrl in the header). The sort only writes the
-// workspace, so it is queued before the wait and runs while the host waits; when an index is bad
-// its (meaningless) order is never used.
+// Enqueues the index check and the sort. Both write only the workspace.
 template <typename Index>
-cudaError_t CheckAndSort(const SparseRows<Index>& rows, const SparseBuffers<Index>& buffers,
-                         cudaStream_t stream, IndexError* error) {
+cudaError_t EnqueueCheckAndSort(const SparseRows<Index>& rows,
+                                const SparseBuffers<Index>& buffers, cudaStream_t stream) {
   const int64_t n = rows.num_indices;
   TF_FTRL_RETURN_IF_CUDA_ERROR(cudaMemsetAsync(buffers.first_invalid, 0xff,
                                                sizeof(unsigned long long), stream));
@@ -213,10 +219,17 @@ cudaError_t CheckAndSort(const SparseRows<Index>& rows, const SparseBuffers<Inde
       rows.indices, n, rows.num_rows, buffers.positions, buffers.first_invalid);
   TF_FTRL_RETURN_IF_CUDA_ERROR(cudaGetLastError());
   size_t sort_bytes = buffers.sort_temp_bytes;
-  TF_FTRL_RETURN_IF_CUDA_ERROR(cub::DeviceRadixSort::SortPairs(
+  return cub::DeviceRadixSort::SortPairs(
       buffers.sort_temp, sort_bytes, rows.indices, buffers.sorted_indices, buffers.positions,
       buffers.sorted_positions, n, /*begin_bit=*/0, SignificantBits<Index>(rows.num_rows),
-      stream));
+      stream);
+}
+
+// Waits for the index check (and whatever was queued before it) and fills *error: the check has
+// to reach the host before anything is written (see SparseApplyFtrl in the header).
+template <typename Index>
+cudaError_t WaitForCheck(const SparseRows<Index>& rows, const SparseBuffers<Index>& buffers,
+                         cudaStream_t stream, IndexError* error) {
   unsigned long long first_invalid = 0;
   TF_FTRL_RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(&first_invalid, buffers.first_invalid,
                                                sizeof(first_invalid), cudaMemcpyDeviceToHost,
@@ -247,9 +260,12 @@ cudaError_t LaunchSparse(const Step& step, const StateArrays<T, Step::kNumState>
       LayOutSparseBuffers<T>(workspace, n, rows.row_size, &buffers, &needed_bytes));
   if (workspace == nullptr || workspace_bytes < needed_bytes) return cudaErrorInvalidValue;
 
-  TF_FTRL_RETURN_IF_CUDA_ERROR(CheckAndSort(rows, buffers, stream, error));
-  if (error->position >= 0 || rows.row_size == 0) return cudaSuccess;
-
+  // Everything that writes only the workspace is queued before the wait, so it runs while the
+  // host waits: the check, the sort and the chunk sums. When an index is bad, the sort's order
+  // (of only the low bits that valid indices use) is meaningless, but it is still a permutation
+  // of the positions, so the chunk sums read grad rows that exist and write slots below
+  // NumPartialSlots(n); nothing reads them.
+  TF_FTRL_RETURN_IF_CUDA_ERROR(EnqueueCheckAndSort(rows, buffers, stream));
   const SortedPairs<Index> sorted{buffers.sorted_indices, buffers.sorted_positions, n};
   constexpr int kWidth = VectorWidth<T>();
   bool aligned = rows.row_size % kWidth == 0 && IsVectorAligned(grad);
@@ -257,11 +273,19 @@ cudaError_t LaunchSparse(const Step& step, const StateArrays<T, Step::kNumState>
   const int64_t vectors = aligned ? rows.row_size / kWidth : rows.row_size;
   const int lanes = LanesPerRow(vectors);
   auto* const partials = static_cast<AccumulateType<T>*>(buffers.partials);
-  if (aligned) {
-    return LaunchSparsePasses<kWidth>(step, state, grad, rows.row_size, lanes, sorted, partials,
-                                      stream);
+  if (rows.row_size > 0) {
+    TF_FTRL_RETURN_IF_CUDA_ERROR(
+        aligned ? LaunchChunkSums<kWidth>(grad, rows.row_size, lanes, sorted, partials, stream)
+                : LaunchChunkSums<1>(grad, rows.row_size, lanes, sorted, partials, stream));
   }
-  return LaunchSparsePasses<1>(step, state, grad, rows.row_size, lanes, sorted, partials, stream);
+  TF_FTRL_RETURN_IF_CUDA_ERROR(WaitForCheck(rows, buffers, stream, error));
+  if (error->position >= 0 || rows.row_size == 0) return cudaSuccess;
+  if (aligned) {
+    return LaunchSparseUpdates<kWidth>(step, state, grad, rows.row_size, lanes, sorted, partials,
+                                       stream);
+  }
+  return LaunchSparseUpdates<1>(step, state, grad, rows.row_size, lanes, sorted, partials,
+                                stream);
 }
 
 template <typename A, typename Fn>

@@ -63,10 +63,10 @@ struct SparseRows {
 //
 // Every index is checked against [0, num_rows) first. That check has to reach the host before
 // anything is written (TensorFlow raises InvalidArgument and the variables stay untouched), so
-// this call copies its result to the host and synchronizes `stream` once (the sort, which writes
-// only the workspace, is queued before the wait). When an index is out of range it returns
-// cudaSuccess with *error holding the lowest bad position and its value, and writes nothing;
-// otherwise error->position is -1.
+// this call copies its result to the host and synchronizes `stream` once (the sort and the
+// chunk sums, which write only the workspace, are queued before the wait and run while the host
+// waits). When an index is out of range it returns cudaSuccess with *error holding the lowest
+// bad position and its value, and writes nothing; otherwise error->position is -1.
 //
 // `workspace` is device memory of at least SparseWorkspaceBytes<T, Index>(num_indices, row_size)
 // bytes, at any alignment. Returns cudaErrorInvalidValue when num_indices is negative or above
