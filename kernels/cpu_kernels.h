@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "kernels/adagrad_math.h"
@@ -21,8 +22,26 @@ namespace cpu {
 
 // Runs fn(begin, end) over disjoint shards covering [0, total). cost_per_unit is the estimated
 // cost of one unit in CPU cycles, as for TensorFlow's thread::ThreadPool::ParallelFor.
-using ParallelFor = std::function<void(int64_t total, int64_t cost_per_unit,
-                                       const std::function<void(int64_t, int64_t)>& fn)>;
+// num_threads is how many threads run shards at once (1 unless given); the sparse loops cut their
+// work by it, never the results.
+class ParallelFor {
+ public:
+  using Shards = std::function<void(int64_t total, int64_t cost_per_unit,
+                                    const std::function<void(int64_t, int64_t)>& fn)>;
+  template <typename F, typename = std::enable_if_t<!std::is_same_v<std::decay_t<F>, ParallelFor>>>
+  ParallelFor(F&& shards, int64_t num_threads = 1)  // NOLINT: converts from any callable
+      : shards_(std::forward<F>(shards)), num_threads_(num_threads < 1 ? 1 : num_threads) {}
+
+  void operator()(int64_t total, int64_t cost_per_unit,
+                  const std::function<void(int64_t, int64_t)>& fn) const {
+    shards_(total, cost_per_unit, fn);
+  }
+  int64_t num_threads() const { return num_threads_; }
+
+ private:
+  Shards shards_;
+  int64_t num_threads_;
+};
 
 // Runs everything on the calling thread.
 inline void SerialParallelFor(int64_t total, int64_t /*cost_per_unit*/,
@@ -273,18 +292,43 @@ void DispatchRowSize(int64_t row_size, Fn&& fn) {
   }
 }
 
+// A group whose later chunks (kDuplicateChunkRows) were summed ahead of the update, on the pool
+// (SumLaterChunks): its chunk sums are rows first_slot, first_slot + 1, ... of the partial sums,
+// in chunk order, one per later chunk.
+struct SplitGroup {
+  int64_t group;
+  int64_t first_slot;
+};
+
+// The split groups, sorted by group, and the partial sums (row_size values of the accumulate
+// type per slot). Empty: no group was split.
+template <typename A>
+struct SplitSums {
+  const SplitGroup* groups = nullptr;
+  int64_t num_groups = 0;
+  const A* partials = nullptr;
+};
+
 // Unique rows [begin, end) of `groups`: rows.Update once per row, with the row of `grad` itself
 // when the row occurs once, else with the sum of its occurrences (in the accumulate type, in the
 // order of kDuplicateChunkRows) in `summed` (2 * row_size elements: the sum, then the chunk being
-// summed); rows are prefetched a block ahead.
+// summed; a split group's first chunk, then its chunk sums from `split`); rows are prefetched a
+// block ahead.
 // kRowSize is row_size where the loops are compiled for it, else 0. Each vector copy of the
 // loops has a copy of the whole shard, so the row loop makes no call.
 template <int64_t kRowSize, typename T, typename Rows>
 TF_FTRL_INLINE void UniqueRowsShardBody(const RowGroups& groups, const T* grad,
                                         int64_t runtime_row_size, int64_t begin, int64_t end,
-                                        const Rows& rows, AccumulateType<T>* summed) {
+                                        const Rows& rows,
+                                        const SplitSums<AccumulateType<T>>& split,
+                                        AccumulateType<T>* summed) {
   using A = AccumulateType<T>;
   const int64_t row_size = kRowSize > 0 ? kRowSize : runtime_row_size;
+  // The next split group at or after `begin`.
+  const SplitGroup* next_split = std::lower_bound(
+      split.groups, split.groups + split.num_groups, begin,
+      [](const SplitGroup& g, int64_t u) { return g.group < u; });
+  const SplitGroup* const splits_end = split.groups + split.num_groups;
   for (int64_t u = begin; u < std::min(end, begin + kPrefetchBlockRows); ++u) {
     rows.Prefetch(groups.row(u), row_size);
   }
@@ -301,9 +345,25 @@ TF_FTRL_INLINE void UniqueRowsShardBody(const RowGroups& groups, const T* grad,
         rows.Update(groups.row(u), grad_row, row_size);
         continue;
       }
+      for (int64_t j = 0; j < row_size; ++j) summed[j] = Load(grad_row[j]);
+      if (next_split != splits_end && next_split->group == u) {
+        // The first chunk (the group has more than one), then the later chunks' sums in order.
+        for (int64_t count = 1; count < kDuplicateChunkRows;
+             ++count, position = groups.next_position(position)) {
+          const T* other = grad + position * row_size;
+          for (int64_t j = 0; j < row_size; ++j) summed[j] += Load(other[j]);
+        }
+        const int64_t num_chunks = (groups.count(u) - 1) / kDuplicateChunkRows;
+        for (int64_t c = 0; c < num_chunks; ++c) {
+          const A* partial = split.partials + (next_split->first_slot + c) * row_size;
+          for (int64_t j = 0; j < row_size; ++j) summed[j] += partial[j];
+        }
+        ++next_split;
+        rows.Update(groups.row(u), static_cast<const A*>(summed), row_size);
+        continue;
+      }
       // Chunk 0 is summed in place; each later chunk in `chunk`, added when the next begins.
       A* const chunk = summed + row_size;
-      for (int64_t j = 0; j < row_size; ++j) summed[j] = Load(grad_row[j]);
       A* into = summed;
       for (int64_t count = 1; position >= 0; position = groups.next_position(position), ++count) {
         const T* other = grad + position * row_size;
@@ -328,26 +388,25 @@ TF_FTRL_INLINE void UniqueRowsShardBody(const RowGroups& groups, const T* grad,
 // The shard's copies (noinline: each is its own function, where tests/test_packaging.py finds
 // the row prefetches).
 template <int64_t kRowSize, typename T, typename Rows>
-__attribute__((noinline)) void UniqueRowsShardBaseline(const RowGroups& groups, const T* grad,
-                                                       int64_t row_size, int64_t begin,
-                                                       int64_t end, const Rows& rows,
-                                                       AccumulateType<T>* summed) {
-  UniqueRowsShardBody<kRowSize>(groups, grad, row_size, begin, end, rows, summed);
+__attribute__((noinline)) void UniqueRowsShardBaseline(
+    const RowGroups& groups, const T* grad, int64_t row_size, int64_t begin, int64_t end,
+    const Rows& rows, const SplitSums<AccumulateType<T>>& split, AccumulateType<T>* summed) {
+  UniqueRowsShardBody<kRowSize>(groups, grad, row_size, begin, end, rows, split, summed);
 }
 
 #ifdef TF_FTRL_HAVE_X86_COPIES
 template <int64_t kRowSize, typename T, typename Rows>
 TF_FTRL_TARGET_AVX2 __attribute__((noinline)) void UniqueRowsShardAvx2(
     const RowGroups& groups, const T* grad, int64_t row_size, int64_t begin, int64_t end,
-    const Rows& rows, AccumulateType<T>* summed) {
-  UniqueRowsShardBody<kRowSize>(groups, grad, row_size, begin, end, rows, summed);
+    const Rows& rows, const SplitSums<AccumulateType<T>>& split, AccumulateType<T>* summed) {
+  UniqueRowsShardBody<kRowSize>(groups, grad, row_size, begin, end, rows, split, summed);
 }
 
 template <int64_t kRowSize, typename T, typename Rows>
 TF_FTRL_TARGET_AVX512 __attribute__((noinline)) void UniqueRowsShardAvx512(
     const RowGroups& groups, const T* grad, int64_t row_size, int64_t begin, int64_t end,
-    const Rows& rows, AccumulateType<T>* summed) {
-  UniqueRowsShardBody<kRowSize>(groups, grad, row_size, begin, end, rows, summed);
+    const Rows& rows, const SplitSums<AccumulateType<T>>& split, AccumulateType<T>* summed) {
+  UniqueRowsShardBody<kRowSize>(groups, grad, row_size, begin, end, rows, split, summed);
 }
 #endif
 
@@ -360,49 +419,130 @@ constexpr int64_t kUpdateCostInDuplicates = 8;
 // At most this many pieces of equal work for the pool to share out.
 constexpr int64_t kMaxWeightedPieces = 256;
 
+// A group has its later chunks (kDuplicateChunkRows) summed ahead of the update by the pool
+// (SumLaterChunks) when it has more duplicates than this and its work (GroupWork) is more than
+// half of one thread's share of the update: otherwise one thread sums all of a hot id's rows
+// (with click-log ids, ~2,000 of 16,384), more than a core's share where there are 64 cores.
+// Summing ahead costs a second call of the pool and a pass over the rows that is not overlapped
+// with the updates (measured with 2 threads: Zipf ids 15-20% slower had every group over this
+// been split), so it is kept for the groups that hold up the update.
+constexpr int64_t kSplitAboveDuplicates = 4 * kDuplicateChunkRows;
+
+// The work of group u in units of one duplicate (see kUpdateCostInDuplicates); `split` is the
+// next split group at or after u (or the end), advanced past u when it is u.
+inline int64_t GroupWork(const RowGroups& groups, int64_t u, const SplitGroup*& split,
+                         const SplitGroup* splits_end) {
+  const int64_t duplicates = groups.count(u) - 1;
+  if (split != splits_end && split->group == u) {
+    ++split;
+    // The first chunk's rows and one chunk sum per later chunk.
+    return kUpdateCostInDuplicates + (kDuplicateChunkRows - 1) +
+           duplicates / kDuplicateChunkRows;
+  }
+  return kUpdateCostInDuplicates + duplicates;
+}
+
 // Cuts the unique rows of `groups` into `pieces` ranges of about equal work, counting an update
-// as kUpdateCostInDuplicates and each duplicate as 1: bounds[k], bounds[k + 1] delimit piece k
-// (bounds[0] = 0, bounds[pieces] = num_unique, non-decreasing). A hot id's duplicates (with
-// click-log ids, thousands, and the hot ids all among the first groups) would otherwise pile up
-// in the first shard while the other threads wait.
-inline std::vector<int64_t> WeightedPieces(const RowGroups& groups, int64_t pieces) {
+// as kUpdateCostInDuplicates and each duplicate as 1 (a split group's later chunks as one each:
+// they were summed before): bounds[k], bounds[k + 1] delimit piece k (bounds[0] = 0,
+// bounds[pieces] = num_unique, non-decreasing). A hot id's duplicates (with click-log ids,
+// thousands, and the hot ids all among the first groups) would otherwise pile up in the first
+// shard while the other threads wait.
+inline std::vector<int64_t> WeightedPieces(const RowGroups& groups, int64_t pieces,
+                                           const std::vector<SplitGroup>& split = {}) {
   const int64_t num_unique = groups.num_unique();
+  const SplitGroup* const splits_end = split.data() + split.size();
   int64_t total = 0;
-  for (int64_t u = 0; u < num_unique; ++u) total += kUpdateCostInDuplicates + groups.count(u) - 1;
+  const SplitGroup* next = split.data();
+  for (int64_t u = 0; u < num_unique; ++u) total += GroupWork(groups, u, next, splits_end);
   std::vector<int64_t> bounds(pieces + 1, num_unique);
   bounds[0] = 0;
   int64_t piece = 1, done = 0;
+  next = split.data();
   for (int64_t u = 0; u < num_unique && piece < pieces; ++u) {
-    done += kUpdateCostInDuplicates + groups.count(u) - 1;
+    done += GroupWork(groups, u, next, splits_end);
     // Piece `piece` starts after the row where the work so far reaches its share.
     while (piece < pieces && done * pieces >= total * piece) bounds[piece++] = u + 1;
   }
   return bounds;
 }
 
+// The groups to split for `num_threads` threads (kSplitAboveDuplicates), sorted by group, and the
+// positions where their later chunks start (slot k's chunk starts at starts[k]; a group's slots
+// follow one another in chunk order).
+inline void PlanSplit(const RowGroups& groups, int64_t num_threads,
+                      std::vector<SplitGroup>* split, std::vector<int64_t>* starts) {
+  if (groups.later_chunk_starts().empty()) return;
+  const SplitGroup* none = nullptr;
+  int64_t total = 0;
+  for (int64_t u = 0; u < groups.num_unique(); ++u) total += GroupWork(groups, u, none, none);
+  auto worth_splitting = [&](int64_t u) {
+    const int64_t duplicates = groups.count(u) - 1;
+    return duplicates > kSplitAboveDuplicates &&
+           2 * (kUpdateCostInDuplicates + duplicates) * num_threads > total;
+  };
+  std::vector<ChunkStart> chunks;
+  for (const ChunkStart& c : groups.later_chunk_starts()) {
+    if (worth_splitting(c.group)) chunks.push_back(c);
+  }
+  // later_chunk_starts() is in order of position, so each group's chunks stay in chunk order.
+  std::stable_sort(chunks.begin(), chunks.end(),
+                   [](const ChunkStart& a, const ChunkStart& b) { return a.group < b.group; });
+  for (int64_t k = 0; k < static_cast<int64_t>(chunks.size()); ++k) {
+    if (k == 0 || chunks[k].group != chunks[k - 1].group) split->push_back({chunks[k].group, k});
+    starts->push_back(chunks[k].position);
+  }
+}
+
+// Sums the chunks that start at starts[begin, end) (kDuplicateChunkRows rows each, or to the end
+// of the group, in order of position from the first) into rows begin .. end - 1 of `partials`.
+template <typename T>
+void SumLaterChunks(const RowGroups& groups, const T* grad, int64_t row_size,
+                    const int64_t* starts, int64_t begin, int64_t end,
+                    AccumulateType<T>* partials) {
+  for (int64_t k = begin; k < end; ++k) {
+    AccumulateType<T>* const sum = partials + k * row_size;
+    int64_t position = starts[k];
+    const T* row = grad + position * row_size;
+    for (int64_t j = 0; j < row_size; ++j) sum[j] = Load(row[j]);
+    position = groups.next_position(position);
+    for (int64_t count = 1; count < kDuplicateChunkRows && position >= 0;
+         ++count, position = groups.next_position(position)) {
+      row = grad + position * row_size;
+      for (int64_t j = 0; j < row_size; ++j) sum[j] += Load(row[j]);
+    }
+  }
+}
+
 // Every unique row of `groups` through UniqueRowsShardBody in the chosen copy, sharded on the
 // pool when there is enough work (in pieces of equal work, WeightedPieces, where indices
-// repeat). With kCompiledRowSizes false, every row size takes the loops compiled for any size;
-// with kWeighDuplicates false, the pool gets unique rows in equal numbers whatever their
-// duplicates (tools/bench_cpu_kernels.cc compares them).
-template <bool kCompiledRowSizes = true, bool kWeighDuplicates = true, typename T, typename Rows>
+// repeat, after the pool has summed the later chunks of the hottest rows, SumLaterChunks). With
+// kCompiledRowSizes false, every row size takes the loops compiled for any size; with
+// kWeighDuplicates false, the pool gets unique rows in equal numbers whatever their duplicates;
+// with kSplitHotRows false, each row's duplicates are summed by the thread that updates it
+// (tools/bench_cpu_kernels.cc compares them).
+template <bool kCompiledRowSizes = true, bool kWeighDuplicates = true, bool kSplitHotRows = true,
+          typename T, typename Rows>
 void ForEachUniqueRow(VectorCopy copy, const RowGroups& groups, const T* grad, int64_t row_size,
                       int64_t cycles_per_element, const ParallelFor& parallel_for,
                       const Rows& rows) {
+  using A = AccumulateType<T>;
+  SplitSums<A> split;
   auto shard = [&](int64_t begin, int64_t end) {
-    std::vector<AccumulateType<T>> summed(2 * row_size);
+    std::vector<A> summed(2 * row_size);
     DispatchRowSize(kCompiledRowSizes ? row_size : 0, [&](auto size) {
 #ifdef TF_FTRL_HAVE_X86_COPIES
       if (copy == VectorCopy::kAvx512) {
-        return UniqueRowsShardAvx512<size()>(groups, grad, row_size, begin, end, rows,
+        return UniqueRowsShardAvx512<size()>(groups, grad, row_size, begin, end, rows, split,
                                              summed.data());
       }
       if (copy == VectorCopy::kAvx2) {
-        return UniqueRowsShardAvx2<size()>(groups, grad, row_size, begin, end, rows,
+        return UniqueRowsShardAvx2<size()>(groups, grad, row_size, begin, end, rows, split,
                                            summed.data());
       }
 #endif
-      UniqueRowsShardBaseline<size()>(groups, grad, row_size, begin, end, rows, summed.data());
+      UniqueRowsShardBaseline<size()>(groups, grad, row_size, begin, end, rows, split,
+                                      summed.data());
     });
   };
   const int64_t num_unique = groups.num_unique();
@@ -412,8 +552,22 @@ void ForEachUniqueRow(VectorCopy copy, const RowGroups& groups, const T* grad, i
   } else if (!kWeighDuplicates || groups.num_positions() == num_unique) {
     parallel_for(num_unique, cost_per_row, shard);
   } else {
+    std::vector<SplitGroup> split_groups;
+    std::vector<int64_t> starts;
+    if (kSplitHotRows) PlanSplit(groups, parallel_for.num_threads(), &split_groups, &starts);
+    const int64_t num_slots = static_cast<int64_t>(starts.size());
+    std::vector<A> partials(num_slots * row_size);
+    if (num_slots > 0) {
+      parallel_for(num_slots, std::max<int64_t>(1, kDuplicateChunkRows * row_size),
+                   [&](int64_t begin, int64_t end) {
+                     SumLaterChunks(groups, grad, row_size, starts.data(), begin, end,
+                                    partials.data());
+                   });
+      split = SplitSums<A>{split_groups.data(), static_cast<int64_t>(split_groups.size()),
+                           partials.data()};
+    }
     const int64_t pieces = std::min(num_unique, kMaxWeightedPieces);
-    const std::vector<int64_t> bounds = WeightedPieces(groups, pieces);
+    const std::vector<int64_t> bounds = WeightedPieces(groups, pieces, split_groups);
     const int64_t duplicates = groups.num_positions() - num_unique;
     const int64_t cost_per_piece =
         cost_per_row * (num_unique + duplicates / kUpdateCostInDuplicates) / pieces;

@@ -244,6 +244,13 @@ std::vector<Index> RandomIndices(std::mt19937_64& rng, int64_t rows, int64_t n, 
   return indices;
 }
 
+// The test pool, said to have 1, 4 or a million threads: with many, the hottest rows' later
+// chunks are summed ahead of the update (cpu_kernels.h, PlanSplit), which must not change it.
+cpu::ParallelFor RandomThreads(std::mt19937_64& rng) {
+  const int64_t threads[] = {1, 4, int64_t{1} << 20};
+  return cpu::ParallelFor(ThreadedParallelFor, threads[rng() % 3]);
+}
+
 template <typename T, typename Index>
 void FuzzSparseFtrl(std::mt19937_64& rng, int64_t rows, int64_t row_size, int64_t n,
                     Pattern pattern, double special_rate, RowGroups* groups) {
@@ -263,7 +270,7 @@ void FuzzSparseFtrl(std::mt19937_64& rng, int64_t rows, int64_t row_size, int64_
   }
   auto var1 = var, accum1 = accum, linear1 = linear;
   cpu::SparseApplyFtrl(oracle.h, oracle.multiply_linear_by_lr, var1.data(), accum1.data(),
-                       linear1.data(), grad.data(), row_size, *groups, ThreadedParallelFor);
+                       linear1.data(), grad.data(), row_size, *groups, RandomThreads(rng));
   for (const auto& [row, sum] : SummedRows(indices, grad, row_size)) {
     for (int64_t j = 0; j < row_size; ++j) {
       const int64_t k = row * row_size + j;
@@ -296,7 +303,7 @@ void FuzzSparseAdagrad(std::mt19937_64& rng, int64_t rows, int64_t row_size, int
   }
   auto var1 = var, accum1 = accum;
   cpu::SparseApplyAdagrad(oracle.h, oracle.update_slots, var1.data(), accum1.data(), grad.data(),
-                          row_size, *groups, ThreadedParallelFor);
+                          row_size, *groups, RandomThreads(rng));
   for (const auto& [row, sum] : SummedRows(indices, grad, row_size)) {
     for (int64_t j = 0; j < row_size; ++j) {
       const int64_t k = row * row_size + j;
@@ -313,7 +320,9 @@ void FuzzSparseAdagrad(std::mt19937_64& rng, int64_t rows, int64_t row_size, int
 // ------------------------------------------------------------------------------------ RowGroups
 
 // Checks a successful grouping against std::map: every position in exactly one group, groups
-// in ascending order of position, one group per distinct row, each group's count its length.
+// in ascending order of position, one group per distinct row, each group's count its length, and
+// the later chunks' starts (positions kDuplicateChunkRows, 2 kDuplicateChunkRows, ... of each
+// group's list) all there, in ascending order of position.
 template <typename Index>
 bool GroupingIsExact(const RowGroups& groups, const std::vector<Index>& indices) {
   std::map<int64_t, std::vector<int64_t>> expected;
@@ -322,14 +331,27 @@ bool GroupingIsExact(const RowGroups& groups, const std::vector<Index>& indices)
   }
   if (groups.num_unique() != static_cast<int64_t>(expected.size())) return false;
   std::map<int64_t, std::vector<int64_t>> actual;
+  std::vector<std::pair<int64_t, int64_t>> chunk_starts;  // (position, group)
   for (int64_t u = 0; u < groups.num_unique(); ++u) {
     auto& positions = actual[groups.row(u)];
     if (!positions.empty()) return false;  // a row in two groups
     for (int64_t p = groups.first_position(u); p >= 0; p = groups.next_position(p)) {
       if (p >= static_cast<int64_t>(indices.size())) return false;
+      const int64_t index_in_list = static_cast<int64_t>(positions.size());
+      if (index_in_list > 0 && index_in_list % kDuplicateChunkRows == 0) {
+        chunk_starts.emplace_back(p, u);
+      }
       positions.push_back(p);
     }
     if (groups.count(u) != static_cast<int64_t>(positions.size())) return false;
+  }
+  std::sort(chunk_starts.begin(), chunk_starts.end());
+  const auto& listed = groups.later_chunk_starts();
+  if (listed.size() != chunk_starts.size()) return false;
+  for (size_t k = 0; k < listed.size(); ++k) {
+    if (listed[k].position != chunk_starts[k].first || listed[k].group != chunk_starts[k].second) {
+      return false;
+    }
   }
   return actual == expected && groups.num_positions() == static_cast<int64_t>(indices.size());
 }

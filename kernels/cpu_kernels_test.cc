@@ -322,6 +322,117 @@ void TestSparseRowSizesAndCopies(std::mt19937_64& rng, const char* name) {
   }
 }
 
+// The hottest rows' later chunks summed ahead by the pool (PlanSplit, SumLaterChunks): with many
+// threads PlanSplit picks exactly the rows with more than kSplitAboveDuplicates duplicates (one at
+// the bound is not picked), with two threads none of these (each under half a thread's share),
+// and its chunk starts are positions kDuplicateChunkRows, 2 kDuplicateChunkRows, ... of each
+// picked row's list; the updates, split or not, equal the per-element formulas on the rows
+// summed in the kernels' order, bit for bit, in every vector copy.
+template <typename T>
+void TestSplitHotRows(std::mt19937_64& rng, const char* name) {
+  using A = AccumulateType<T>;
+  using cpu::internal::kSplitAboveDuplicates;
+  using cpu::internal::SplitGroup;
+  using cpu::internal::VectorCopy;
+  struct Shape {
+    int64_t rows, row_size, n;
+  };
+  const int64_t hot_counts[] = {kSplitAboveDuplicates + 1, kSplitAboveDuplicates + 2,
+                                5 * kDuplicateChunkRows + 1, 300, 1000};
+  constexpr int64_t kNumHot = 5;
+  constexpr int64_t kManyThreads = int64_t{1} << 20;
+  // Enough unique rows that the update goes to the pool (kMinElementsToParallelize).
+  for (const Shape& shape : {Shape{100000, 1, 60000}, Shape{30000, 7, 15000},
+                             Shape{4000, 64, 3000}}) {
+    const int64_t rows = shape.rows, row_size = shape.row_size, n = shape.n;
+    std::vector<int64_t> indices(n);
+    std::uniform_int_distribution<int64_t> pick(kNumHot, rows - 1);
+    for (auto& i : indices) i = pick(rng);
+    for (int64_t h = 0, p = 0; h < kNumHot; ++h) {
+      for (int64_t c = 0; c < hot_counts[h]; ++c) indices[p++] = h;
+    }
+    std::shuffle(indices.begin(), indices.end(), rng);
+    RowGroups groups;
+    IndexError error;
+    Check(groups.Build(indices.data(), n, rows, &error), "indices in range accepted");
+    const std::string what = std::string(name) + " row size " + std::to_string(row_size);
+
+    // The choice and the chunk starts.
+    std::vector<SplitGroup> split;
+    std::vector<int64_t> starts;
+    cpu::internal::PlanSplit(groups, 2, &split, &starts);
+    bool planned = split.empty() && starts.empty();
+    cpu::internal::PlanSplit(groups, kManyThreads, &split, &starts);
+    std::vector<int64_t> split_rows;
+    int64_t slot = 0;
+    for (size_t j = 0; j < split.size(); ++j) {
+      const int64_t u = split[j].group;
+      split_rows.push_back(groups.row(u));
+      planned = planned && split[j].first_slot == slot && (j == 0 || split[j - 1].group < u);
+      int64_t index_in_list = 0;
+      for (int64_t p = groups.first_position(u); p >= 0; p = groups.next_position(p)) {
+        if (index_in_list > 0 && index_in_list % kDuplicateChunkRows == 0) {
+          planned = planned && slot < static_cast<int64_t>(starts.size()) && starts[slot] == p;
+          ++slot;
+        }
+        ++index_in_list;
+      }
+    }
+    std::sort(split_rows.begin(), split_rows.end());
+    planned = planned && slot == static_cast<int64_t>(starts.size()) &&
+              split_rows == std::vector<int64_t>{1, 2, 3, 4};
+    Check(planned, "PlanSplit: the rows over kSplitAboveDuplicates and their chunks, " + what);
+
+    // The updates.
+    std::vector<A> summed(rows * row_size, A(0));
+    std::vector<bool> touched(rows, false);
+    const auto grad = Random<T>(rng, n * row_size, -1, 1);
+    for (const auto& [row, sum] : SummedRows(indices, grad, row_size)) {
+      touched[row] = true;
+      std::copy(sum.begin(), sum.end(), summed.begin() + row * row_size);
+    }
+    const auto var0 = Random<T>(rng, rows * row_size, -1, 1);
+    const auto accum0 = Random<T>(rng, rows * row_size, 0.1, 2);
+    const auto linear0 = Random<T>(rng, rows * row_size, -0.02, 0.02);
+    const FtrlHyperparams<A> ftrl{A(0.05), A(0.01), A(0.02), A(0.03), A(-0.5)};
+    const AdagradHyperparams<A> adagrad{A(0.05), A(1e-7)};
+    auto ev = var0, ea = accum0, el = linear0, adagrad_v = var0, adagrad_a = accum0;
+    for (int64_t k = 0; k < rows * row_size; ++k) {
+      if (!touched[k / row_size]) continue;
+      A wv = Load(ev[k]), wa = Load(ea[k]), wl = Load(el[k]);
+      FtrlUpdate</*kSqrtPower=*/true, false>(ftrl, summed[k], wv, wa, wl);
+      ev[k] = Store<T>(wv);
+      ea[k] = Store<T>(wa);
+      el[k] = Store<T>(wl);
+      A av = Load(adagrad_v[k]), aa = Load(adagrad_a[k]);
+      AdagradUpdate<true>(adagrad, summed[k], av, aa);
+      adagrad_v[k] = Store<T>(av);
+      adagrad_a[k] = Store<T>(aa);
+    }
+    const VectorCopy best = cpu::internal::BestVectorCopy();
+    for (int c = static_cast<int>(VectorCopy::kBaseline); c <= static_cast<int>(best); ++c) {
+      for (int64_t threads : {int64_t{1}, kManyThreads}) {
+        const cpu::ParallelFor parallel_for(ThreadedParallelFor, threads);
+        const std::string how = what + " copy " + std::to_string(c) +
+                                (threads > 1 ? ", hot rows split" : ", not split");
+        auto v = var0, a = accum0, l = linear0;
+        cpu::internal::SparseApplyFtrlWith(static_cast<VectorCopy>(c), ftrl, false, v.data(),
+                                           a.data(), l.data(), grad.data(), row_size, groups,
+                                           parallel_for);
+        Check(SameBitsOrBothNan(v, ev) && SameBitsOrBothNan(a, ea) && SameBitsOrBothNan(l, el),
+              "sparse FTRL = per-element formula, " + how);
+        v = var0;
+        a = accum0;
+        cpu::internal::SparseApplyAdagradWith(static_cast<VectorCopy>(c), adagrad, true, v.data(),
+                                              a.data(), grad.data(), row_size, groups,
+                                              parallel_for);
+        Check(SameBitsOrBothNan(v, adagrad_v) && SameBitsOrBothNan(a, adagrad_a),
+              "sparse Adagrad = per-element formula, " + how);
+      }
+    }
+  }
+}
+
 // WeightedPieces: the pieces cover every unique row once, in order, and none holds more than its
 // share of the work plus one row's (a row is never split), with hot ids first as click logs put
 // them, and without duplicates.
@@ -341,28 +452,39 @@ void TestWeightedPieces(std::mt19937_64& rng) {
     IndexError error;
     ok = ok && groups.Build(indices.data(), n, rows, &error);
     const int64_t num_unique = groups.num_unique();
-    int64_t total = 0, heaviest = 0, positions = 0;
-    for (int64_t u = 0; u < num_unique; ++u) {
-      const int64_t work = kUpdateCostInDuplicates + groups.count(u) - 1;
-      total += work;
-      heaviest = std::max(heaviest, work);
-      positions += groups.count(u);
-    }
-    ok = ok && positions == n && groups.num_positions() == n;
-    for (int64_t pieces : {int64_t{1}, int64_t{2}, int64_t{7}, std::min<int64_t>(num_unique, 256)}) {
-      const std::vector<int64_t> bounds = cpu::internal::WeightedPieces(groups, pieces);
-      ok = ok && static_cast<int64_t>(bounds.size()) == pieces + 1 && bounds[0] == 0 &&
-           bounds[pieces] == num_unique;
-      for (int64_t k = 0; k < pieces; ++k) {
-        int64_t work = 0;
-        for (int64_t u = bounds[k]; u < bounds[k + 1]; ++u) {
-          work += kUpdateCostInDuplicates + groups.count(u) - 1;
+    // Without and with the hot rows' later chunks summed ahead (their duplicates then weigh less).
+    for (bool split_hot_rows : {false, true}) {
+      std::vector<cpu::internal::SplitGroup> split;
+      std::vector<int64_t> starts;
+      if (split_hot_rows) cpu::internal::PlanSplit(groups, int64_t{1} << 20, &split, &starts);
+      const cpu::internal::SplitGroup* const splits_end = split.data() + split.size();
+      std::vector<int64_t> work_of(num_unique);
+      int64_t total = 0, heaviest = 0, positions = 0;
+      const cpu::internal::SplitGroup* next = split.data();
+      for (int64_t u = 0; u < num_unique; ++u) {
+        work_of[u] = cpu::internal::GroupWork(groups, u, next, splits_end);
+        const int64_t unsplit = kUpdateCostInDuplicates + groups.count(u) - 1;
+        ok = ok && (split_hot_rows ? work_of[u] <= unsplit : work_of[u] == unsplit);
+        total += work_of[u];
+        heaviest = std::max(heaviest, work_of[u]);
+        positions += groups.count(u);
+      }
+      ok = ok && positions == n && groups.num_positions() == n;
+      for (int64_t pieces :
+           {int64_t{1}, int64_t{2}, int64_t{7}, std::min<int64_t>(num_unique, 256)}) {
+        const std::vector<int64_t> bounds = cpu::internal::WeightedPieces(groups, pieces, split);
+        ok = ok && static_cast<int64_t>(bounds.size()) == pieces + 1 && bounds[0] == 0 &&
+             bounds[pieces] == num_unique;
+        for (int64_t k = 0; k < pieces; ++k) {
+          int64_t work = 0;
+          for (int64_t u = bounds[k]; u < bounds[k + 1]; ++u) work += work_of[u];
+          ok = ok && bounds[k] <= bounds[k + 1] && work <= total / pieces + heaviest;
         }
-        ok = ok && bounds[k] <= bounds[k + 1] && work <= total / pieces + heaviest;
       }
     }
   }
-  Check(ok, "WeightedPieces: ordered pieces covering every row, none over its share + one row");
+  Check(ok, "WeightedPieces: ordered pieces covering every row, none over its share + one row "
+            "(hot rows split or not)");
 }
 
 // RunEnd and RunBegin (the CUDA sparse kernels' runs and chunks) against std::upper_bound and
@@ -425,6 +547,9 @@ int main() {
   TestSparseRowSizesAndCopies<double>(rng, "float64");
   TestSparseRowSizesAndCopies<float16>(rng, "float16");
   TestSparseRowSizesAndCopies<bfloat16>(rng, "bfloat16");
+  TestSplitHotRows<float>(rng, "float32");
+  TestSplitHotRows<double>(rng, "float64");
+  TestSplitHotRows<bfloat16>(rng, "bfloat16");
   std::printf("vector copies checked: up to %d (0 baseline, 1 AVX2, 2 AVX-512)\n",
               static_cast<int>(cpu::internal::BestVectorCopy()));
   return testing::Finish();

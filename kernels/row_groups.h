@@ -18,6 +18,13 @@ namespace tf_ftrl {
 // and a sum of chunk sums also rounds less than one long running sum.
 constexpr int64_t kDuplicateChunkRows = 32;
 
+// Where a later chunk of the summing order begins: the position of row kDuplicateChunkRows * c
+// (c >= 1) of group `group`'s positions in ascending order.
+struct ChunkStart {
+  int64_t group;
+  int64_t position;
+};
+
 // The first index outside [0, num_rows), by position.
 struct IndexError {
   int64_t position = -1;
@@ -44,6 +51,10 @@ class RowGroups {
   // How many positions group u has.
   int64_t count(int64_t u) const { return count_[u]; }
   int64_t next_position(int64_t position) const { return next_[position]; }
+  // The start of every chunk after the first of every group (kDuplicateChunkRows), in ascending
+  // order of position, so a group's chunk starts come in its chunks' order. Empty when no index
+  // repeats more than kDuplicateChunkRows times.
+  const std::vector<ChunkStart>& later_chunk_starts() const { return chunk_starts_; }
 
  private:
   // Buffers kept from a much larger earlier call are given back rather than held forever.
@@ -57,7 +68,9 @@ class RowGroups {
   std::vector<int64_t> rows_;
   std::vector<int64_t> first_;
   std::vector<int64_t> count_;
+  std::vector<int64_t> last_;  // the highest position of each group (while building)
   std::vector<int64_t> next_;
+  std::vector<ChunkStart> chunk_starts_;
   // Open-addressing table: the row held by a slot (-1 if empty) next to its group, so a probe
   // touches one cache line.
   struct Slot {
@@ -81,6 +94,8 @@ bool RowGroups::Build(const Index* indices, int64_t n, int64_t num_rows, IndexEr
   rows_.clear();
   first_.clear();
   count_.clear();
+  last_.clear();
+  chunk_starts_.clear();
   next_.assign(n, -1);
   if (n == 0) return true;
 
@@ -94,10 +109,12 @@ bool RowGroups::Build(const Index* indices, int64_t n, int64_t num_rows, IndexEr
   rows_.reserve(n);
   first_.reserve(n);
   count_.reserve(n);
+  last_.reserve(n);
 
-  // Walk positions from last to first and push each onto the front of its group's list, so the
-  // lists come out in ascending order of position.
-  for (int64_t i = n - 1; i >= 0; --i) {
+  // Walk positions from first to last and append each to its group's list, so the lists come
+  // out in ascending order of position and a position's place in its list is known when it is
+  // appended (groups are numbered in order of first appearance).
+  for (int64_t i = 0; i < n; ++i) {
     const int64_t row = static_cast<int64_t>(indices[i]);
     uint64_t slot = (static_cast<uint64_t>(row) * 0x9e3779b97f4a7c15ull) >> (64 - log2_slots);
     while (slots_[slot].row != row && slots_[slot].row != -1) slot = (slot + 1) & mask;
@@ -105,12 +122,13 @@ bool RowGroups::Build(const Index* indices, int64_t n, int64_t num_rows, IndexEr
       slots_[slot] = Slot{row, static_cast<int64_t>(rows_.size())};
       rows_.push_back(row);
       first_.push_back(i);
+      last_.push_back(i);
       count_.push_back(1);
     } else {
       const int64_t group = slots_[slot].group;
-      next_[i] = first_[group];
-      first_[group] = i;
-      ++count_[group];
+      next_[last_[group]] = i;
+      last_[group] = i;
+      if (count_[group]++ % kDuplicateChunkRows == 0) chunk_starts_.push_back({group, i});
     }
   }
   return true;

@@ -72,12 +72,14 @@ const Storage<T>* ConstData(const Tensor& t) {
 
 tf_ftrl::cpu::ParallelFor ThreadPoolParallelFor(OpKernelContext* ctx) {
   auto* workers = ctx->device()->tensorflow_cpu_worker_threads()->workers;
-  return [workers](int64_t total, int64_t cost_per_unit,
-                   const std::function<void(int64_t, int64_t)>& fn) {
-    // Deprecated in newer TensorFlow in favour of SchedulingParams::Adaptive, which older
-    // releases lack; this form builds against all of them.
-    workers->ParallelFor(total, cost_per_unit, fn);
-  };
+  return tf_ftrl::cpu::ParallelFor(
+      [workers](int64_t total, int64_t cost_per_unit,
+                const std::function<void(int64_t, int64_t)>& fn) {
+        // Deprecated in newer TensorFlow in favour of SchedulingParams::Adaptive, which older
+        // releases lack; this form builds against all of them.
+        workers->ParallelFor(total, cost_per_unit, fn);
+      },
+      workers->NumThreads());
 }
 
 // Locks the variable inputs [0, names.size()) and fetches their tensors, checking that each is
