@@ -247,9 +247,9 @@ void TestSparseRowSizesAndCopies(std::mt19937_64& rng, const char* name) {
     std::vector<int64_t> indices(n);
     std::uniform_int_distribution<int64_t> pick(5, rows - 1);
     for (auto& i : indices) i = pick(rng);
-    // Rows 0-4 are hot rows whose duplicates fill less than one chunk of the summing order, exactly one, a
-    // chunk and one row, exactly two, and several chunks and part of one, their positions spread
-    // over the list.
+    // Rows 0-4 are hot rows whose duplicates fill less than one chunk of the summing order,
+    // exactly one, a chunk and one row, exactly two, and several chunks and part of one, their
+    // positions spread over the list.
     const int64_t hot_counts[] = {20, kDuplicateChunkRows, kDuplicateChunkRows + 1,
                                   2 * kDuplicateChunkRows, 3 * kDuplicateChunkRows + 7};
     for (int64_t h = 0, p = 0; h < 5; ++h) {

@@ -268,8 +268,8 @@ def test_sparse_apply_adagrad(driver, device, rng, dtype, index_dtype, shape, up
 @pytest.mark.parametrize("row_size", [33, 64])
 def test_sparse_many_duplicates_is_deterministic(driver, device, rng, dtype, row_size):
     # 20,000 indices into 10 rows: long runs (63 chunks of duplicates each, summed by 63 groups
-    # of threads, then added in order), the same sums every time; rows of 33 elements take the scalar path, of 64 the
-    # vector path.
+    # of threads, then added in order), the same sums every time; rows of 33 elements take the
+    # scalar path, of 64 the vector path.
     shape, num_indices = (10, row_size), 20000
     indices = random_indices(rng, shape[0], num_indices, "int32")
     s = State(rng, shape, dtype, ("accum", "linear"), grad_shape=(num_indices,) + shape[1:])
