@@ -12,6 +12,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace tf_ftrl {
@@ -237,6 +238,21 @@ void TestVectorCopiesAgree(std::mt19937_64& rng, const char* name) {
 // to each row's summed gradient, bit for bit: with duplicate ids, all flag combinations, enough
 // rows to be sharded over threads and to cross several prefetch blocks, untouched rows left as
 // they were.
+// Each touched row's gradient, summed in the kernels' order in the accumulate type, as a dense
+// [rows, row_size] array, and which rows were touched.
+template <typename T>
+std::pair<std::vector<AccumulateType<T>>, std::vector<bool>> SumIntoRows(
+    const std::vector<int64_t>& indices, const std::vector<T>& grad, int64_t rows,
+    int64_t row_size) {
+  std::vector<AccumulateType<T>> summed(rows * row_size, AccumulateType<T>(0));
+  std::vector<bool> touched(rows, false);
+  for (const auto& [row, sum] : SummedRows(indices, grad, row_size)) {
+    touched[row] = true;
+    std::copy(sum.begin(), sum.end(), summed.begin() + row * row_size);
+  }
+  return {std::move(summed), std::move(touched)};
+}
+
 template <typename T>
 void TestSparseRowSizesAndCopies(std::mt19937_64& rng, const char* name) {
   using A = AccumulateType<T>;
@@ -258,14 +274,10 @@ void TestSparseRowSizesAndCopies(std::mt19937_64& rng, const char* name) {
     RowGroups groups;
     IndexError error;
     Check(groups.Build(indices.data(), n, rows, &error), "indices in range accepted");
-    // Each touched row's gradient, summed in the kernels' order in the accumulate type.
-    std::vector<A> summed(rows * row_size, A(0));
-    std::vector<bool> touched(rows, false);
     const auto grad = Random<T>(rng, n * row_size, -1, 1);
-    for (const auto& [row, sum] : SummedRows(indices, grad, row_size)) {
-      touched[row] = true;
-      std::copy(sum.begin(), sum.end(), summed.begin() + row * row_size);
-    }
+    const auto sums = SumIntoRows(indices, grad, rows, row_size);
+    const auto& summed = sums.first;
+    const auto& touched = sums.second;
     const auto var0 = Random<T>(rng, rows * row_size, -1, 1);
     const auto accum0 = Random<T>(rng, rows * row_size, 0.0, 2);
     const auto linear0 = Random<T>(rng, rows * row_size, -0.02, 0.02);
@@ -384,13 +396,10 @@ void TestSplitHotRows(std::mt19937_64& rng, const char* name) {
     Check(planned, "PlanSplit: the rows over kSplitAboveDuplicates and their chunks, " + what);
 
     // The updates.
-    std::vector<A> summed(rows * row_size, A(0));
-    std::vector<bool> touched(rows, false);
     const auto grad = Random<T>(rng, n * row_size, -1, 1);
-    for (const auto& [row, sum] : SummedRows(indices, grad, row_size)) {
-      touched[row] = true;
-      std::copy(sum.begin(), sum.end(), summed.begin() + row * row_size);
-    }
+    const auto sums = SumIntoRows(indices, grad, rows, row_size);
+    const auto& summed = sums.first;
+    const auto& touched = sums.second;
     const auto var0 = Random<T>(rng, rows * row_size, -1, 1);
     const auto accum0 = Random<T>(rng, rows * row_size, 0.1, 2);
     const auto linear0 = Random<T>(rng, rows * row_size, -0.02, 0.02);
