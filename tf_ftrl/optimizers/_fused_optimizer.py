@@ -2,8 +2,6 @@
 gradient processing, routing each update to a fused op (or to plain TF ops under XLA), and the
 slot accessors of the older optimizer API."""
 
-import contextlib
-
 import keras
 import tensorflow as tf
 
@@ -86,16 +84,12 @@ def _clip_by_norm(gradient, clip_norm, norm):
     return _with_values(gradient, values * scale)
 
 
-@contextlib.contextmanager
-def _attributes_set_to_none(obj, names):
-    saved = {name: getattr(obj, name) for name in names}
-    try:
-        for name in names:
-            setattr(obj, name, None)
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(obj, name, value)
+class _UnscalableIndexedSlices(tf.IndexedSlices):
+    """A sparse gradient that Keras's `apply` can unscale (`g / loss_scale_factor`), which a
+    plain `tf.IndexedSlices` does not support: the result is a plain `tf.IndexedSlices`."""
+
+    def __truediv__(self, scale):
+        return tf.IndexedSlices(self.values / scale, self.indices, self.dense_shape)
 
 
 class FusedOptimizer(keras.optimizers.Optimizer):
@@ -106,7 +100,6 @@ class FusedOptimizer(keras.optimizers.Optimizer):
     """
 
     _slot_names = ()
-    _GRADIENT_PROCESSING = ("loss_scale_factor", "clipnorm", "clipvalue", "global_clipnorm")
 
     def __init__(self, *, huge_pages=False, **kwargs):
         super().__init__(**kwargs)
@@ -139,37 +132,34 @@ class FusedOptimizer(keras.optimizers.Optimizer):
         """Applies gradients; `tf.IndexedSlices` gradients stay sparse.
 
         Keras 3 densifies sparse gradients when it clips them and fails when it unscales them
-        (`loss_scale_factor`). Here, when any gradient is sparse, unscaling and clipping happen
-        first, on the deduplicated rows, exactly as they would on the densified gradient, and
-        Keras's own processing is skipped for this call. (With `gradient_accumulation_steps`,
-        Keras accumulates into dense buffers anyway, so it processes them itself.)
+        (`loss_scale_factor`). Here both happen on the sparse gradients, exactly as they would
+        on their densified form: clipping sees each index's rows summed. Nothing on the
+        optimizer changes during a step: under a distribution strategy every replica runs this
+        on the same object at once.
         """
-        grads = list(grads)
-        if self.gradient_accumulation_steps or not any(
-                isinstance(g, tf.IndexedSlices) for g in grads):
-            return super().apply(grads, trainable_variables)
-        grads = self._process_sparse_aware(grads)
-        with _attributes_set_to_none(self, self._GRADIENT_PROCESSING):
-            return super().apply(grads, trainable_variables)
+        if self.loss_scale_factor is not None:
+            grads = [_UnscalableIndexedSlices(g.values, g.indices, g.dense_shape)
+                     if isinstance(g, tf.IndexedSlices) else g for g in grads]
+        return super().apply(grads, trainable_variables)
 
-    def _process_sparse_aware(self, grads):
+    def _clip_gradients(self, grads):
+        if not any(isinstance(g, tf.IndexedSlices) for g in grads):
+            return super()._clip_gradients(grads)
+        if not (self.clipnorm or self.clipvalue or self.global_clipnorm):
+            return grads
+
         def each(fn):
             return [None if g is None else fn(g) for g in grads]
 
-        if self.loss_scale_factor is not None:
-            scale = self.loss_scale_factor
-            grads = each(lambda g: _with_values(g, _values(g) / scale))
-        if not (self.clipnorm or self.clipvalue or self.global_clipnorm):
-            return grads
         grads = each(lambda g: deduplicate(g) if isinstance(g, tf.IndexedSlices) else g)
         if self.clipnorm and self.clipnorm > 0:
-            grads = each(lambda g: _clip_by_norm(g, self.clipnorm, tf.sqrt(_squared_norm(g))))
-        elif self.global_clipnorm and self.global_clipnorm > 0:
+            return each(lambda g: _clip_by_norm(g, self.clipnorm, tf.sqrt(_squared_norm(g))))
+        if self.global_clipnorm and self.global_clipnorm > 0:
             norm = tf.sqrt(tf.add_n([_squared_norm(g) for g in grads if g is not None]))
-            grads = each(lambda g: _clip_by_norm(g, self.global_clipnorm, norm))
-        elif self.clipvalue and self.clipvalue > 0:
+            return each(lambda g: _clip_by_norm(g, self.global_clipnorm, norm))
+        if self.clipvalue and self.clipvalue > 0:
             v = self.clipvalue
-            grads = each(lambda g: _with_values(g, tf.clip_by_value(_values(g), -v, v)))
+            return each(lambda g: _with_values(g, tf.clip_by_value(_values(g), -v, v)))
         return grads
 
     def stateless_apply(self, optimizer_variables, grads, trainable_variables):
