@@ -217,11 +217,20 @@ absl::Status ReadFtrlHyperparams(OpKernelContext* ctx, int first_input,
   TF_RETURN_IF_ERROR(ReadScalar<T>(ctx, first_input + 2, "l2", &h->l2));
   TF_RETURN_IF_ERROR(ReadScalar<T>(ctx, first_input + 3, "l2_shrinkage", &h->l2_shrinkage));
   TF_RETURN_IF_ERROR(ReadScalar<T>(ctx, first_input + 4, "lr_power", &h->lr_power));
-  TF_RETURN_IF_ERROR(CheckBound("lr", h->lr, Bound::kPositive));
+  // lr = 0 is a step that changes nothing (see FtrlStepChangesNothing).
+  TF_RETURN_IF_ERROR(CheckBound("lr", h->lr, Bound::kNonNegative));
   TF_RETURN_IF_ERROR(CheckBound("l1", h->l1, Bound::kNonNegative));
   TF_RETURN_IF_ERROR(CheckBound("l2", h->l2, Bound::kNonNegative));
   TF_RETURN_IF_ERROR(CheckBound("l2_shrinkage", h->l2_shrinkage, Bound::kNonNegative));
   return CheckBound("lr_power", h->lr_power, Bound::kNonPositive);
+}
+
+// FTRL divides by lr, so its formula has no value at lr = 0 (TensorFlow's op rejects it, Keras
+// writes NaN). Such a step, where warm-up schedules start, changes nothing: the variable and both
+// slots keep their values. A sparse one still checks its indices.
+template <typename A>
+bool FtrlStepChangesNothing(const tf_ftrl::FtrlHyperparams<A>& h) {
+  return h.lr == A(0);
 }
 
 template <typename T>
@@ -229,7 +238,9 @@ absl::Status ReadAdagradHyperparams(OpKernelContext* ctx, int first_input,
                                     tf_ftrl::AdagradHyperparams<Acc<T>>* h) {
   TF_RETURN_IF_ERROR(ReadScalar<T>(ctx, first_input + 0, "lr", &h->lr));
   TF_RETURN_IF_ERROR(ReadScalar<T>(ctx, first_input + 1, "epsilon", &h->epsilon));
-  TF_RETURN_IF_ERROR(CheckBound("lr", h->lr, Bound::kPositive));
+  // At lr = 0 (where warm-up schedules start) the accumulator grows and the variable stays, as
+  // in Keras.
+  TF_RETURN_IF_ERROR(CheckBound("lr", h->lr, Bound::kNonNegative));
   return CheckBound("epsilon", h->epsilon, Bound::kNonNegative);
 }
 
@@ -320,6 +331,7 @@ struct FusedUpdate<CPUDevice, T> {
                                       int64_t row_size) {
     tf_ftrl::RowGroups& groups = ThreadRowGroups();
     TF_RETURN_IF_ERROR(GroupRows<Index>(indices, var->dim_size(0), &groups));
+    if (row_size == 0) return absl::OkStatus();
     tf_ftrl::cpu::SparseApplyFtrl(h, multiply_linear_by_lr, MutableData<T>(var),
                                   MutableData<T>(accum), MutableData<T>(linear),
                                   ConstData<T>(grad), row_size, groups,
@@ -487,6 +499,7 @@ class FusedApplyFtrlOp : public OpKernel {
     OP_REQUIRES_OK(ctx, CheckDenseGrad(*vars.tensor(0), grad));
     tf_ftrl::FtrlHyperparams<Acc<T>> h;
     OP_REQUIRES_OK(ctx, ReadFtrlHyperparams<T>(ctx, 4, &h));
+    if (FtrlStepChangesNothing(h)) return;
     OP_REQUIRES_OK(ctx, FusedUpdate<Device, T>::ApplyFtrl(ctx, h, multiply_linear_by_lr_,
                                                           vars.tensor(0), vars.tensor(1),
                                                           vars.tensor(2), grad));
@@ -515,6 +528,8 @@ class FusedSparseApplyFtrlOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ReadFtrlHyperparams<T>(ctx, 5, &h));
     int64_t row_size = 0;
     OP_REQUIRES_OK(ctx, CheckSparseShapes(*vars.tensor(0), grad, indices, &row_size));
+    // An update of rows of no elements checks the indices and writes nothing.
+    if (FtrlStepChangesNothing(h)) row_size = 0;
     OP_REQUIRES_OK(ctx, FusedUpdate<Device, T>::template SparseApplyFtrl<Index>(
                             ctx, h, multiply_linear_by_lr_, vars.tensor(0), vars.tensor(1),
                             vars.tensor(2), grad, indices, row_size));

@@ -79,7 +79,8 @@ REGISTER_OP("FusedResourceApplyFtrl")
     .Doc(R"doc(
 Fused one-pass FTRL-Proximal update of var, accum and linear (the math of
 ResourceApplyFtrlV2): l2_shrinkage shrinks the gradient used for linear, the accumulator uses the
-raw gradient. Requires lr > 0, l1 >= 0, l2 >= 0, l2_shrinkage >= 0, lr_power <= 0.
+raw gradient. Requires lr >= 0, l1 >= 0, l2 >= 0, l2_shrinkage >= 0, lr_power <= 0; a step
+at lr = 0 changes nothing (the formula divides by lr).
 )doc");
 
 REGISTER_OP("FusedResourceSparseApplyFtrl")
@@ -117,7 +118,8 @@ REGISTER_OP("FusedResourceApplyAdagrad")
     .SetShapeFn([](InferenceContext* c) { return DenseShapeFn(c, 2); })
     .Doc(R"doc(
 Fused one-pass Adagrad update (the math of ResourceApplyAdagradV2):
-accum += grad^2 (if update_slots); var -= lr * grad / (sqrt(accum) + epsilon).
+accum += grad^2 (if update_slots); var -= lr * grad / (sqrt(accum) + epsilon). Requires
+lr >= 0, epsilon >= 0.
 )doc");
 
 REGISTER_OP("FusedResourceSparseApplyAdagrad")

@@ -183,11 +183,55 @@ def test_hyperparameters_must_be_scalars(rng, kind):
 
 
 @pytest.mark.parametrize("kind", ALL)
-@pytest.mark.parametrize("lr", [0.0, -0.1, float("nan")])
-def test_learning_rate_must_be_positive(rng, kind, lr):
+@pytest.mark.parametrize("lr", [-0.1, -1e-30, float("nan")])
+def test_learning_rate_must_be_non_negative(rng, kind, lr):
     x = Inputs(rng, (6,), tf.float32, slots=slots(kind))
-    assert_rejected(x, r"lr must be positive but got", call, kind, x, lr=lr,
+    assert_rejected(x, r"lr must be non-negative but got", call, kind, x, lr=lr,
                     indices=[0, 1, 2, 3, 4, 5])
+
+
+@pytest.mark.parametrize("kind", ["ftrl", "sparse_ftrl"])
+@pytest.mark.parametrize("lr", [0.0, -0.0])
+def test_ftrl_step_at_zero_learning_rate_changes_nothing(rng, kind, lr):
+    # FTRL's formula divides by lr (TensorFlow's op rejects 0, Keras writes NaN).
+    x = Inputs(rng, (6, 3), tf.float32, grad_shape=(6, 3), slots=slots(kind))
+    before = bits(x)
+    call(kind, x, lr=lr, l2=0.0, indices=[5, 0, 5, 2, 1, 3])
+    assert bits(x) == before
+
+
+def test_ftrl_step_at_zero_learning_rate_still_checks_indices(rng):
+    x = Inputs(rng, (6, 3), tf.float32, grad_shape=(4, 3), slots=slots("sparse_ftrl"))
+    assert_rejected(x, r"indices\[2\] = 9 is not in \[0, 6\)", call, "sparse_ftrl", x, lr=0.0,
+                    indices=[0, 1, 9, 2])
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+def test_adagrad_at_zero_learning_rate_matches_tensorflow(rng, sparse):
+    # As TensorFlow's ResourceApplyAdagradV2 (and Keras) at lr 0: the accumulator grows and the
+    # variable keeps its value.
+    var0 = rng.normal(size=(6, 2))
+    accum0 = rng.uniform(0.1, 1.0, size=(6, 2))
+    grad = rng.normal(size=(6, 2))
+    ours = [tf.Variable(var0), tf.Variable(accum0)]
+    theirs = [tf.Variable(var0), tf.Variable(accum0)]
+    if sparse:
+        indices = [4, 0, 4, 2, 1, 5]
+        tf_ftrl.sparse_apply_adagrad(*ours, grad, indices, lr=0.0, epsilon=1e-7)
+        summed = tf.math.unsorted_segment_sum(grad, indices, 6)
+        tf.raw_ops.ResourceApplyAdagradV2(var=theirs[0].handle, accum=theirs[1].handle,
+                                          lr=tf.constant(0.0, tf.float64),
+                                          epsilon=tf.constant(1e-7, tf.float64), grad=summed)
+    else:
+        tf_ftrl.apply_adagrad(*ours, grad, lr=0.0, epsilon=1e-7)
+        tf.raw_ops.ResourceApplyAdagradV2(var=theirs[0].handle, accum=theirs[1].handle,
+                                          lr=tf.constant(0.0, tf.float64),
+                                          epsilon=tf.constant(1e-7, tf.float64),
+                                          grad=tf.constant(grad))
+    np.testing.assert_array_equal(ours[0].numpy(), var0)
+    assert not np.allclose(ours[1].numpy(), accum0)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-15)
 
 
 @pytest.mark.parametrize("kind", ["ftrl", "sparse_ftrl"])
@@ -204,7 +248,7 @@ def test_ftrl_hyperparameter_bounds(rng, kind, name, value, pattern):
 
 HYPERPARAMETERS = {"ftrl": list(FTRL), "sparse_ftrl": list(FTRL), "adagrad": list(ADAGRAD),
                    "sparse_adagrad": list(ADAGRAD)}
-BOUND = {"lr": "positive", "l1": "non-negative", "l2": "non-negative",
+BOUND = {"lr": "non-negative", "l1": "non-negative", "l2": "non-negative",
          "l2_shrinkage": "non-negative", "lr_power": "non-positive", "epsilon": "non-negative"}
 
 

@@ -71,6 +71,16 @@ def load_library():
         return _library
 
 
+# The dtypes the fused kernels are compiled for. The optimizers update variables of other dtypes
+# the stock optimizers train (complex Adagrad) with plain TensorFlow ops.
+FUSED_DTYPES = (tf.float32, tf.float64, tf.float16, tf.bfloat16)
+
+
+def has_fused_kernels(dtype):
+    """Whether the fused ops take variables of `dtype`."""
+    return tf.as_dtype(dtype).base_dtype in FUSED_DTYPES
+
+
 def _handle(variable):
     """The resource handle of a tf.Variable (this replica's copy under tf.distribute)."""
     if isinstance(variable, tf.Variable) or hasattr(variable, "handle"):
@@ -128,8 +138,9 @@ def apply_ftrl(var, accum, linear, grad, lr, l1, l2, l2_shrinkage=0.0, lr_power=
       var, accum, linear: `tf.Variable`s of one shape and dtype (float32, float64, float16 or
         bfloat16); half types compute in float32.
       grad: the gradient, same shape and dtype as `var`.
-      lr, l1, l2, l2_shrinkage, lr_power: finite scalars; lr > 0, l1, l2, l2_shrinkage >= 0,
-        lr_power <= 0 (-0.5 takes a faster sqrt path).
+      lr, l1, l2, l2_shrinkage, lr_power: finite scalars; lr, l1, l2, l2_shrinkage >= 0,
+        lr_power <= 0 (-0.5 takes a faster sqrt path). The formula divides by lr: a step at
+        lr = 0 (where warm-up schedules start) changes nothing, and TensorFlow's op rejects it.
       multiply_linear_by_lr: keep `linear` multiplied by the learning rate.
       use_locking: hold the variables' locks exclusively for the update.
     """
@@ -164,7 +175,8 @@ def apply_adagrad(var, accum, grad, lr, epsilon=1e-7, update_slots=True, use_loc
     """Fused Adagrad update in place: `accum += grad**2` (when `update_slots`), then
     `var -= lr * grad / (sqrt(accum) + epsilon)`, as `tf.raw_ops.ResourceApplyAdagradV2`.
 
-    lr > 0 and epsilon >= 0, both finite; other arguments as in `apply_ftrl`.
+    lr >= 0 (at 0 only the accumulator changes) and epsilon >= 0, both finite; other arguments
+    as in `apply_ftrl`.
     """
     dtype = _dtype_of(var)
     return load_library().fused_resource_apply_adagrad(

@@ -4,6 +4,8 @@ import tensorflow as tf
 import tf_keras
 
 from tf_ftrl import ops
+from tf_ftrl._arguments import (check_learning_rate, checked_learning_rate,
+                                describe_learning_rate)
 
 
 class FusedOptimizerV2(tf_keras.optimizers.legacy.Optimizer):
@@ -28,9 +30,18 @@ class FusedOptimizerV2(tf_keras.optimizers.legacy.Optimizer):
         self.huge_pages = bool(huge_pages)
         # `lr` is OptimizerV2's deprecated alias (validated and warned about there); tf_keras's
         # Adagrad honours it, its Ftrl silently ignores it: both of ours honour it.
-        self._set_hyper("learning_rate", kwargs.get("lr", learning_rate))
+        learning_rate = kwargs.get("lr", learning_rate)
+        check_learning_rate(learning_rate)
+        self._set_hyper("learning_rate", learning_rate)
         self._set_hyper("decay", self._initial_decay)
         self._initial_accumulator_value = initial_accumulator_value
+
+    def _prepare_local(self, var_device, var_dtype, apply_state):
+        super()._prepare_local(var_device, var_dtype, apply_state)
+        coefficients = apply_state[(var_device, var_dtype)]
+        coefficients["lr_t"] = checked_learning_rate(
+            coefficients["lr_t"], self._name,
+            describe_learning_rate(self._hyper["learning_rate"]), self.iterations)
 
     def _add_accumulator(self, var):
         init = tf.compat.v1.constant_initializer(self._initial_accumulator_value,
@@ -38,6 +49,11 @@ class FusedOptimizerV2(tf_keras.optimizers.legacy.Optimizer):
         return self.add_slot(var, "accumulator", init)
 
     def _resource_apply_sparse_duplicate_indices(self, grad, handle, indices, **kwargs):
+        if not ops.has_fused_kernels(handle.dtype):
+            # TensorFlow's ops for other dtypes apply duplicates one by one: sum them first, as
+            # the base class does.
+            return super()._resource_apply_sparse_duplicate_indices(grad, handle, indices,
+                                                                    **kwargs)
         return self._resource_apply_sparse(grad, handle, indices, **kwargs)
 
     def _resource_apply_dense(self, grad, var, apply_state=None):

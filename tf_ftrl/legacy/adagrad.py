@@ -18,6 +18,9 @@ class Adagrad(FusedOptimizerV2):
     `tf.IndexedSlices` to `tf_ftrl.ops.sparse_apply_adagrad`, which updates only the touched
     rows and sums duplicate indices in the kernel.
 
+    At learning rate 0 the accumulator grows and the variable stays. complex64 and complex128
+    variables, which the fused kernels do not cover, go to TensorFlow's own ops, as in tf_keras.
+
     Args:
       learning_rate: A float, a `Tensor`, a callable returning one, or a
         `tf_keras.optimizers.schedules.LearningRateSchedule`. Defaults to `0.001`.
@@ -58,12 +61,24 @@ class Adagrad(FusedOptimizerV2):
                     use_locking=self._use_locking)
 
     def _fused_apply_dense(self, grad, var, apply_state):
-        return ops.apply_adagrad(var, self.get_slot(var, "accumulator"), grad,
-                                 **self._hyperparameters(var, apply_state))
+        accum = self.get_slot(var, "accumulator")
+        hyper = self._hyperparameters(var, apply_state)
+        if not ops.has_fused_kernels(var.dtype):
+            # TensorFlow's own op, as tf_keras's Adagrad uses.
+            return tf.raw_ops.ResourceApplyAdagradV2(
+                var=var.handle, accum=accum.handle, grad=grad, lr=hyper["lr"],
+                epsilon=hyper["epsilon"], use_locking=hyper["use_locking"])
+        return ops.apply_adagrad(var, accum, grad, **hyper)
 
     def _fused_apply_sparse(self, grad, var, indices, apply_state):
-        return ops.sparse_apply_adagrad(var, self.get_slot(var, "accumulator"), grad, indices,
-                                        **self._hyperparameters(var, apply_state))
+        accum = self.get_slot(var, "accumulator")
+        hyper = self._hyperparameters(var, apply_state)
+        if not ops.has_fused_kernels(var.dtype):
+            # Duplicates are summed already (see _resource_apply_sparse_duplicate_indices).
+            return tf.raw_ops.ResourceSparseApplyAdagradV2(
+                var=var.handle, accum=accum.handle, grad=grad, indices=indices,
+                lr=hyper["lr"], epsilon=hyper["epsilon"], use_locking=hyper["use_locking"])
+        return ops.sparse_apply_adagrad(var, accum, grad, indices, **hyper)
 
     def get_config(self):
         config = super().get_config()

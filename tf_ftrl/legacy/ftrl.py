@@ -4,7 +4,7 @@ import tensorflow as tf
 import tf_keras
 
 from tf_ftrl import ops
-from tf_ftrl._arguments import check_ftrl_arguments
+from tf_ftrl._arguments import check_ftrl_arguments, ftrl_l2, reject_complex
 from tf_ftrl.legacy._fused_optimizer_v2 import FusedOptimizerV2
 
 
@@ -23,6 +23,9 @@ class Ftrl(FusedOptimizerV2):
     `n' = n + g^2`, `z += g + 2 * l2_shrinkage * w - (n'^p - n^p) / lr * w`,
     `w = (sign(z) * l1 - z) / (n'^p / lr + 2 * l2')` if `|z| > l1` else 0,
     where `l2' = l2 + beta / (2 * lr)`.
+
+    A step at learning rate 0 (where warm-up schedules start) changes nothing: FTRL divides by
+    the learning rate (tf_keras's own Ftrl fails there). Complex variables are rejected by name.
 
     Args:
       learning_rate: A float, a `Tensor`, a callable returning one, or a
@@ -64,7 +67,7 @@ class Ftrl(FusedOptimizerV2):
         super().__init__(name, learning_rate, initial_accumulator_value, **kwargs)
         check_ftrl_arguments(learning_rate_power, initial_accumulator_value,
                              l1_regularization_strength, l2_regularization_strength,
-                             l2_shrinkage_regularization_strength)
+                             l2_shrinkage_regularization_strength, beta)
         self._set_hyper("learning_rate_power", learning_rate_power)
         self._set_hyper("l1_regularization_strength", l1_regularization_strength)
         self._set_hyper("l2_regularization_strength", l2_regularization_strength)
@@ -74,6 +77,7 @@ class Ftrl(FusedOptimizerV2):
     def _create_slots(self, var_list):
         # In tf_keras's order (each variable's accumulator, then its linear slot), which
         # get_weights and set_weights rely on.
+        reject_complex("Ftrl", var_list)
         for var in var_list:
             self._add_accumulator(var)
             self.add_slot(var, "linear")
@@ -86,8 +90,8 @@ class Ftrl(FusedOptimizerV2):
             lr_power=tf.identity(self._get_hyper("learning_rate_power", var_dtype)),
             l1=tf.identity(self._get_hyper("l1_regularization_strength", var_dtype)),
             # beta enters only through L2, as in tf_keras's Ftrl and the kernels' math.
-            l2=self._get_hyper("l2_regularization_strength", var_dtype)
-            + beta / (2.0 * coefficients["lr_t"]),
+            l2=ftrl_l2(self._get_hyper("l2_regularization_strength", var_dtype), beta,
+                       coefficients["lr_t"]),
             l2_shrinkage=tf.cast(self._l2_shrinkage_regularization_strength, var_dtype),
         )
 

@@ -2,6 +2,9 @@
 gradient processing, routing each update to a fused op (or to plain TF ops under XLA), and the
 slot accessors of the older optimizer API."""
 
+import threading
+import warnings
+
 import keras
 import tensorflow as tf
 
@@ -12,6 +15,8 @@ from keras.src.backend.common.stateless_scope import in_stateless_scope
 from keras.src.optimizers.base_optimizer import BaseOptimizer
 
 from tf_ftrl import ops
+from tf_ftrl._arguments import (check_learning_rate, checked_learning_rate,
+                                describe_learning_rate)
 
 
 def tf_variable(variable):
@@ -22,6 +27,23 @@ def tf_variable(variable):
 def in_xla_context():
     """True while the update is being compiled by XLA, where custom ops have no kernels."""
     return tf.__internal__.get_enclosing_xla_context() is not None
+
+
+_xla_warned = set()
+_xla_warned_lock = threading.Lock()
+
+
+def _warn_once_about_xla(optimizer_name):
+    with _xla_warned_lock:
+        if optimizer_name in _xla_warned:
+            return
+        _xla_warned.add(optimizer_name)
+    warnings.warn(
+        f"tf_ftrl.{optimizer_name} is running inside XLA (`jit_compile=True`, or Keras's "
+        f"default `jit_compile=\"auto\"` on a GPU), where its fused kernels cannot run: the "
+        f"update runs as plain TensorFlow ops instead, sparse updates too, with the same math "
+        f"but not the fused kernels' speed. Pass `jit_compile=False` to `model.compile` (or "
+        f"leave `tf.function` uncompiled) to use the fused kernels.", stacklevel=3)
 
 
 def _duplicate_runs(indices):
@@ -95,14 +117,15 @@ class _UnscalableIndexedSlices(tf.IndexedSlices):
 class FusedOptimizer(keras.optimizers.Optimizer):
     """Base of tf_ftrl's Keras 3 optimizers.
 
-    Subclasses define `_slot_names` and `_slots(variable)` and implement `_fused_update(...)` and
-    `_xla_rows_update(...)`.
+    Subclasses define `_slot_names` and `_slots(variable)` and implement `_fused_update(...)`
+    (the fused ops) and `_rows_update(...)` (the same math in plain TensorFlow ops).
     """
 
     _slot_names = ()
 
-    def __init__(self, *, huge_pages=False, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, *, learning_rate, huge_pages=False, **kwargs):
+        check_learning_rate(learning_rate)
+        super().__init__(learning_rate=learning_rate, **kwargs)
         self.huge_pages = bool(huge_pages)
 
     def get_config(self):
@@ -162,6 +185,14 @@ class FusedOptimizer(keras.optimizers.Optimizer):
             return each(lambda g: _with_values(g, tf.clip_by_value(_values(g), -v, v)))
         return grads
 
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        # A schedule, a callable or an assigned learning-rate variable can give any value; the
+        # error then says which, and at which step, before any update runs.
+        learning_rate = checked_learning_rate(
+            learning_rate, self.__class__.__name__, describe_learning_rate(self._learning_rate),
+            self.iterations)
+        return super()._backend_update_step(grads, trainable_variables, learning_rate)
+
     def stateless_apply(self, optimizer_variables, grads, trainable_variables):
         """Returns `(trainable_variables, optimizer_variables)` updated, assigning nothing.
 
@@ -179,29 +210,35 @@ class FusedOptimizer(keras.optimizers.Optimizer):
         var = tf_variable(variable)
         slots = [tf_variable(s) for s in self._slots(variable)]
         lr = tf.cast(learning_rate, var.dtype)
+        # Plain TensorFlow ops where the fused kernels cannot run: inside XLA, and for dtypes
+        # they are not compiled for.
+        xla = in_xla_context()
+        if xla:
+            _warn_once_about_xla(self.__class__.__name__)
+        fused = ops.has_fused_kernels(var.dtype) and not xla
         if isinstance(gradient, tf.IndexedSlices):
             values = tf.cast(gradient.values, var.dtype)
-            if in_xla_context():
-                self._xla_sparse_update(var, slots, tf.IndexedSlices(
-                    values, gradient.indices, gradient.dense_shape), lr)
-            else:
+            if fused:
                 self._fused_update(var, slots, values, gradient.indices, lr)
+            else:
+                self._plain_sparse_update(var, slots, tf.IndexedSlices(
+                    values, gradient.indices, gradient.dense_shape), lr)
         else:
             grad = tf.cast(gradient, var.dtype)
-            if in_xla_context():
-                self._xla_dense_update(var, slots, grad, lr)
-            else:
+            if fused:
                 self._fused_update(var, slots, grad, None, lr)
-        if self.huge_pages and not in_xla_context():
+            else:
+                self._plain_dense_update(var, slots, grad, lr)
+        if self.huge_pages and fused:
             # After the update (ops on one variable run in program order).
             ops._advise_huge_pages_on_first_step([var] + slots, self.iterations)
 
-    def _xla_dense_update(self, var, slots, grad, lr):
+    def _plain_dense_update(self, var, slots, grad, lr):
         new = self._rows_update(var.read_value(), [s.read_value() for s in slots], grad, lr)
         for variable, value in zip([var] + slots, new):
             variable.assign(value)
 
-    def _xla_sparse_update(self, var, slots, gradient, lr):
+    def _plain_sparse_update(self, var, slots, gradient, lr):
         # Every position computes its row's update from the row's summed gradient, so positions
         # of one index scatter identical values.
         indices = gradient.indices

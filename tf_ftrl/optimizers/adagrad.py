@@ -25,6 +25,23 @@ class Adagrad(FusedOptimizer):
     accumulator is small compared with epsilon (with the default epsilon of 1e-7 and
     initial_accumulator_value of 0.1, by less than 2e-7 relative).
 
+    Where it differs from the stock optimizer:
+    - Repeated ids. The rows of an id that occurs several times in a batch are summed before
+      the update, which is then the update of the densified gradient: one id four times with
+      gradient 1 adds (4 * 1)^2 = 16 to its accumulator, where Keras's own sparse path adds
+      4 * 1^2 = 4.
+    - Regularizers. An `embeddings_regularizer` (or any loss term on the whole table) makes the
+      table's gradient dense, so every row is updated every step, as with the stock optimizer.
+    - XLA. Under `jit_compile=True` (and Keras's default `"auto"` on a GPU) the fused kernels
+      cannot run: the same math runs as plain TensorFlow ops, with a warning once per process.
+      Compile with `jit_compile=False` for the fused kernels.
+    - A learning rate of 0 (where warm-up schedules start) grows the accumulator and keeps the
+      weights, as in Keras.
+    - complex64 and complex128 variables, which the fused kernels do not cover, are updated
+      with plain TensorFlow ops (the same math).
+    A constant learning rate must be finite and >= 0 (a `ValueError` otherwise); a schedule or
+    callable that gives a negative or non-finite one fails at that step, naming it and the step.
+
     Args:
         learning_rate: A float, a `keras.optimizers.schedules.LearningRateSchedule` instance,
             or a callable that takes no arguments and returns the value to use. Defaults to

@@ -1,9 +1,10 @@
 """`tf_ftrl.Ftrl`: Keras 3's FTRL optimizer on the fused kernels."""
 
 import keras
+import tensorflow as tf
 
 from tf_ftrl import ops
-from tf_ftrl._arguments import check_ftrl_arguments
+from tf_ftrl._arguments import check_ftrl_arguments, ftrl_l2, reject_complex
 from tf_ftrl.optimizers import _row_math
 from tf_ftrl.optimizers._fused_optimizer import FusedOptimizer
 
@@ -23,6 +24,22 @@ class Ftrl(FusedOptimizer):
     `n' = n + g^2`, `z += g + 2 * l2_shrinkage * w - (n'^p - n^p) / lr * w`,
     `w = (sign(z) * l1 - z) / (n'^p / lr + 2 * l2')` if `|z| > l1` else 0,
     where `l2' = l2 + beta / (2 * lr)`.
+
+    Where it differs from the stock optimizer:
+    - Repeated ids. The rows of an id that occurs several times in a batch are summed before
+      the update, which is then the update of the densified gradient: one id four times with
+      gradient 1 adds (4 * 1)^2 = 16 to its accumulator, where Keras's own sparse path adds
+      4 * 1^2 = 4.
+    - Regularizers. An `embeddings_regularizer` (or any loss term on the whole table) makes the
+      table's gradient dense, so every row is updated every step, as with the stock optimizer.
+    - XLA. Under `jit_compile=True` (and Keras's default `"auto"` on a GPU) the fused kernels
+      cannot run: the same math runs as plain TensorFlow ops, with a warning once per process.
+      Compile with `jit_compile=False` for the fused kernels.
+    - A learning rate of 0 (where warm-up schedules start) skips the step: the variable and
+      both slots keep their values (the formula divides by the learning rate; stock Keras
+      writes NaN).
+    A constant learning rate must be finite and >= 0 (a `ValueError` otherwise); a schedule or
+    callable that gives a negative or non-finite one fails at that step, naming it and the step.
 
     Args:
         learning_rate: A float, a `keras.optimizers.schedules.LearningRateSchedule` instance,
@@ -96,7 +113,7 @@ class Ftrl(FusedOptimizer):
         )
         check_ftrl_arguments(learning_rate_power, initial_accumulator_value,
                              l1_regularization_strength, l2_regularization_strength,
-                             l2_shrinkage_regularization_strength)
+                             l2_shrinkage_regularization_strength, beta)
         self.learning_rate_power = learning_rate_power
         self.initial_accumulator_value = initial_accumulator_value
         self.l1_regularization_strength = l1_regularization_strength
@@ -108,6 +125,7 @@ class Ftrl(FusedOptimizer):
     def build(self, var_list):
         if self.built:
             return
+        reject_complex("Ftrl", var_list)
         super().build(var_list)
         self._accumulators, self._linears = self._add_slots(
             var_list, ["accumulator", "linear"],
@@ -121,13 +139,14 @@ class Ftrl(FusedOptimizer):
         return dict(
             lr=lr,
             l1=self.l1_regularization_strength,
-            l2=self.l2_regularization_strength + self.beta / (2.0 * lr),
+            l2=ftrl_l2(self.l2_regularization_strength, self.beta, lr),
             l2_shrinkage=self.l2_shrinkage_regularization_strength,
             lr_power=self.learning_rate_power,
         )
 
     def _fused_update(self, var, slots, grad, indices, lr):
         accum, linear = slots
+
         hyper = self._hyperparameters(lr)
         if indices is None:
             ops.apply_ftrl(var, accum, linear, grad,
@@ -138,9 +157,11 @@ class Ftrl(FusedOptimizer):
 
     def _rows_update(self, var, slots, grad, lr):
         accum, linear = slots
-        return _row_math.ftrl(var, accum, linear, grad,
-                              multiply_linear_by_lr=self.multiply_linear_by_lr,
-                              **self._hyperparameters(lr))
+        new = _row_math.ftrl(var, accum, linear, grad,
+                             multiply_linear_by_lr=self.multiply_linear_by_lr,
+                             **self._hyperparameters(lr))
+        # A step at lr 0 changes nothing, as in the fused ops.
+        return tuple(tf.where(lr > 0, n, old) for n, old in zip(new, (var, accum, linear)))
 
     def get_config(self):
         config = super().get_config()

@@ -1,0 +1,73 @@
+"""What the README and the optimizers' docstrings say differs from the stock optimizers stays
+true: repeated ids, regularized tables, and the warning under XLA."""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_ftrl
+from tf_ftrl.optimizers import _fused_optimizer
+
+
+@pytest.mark.parametrize("name", ["Ftrl", "Adagrad"])
+def test_repeated_id_adds_the_square_of_the_sum(name):
+    # The docstrings' example: one id four times with gradient 1.
+    gradient = tf.IndexedSlices(tf.ones([4, 1]), tf.constant([1, 1, 1, 1]), tf.constant([3, 1]))
+    accumulators = {}
+    for source in (tf_ftrl, keras.optimizers):
+        variable = tf.Variable(tf.zeros([3, 1]))
+        optimizer = getattr(source, name)(learning_rate=0.1, initial_accumulator_value=0.0)
+        optimizer.apply_gradients([(gradient, variable)])
+        accumulators[source.__name__] = optimizer.get_slot(variable, "accumulator").numpy() \
+            if source is tf_ftrl else optimizer.variables[2].numpy()
+    np.testing.assert_array_equal(accumulators["tf_ftrl"].ravel(), [0, 16, 0])
+    np.testing.assert_array_equal(accumulators["keras.optimizers"].ravel(), [0, 4, 0])
+
+
+@pytest.mark.parametrize("name", ["Ftrl", "Adagrad"])
+def test_regularized_embedding_updates_every_row(name):
+    # The regularizer's gradient covers the whole table: the update is dense.
+    rng = np.random.default_rng(0)
+    model = keras.Sequential([
+        keras.Input((2,), dtype="int32"),
+        keras.layers.Embedding(20, 4, embeddings_regularizer=keras.regularizers.L2(0.01)),
+        keras.layers.Flatten(), keras.layers.Dense(1)])
+    model.compile(optimizer=getattr(tf_ftrl, name)(learning_rate=0.1), loss="mse")
+    table = model.layers[0].embeddings
+    before = table.numpy().copy()
+    ids = np.array([[0, 1]] * 8, "int32")  # only rows 0 and 1 are looked up
+    model.fit(ids, rng.normal(size=(8, 1)), batch_size=8, epochs=1, verbose=0)
+    changed = np.any(table.numpy() != before, axis=1)
+    assert changed.all(), f"rows left unchanged: {np.flatnonzero(~changed)}"
+
+
+@pytest.mark.parametrize("name", ["Ftrl", "Adagrad"])
+def test_xla_warns_once_naming_the_optimizer_and_the_fix(name):
+    _fused_optimizer._xla_warned.discard(name)
+    model = keras.Sequential([keras.Input((2,), dtype="int32"), keras.layers.Embedding(20, 4),
+                              keras.layers.Flatten(), keras.layers.Dense(1)])
+    model.compile(optimizer=getattr(tf_ftrl, name)(learning_rate=0.1), loss="mse",
+                  jit_compile=True)
+    ids = np.zeros((8, 2), "int32")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(ids, np.ones((8, 1)), batch_size=4, epochs=2, verbose=0)
+    ours = [w for w in caught if "fused kernels cannot run" in str(w.message)]
+    assert len(ours) == 1, [str(w.message) for w in caught]
+    message = str(ours[0].message)
+    assert f"tf_ftrl.{name} is running inside XLA" in message
+    assert "`jit_compile=False`" in message
+
+
+def test_no_xla_warning_without_xla():
+    _fused_optimizer._xla_warned.clear()
+    model = keras.Sequential([keras.Input((2,), dtype="int32"), keras.layers.Embedding(20, 4),
+                              keras.layers.Flatten(), keras.layers.Dense(1)])
+    model.compile(optimizer=tf_ftrl.Ftrl(learning_rate=0.1), loss="mse", jit_compile=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(np.zeros((8, 2), "int32"), np.ones((8, 1)), batch_size=4, verbose=0)
+    assert not [w for w in caught if "fused kernels cannot run" in str(w.message)]
