@@ -1,5 +1,7 @@
 """The Criteo-format data generator and reader, and a tiny end-to-end CTR training run."""
 
+import gzip
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -14,9 +16,10 @@ def generator():
     return criteo_data.SyntheticCriteo(seed=3, vocabulary_size=500)
 
 
-def read_all(path, hashing=HASHING, batch_size=64):
+def read_all(paths, hashing=HASHING, batch_size=64):
+    paths = [str(p) for p in paths] if isinstance(paths, list) else [str(paths)]
     features, labels = [], []
-    for x, y in criteo_data.read_dataset([str(path)], hashing, batch_size).as_numpy_iterator():
+    for x, y in criteo_data.read_dataset(paths, hashing, batch_size).as_numpy_iterator():
         features.append(x)
         labels.append(y)
     return ({k: np.concatenate([f[k] for f in features]) for k in features[0]},
@@ -61,12 +64,83 @@ def test_malformed_lines_are_counted_and_skipped(tmp_path, generator):
         "\t".join(good[1].split("\t")[:-1]),        # a field short
         good[2] + "\textra",                        # a field too many
         good[3].replace("\t", "\tx", 1),            # non-integer integer feature
+        "\t".join(["0", "-"] + good[4].split("\t")[2:]),  # a lone minus sign, no integer
         "",                                         # empty line
     ]
-    path.write_text("\n".join(good[:10] + bad + good[10:]) + "\n")
-    assert criteo_data.count_lines([str(path)]) == (55, 5)
+    # Blank lines at the end of a file are no malformed example.
+    path.write_text("\n".join(good[:10] + bad + good[10:]) + "\n\n \n")
+    count = criteo_data.count_lines([str(path)])
+    assert (count.lines, count.examples, count.malformed) == (58, 50, 6)
+    assert count.first_malformed == [f"{path}:{n}" for n in (11, 12, 13, 14, 15)]
     _, labels = read_all(path)
     assert len(labels) == 50
+
+
+def test_malformed_lines_are_named_across_files(tmp_path, generator):
+    generator.write(tmp_path / "a.txt", 5, seed=5)
+    generator.write(tmp_path / "b.txt", 5, seed=6)
+    (tmp_path / "a.txt").write_text((tmp_path / "a.txt").read_text() + "junk\n")
+    (tmp_path / "b.txt").write_text("junk\n" + (tmp_path / "b.txt").read_text() + "junk\n")
+    count = criteo_data.count_lines([str(tmp_path / "a.txt"), str(tmp_path / "b.txt")],
+                                    report=2)
+    assert (count.lines, count.examples, count.malformed) == (13, 10, 3)
+    assert count.first_malformed == [f"{tmp_path}/a.txt:6", f"{tmp_path}/b.txt:1"]
+
+
+def write_gzip(path, text):
+    with gzip.open(path, "wt") as f:
+        f.write(text)
+
+
+def test_gzip_and_plain_files_read_alike(tmp_path, generator):
+    generator.write(tmp_path / "day_0.txt", 30, seed=7)
+    generator.write(tmp_path / "day_1.txt", 20, seed=8)
+    text = [(tmp_path / f"day_{i}.txt").read_text() for i in range(2)]
+    write_gzip(tmp_path / "day_0.txt.gz", text[0])
+    write_gzip(tmp_path / "day_1.bin", text[1])  # gzip told by its first bytes, not its name
+    plain, plain_labels = read_all([tmp_path / "day_0.txt", tmp_path / "day_1.txt"])
+    paths = criteo_data.expand_paths([str(tmp_path / "day_0.*.gz"), str(tmp_path / "*.bin")])
+    assert paths == [str(tmp_path / "day_0.txt.gz"), str(tmp_path / "day_1.bin")]
+    assert [criteo_data.compression_of(p) for p in paths] == ["GZIP", "GZIP"]
+    assert criteo_data.compression_of(str(tmp_path / "day_0.txt")) == ""
+    compressed, labels = read_all(paths)
+    np.testing.assert_array_equal(labels, plain_labels)
+    np.testing.assert_array_equal(compressed["wide_ids"], plain["wide_ids"])
+    count = criteo_data.count_lines(paths)
+    assert (count.lines, count.examples, count.malformed) == (50, 50, 0)
+    # A plain file between gzip ones keeps its place.
+    mixed = [str(tmp_path / "day_0.txt.gz"), str(tmp_path / "day_1.txt"), paths[0]]
+    _, mixed_labels = read_all(mixed)
+    np.testing.assert_array_equal(mixed_labels, np.concatenate([plain_labels, labels[:30]]))
+
+
+def test_expand_paths_names_what_is_missing(tmp_path):
+    (tmp_path / "b.txt").write_text("")
+    (tmp_path / "a.txt").write_text("")
+    assert criteo_data.expand_paths([str(tmp_path / "*.txt")]) == [
+        str(tmp_path / "a.txt"), str(tmp_path / "b.txt")]
+    with pytest.raises(FileNotFoundError, match=f"no such file: {tmp_path}/c.txt$"):
+        criteo_data.expand_paths([str(tmp_path / "a.txt"), str(tmp_path / "c.txt")])
+    with pytest.raises(FileNotFoundError, match="no file matches: .*/d\\*.gz$"):
+        criteo_data.expand_paths([str(tmp_path / "d*.gz")])
+
+
+def test_served_lines_hash_as_training_lines(tmp_path, generator):
+    """Serving parses lines without the label with the training's own feature code."""
+    path = tmp_path / "data.txt"
+    generator.write(path, 100, seed=9)
+    training, _ = read_all(path, batch_size=128)
+    unlabeled = [line.split("\t", 1)[1] for line in path.read_text().splitlines()]
+    served = criteo_data.parse_unlabeled_lines(tf.constant(unlabeled), HASHING)
+    for name in training:
+        np.testing.assert_array_equal(served[name].numpy(), training[name])
+    # A field that is no integer is served as missing rather than failing the request.
+    fields = unlabeled[0].split("\t")
+    odd = criteo_data.parse_unlabeled_lines(
+        tf.constant(["\t".join(["x", "-"] + fields[2:])]), HASHING)
+    np.testing.assert_array_equal(odd["dense"].numpy()[0, [0, 1, 13, 14]], [0, 0, 0, 0])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="39 tab-separated fields"):
+        criteo_data.parse_unlabeled_lines(tf.constant(["1\t2"]), HASHING)
 
 
 def test_empty_fields_hash_to_a_per_column_missing_id(tmp_path):
