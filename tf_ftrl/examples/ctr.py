@@ -230,9 +230,13 @@ def make_optimizers(kind, args):
         ftrl, adagrad = tf_ftrl.Ftrl, tf_ftrl.Adagrad
     else:
         ftrl, adagrad = keras.optimizers.Ftrl, keras.optimizers.Adagrad
+    # The loss is a batch mean, so gradients are small (~1/batch): Keras's default initial
+    # accumulator (0.1) would outweigh their squares for a long time and make both optimizers
+    # plain SGD with a tiny step. A small one lets each coordinate's steps scale with its own
+    # gradients, as FTRL-Proximal and Adagrad intend.
     wide = ftrl(learning_rate=args.wide_learning_rate, l1_regularization_strength=args.l1,
-                l2_regularization_strength=args.l2, beta=1.0)
-    deep = adagrad(learning_rate=args.deep_learning_rate)
+                l2_regularization_strength=args.l2, initial_accumulator_value=1e-6)
+    deep = adagrad(learning_rate=args.deep_learning_rate, initial_accumulator_value=1e-6)
     return wide, deep
 
 
@@ -356,7 +360,7 @@ def build_parser():
     data.add_argument("--test-fraction", type=float, default=0.1,
                       help="with --data and no --test-data, the fraction of --data's lines held "
                       "out, from its end (default: %(default)s)")
-    data.add_argument("--train-examples", type=int, default=200_000,
+    data.add_argument("--train-examples", type=int, default=1_000_000,
                       help="synthetic data: training examples (default: %(default)s)")
     data.add_argument("--test-examples", type=int, default=50_000,
                       help="synthetic data: held-out examples (default: %(default)s)")
@@ -366,14 +370,13 @@ def build_parser():
     model.add_argument("--embedding-dim", type=int, default=8, help="(default: %(default)s)")
     model.add_argument("--hidden-units", type=int, nargs="+", default=[64, 32],
                        help="the MLP's layer sizes (default: %(default)s)")
-    model.add_argument("--batch-size", type=int, default=512, help="(default: %(default)s)")
-    model.add_argument("--epochs", type=int, default=3, help="(default: %(default)s)")
+    model.add_argument("--batch-size", type=int, default=1024, help="(default: %(default)s)")
+    model.add_argument("--epochs", type=int, default=2, help="(default: %(default)s)")
     model.add_argument("--shuffle-buffer", type=int, default=20_000,
                        help="lines shuffled together (default: %(default)s)")
-    # The loss is a batch mean, so per-feature gradients are small: FTRL wants a large rate.
-    model.add_argument("--wide-learning-rate", type=float, default=2.0,
+    model.add_argument("--wide-learning-rate", type=float, default=0.1,
                        help="Ftrl's, for the wide part (default: %(default)s)")
-    model.add_argument("--deep-learning-rate", type=float, default=0.1,
+    model.add_argument("--deep-learning-rate", type=float, default=0.02,
                        help="Adagrad's, for the deep part (default: %(default)s)")
     model.add_argument("--l1", type=float, default=1e-4,
                        help="Ftrl's l1 regularization strength (default: %(default)s)")
