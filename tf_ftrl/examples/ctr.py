@@ -357,39 +357,43 @@ def build_parser():
     data.add_argument("--test-data", nargs="+", metavar="FILE",
                       help="held-out files or glob patterns (default with --data: the last "
                       "--test-fraction of --data's lines)")
-    data.add_argument("--test-fraction", type=float, default=0.1,
+    data.add_argument("--test-fraction", metavar="F", type=float, default=0.1,
                       help="with --data and no --test-data, the fraction of --data's lines held "
                       "out, from its end (default: %(default)s)")
-    data.add_argument("--train-examples", type=int, default=1_000_000,
+    data.add_argument("--train-examples", metavar="N", type=int, default=1_000_000,
                       help="synthetic data: training examples (default: %(default)s)")
-    data.add_argument("--test-examples", type=int, default=50_000,
+    data.add_argument("--test-examples", metavar="N", type=int, default=50_000,
                       help="synthetic data: held-out examples (default: %(default)s)")
     model = parser.add_argument_group("model and training")
-    model.add_argument("--buckets", type=int, default=1_000_000,
+    model.add_argument("--buckets", metavar="N", type=int, default=1_000_000,
                        help="hashed rows of each table (default: %(default)s)")
-    model.add_argument("--embedding-dim", type=int, default=8, help="(default: %(default)s)")
-    model.add_argument("--hidden-units", type=int, nargs="+", default=[64, 32],
+    model.add_argument("--embedding-dim", metavar="N", type=int, default=8,
+                       help="(default: %(default)s)")
+    model.add_argument("--hidden-units", metavar="N", type=int, nargs="+", default=[64, 32],
                        help="the MLP's layer sizes (default: %(default)s)")
-    model.add_argument("--batch-size", type=int, default=1024, help="(default: %(default)s)")
-    model.add_argument("--epochs", type=int, default=2, help="(default: %(default)s)")
-    model.add_argument("--shuffle-buffer", type=int, default=20_000,
+    model.add_argument("--batch-size", metavar="N", type=int, default=1024,
+                       help="(default: %(default)s)")
+    model.add_argument("--epochs", metavar="N", type=int, default=2,
+                       help="(default: %(default)s)")
+    model.add_argument("--shuffle-buffer", metavar="N", type=int, default=20_000,
                        help="lines shuffled together (default: %(default)s)")
-    model.add_argument("--wide-learning-rate", type=float, default=0.1,
+    model.add_argument("--wide-learning-rate", metavar="RATE", type=float, default=0.1,
                        help="Ftrl's, for the wide part (default: %(default)s)")
-    model.add_argument("--deep-learning-rate", type=float, default=0.02,
+    model.add_argument("--deep-learning-rate", metavar="RATE", type=float, default=0.02,
                        help="Adagrad's, for the deep part (default: %(default)s)")
     model.add_argument("--l1", type=float, default=1e-4,
                        help="Ftrl's l1 regularization strength (default: %(default)s)")
     model.add_argument("--l2", type=float, default=1e-4,
                        help="Ftrl's l2 regularization strength (default: %(default)s)")
-    model.add_argument("--seed", type=int, default=7, help="(default: %(default)s)")
+    model.add_argument("--seed", metavar="N", type=int, default=7,
+                       help="(default: %(default)s)")
     job = parser.add_argument_group("job")
-    job.add_argument("--out", default="ctr_output",
+    job.add_argument("--out", metavar="DIR", default="ctr_output",
                      help="directory for the data, reports, model and checkpoints "
                      "(default: %(default)s)")
     job.add_argument("--compare", action=argparse.BooleanOptionalAction,
                      help="then train the same model with keras.optimizers, for comparison "
-                     "(default: on synthetic data only; it takes about 5x as long)")
+                     "(default: on synthetic data only; it takes several times as long)")
     job.add_argument("--resume", action="store_true",
                      help="continue from the last epoch checkpoint under --out")
     job.add_argument("--no-progress", dest="progress", action="store_false",
