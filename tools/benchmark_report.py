@@ -115,6 +115,8 @@ def markdown(report):
     machine = ops_results["machine"]
     lines = [f"Machine: {machine.get('nproc')} CPUs ({machine.get('cpu_model')}), TensorFlow "
              f"{machine.get('tensorflow')}. Command: `{report['command']}`", ""]
+    # The headings are link targets (README.md links to them): keep their wording.
+    lines += ["### Fused ops against TensorFlow's built-in ops", ""]
     lines += ["| op | kind | size | implementation | median ms | GB/s |", "|---|---|---|---|---|---|"]
     for r in ops_results["results"]:
         size = f"{r['size']:,}" + (f" {r['id_distribution']} ids" if "id_distribution" in r else "")
@@ -123,6 +125,7 @@ def markdown(report):
     lines += ["", f"NumPy copy bandwidth (same run): {ops_results['copy_bandwidth_gbps']:.1f} GB/s",
               ""]
     config = report["optimizers"]["config"]
+    lines += ["### The Keras optimizers against `keras.optimizers`", ""]
     for key, title in (("apply", f"optimizer.apply, Embedding {config['rows']:,} x "
                                  f"{config['dim']}, {config['ids']:,} ids"),
                        ("dense_apply", f"optimizer.apply, {config['mlp_layers']} Dense "
@@ -139,8 +142,9 @@ def markdown(report):
                      f"{r['keras_steps_per_s']:.1f} | "
                      f"{r['tf_ftrl_steps_per_s'] / r['keras_steps_per_s']:.1f}x |")
     for gpu in report.get("gpu") or []:
-        lines += ["", f"GPU: {gpu['device']}, {gpu['dtype']} ({gpu['buffers']} buffers); "
-                      f"device-to-device copy {gpu['copy_bandwidth_gbps']:.1f} GB/s", "",
+        lines += ["", f"### GPU benchmark, {gpu['dtype']}", "",
+                  f"GPU: {gpu['device']}, {gpu['dtype']} ({gpu['buffers']} buffers); "
+                  f"device-to-device copy {gpu['copy_bandwidth_gbps']:.1f} GB/s", "",
                   "| op | kind | size | median ms | GB/s | % of copy |", "|---|---|---|---|---|---|"]
         for r in gpu["results"]:
             size = (f"{r['size']:,}" if r["kind"] == "dense" else
@@ -149,7 +153,8 @@ def markdown(report):
             lines.append(f"| {r['op']} | {r['kind']} | {size} | {r['median_ms']:.4f} | "
                          f"{r['gbps']:.1f} | {r['percent_of_copy']:.1f}% |")
     if report.get("cpu_limit"):
-        lines += ["", "| TensorFlow-free (C++) | ms | GB/s |", "|---|---|---|"]
+        lines += ["", "### The memory-bandwidth limit (TensorFlow-free)", "",
+                  "| TensorFlow-free (C++) | ms | GB/s |", "|---|---|---|"]
         for name, r in report["cpu_limit"].items():
             gbps = f"{r['gbps']:.1f}" if r["gbps"] is not None else ""
             lines.append(f"| {name} | {r['ms']:.3f} | {gbps} |")
