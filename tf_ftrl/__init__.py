@@ -6,11 +6,10 @@ optimizers for Keras 2, `tf_keras`) is imported on first access, so that `import
 import tf_keras.
 """
 
+from tf_ftrl._version import __version__
 from tf_ftrl import ops, optimizers
 from tf_ftrl.ops import apply_adagrad, apply_ftrl, sparse_apply_adagrad, sparse_apply_ftrl
 from tf_ftrl.optimizers import Adagrad, Ftrl
-
-__version__ = "0.1.0"
 
 
 def __getattr__(name):

@@ -2,9 +2,9 @@
 
 import keras
 
-# The oldest Keras 3 release the optimizers are tested with (tools/compat_check.sh; README,
-# "Supported releases"): older ones lack parts of the optimizer API they build on.
-OLDEST_KERAS = (3, 8)
+# The oldest Keras 3 release the optimizers are tested with; written once, in tf_ftrl/_version.py
+# (setup.py's install requirement reads it there too).
+from tf_ftrl._version import OLDEST_KERAS  # noqa: E402
 
 
 def _release(version):
