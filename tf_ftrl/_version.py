@@ -7,6 +7,7 @@ the installed Keras against `OLDEST_KERAS` at import. Keep this file free of imp
 
 __version__ = "0.1.0"
 
-# The oldest Keras 3 release the optimizers are tested with (tools/compat_check.sh; README,
-# "Supported releases"): older ones lack parts of the optimizer API they build on.
+# The oldest Keras 3 release the optimizers are tested with (tools/compat_check.sh;
+# docs/reliability.md, "Supported releases"): older ones lack parts of the optimizer API they
+# build on.
 OLDEST_KERAS = (3, 8)
