@@ -37,6 +37,10 @@ if ! python -c "import tensorflow, pytest, numpy, absl, pybind11, hypothesis, ma
 fi
 
 if [ -f setup.py ]; then
+  # With --no-build-isolation the venv's own setuptools builds: pyproject's SPDX license needs 77+.
+  if ! python -c "import setuptools, sys; sys.exit(int(setuptools.__version__.split('.')[0]) < 77)"; then
+    python -m pip install -q --disable-pip-version-check "setuptools>=77"
+  fi
   echo "[setup] building the op library with Bazel and installing tf_ftrl (editable)"
   python -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
 fi
