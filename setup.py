@@ -28,7 +28,7 @@ _ROOT = os.path.dirname(os.path.abspath(__file__))
 _LIBRARY = "_tf_ftrl_ops.so"
 _TARGET = "//kernels:_tf_ftrl_ops.so"
 # Keras 3 (tf_ftrl.Ftrl/Adagrad) came with TensorFlow 2.16; tools/compat_check.sh tests each
-# release from there on (README, "Supported TensorFlow and Keras releases").
+# release from there on (docs/reliability.md, "Supported releases").
 _OLDEST_TENSORFLOW = (2, 16)
 _TF_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tensorflow-intel",
                      "tf-nightly", "tf-nightly-cpu")

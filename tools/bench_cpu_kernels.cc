@@ -275,7 +275,7 @@ int main(int argc, char** argv) {
   auto var = Filled(n, 0.5f), accum = Filled(n, 0.3f), linear = Filled(n, 0.1f),
        grad = Filled(n, 0.01f);
   // The memory traffic of dense FTRL (read 4 arrays, write 3) with no math: the practical limit
-  // for the update on this machine (glibc's memcpy of large buffers is not, see the README).
+  // for the update on this machine (glibc's memcpy of large buffers is not, see docs/benchmarks.md).
   Report("same traffic as FTRL, no math (limit)", MedianSeconds(10, [&] {
            ThreadedParallelFor(g_threads, 0, [&](int64_t b, int64_t e) {
              DenseTrafficNoMath(n * b / g_threads, n * e / g_threads, grad.data(), var.data(),
