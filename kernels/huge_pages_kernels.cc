@@ -6,9 +6,10 @@
 // evicted the page tables (docs/benchmarks.md, "Transparent huge pages"). TensorFlow's
 // allocations get huge pages only when the whole process asks
 // (GLIBC_TUNABLES=glibc.malloc.hugetlb=1 at start-up); this op asks for one variable, at any
-// time: madvise(MADV_HUGEPAGE) on the 2 MiB-aligned part of its buffer, then, if `collapse`, madvise(MADV_COLLAPSE) (Linux 6.1+) to move the pages that
-// are already there into huge pages now rather than whenever khugepaged gets to them. Neither
-// changes a value; the variable stays usable from other threads throughout.
+// time: madvise(MADV_HUGEPAGE) on the 2 MiB-aligned part of its buffer, then, if `collapse`,
+// madvise(MADV_COLLAPSE) (Linux 6.1+) to move the pages that are already there into huge pages
+// now rather than whenever khugepaged gets to them. Neither changes a value; the variable stays
+// usable from other threads throughout.
 #include <cstdint>
 
 #if defined(__linux__)
