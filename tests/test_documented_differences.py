@@ -71,3 +71,18 @@ def test_no_xla_warning_without_xla():
         warnings.simplefilter("always")
         model.fit(np.zeros((8, 2), "int32"), np.ones((8, 1)), batch_size=4, verbose=0)
     assert not [w for w in caught if "fused kernels cannot run" in str(w.message)]
+
+
+@pytest.mark.parametrize("name, rows_changed", [("Ftrl", "all"), ("Adagrad", "touched")])
+def test_what_keras_3_does_with_a_sparse_gradient(name, rows_changed):
+    # The README's account of the stock optimizers: Keras 3's Ftrl rewrites every row, its
+    # Adagrad only the touched ones (ours change only the touched rows in both).
+    gradient = tf.IndexedSlices(tf.ones([4, 2]), tf.constant([1, 1, 1, 3]), tf.constant([6, 2]))
+    initial = np.arange(12, dtype="float32").reshape(6, 2) / 10 + 1
+    for source in (keras.optimizers, tf_ftrl):
+        variable = tf.Variable(initial)
+        getattr(source, name)(learning_rate=0.1).apply_gradients([(gradient, variable)])
+        changed = np.flatnonzero(np.any(variable.numpy() != initial, axis=1)).tolist()
+        expected = [0, 1, 2, 3, 4, 5] if source is keras.optimizers and rows_changed == "all" \
+            else [1, 3]
+        assert changed == expected, (source.__name__, changed)
