@@ -37,8 +37,8 @@ import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from tests import numpy_reference
-from tests.numpy_reference import DTYPE_NAMES, INDEX_DTYPE_NAMES
+from tests.support import numpy_reference
+from tests.support.numpy_reference import DTYPE_NAMES, INDEX_DTYPE_NAMES
 
 _COMMON = dict(deadline=None, print_blob=True,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

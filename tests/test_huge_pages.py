@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 import tf_ftrl
-from tests.reference import buffer_address
+from tests.support.reference import buffer_address
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIB = 1 << 20

@@ -5,10 +5,10 @@ index. The same driver runs the GPU tests (tests/gpu/), so this also checks thei
 import numpy as np
 import pytest
 
-from tests.kernel_driver_support import (
+from tests.support.kernel_driver import (
     ADAGRAD_HYPER, FTRL_HYPER, SUBNORMAL_GRADS, State, adagrad_reference, check_adagrad,
     check_ftrl, ftrl_reference, load_driver, random_indices)
-from tests.numpy_reference import DTYPE_NAMES, INDEX_DTYPE_NAMES, densify, to_float64
+from tests.support.numpy_reference import DTYPE_NAMES, INDEX_DTYPE_NAMES, densify, to_float64
 
 DENSE_SHAPES = [(1,), (37,), (5, 13), (1001,)]
 SPARSE_SHAPES = [(50,), (40, 9), (12, 3, 5), (64, 16)]

@@ -10,9 +10,9 @@ import pytest
 import tensorflow as tf
 
 import tf_ftrl
-from tests import reference
-from tests.numpy_reference import assert_close
-from tests.reference import DTYPES, INDEX_DTYPES, TOLERANCE, Inputs, buffer_address
+from tests.support import reference
+from tests.support.numpy_reference import assert_close
+from tests.support.reference import DTYPES, INDEX_DTYPES, TOLERANCE, Inputs, buffer_address
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DENSE_SHAPES = [(1,), (37,), (5, 13), (3, 4, 67)]

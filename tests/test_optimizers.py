@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 import tf_ftrl
-from tests import reference
+from tests.support import reference
 
 
 @pytest.fixture

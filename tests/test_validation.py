@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 import tf_ftrl
-from tests.reference import Inputs
+from tests.support.reference import Inputs
 
 FTRL = dict(lr=0.1, l1=0.01, l2=0.01, l2_shrinkage=0.0, lr_power=-0.5)
 ADAGRAD = dict(lr=0.1, epsilon=1e-7)

@@ -21,10 +21,10 @@ import types
 import numpy as np
 import pytest
 
-from tests.kernel_driver_support import (
+from tests.support.kernel_driver import (
     ADAGRAD_HYPER, FTRL_HYPER, SUBNORMAL_GRADS, State, adagrad_reference, assert_close,
     check_adagrad, check_ftrl, ftrl_reference, load_driver, random_indices)
-from tests.numpy_reference import DTYPE_NAMES, INDEX_DTYPE_NAMES, densify, to_float64
+from tests.support.numpy_reference import DTYPE_NAMES, INDEX_DTYPE_NAMES, densify, to_float64
 
 
 def _cuda_device_present():

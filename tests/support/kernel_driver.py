@@ -3,15 +3,13 @@ the TensorFlow-free driver module and holds the inputs and checks. Imports no Te
 
 import functools
 import importlib.util
-import pathlib
 import sysconfig
 
 import numpy as np
 
-from tests import numpy_reference
-from tests.numpy_reference import TOLERANCE, assert_close, to_float64, to_storage
+from tests.support import ROOT, numpy_reference
+from tests.support.numpy_reference import TOLERANCE, assert_close, to_float64, to_storage
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 DRIVER_DIR = ROOT / "build" / "kernel_driver"
 DRIVER_MODULE = "tf_ftrl_kernel_driver"
 

@@ -1,14 +1,14 @@
 """Float64 NumPy references of the updates, and random inputs for the op tests.
 
-The reference math itself is TensorFlow-free, in tests/numpy_reference.py (the GPU tests run
-where there is no TensorFlow); this module adds the TensorFlow side.
+The reference math itself is TensorFlow-free, in tests/support/numpy_reference.py (the GPU tests
+run where there is no TensorFlow); this module adds the TensorFlow side.
 """
 
 import numpy as np
 import tensorflow as tf
 
-from tests import numpy_reference
-from tests.numpy_reference import adagrad, densify, ftrl, ftrl_threshold  # noqa: F401
+from tests.support import numpy_reference
+from tests.support.numpy_reference import adagrad, densify, ftrl, ftrl_threshold  # noqa: F401
 
 def buffer_address(tensor):
     """The address of a CPU tensor's buffer, without copying it (DLPack)."""

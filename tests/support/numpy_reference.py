@@ -1,7 +1,7 @@
 """Float64 NumPy references of the updates, and the element types as NumPy storage.
 
-TensorFlow-free: used by the op tests (through tests/reference.py) and by the kernel-driver and
-GPU tests, which run where TensorFlow is absent.
+TensorFlow-free: used by the op tests (through tests/support/reference.py) and by the
+kernel-driver and GPU tests, which run where TensorFlow is absent.
 """
 
 import numpy as np
