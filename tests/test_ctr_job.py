@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.support import workers
 from tf_ftrl.examples import criteo_data, ctr
 
 TINY = ["--buckets", "1000", "--embedding-dim", "4", "--hidden-units", "8", "--batch-size", "64",
         "--epochs", "1", "--no-progress"]
-SERVE = os.path.join(os.path.dirname(__file__), "serve_ctr_without_library.py")
+SERVE = "tests.support.serve_ctr_without_library"
 
 
 def criteo_lines(n, seed):
@@ -105,9 +106,8 @@ def test_model_serves_raw_lines_without_tf_ftrl(criteo_job, tmp_path):
     out, _ = criteo_job
     lines = [line.split("\t", 1)[1] for line in criteo_lines(50, seed=2)]
     (tmp_path / "lines.txt").write_text("\n".join(lines) + "\n")
-    subprocess.run([sys.executable, SERVE, str(out / "serving"), str(tmp_path / "lines.txt"),
-                    str(tmp_path / "served.npy")], check=True, timeout=120,
-                   env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    workers.run("-m", SERVE, out / "serving", tmp_path / "lines.txt", tmp_path / "served.npy",
+                timeout=120)
     served = np.load(tmp_path / "served.npy")
 
     model = keras.saving.load_model(out / "model.keras")

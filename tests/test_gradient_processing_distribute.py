@@ -5,17 +5,13 @@ and dense gradients. Every replica's gradient must be processed (Keras clips eac
 gradient before the all-reduce), and the replicas must end identical.
 """
 
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
-from tests import processing_worker as worker
+from tests.support import processing_worker as worker
+from tests.support import workers
 
-WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "processing_worker.py")
+WORKER = "tests.support.processing_worker"
 TIMEOUT_S = 240
 # Float32 state after 2 steps; the all-reduce and the duplicate sums round differently.
 RTOL, ATOL = 2e-5, 2e-6
@@ -28,14 +24,7 @@ CASES = ([f"keras/{name}/{option}/{kind}" for name in ("ftrl", "adagrad")
 
 @pytest.fixture(scope="module")
 def runs():
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run([sys.executable, WORKER], env=env, capture_output=True, text=True,
-                          timeout=TIMEOUT_S)
-    assert done.returncode == 0, f"worker failed:\n{done.stderr[-5000:]}"
-    for line in reversed(done.stdout.splitlines()):
-        if line.startswith(worker.RESULT_PREFIX):
-            return json.loads(line[len(worker.RESULT_PREFIX):])
-    raise AssertionError(f"worker printed no result:\n{done.stderr[-5000:]}")
+    return workers.run_for_result("-m", WORKER, timeout=TIMEOUT_S)
 
 
 def test_two_replicas(runs):

@@ -1,19 +1,16 @@
 """tf_ftrl.ops.advise_huge_pages: transparent huge pages for a variable's buffer, values
 unchanged, updates unchanged."""
 
-import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import tf_ftrl
+from tests.support import workers
 from tests.support.reference import buffer_address
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIB = 1 << 20
 
 
@@ -152,8 +149,9 @@ def test_keras_model_tables_and_optimizer_slots():
 
 
 FIRST_STEP_CHECK = """
-import contextlib, json, sys
+import contextlib, sys
 import numpy as np, tensorflow as tf, tf_ftrl
+from tests.support.workers import print_result
 sys.path.insert(0, "tests")
 from test_huge_pages import ROWS, DIM, advised_bytes_in_process, huge_pages_of
 flavour, name, mirrored = sys.argv[1], sys.argv[2], sys.argv[3] == "mirrored"
@@ -190,7 +188,7 @@ for huge_pages in (False, True):
                 "checksum": [float(np.sum(np.abs(v.numpy().astype(np.float64))))
                              for v in model.trainable_variables],
                 "table": table.numpy()[:64].tolist()})
-print(json.dumps(out))
+print_result(out)
 """
 
 
@@ -203,12 +201,9 @@ def test_optimizer_option_advises_tables_and_slots_on_the_first_step(flavour, op
     # TensorFlow frees and reuses): training without and then with huge_pages=True, with
     # tf_ftrl's Keras 3 optimizers or its tf_keras ones (tf_ftrl.legacy, TF_USE_LEGACY_KERAS=1).
     # Keras creates the slots while tracing the first step; the advice runs in that step.
-    done = subprocess.run([sys.executable, "-c", FIRST_STEP_CHECK, flavour, optimizer_class,
-                           mirrored], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
-                                   TF_USE_LEGACY_KERAS="1" if flavour == "legacy" else "0"))
-    assert done.returncode == 0, done.stderr[-3000:]
-    plain, advised = json.loads(done.stdout.strip().splitlines()[-1])
+    plain, advised = workers.run_for_result(
+        "-c", FIRST_STEP_CHECK, flavour, optimizer_class, mirrored, timeout=300,
+        env=workers.environment(TF_USE_LEGACY_KERAS="1" if flavour == "legacy" else "0"))
     assert plain["checksum"] == advised["checksum"] and plain["table"] == advised["table"]
     assert plain["iterations"] == advised["iterations"] == 8
     assert not plain["config_huge_pages"] and not plain["round_trip"]

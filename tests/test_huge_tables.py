@@ -5,13 +5,11 @@ sparse Adagrad's var and accumulator. It runs in a subprocess, so the memory goe
 system when it ends, and is skipped (with the reason) where that much memory is not available.
 """
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
+
+from tests.support import workers
 
 ROWS = 2**25 + 8
 ROW_SIZE = 64
@@ -32,10 +30,11 @@ def available_memory_bytes():
 
 
 CHILD = textwrap.dedent(f"""
-    import json, resource
+    import resource
     import numpy as np
     import tensorflow as tf
     import tf_ftrl
+    from tests.support.workers import print_result
 
     rows, row_size = {ROWS}, {ROW_SIZE}
 
@@ -64,21 +63,18 @@ CHILD = textwrap.dedent(f"""
     tf_ftrl.sparse_apply_adagrad(var, accum, -grad, tf.constant([{OTHER_ROW}], tf.int64),
                                  lr=0.1, epsilon=0.0)
     wanted = [{LAST_ROW}, {OTHER_ROW}, 7, 5, {LAST_ROW} - 1, 0]
-    print(json.dumps({{
+    print_result({{
         "var": rows_of(var, wanted),
         "accum": rows_of(accum, wanted),
         "max_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-    }}))
+    }})
 """)
 
 
 @pytest.mark.skipif(available_memory_bytes() < NEEDED_BYTES,
                     reason=f"needs {NEEDED_BYTES / 2**30:.0f} GiB of available memory")
 def test_sparse_update_beyond_2_to_the_31_elements_touches_only_its_row():
-    result = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True,
-                            timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    assert result.returncode == 0, result.stderr[-3000:]
-    values = json.loads(result.stdout.strip().splitlines()[-1])
+    values = workers.run_for_result("-c", CHILD, timeout=600)
     print(f"child max RSS {values['max_rss_gib']:.1f} GiB")
     var, accum = values["var"], values["accum"]
     # accum = 1 + 0.25; var = 1 -+ 0.1 * 0.5 / sqrt(1.25), rounded to bfloat16.

@@ -2,66 +2,41 @@
 training under ParameterServerStrategy.
 
 tf_keras must run with TF_USE_LEGACY_KERAS=1 in a process of its own (this one runs Keras 3), so
-every check runs in a fresh process: tests/legacy_worker.py for the optimizers and the imports,
-`python -m tf_ftrl.examples.parameter_server --json` for an in-process cluster on 127.0.0.1
-(its servers end with that process, which is killed if it overruns).
+every check runs in a fresh process: tests/support/legacy_worker.py for the optimizers and the
+imports, `python -m tf_ftrl.examples.parameter_server --json` for an in-process cluster on
+127.0.0.1 (its servers end with that process, which is killed if it overruns).
 """
-
-import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from tests import legacy_worker
+from tests.support import legacy_worker, workers
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORKER = os.path.join(ROOT, "tests", "legacy_worker.py")
+WORKER = "tests.support.legacy_worker"
 TIMEOUT_S = 240
 # Ours and tf_keras's run different kernels: equal up to float rounding.
 TOLERANCE = {"float32": dict(rtol=2e-5, atol=2e-6), "float64": dict(rtol=1e-10, atol=1e-12)}
 
 
-def _environment(legacy_keras):
-    env = dict(os.environ)
-    env.update({"CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"})
-    env.pop("TF_CONFIG", None)
-    env.pop("TF_USE_LEGACY_KERAS", None)
-    if legacy_keras:
-        env["TF_USE_LEGACY_KERAS"] = "1"
-    return env
-
-
-def _run(args, legacy_keras=True):
-    """Runs a Python command in a fresh process (killed after TIMEOUT_S) and returns the JSON it
-    printed after RESULT_PREFIX."""
-    try:
-        done = subprocess.run([sys.executable, *args], env=_environment(legacy_keras), cwd=ROOT,
-                              capture_output=True, text=True, timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired as e:
-        raise AssertionError(f"{args} did not finish in {TIMEOUT_S} s") from e
-    assert done.returncode == 0, f"{args} failed:\n{done.stderr[-5000:]}"
-    for line in reversed(done.stdout.splitlines()):
-        if line.startswith(legacy_worker.RESULT_PREFIX):
-            return json.loads(line[len(legacy_worker.RESULT_PREFIX):])
-    raise AssertionError(f"{args} printed no result.\nstderr:\n{done.stderr[-5000:]}")
+def _run(*args, legacy_keras=True):
+    """The result of `python -m ARGS` in a fresh process, killed after TIMEOUT_S."""
+    env = workers.environment(TF_USE_LEGACY_KERAS="1" if legacy_keras else None)
+    return workers.run_for_result("-m", *args, env=env, timeout=TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")
 def optimizers():
-    return _run([WORKER, "optimizers"])
+    return _run(WORKER, "optimizers")
 
 
 @pytest.fixture(scope="module")
 def imports():
-    return _run([WORKER, "imports"], legacy_keras=False)
+    return _run(WORKER, "imports", legacy_keras=False)
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    return _run(["-m", "tf_ftrl.examples.parameter_server", "--json"])
+    return _run("tf_ftrl.examples.parameter_server", "--json")
 
 
 def _assert_same_state(actual, expected, dtype="float32", what=""):

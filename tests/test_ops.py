@@ -1,20 +1,14 @@
 """The four fused ops against a float64 NumPy reference and against TensorFlow's built-in ops."""
 
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import tf_ftrl
-from tests.support import reference
+from tests.support import reference, workers
 from tests.support.numpy_reference import assert_close
 from tests.support.reference import DTYPES, INDEX_DTYPES, TOLERANCE, Inputs, buffer_address
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DENSE_SHAPES = [(1,), (37,), (5, 13), (3, 4, 67)]
 # Row sizes 1, 9 and 15 take the CPU loops for any row size; 16, 32 and 64 the loops compiled for
 # their size (cpu::internal::DispatchRowSize).
@@ -428,8 +422,9 @@ def test_sparse_update_leaves_earlier_reads_alone(rng, op, copy_on_read):
 
 
 DENSE_UPDATE_OF_COPY_ON_READ_VARIABLE = """
-import json, sys
+import sys
 import numpy as np, tensorflow as tf, tf_ftrl
+from tests.support.workers import print_result
 implementation = sys.argv[1]
 n = 10_000_000  # 40 MB per variable
 
@@ -467,9 +462,9 @@ reset_peak()
 before = status_mb("VmRSS")
 update(var, accum, grad)
 grown = status_mb("VmHWM") - before
-print(json.dumps({"grown_mb": grown, "held_unchanged": bool(np.all(held.numpy() == 0.5)),
-                  "var_sum": float(np.sum(var.numpy(), dtype=np.float64)),
-                  "accum_sum": float(np.sum(accum.numpy(), dtype=np.float64))}))
+print_result({"grown_mb": grown, "held_unchanged": bool(np.all(held.numpy() == 0.5)),
+              "var_sum": float(np.sum(var.numpy(), dtype=np.float64)),
+              "accum_sum": float(np.sum(accum.numpy(), dtype=np.float64))})
 """
 
 
@@ -481,12 +476,8 @@ def test_dense_update_of_a_copy_on_read_variable_is_in_place():
     # turn (each freeing the old buffer), ours none.
     results = {}
     for implementation in ("tf_ftrl", "builtin"):
-        done = subprocess.run(
-            [sys.executable, "-c", DENSE_UPDATE_OF_COPY_ON_READ_VARIABLE, implementation],
-            cwd=ROOT, capture_output=True, text=True, timeout=300,
-            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-        assert done.returncode == 0, done.stderr[-3000:]
-        results[implementation] = json.loads(done.stdout.strip().splitlines()[-1])
+        results[implementation] = workers.run_for_result(
+            "-c", DENSE_UPDATE_OF_COPY_ON_READ_VARIABLE, implementation, timeout=300)
     ours, builtin = results["tf_ftrl"], results["builtin"]
     assert builtin["grown_mb"] > 30, builtin  # the probe sees copies
     assert ours["grown_mb"] < 10, ours

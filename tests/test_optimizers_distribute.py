@@ -1,68 +1,43 @@
 """tf_ftrl.Ftrl and tf_ftrl.Adagrad under tf.distribute: MirroredStrategy over 2 logical CPUs
 (model.fit and a custom loop) and MultiWorkerMirroredStrategy with 2 local worker processes.
 
-Each case trains in fresh processes (tests/distribute_worker.py), because logical devices and
-TF_CONFIG must be set before TensorFlow starts. Every distributed run is checked against one
+Each case trains in fresh processes (tests/support/distribute_worker.py), because logical devices
+and TF_CONFIG must be set before TensorFlow starts. Every distributed run is checked against one
 device trained on the same global batches: replicas bit-identical, result equal to one device.
 """
 
 import json
-import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from tests import distribute_worker
+from tests.support import ROOT, distribute_worker, workers
 from tf_ftrl.examples.parameter_server import free_loopback_ports
 
-WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "distribute_worker.py")
+WORKER = "tests.support.distribute_worker"
 TIMEOUT_S = 120
 # Distributed and single-device sums of the same gradients differ only in rounding.
 RTOL, ATOL = 1e-5, 1e-6
 
 
-def _environment(**extra):
-    env = dict(os.environ)
-    env.update({"CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"})
-    env.pop("TF_CONFIG", None)
-    env.update(extra)
-    return env
-
-
-def _result_of(stdout, stderr, what):
-    for line in reversed(stdout.splitlines()):
-        if line.startswith(distribute_worker.RESULT_PREFIX):
-            return json.loads(line[len(distribute_worker.RESULT_PREFIX):])
-    raise AssertionError(f"{what} printed no result.\nstdout:\n{stdout}\nstderr:\n{stderr[-5000:]}")
-
-
-def _run_worker(mode, env):
-    try:
-        done = subprocess.run([sys.executable, WORKER, mode], env=env, capture_output=True,
-                              text=True, timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired as e:
-        raise AssertionError(f"{mode} worker did not finish in {TIMEOUT_S} s") from e
-    assert done.returncode == 0, f"{mode} worker failed:\n{done.stderr[-5000:]}"
-    return _result_of(done.stdout, done.stderr, f"{mode} worker")
-
-
 def _run_cluster(num_workers, log_dir):
     """Starts num_workers worker processes of one MultiWorkerMirroredStrategy cluster on
     127.0.0.1 and returns their results in task order; kills every worker it started."""
-    workers = [f"127.0.0.1:{port}" for port in free_loopback_ports(num_workers)]
+    addresses = [f"127.0.0.1:{port}" for port in free_loopback_ports(num_workers)]
     processes, logs = [], []
     try:
         for index in range(num_workers):
-            tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+            tf_config = {"cluster": {"worker": addresses},
+                         "task": {"type": "worker", "index": index}}
             # Output goes to files: a worker blocked on a full pipe would stall the collectives.
             stdout = open(log_dir / f"worker{index}.out", "w+")
             stderr = open(log_dir / f"worker{index}.err", "w+")
             logs.append((stdout, stderr))
             processes.append(subprocess.Popen(
-                [sys.executable, WORKER, "multi_worker"],
-                env=_environment(TF_CONFIG=json.dumps(tf_config)), stdout=stdout, stderr=stderr))
+                workers.command("-m", WORKER, "multi_worker"), cwd=ROOT,
+                env=workers.environment(TF_CONFIG=json.dumps(tf_config)), stdout=stdout,
+                stderr=stderr))
         results = []
         for index, (process, (stdout, stderr)) in enumerate(zip(processes, logs)):
             try:
@@ -73,7 +48,7 @@ def _run_cluster(num_workers, log_dir):
             stderr.seek(0)
             out, err = stdout.read(), stderr.read()
             assert process.returncode == 0, f"worker {index} failed:\n{err[-5000:]}"
-            results.append(_result_of(out, err, f"worker {index}"))
+            results.append(workers.result_of(out, err, f"worker {index}"))
         return results
     finally:
         for process in processes:
@@ -109,7 +84,7 @@ def _assert_same_training(distributed, single):
 
 @pytest.fixture(scope="module")
 def mirrored():
-    return _run_worker("mirrored", _environment())
+    return workers.run_for_result("-m", WORKER, "mirrored", timeout=TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,11 @@ resumed in a new process, state interchanged with keras.optimizers.Ftrl/Adagrad,
 served in a new process, and the optimizer-variable API.
 
 Resuming must give the same weights as training without the interruption; the fresh-process
-halves live in tests/saving_worker.py.
+halves live in tests/support/saving_worker.py.
 """
 
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -17,10 +15,10 @@ import pytest
 import tensorflow as tf
 
 import tf_ftrl  # noqa: F401  (registers its optimizers for keras.models.load_model)
-from tests import saving_worker
-from tests.saving_worker import FIRST_STEPS, OPTIMIZERS, RESUMED_STEPS
+from tests.support import saving_worker, workers
+from tests.support.saving_worker import FIRST_STEPS, OPTIMIZERS, RESUMED_STEPS
 
-WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "saving_worker.py")
+WORKER = "tests.support.saving_worker"
 TIMEOUT_S = 120
 ALL_STEPS = FIRST_STEPS + RESUMED_STEPS
 # tf_ftrl against Keras's own optimizers: the same formulas evaluated in another order (Adagrad's
@@ -28,16 +26,8 @@ ALL_STEPS = FIRST_STEPS + RESUMED_STEPS
 INTERCHANGE_RTOL, INTERCHANGE_ATOL = 1e-6, 1e-7
 
 
-def run_worker(mode, *args, out):
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
-    try:
-        done = subprocess.run([sys.executable, WORKER, mode, *map(str, args), str(out)],
-                              env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired as e:
-        raise AssertionError(f"saving_worker {mode} did not finish in {TIMEOUT_S} s") from e
-    assert done.returncode == 0, f"saving_worker {mode} failed:\n{done.stderr[-5000:]}"
-    with open(out) as f:
-        return json.load(f)
+def run_worker(mode, *args):
+    return workers.run_for_result("-m", WORKER, mode, *args, timeout=TIMEOUT_S)
 
 
 def assert_arrays_equal(actual, expected, what):
@@ -82,7 +72,7 @@ def test_checkpoint_resumes_in_new_process(tmp_path, kind):
     saving_worker.train_steps(model, optimizer, FIRST_STEPS, ALL_STEPS)
     uninterrupted = saving_worker.state(model, optimizer)
 
-    result = run_worker("checkpoint_resume", kind, prefix, out=tmp_path / "out.json")
+    result = run_worker("checkpoint_resume", kind, prefix)
 
     assert_arrays_equal(result["restored"]["weights"], saved["weights"], "restored weights")
     assert_arrays_equal(result["restored"]["optimizer_variables"], saved["optimizer_variables"],
@@ -104,7 +94,7 @@ def test_keras_file_resumes_in_new_process(tmp_path, kind):
     saving_worker.fit_steps(model, FIRST_STEPS, ALL_STEPS)
     uninterrupted = saving_worker.state(model, optimizer)
 
-    result = run_worker("keras_resume", path, out=tmp_path / "out.json")
+    result = run_worker("keras_resume", path)
 
     expected_class = type(optimizer)
     assert result["optimizer_class"] == f"{expected_class.__module__}.{expected_class.__qualname__}"
@@ -126,7 +116,7 @@ def test_saved_model_serves_in_new_process_without_tf_ftrl(tmp_path, kind):
     ids, _ = saving_worker.dataset_arrays()
     expected = model.predict(ids, batch_size=len(ids), verbose=0)
 
-    result = run_worker("serve", export_dir, out=tmp_path / "out.json")
+    result = run_worker("serve", export_dir)
 
     assert result["tf_ftrl_imported"] is False
     np.testing.assert_allclose(np.asarray(result["predictions"], np.float32), expected,

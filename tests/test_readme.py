@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from tests.support import workers
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
 BLOCK = re.compile(r"<!-- quickstart: ([\w-]+) -->\n```python\n(.*?)```", re.DOTALL)
@@ -23,10 +25,7 @@ def quickstart_blocks():
 
 
 def run_block(name, code, cwd, legacy=False, without_tf_ftrl=False):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    env.pop("TF_USE_LEGACY_KERAS", None)
-    if legacy:
-        env["TF_USE_LEGACY_KERAS"] = "1"
+    env = workers.environment(TF_USE_LEGACY_KERAS="1" if legacy else None)
     script = cwd / f"{name}.py"
     script.write_text((WITHOUT_TF_FTRL if without_tf_ftrl else "") + code)
     result = subprocess.run([sys.executable, str(script)], cwd=cwd, env=env, timeout=300,

@@ -2,27 +2,20 @@
 
 import os
 import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-WORKER = os.path.join(HERE, "resilience_worker.py")
-SERVER = os.path.join(HERE, "serving_without_library.py")
-ROOT = os.path.dirname(HERE)
+from tests.support import workers
+
+WORKER = "tests.support.resilience_worker"
+SERVER = "tests.support.serving_without_library"
 
 
-def run(script, *args, expect_kill=False, timeout=300):
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run([sys.executable, script, *map(str, args)], env=env, timeout=timeout,
-                          capture_output=True, text=True)
-    if expect_kill:
-        assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
-    else:
-        assert done.returncode == 0, done.stderr[-3000:]
+def run(module, *args, expect_kill=False, timeout=300):
+    workers.run("-m", module, *args, timeout=timeout,
+                status=-signal.SIGKILL if expect_kill else 0)
 
 
 def load(path):

@@ -18,9 +18,9 @@ def main(argv):
     steps = int(argv[1]) if len(argv) > 1 else 20_000
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "soak.json")
-        subprocess.run([sys.executable, os.path.join(ROOT, "tests", "resilience_worker.py"),
-                        "soak", str(steps), out], check=True,
-                       env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2"))
+        subprocess.run([sys.executable, "-m", "tests.support.resilience_worker", "soak",
+                        str(steps), out], check=True, cwd=ROOT,
+                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
         with open(out) as f:
             result = json.load(f)
     for step, kb in result["samples"]:

@@ -4,7 +4,7 @@ state as one JSON line for tests/test_gradient_processing_distribute.py.
 
 Logical devices must be set before TensorFlow starts, hence a process of its own:
 
-    python tests/processing_worker.py
+    python -m tests.support.processing_worker
 
 Each replica gets a gradient of its own (replica 0 touches rows 0, 1, 1; replica 1 rows 1, 4),
 large enough that every clipping option changes it. tf_ftrl's Keras 3 optimizers get it sparse
@@ -13,10 +13,10 @@ front end (`tf_ftrl.legacy`) and `tf_keras.optimizers.legacy` get the same gradi
 dense.
 """
 
-import json
 import sys
 
-RESULT_PREFIX = "RESULT_JSON:"
+from tests.support.workers import print_result
+
 ROWS, ROW_SIZE = 6, 3
 REPLICA_INDICES = ([0, 1, 1], [1, 4])
 TOUCHED_ROWS = sorted(set(REPLICA_INDICES[0] + REPLICA_INDICES[1]))
@@ -141,7 +141,7 @@ def main():
                 result[f"legacy/{name}/{option}/{kind}"] = {
                     "ours": train(strategy, lambda: legacy_ours[name](**hyper), kind),
                     "stock": train(strategy, lambda: legacy_stock[name](**hyper), kind)}
-    print(RESULT_PREFIX + json.dumps(result), flush=True)
+    print_result(result)
 
 
 if __name__ == "__main__":

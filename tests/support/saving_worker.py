@@ -1,17 +1,18 @@
 """The model, data and training loops of tests/test_optimizers_saving.py, and the fresh-process
 half of its tests: restoring what the test process saved and training on (or serving).
 
-    python tests/saving_worker.py checkpoint_resume KIND CHECKPOINT_PREFIX OUT_JSON
-    python tests/saving_worker.py keras_resume MODEL_KERAS OUT_JSON
-    python tests/saving_worker.py serve SAVED_MODEL_DIR OUT_JSON
+    python -m tests.support.saving_worker checkpoint_resume KIND CHECKPOINT_PREFIX
+    python -m tests.support.saving_worker keras_resume MODEL_KERAS
+    python -m tests.support.saving_worker serve SAVED_MODEL_DIR
 
 The test process trains FIRST_STEPS steps and saves; the worker restores and trains the
-following RESUMED_STEPS steps, then writes the model weights and optimizer variables to OUT_JSON
-(float32 values are exact in JSON).
+following RESUMED_STEPS steps, then prints the model weights and optimizer variables as its
+JSON result (float32 values are exact in JSON).
 """
 
-import json
 import sys
+
+from tests.support.workers import print_result
 
 EMBEDDING_DIM = 4
 IDS_PER_EXAMPLE = 3
@@ -159,14 +160,12 @@ def serve(saved_model_dir):
 
 
 def main(argv):
-    mode, args, out = argv[1], argv[2:-1], argv[-1]
+    mode, args = argv[1], argv[2:]
     modes = {"checkpoint_resume": checkpoint_resume, "keras_resume": keras_resume,
              "serve": serve}
     if mode not in modes:
         raise SystemExit(f"unknown mode {mode!r}; expected one of {sorted(modes)}")
-    result = modes[mode](*args)
-    with open(out, "w") as f:
-        json.dump(result, f)
+    print_result(modes[mode](*args))
 
 
 if __name__ == "__main__":

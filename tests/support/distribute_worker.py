@@ -4,16 +4,18 @@ process of its own, and prints what the distribute tests check as one JSON line.
 Logical CPU devices and TF_CONFIG must be set before TensorFlow initialises its devices, so
 tests/test_optimizers_distribute.py runs this script in fresh processes:
 
-    python tests/distribute_worker.py mirrored       # 2 logical CPUs, MirroredStrategy
-    python tests/distribute_worker.py multi_worker   # one worker of a MultiWorkerMirroredStrategy
-                                                     # cluster described by TF_CONFIG
+    # 2 logical CPUs, MirroredStrategy
+    python -m tests.support.distribute_worker mirrored
+    # one worker of a MultiWorkerMirroredStrategy cluster described by TF_CONFIG
+    python -m tests.support.distribute_worker multi_worker
 """
 
 import json
 import os
 import sys
 
-RESULT_PREFIX = "RESULT_JSON:"
+from tests.support.workers import print_result
+
 OPTIMIZERS = ("ftrl", "adagrad")
 
 VOCABULARY = 20
@@ -39,7 +41,7 @@ def main(mode):
         result = run_multi_worker(strategy)
     else:
         raise SystemExit(f"unknown mode {mode!r}; expected 'mirrored' or 'multi_worker'")
-    print(RESULT_PREFIX + json.dumps(result), flush=True)
+    print_result(result)
 
 
 def dataset_arrays():

@@ -1,9 +1,9 @@
 """Training runs for tests/test_resilience.py, each in its own process.
 
-    python tests/resilience_worker.py loop CKPT_DIR TOTAL_STEPS KILL_AT_STEP OUT_NPZ
-    python tests/resilience_worker.py fit BACKUP_DIR EPOCHS KILL_AT_EPOCH OUT_NPZ
-    python tests/resilience_worker.py soak STEPS OUT_JSON
-    python tests/resilience_worker.py export MODEL_DIR OUT_NPZ
+    python -m tests.support.resilience_worker loop CKPT_DIR TOTAL_STEPS KILL_AT_STEP OUT_NPZ
+    python -m tests.support.resilience_worker fit BACKUP_DIR EPOCHS KILL_AT_EPOCH OUT_NPZ
+    python -m tests.support.resilience_worker soak STEPS OUT_JSON
+    python -m tests.support.resilience_worker export MODEL_DIR OUT_NPZ
 
 `loop`: an Embedding table trained with tf_ftrl.Ftrl and a Dense layer with tf_ftrl.Adagrad (two
 optimizers, a custom loop), op determinism on, a tf.train.CheckpointManager save every

@@ -1,7 +1,7 @@
 """Serves exported models in a process that cannot import tf_ftrl or find its op library, as
 TensorFlow Serving and other inference stacks would.
 
-    python tests/serving_without_library.py MODEL_DIR IDS_NPZ OUT_NPZ
+    python -m tests.support.serving_without_library MODEL_DIR IDS_NPZ OUT_NPZ
 """
 
 import sys

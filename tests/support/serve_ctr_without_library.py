@@ -2,7 +2,7 @@
 its op library), as TensorFlow Serving would: raw Criteo lines without the label in, click
 probabilities out.
 
-    python tests/serve_ctr_without_library.py SERVING_DIR LINES_TXT OUT_NPY
+    python -m tests.support.serve_ctr_without_library SERVING_DIR LINES_TXT OUT_NPY
 """
 
 import sys

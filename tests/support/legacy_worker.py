@@ -4,8 +4,10 @@ tests/test_legacy.py checks as one JSON line.
 tf_keras (Keras 2) must run with TF_USE_LEGACY_KERAS=1 set before TensorFlow starts, and the
 pytest process already runs Keras 3, so tests/test_legacy.py runs this script in fresh processes:
 
-    TF_USE_LEGACY_KERAS=1 python tests/legacy_worker.py optimizers  # equivalence, API, saving
-    python tests/legacy_worker.py imports  # import tf_ftrl alone; tf_ftrl.legacy, tf_keras blocked
+    # equivalence with tf_keras's optimizers, the API, saving
+    TF_USE_LEGACY_KERAS=1 python -m tests.support.legacy_worker optimizers
+    # import tf_ftrl alone; tf_ftrl.legacy with tf_keras blocked
+    python -m tests.support.legacy_worker imports
 """
 
 import copy
@@ -14,7 +16,7 @@ import sys
 import tempfile
 import warnings
 
-RESULT_PREFIX = "RESULT_JSON:"
+from tests.support.workers import print_result
 
 ROWS, COLUMNS = 8, 3
 STEPS = 4
@@ -438,7 +440,7 @@ def main(mode):
     runs = {"optimizers": run_optimizers, "imports": run_imports}
     if mode not in runs:
         raise SystemExit(f"unknown mode {mode!r}; expected one of {sorted(runs)}")
-    print(RESULT_PREFIX + json.dumps(runs[mode]()), flush=True)
+    print_result(runs[mode]())
 
 
 if __name__ == "__main__":
