@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from tests.support import ROOT, distribute_worker, workers
-from tf_ftrl.examples.parameter_server import free_loopback_ports
 
 WORKER = "tests.support.distribute_worker"
 TIMEOUT_S = 120
@@ -24,7 +23,7 @@ RTOL, ATOL = 1e-5, 1e-6
 def _run_cluster(num_workers, log_dir):
     """Starts num_workers worker processes of one MultiWorkerMirroredStrategy cluster on
     127.0.0.1 and returns their results in task order; kills every worker it started."""
-    addresses = [f"127.0.0.1:{port}" for port in free_loopback_ports(num_workers)]
+    addresses = [f"127.0.0.1:{port}" for port in workers.free_loopback_ports(num_workers)]
     processes, logs = [], []
     try:
         for index in range(num_workers):

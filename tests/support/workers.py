@@ -1,4 +1,5 @@
-"""Runs a test's worker in a fresh Python process and reads back the result it printed.
+"""Runs a test's worker in a fresh Python process and reads back the result it printed; finds
+free loopback ports for a cluster of workers.
 
 A worker is a module run as `python -m tests.support.NAME ARGS` (or a `python -c` script) from
 the repository root. It prints its result as one JSON line after RESULT_PREFIX (print_result);
@@ -9,6 +10,7 @@ Imports no TensorFlow: the workers import this module before they set up TensorF
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -75,3 +77,16 @@ def run_for_result(*args, **kwargs):
     done = run(*args, **kwargs)
     return result_of(done.stdout, done.stderr, describe(args))
 
+
+def free_loopback_ports(count):
+    """count TCP ports free on 127.0.0.1 a moment ago, for a cluster of worker processes."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
