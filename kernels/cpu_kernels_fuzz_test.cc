@@ -1,8 +1,8 @@
-// Random and adversarial inputs for the four CPU loops and RowGroups (cpu_kernels.h,
+// Random and adversarial inputs for the CPU loops and RowGroups (cpu_loops.h,
 // row_groups.h), meant to run under AddressSanitizer and UndefinedBehaviorSanitizer:
 //   bazel test --config=asan //kernels:cpu_kernels_fuzz_test
 // The math itself is checked against an independent reference by cpu_kernels_test; here the
-// oracle is FtrlUpdate / AdagradUpdate applied element by element, so any input is checkable,
+// oracle is each optimizer's Step applied element by element, so any input is checkable,
 // NaN and infinities included: every touched element must equal that bit for bit (the loops
 // only vectorise and shard the same IEEE operations), every other element must be untouched, and
 // nothing may be read or written outside the buffers (the sanitizers see to that).
@@ -21,7 +21,8 @@
 #include <thread>
 #include <vector>
 
-#include "kernels/cpu_kernels.h"
+#include "kernels/cpu_loops.h"
+#include "kernels/optimizers.h"
 #include "kernels/test_support.h"
 
 namespace tf_ftrl {
@@ -126,13 +127,11 @@ struct FtrlOracle {
 
   void operator()(T& var, T& accum, T& linear, AccumulateType<T> grad) const {
     using A = AccumulateType<T>;
-    A v = Load(var), a = Load(accum), l = Load(linear);
-    DispatchFlags(IsSqrtPower(h), multiply_linear_by_lr, [&](auto sqrt_power, auto by_lr) {
-      FtrlUpdate<sqrt_power(), by_lr()>(h, grad, v, a, l);
-    });
-    var = Store<T>(v);
-    accum = Store<T>(a);
-    linear = Store<T>(l);
+    A state[3] = {Load(var), Load(accum), Load(linear)};
+    Ftrl::WithStep(h, multiply_linear_by_lr, [&](const auto& step) { step(grad, state); });
+    var = Store<T>(state[0]);
+    accum = Store<T>(state[1]);
+    linear = Store<T>(state[2]);
   }
 };
 
@@ -143,11 +142,10 @@ struct AdagradOracle {
 
   void operator()(T& var, T& accum, AccumulateType<T> grad) const {
     using A = AccumulateType<T>;
-    A v = Load(var), a = Load(accum);
-    DispatchFlags(update_slots, false,
-                  [&](auto slots, auto) { AdagradUpdate<slots()>(h, grad, v, a); });
-    var = Store<T>(v);
-    if (update_slots) accum = Store<T>(a);
+    A state[2] = {Load(var), Load(accum)};
+    Adagrad::WithStep(h, update_slots, [&](const auto& step) { step(grad, state); });
+    var = Store<T>(state[0]);
+    if (update_slots) accum = Store<T>(state[1]);
   }
 };
 
@@ -171,8 +169,9 @@ void FuzzDenseFtrl(std::mt19937_64& rng, int64_t size, double special_rate) {
   const auto grad = RandomVector<T>(rng, size, special_rate);
   const FtrlOracle<T> oracle{RandomFtrlHyperparams<A>(rng), rng() % 2 == 0};
   auto var1 = var, accum1 = accum, linear1 = linear;
-  cpu::ApplyFtrl(oracle.h, oracle.multiply_linear_by_lr, var1.data(), accum1.data(),
-                 linear1.data(), grad.data(), size, ThreadedParallelFor);
+  cpu::Apply<Ftrl>(oracle.h, oracle.multiply_linear_by_lr,
+                   {{var1.data(), accum1.data(), linear1.data()}}, grad.data(), size,
+                   ThreadedParallelFor);
   bool ok = true;
   for (int64_t i = 0; i < size; ++i) {
     oracle(var[i], accum[i], linear[i], Load(grad[i]));
@@ -190,8 +189,8 @@ void FuzzDenseAdagrad(std::mt19937_64& rng, int64_t size, double special_rate) {
   const auto grad = RandomVector<T>(rng, size, special_rate);
   const AdagradOracle<T> oracle{RandomAdagradHyperparams<A>(rng), rng() % 2 == 0};
   auto var1 = var, accum1 = accum;
-  cpu::ApplyAdagrad(oracle.h, oracle.update_slots, var1.data(), accum1.data(), grad.data(), size,
-                    ThreadedParallelFor);
+  cpu::Apply<Adagrad>(oracle.h, oracle.update_slots, {{var1.data(), accum1.data()}}, grad.data(),
+                      size, ThreadedParallelFor);
   bool ok = true;
   for (int64_t i = 0; i < size; ++i) {
     oracle(var[i], accum[i], Load(grad[i]));
@@ -245,7 +244,7 @@ std::vector<Index> RandomIndices(std::mt19937_64& rng, int64_t rows, int64_t n, 
 }
 
 // The test pool, said to have 1, 4 or a million threads: with many, the hottest rows' later
-// chunks are summed ahead of the update (cpu_kernels.h, PlanSplit), which must not change it.
+// chunks are summed ahead of the update (cpu_row_schedule.h, PlanSplit), which must not change it.
 cpu::ParallelFor RandomThreads(std::mt19937_64& rng) {
   const int64_t threads[] = {1, 4, int64_t{1} << 20};
   return cpu::ParallelFor(ThreadedParallelFor, threads[rng() % 3]);
@@ -269,8 +268,9 @@ void FuzzSparseFtrl(std::mt19937_64& rng, int64_t rows, int64_t row_size, int64_
     return;
   }
   auto var1 = var, accum1 = accum, linear1 = linear;
-  cpu::SparseApplyFtrl(oracle.h, oracle.multiply_linear_by_lr, var1.data(), accum1.data(),
-                       linear1.data(), grad.data(), row_size, *groups, RandomThreads(rng));
+  cpu::SparseApply<Ftrl>(oracle.h, oracle.multiply_linear_by_lr,
+                         {{var1.data(), accum1.data(), linear1.data()}}, grad.data(), row_size,
+                         *groups, RandomThreads(rng));
   for (const auto& [row, sum] : SummedRows(indices, grad, row_size)) {
     for (int64_t j = 0; j < row_size; ++j) {
       const int64_t k = row * row_size + j;
@@ -302,8 +302,8 @@ void FuzzSparseAdagrad(std::mt19937_64& rng, int64_t rows, int64_t row_size, int
     return;
   }
   auto var1 = var, accum1 = accum;
-  cpu::SparseApplyAdagrad(oracle.h, oracle.update_slots, var1.data(), accum1.data(), grad.data(),
-                          row_size, *groups, RandomThreads(rng));
+  cpu::SparseApply<Adagrad>(oracle.h, oracle.update_slots, {{var1.data(), accum1.data()}},
+                            grad.data(), row_size, *groups, RandomThreads(rng));
   for (const auto& [row, sum] : SummedRows(indices, grad, row_size)) {
     for (int64_t j = 0; j < row_size; ++j) {
       const int64_t k = row * row_size + j;

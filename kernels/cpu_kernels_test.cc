@@ -1,7 +1,8 @@
-// Tests of the TensorFlow-free CPU loops (cpu_kernels.h) against an independent float64
+// Tests of the TensorFlow-free CPU loops (cpu_loops.h) against an independent float64
 // reference, with a multi-threaded ParallelFor. Built and run by Bazel without TensorFlow:
 //   bazel test //kernels:cpu_kernels_test
-#include "kernels/cpu_kernels.h"
+#include "kernels/cpu_loops.h"
+#include "kernels/optimizers.h"
 #include "kernels/sorted_runs.h"
 #include "kernels/test_support.h"
 
@@ -59,8 +60,8 @@ void TestDenseFtrl(std::mt19937_64& rng, int64_t size, double power, const char*
   const auto var0 = var, accum0 = accum, linear0 = linear;
   using A = AccumulateType<T>;
   FtrlHyperparams<A> h{A(0.05), A(0.01), A(0.02), A(0.03), A(power)};
-  cpu::ApplyFtrl(h, false, var.data(), accum.data(), linear.data(), grad.data(), size,
-                 ThreadedParallelFor);
+  cpu::Apply<Ftrl>(h, false, {{var.data(), accum.data(), linear.data()}}, grad.data(), size,
+                   ThreadedParallelFor);
   bool ok = true;
   for (int64_t i = 0; i < size; ++i) {
     double w = ToDouble(var0[i]), n = ToDouble(accum0[i]), z = ToDouble(linear0[i]);
@@ -90,8 +91,8 @@ void TestSparseAdagradWithDuplicates(std::mt19937_64& rng, const char* name) {
   Check(groups.Build(indices.data(), n, rows, &error), "indices in range accepted");
   using A = AccumulateType<T>;
   AdagradHyperparams<A> h{A(0.1), A(1e-3)};
-  cpu::SparseApplyAdagrad(h, true, var.data(), accum.data(), grad.data(), row_size, groups,
-                          ThreadedParallelFor);
+  cpu::SparseApply<Adagrad>(h, true, {{var.data(), accum.data()}}, grad.data(), row_size, groups,
+                            ThreadedParallelFor);
 
   std::vector<double> dense(rows * row_size, 0.0);
   std::vector<bool> touched(rows, false);
@@ -201,32 +202,36 @@ void TestVectorCopiesAgree(std::mt19937_64& rng, const char* name) {
                                std::to_string(size);
       for (double power : {-0.5, -0.3}) {
         FtrlHyperparams<A> h{A(0.05), A(0.01), A(0.02), A(0.03), A(power)};
-        DispatchFlags(IsSqrtPower(h), power == -0.5, [&](auto sqrt_power, auto by_lr) {
+        Ftrl::WithStep(h, power == -0.5, [&](const auto& step) {
+          using Step = std::decay_t<decltype(step)>;
           auto v0 = var0, a0 = accum0, l0 = linear0, v1 = var0, a1 = accum0, l1 = linear0;
-          cpu::internal::FtrlLoopWith<sqrt_power(), by_lr()>(
-              VectorCopy::kBaseline, h, v0.data(), a0.data(), l0.data(), grad.data(), size);
-          cpu::internal::FtrlLoopWith<sqrt_power(), by_lr()>(copy, h, v1.data(), a1.data(),
-                                                             l1.data(), grad.data(), size);
+          const StateArrays<T, 3> baseline{{v0.data(), a0.data(), l0.data()}};
+          const StateArrays<T, 3> copied{{v1.data(), a1.data(), l1.data()}};
+          cpu::internal::RunIn(VectorCopy::kBaseline, cpu::internal::DenseLoop<Step, T>{
+                                                          step, baseline, grad.data(), 0, size});
+          cpu::internal::RunIn(
+              copy, cpu::internal::DenseLoop<Step, T>{step, copied, grad.data(), 0, size});
           Check(SameBitsOrBothNan(v0, v1) && SameBitsOrBothNan(a0, a1) &&
                     SameBitsOrBothNan(l0, l1),
                 "FTRL vector copy = baseline, " + what);
-          return 0;
         });
       }
       for (bool update_slots : {true, false}) {
         AdagradHyperparams<A> h{A(0.05), A(1e-7)};
-        DispatchFlags(update_slots, false, [&](auto slots, auto) {
+        Adagrad::WithStep(h, update_slots, [&](const auto& step) {
+          using Step = std::decay_t<decltype(step)>;
           auto v0 = var0, a0 = accum0, v1 = var0, a1 = accum0;
           // The summed-duplicates path: a gradient in the accumulate type.
           std::vector<A> wide(size);
           for (int64_t i = 0; i < size; ++i) wide[i] = Load(grad[i]);
-          cpu::internal::AdagradLoopWith<slots()>(VectorCopy::kBaseline, h, v0.data(),
-                                                  a0.data(), wide.data(), size);
-          cpu::internal::AdagradLoopWith<slots()>(copy, h, v1.data(), a1.data(), wide.data(),
-                                                  size);
+          const StateArrays<T, 2> baseline{{v0.data(), a0.data()}};
+          const StateArrays<T, 2> copied{{v1.data(), a1.data()}};
+          cpu::internal::RunIn(VectorCopy::kBaseline, cpu::internal::DenseLoop<Step, T, A>{
+                                                          step, baseline, wide.data(), 0, size});
+          cpu::internal::RunIn(
+              copy, cpu::internal::DenseLoop<Step, T, A>{step, copied, wide.data(), 0, size});
           Check(SameBitsOrBothNan(v0, v1) && SameBitsOrBothNan(a0, a1),
                 "Adagrad vector copy = baseline, " + what);
-          return 0;
         });
       }
     }
@@ -289,19 +294,16 @@ void TestSparseRowSizesAndCopies(std::mt19937_64& rng, const char* name) {
         for (bool by_lr : {false, true}) {
           const FtrlHyperparams<A> h{A(0.05), A(0.01), A(0.02), A(0.03), A(power)};
           auto v = var0, a = accum0, l = linear0;
-          cpu::internal::SparseApplyFtrlWith(copy, h, by_lr, v.data(), a.data(), l.data(),
-                                             grad.data(), row_size, groups, ThreadedParallelFor);
+          cpu::SparseApplyWith<Ftrl>(copy, h, by_lr, {{v.data(), a.data(), l.data()}}, grad.data(),
+                                     row_size, groups, ThreadedParallelFor);
           auto ev = var0, ea = accum0, el = linear0;
           for (int64_t k = 0; k < rows * row_size; ++k) {
             if (!touched[k / row_size]) continue;
-            A wv = Load(ev[k]), wa = Load(ea[k]), wl = Load(el[k]);
-            DispatchFlags(IsSqrtPower(h), by_lr, [&](auto sqrt_power, auto lr) {
-              FtrlUpdate<sqrt_power(), lr()>(h, summed[k], wv, wa, wl);
-              return 0;
-            });
-            ev[k] = Store<T>(wv);
-            ea[k] = Store<T>(wa);
-            el[k] = Store<T>(wl);
+            A state[3] = {Load(ev[k]), Load(ea[k]), Load(el[k])};
+            Ftrl::WithStep(h, by_lr, [&](const auto& step) { step(summed[k], state); });
+            ev[k] = Store<T>(state[0]);
+            ea[k] = Store<T>(state[1]);
+            el[k] = Store<T>(state[2]);
           }
           Check(SameBitsOrBothNan(v, ev) && SameBitsOrBothNan(a, ea) &&
                     SameBitsOrBothNan(l, el),
@@ -312,19 +314,15 @@ void TestSparseRowSizesAndCopies(std::mt19937_64& rng, const char* name) {
       for (bool update_slots : {true, false}) {
         const AdagradHyperparams<A> h{A(0.05), A(1e-7)};
         auto v = var0, a = accum0;
-        cpu::internal::SparseApplyAdagradWith(copy, h, update_slots, v.data(), a.data(),
-                                              grad.data(), row_size, groups,
-                                              ThreadedParallelFor);
+        cpu::SparseApplyWith<Adagrad>(copy, h, update_slots, {{v.data(), a.data()}}, grad.data(),
+                                      row_size, groups, ThreadedParallelFor);
         auto ev = var0, ea = accum0;
         for (int64_t k = 0; k < rows * row_size; ++k) {
           if (!touched[k / row_size]) continue;
-          A wv = Load(ev[k]), wa = Load(ea[k]);
-          DispatchFlags(update_slots, false, [&](auto slots, auto) {
-            AdagradUpdate<slots()>(h, summed[k], wv, wa);
-            return 0;
-          });
-          ev[k] = Store<T>(wv);
-          if (update_slots) ea[k] = Store<T>(wa);
+          A state[2] = {Load(ev[k]), Load(ea[k])};
+          Adagrad::WithStep(h, update_slots, [&](const auto& step) { step(summed[k], state); });
+          ev[k] = Store<T>(state[0]);
+          if (update_slots) ea[k] = Store<T>(state[1]);
         }
         Check(SameBitsOrBothNan(v, ev) && SameBitsOrBothNan(a, ea),
               "sparse Adagrad = per-element formula, " + what +
@@ -425,16 +423,16 @@ void TestSplitHotRows(std::mt19937_64& rng, const char* name) {
         const std::string how = what + " copy " + std::to_string(c) +
                                 (threads > 1 ? ", hot rows split" : ", not split");
         auto v = var0, a = accum0, l = linear0;
-        cpu::internal::SparseApplyFtrlWith(static_cast<VectorCopy>(c), ftrl, false, v.data(),
-                                           a.data(), l.data(), grad.data(), row_size, groups,
-                                           parallel_for);
+        cpu::SparseApplyWith<Ftrl>(static_cast<VectorCopy>(c), ftrl, false,
+                                   {{v.data(), a.data(), l.data()}}, grad.data(), row_size, groups,
+                                   parallel_for);
         Check(SameBitsOrBothNan(v, ev) && SameBitsOrBothNan(a, ea) && SameBitsOrBothNan(l, el),
               "sparse FTRL = per-element formula, " + how);
         v = var0;
         a = accum0;
-        cpu::internal::SparseApplyAdagradWith(static_cast<VectorCopy>(c), adagrad, true, v.data(),
-                                              a.data(), grad.data(), row_size, groups,
-                                              parallel_for);
+        cpu::SparseApplyWith<Adagrad>(static_cast<VectorCopy>(c), adagrad, true,
+                                      {{v.data(), a.data()}}, grad.data(), row_size, groups,
+                                      parallel_for);
         Check(SameBitsOrBothNan(v, adagrad_v) && SameBitsOrBothNan(a, adagrad_a),
               "sparse Adagrad = per-element formula, " + how);
       }

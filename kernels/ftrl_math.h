@@ -1,5 +1,6 @@
-// The FTRL-Proximal update of one element: the single definition of the math, called by the
-// CPU loops and the CUDA kernels alike.
+// FTRL-Proximal: the description every layer is derived from (optimizer_spec.h says what one
+// holds), and the update of one element, the single definition of the math, called by the CPU
+// loops and the CUDA kernels alike.
 //
 // It is TensorFlow's ApplyFtrlV2 (and its multiply_linear_by_lr variant), evaluated in the same
 // order so results agree with the built-in ops to the last bit where the arithmetic type is the
@@ -11,7 +12,11 @@
 //   var        = |linear| > l1 ? (l1 * sign(linear) - linear) / (new_accum^-p / lr + 2 * l2) : 0
 #pragma once
 
+#include <cstdint>
+#include <limits>
+
 #include "kernels/numeric.h"
+#include "kernels/optimizer_spec.h"
 
 namespace tf_ftrl {
 
@@ -58,5 +63,63 @@ TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void FtrlUpdate(const FtrlHyperparams<A>& h, 
   var = Abs(linear) > l1 ? unclipped : A(0);
   accum = new_accum;
 }
+
+template <bool kSqrtPower, bool kMultiplyLinearByLr, typename A>
+struct FtrlStep {
+  static constexpr int kNumState = 3;  // var, accum, linear
+  static constexpr int kNumWritten = 3;
+  // Approximate CPU cycles per element: two square roots and three divisions, or two pows.
+  static constexpr int64_t kCyclesPerElement = kSqrtPower ? 12 : 60;
+  FtrlHyperparams<A> h;
+  TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void operator()(A grad, A (&state)[kNumState]) const {
+    FtrlUpdate<kSqrtPower, kMultiplyLinearByLr>(h, grad, state[0], state[1], state[2]);
+  }
+};
+
+struct Ftrl {
+  static constexpr const char* kName = "Ftrl";
+  static constexpr const char* kSnakeName = "ftrl";
+  static constexpr int kNumState = 3;
+  static constexpr const char* kStateNames[kNumState] = {"var", "accum", "linear"};
+  static constexpr int kNumHyperparams = 5;
+  // lr = 0 is a step that changes nothing (see ChangesNothing).
+  static constexpr HyperparamSpec kHyperparams[kNumHyperparams] = {
+      {"lr", Bound::kNonNegative, std::numeric_limits<double>::quiet_NaN()},
+      {"l1", Bound::kNonNegative, std::numeric_limits<double>::quiet_NaN()},
+      {"l2", Bound::kNonNegative, std::numeric_limits<double>::quiet_NaN()},
+      {"l2_shrinkage", Bound::kNonNegative, 0.0},
+      {"lr_power", Bound::kNonPositive, -0.5},
+  };
+  static constexpr FlagSpec kFlag = {"multiply_linear_by_lr", false};
+  static constexpr const char* kSummary =
+      "FTRL-Proximal update of var, accum and linear (the math of ResourceApplyFtrlV2):\n"
+      "l2_shrinkage shrinks the gradient used for linear, the accumulator uses the raw gradient.\n"
+      "A step at lr = 0 changes nothing (the formula divides by lr).";
+
+  template <typename A>
+  using Hyperparams = FtrlHyperparams<A>;
+
+  template <typename A>
+  static Hyperparams<A> FromValues(const A (&v)[kNumHyperparams]) {
+    return {v[0], v[1], v[2], v[3], v[4]};
+  }
+
+  // FTRL divides by lr, so its formula has no value at lr = 0 (TensorFlow's op rejects it, Keras
+  // writes NaN). Such a step, where warm-up schedules start, changes nothing: the variable and
+  // both slots keep their values.
+  template <typename A>
+  static bool ChangesNothing(const Hyperparams<A>& h) {
+    return h.lr == A(0);
+  }
+
+  // lr_power == -0.5 is FTRL's common case, where x^-p is sqrt(x).
+  template <typename A, typename Fn>
+  static auto WithStep(const Hyperparams<A>& h, bool multiply_linear_by_lr, Fn&& fn) {
+    return DispatchFlags(h.lr_power == A(-0.5), multiply_linear_by_lr,
+                         [&](auto sqrt_power, auto by_lr) {
+                           return fn(FtrlStep<sqrt_power(), by_lr(), A>{h});
+                         });
+  }
+};
 
 }  // namespace tf_ftrl

@@ -11,9 +11,8 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "kernels/adagrad_math.h"
-#include "kernels/ftrl_math.h"
 #include "kernels/numeric.h"
+#include "kernels/optimizer_spec.h"
 #include "kernels/row_groups.h"
 #include "kernels/sorted_runs.h"
 
@@ -41,34 +40,6 @@ template <typename T>
 constexpr int VectorWidth() {
   return static_cast<int>(kVectorBytes / sizeof(T));
 }
-
-// The arrays an update reads and writes, in the order its Step takes them.
-template <typename T, int kNumArrays>
-struct StateArrays {
-  T* arrays[kNumArrays];
-};
-
-// One element's update: kNumState state values in and out, of which the first kNumWritten
-// change and are stored back.
-template <bool kSqrtPower, bool kMultiplyLinearByLr, typename A>
-struct FtrlStep {
-  static constexpr int kNumState = 3;  // var, accum, linear
-  static constexpr int kNumWritten = 3;
-  FtrlHyperparams<A> h;
-  TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void operator()(A grad, A (&state)[kNumState]) const {
-    FtrlUpdate<kSqrtPower, kMultiplyLinearByLr>(h, grad, state[0], state[1], state[2]);
-  }
-};
-
-template <bool kUpdateSlots, typename A>
-struct AdagradStep {
-  static constexpr int kNumState = 2;  // var, accum
-  static constexpr int kNumWritten = kUpdateSlots ? 2 : 1;
-  AdagradHyperparams<A> h;
-  TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void operator()(A grad, A (&state)[kNumState]) const {
-    AdagradUpdate<kUpdateSlots>(h, grad, state[0], state[1]);
-  }
-};
 
 // grad[offset, offset + kWidth) in the accumulate type.
 template <int kWidth, typename T, typename A>

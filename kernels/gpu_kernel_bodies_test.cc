@@ -1,6 +1,6 @@
 // The CUDA kernels' per-thread work (gpu_kernel_bodies.h) on the host, where there is no GPU:
 // every thread of a grid runs after the other, and the results must equal the CPU loops'
-// (cpu_kernels.h) bit for bit, for every element type, index type and flag, both the vector and
+// (cpu_loops.h) bit for bit, for every element type, index type and flag, both the vector and
 // the scalar path, groups of 1 to 32 lanes, and grids small enough to stride several times.
 // What this cannot see (the device's scheduling, CUB's sort, memory faults) the GPU tests do.
 //   bazel test //kernels:gpu_kernel_bodies_test
@@ -16,7 +16,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "kernels/cpu_kernels.h"
+#include "kernels/cpu_loops.h"
+#include "kernels/optimizers.h"
 #include "kernels/test_support.h"
 
 namespace tf_ftrl {
@@ -55,23 +56,17 @@ void ForEachStep(Fn&& fn) {
   for (double power : {-0.5, -0.3}) {
     for (bool by_lr : {false, true}) {
       const FtrlHyperparams<A> h{A(0.05), A(0.01), A(0.02), A(0.03), A(power)};
-      DispatchFlags(IsSqrtPower(h), by_lr, [&](auto sqrt_power, auto by_lr_flag) {
-        fn(gpu::FtrlStep<sqrt_power(), by_lr_flag(), A>{h}, h, by_lr);
-        return 0;
-      });
+      Ftrl::WithStep(h, by_lr, [&](const auto& step) { fn(step, h, by_lr); });
     }
   }
   for (bool update_slots : {true, false}) {
     const AdagradHyperparams<A> h{A(0.05), A(1e-7)};
-    DispatchFlags(update_slots, false, [&](auto slots, auto) {
-      fn(gpu::AdagradStep<slots(), A>{h}, h, update_slots);
-      return 0;
-    });
+    Adagrad::WithStep(h, update_slots, [&](const auto& step) { fn(step, h, update_slots); });
   }
 }
 
 template <typename T, typename Step>
-gpu::StateArrays<T, Step::kNumState> ArraysOf(State<T>& s) {
+StateArrays<T, Step::kNumState> ArraysOf(State<T>& s) {
   if constexpr (Step::kNumState == 3) {
     return {{s.var.data(), s.accum.data(), s.linear.data()}};
   } else {
@@ -97,11 +92,11 @@ void TestDense(std::mt19937_64& rng, const char* name) {
                                        num_threads);
         }
         if constexpr (Step::kNumState == 3) {
-          cpu::ApplyFtrl(h, flag, cpu.var.data(), cpu.accum.data(), cpu.linear.data(),
-                         cpu.grad.data(), size, cpu::SerialParallelFor);
+          cpu::Apply<Ftrl>(h, flag, {{cpu.var.data(), cpu.accum.data(), cpu.linear.data()}},
+                           cpu.grad.data(), size, cpu::SerialParallelFor);
         } else {
-          cpu::ApplyAdagrad(h, flag, cpu.var.data(), cpu.accum.data(), cpu.grad.data(), size,
-                            cpu::SerialParallelFor);
+          cpu::Apply<Adagrad>(h, flag, {{cpu.var.data(), cpu.accum.data()}}, cpu.grad.data(), size,
+                              cpu::SerialParallelFor);
         }
         Check(SameState(gpu, cpu), std::string("dense ") + name + " width " +
                                        std::to_string(kWidth) + " size " + std::to_string(size) +
@@ -193,11 +188,11 @@ void TestSparseShape(std::mt19937_64& rng, int64_t rows, int64_t row_size, int64
                                         lanes, sorted, partials.data(), t, num_threads);
         }
         if constexpr (Step::kNumState == 3) {
-          cpu::SparseApplyFtrl(h, flag, cpu.var.data(), cpu.accum.data(), cpu.linear.data(),
-                               cpu.grad.data(), row_size, groups, cpu::SerialParallelFor);
+          cpu::SparseApply<Ftrl>(h, flag, {{cpu.var.data(), cpu.accum.data(), cpu.linear.data()}},
+                                 cpu.grad.data(), row_size, groups, cpu::SerialParallelFor);
         } else {
-          cpu::SparseApplyAdagrad(h, flag, cpu.var.data(), cpu.accum.data(), cpu.grad.data(),
-                                  row_size, groups, cpu::SerialParallelFor);
+          cpu::SparseApply<Adagrad>(h, flag, {{cpu.var.data(), cpu.accum.data()}}, cpu.grad.data(),
+                                    row_size, groups, cpu::SerialParallelFor);
         }
         Check(SameState(gpu, cpu),
               "sparse " + name + " " + std::to_string(rows) + " x " + std::to_string(row_size) +

@@ -1,5 +1,5 @@
-// CUDA kernels of the four fused updates (see gpu_kernels.h). Plain CUDA and CUB only: no
-// TensorFlow headers, so nvcc compiles this file in seconds.
+// CUDA kernels of every optimizer's dense and sparse update (see gpu_kernels.h). Plain CUDA and
+// CUB only: no TensorFlow headers, so nvcc compiles this file in seconds.
 //
 // Dense: one grid-stride pass; each thread loads 16 bytes of var, every slot and grad at a time
 // (when all pointers are 16-byte aligned), and the < 16 bytes past the last full vector go to the
@@ -18,8 +18,8 @@
 
 #include <cstdint>
 
-#include "kernels/dispatch.h"
 #include "kernels/gpu_kernel_bodies.h"
+#include "kernels/optimizers.h"
 
 namespace tf_ftrl {
 namespace gpu {
@@ -226,7 +226,7 @@ cudaError_t EnqueueCheckAndSort(const SparseRows<Index>& rows,
 }
 
 // Waits for the index check (and whatever was queued before it) and fills *error: the check has
-// to reach the host before anything is written (see SparseApplyFtrl in the header).
+// to reach the host before anything is written (see SparseApply in the header).
 template <typename Index>
 cudaError_t WaitForCheck(const SparseRows<Index>& rows, const SparseBuffers<Index>& buffers,
                          cudaStream_t stream, IndexError* error) {
@@ -288,37 +288,14 @@ cudaError_t LaunchSparse(const Step& step, const StateArrays<T, Step::kNumState>
                                 stream);
 }
 
-template <typename A, typename Fn>
-cudaError_t WithFtrlStep(const FtrlHyperparams<A>& h, bool multiply_linear_by_lr, Fn&& fn) {
-  return DispatchFlags(IsSqrtPower(h), multiply_linear_by_lr, [&](auto sqrt_power, auto by_lr) {
-    return fn(FtrlStep<sqrt_power(), by_lr(), A>{h});
-  });
-}
-
-template <typename A, typename Fn>
-cudaError_t WithAdagradStep(const AdagradHyperparams<A>& h, bool update_slots, Fn&& fn) {
-  return DispatchFlags(update_slots, false, [&](auto slots, auto) {
-    return fn(AdagradStep<slots(), A>{h});
-  });
-}
-
 }  // namespace
 
-template <typename T>
-cudaError_t ApplyFtrl(const FtrlHyperparams<AccumulateType<T>>& h, bool multiply_linear_by_lr,
-                      T* var, T* accum, T* linear, const T* grad, int64_t size,
-                      cudaStream_t stream) {
-  return WithFtrlStep(h, multiply_linear_by_lr, [&](const auto& step) {
-    return LaunchDense(step, StateArrays<T, 3>{{var, accum, linear}}, grad, size, stream);
-  });
-}
-
-template <typename T>
-cudaError_t ApplyAdagrad(const AdagradHyperparams<AccumulateType<T>>& h, bool update_slots,
-                         T* var, T* accum, const T* grad, int64_t size, cudaStream_t stream) {
-  return WithAdagradStep(h, update_slots, [&](const auto& step) {
-    return LaunchDense(step, StateArrays<T, 2>{{var, accum}}, grad, size, stream);
-  });
+template <typename Optimizer, typename T>
+cudaError_t Apply(const typename Optimizer::template Hyperparams<AccumulateType<T>>& h, bool flag,
+                  const StateArrays<T, Optimizer::kNumState>& state, const T* grad, int64_t size,
+                  cudaStream_t stream) {
+  return Optimizer::WithStep(
+      h, flag, [&](const auto& step) { return LaunchDense(step, state, grad, size, stream); });
 }
 
 template <typename T, typename Index>
@@ -328,49 +305,45 @@ cudaError_t SparseWorkspaceBytes(int64_t num_indices, int64_t row_size, size_t* 
   return LayOutSparseBuffers<T>(nullptr, num_indices, row_size, &unused, bytes);
 }
 
-template <typename T, typename Index>
-cudaError_t SparseApplyFtrl(const FtrlHyperparams<AccumulateType<T>>& h,
-                            bool multiply_linear_by_lr, T* var, T* accum, T* linear,
-                            const T* grad, const SparseRows<Index>& rows, void* workspace,
-                            size_t workspace_bytes, cudaStream_t stream, IndexError* error) {
-  return WithFtrlStep(h, multiply_linear_by_lr, [&](const auto& step) {
-    return LaunchSparse(step, StateArrays<T, 3>{{var, accum, linear}}, grad, rows, workspace,
-                        workspace_bytes, stream, error);
+template <typename Optimizer, typename T, typename Index>
+cudaError_t SparseApply(const typename Optimizer::template Hyperparams<AccumulateType<T>>& h,
+                        bool flag, const StateArrays<T, Optimizer::kNumState>& state,
+                        const T* grad, const SparseRows<Index>& rows, void* workspace,
+                        size_t workspace_bytes, cudaStream_t stream, IndexError* error) {
+  return Optimizer::WithStep(h, flag, [&](const auto& step) {
+    return LaunchSparse(step, state, grad, rows, workspace, workspace_bytes, stream, error);
   });
 }
 
-template <typename T, typename Index>
-cudaError_t SparseApplyAdagrad(const AdagradHyperparams<AccumulateType<T>>& h,
-                               bool update_slots, T* var, T* accum, const T* grad,
-                               const SparseRows<Index>& rows, void* workspace,
-                               size_t workspace_bytes, cudaStream_t stream, IndexError* error) {
-  return WithAdagradStep(h, update_slots, [&](const auto& step) {
-    return LaunchSparse(step, StateArrays<T, 2>{{var, accum}}, grad, rows, workspace,
-                        workspace_bytes, stream, error);
-  });
-}
+#define TF_FTRL_INSTANTIATE_SPARSE(Optimizer, T, Index)                                        \
+  template cudaError_t SparseApply<Optimizer, T, Index>(                                       \
+      const Optimizer::Hyperparams<AccumulateType<T>>&, bool,                                  \
+      const StateArrays<T, Optimizer::kNumState>&, const T*, const SparseRows<Index>&, void*,  \
+      size_t, cudaStream_t, IndexError*);
 
-#define TF_FTRL_INSTANTIATE_SPARSE(T, Index)                                                   \
-  template cudaError_t SparseApplyFtrl<T, Index>(                                              \
-      const FtrlHyperparams<AccumulateType<T>>&, bool, T*, T*, T*, const T*,                   \
-      const SparseRows<Index>&, void*, size_t, cudaStream_t, IndexError*);                     \
-  template cudaError_t SparseApplyAdagrad<T, Index>(                                           \
-      const AdagradHyperparams<AccumulateType<T>>&, bool, T*, T*, const T*,                    \
-      const SparseRows<Index>&, void*, size_t, cudaStream_t, IndexError*);                     \
-  template cudaError_t SparseWorkspaceBytes<T, Index>(int64_t, int64_t, size_t*);
+#define TF_FTRL_INSTANTIATE_OPTIMIZER_TYPE(Optimizer, T)                                       \
+  template cudaError_t Apply<Optimizer, T>(const Optimizer::Hyperparams<AccumulateType<T>>&,   \
+                                           bool, const StateArrays<T, Optimizer::kNumState>&,  \
+                                           const T*, int64_t, cudaStream_t);                   \
+  TF_FTRL_INSTANTIATE_SPARSE(Optimizer, T, int32_t)                                            \
+  TF_FTRL_INSTANTIATE_SPARSE(Optimizer, T, int64_t)
 
-#define TF_FTRL_INSTANTIATE(T)                                                                 \
-  template cudaError_t ApplyFtrl<T>(const FtrlHyperparams<AccumulateType<T>>&, bool, T*, T*,   \
-                                    T*, const T*, int64_t, cudaStream_t);                      \
-  template cudaError_t ApplyAdagrad<T>(const AdagradHyperparams<AccumulateType<T>>&, bool, T*, \
-                                       T*, const T*, int64_t, cudaStream_t);                   \
-  TF_FTRL_INSTANTIATE_SPARSE(T, int32_t)                                                       \
-  TF_FTRL_INSTANTIATE_SPARSE(T, int64_t)
+#define TF_FTRL_INSTANTIATE_OPTIMIZER(Optimizer)                                               \
+  TF_FTRL_INSTANTIATE_OPTIMIZER_TYPE(Optimizer, float)                                         \
+  TF_FTRL_INSTANTIATE_OPTIMIZER_TYPE(Optimizer, double)                                        \
+  TF_FTRL_INSTANTIATE_OPTIMIZER_TYPE(Optimizer, float16)                                       \
+  TF_FTRL_INSTANTIATE_OPTIMIZER_TYPE(Optimizer, bfloat16)
 
-TF_FTRL_INSTANTIATE(float)
-TF_FTRL_INSTANTIATE(double)
-TF_FTRL_INSTANTIATE(float16)
-TF_FTRL_INSTANTIATE(bfloat16)
+TF_FTRL_FOR_EACH_OPTIMIZER(TF_FTRL_INSTANTIATE_OPTIMIZER)
+
+#define TF_FTRL_INSTANTIATE_WORKSPACE(T)                                                       \
+  template cudaError_t SparseWorkspaceBytes<T, int32_t>(int64_t, int64_t, size_t*);            \
+  template cudaError_t SparseWorkspaceBytes<T, int64_t>(int64_t, int64_t, size_t*);
+
+TF_FTRL_INSTANTIATE_WORKSPACE(float)
+TF_FTRL_INSTANTIATE_WORKSPACE(double)
+TF_FTRL_INSTANTIATE_WORKSPACE(float16)
+TF_FTRL_INSTANTIATE_WORKSPACE(bfloat16)
 
 }  // namespace gpu
 }  // namespace tf_ftrl

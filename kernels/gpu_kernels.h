@@ -1,16 +1,17 @@
-// CUDA launchers of the four fused updates, on raw device pointers and with no TensorFlow
-// dependency: the TensorFlow OpKernels call them with the op's stream, and the TensorFlow-free
-// driver (kernel_driver.cc) calls them for the GPU tests and benchmark. Only cuda_runtime.h is
-// needed to call them, so neither side pays for the other's headers (TensorFlow's headers under
-// nvcc take over a minute per file; these kernels compile in seconds).
+// CUDA launchers of every optimizer's dense and sparse update, on raw device pointers and with
+// no TensorFlow dependency: the TensorFlow OpKernels call them with the op's stream, and the
+// TensorFlow-free driver (kernel_driver.cc) calls them for the GPU tests and benchmark. Only
+// cuda_runtime.h is needed to call them, so neither side pays for the other's headers
+// (TensorFlow's headers under nvcc take over a minute per file; these kernels compile in
+// seconds).
 //
-// The per-element math is FtrlUpdate / AdagradUpdate from ftrl_math.h and adagrad_math.h, the
-// same functions the CPU loops call; built with --fmad=false (no contraction, like the CPU
-// build's -ffp-contract=off) the kernels round like the CPU loops except where CUDA's powf/pow
-// differ from the host's in the last place (lr_power != -0.5).
+// The per-element math is the optimizer's Step (ftrl_math.h, adagrad_math.h), the same the CPU
+// loops call; built with --fmad=false (no contraction, like the CPU build's -ffp-contract=off)
+// the kernels round like the CPU loops except where CUDA's powf/pow differ from the host's in the
+// last place (lr_power != -0.5).
 //
 // Every launcher only enqueues work on `stream` and returns the launch status, except the sparse
-// ones, which wait for their index check (see SparseApplyFtrl).
+// ones, which wait for their index check (see SparseApply).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -18,9 +19,8 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "kernels/adagrad_math.h"
-#include "kernels/ftrl_math.h"
 #include "kernels/numeric.h"
+#include "kernels/optimizer_spec.h"
 #include "kernels/row_groups.h"
 
 namespace tf_ftrl {
@@ -29,16 +29,12 @@ namespace gpu {
 // The sparse launchers sort positions as 32-bit integers.
 constexpr int64_t kMaxSparseIndices = INT32_MAX;
 
-// Dense FTRL over `size` elements.
-template <typename T>
-cudaError_t ApplyFtrl(const FtrlHyperparams<AccumulateType<T>>& h, bool multiply_linear_by_lr,
-                      T* var, T* accum, T* linear, const T* grad, int64_t size,
-                      cudaStream_t stream);
-
-// Dense Adagrad over `size` elements.
-template <typename T>
-cudaError_t ApplyAdagrad(const AdagradHyperparams<AccumulateType<T>>& h, bool update_slots,
-                         T* var, T* accum, const T* grad, int64_t size, cudaStream_t stream);
+// The dense update of `Optimizer` (a description, optimizer_spec.h) over `size` elements of
+// every state array.
+template <typename Optimizer, typename T>
+cudaError_t Apply(const typename Optimizer::template Hyperparams<AccumulateType<T>>& h, bool flag,
+                  const StateArrays<T, Optimizer::kNumState>& state, const T* grad, int64_t size,
+                  cudaStream_t stream);
 
 // The device memory a sparse update of element type T with `num_indices` indices of type Index
 // and rows of `row_size` elements needs as its `workspace` (for sorting the indices, reporting a
@@ -56,10 +52,11 @@ struct SparseRows {
   int64_t row_size;
 };
 
-// Sparse FTRL on the rows named by rows.indices; duplicate indices are summed (in the CPU loops'
-// order, kDuplicateChunkRows in row_groups.h: an index's later chunks of duplicates by groups of
-// their own, first) and each unique row is updated once, by one group of threads (as many lanes
-// as its 16-byte vectors, up to a warp), so the result is deterministic and needs no atomics.
+// The sparse update of `Optimizer` on the rows named by rows.indices; duplicate indices are
+// summed (in the CPU loops' order, kDuplicateChunkRows in row_groups.h: an index's later chunks
+// of duplicates by groups of their own, first) and each unique row is updated once, by one group
+// of threads (as many lanes as its 16-byte vectors, up to a warp), so the result is
+// deterministic and needs no atomics.
 //
 // Every index is checked against [0, num_rows) first. That check has to reach the host before
 // anything is written (TensorFlow raises InvalidArgument and the variables stay untouched), so
@@ -71,18 +68,11 @@ struct SparseRows {
 // `workspace` is device memory of at least SparseWorkspaceBytes<T, Index>(num_indices, row_size)
 // bytes, at any alignment. Returns cudaErrorInvalidValue when num_indices is negative or above
 // kMaxSparseIndices, or the workspace is short.
-template <typename T, typename Index>
-cudaError_t SparseApplyFtrl(const FtrlHyperparams<AccumulateType<T>>& h,
-                            bool multiply_linear_by_lr, T* var, T* accum, T* linear,
-                            const T* grad, const SparseRows<Index>& rows, void* workspace,
-                            size_t workspace_bytes, cudaStream_t stream, IndexError* error);
-
-// Sparse Adagrad, as SparseApplyFtrl.
-template <typename T, typename Index>
-cudaError_t SparseApplyAdagrad(const AdagradHyperparams<AccumulateType<T>>& h,
-                               bool update_slots, T* var, T* accum, const T* grad,
-                               const SparseRows<Index>& rows, void* workspace,
-                               size_t workspace_bytes, cudaStream_t stream, IndexError* error);
+template <typename Optimizer, typename T, typename Index>
+cudaError_t SparseApply(const typename Optimizer::template Hyperparams<AccumulateType<T>>& h,
+                        bool flag, const StateArrays<T, Optimizer::kNumState>& state,
+                        const T* grad, const SparseRows<Index>& rows, void* workspace,
+                        size_t workspace_bytes, cudaStream_t stream, IndexError* error);
 
 }  // namespace gpu
 }  // namespace tf_ftrl

@@ -1,13 +1,19 @@
 // A TensorFlow-free Python entry point to the kernels (a pybind11 module), for tests and
 // benchmarks where TensorFlow is absent (the GPU machines) or in the way.
 //
-// CPU: apply_ftrl, sparse_apply_ftrl, apply_adagrad, sparse_apply_adagrad update NumPy arrays in
-// place with the loops of cpu_kernels.h. Element types: float32, float64, float16, and bfloat16
-// as uint16 arrays holding its bit patterns.
-// GPU (only when built with TF_FTRL_DRIVER_WITH_CUDA; `has_cuda` says which): gpu_* run the
-// launchers of gpu_kernels.h on device pointers passed as integers (CuPy's `.data.ptr`, PyTorch's
-// `.data_ptr()`), with the element type named by a string and an optional stream (an integer
-// cudaStream_t, default the legacy default stream).
+// Its functions are made from each optimizer's description (optimizer_spec.h, optimizers.h); for
+// an optimizer `x` (kSnakeName) with state arrays S..., hyperparameters H... and flag F:
+// CPU: apply_x(S..., grad, H..., F) and sparse_apply_x(S..., grad, indices, H..., F) update NumPy
+// arrays in place with the loops of cpu_loops.h. Element types: float32, float64, float16, and
+// bfloat16 as uint16 arrays holding its bit patterns.
+// GPU (only when built with TF_FTRL_DRIVER_WITH_CUDA; `has_cuda` says which):
+// gpu_apply_x(dtype, S..., grad, size, H..., F, stream=0) and gpu_sparse_apply_x(dtype,
+// index_dtype, S..., grad, indices, num_indices, num_rows, row_size, H..., F, stream=0,
+// workspace=0, workspace_bytes=0) run the launchers of gpu_kernels.h on device pointers passed as
+// integers (CuPy's `.data.ptr`, PyTorch's `.data_ptr()`), with the element type named by a
+// string and an optional stream (an integer cudaStream_t, default the legacy default stream).
+// Arguments go by position or keyword, as in Python; H and F have the description's defaults
+// where it gives one (HyperparamSpec::driver_default).
 //
 // As in the TensorFlow ops, hyperparameters are rounded to the element type first (the ops take
 // them as tensors of that type), subnormal inputs and results are flushed to zero on the CPU as
@@ -20,14 +26,18 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <xmmintrin.h>
 #endif
 
-#include "kernels/cpu_kernels.h"
+#include "kernels/cpu_loops.h"
+#include "kernels/optimizers.h"
 #include "kernels/row_groups.h"
 
 #if TF_FTRL_DRIVER_WITH_CUDA
@@ -43,17 +53,6 @@ namespace {
 template <typename T>
 AccumulateType<T> Hyper(double value) {
   return Load(Store<T>(static_cast<AccumulateType<T>>(value)));
-}
-
-template <typename T>
-FtrlHyperparams<AccumulateType<T>> FtrlHyper(double lr, double l1, double l2,
-                                             double l2_shrinkage, double lr_power) {
-  return {Hyper<T>(lr), Hyper<T>(l1), Hyper<T>(l2), Hyper<T>(l2_shrinkage), Hyper<T>(lr_power)};
-}
-
-template <typename T>
-AdagradHyperparams<AccumulateType<T>> AdagradHyper(double lr, double epsilon) {
-  return {Hyper<T>(lr), Hyper<T>(epsilon)};
 }
 
 [[noreturn]] void ThrowIndexError(const IndexError& error, int64_t num_rows) {
@@ -108,9 +107,9 @@ void CheckContiguous(const py::array& a, const char* name, bool writeable) {
 
 // The arrays' common storage type, after checking they share it and one shape (`grad` may have
 // another first dimension when sparse).
-std::string CheckArrays(std::initializer_list<std::pair<const char*, py::array>> state,
+std::string CheckArrays(const std::vector<std::pair<const char*, py::array>>& state,
                         const py::array& grad, bool sparse) {
-  const py::array& var = state.begin()->second;
+  const py::array& var = state.front().second;
   const std::string dtype = StorageName(var);
   for (const auto& [name, array] : state) {
     CheckContiguous(array, name, /*writeable=*/true);
@@ -192,60 +191,125 @@ int64_t RowSize(const py::array& var) {
   return row_size;
 }
 
-void ApplyFtrlCpu(py::array var, py::array accum, py::array linear, py::array grad, double lr,
-                  double l1, double l2, double l2_shrinkage, double lr_power,
-                  bool multiply_linear_by_lr) {
-  const std::string dtype =
-      CheckArrays({{"var", var}, {"accum", accum}, {"linear", linear}}, grad, false);
-  WithStorageType(dtype, [&](auto type) {
-    using T = decltype(type);
-    py::gil_scoped_release release;
-    ScopedFlushDenormals flush;
-    cpu::ApplyFtrl(FtrlHyper<T>(lr, l1, l2, l2_shrinkage, lr_power), multiply_linear_by_lr,
-                   Data<T>(var), Data<T>(accum), Data<T>(linear), ConstData<T>(grad),
-                   grad.size(), cpu::SerialParallelFor);
-  });
+// ------------------------------------------------------------------------------------ arguments
+
+// A parameter of a driver function; a null default: the argument is required.
+struct Param {
+  std::string name;
+  py::object default_value;
+};
+
+// The arguments of a call to `function` in the order of `params`: positional ones first, then
+// keywords, then the defaults, with Python's errors for a missing, repeated or unknown argument.
+std::vector<py::object> BindArguments(const std::string& function,
+                                      const std::vector<Param>& params, const py::args& args,
+                                      const py::kwargs& kwargs) {
+  if (args.size() > params.size()) {
+    throw py::type_error(function + "() takes at most " + std::to_string(params.size()) +
+                         " arguments (" + std::to_string(args.size()) + " given)");
+  }
+  std::vector<py::object> values(params.size());
+  for (size_t i = 0; i < args.size(); ++i) values[i] = py::reinterpret_borrow<py::object>(args[i]);
+  for (const auto& [key, value] : kwargs) {
+    const std::string name = py::cast<std::string>(key);
+    size_t i = 0;
+    while (i < params.size() && params[i].name != name) ++i;
+    if (i == params.size()) {
+      throw py::type_error(function + "() got an unexpected keyword argument '" + name + "'");
+    }
+    if (values[i]) {
+      throw py::type_error(function + "() got multiple values for argument '" + name + "'");
+    }
+    values[i] = py::reinterpret_borrow<py::object>(value);
+  }
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (values[i]) continue;
+    if (!params[i].default_value) {
+      throw py::type_error(function + "() missing required argument '" + params[i].name + "'");
+    }
+    values[i] = params[i].default_value;
+  }
+  return values;
 }
 
-void SparseApplyFtrlCpu(py::array var, py::array accum, py::array linear, py::array grad,
-                        py::array indices, double lr, double l1, double l2, double l2_shrinkage,
-                        double lr_power, bool multiply_linear_by_lr) {
-  const std::string dtype =
-      CheckArrays({{"var", var}, {"accum", accum}, {"linear", linear}}, grad, true);
-  const RowGroups groups = GroupIndices(indices, var, grad);
-  WithStorageType(dtype, [&](auto type) {
-    using T = decltype(type);
-    py::gil_scoped_release release;
-    ScopedFlushDenormals flush;
-    cpu::SparseApplyFtrl(FtrlHyper<T>(lr, l1, l2, l2_shrinkage, lr_power), multiply_linear_by_lr,
-                         Data<T>(var), Data<T>(accum), Data<T>(linear), ConstData<T>(grad),
-                         RowSize(var), groups, cpu::SerialParallelFor);
-  });
+template <typename Optimizer>
+std::vector<Param> StateParams() {
+  std::vector<Param> params;
+  for (const char* name : Optimizer::kStateNames) params.push_back({name, py::object()});
+  return params;
 }
 
-void ApplyAdagradCpu(py::array var, py::array accum, py::array grad, double lr, double epsilon,
-                     bool update_slots) {
-  const std::string dtype = CheckArrays({{"var", var}, {"accum", accum}}, grad, false);
-  WithStorageType(dtype, [&](auto type) {
-    using T = decltype(type);
-    py::gil_scoped_release release;
-    ScopedFlushDenormals flush;
-    cpu::ApplyAdagrad(AdagradHyper<T>(lr, epsilon), update_slots, Data<T>(var), Data<T>(accum),
-                      ConstData<T>(grad), grad.size(), cpu::SerialParallelFor);
-  });
+// The hyperparameters, then the flag.
+template <typename Optimizer>
+std::vector<Param> HyperparamParams() {
+  std::vector<Param> params;
+  for (const HyperparamSpec& h : Optimizer::kHyperparams) {
+    params.push_back({h.name, std::isnan(h.driver_default) ? py::object()
+                                                           : py::float_(h.driver_default)});
+  }
+  params.push_back({Optimizer::kFlag.name, py::bool_(Optimizer::kFlag.default_value)});
+  return params;
 }
 
-void SparseApplyAdagradCpu(py::array var, py::array accum, py::array grad, py::array indices,
-                           double lr, double epsilon, bool update_slots) {
-  const std::string dtype = CheckArrays({{"var", var}, {"accum", accum}}, grad, true);
-  const RowGroups groups = GroupIndices(indices, var, grad);
+std::vector<Param> Concat(std::vector<std::vector<Param>> lists) {
+  std::vector<Param> params;
+  for (auto& list : lists) params.insert(params.end(), list.begin(), list.end());
+  return params;
+}
+
+// The hyperparameters at values[0, kNumHyperparams) as the ops see them.
+template <typename Optimizer, typename T>
+typename Optimizer::template Hyperparams<AccumulateType<T>> HyperparamsOf(
+    const py::object* values) {
+  AccumulateType<T> hyper[Optimizer::kNumHyperparams];
+  for (int i = 0; i < Optimizer::kNumHyperparams; ++i)
+    hyper[i] = Hyper<T>(py::cast<double>(values[i]));
+  return Optimizer::FromValues(hyper);
+}
+
+py::array ArrayArgument(const py::object& value, const std::string& name) {
+  if (!py::isinstance<py::array>(value)) throw py::type_error(name + " must be a NumPy array");
+  return py::reinterpret_borrow<py::array>(value);
+}
+
+// ------------------------------------------------------------------------------------------ CPU
+
+// apply_x(S..., grad, H..., F) or sparse_apply_x(S..., grad, indices, H..., F).
+template <typename Optimizer>
+void ApplyCpu(const std::string& function, bool sparse, const py::args& args,
+              const py::kwargs& kwargs) {
+  constexpr int kNumState = Optimizer::kNumState;
+  std::vector<Param> inputs = StateParams<Optimizer>();
+  inputs.push_back({"grad", py::object()});
+  if (sparse) inputs.push_back({"indices", py::object()});
+  const std::vector<py::object> values =
+      BindArguments(function, Concat({inputs, HyperparamParams<Optimizer>()}), args, kwargs);
+  std::vector<std::pair<const char*, py::array>> state;
+  for (int i = 0; i < kNumState; ++i) {
+    state.emplace_back(Optimizer::kStateNames[i],
+                       ArrayArgument(values[i], Optimizer::kStateNames[i]));
+  }
+  const py::array grad = ArrayArgument(values[kNumState], "grad");
+  const std::string dtype = CheckArrays(state, grad, sparse);
+  const py::array& var = state.front().second;
+  RowGroups groups;
+  if (sparse) groups = GroupIndices(ArrayArgument(values[kNumState + 1], "indices"), var, grad);
+  const py::object* hyper = values.data() + inputs.size();
+  const bool flag = py::cast<bool>(values.back());
   WithStorageType(dtype, [&](auto type) {
     using T = decltype(type);
+    const auto h = HyperparamsOf<Optimizer, T>(hyper);
+    StateArrays<T, kNumState> arrays;
+    for (int i = 0; i < kNumState; ++i) arrays.arrays[i] = Data<T>(state[i].second);
     py::gil_scoped_release release;
     ScopedFlushDenormals flush;
-    cpu::SparseApplyAdagrad(AdagradHyper<T>(lr, epsilon), update_slots, Data<T>(var),
-                            Data<T>(accum), ConstData<T>(grad), RowSize(var), groups,
+    if (sparse) {
+      cpu::SparseApply<Optimizer>(h, flag, arrays, ConstData<T>(grad), RowSize(var), groups,
+                                  cpu::SerialParallelFor);
+    } else {
+      cpu::Apply<Optimizer>(h, flag, arrays, ConstData<T>(grad), grad.size(),
                             cpu::SerialParallelFor);
+    }
   });
 }
 
@@ -326,93 +390,116 @@ class Workspace {
   bool owned_ = false;
 };
 
-void ApplyFtrlGpu(const std::string& dtype, uintptr_t var, uintptr_t accum, uintptr_t linear,
-                  uintptr_t grad, int64_t size, double lr, double l1, double l2,
-                  double l2_shrinkage, double lr_power, bool multiply_linear_by_lr,
-                  uintptr_t stream) {
-  WithStorageType(dtype, [&](auto type) {
+// gpu_apply_x(dtype, S..., grad, size, H..., F, stream=0).
+template <typename Optimizer>
+void ApplyGpu(const std::string& function, const py::args& args, const py::kwargs& kwargs) {
+  constexpr int kNumState = Optimizer::kNumState;
+  const std::vector<Param> inputs =
+      Concat({{{"dtype", py::object()}}, StateParams<Optimizer>(),
+              {{"grad", py::object()}, {"size", py::object()}}});
+  const std::vector<py::object> values = BindArguments(
+      function, Concat({inputs, HyperparamParams<Optimizer>(), {{"stream", py::int_(0)}}}), args,
+      kwargs);
+  const py::object* hyper = values.data() + inputs.size();
+  const bool flag = py::cast<bool>(values[values.size() - 2]);
+  WithStorageType(py::cast<std::string>(values[0]), [&](auto type) {
     using T = decltype(type);
-    CheckCuda(gpu::ApplyFtrl(FtrlHyper<T>(lr, l1, l2, l2_shrinkage, lr_power),
-                             multiply_linear_by_lr, DevicePointer<T>(var),
-                             DevicePointer<T>(accum), DevicePointer<T>(linear),
-                             DevicePointer<const T>(grad), size, Stream(stream)),
-              "gpu_apply_ftrl");
+    StateArrays<T, kNumState> state;
+    for (int i = 0; i < kNumState; ++i) {
+      state.arrays[i] = DevicePointer<T>(py::cast<uintptr_t>(values[1 + i]));
+    }
+    const T* grad = DevicePointer<const T>(py::cast<uintptr_t>(values[1 + kNumState]));
+    CheckCuda(gpu::Apply<Optimizer>(HyperparamsOf<Optimizer, T>(hyper), flag, state, grad,
+                                    py::cast<int64_t>(values[2 + kNumState]),
+                                    Stream(py::cast<uintptr_t>(values.back()))),
+              function.c_str());
   });
 }
 
-void ApplyAdagradGpu(const std::string& dtype, uintptr_t var, uintptr_t accum, uintptr_t grad,
-                     int64_t size, double lr, double epsilon, bool update_slots,
-                     uintptr_t stream) {
-  WithStorageType(dtype, [&](auto type) {
-    using T = decltype(type);
-    CheckCuda(gpu::ApplyAdagrad(AdagradHyper<T>(lr, epsilon), update_slots,
-                                DevicePointer<T>(var), DevicePointer<T>(accum),
-                                DevicePointer<const T>(grad), size, Stream(stream)),
-              "gpu_apply_adagrad");
-  });
-}
-
-// Runs launch(T(), Index(), rows, workspace) for a sparse launcher and raises on a bad index.
-template <typename Launch>
-void RunSparseGpu(const std::string& dtype, const std::string& index_dtype, uintptr_t indices,
-                  int64_t num_indices, int64_t num_rows, int64_t row_size, uintptr_t workspace,
-                  size_t workspace_bytes, uintptr_t stream, const char* what, Launch&& launch) {
+// gpu_sparse_apply_x(dtype, index_dtype, S..., grad, indices, num_indices, num_rows, row_size,
+// H..., F, stream=0, workspace=0, workspace_bytes=0); raises on a bad index.
+template <typename Optimizer>
+void SparseApplyGpu(const std::string& function, const py::args& args,
+                    const py::kwargs& kwargs) {
+  constexpr int kNumState = Optimizer::kNumState;
+  const std::vector<Param> inputs =
+      Concat({{{"dtype", py::object()}, {"index_dtype", py::object()}}, StateParams<Optimizer>(),
+              {{"grad", py::object()},
+               {"indices", py::object()},
+               {"num_indices", py::object()},
+               {"num_rows", py::object()},
+               {"row_size", py::object()}}});
+  const std::vector<py::object> values = BindArguments(function,
+                                                       Concat({inputs,
+                                                               HyperparamParams<Optimizer>(),
+                                                               {{"stream", py::int_(0)},
+                                                                {"workspace", py::int_(0)},
+                                                                {"workspace_bytes", py::int_(0)}}}),
+                                                       args, kwargs);
+  const py::object* hyper = values.data() + inputs.size();
+  const size_t after = inputs.size() + Optimizer::kNumHyperparams;
+  const bool flag = py::cast<bool>(values[after]);
+  const uintptr_t stream = py::cast<uintptr_t>(values[after + 1]);
+  const uintptr_t workspace = py::cast<uintptr_t>(values[after + 2]);
+  const size_t workspace_bytes = py::cast<size_t>(values[after + 3]);
+  const int grad_at = 2 + kNumState;  // then indices, num_indices, num_rows, row_size
+  const int64_t num_indices = py::cast<int64_t>(values[grad_at + 2]);
+  const int64_t num_rows = py::cast<int64_t>(values[grad_at + 3]);
+  const int64_t row_size = py::cast<int64_t>(values[grad_at + 4]);
   IndexError error;
-  WithStorageType(dtype, [&](auto type) {
-    WithIndexType(index_dtype, [&](auto index) {
+  WithStorageType(py::cast<std::string>(values[0]), [&](auto type) {
+    WithIndexType(py::cast<std::string>(values[1]), [&](auto index) {
+      using T = decltype(type);
       using Index = decltype(index);
-      const gpu::SparseRows<Index> rows{DevicePointer<const Index>(indices), num_indices,
-                                        num_rows, row_size};
+      const gpu::SparseRows<Index> rows{
+          DevicePointer<const Index>(py::cast<uintptr_t>(values[grad_at + 1])), num_indices,
+          num_rows, row_size};
+      StateArrays<T, kNumState> state;
+      for (int i = 0; i < kNumState; ++i) {
+        state.arrays[i] = DevicePointer<T>(py::cast<uintptr_t>(values[2 + i]));
+      }
+      const T* grad = DevicePointer<const T>(py::cast<uintptr_t>(values[grad_at]));
+      const auto h = HyperparamsOf<Optimizer, T>(hyper);
       size_t needed = 0;
-      CheckCuda(gpu::SparseWorkspaceBytes<decltype(type), Index>(num_indices, row_size, &needed),
-                what);
+      CheckCuda(gpu::SparseWorkspaceBytes<T, Index>(num_indices, row_size, &needed),
+                function.c_str());
       const Workspace buffer(workspace, workspace_bytes, needed, Stream(stream));
       cudaError_t status;
       {
         // The launcher waits for the index check on the stream: let other Python threads run.
         py::gil_scoped_release release;
-        status = launch(type, rows, buffer.pointer(), buffer.bytes(), &error);
+        status = gpu::SparseApply<Optimizer>(h, flag, state, grad, rows, buffer.pointer(),
+                                             buffer.bytes(), Stream(stream), &error);
       }
-      CheckCuda(status, what);
+      CheckCuda(status, function.c_str());
     });
   });
   if (error.position >= 0) ThrowIndexError(error, num_rows);
 }
 
-void SparseApplyFtrlGpu(const std::string& dtype, const std::string& index_dtype, uintptr_t var,
-                        uintptr_t accum, uintptr_t linear, uintptr_t grad, uintptr_t indices,
-                        int64_t num_indices, int64_t num_rows, int64_t row_size, double lr,
-                        double l1, double l2, double l2_shrinkage, double lr_power,
-                        bool multiply_linear_by_lr, uintptr_t stream, uintptr_t workspace,
-                        size_t workspace_bytes) {
-  RunSparseGpu(dtype, index_dtype, indices, num_indices, num_rows, row_size, workspace,
-               workspace_bytes, stream, "gpu_sparse_apply_ftrl",
-               [&](auto type, const auto& rows, void* buffer, size_t bytes, IndexError* error) {
-                 using T = decltype(type);
-                 return gpu::SparseApplyFtrl(
-                     FtrlHyper<T>(lr, l1, l2, l2_shrinkage, lr_power), multiply_linear_by_lr,
-                     DevicePointer<T>(var), DevicePointer<T>(accum), DevicePointer<T>(linear),
-                     DevicePointer<const T>(grad), rows, buffer, bytes, Stream(stream), error);
-               });
-}
-
-void SparseApplyAdagradGpu(const std::string& dtype, const std::string& index_dtype,
-                           uintptr_t var, uintptr_t accum, uintptr_t grad, uintptr_t indices,
-                           int64_t num_indices, int64_t num_rows, int64_t row_size, double lr,
-                           double epsilon, bool update_slots, uintptr_t stream,
-                           uintptr_t workspace, size_t workspace_bytes) {
-  RunSparseGpu(dtype, index_dtype, indices, num_indices, num_rows, row_size, workspace,
-               workspace_bytes, stream, "gpu_sparse_apply_adagrad",
-               [&](auto type, const auto& rows, void* buffer, size_t bytes, IndexError* error) {
-                 using T = decltype(type);
-                 return gpu::SparseApplyAdagrad(
-                     AdagradHyper<T>(lr, epsilon), update_slots, DevicePointer<T>(var),
-                     DevicePointer<T>(accum), DevicePointer<const T>(grad), rows, buffer, bytes,
-                     Stream(stream), error);
-               });
-}
-
 #endif  // TF_FTRL_DRIVER_WITH_CUDA
+
+// Defines apply_x and sparse_apply_x (and the gpu_ ones) for `Optimizer` in module m.
+template <typename Optimizer>
+void DefineFunctions(py::module_& m) {
+  const std::string snake = Optimizer::kSnakeName;
+  for (const bool sparse : {false, true}) {
+    const std::string name = (sparse ? "sparse_apply_" : "apply_") + snake;
+    m.def(name.c_str(), [name, sparse](const py::args& args, const py::kwargs& kwargs) {
+      ApplyCpu<Optimizer>(name, sparse, args, kwargs);
+    });
+  }
+#if TF_FTRL_DRIVER_WITH_CUDA
+  const std::string dense = "gpu_apply_" + snake;
+  m.def(dense.c_str(), [dense](const py::args& args, const py::kwargs& kwargs) {
+    ApplyGpu<Optimizer>(dense, args, kwargs);
+  });
+  const std::string sparse = "gpu_sparse_apply_" + snake;
+  m.def(sparse.c_str(), [sparse](const py::args& args, const py::kwargs& kwargs) {
+    SparseApplyGpu<Optimizer>(sparse, args, kwargs);
+  });
+#endif
+}
 
 }  // namespace
 }  // namespace tf_ftrl
@@ -421,16 +508,9 @@ PYBIND11_MODULE(tf_ftrl_kernel_driver, m) {
   using namespace pybind11::literals;
   namespace t = tf_ftrl;
   m.doc() = "TensorFlow-free entry point to tf_ftrl's CPU (and, if built so, CUDA) kernels.";
-
-  m.def("apply_ftrl", &t::ApplyFtrlCpu, "var"_a, "accum"_a, "linear"_a, "grad"_a, "lr"_a, "l1"_a,
-        "l2"_a, "l2_shrinkage"_a = 0.0, "lr_power"_a = -0.5, "multiply_linear_by_lr"_a = false);
-  m.def("sparse_apply_ftrl", &t::SparseApplyFtrlCpu, "var"_a, "accum"_a, "linear"_a, "grad"_a,
-        "indices"_a, "lr"_a, "l1"_a, "l2"_a, "l2_shrinkage"_a = 0.0, "lr_power"_a = -0.5,
-        "multiply_linear_by_lr"_a = false);
-  m.def("apply_adagrad", &t::ApplyAdagradCpu, "var"_a, "accum"_a, "grad"_a, "lr"_a,
-        "epsilon"_a = 1e-7, "update_slots"_a = true);
-  m.def("sparse_apply_adagrad", &t::SparseApplyAdagradCpu, "var"_a, "accum"_a, "grad"_a,
-        "indices"_a, "lr"_a, "epsilon"_a = 1e-7, "update_slots"_a = true);
+#define TF_FTRL_DEFINE_FUNCTIONS(Optimizer) t::DefineFunctions<t::Optimizer>(m);
+  TF_FTRL_FOR_EACH_OPTIMIZER(TF_FTRL_DEFINE_FUNCTIONS)
+#undef TF_FTRL_DEFINE_FUNCTIONS
 
 #if TF_FTRL_DRIVER_WITH_CUDA
   m.attr("has_cuda") = true;
@@ -438,20 +518,6 @@ PYBIND11_MODULE(tf_ftrl_kernel_driver, m) {
   m.def("cuda_device_error", &t::CudaDeviceError);
   m.def("gpu_sparse_workspace_bytes", &t::GpuSparseWorkspaceBytes, "dtype"_a, "index_dtype"_a,
         "num_indices"_a, "row_size"_a);
-  m.def("gpu_apply_ftrl", &t::ApplyFtrlGpu, "dtype"_a, "var"_a, "accum"_a, "linear"_a, "grad"_a,
-        "size"_a, "lr"_a, "l1"_a, "l2"_a, "l2_shrinkage"_a = 0.0, "lr_power"_a = -0.5,
-        "multiply_linear_by_lr"_a = false, "stream"_a = 0);
-  m.def("gpu_apply_adagrad", &t::ApplyAdagradGpu, "dtype"_a, "var"_a, "accum"_a, "grad"_a,
-        "size"_a, "lr"_a, "epsilon"_a = 1e-7, "update_slots"_a = true, "stream"_a = 0);
-  m.def("gpu_sparse_apply_ftrl", &t::SparseApplyFtrlGpu, "dtype"_a, "index_dtype"_a, "var"_a,
-        "accum"_a, "linear"_a, "grad"_a, "indices"_a, "num_indices"_a, "num_rows"_a,
-        "row_size"_a, "lr"_a, "l1"_a, "l2"_a, "l2_shrinkage"_a = 0.0, "lr_power"_a = -0.5,
-        "multiply_linear_by_lr"_a = false, "stream"_a = 0, "workspace"_a = 0,
-        "workspace_bytes"_a = 0);
-  m.def("gpu_sparse_apply_adagrad", &t::SparseApplyAdagradGpu, "dtype"_a, "index_dtype"_a,
-        "var"_a, "accum"_a, "grad"_a, "indices"_a, "num_indices"_a, "num_rows"_a, "row_size"_a,
-        "lr"_a, "epsilon"_a = 1e-7, "update_slots"_a = true, "stream"_a = 0, "workspace"_a = 0,
-        "workspace_bytes"_a = 0);
 #else
   m.attr("has_cuda") = false;
 #endif

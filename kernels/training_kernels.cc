@@ -1,8 +1,9 @@
-// OpKernels of the four fused ops, on CPU and (when built with CUDA) GPU. An op validates every
-// input, takes the variables' locks and hands raw pointers to FusedUpdate<Device, T>, which runs
-// the TensorFlow-free loops: cpu_kernels.h on the op's thread pool, or gpu_kernels.h on the op's
-// CUDA stream. The OpKernels never compute themselves, and validation exists once for both
-// devices.
+// The OpKernels of every optimizer's two fused ops, on CPU and (when built with CUDA) GPU, made
+// from its description (optimizer_spec.h) for each optimizer of optimizers.h. An op validates
+// every input, takes the variables' locks and hands raw pointers to FusedUpdate<Device, T>, which
+// runs the TensorFlow-free loops: cpu_loops.h on the op's thread pool, or gpu_kernels.h on the
+// op's CUDA stream. The OpKernels never compute themselves, and validation exists once for every
+// optimizer and both devices.
 #define EIGEN_USE_THREADS
 #if GOOGLE_CUDA
 #define EIGEN_USE_GPU
@@ -16,9 +17,11 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "kernels/cpu_kernels.h"
+#include "kernels/cpu_loops.h"
+#include "kernels/optimizers.h"
 #include "kernels/row_groups.h"
 #include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/kernel_def_builder.h"
 #include "tensorflow/core/framework/register_types.h"
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/framework/resource_mgr.h"
@@ -158,6 +161,13 @@ class LockedVariables {
 
   const absl::Status& status() const { return status_; }
   Tensor* tensor(int i) { return &tensors_[i]; }
+  // The buffers of the first kNumState variables, for the loops.
+  template <int kNumState>
+  tf_ftrl::StateArrays<Storage<T>, kNumState> state() {
+    tf_ftrl::StateArrays<Storage<T>, kNumState> arrays;
+    for (int i = 0; i < kNumState; ++i) arrays.arrays[i] = MutableData<T>(&tensors_[i]);
+    return arrays;
+  }
 
  private:
   static std::vector<int> InputIds(size_t n) {
@@ -183,7 +193,7 @@ absl::Status ReadScalar(OpKernelContext* ctx, int input, const char* name, Acc<T
   return absl::OkStatus();
 }
 
-enum class Bound { kPositive, kNonNegative, kNonPositive };
+using tf_ftrl::Bound;
 
 template <typename A>
 absl::Status CheckBound(const char* name, A value, Bound bound) {
@@ -209,39 +219,22 @@ absl::Status CheckBound(const char* name, A value, Bound bound) {
   return absl::OkStatus();
 }
 
-template <typename T>
-absl::Status ReadFtrlHyperparams(OpKernelContext* ctx, int first_input,
-                                 tf_ftrl::FtrlHyperparams<Acc<T>>* h) {
-  TF_RETURN_IF_ERROR(ReadScalar<T>(ctx, first_input + 0, "lr", &h->lr));
-  TF_RETURN_IF_ERROR(ReadScalar<T>(ctx, first_input + 1, "l1", &h->l1));
-  TF_RETURN_IF_ERROR(ReadScalar<T>(ctx, first_input + 2, "l2", &h->l2));
-  TF_RETURN_IF_ERROR(ReadScalar<T>(ctx, first_input + 3, "l2_shrinkage", &h->l2_shrinkage));
-  TF_RETURN_IF_ERROR(ReadScalar<T>(ctx, first_input + 4, "lr_power", &h->lr_power));
-  // lr = 0 is a step that changes nothing (see FtrlStepChangesNothing).
-  TF_RETURN_IF_ERROR(CheckBound("lr", h->lr, Bound::kNonNegative));
-  TF_RETURN_IF_ERROR(CheckBound("l1", h->l1, Bound::kNonNegative));
-  TF_RETURN_IF_ERROR(CheckBound("l2", h->l2, Bound::kNonNegative));
-  TF_RETURN_IF_ERROR(CheckBound("l2_shrinkage", h->l2_shrinkage, Bound::kNonNegative));
-  return CheckBound("lr_power", h->lr_power, Bound::kNonPositive);
-}
-
-// FTRL divides by lr, so its formula has no value at lr = 0 (TensorFlow's op rejects it, Keras
-// writes NaN). Such a step, where warm-up schedules start, changes nothing: the variable and both
-// slots keep their values. A sparse one still checks its indices.
-template <typename A>
-bool FtrlStepChangesNothing(const tf_ftrl::FtrlHyperparams<A>& h) {
-  return h.lr == A(0);
-}
-
-template <typename T>
-absl::Status ReadAdagradHyperparams(OpKernelContext* ctx, int first_input,
-                                    tf_ftrl::AdagradHyperparams<Acc<T>>* h) {
-  TF_RETURN_IF_ERROR(ReadScalar<T>(ctx, first_input + 0, "lr", &h->lr));
-  TF_RETURN_IF_ERROR(ReadScalar<T>(ctx, first_input + 1, "epsilon", &h->epsilon));
-  // At lr = 0 (where warm-up schedules start) the accumulator grows and the variable stays, as
-  // in Keras.
-  TF_RETURN_IF_ERROR(CheckBound("lr", h->lr, Bound::kNonNegative));
-  return CheckBound("epsilon", h->epsilon, Bound::kNonNegative);
+// Reads the optimizer's hyperparameters (inputs first_input, first_input + 1, ..., in the order
+// of its description), then checks each against its bound.
+template <typename T, typename Optimizer>
+absl::Status ReadHyperparams(OpKernelContext* ctx, int first_input,
+                             typename Optimizer::template Hyperparams<Acc<T>>* h) {
+  Acc<T> values[Optimizer::kNumHyperparams];
+  for (int i = 0; i < Optimizer::kNumHyperparams; ++i) {
+    TF_RETURN_IF_ERROR(
+        ReadScalar<T>(ctx, first_input + i, Optimizer::kHyperparams[i].name, &values[i]));
+  }
+  for (int i = 0; i < Optimizer::kNumHyperparams; ++i) {
+    TF_RETURN_IF_ERROR(CheckBound(Optimizer::kHyperparams[i].name, values[i],
+                                  Optimizer::kHyperparams[i].bound));
+  }
+  *h = Optimizer::FromValues(values);
+  return absl::OkStatus();
 }
 
 absl::Status CheckDenseGrad(const Tensor& var, const Tensor& grad) {
@@ -290,10 +283,13 @@ absl::Status IndexOutOfRange(const tf_ftrl::IndexError& error, int64_t num_rows)
 }
 
 // The device-specific half of the ops: applies an update whose shapes and hyperparameters have
-// been checked. The sparse members check the indices' values themselves (where the indices
-// live), before anything is written.
+// been checked. The sparse one checks the indices' values itself (where the indices live),
+// before anything is written.
 template <typename Device, typename T>
 struct FusedUpdate;
+
+template <typename T, int kNumState>
+using StateOf = tf_ftrl::StateArrays<Storage<T>, kNumState>;
 
 // Each thread keeps its grouping buffers between sparse updates.
 tf_ftrl::RowGroups& ThreadRowGroups() {
@@ -314,52 +310,26 @@ absl::Status GroupRows(const Tensor& indices, int64_t num_rows, tf_ftrl::RowGrou
 
 template <typename T>
 struct FusedUpdate<CPUDevice, T> {
-  static absl::Status ApplyFtrl(OpKernelContext* ctx, const tf_ftrl::FtrlHyperparams<Acc<T>>& h,
-                                bool multiply_linear_by_lr, Tensor* var, Tensor* accum,
-                                Tensor* linear, const Tensor& grad) {
-    tf_ftrl::cpu::ApplyFtrl(h, multiply_linear_by_lr, MutableData<T>(var), MutableData<T>(accum),
-                            MutableData<T>(linear), ConstData<T>(grad), grad.NumElements(),
-                            ThreadPoolParallelFor(ctx));
+  template <typename Optimizer>
+  static absl::Status Apply(OpKernelContext* ctx,
+                            const typename Optimizer::template Hyperparams<Acc<T>>& h, bool flag,
+                            const StateOf<T, Optimizer::kNumState>& state, const Tensor& grad) {
+    tf_ftrl::cpu::Apply<Optimizer>(h, flag, state, ConstData<T>(grad), grad.NumElements(),
+                                   ThreadPoolParallelFor(ctx));
     return absl::OkStatus();
   }
 
-  template <typename Index>
-  static absl::Status SparseApplyFtrl(OpKernelContext* ctx,
-                                      const tf_ftrl::FtrlHyperparams<Acc<T>>& h,
-                                      bool multiply_linear_by_lr, Tensor* var, Tensor* accum,
-                                      Tensor* linear, const Tensor& grad, const Tensor& indices,
-                                      int64_t row_size) {
+  template <typename Optimizer, typename Index>
+  static absl::Status SparseApply(OpKernelContext* ctx,
+                                  const typename Optimizer::template Hyperparams<Acc<T>>& h,
+                                  bool flag, const StateOf<T, Optimizer::kNumState>& state,
+                                  const Tensor& grad, const Tensor& indices, int64_t num_rows,
+                                  int64_t row_size) {
     tf_ftrl::RowGroups& groups = ThreadRowGroups();
-    TF_RETURN_IF_ERROR(GroupRows<Index>(indices, var->dim_size(0), &groups));
+    TF_RETURN_IF_ERROR(GroupRows<Index>(indices, num_rows, &groups));
     if (row_size == 0) return absl::OkStatus();
-    tf_ftrl::cpu::SparseApplyFtrl(h, multiply_linear_by_lr, MutableData<T>(var),
-                                  MutableData<T>(accum), MutableData<T>(linear),
-                                  ConstData<T>(grad), row_size, groups,
-                                  ThreadPoolParallelFor(ctx));
-    return absl::OkStatus();
-  }
-
-  static absl::Status ApplyAdagrad(OpKernelContext* ctx,
-                                   const tf_ftrl::AdagradHyperparams<Acc<T>>& h,
-                                   bool update_slots, Tensor* var, Tensor* accum,
-                                   const Tensor& grad) {
-    tf_ftrl::cpu::ApplyAdagrad(h, update_slots, MutableData<T>(var), MutableData<T>(accum),
-                               ConstData<T>(grad), grad.NumElements(),
-                               ThreadPoolParallelFor(ctx));
-    return absl::OkStatus();
-  }
-
-  template <typename Index>
-  static absl::Status SparseApplyAdagrad(OpKernelContext* ctx,
-                                         const tf_ftrl::AdagradHyperparams<Acc<T>>& h,
-                                         bool update_slots, Tensor* var, Tensor* accum,
-                                         const Tensor& grad, const Tensor& indices,
-                                         int64_t row_size) {
-    tf_ftrl::RowGroups& groups = ThreadRowGroups();
-    TF_RETURN_IF_ERROR(GroupRows<Index>(indices, var->dim_size(0), &groups));
-    tf_ftrl::cpu::SparseApplyAdagrad(h, update_slots, MutableData<T>(var), MutableData<T>(accum),
-                                     ConstData<T>(grad), row_size, groups,
-                                     ThreadPoolParallelFor(ctx));
+    tf_ftrl::cpu::SparseApply<Optimizer>(h, flag, state, ConstData<T>(grad), row_size, groups,
+                                         ThreadPoolParallelFor(ctx));
     return absl::OkStatus();
   }
 };
@@ -411,245 +381,152 @@ absl::Status AllocateSparseWorkspace(OpKernelContext* ctx, int64_t num_indices, 
   return ctx->allocate_temp(DT_INT8, TensorShape({static_cast<int64_t>(bytes)}), workspace);
 }
 
-template <typename Index>
-tf_ftrl::gpu::SparseRows<Index> SparseRowsOf(const Tensor& var, const Tensor& indices,
-                                             int64_t row_size) {
-  return {indices.flat<Index>().data(), indices.dim_size(0), var.dim_size(0), row_size};
-}
-
 // The GPU launchers take the same storage types as the CPU loops.
 template <typename T>
 struct FusedUpdate<GPUDevice, T> {
-  static absl::Status ApplyFtrl(OpKernelContext* ctx, const tf_ftrl::FtrlHyperparams<Acc<T>>& h,
-                                bool multiply_linear_by_lr, Tensor* var, Tensor* accum,
-                                Tensor* linear, const Tensor& grad) {
-    return CudaStatus(tf_ftrl::gpu::ApplyFtrl(h, multiply_linear_by_lr, MutableData<T>(var),
-                                              MutableData<T>(accum), MutableData<T>(linear),
-                                              ConstData<T>(grad), grad.NumElements(),
-                                              OpStream(ctx)),
-                      "FusedResourceApplyFtrl");
+  template <typename Optimizer>
+  static absl::Status Apply(OpKernelContext* ctx,
+                            const typename Optimizer::template Hyperparams<Acc<T>>& h, bool flag,
+                            const StateOf<T, Optimizer::kNumState>& state, const Tensor& grad) {
+    return CudaStatus(tf_ftrl::gpu::Apply<Optimizer>(h, flag, state, ConstData<T>(grad),
+                                                     grad.NumElements(), OpStream(ctx)),
+                      ctx->op_kernel().type_string().c_str());
   }
 
-  template <typename Index>
-  static absl::Status SparseApplyFtrl(OpKernelContext* ctx,
-                                      const tf_ftrl::FtrlHyperparams<Acc<T>>& h,
-                                      bool multiply_linear_by_lr, Tensor* var, Tensor* accum,
-                                      Tensor* linear, const Tensor& grad, const Tensor& indices,
-                                      int64_t row_size) {
+  template <typename Optimizer, typename Index>
+  static absl::Status SparseApply(OpKernelContext* ctx,
+                                  const typename Optimizer::template Hyperparams<Acc<T>>& h,
+                                  bool flag, const StateOf<T, Optimizer::kNumState>& state,
+                                  const Tensor& grad, const Tensor& indices, int64_t num_rows,
+                                  int64_t row_size) {
     Tensor workspace;
-    TF_RETURN_IF_ERROR(
-        AllocateSparseWorkspace<T, Index>(ctx, indices.dim_size(0), row_size, &workspace));
+    TF_RETURN_IF_ERROR(AllocateSparseWorkspace<Storage<T>, Index>(ctx, indices.dim_size(0),
+                                                                  row_size, &workspace));
+    const tf_ftrl::gpu::SparseRows<Index> rows{indices.flat<Index>().data(), indices.dim_size(0),
+                                               num_rows, row_size};
     tf_ftrl::IndexError error;
     TF_RETURN_IF_ERROR(CudaStatus(
-        tf_ftrl::gpu::SparseApplyFtrl(
-            h, multiply_linear_by_lr, MutableData<T>(var), MutableData<T>(accum),
-            MutableData<T>(linear), ConstData<T>(grad),
-            SparseRowsOf<Index>(*var, indices, row_size), workspace.flat<int8_t>().data(),
-            workspace.NumElements(), OpStream(ctx), &error),
-        "FusedResourceSparseApplyFtrl"));
-    if (error.position >= 0) return IndexOutOfRange(error, var->dim_size(0));
-    return absl::OkStatus();
-  }
-
-  static absl::Status ApplyAdagrad(OpKernelContext* ctx,
-                                   const tf_ftrl::AdagradHyperparams<Acc<T>>& h,
-                                   bool update_slots, Tensor* var, Tensor* accum,
-                                   const Tensor& grad) {
-    return CudaStatus(tf_ftrl::gpu::ApplyAdagrad(h, update_slots, MutableData<T>(var),
-                                                 MutableData<T>(accum), ConstData<T>(grad),
-                                                 grad.NumElements(), OpStream(ctx)),
-                      "FusedResourceApplyAdagrad");
-  }
-
-  template <typename Index>
-  static absl::Status SparseApplyAdagrad(OpKernelContext* ctx,
-                                         const tf_ftrl::AdagradHyperparams<Acc<T>>& h,
-                                         bool update_slots, Tensor* var, Tensor* accum,
-                                         const Tensor& grad, const Tensor& indices,
-                                         int64_t row_size) {
-    Tensor workspace;
-    TF_RETURN_IF_ERROR(
-        AllocateSparseWorkspace<T, Index>(ctx, indices.dim_size(0), row_size, &workspace));
-    tf_ftrl::IndexError error;
-    TF_RETURN_IF_ERROR(CudaStatus(
-        tf_ftrl::gpu::SparseApplyAdagrad(
-            h, update_slots, MutableData<T>(var), MutableData<T>(accum), ConstData<T>(grad),
-            SparseRowsOf<Index>(*var, indices, row_size), workspace.flat<int8_t>().data(),
-            workspace.NumElements(), OpStream(ctx), &error),
-        "FusedResourceSparseApplyAdagrad"));
-    if (error.position >= 0) return IndexOutOfRange(error, var->dim_size(0));
+        tf_ftrl::gpu::SparseApply<Optimizer>(h, flag, state, ConstData<T>(grad), rows,
+                                             workspace.flat<int8_t>().data(),
+                                             workspace.NumElements(), OpStream(ctx), &error),
+        ctx->op_kernel().type_string().c_str()));
+    if (error.position >= 0) return IndexOutOfRange(error, num_rows);
     return absl::OkStatus();
   }
 };
 #endif  // GOOGLE_CUDA
 
-template <typename Device, typename T>
-class FusedApplyFtrlOp : public OpKernel {
+template <typename Optimizer>
+std::vector<std::string> StateNames() {
+  return {std::begin(Optimizer::kStateNames), std::end(Optimizer::kStateNames)};
+}
+
+// The inputs: the state variables, grad, (indices,) the hyperparameters.
+template <typename Device, typename T, typename Optimizer>
+class FusedApplyOp : public OpKernel {
  public:
-  explicit FusedApplyFtrlOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+  static constexpr int kNumState = Optimizer::kNumState;
+
+  explicit FusedApplyOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("use_locking", &use_locking_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("multiply_linear_by_lr", &multiply_linear_by_lr_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr(Optimizer::kFlag.name, &flag_));
   }
 
   void Compute(OpKernelContext* ctx) override {
-    LockedVariables<Device, T> vars(ctx, use_locking_, /*sparse=*/false,
-                                    {"var", "accum", "linear"});
+    LockedVariables<Device, T> vars(ctx, use_locking_, /*sparse=*/false, StateNames<Optimizer>());
     OP_REQUIRES_OK(ctx, vars.status());
-    const Tensor& grad = ctx->input(3);
+    const Tensor& grad = ctx->input(kNumState);
     OP_REQUIRES_OK(ctx, CheckDenseGrad(*vars.tensor(0), grad));
-    tf_ftrl::FtrlHyperparams<Acc<T>> h;
-    OP_REQUIRES_OK(ctx, ReadFtrlHyperparams<T>(ctx, 4, &h));
-    if (FtrlStepChangesNothing(h)) return;
-    OP_REQUIRES_OK(ctx, FusedUpdate<Device, T>::ApplyFtrl(ctx, h, multiply_linear_by_lr_,
-                                                          vars.tensor(0), vars.tensor(1),
-                                                          vars.tensor(2), grad));
+    typename Optimizer::template Hyperparams<Acc<T>> h;
+    OP_REQUIRES_OK(ctx, (ReadHyperparams<T, Optimizer>(ctx, kNumState + 1, &h)));
+    if (Optimizer::ChangesNothing(h)) return;
+    OP_REQUIRES_OK(ctx, FusedUpdate<Device, T>::template Apply<Optimizer>(
+                            ctx, h, flag_, vars.template state<kNumState>(), grad));
   }
 
  private:
   bool use_locking_;
-  bool multiply_linear_by_lr_;
+  bool flag_;
 };
 
-template <typename Device, typename T, typename Index>
-class FusedSparseApplyFtrlOp : public OpKernel {
+template <typename Device, typename T, typename Index, typename Optimizer>
+class FusedSparseApplyOp : public OpKernel {
  public:
-  explicit FusedSparseApplyFtrlOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+  static constexpr int kNumState = Optimizer::kNumState;
+
+  explicit FusedSparseApplyOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("use_locking", &use_locking_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("multiply_linear_by_lr", &multiply_linear_by_lr_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr(Optimizer::kFlag.name, &flag_));
   }
 
   void Compute(OpKernelContext* ctx) override {
-    LockedVariables<Device, T> vars(ctx, use_locking_, /*sparse=*/true,
-                                    {"var", "accum", "linear"});
+    LockedVariables<Device, T> vars(ctx, use_locking_, /*sparse=*/true, StateNames<Optimizer>());
     OP_REQUIRES_OK(ctx, vars.status());
-    const Tensor& grad = ctx->input(3);
-    const Tensor& indices = ctx->input(4);
-    tf_ftrl::FtrlHyperparams<Acc<T>> h;
-    OP_REQUIRES_OK(ctx, ReadFtrlHyperparams<T>(ctx, 5, &h));
+    const Tensor& grad = ctx->input(kNumState);
+    const Tensor& indices = ctx->input(kNumState + 1);
+    typename Optimizer::template Hyperparams<Acc<T>> h;
+    OP_REQUIRES_OK(ctx, (ReadHyperparams<T, Optimizer>(ctx, kNumState + 2, &h)));
     int64_t row_size = 0;
     OP_REQUIRES_OK(ctx, CheckSparseShapes(*vars.tensor(0), grad, indices, &row_size));
     // An update of rows of no elements checks the indices and writes nothing.
-    if (FtrlStepChangesNothing(h)) row_size = 0;
-    OP_REQUIRES_OK(ctx, FusedUpdate<Device, T>::template SparseApplyFtrl<Index>(
-                            ctx, h, multiply_linear_by_lr_, vars.tensor(0), vars.tensor(1),
-                            vars.tensor(2), grad, indices, row_size));
+    if (Optimizer::ChangesNothing(h)) row_size = 0;
+    OP_REQUIRES_OK(ctx, (FusedUpdate<Device, T>::template SparseApply<Optimizer, Index>(
+                            ctx, h, flag_, vars.template state<kNumState>(), grad, indices,
+                            vars.tensor(0)->dim_size(0), row_size)));
   }
 
  private:
   bool use_locking_;
-  bool multiply_linear_by_lr_;
+  bool flag_;
 };
 
-template <typename Device, typename T>
-class FusedApplyAdagradOp : public OpKernel {
- public:
-  explicit FusedApplyAdagradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("use_locking", &use_locking_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("update_slots", &update_slots_));
-  }
+template <typename Kernel>
+OpKernel* CreateKernel(OpKernelConstruction* ctx) {
+  return new Kernel(ctx);
+}
 
-  void Compute(OpKernelContext* ctx) override {
-    LockedVariables<Device, T> vars(ctx, use_locking_, /*sparse=*/false, {"var", "accum"});
-    OP_REQUIRES_OK(ctx, vars.status());
-    const Tensor& grad = ctx->input(2);
-    OP_REQUIRES_OK(ctx, CheckDenseGrad(*vars.tensor(0), grad));
-    tf_ftrl::AdagradHyperparams<Acc<T>> h;
-    OP_REQUIRES_OK(ctx, ReadAdagradHyperparams<T>(ctx, 3, &h));
-    OP_REQUIRES_OK(ctx, FusedUpdate<Device, T>::ApplyAdagrad(ctx, h, update_slots_,
-                                                             vars.tensor(0), vars.tensor(1),
-                                                             grad));
-  }
+// Registers `Kernel` for the op `name` on `device`, with element type T (and index type Index
+// for a sparse op). The scalar hyperparameters stay in host memory on every device: they are
+// read and checked on the host before anything is launched.
+template <typename Optimizer, typename Kernel, typename T, typename Index = void>
+void RegisterKernel(const char* device, const char* prefix) {
+  const std::string name = std::string(prefix) + Optimizer::kName;
+  KernelDefBuilder builder(name.c_str());
+  builder.Device(device).TypeConstraint<T>("T");
+  if constexpr (!std::is_void_v<Index>) builder.TypeConstraint<Index>("Tindices");
+  for (const tf_ftrl::HyperparamSpec& h : Optimizer::kHyperparams) builder.HostMemory(h.name);
+  kernel_factory::OpKernelRegistrar(builder.Build(), name, &CreateKernel<Kernel>);
+}
 
- private:
-  bool use_locking_;
-  bool update_slots_;
-};
+template <typename Optimizer, typename Device, typename T>
+void RegisterKernels(const char* device) {
+  RegisterKernel<Optimizer, FusedApplyOp<Device, T, Optimizer>, T>(device, "FusedResourceApply");
+  RegisterKernel<Optimizer, FusedSparseApplyOp<Device, T, int32_t, Optimizer>, T, int32_t>(
+      device, "FusedResourceSparseApply");
+  RegisterKernel<Optimizer, FusedSparseApplyOp<Device, T, int64_t, Optimizer>, T, int64_t>(
+      device, "FusedResourceSparseApply");
+}
 
-template <typename Device, typename T, typename Index>
-class FusedSparseApplyAdagradOp : public OpKernel {
- public:
-  explicit FusedSparseApplyAdagradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("use_locking", &use_locking_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("update_slots", &update_slots_));
-  }
-
-  void Compute(OpKernelContext* ctx) override {
-    LockedVariables<Device, T> vars(ctx, use_locking_, /*sparse=*/true, {"var", "accum"});
-    OP_REQUIRES_OK(ctx, vars.status());
-    const Tensor& grad = ctx->input(2);
-    const Tensor& indices = ctx->input(3);
-    tf_ftrl::AdagradHyperparams<Acc<T>> h;
-    OP_REQUIRES_OK(ctx, ReadAdagradHyperparams<T>(ctx, 4, &h));
-    int64_t row_size = 0;
-    OP_REQUIRES_OK(ctx, CheckSparseShapes(*vars.tensor(0), grad, indices, &row_size));
-    OP_REQUIRES_OK(ctx, FusedUpdate<Device, T>::template SparseApplyAdagrad<Index>(
-                            ctx, h, update_slots_, vars.tensor(0), vars.tensor(1), grad,
-                            indices, row_size));
-  }
-
- private:
-  bool use_locking_;
-  bool update_slots_;
-};
-
-// The scalar hyperparameters stay in host memory on every device: they are read and checked on
-// the host before anything is launched.
-#define REGISTER_SPARSE_KERNELS(DEVICE, EigenDevice, T, Index)                    \
-  REGISTER_KERNEL_BUILDER(Name("FusedResourceSparseApplyFtrl")                    \
-                              .Device(DEVICE)                                     \
-                              .TypeConstraint<T>("T")                             \
-                              .TypeConstraint<Index>("Tindices")                  \
-                              .HostMemory("lr")                                   \
-                              .HostMemory("l1")                                   \
-                              .HostMemory("l2")                                   \
-                              .HostMemory("l2_shrinkage")                         \
-                              .HostMemory("lr_power"),                            \
-                          FusedSparseApplyFtrlOp<EigenDevice, T, Index>);         \
-  REGISTER_KERNEL_BUILDER(Name("FusedResourceSparseApplyAdagrad")                 \
-                              .Device(DEVICE)                                     \
-                              .TypeConstraint<T>("T")                             \
-                              .TypeConstraint<Index>("Tindices")                  \
-                              .HostMemory("lr")                                   \
-                              .HostMemory("epsilon"),                             \
-                          FusedSparseApplyAdagradOp<EigenDevice, T, Index>);
-
-#define REGISTER_KERNELS(DEVICE, EigenDevice, T)                                  \
-  REGISTER_KERNEL_BUILDER(Name("FusedResourceApplyFtrl")                          \
-                              .Device(DEVICE)                                     \
-                              .TypeConstraint<T>("T")                             \
-                              .HostMemory("lr")                                   \
-                              .HostMemory("l1")                                   \
-                              .HostMemory("l2")                                   \
-                              .HostMemory("l2_shrinkage")                         \
-                              .HostMemory("lr_power"),                            \
-                          FusedApplyFtrlOp<EigenDevice, T>);                      \
-  REGISTER_KERNEL_BUILDER(Name("FusedResourceApplyAdagrad")                       \
-                              .Device(DEVICE)                                     \
-                              .TypeConstraint<T>("T")                             \
-                              .HostMemory("lr")                                   \
-                              .HostMemory("epsilon"),                             \
-                          FusedApplyAdagradOp<EigenDevice, T>);                   \
-  REGISTER_SPARSE_KERNELS(DEVICE, EigenDevice, T, int32_t)                        \
-  REGISTER_SPARSE_KERNELS(DEVICE, EigenDevice, T, int64_t)
-
-#define REGISTER_CPU_KERNELS(T) REGISTER_KERNELS(DEVICE_CPU, CPUDevice, T)
-REGISTER_CPU_KERNELS(float);
-REGISTER_CPU_KERNELS(double);
-REGISTER_CPU_KERNELS(Eigen::half);
-REGISTER_CPU_KERNELS(Eigen::bfloat16);
-#undef REGISTER_CPU_KERNELS
-
+template <typename Optimizer>
+void RegisterOptimizerKernels() {
+  RegisterKernels<Optimizer, CPUDevice, float>(DEVICE_CPU);
+  RegisterKernels<Optimizer, CPUDevice, double>(DEVICE_CPU);
+  RegisterKernels<Optimizer, CPUDevice, Eigen::half>(DEVICE_CPU);
+  RegisterKernels<Optimizer, CPUDevice, Eigen::bfloat16>(DEVICE_CPU);
 #if GOOGLE_CUDA
-#define REGISTER_GPU_KERNELS(T) REGISTER_KERNELS(DEVICE_GPU, GPUDevice, T)
-REGISTER_GPU_KERNELS(float);
-REGISTER_GPU_KERNELS(double);
-REGISTER_GPU_KERNELS(Eigen::half);
-REGISTER_GPU_KERNELS(Eigen::bfloat16);
-#undef REGISTER_GPU_KERNELS
-#endif  // GOOGLE_CUDA
+  RegisterKernels<Optimizer, GPUDevice, float>(DEVICE_GPU);
+  RegisterKernels<Optimizer, GPUDevice, double>(DEVICE_GPU);
+  RegisterKernels<Optimizer, GPUDevice, Eigen::half>(DEVICE_GPU);
+  RegisterKernels<Optimizer, GPUDevice, Eigen::bfloat16>(DEVICE_GPU);
+#endif
+}
 
-#undef REGISTER_KERNELS
-#undef REGISTER_SPARSE_KERNELS
+#define TF_FTRL_REGISTER_KERNELS(Optimizer) RegisterOptimizerKernels<tf_ftrl::Optimizer>();
+[[maybe_unused]] const bool registered = [] {
+  TF_FTRL_FOR_EACH_OPTIMIZER(TF_FTRL_REGISTER_KERNELS)
+  return true;
+}();
+#undef TF_FTRL_REGISTER_KERNELS
 
 }  // namespace
 }  // namespace tensorflow

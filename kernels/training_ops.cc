@@ -1,4 +1,10 @@
-// Registrations of the four fused ops: inputs, attrs, shape functions and docs.
+// Registrations of every optimizer's two fused ops (inputs, attrs, shape functions and docs),
+// derived from its description (optimizer_spec.h) for each optimizer of optimizers.h:
+//   FusedResourceApply<Name>(state..., grad, hyperparameters...)
+//   FusedResourceSparseApply<Name>(state..., grad, indices, hyperparameters...)
+#include <string>
+
+#include "kernels/optimizers.h"
 #include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -60,83 +66,55 @@ absl::Status SparseShapeFn(InferenceContext* c, int num_variables) {
   return ScalarInputs(c, num_variables + 2, c->num_inputs());
 }
 
+const char* BoundText(tf_ftrl::Bound bound) {
+  switch (bound) {
+    case tf_ftrl::Bound::kPositive: return "> 0";
+    case tf_ftrl::Bound::kNonNegative: return ">= 0";
+    case tf_ftrl::Bound::kNonPositive: return "<= 0";
+  }
+  return "";
+}
+
+template <typename Optimizer>
+void RegisterOps() {
+  for (const bool sparse : {false, true}) {
+    const std::string name =
+        std::string(sparse ? "FusedResourceSparseApply" : "FusedResourceApply") + Optimizer::kName;
+    register_op::OpDefBuilderWrapper op(name.c_str());
+    for (const char* state : Optimizer::kStateNames) op.Input(std::string(state) + ": resource");
+    op.Input("grad: T");
+    if (sparse) op.Input("indices: Tindices");
+    std::string bounds;
+    for (const tf_ftrl::HyperparamSpec& h : Optimizer::kHyperparams) {
+      op.Input(std::string(h.name) + ": T");
+      bounds += std::string(bounds.empty() ? "" : ", ") + h.name + " " + BoundText(h.bound);
+    }
+    op.Attr("T: {float, double, half, bfloat16}");
+    if (sparse) op.Attr("Tindices: {int32, int64}");
+    op.Attr("use_locking: bool = false");
+    op.Attr(std::string(Optimizer::kFlag.name) +
+            ": bool = " + (Optimizer::kFlag.default_value ? "true" : "false"));
+    const int num_state = Optimizer::kNumState;
+    op.SetShapeFn([num_state, sparse](InferenceContext* c) {
+      return sparse ? SparseShapeFn(c, num_state) : DenseShapeFn(c, num_state);
+    });
+    op.Doc(std::string("\nFused one-pass ") + Optimizer::kSummary + "\n" +
+           (sparse ? "Only the rows named by indices change; duplicate indices are summed first, "
+                     "so the result\nequals the dense update with the densified gradient on "
+                     "those rows. Every index is checked\nagainst [0, rows) before anything is "
+                     "written.\n"
+                   : "") +
+           "Requires " + bounds + ", all finite.\n");
+    op();
+  }
+}
+
+#define TF_FTRL_REGISTER_OPS(Optimizer) RegisterOps<tf_ftrl::Optimizer>();
+[[maybe_unused]] const bool registered = [] {
+  TF_FTRL_FOR_EACH_OPTIMIZER(TF_FTRL_REGISTER_OPS)
+  return true;
+}();
+#undef TF_FTRL_REGISTER_OPS
+
 }  // namespace
-
-REGISTER_OP("FusedResourceApplyFtrl")
-    .Input("var: resource")
-    .Input("accum: resource")
-    .Input("linear: resource")
-    .Input("grad: T")
-    .Input("lr: T")
-    .Input("l1: T")
-    .Input("l2: T")
-    .Input("l2_shrinkage: T")
-    .Input("lr_power: T")
-    .Attr("T: {float, double, half, bfloat16}")
-    .Attr("use_locking: bool = false")
-    .Attr("multiply_linear_by_lr: bool = false")
-    .SetShapeFn([](InferenceContext* c) { return DenseShapeFn(c, 3); })
-    .Doc(R"doc(
-Fused one-pass FTRL-Proximal update of var, accum and linear (the math of
-ResourceApplyFtrlV2): l2_shrinkage shrinks the gradient used for linear, the accumulator uses the
-raw gradient. Requires lr >= 0, l1 >= 0, l2 >= 0, l2_shrinkage >= 0, lr_power <= 0; a step
-at lr = 0 changes nothing (the formula divides by lr).
-)doc");
-
-REGISTER_OP("FusedResourceSparseApplyFtrl")
-    .Input("var: resource")
-    .Input("accum: resource")
-    .Input("linear: resource")
-    .Input("grad: T")
-    .Input("indices: Tindices")
-    .Input("lr: T")
-    .Input("l1: T")
-    .Input("l2: T")
-    .Input("l2_shrinkage: T")
-    .Input("lr_power: T")
-    .Attr("T: {float, double, half, bfloat16}")
-    .Attr("Tindices: {int32, int64}")
-    .Attr("use_locking: bool = false")
-    .Attr("multiply_linear_by_lr: bool = false")
-    .SetShapeFn([](InferenceContext* c) { return SparseShapeFn(c, 3); })
-    .Doc(R"doc(
-Fused FTRL-Proximal update of the rows of var, accum and linear named by indices. Duplicate
-indices are summed first, so the result equals the dense update with the densified gradient on
-those rows; other rows are untouched. Every index is checked against [0, rows) before anything
-is written.
-)doc");
-
-REGISTER_OP("FusedResourceApplyAdagrad")
-    .Input("var: resource")
-    .Input("accum: resource")
-    .Input("grad: T")
-    .Input("lr: T")
-    .Input("epsilon: T")
-    .Attr("T: {float, double, half, bfloat16}")
-    .Attr("use_locking: bool = false")
-    .Attr("update_slots: bool = true")
-    .SetShapeFn([](InferenceContext* c) { return DenseShapeFn(c, 2); })
-    .Doc(R"doc(
-Fused one-pass Adagrad update (the math of ResourceApplyAdagradV2):
-accum += grad^2 (if update_slots); var -= lr * grad / (sqrt(accum) + epsilon). Requires
-lr >= 0, epsilon >= 0.
-)doc");
-
-REGISTER_OP("FusedResourceSparseApplyAdagrad")
-    .Input("var: resource")
-    .Input("accum: resource")
-    .Input("grad: T")
-    .Input("indices: Tindices")
-    .Input("lr: T")
-    .Input("epsilon: T")
-    .Attr("T: {float, double, half, bfloat16}")
-    .Attr("Tindices: {int32, int64}")
-    .Attr("use_locking: bool = false")
-    .Attr("update_slots: bool = true")
-    .SetShapeFn([](InferenceContext* c) { return SparseShapeFn(c, 2); })
-    .Doc(R"doc(
-Fused Adagrad update of the rows of var and accum named by indices; duplicate indices are summed
-first. Every index is checked against [0, rows) before anything is written.
-)doc");
-
 }  // namespace tensorflow

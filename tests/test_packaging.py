@@ -142,7 +142,8 @@ def test_sparse_loops_keep_their_row_prefetches():
         if line.endswith(">:"):
             name = line.split("<", 1)[1]
             # (@plt entries are jump stubs, not the loops.)
-            # ("void tf_ftrl::cpu::internal::UniqueRowsShardAvx2<64l, float, ...>(...)")
+            # ("void tf_ftrl::cpu::internal::RunAvx2<tf_ftrl::cpu::internal::UniqueRowsShard<64l,
+            # float, ...> >(...)")
             if ("tf_ftrl::cpu::internal::UniqueRowsShard" in name.split("(", 1)[0]
                     and "@plt>" not in name):
                 loops.add(name)

@@ -15,13 +15,16 @@
 #include <thread>
 #include <vector>
 
-#include "kernels/cpu_kernels.h"
+#include "kernels/cpu_loops.h"
+#include "kernels/optimizers.h"
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
 using tf_ftrl::RowGroups;
 namespace cpu = tf_ftrl::cpu;
+using tf_ftrl::Adagrad;
+using tf_ftrl::Ftrl;
 
 int g_threads = 2;
 
@@ -102,44 +105,39 @@ void Report(const char* what, double seconds, double bytes, double copy_gbps) {
               100 * gbps / copy_gbps);
 }
 
-// The dense no-math loop below comes in the kernels' vector copies and runs the one the kernels
-// run (cpu::internal::BestVectorCopy), so that its limit compares like with like; the sparse one
+// The no-math loops below run through the kernels' own vector copies (cpu::internal::RunIn, in
+// the copy the kernels run), so that their limits compare like with like; the sparse one
 // (TrafficRows) runs through the kernels' own shard loop.
-#ifdef TF_FTRL_HAVE_X86_COPIES
-#define TF_FTRL_NO_MATH_COPIES(name, params, args)                                  \
-  TF_FTRL_TARGET_AVX2 void name##Avx2 params { name##Body args; }                   \
-  TF_FTRL_TARGET_AVX512 void name##Avx512 params { name##Body args; }               \
-  void name params {                                                                \
-    switch (cpu::internal::BestVectorCopy()) {                                      \
-      case cpu::internal::VectorCopy::kAvx512: return name##Avx512 args;            \
-      case cpu::internal::VectorCopy::kAvx2: return name##Avx2 args;                \
-      default: return name##Body args;                                              \
-    }                                                                               \
-  }
-#else
-#define TF_FTRL_NO_MATH_COPIES(name, params, args) \
-  void name params { name##Body args; }
-#endif
 
 // Elements [lo, hi) with dense FTRL's traffic (read 4 arrays, write 3) and no math.
-TF_FTRL_INLINE void DenseTrafficNoMathBody(int64_t lo, int64_t hi, const float* __restrict g,
-                                           float* __restrict v, float* __restrict a,
-                                           float* __restrict l) {
-  for (int64_t i = lo; i < hi; ++i) {
-    v[i] += g[i];
-    a[i] += g[i];
-    l[i] += g[i];
+struct DenseTrafficNoMath {
+  int64_t lo, hi;
+  const float* g;
+  float *v, *a, *l;
+  TF_FTRL_INLINE void operator()() const { Body(lo, hi, g, v, a, l); }
+  TF_FTRL_INLINE static void Body(int64_t lo, int64_t hi, const float* __restrict g,
+                                  float* __restrict v, float* __restrict a, float* __restrict l) {
+    for (int64_t i = lo; i < hi; ++i) {
+      v[i] += g[i];
+      a[i] += g[i];
+      l[i] += g[i];
+    }
   }
-}
-TF_FTRL_NO_MATH_COPIES(DenseTrafficNoMath,
-                       (int64_t lo, int64_t hi, const float* g, float* v, float* a, float* l),
-                       (lo, hi, g, v, a, l))
+};
 
 // Rows with sparse FTRL's traffic (read the grad row, read and write the three table rows) and no
-// math: the kernels' FtrlRows with its update replaced. Run through the kernels' own shard loop
-// (cpu::internal::ForEachUniqueRow: the same prefetching, row sizes compiled in, vector copy and
-// duplicate handling), they give the limit for the sparse update on this machine.
-struct TrafficRows : cpu::internal::FtrlRows<true, false, float> {
+// math: the kernels' StepRows with its update replaced. Run through the kernels' own shard loop
+// (the same prefetching, row sizes compiled in, vector copy and duplicate handling), they give
+// the limit for the sparse update on this machine.
+struct TrafficRows {
+  float* var;
+  float* accum;
+  float* linear;
+  TF_FTRL_INLINE void Prefetch(int64_t row, int64_t row_size) const {
+    for (float* table : {var, accum, linear}) {
+      cpu::internal::PrefetchRow(table + row * row_size, row_size);
+    }
+  }
   template <typename G>
   TF_FTRL_INLINE void Update(int64_t row, const G* __restrict g, int64_t row_size) const {
     float* __restrict v = var + row * row_size;
@@ -152,6 +150,19 @@ struct TrafficRows : cpu::internal::FtrlRows<true, false, float> {
     }
   }
 };
+
+// The kernels' sparse loop (cpu::SparseApply's schedule and shards) over `rows`, with the row
+// loops compiled for row size `compiled` (0: the loops for any size).
+template <typename Rows>
+void SparseLoop(const RowGroups& groups, const float* grad, int64_t dim, int64_t compiled,
+                const cpu::ParallelFor& parallel_for, const Rows& rows) {
+  cpu::internal::ScheduleUniqueRows(
+      groups, grad, dim, 1, parallel_for,
+      [&](int64_t begin, int64_t end, const cpu::internal::SplitSums<float>& split) {
+        cpu::internal::UpdateUniqueRows(cpu::internal::BestVectorCopy(), groups, grad, dim,
+                                        compiled, rows, split, begin, end);
+      });
+}
 
 }  // namespace
 
@@ -180,16 +191,16 @@ class ZipfIds {
 };
 
 // How evenly the sparse FTRL update's work is cut for the pool, with Zipf 1.1 ids (the hottest
-// ~2,000 times in 16,384): the unique rows in equal numbers (kWeighDuplicates false), in pieces of
-// equal work (WeightedPieces) with each row's duplicates summed by the thread that updates it
-// (kSplitHotRows false), or as the library does it for K threads (the hottest rows' later chunks
-// summed first by the pool where they would hold up the update, SumLaterChunks). Each call of the
-// pool is cut into K parts, run part after part on one thread and every part timed: on K cores a
-// call lasts as long as its slowest part, so the sum of the slowest parts over the mean part (the
-// total / K) is how much longer than an even cut the update takes (1.00: even). A part of some
-// 10-50 us is often slowed by tens of us by the VM (an interrupt, a stolen slice), which alone made
-// the slowest of 32 parts ~1.6x the mean: so each cut is run kRepeats times, the caches flushed
-// before each (a 64 MB write), and each part's fastest time counts.
+// ~2,000 times in 16,384): the unique rows in equal numbers, in pieces of
+// equal work (WeightedPieces) with each row's duplicates summed by the thread that updates it, or
+// as the library does it for K threads (the hottest rows' later chunks summed first by the pool
+// where they would hold up the update, SumLaterChunks). Each call of the pool is cut into K parts,
+// run part after part on one thread and every part timed: on K cores a call lasts as long as its
+// slowest part, so the sum of the slowest parts over the mean part (the total / K) is how much
+// longer than an even cut the update takes (1.00: even). A part of some 10-50 us is often slowed by
+// tens of us by the VM (an interrupt, a stolen slice), which alone made the slowest of 32 parts
+// ~1.6x the mean: so each cut is run kRepeats times, the caches flushed before each (a 64 MB
+// write), and each part's fastest time counts.
 void ZipfBalance(float* var, float* accum, float* linear, int64_t rows, int64_t dim, int64_t ids,
                  const tf_ftrl::FtrlHyperparams<float>& ftrl) {
   std::mt19937_64 rng(2);
@@ -206,7 +217,9 @@ void ZipfBalance(float* var, float* accum, float* linear, int64_t rows, int64_t 
     grads.push_back(Filled(ids * dim, 0.01f));
   }
   Buffer flush = Filled(int64_t{16} << 20, 0.0f);
-  const cpu::internal::FtrlRows<true, false, float> ftrl_rows{ftrl, var, accum, linear};
+  const tf_ftrl::FtrlStep<true, false, float> ftrl_step{ftrl};
+  const cpu::internal::StepRows<tf_ftrl::FtrlStep<true, false, float>, float> ftrl_rows{
+      ftrl_step, {{var, accum, linear}}};
   std::printf("Zipf 1.1 ids (~%lld unique of 16,384): slowest part / mean part of the update\n",
               static_cast<long long>(groups[0].num_unique()));
   for (int64_t parts : {2, 8, 32, 64, 128}) {
@@ -235,14 +248,22 @@ void ZipfBalance(float* var, float* accum, float* linear, int64_t rows, int64_t 
       const auto copy = cpu::internal::BestVectorCopy();
       for (int variant = 0; variant < kVariants; ++variant) {
         total_seconds = slowest_seconds = 0;
+        const cpu::internal::SplitSums<float> none;
+        auto shard = [&](int64_t begin, int64_t end) {
+          cpu::internal::UpdateUniqueRows(copy, groups[k], grad, dim, dim, ftrl_rows, none, begin,
+                                          end);
+        };
         if (variant == 0) {
-          cpu::internal::ForEachUniqueRow<true, /*kWeighDuplicates=*/false>(
-              copy, groups[k], grad, dim, 1, timed_parts, ftrl_rows);
+          timed_parts(groups[k].num_unique(), 1, shard);
         } else if (variant == 1) {
-          cpu::internal::ForEachUniqueRow<true, true, /*kSplitHotRows=*/false>(
-              copy, groups[k], grad, dim, 1, timed_parts, ftrl_rows);
+          const int64_t pieces =
+              std::min(groups[k].num_unique(), cpu::internal::kMaxWeightedPieces);
+          const std::vector<int64_t> bounds = cpu::internal::WeightedPieces(groups[k], pieces);
+          timed_parts(pieces, 1, [&](int64_t first, int64_t last) {
+            if (bounds[first] < bounds[last]) shard(bounds[first], bounds[last]);
+          });
         } else {
-          cpu::internal::ForEachUniqueRow(copy, groups[k], grad, dim, 1, timed_parts, ftrl_rows);
+          SparseLoop(groups[k], grad, dim, dim, timed_parts, ftrl_rows);
         }
         ratio[variant].push_back(slowest_seconds / (total_seconds / parts));
       }
@@ -275,25 +296,32 @@ int main(int argc, char** argv) {
   auto var = Filled(n, 0.5f), accum = Filled(n, 0.3f), linear = Filled(n, 0.1f),
        grad = Filled(n, 0.01f);
   // The memory traffic of dense FTRL (read 4 arrays, write 3) with no math: the practical limit
-  // for the update on this machine (glibc's memcpy of large buffers is not, see docs/benchmarks.md).
+  // for the update on this machine (glibc's memcpy of large buffers is not, see
+  // docs/benchmarks.md).
   Report("same traffic as FTRL, no math (limit)", MedianSeconds(10, [&] {
            ThreadedParallelFor(g_threads, 0, [&](int64_t b, int64_t e) {
-             DenseTrafficNoMath(n * b / g_threads, n * e / g_threads, grad.data(), var.data(),
-                                accum.data(), linear.data());
+             cpu::internal::RunIn(cpu::internal::BestVectorCopy(),
+                                  DenseTrafficNoMath{n * b / g_threads, n * e / g_threads,
+                                                     grad.data(), var.data(), accum.data(),
+                                                     linear.data()});
            });
          }),
          28.0 * n, copy_gbps);
   const tf_ftrl::FtrlHyperparams<float> ftrl{0.01f, 0.001f, 0.001f, 0.0f, -0.5f};
   const tf_ftrl::AdagradHyperparams<float> adagrad{0.01f, 1e-7f};
-  Report("dense FTRL 3e7 float32", MedianSeconds(10, [&] {
-           cpu::ApplyFtrl(ftrl, false, var.data(), accum.data(), linear.data(), grad.data(), n,
-                          ThreadedParallelFor);
-         }),
+  Report("dense FTRL 3e7 float32",
+         MedianSeconds(10,
+                       [&] {
+                         cpu::Apply<Ftrl>(ftrl, false, {{var.data(), accum.data(), linear.data()}},
+                                          grad.data(), n, ThreadedParallelFor);
+                       }),
          28.0 * n, copy_gbps);
-  Report("dense Adagrad 3e7 float32", MedianSeconds(10, [&] {
-           cpu::ApplyAdagrad(adagrad, true, var.data(), accum.data(), grad.data(), n,
-                             ThreadedParallelFor);
-         }),
+  Report("dense Adagrad 3e7 float32",
+         MedianSeconds(10,
+                       [&] {
+                         cpu::Apply<Adagrad>(adagrad, true, {{var.data(), accum.data()}},
+                                             grad.data(), n, ThreadedParallelFor);
+                       }),
          20.0 * n, copy_gbps);
 
   const int64_t rows = 2'000'000, dim = 64, ids = 16'384;
@@ -337,46 +365,42 @@ int main(int argc, char** argv) {
   const std::vector<std::function<void()>> sparse_cases = {
       [&] {
         const int k = next++ % kIdSets;
-        cpu::SparseApplyFtrl(ftrl, false, table.data(), table_accum.data(), table_linear.data(),
-                             grads[k].data(), dim, groups[k], ThreadedParallelFor);
+        cpu::SparseApply<Ftrl>(ftrl, false,
+                               {{table.data(), table_accum.data(), table_linear.data()}},
+                               grads[k].data(), dim, groups[k], ThreadedParallelFor);
       },
       [&] {
         const int k = next++ % kIdSets;
-        cpu::SparseApplyAdagrad(adagrad, true, table.data(), table_accum.data(),
-                                grads[k].data(), dim, groups[k], ThreadedParallelFor);
+        cpu::SparseApply<Adagrad>(adagrad, true, {{table.data(), table_accum.data()}},
+                                  grads[k].data(), dim, groups[k], ThreadedParallelFor);
       },
       // The sparse counterpart of the no-math limit: the same rows with FTRL's traffic.
       [&] {
         const int k = next++ % kIdSets;
-        const TrafficRows rows{{ftrl, table.data(), table_accum.data(), table_linear.data()}};
-        cpu::internal::ForEachUniqueRow(cpu::internal::BestVectorCopy(), groups[k],
-                                        static_cast<const float*>(grads[k].data()), dim, 1,
-                                        ThreadedParallelFor, rows);
+        const TrafficRows rows{table.data(), table_accum.data(), table_linear.data()};
+        SparseLoop(groups[k], grads[k].data(), dim, dim, ThreadedParallelFor, rows);
       },
       // The same updates through the loops for any row size (64 is one of the sizes the loops
       // are compiled for, cpu::internal::DispatchRowSize).
       [&] {
         const int k = next++ % kIdSets;
-        const cpu::internal::FtrlRows<true, false, float> rows{ftrl, table.data(),
-                                                               table_accum.data(),
-                                                               table_linear.data()};
-        cpu::internal::ForEachUniqueRow</*kCompiledRowSizes=*/false>(
-            cpu::internal::BestVectorCopy(), groups[k], static_cast<const float*>(grads[k].data()),
-            dim, 1, ThreadedParallelFor, rows);
+        const tf_ftrl::FtrlStep<true, false, float> step{ftrl};
+        const cpu::internal::StepRows<decltype(step), float> rows{
+            step, {{table.data(), table_accum.data(), table_linear.data()}}};
+        SparseLoop(groups[k], grads[k].data(), dim, 0, ThreadedParallelFor, rows);
       },
       [&] {
         const int k = next++ % kIdSets;
-        const cpu::internal::AdagradRows<true, float> rows{adagrad, table.data(),
-                                                           table_accum.data()};
-        cpu::internal::ForEachUniqueRow</*kCompiledRowSizes=*/false>(
-            cpu::internal::BestVectorCopy(), groups[k], static_cast<const float*>(grads[k].data()),
-            dim, 1, ThreadedParallelFor, rows);
+        const tf_ftrl::AdagradStep<true, float> step{adagrad};
+        const cpu::internal::StepRows<decltype(step), float> rows{
+            step, {{table.data(), table_accum.data()}}};
+        SparseLoop(groups[k], grads[k].data(), dim, 0, ThreadedParallelFor, rows);
       },
       [&] {
         const int k = next++ % kIdSets;
-        cpu::SparseApplyFtrl(ftrl, false, table.data(), table_accum.data(), table_linear.data(),
-                             grads[k].data(), dim, zipf_groups[k],
-                             cpu::ParallelFor(ThreadedParallelFor, g_threads));
+        cpu::SparseApply<Ftrl>(
+            ftrl, false, {{table.data(), table_accum.data(), table_linear.data()}}, grads[k].data(),
+            dim, zipf_groups[k], cpu::ParallelFor(ThreadedParallelFor, g_threads));
       },
   };
   const std::vector<double> sparse_s = InterleavedMedianSeconds(3 * kIdSets, sparse_cases);
@@ -418,8 +442,8 @@ int main(int argc, char** argv) {
   };
   const auto sparse_ftrl = [&] {
     const int k = next++ % kIdSets;
-    cpu::SparseApplyFtrl(ftrl, false, table.data(), table_accum.data(), table_linear.data(),
-                         grads[k].data(), dim, groups[k], ThreadedParallelFor);
+    cpu::SparseApply<Ftrl>(ftrl, false, {{table.data(), table_accum.data(), table_linear.data()}},
+                           grads[k].data(), dim, groups[k], ThreadedParallelFor);
   };
   struct Condition {
     const char* label;

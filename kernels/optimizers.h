@@ -1,0 +1,11 @@
+// The optimizers the library is built with: one line each. X(Name) is called with each
+// description (optimizer_spec.h); the op registrations, the OpKernels, the CUDA launchers'
+// instantiations and the kernel driver's functions are all made from this list.
+#pragma once
+
+#include "kernels/adagrad_math.h"
+#include "kernels/ftrl_math.h"
+
+#define TF_FTRL_FOR_EACH_OPTIMIZER(X) \
+  X(Ftrl)                             \
+  X(Adagrad)
