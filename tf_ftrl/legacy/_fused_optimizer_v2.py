@@ -6,6 +6,7 @@ import tf_keras
 from tf_ftrl import ops
 from tf_ftrl._arguments import (check_learning_rate, checked_learning_rate,
                                 describe_learning_rate)
+from tf_ftrl.huge_pages import advise_on_first_step
 
 
 class FusedOptimizerV2(tf_keras.optimizers.legacy.Optimizer):
@@ -69,7 +70,7 @@ class FusedOptimizerV2(tf_keras.optimizers.legacy.Optimizer):
         if not self.huge_pages:
             return update
         slots = [self.get_slot(var, name) for name in self.get_slot_names()]
-        advice = ops._advise_huge_pages_on_first_step([var] + slots, self.iterations, update)
+        advice = advise_on_first_step([var] + slots, self.iterations, update)
         return advice if advice is not None else update
 
     def _coefficients(self, var, apply_state):

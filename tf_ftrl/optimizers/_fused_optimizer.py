@@ -17,6 +17,7 @@ from keras.src.optimizers.base_optimizer import BaseOptimizer
 from tf_ftrl import ops
 from tf_ftrl._arguments import (check_learning_rate, checked_learning_rate,
                                 describe_learning_rate)
+from tf_ftrl.huge_pages import advise_on_first_step
 
 
 def tf_variable(variable):
@@ -231,7 +232,7 @@ class FusedOptimizer(keras.optimizers.Optimizer):
                 self._plain_dense_update(var, slots, grad, lr)
         if self.huge_pages and fused:
             # After the update (ops on one variable run in program order).
-            ops._advise_huge_pages_on_first_step([var] + slots, self.iterations)
+            advise_on_first_step([var] + slots, self.iterations)
 
     def _plain_dense_update(self, var, slots, grad, lr):
         new = self._rows_update(var.read_value(), [s.read_value() for s in slots], grad, lr)

@@ -1,0 +1,64 @@
+"""Transparent huge pages for the buffers of large variables (Linux `madvise`).
+
+Sparse updates of large embedding tables are bound by page walks when the tables sit in 4 KiB
+pages, as TensorFlow's allocations do unless the process started with
+`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`. `advise_huge_pages` asks Linux to back them with 2 MiB
+pages; the optimizers' `huge_pages=True` calls `advise_on_first_step` from within their first
+step. Values never change.
+"""
+
+import tensorflow as tf
+
+from tf_ftrl import ops
+
+
+def advise_huge_pages(variables, collapse=True):
+    """Asks Linux to back the buffers of `variables` (a tf.Variable, a distributed variable or a
+    list of them) with transparent huge pages, and, if `collapse`, to move what they already hold
+    into huge pages now (Linux 6.1+; otherwise the kernel's khugepaged does it over time).
+
+    Call this once on the tables and their optimizer slots after they are built, e.g.
+    `optimizer.build(model.trainable_variables)` then
+    `advise_huge_pages(model.trainable_variables + optimizer.variables)`, before `model.fit`
+    (which otherwise creates the slots inside its first traced step: they have no buffer to
+    advise until that step runs), or pass `huge_pages=True` to the optimizers, which advise from
+    within the first step. Values do not change.
+    A variable whose buffer TensorFlow later replaces (its own dense ops copy a variable in
+    copy-on-read mode) loses the advice; memory that TensorFlow frees and reuses keeps it.
+    Variables on other devices than the CPU, and buffers holding no whole 2 MiB page, are left
+    alone.
+
+    Returns the number of bytes advised (0 where the kernel has no transparent huge pages).
+    Runs eagerly.
+    """
+    if isinstance(variables, (list, tuple)):
+        return sum(advise_huge_pages(v, collapse=collapse) for v in variables)
+    if hasattr(variables, "values") and not isinstance(variables, tf.Variable):
+        return sum(advise_huge_pages(v, collapse=collapse) for v in variables.values)
+    advised = _advised_bytes(variables, collapse)
+    return 0 if advised is None else int(advised)
+
+
+def advise_on_first_step(variables, iterations, after=None):
+    """For the optimizers' `huge_pages` option: advises the CPU variables among `variables` while
+    `iterations` is 0, after `after` (the step's update of them, which may move a buffer that a
+    reader still held; None eagerly). Not at build time: Keras's model.fit creates the slots inside
+    its first traced step, where they get their buffers only when that step runs. Returns the
+    advice's op (None eagerly)."""
+
+    def advise():
+        advised = [_advised_bytes(v) for v in variables]
+        return tf.add_n([a for a in advised if a is not None] or [tf.constant(0, tf.int64)])
+
+    with tf.control_dependencies([after] if after is not None else []):
+        advice = tf.cond(tf.equal(iterations, 0), advise, lambda: tf.constant(0, tf.int64))
+    return None if tf.executing_eagerly() else advice.op
+
+
+def _advised_bytes(variable, collapse=True):
+    """The bytes FusedAdviseHugePages advises for one variable (a tensor inside tf.function), or
+    None for a variable that is not on the CPU (the op has only a CPU kernel)."""
+    handle = getattr(variable, "handle", variable)  # this replica's under tf.distribute
+    if tf.DeviceSpec.from_string(handle.device or "").device_type not in (None, "CPU"):
+        return None
+    return ops.load_library().fused_advise_huge_pages(var=handle, collapse=collapse).advised_bytes
