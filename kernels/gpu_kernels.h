@@ -1,6 +1,6 @@
 // CUDA launchers of every optimizer's dense and sparse update, on raw device pointers and with
 // no TensorFlow dependency: the TensorFlow OpKernels call them with the op's stream, and the
-// TensorFlow-free driver (kernel_driver.cc) calls them for the GPU tests and benchmark. Only
+// TensorFlow-free driver (tools/kernel_driver.cc) calls them for the GPU tests and benchmark. Only
 // cuda_runtime.h is needed to call them, so neither side pays for the other's headers
 // (TensorFlow's headers under nvcc take over a minute per file; these kernels compile in
 // seconds).

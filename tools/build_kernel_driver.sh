@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the TensorFlow-free kernel driver (kernels/kernel_driver.cc, a pybind11 module) into
+# Builds the TensorFlow-free kernel driver (tools/kernel_driver.cc, a pybind11 module) into
 # build/kernel_driver/, for tests/test_kernel_driver.py, tests/gpu/ and tools/benchmark_gpu.py.
 #
 #   tools/build_kernel_driver.sh           CPU kernels only (g++)
@@ -29,7 +29,7 @@ mkdir -p "$OUT"
 suffix=$("$PYTHON" -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
 module="$OUT/tf_ftrl_kernel_driver$suffix"
 stamp="$OUT/built_with_cuda=$cuda"
-inputs=(kernels/*.h kernels/kernel_driver.cc kernels/gpu_kernels.cu.cc
+inputs=(kernels/*.h tools/kernel_driver.cc kernels/gpu_kernels.cu.cc
         tools/build_kernel_driver.sh tools/compile_gpu_kernels.sh)
 up_to_date=1
 if [ ! -f "$module" ] || [ ! -f "$stamp" ]; then
@@ -52,10 +52,10 @@ if [ "$cuda" = 1 ]; then
   echo "[kernel driver] building with CUDA ($CUDA_PATH) into $module"
   tools/compile_gpu_kernels.sh kernels/gpu_kernels.cu.cc "$OUT/gpu_kernels.o"
   "$CXX" "${cxxflags[@]}" -DTF_FTRL_DRIVER_WITH_CUDA=1 -I"$CUDA_PATH/include" \
-    kernels/kernel_driver.cc "$OUT/gpu_kernels.o" -o "$module" \
+    tools/kernel_driver.cc "$OUT/gpu_kernels.o" -o "$module" \
     -L"$CUDA_PATH/lib64" -lcudart_static -ldl -lrt -lpthread
 else
   echo "[kernel driver] building (CPU only) into $module"
-  "$CXX" "${cxxflags[@]}" kernels/kernel_driver.cc -o "$module" -lpthread
+  "$CXX" "${cxxflags[@]}" tools/kernel_driver.cc -o "$module" -lpthread
 fi
 touch "$stamp"
