@@ -19,13 +19,6 @@ def driver():
     return load_driver()
 
 
-@pytest.fixture
-def rng(request):
-    seed = np.random.SeedSequence().entropy % (2**32)
-    print(f"seed={seed}")
-    return np.random.default_rng(seed)
-
-
 def sparse_grad64(state, indices):
     return densify(to_float64(state.grad, state.dtype), indices, state.arrays["var"].shape[0])
 

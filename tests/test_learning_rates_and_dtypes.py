@@ -25,11 +25,6 @@ INDICES = [0, 3, 3, 1]
 TOUCHED = [0, 1, 3]
 
 
-@pytest.fixture
-def rng():
-    return np.random.default_rng()
-
-
 def _sparse(values, dtype=tf.float32):
     return tf.IndexedSlices(tf.constant(values, dtype), tf.constant(INDICES),
                             tf.constant([ROWS, ROW_SIZE]))

@@ -18,15 +18,6 @@ LR_POWERS = [-0.5, 0.0, -0.3]
 FTRL_HYPER = dict(lr=0.05, l1=0.02, l2=0.03)
 
 
-@pytest.fixture
-def rng(request):
-    # Fresh random inputs on every run; the seed is printed when a test fails.
-    seed = np.random.SeedSequence().entropy % (2**32)
-    request.node.user_properties.append(("seed", seed))
-    print(f"seed={seed}")
-    return np.random.default_rng(seed)
-
-
 def away_from_threshold(linear, threshold, dtype):
     """Elements whose |linear| is not so close to the l1 threshold that rounding could flip the
     clip (there var is either 0 or tiny, and both are right)."""

@@ -13,13 +13,6 @@ import tf_ftrl
 from tests.support import reference
 
 
-@pytest.fixture
-def rng():
-    seed = np.random.SeedSequence().entropy % (2**32)
-    print(f"seed={seed}")
-    return np.random.default_rng(seed)
-
-
 def run_steps(optimizer, init, grads, dtype="float32"):
     variable = keras.Variable(init.astype(dtype), dtype=dtype)
     for g in grads:

@@ -11,11 +11,6 @@ FTRL = dict(lr=0.1, l1=0.01, l2=0.01, l2_shrinkage=0.0, lr_power=-0.5)
 ADAGRAD = dict(lr=0.1, epsilon=1e-7)
 
 
-@pytest.fixture
-def rng():
-    return np.random.default_rng()
-
-
 def call(kind, x, grad=None, indices=None, **overrides):
     v = x.variables
     grad = x.grad if grad is None else grad

@@ -118,13 +118,6 @@ def device():
     return Device()
 
 
-@pytest.fixture
-def rng(request):
-    seed = np.random.SeedSequence().entropy % (2**32)
-    print(f"seed={seed}")
-    return np.random.default_rng(seed)
-
-
 def run_on_gpu(device, state, launch, indices=None, offset=0):
     """Runs launch(pointers) on device copies of state's start values (pointers: name -> device
     address, plus "grad" and "indices") and returns the results as host arrays."""
