@@ -6,10 +6,16 @@ import numbers
 
 import tensorflow as tf
 
+from tf_ftrl._specs import LEARNING_RATE
 
-def require_non_negative(name, value):
-    if value < 0.0:
-        raise ValueError(f"`{name}` needs to be positive or zero. Received: {name}={value}.")
+
+def check_bound(argument, value):
+    """Raises Keras's ValueError when `value` is outside `argument`'s bound (a `_specs.Argument`)."""
+    if argument.numbers_only and not isinstance(value, numbers.Real):
+        return
+    if argument.bound.violated_by(value):
+        raise ValueError(f"`{argument.name}` needs to be {argument.bound.keras_words}. "
+                         f"Received: {argument.name}={value}.")
 
 
 def check_learning_rate(learning_rate):
@@ -20,25 +26,14 @@ def check_learning_rate(learning_rate):
         if not math.isfinite(learning_rate):
             raise ValueError("`learning_rate` needs to be finite. "
                              f"Received: learning_rate={learning_rate}.")
-        require_non_negative("learning_rate", learning_rate)
+        check_bound(LEARNING_RATE, learning_rate)
 
 
-def check_ftrl_arguments(learning_rate_power, initial_accumulator_value,
-                         l1_regularization_strength, l2_regularization_strength,
-                         l2_shrinkage_regularization_strength, beta):
-    require_non_negative("initial_accumulator_value", initial_accumulator_value)
-    if learning_rate_power > 0.0:
-        raise ValueError(
-            "`learning_rate_power` needs to be negative or zero. Received: "
-            f"learning_rate_power={learning_rate_power}.")
-    require_non_negative("l1_regularization_strength", l1_regularization_strength)
-    require_non_negative("l2_regularization_strength", l2_regularization_strength)
-    require_non_negative("l2_shrinkage_regularization_strength",
-                         l2_shrinkage_regularization_strength)
-    # beta enters the update as l2 + beta / (2 * lr): a negative one would surface as a negative
-    # l2 the user never set.
-    if isinstance(beta, numbers.Real):
-        require_non_negative("beta", beta)
+def check_arguments(spec, values):
+    """Checks an optimizer's numeric constructor arguments but learning_rate (`values`, by name)
+    against their bounds in `spec` (a `_specs.OptimizerSpec`), in the order Keras checks them."""
+    for argument in spec.arguments:
+        check_bound(argument, values[argument.name])
 
 
 def reject_complex(optimizer, variables):

@@ -10,11 +10,15 @@ indices before the update, so their result equals the dense op applied to the de
 (on the rows named by `indices`; every other row is left bit-identical).
 """
 
+import collections
+import inspect
 import os
 import re
 import threading
 
 import tensorflow as tf
+
+from tf_ftrl import _specs
 
 _LIBRARY_FILE = "_tf_ftrl_ops.so"
 _BUILD_MARKER = re.compile(rb"tf_ftrl:built_against_tensorflow=([0-9A-Za-z.+_-]+);")
@@ -124,9 +128,62 @@ def _indices(indices):
     return indices
 
 
-def apply_ftrl(var, accum, linear, grad, lr, l1, l2, l2_shrinkage=0.0, lr_power=-0.5,
-               multiply_linear_by_lr=False, use_locking=False, name=None):
-    """Fused FTRL-Proximal update of `var`, `accum` and `linear` in place.
+def _op_wrapper(spec, sparse, name, doc):
+    """The Python function of `spec`'s dense or sparse op, its signature derived from `spec`:
+    `(var, *slots, grad[, indices], *hyperparameters, flag, use_locking=False, name=None)`."""
+    parameter = inspect.Parameter
+    tensors = ["var", *(slot.op_input for slot in spec.slots), "grad"] + (["indices"] if sparse
+                                                                           else [])
+    defaults = {op_input: spec.op_argument(op_input).op_default
+                for op_input in spec.op_hyperparameters}
+    signature = inspect.Signature(
+        [parameter(t, parameter.POSITIONAL_OR_KEYWORD) for t in tensors]
+        + [parameter(h, parameter.POSITIONAL_OR_KEYWORD,
+                     default=parameter.empty if defaults[h] is None else defaults[h])
+           for h in spec.op_hyperparameters]
+        + [parameter(flag, parameter.POSITIONAL_OR_KEYWORD, default=default)
+           for flag, default in ((spec.flag, spec.flag_default), ("use_locking", False),
+                                 ("name", None))])
+    op_function = _snake_case(spec.sparse_op if sparse else spec.dense_op)
+
+    def wrapper(*args, **kwargs):
+        arguments = signature.bind(*args, **kwargs)
+        arguments.apply_defaults()
+        given = arguments.arguments
+        dtype = _dtype_of(given["var"])
+        inputs = {t: _handle(given[t]) for t in tensors if t not in ("grad", "indices")}
+        inputs["grad"] = _grad(given["grad"], dtype)
+        if sparse:
+            inputs["indices"] = _indices(given["indices"])
+        inputs.update((h, _scalar(given[h], dtype)) for h in spec.op_hyperparameters)
+        return getattr(load_library(), op_function)(
+            **inputs, use_locking=given["use_locking"], name=given["name"],
+            **{spec.flag: given[spec.flag]})
+
+    wrapper.__name__ = wrapper.__qualname__ = name
+    wrapper.__doc__ = doc.format(hyperparameters=_hyperparameters_doc(spec))
+    wrapper.__signature__ = signature
+    return wrapper
+
+
+def _snake_case(op_name):
+    """The name of an op's function in the loaded library: FusedResourceApplyFtrl ->
+    fused_resource_apply_ftrl."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", op_name).lower()
+
+
+def _hyperparameters_doc(spec):
+    """The Args entry of the ops' scalar inputs and their bounds, e.g. for Adagrad's
+    "lr, epsilon: finite scalars;\n        lr, epsilon >= 0." (at indent 6)."""
+    by_bound = collections.defaultdict(list)
+    for name in spec.op_hyperparameters:
+        by_bound[spec.op_argument(name).bound.symbol].append(name)
+    bounds = ", ".join(f"{', '.join(names)} {symbol}" for symbol, names in by_bound.items())
+    return f"{', '.join(spec.op_hyperparameters)}: finite scalars;\n        {bounds}."
+
+
+apply_ftrl = _op_wrapper(_specs.FTRL, False, "apply_ftrl", """\
+Fused FTRL-Proximal update of `var`, `accum` and `linear` in place.
 
     The math of `tf.raw_ops.ResourceApplyFtrlV2`: with p = lr_power,
     `g' = grad + 2 * l2_shrinkage * var`, `new_accum = accum + grad**2`,
@@ -138,63 +195,35 @@ def apply_ftrl(var, accum, linear, grad, lr, l1, l2, l2_shrinkage=0.0, lr_power=
       var, accum, linear: `tf.Variable`s of one shape and dtype (float32, float64, float16 or
         bfloat16); half types compute in float32.
       grad: the gradient, same shape and dtype as `var`.
-      lr, l1, l2, l2_shrinkage, lr_power: finite scalars; lr, l1, l2, l2_shrinkage >= 0,
-        lr_power <= 0 (-0.5 takes a faster sqrt path). The formula divides by lr: a step at
-        lr = 0 (where warm-up schedules start) changes nothing, and TensorFlow's op rejects it.
+      {hyperparameters}
+        lr_power -0.5 takes a faster sqrt path. The formula divides by lr: a step at lr = 0
+        (where warm-up schedules start) changes nothing, and TensorFlow's op rejects it.
       multiply_linear_by_lr: keep `linear` multiplied by the learning rate.
       use_locking: hold the variables' locks exclusively for the update.
-    """
-    dtype = _dtype_of(var)
-    return load_library().fused_resource_apply_ftrl(
-        var=_handle(var), accum=_handle(accum), linear=_handle(linear), grad=_grad(grad, dtype),
-        lr=_scalar(lr, dtype), l1=_scalar(l1, dtype), l2=_scalar(l2, dtype),
-        l2_shrinkage=_scalar(l2_shrinkage, dtype), lr_power=_scalar(lr_power, dtype),
-        use_locking=use_locking, multiply_linear_by_lr=multiply_linear_by_lr, name=name)
+    """)
 
-
-def sparse_apply_ftrl(var, accum, linear, grad, indices, lr, l1, l2, l2_shrinkage=0.0,
-                      lr_power=-0.5, multiply_linear_by_lr=False, use_locking=False, name=None):
-    """Fused FTRL-Proximal update of the rows `indices` of `var`, `accum` and `linear`.
+sparse_apply_ftrl = _op_wrapper(_specs.FTRL, True, "sparse_apply_ftrl", """\
+Fused FTRL-Proximal update of the rows `indices` of `var`, `accum` and `linear`.
 
     `grad[i]` is the gradient of row `indices[i]`; `var` has rank >= 1 and `grad` has shape
     `[len(indices)] + var.shape[1:]`. Duplicate indices are summed before the update. Any index
     outside `[0, var.shape[0])` raises InvalidArgumentError with its position, value and the
     bound, and nothing is written. Other arguments as in `apply_ftrl`.
-    """
-    dtype = _dtype_of(var)
-    return load_library().fused_resource_sparse_apply_ftrl(
-        var=_handle(var), accum=_handle(accum), linear=_handle(linear), grad=_grad(grad, dtype),
-        indices=_indices(indices), lr=_scalar(lr, dtype), l1=_scalar(l1, dtype),
-        l2=_scalar(l2, dtype), l2_shrinkage=_scalar(l2_shrinkage, dtype),
-        lr_power=_scalar(lr_power, dtype), use_locking=use_locking,
-        multiply_linear_by_lr=multiply_linear_by_lr, name=name)
+    """)
 
-
-def apply_adagrad(var, accum, grad, lr, epsilon=1e-7, update_slots=True, use_locking=False,
-                  name=None):
-    """Fused Adagrad update in place: `accum += grad**2` (when `update_slots`), then
+apply_adagrad = _op_wrapper(_specs.ADAGRAD, False, "apply_adagrad", """\
+Fused Adagrad update in place: `accum += grad**2` (when `update_slots`), then
     `var -= lr * grad / (sqrt(accum) + epsilon)`, as `tf.raw_ops.ResourceApplyAdagradV2`.
 
-    lr >= 0 (at 0 only the accumulator changes) and epsilon >= 0, both finite; other arguments
-    as in `apply_ftrl`.
-    """
-    dtype = _dtype_of(var)
-    return load_library().fused_resource_apply_adagrad(
-        var=_handle(var), accum=_handle(accum), grad=_grad(grad, dtype), lr=_scalar(lr, dtype),
-        epsilon=_scalar(epsilon, dtype), use_locking=use_locking, update_slots=update_slots,
-        name=name)
+    Args as in `apply_ftrl`, and
+      {hyperparameters}
+        At lr 0 only the accumulator changes.
+    """)
 
-
-def sparse_apply_adagrad(var, accum, grad, indices, lr, epsilon=1e-7, update_slots=True,
-                         use_locking=False, name=None):
-    """Fused Adagrad update of the rows `indices` of `var` and `accum`; duplicate indices are
+sparse_apply_adagrad = _op_wrapper(_specs.ADAGRAD, True, "sparse_apply_adagrad", """\
+Fused Adagrad update of the rows `indices` of `var` and `accum`; duplicate indices are
     summed first. Arguments as in `sparse_apply_ftrl` and `apply_adagrad`.
-    """
-    dtype = _dtype_of(var)
-    return load_library().fused_resource_sparse_apply_adagrad(
-        var=_handle(var), accum=_handle(accum), grad=_grad(grad, dtype),
-        indices=_indices(indices), lr=_scalar(lr, dtype), epsilon=_scalar(epsilon, dtype),
-        use_locking=use_locking, update_slots=update_slots, name=name)
+    """)
 
 
 def __getattr__(name):

@@ -10,8 +10,8 @@ from tf_ftrl.huge_pages import advise_on_first_step
 
 
 class FusedOptimizerV2(tf_keras.optimizers.legacy.Optimizer):
-    """An `OptimizerV2` with an `accumulator` slot whose sparse updates go straight to a fused
-    kernel that sums duplicate indices itself.
+    """An `OptimizerV2` with the slots of its `_spec` (a `_specs.OptimizerSpec`: an `accumulator`
+    first) whose sparse updates go straight to a fused kernel that sums duplicate indices itself.
 
     OptimizerV2 deduplicates sparse gradients in Python (`tf.unique` + `unsorted_segment_sum`)
     before `_resource_apply_sparse` unless a subclass overrides
@@ -24,6 +24,7 @@ class FusedOptimizerV2(tf_keras.optimizers.legacy.Optimizer):
 
     # We keep the base apply_gradients, which takes `experimental_aggregate_gradients`.
     _HAS_AGGREGATE_GRAD = True
+    _spec = None
 
     def __init__(self, name, learning_rate, initial_accumulator_value, huge_pages=False,
                  **kwargs):
@@ -44,10 +45,17 @@ class FusedOptimizerV2(tf_keras.optimizers.legacy.Optimizer):
             coefficients["lr_t"], self._name,
             describe_learning_rate(self._hyper["learning_rate"]), self.iterations)
 
-    def _add_accumulator(self, var):
-        init = tf.compat.v1.constant_initializer(self._initial_accumulator_value,
-                                                 dtype=var.dtype.base_dtype)
-        return self.add_slot(var, "accumulator", init)
+    def _create_slots(self, var_list):
+        # In tf_keras's order (each variable's slots in turn), which get_weights and set_weights
+        # rely on. A slot starts at its initial value argument (kept as `_<name>`, as tf_keras
+        # keeps it), or at zeros (add_slot's default).
+        for var in var_list:
+            for slot in self._spec.slots:
+                if slot.initial_value:
+                    self.add_slot(var, slot.name, tf.compat.v1.constant_initializer(
+                        getattr(self, "_" + slot.initial_value), dtype=var.dtype.base_dtype))
+                else:
+                    self.add_slot(var, slot.name)
 
     def _resource_apply_sparse_duplicate_indices(self, grad, handle, indices, **kwargs):
         if not ops.has_fused_kernels(handle.dtype):
@@ -73,11 +81,14 @@ class FusedOptimizerV2(tf_keras.optimizers.legacy.Optimizer):
         advice = advise_on_first_step([var] + slots, self.iterations, update)
         return advice if advice is not None else update
 
-    def _coefficients(self, var, apply_state):
-        """The hyperparameters `_prepare_local` computed for var's device and dtype."""
+    def _op_values(self, var, apply_state):
+        """{op input: value} for the fused ops' scalar inputs, from the coefficients that
+        `_prepare_local` computed for var's device and dtype (keyed by op input, lr as `lr_t`)."""
         var_device, var_dtype = var.device, var.dtype.base_dtype
-        return (apply_state or {}).get((var_device, var_dtype)) or self._fallback_apply_state(
-            var_device, var_dtype)
+        coefficients = (apply_state or {}).get(
+            (var_device, var_dtype)) or self._fallback_apply_state(var_device, var_dtype)
+        return self._spec.op_values(coefficients["lr_t"],
+                                    lambda argument: coefficients[argument.op_input])
 
     def get_config(self):
         config = super().get_config()

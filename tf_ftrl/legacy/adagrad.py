@@ -4,6 +4,7 @@ import tensorflow as tf
 import tf_keras
 
 from tf_ftrl import ops
+from tf_ftrl._specs import ADAGRAD
 from tf_ftrl.legacy._fused_optimizer_v2 import FusedOptimizerV2
 
 
@@ -38,47 +39,42 @@ class Adagrad(FusedOptimizerV2):
         for every `OptimizerV2`.
     """
 
+    _spec = ADAGRAD
+
     def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7,
                  name="Adagrad", **kwargs):
+        # tf_keras's own words, which differ from its Ftrl's (and it does not check epsilon).
         if initial_accumulator_value < 0.0:
             raise ValueError(
                 f"initial_accumulator_value must be non-negative: {initial_accumulator_value}")
         super().__init__(name, learning_rate, initial_accumulator_value, **kwargs)
         self.epsilon = epsilon or tf_keras.backend.epsilon()
 
-    def _create_slots(self, var_list):
-        for var in var_list:
-            self._add_accumulator(var)
-
     def _prepare_local(self, var_device, var_dtype, apply_state):
         super()._prepare_local(var_device, var_dtype, apply_state)
         apply_state[(var_device, var_dtype)]["epsilon"] = tf.convert_to_tensor(
             self.epsilon, var_dtype)
 
-    def _hyperparameters(self, var, apply_state):
-        coefficients = self._coefficients(var, apply_state)
-        return dict(lr=coefficients["lr_t"], epsilon=coefficients["epsilon"],
-                    use_locking=self._use_locking)
-
     def _fused_apply_dense(self, grad, var, apply_state):
         accum = self.get_slot(var, "accumulator")
-        hyper = self._hyperparameters(var, apply_state)
+        hyper = self._op_values(var, apply_state)
         if not ops.has_fused_kernels(var.dtype):
             # TensorFlow's own op, as tf_keras's Adagrad uses.
             return tf.raw_ops.ResourceApplyAdagradV2(
-                var=var.handle, accum=accum.handle, grad=grad, lr=hyper["lr"],
-                epsilon=hyper["epsilon"], use_locking=hyper["use_locking"])
-        return ops.apply_adagrad(var, accum, grad, **hyper)
+                var=var.handle, accum=accum.handle, grad=grad, use_locking=self._use_locking,
+                **hyper)
+        return ops.apply_adagrad(var, accum, grad, use_locking=self._use_locking, **hyper)
 
     def _fused_apply_sparse(self, grad, var, indices, apply_state):
         accum = self.get_slot(var, "accumulator")
-        hyper = self._hyperparameters(var, apply_state)
+        hyper = self._op_values(var, apply_state)
         if not ops.has_fused_kernels(var.dtype):
             # Duplicates are summed already (see _resource_apply_sparse_duplicate_indices).
             return tf.raw_ops.ResourceSparseApplyAdagradV2(
                 var=var.handle, accum=accum.handle, grad=grad, indices=indices,
-                lr=hyper["lr"], epsilon=hyper["epsilon"], use_locking=hyper["use_locking"])
-        return ops.sparse_apply_adagrad(var, accum, grad, indices, **hyper)
+                use_locking=self._use_locking, **hyper)
+        return ops.sparse_apply_adagrad(var, accum, grad, indices, use_locking=self._use_locking,
+                                        **hyper)
 
     def get_config(self):
         config = super().get_config()

@@ -4,7 +4,8 @@ import tensorflow as tf
 import tf_keras
 
 from tf_ftrl import ops
-from tf_ftrl._arguments import check_ftrl_arguments, ftrl_l2, reject_complex
+from tf_ftrl._arguments import check_arguments, ftrl_l2, reject_complex
+from tf_ftrl._specs import FTRL
 from tf_ftrl.legacy._fused_optimizer_v2 import FusedOptimizerV2
 
 
@@ -52,6 +53,8 @@ class Ftrl(FusedOptimizerV2):
         tf_keras's own Ftrl accepts but ignores), as for every `OptimizerV2`.
     """
 
+    _spec = FTRL
+
     def __init__(
         self,
         learning_rate=0.001,
@@ -65,9 +68,15 @@ class Ftrl(FusedOptimizerV2):
         **kwargs,
     ):
         super().__init__(name, learning_rate, initial_accumulator_value, **kwargs)
-        check_ftrl_arguments(learning_rate_power, initial_accumulator_value,
-                             l1_regularization_strength, l2_regularization_strength,
-                             l2_shrinkage_regularization_strength, beta)
+        check_arguments(FTRL, dict(
+            initial_accumulator_value=initial_accumulator_value,
+            learning_rate_power=learning_rate_power,
+            l1_regularization_strength=l1_regularization_strength,
+            l2_regularization_strength=l2_regularization_strength,
+            l2_shrinkage_regularization_strength=l2_shrinkage_regularization_strength,
+            beta=beta))
+        # As tf_keras's Ftrl keeps them (its checkpoints hold the hyperparameters' variables): the
+        # others as attributes `_<name>`.
         self._set_hyper("learning_rate_power", learning_rate_power)
         self._set_hyper("l1_regularization_strength", l1_regularization_strength)
         self._set_hyper("l2_regularization_strength", l2_regularization_strength)
@@ -75,52 +84,37 @@ class Ftrl(FusedOptimizerV2):
         self._l2_shrinkage_regularization_strength = l2_shrinkage_regularization_strength
 
     def _create_slots(self, var_list):
-        # In tf_keras's order (each variable's accumulator, then its linear slot), which
-        # get_weights and set_weights rely on.
         reject_complex("Ftrl", var_list)
-        for var in var_list:
-            self._add_accumulator(var)
-            self.add_slot(var, "linear")
+        super()._create_slots(var_list)
 
     def _prepare_local(self, var_device, var_dtype, apply_state):
         super()._prepare_local(var_device, var_dtype, apply_state)
         coefficients = apply_state[(var_device, var_dtype)]
-        beta = self._get_hyper("beta", var_dtype)
-        coefficients.update(
-            lr_power=tf.identity(self._get_hyper("learning_rate_power", var_dtype)),
-            l1=tf.identity(self._get_hyper("l1_regularization_strength", var_dtype)),
-            # beta enters only through L2, as in tf_keras's Ftrl and the kernels' math.
-            l2=ftrl_l2(self._get_hyper("l2_regularization_strength", var_dtype), beta,
-                       coefficients["lr_t"]),
-            l2_shrinkage=tf.cast(self._l2_shrinkage_regularization_strength, var_dtype),
-        )
-
-    def _hyperparameters(self, var, apply_state):
-        coefficients = self._coefficients(var, apply_state)
-        return dict(lr=coefficients["lr_t"], l1=coefficients["l1"], l2=coefficients["l2"],
-                    l2_shrinkage=coefficients["l2_shrinkage"],
-                    lr_power=coefficients["lr_power"], use_locking=self._use_locking)
+        for argument in FTRL.arguments:
+            if argument.op_input:
+                coefficients[argument.op_input] = (
+                    tf.identity(self._get_hyper(argument.name, var_dtype))
+                    if argument.name in self._hyper
+                    else tf.cast(getattr(self, "_" + argument.name), var_dtype))
+        # beta enters only through L2, as in tf_keras's Ftrl and the kernels' math.
+        coefficients["l2"] = ftrl_l2(coefficients["l2"], self._get_hyper("beta", var_dtype),
+                                     coefficients["lr_t"])
 
     def _fused_apply_dense(self, grad, var, apply_state):
         return ops.apply_ftrl(var, self.get_slot(var, "accumulator"),
                               self.get_slot(var, "linear"), grad,
-                              **self._hyperparameters(var, apply_state))
+                              **self._op_values(var, apply_state),
+                              use_locking=self._use_locking)
 
     def _fused_apply_sparse(self, grad, var, indices, apply_state):
         return ops.sparse_apply_ftrl(var, self.get_slot(var, "accumulator"),
                                      self.get_slot(var, "linear"), grad, indices,
-                                     **self._hyperparameters(var, apply_state))
+                                     **self._op_values(var, apply_state),
+                                     use_locking=self._use_locking)
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "learning_rate_power": self._serialize_hyperparameter("learning_rate_power"),
-            "l1_regularization_strength":
-                self._serialize_hyperparameter("l1_regularization_strength"),
-            "l2_regularization_strength":
-                self._serialize_hyperparameter("l2_regularization_strength"),
-            "beta": self._serialize_hyperparameter("beta"),
-            "l2_shrinkage_regularization_strength": self._l2_shrinkage_regularization_strength,
-        })
+        config.update({argument.name: self._serialize_hyperparameter(argument.name)
+                       if argument.name in self._hyper else getattr(self, "_" + argument.name)
+                       for argument in FTRL.arguments})
         return config
-

@@ -15,7 +15,7 @@ from keras.src.backend.common.stateless_scope import in_stateless_scope
 from keras.src.optimizers.base_optimizer import BaseOptimizer
 
 from tf_ftrl import ops
-from tf_ftrl._arguments import (check_learning_rate, checked_learning_rate,
+from tf_ftrl._arguments import (check_arguments, check_learning_rate, checked_learning_rate,
                                 describe_learning_rate)
 from tf_ftrl.huge_pages import advise_on_first_step
 
@@ -118,27 +118,45 @@ class _UnscalableIndexedSlices(tf.IndexedSlices):
 class FusedOptimizer(keras.optimizers.Optimizer):
     """Base of tf_ftrl's Keras 3 optimizers.
 
-    Subclasses define `_slot_names` and `_slots(variable)` and implement `_fused_update(...)`
-    (the fused ops) and `_rows_update(...)` (the same math in plain TensorFlow ops).
+    Subclasses set `_spec` (their `_specs.OptimizerSpec`), define `_slots(variable)` and
+    implement `_fused_update(...)` (the fused ops) and `_rows_update(...)` (the same math in
+    plain TensorFlow ops).
     """
 
-    _slot_names = ()
+    _spec = None
 
     def __init__(self, *, learning_rate, huge_pages=False, **kwargs):
         check_learning_rate(learning_rate)
         super().__init__(learning_rate=learning_rate, **kwargs)
         self.huge_pages = bool(huge_pages)
 
+    def _set_arguments(self, **values):
+        """Checks the numeric constructor arguments of `_spec` (all but learning_rate) and keeps
+        each as an attribute of its name."""
+        check_arguments(self._spec, values)
+        for name, value in values.items():
+            setattr(self, name, value)
+
     def get_config(self):
         config = super().get_config()
         config["huge_pages"] = self.huge_pages
+        config.update({argument.name: getattr(self, argument.name)
+                       for argument in self._spec.arguments})
         return config
 
-    def _add_slots(self, var_list, names, initializers):
-        """One list of slot variables per name, named as Keras's own optimizer names them (its
-        checkpoints and ours interchange by those names): Keras 3.10 and later name every slot
-        after its variable (`add_optimizer_variables`); before, its Ftrl and Adagrad named each
-        accumulator plainly "accumulator" and only Ftrl's linear slot after its variable."""
+    def _op_values(self, lr):
+        """{op input: value} for the fused ops' scalar inputs (`_spec.op_hyperparameters`)."""
+        return self._spec.op_values(lr, lambda argument: getattr(self, argument.name))
+
+    def _add_slots(self, var_list):
+        """One list of slot variables per slot of `_spec`, each starting at its initial value
+        argument (or zeros), named as Keras's own optimizer names them (its checkpoints and ours
+        interchange by those names): Keras 3.10 and later name every slot after its variable
+        (`add_optimizer_variables`); before, its Ftrl and Adagrad named each accumulator plainly
+        "accumulator" and only Ftrl's linear slot after its variable."""
+        names = self._spec.slot_names
+        initializers = [keras.initializers.Constant(getattr(self, slot.initial_value))
+                        if slot.initial_value else "zeros" for slot in self._spec.slots]
         if hasattr(self, "add_optimizer_variables"):
             return self.add_optimizer_variables(var_list, list(names), initializer=initializers)
         slots = tuple([] for _ in names)
@@ -281,12 +299,13 @@ class FusedOptimizer(keras.optimizers.Optimizer):
 
     def get_slot_names(self):
         """The names of the slot variables kept for each model variable."""
-        return list(self._slot_names)
+        return list(self._spec.slot_names)
 
     def get_slot(self, var, slot_name):
         """The slot variable `slot_name` (one of `get_slot_names()`) of model variable `var`."""
-        if slot_name not in self._slot_names:
+        names = self._spec.slot_names
+        if slot_name not in names:
             raise ValueError(
                 f"Unknown slot name: {slot_name}. {self.__class__.__name__} has slots "
-                f"{list(self._slot_names)}.")
-        return self._slots(var)[self._slot_names.index(slot_name)]
+                f"{list(names)}.")
+        return self._slots(var)[names.index(slot_name)]

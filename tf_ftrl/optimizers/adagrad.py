@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 
 from tf_ftrl import ops
-from tf_ftrl._arguments import require_non_negative
+from tf_ftrl._specs import ADAGRAD
 from tf_ftrl.optimizers import _row_math
 from tf_ftrl.optimizers._fused_optimizer import FusedOptimizer
 
@@ -61,7 +61,7 @@ class Adagrad(FusedOptimizer):
             form.
     """
 
-    _slot_names = ("accumulator",)
+    _spec = ADAGRAD
 
     def __init__(
         self,
@@ -96,18 +96,13 @@ class Adagrad(FusedOptimizer):
             huge_pages=huge_pages,
             **kwargs,
         )
-        require_non_negative("initial_accumulator_value", initial_accumulator_value)
-        require_non_negative("epsilon", epsilon)
-        self.initial_accumulator_value = initial_accumulator_value
-        self.epsilon = epsilon
+        self._set_arguments(initial_accumulator_value=initial_accumulator_value, epsilon=epsilon)
 
     def build(self, var_list):
         if self.built:
             return
         super().build(var_list)
-        (self._accumulators,) = self._add_slots(
-            var_list, ["accumulator"],
-            [keras.initializers.Constant(self.initial_accumulator_value)])
+        (self._accumulators,) = self._add_slots(var_list)
 
     def _slots(self, variable):
         return [self._accumulators[self._get_variable_index(variable)]]
@@ -115,18 +110,10 @@ class Adagrad(FusedOptimizer):
     def _fused_update(self, var, slots, grad, indices, lr):
         (accum,) = slots
         if indices is None:
-            ops.apply_adagrad(var, accum, grad, lr, epsilon=self.epsilon)
+            ops.apply_adagrad(var, accum, grad, **self._op_values(lr))
         else:
-            ops.sparse_apply_adagrad(var, accum, grad, indices, lr, epsilon=self.epsilon)
+            ops.sparse_apply_adagrad(var, accum, grad, indices, **self._op_values(lr))
 
     def _rows_update(self, var, slots, grad, lr):
         (accum,) = slots
         return _row_math.adagrad(var, accum, grad, lr, tf.cast(self.epsilon, var.dtype))
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({
-            "initial_accumulator_value": self.initial_accumulator_value,
-            "epsilon": self.epsilon,
-        })
-        return config

@@ -4,7 +4,8 @@ import keras
 import tensorflow as tf
 
 from tf_ftrl import ops
-from tf_ftrl._arguments import check_ftrl_arguments, ftrl_l2, reject_complex
+from tf_ftrl._arguments import ftrl_l2, reject_complex
+from tf_ftrl._specs import FTRL
 from tf_ftrl.optimizers import _row_math
 from tf_ftrl.optimizers._fused_optimizer import FusedOptimizer
 
@@ -71,7 +72,7 @@ class Ftrl(FusedOptimizer):
             form (norms and clipping see duplicate indices summed).
     """
 
-    _slot_names = ("accumulator", "linear")
+    _spec = FTRL
 
     def __init__(
         self,
@@ -111,15 +112,14 @@ class Ftrl(FusedOptimizer):
             huge_pages=huge_pages,
             **kwargs,
         )
-        check_ftrl_arguments(learning_rate_power, initial_accumulator_value,
-                             l1_regularization_strength, l2_regularization_strength,
-                             l2_shrinkage_regularization_strength, beta)
-        self.learning_rate_power = learning_rate_power
-        self.initial_accumulator_value = initial_accumulator_value
-        self.l1_regularization_strength = l1_regularization_strength
-        self.l2_regularization_strength = l2_regularization_strength
-        self.l2_shrinkage_regularization_strength = l2_shrinkage_regularization_strength
-        self.beta = beta
+        self._set_arguments(
+            learning_rate_power=learning_rate_power,
+            initial_accumulator_value=initial_accumulator_value,
+            l1_regularization_strength=l1_regularization_strength,
+            l2_regularization_strength=l2_regularization_strength,
+            l2_shrinkage_regularization_strength=l2_shrinkage_regularization_strength,
+            beta=beta,
+        )
         self.multiply_linear_by_lr = multiply_linear_by_lr
 
     def build(self, var_list):
@@ -127,26 +127,19 @@ class Ftrl(FusedOptimizer):
             return
         reject_complex("Ftrl", var_list)
         super().build(var_list)
-        self._accumulators, self._linears = self._add_slots(
-            var_list, ["accumulator", "linear"],
-            [keras.initializers.Constant(self.initial_accumulator_value), "zeros"])
+        self._accumulators, self._linears = self._add_slots(var_list)
 
     def _slots(self, variable):
         index = self._get_variable_index(variable)
         return [self._accumulators[index], self._linears[index]]
 
     def _hyperparameters(self, lr):
-        return dict(
-            lr=lr,
-            l1=self.l1_regularization_strength,
-            l2=ftrl_l2(self.l2_regularization_strength, self.beta, lr),
-            l2_shrinkage=self.l2_shrinkage_regularization_strength,
-            lr_power=self.learning_rate_power,
-        )
+        hyper = self._op_values(lr)
+        hyper["l2"] = ftrl_l2(hyper["l2"], self.beta, lr)
+        return hyper
 
     def _fused_update(self, var, slots, grad, indices, lr):
         accum, linear = slots
-
         hyper = self._hyperparameters(lr)
         if indices is None:
             ops.apply_ftrl(var, accum, linear, grad,
@@ -165,14 +158,5 @@ class Ftrl(FusedOptimizer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "learning_rate_power": self.learning_rate_power,
-            "initial_accumulator_value": self.initial_accumulator_value,
-            "l1_regularization_strength": self.l1_regularization_strength,
-            "l2_regularization_strength": self.l2_regularization_strength,
-            "l2_shrinkage_regularization_strength": self.l2_shrinkage_regularization_strength,
-            "beta": self.beta,
-            "multiply_linear_by_lr": self.multiply_linear_by_lr,
-        })
+        config["multiply_linear_by_lr"] = self.multiply_linear_by_lr
         return config
-
