@@ -45,12 +45,7 @@ class State:
 
     def __init__(self, rng, shape, dtype, slots, grad_shape=None):
         self.dtype = dtype
-        generators = {
-            "var": lambda s: rng.normal(size=s),
-            "accum": lambda s: rng.uniform(0.1, 2.0, size=s),
-            "linear": lambda s: rng.normal(size=s),
-        }
-        self.arrays = {name: to_storage(generators[name](shape), dtype)
+        self.arrays = {name: to_storage(numpy_reference.random_start(rng, name, shape), dtype)
                        for name in ("var",) + tuple(slots)}
         self.start = {name: a.copy() for name, a in self.arrays.items()}
         self.grad = to_storage(rng.normal(size=grad_shape or shape), dtype)

@@ -52,6 +52,15 @@ def adagrad(var, accum, grad, lr, epsilon=1e-7, update_slots=True):
     return var - grad * lr / (np.sqrt(accum) + epsilon), accum
 
 
+def random_start(rng, name, shape):
+    """Random float64 start values of "var", "accum" (positive) or "linear"."""
+    if name == "accum":
+        return rng.uniform(0.1, 2.0, size=shape)
+    if name in ("var", "linear"):
+        return rng.normal(size=shape)
+    raise ValueError(f"no start values for {name!r}; expected 'var', 'accum' or 'linear'")
+
+
 def densify(grad, indices, num_rows):
     """The dense gradient of a sparse one: rows of duplicate indices summed in order."""
     dense = np.zeros((num_rows,) + grad.shape[1:], grad.dtype)

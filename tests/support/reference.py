@@ -54,13 +54,8 @@ class Inputs:
         self.dtype = dtype
         self.start = {}
         self.variables = {}
-        generators = {
-            "var": lambda s: rng.normal(size=s),
-            "accum": lambda s: rng.uniform(0.1, 2.0, size=s),
-            "linear": lambda s: rng.normal(size=s),
-        }
         for name in ("var",) + tuple(slots):
-            tensor, values = rounded(generators[name](shape), dtype)
+            tensor, values = rounded(numpy_reference.random_start(rng, name, shape), dtype)
             self.variables[name] = tf.Variable(tensor)
             self.start[name] = values
         self.grad, self.grad64 = rounded(rng.normal(size=grad_shape or shape), dtype)
