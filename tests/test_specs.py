@@ -12,7 +12,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow.python.framework import op_def_registry
 
 import tf_ftrl
-from tf_ftrl import _specs
+from tf_ftrl import _docstrings, _specs
 from tf_ftrl._arguments import check_arguments
 
 SPECS = {spec.name: spec for spec in _specs.OPTIMIZERS}
@@ -135,3 +135,19 @@ def test_keras_optimizers_take_every_argument_of_the_spec(name):
             stock[argument.name].default, argument.name
         assert argument.name in config, argument.name
     assert ours().get_slot_names() == list(spec.slot_names)
+
+
+@NAME
+def test_docstrings_are_filled_in(name):
+    doc = getattr(tf_ftrl, name).__doc__
+    assert "{{" not in doc
+    assert _docstrings.PARAGRAPHS["huge_pages_arg"].splitlines()[0] in doc
+    assert "\n        huge_pages: If True" in doc  # at the Args entries' indent
+
+
+def test_fill_indents_as_the_placeholder_and_rejects_unknown_names():
+    assert _docstrings.fill("Args:\n    {{initial_accumulator_value_arg}}\n") == (
+        "Args:\n    initial_accumulator_value: The starting value of the accumulators, >= 0. "
+        "Defaults to\n        `0.1`.\n")
+    with pytest.raises(KeyError):
+        _docstrings.fill("    {{no_such_paragraph}}\n")

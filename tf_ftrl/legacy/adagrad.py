@@ -4,11 +4,13 @@ import tensorflow as tf
 import tf_keras
 
 from tf_ftrl import ops
+from tf_ftrl._docstrings import filled
 from tf_ftrl._specs import ADAGRAD
 from tf_ftrl.legacy._fused_optimizer_v2 import FusedOptimizerV2
 
 
 @tf_keras.saving.register_keras_serializable(package="tf_ftrl")
+@filled
 class Adagrad(FusedOptimizerV2):
     """Optimizer that implements Adagrad with one fused kernel per update (Keras 2).
 
@@ -21,22 +23,16 @@ class Adagrad(FusedOptimizerV2):
 
     At learning rate 0 the accumulator grows and the variable stays. complex64 and complex128
     variables, which the fused kernels do not cover, go to TensorFlow's own ops, as in tf_keras.
+    {{learning_rate_checks}}
 
     Args:
-      learning_rate: A float, a `Tensor`, a callable returning one, or a
-        `tf_keras.optimizers.schedules.LearningRateSchedule`. Defaults to `0.001`.
-      initial_accumulator_value: The starting value of the accumulators, >= 0. Defaults to
-        `0.1`.
-      epsilon: A small float added to `sqrt(accum)` for numerical stability. As in tf_keras,
-        `None` or `0` mean `tf_keras.backend.epsilon()` (1e-7). Defaults to `1e-7`.
-      name: The name prefix of the optimizer's variables and ops. Defaults to `"Adagrad"`.
-      huge_pages: If True, the first step asks Linux to back each variable and its slots with
-        transparent huge pages (`tf_ftrl.ops.advise_huge_pages`; CPU variables, parameter
-        servers' included): sparse updates of large tables then need fewer page walks. Defaults
-        to `False`.
-      **kwargs: `clipnorm`, `clipvalue`, `global_clipnorm`, `decay` (inverse-time decay of the
-        learning rate per iteration) and the deprecated `lr` (an alias of `learning_rate`), as
-        for every `OptimizerV2`.
+        {{legacy_learning_rate_arg}}
+        {{initial_accumulator_value_arg}}
+        epsilon: A small float added to `sqrt(accum)` for numerical stability. As in tf_keras,
+            `None` or `0` mean `tf_keras.backend.epsilon()` (1e-7). Defaults to `1e-7`.
+        name: The name prefix of the optimizer's variables and ops. Defaults to `"Adagrad"`.
+        {{huge_pages_arg}}
+        {{legacy_keyword_args}}
     """
 
     _spec = ADAGRAD

@@ -5,11 +5,13 @@ import tf_keras
 
 from tf_ftrl import ops
 from tf_ftrl._arguments import check_arguments, ftrl_l2, reject_complex
+from tf_ftrl._docstrings import filled
 from tf_ftrl._specs import FTRL
 from tf_ftrl.legacy._fused_optimizer_v2 import FusedOptimizerV2
 
 
 @tf_keras.saving.register_keras_serializable(package="tf_ftrl")
+@filled
 class Ftrl(FusedOptimizerV2):
     """Optimizer that implements FTRL-Proximal with one fused kernel per update (Keras 2).
 
@@ -20,37 +22,21 @@ class Ftrl(FusedOptimizerV2):
     updates only the touched rows and sums duplicate indices in the kernel (tf_keras's own Ftrl
     sums them with `tf.unique` and a segment sum first; the results agree).
 
-    Update for each element, with n the accumulator, z the linear slot and p = -lr_power:
-    `n' = n + g^2`, `z += g + 2 * l2_shrinkage * w - (n'^p - n^p) / lr * w`,
-    `w = (sign(z) * l1 - z) / (n'^p / lr + 2 * l2')` if `|z| > l1` else 0,
-    where `l2' = l2 + beta / (2 * lr)`.
+    {{ftrl_update}}
 
     A step at learning rate 0 (where warm-up schedules start) changes nothing: FTRL divides by
     the learning rate (tf_keras's own Ftrl fails there). Complex variables are rejected by name.
+    {{learning_rate_checks}}
 
     Args:
-      learning_rate: A float, a `Tensor`, a callable returning one, or a
-        `tf_keras.optimizers.schedules.LearningRateSchedule`. Defaults to `0.001`.
-      learning_rate_power: A float <= 0. Controls how the learning rate decreases during
-        training; 0 means a fixed learning rate. Defaults to `-0.5`.
-      initial_accumulator_value: The starting value of the accumulators, >= 0. Defaults to
-        `0.1`.
-      l1_regularization_strength: A float >= 0. Defaults to `0.0`.
-      l2_regularization_strength: A float >= 0 (the stabilising L2 of the paper). Defaults to
-        `0.0`.
-      name: The name prefix of the optimizer's variables and ops. Defaults to `"Ftrl"`.
-      l2_shrinkage_regularization_strength: A float >= 0, an L2 penalty on the weights' size
-        added to the gradient; with sparse gradients it applies to the touched rows only.
-        Defaults to `0.0`.
-      beta: A float, the beta of the paper, folded into L2 as `beta / (2 * lr)`. Defaults to
-        `0.0`.
-      huge_pages: If True, the first step asks Linux to back each variable and its slots with
-        transparent huge pages (`tf_ftrl.ops.advise_huge_pages`; CPU variables, parameter
-        servers' included): sparse updates of large tables then need fewer page walks. Defaults
-        to `False`.
-      **kwargs: `clipnorm`, `clipvalue`, `global_clipnorm`, `decay` (inverse-time decay of the
-        learning rate per iteration) and the deprecated `lr` (an alias of `learning_rate`, which
-        tf_keras's own Ftrl accepts but ignores), as for every `OptimizerV2`.
+        {{legacy_learning_rate_arg}}
+        {{learning_rate_power_arg}}
+        {{initial_accumulator_value_arg}}
+        {{ftrl_args}}
+        name: The name prefix of the optimizer's variables and ops. Defaults to `"Ftrl"`.
+        {{huge_pages_arg}}
+        {{legacy_keyword_args}}
+            tf_keras's own Ftrl accepts `lr` but ignores it.
     """
 
     _spec = FTRL

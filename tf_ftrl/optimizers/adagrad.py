@@ -4,20 +4,20 @@ import keras
 import tensorflow as tf
 
 from tf_ftrl import ops
+from tf_ftrl._docstrings import filled
 from tf_ftrl._specs import ADAGRAD
 from tf_ftrl.optimizers import _row_math
 from tf_ftrl.optimizers._fused_optimizer import FusedOptimizer
 
 
 @keras.saving.register_keras_serializable(package="tf_ftrl")
+@filled
 class Adagrad(FusedOptimizer):
     """Optimizer that implements Adagrad with one fused kernel per update.
 
     A drop-in replacement for `keras.optimizers.Adagrad` with the same arguments, defaults and
     slot variable (`accumulator`, so optimizer state saved by one restores into the other).
-    Sparse gradients (`tf.IndexedSlices`) stay sparse: only the touched rows change, duplicate
-    indices are summed first. Under XLA (`jit_compile=True`), the same math runs as plain
-    TensorFlow ops.
+    {{sparse_gradients}}
 
     The update is TensorFlow's kernel formula (and that of the Keras 2 optimizer):
     `accum += g^2; var -= lr * g / (sqrt(accum) + epsilon)`. Keras 3's `Adagrad` puts epsilon
@@ -25,40 +25,20 @@ class Adagrad(FusedOptimizer):
     accumulator is small compared with epsilon (with the default epsilon of 1e-7 and
     initial_accumulator_value of 0.1, by less than 2e-7 relative).
 
-    Where it differs from the stock optimizer:
-    - Repeated ids. The rows of an id that occurs several times in a batch are summed before
-      the update, which is then the update of the densified gradient: one id four times with
-      gradient 1 adds (4 * 1)^2 = 16 to its accumulator, where Keras's own sparse path adds
-      4 * 1^2 = 4.
-    - Regularizers. An `embeddings_regularizer` (or any loss term on the whole table) makes the
-      table's gradient dense, so every row is updated every step, as with the stock optimizer.
-    - XLA. Under `jit_compile=True` (and Keras's default `"auto"` on a GPU) the fused kernels
-      cannot run: the same math runs as plain TensorFlow ops, with a warning once per process.
-      Compile with `jit_compile=False` for the fused kernels.
+    {{differences}}
     - A learning rate of 0 (where warm-up schedules start) grows the accumulator and keeps the
       weights, as in Keras.
     - complex64 and complex128 variables, which the fused kernels do not cover, are updated
       with plain TensorFlow ops (the same math).
-    A constant learning rate must be finite and >= 0 (a `ValueError` otherwise); a schedule or
-    callable that gives a negative or non-finite one fails at that step, naming it and the step.
+    {{learning_rate_checks}}
 
     Args:
-        learning_rate: A float, a `keras.optimizers.schedules.LearningRateSchedule` instance,
-            or a callable that takes no arguments and returns the value to use. Defaults to
-            `0.001`.
-        initial_accumulator_value: The starting value of the accumulators, >= 0. Defaults to
-            `0.1`.
+        {{learning_rate_arg}}
+        {{initial_accumulator_value_arg}}
         epsilon: A small float >= 0 added to the denominator for numerical stability. Defaults
             to `1e-7`.
-        huge_pages: If True, the first step asks Linux to back each variable and its slots with
-            transparent huge pages (`tf_ftrl.ops.advise_huge_pages`): sparse updates of large
-            embedding tables then need far fewer page walks (20-25% faster on 2M x 64 tables
-            here). CPU variables only; values do not change. Defaults to `False`.
-        weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
-        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name: as for
-            every Keras optimizer (see `keras.optimizers.Optimizer`). Clipping and
-            `loss_scale_factor` keep sparse gradients sparse and treat them as their densified
-            form.
+        {{huge_pages_arg}}
+        {{keras_keyword_args}}
     """
 
     _spec = ADAGRAD

@@ -5,71 +5,38 @@ import tensorflow as tf
 
 from tf_ftrl import ops
 from tf_ftrl._arguments import ftrl_l2, reject_complex
+from tf_ftrl._docstrings import filled
 from tf_ftrl._specs import FTRL
 from tf_ftrl.optimizers import _row_math
 from tf_ftrl.optimizers._fused_optimizer import FusedOptimizer
 
 
 @keras.saving.register_keras_serializable(package="tf_ftrl")
+@filled
 class Ftrl(FusedOptimizer):
     """Optimizer that implements FTRL-Proximal with one fused kernel per update.
 
     A drop-in replacement for `keras.optimizers.Ftrl`: the same arguments, defaults, errors,
     slot variables (`accumulator`, `linear`, in the same order, so optimizer state saved by one
-    restores into the other) and the same update, computed by one fused op per variable. Sparse
-    gradients (`tf.IndexedSlices`, e.g. from `Embedding` layers) stay sparse: only the touched
-    rows of the variable and its slots change, duplicate indices are summed first, nothing is
-    densified. Under XLA (`jit_compile=True`), the same math runs as plain TensorFlow ops.
+    restores into the other) and the same update, computed by one fused op per variable.
+    {{sparse_gradients}}
 
-    Update for each element, with n the accumulator, z the linear slot and p = -lr_power:
-    `n' = n + g^2`, `z += g + 2 * l2_shrinkage * w - (n'^p - n^p) / lr * w`,
-    `w = (sign(z) * l1 - z) / (n'^p / lr + 2 * l2')` if `|z| > l1` else 0,
-    where `l2' = l2 + beta / (2 * lr)`.
+    {{ftrl_update}}
 
-    Where it differs from the stock optimizer:
-    - Repeated ids. The rows of an id that occurs several times in a batch are summed before
-      the update, which is then the update of the densified gradient: one id four times with
-      gradient 1 adds (4 * 1)^2 = 16 to its accumulator, where Keras's own sparse path adds
-      4 * 1^2 = 4.
-    - Regularizers. An `embeddings_regularizer` (or any loss term on the whole table) makes the
-      table's gradient dense, so every row is updated every step, as with the stock optimizer.
-    - XLA. Under `jit_compile=True` (and Keras's default `"auto"` on a GPU) the fused kernels
-      cannot run: the same math runs as plain TensorFlow ops, with a warning once per process.
-      Compile with `jit_compile=False` for the fused kernels.
+    {{differences}}
     - A learning rate of 0 (where warm-up schedules start) skips the step: the variable and
       both slots keep their values (the formula divides by the learning rate; stock Keras
       writes NaN).
-    A constant learning rate must be finite and >= 0 (a `ValueError` otherwise); a schedule or
-    callable that gives a negative or non-finite one fails at that step, naming it and the step.
+    {{learning_rate_checks}}
 
     Args:
-        learning_rate: A float, a `keras.optimizers.schedules.LearningRateSchedule` instance,
-            or a callable that takes no arguments and returns the value to use. Defaults to
-            `0.001`.
-        learning_rate_power: A float <= 0. Controls how the learning rate decreases during
-            training; 0 means a fixed learning rate. Defaults to `-0.5` (a faster sqrt path).
-        initial_accumulator_value: The starting value of the accumulators, >= 0. Defaults to
-            `0.1`.
-        l1_regularization_strength: A float >= 0. Defaults to `0.0`.
-        l2_regularization_strength: A float >= 0 (the stabilising L2 of the paper). Defaults to
-            `0.0`.
-        l2_shrinkage_regularization_strength: A float >= 0, an L2 penalty on the weights' size
-            added to the gradient; with sparse gradients it applies to the touched rows only.
-            Defaults to `0.0`.
-        beta: A float, the beta of the paper, folded into L2 as `beta / (2 * lr)`. Defaults to
-            `0.0`.
-        multiply_linear_by_lr: If True, the `linear` slot stores `lr` times its usual value (the
-            kernel's variant, better behaved when the learning rate changes). The slots are then
-            not interchangeable with `keras.optimizers.Ftrl`'s. Defaults to `False`.
-        huge_pages: If True, the first step asks Linux to back each variable and its slots with
-            transparent huge pages (`tf_ftrl.ops.advise_huge_pages`): sparse updates of large
-            embedding tables then need far fewer page walks (20-25% faster on 2M x 64 tables
-            here). CPU variables only; values do not change. Defaults to `False`.
-        weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
-        ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name: as for
-            every Keras optimizer (see `keras.optimizers.Optimizer`). Clipping and
-            `loss_scale_factor` keep sparse gradients sparse and treat them as their densified
-            form (norms and clipping see duplicate indices summed).
+        {{learning_rate_arg}}
+        {{learning_rate_power_arg}}
+        {{initial_accumulator_value_arg}}
+        {{ftrl_args}}
+        {{multiply_linear_by_lr_arg}}
+        {{huge_pages_arg}}
+        {{keras_keyword_args}}
     """
 
     _spec = FTRL
