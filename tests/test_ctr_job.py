@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.support import workers
+from tests.support import ROOT, workers
 from tf_ftrl.examples import criteo_data, ctr
 
 TINY = ["--buckets", "1000", "--embedding-dim", "4", "--hidden-units", "8", "--batch-size", "64",
@@ -189,7 +189,6 @@ def test_each_epoch_has_its_own_order_in_every_run(criteo_files):
 
 def test_plot_dependency_is_an_extra():
     tomllib = pytest.importorskip("tomllib")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    with open(os.path.join(root, "pyproject.toml"), "rb") as f:
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
         extras = tomllib.load(f)["project"]["optional-dependencies"]
     assert extras["examples"] == ["matplotlib"]

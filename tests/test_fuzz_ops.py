@@ -37,7 +37,7 @@ import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from tests.support import numpy_reference
+from tests.support import ROOT, numpy_reference
 from tests.support.numpy_reference import DTYPE_NAMES, INDEX_DTYPE_NAMES
 
 _COMMON = dict(deadline=None, print_blob=True,
@@ -54,7 +54,6 @@ PROFILE = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "fuzz_ops"))
 OPS = ["ftrl", "sparse_ftrl", "adagrad", "sparse_adagrad"]
 HYPERPARAMETERS = {"ftrl": ["lr", "l1", "l2", "l2_shrinkage", "lr_power"],
                    "adagrad": ["lr", "epsilon"]}
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER_START_SECONDS = 180
 EXAMPLE_SECONDS = 120
 

@@ -15,8 +15,8 @@ import pytest
 import tf_ftrl
 import tf_ftrl._version
 import tf_ftrl.optimizers
+from tests.support import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETUP = runpy.run_path(os.path.join(ROOT, "setup.py"), run_name="tf_ftrl_setup_under_test")
 
 

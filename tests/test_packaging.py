@@ -13,8 +13,7 @@ import pytest
 import tensorflow as tf
 
 import tf_ftrl
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.support import ROOT
 
 
 def source_files(tree):

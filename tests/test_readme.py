@@ -10,9 +10,8 @@ import sys
 
 import pytest
 
-from tests.support import workers
+from tests.support import ROOT, workers
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
 BLOCK = re.compile(r"<!-- quickstart: ([\w-]+) -->\n```python\n(.*?)```", re.DOTALL)
 # Put before a block's code: any import of tf_ftrl (or its op library) then fails.
