@@ -16,6 +16,7 @@ import tf_ftrl
 import tf_ftrl._version
 import tf_ftrl.optimizers
 from tests.support import ROOT
+from tests.support.setup_script import run_setup_seeing_tensorflow
 
 SETUP = runpy.run_path(os.path.join(ROOT, "setup.py"), run_name="tf_ftrl_setup_under_test")
 
@@ -41,20 +42,8 @@ def test_pips_isolated_environment_is_recognised():
 def test_build_in_pips_isolated_environment_says_so():
     # What pip's build isolation looks like to setup.py: its temporary directory on PYTHONPATH,
     # and no TensorFlow to be found.
-    script = (
-        "import importlib.metadata as metadata, runpy, sys\n"
-        "real_version = metadata.version\n"
-        "def version(name):\n"
-        "    if name.startswith(('tensorflow', 'tf-nightly')):\n"
-        "        raise metadata.PackageNotFoundError(name)\n"
-        "    return real_version(name)\n"
-        "metadata.version = version\n"
-        "sys.argv = ['setup.py', '--version']\n"
-        "runpy.run_path('setup.py', run_name='__main__')\n"
-    )
-    env = dict(os.environ, PYTHONPATH="/tmp/pip-build-env-test1234/site")
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
+    done = run_setup_seeing_tensorflow(
+        None, env=dict(os.environ, PYTHONPATH="/tmp/pip-build-env-test1234/site"))
     assert done.returncode != 0
     assert ("pip built tf_ftrl in an isolated build environment (/tmp/pip-build-env-test1234), "
             "which has no TensorFlow") in done.stderr, done.stderr

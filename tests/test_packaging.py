@@ -14,6 +14,7 @@ import tensorflow as tf
 
 import tf_ftrl
 from tests.support import ROOT
+from tests.support.setup_script import run_setup_seeing_tensorflow
 
 
 def source_files(tree):
@@ -89,26 +90,6 @@ def test_wheel_carries_the_library_and_names_no_tensorflow_distribution(tmp_path
     expected = [1.0 - 0.5 / 2 ** 0.5, 2.0 - 0.5 / 2 ** 0.5]
     actual = [float(x) for x in values.strip("[]").split(",")]
     assert max(abs(a - e) for a, e in zip(actual, expected)) < 1e-6, values
-
-
-def run_setup_seeing_tensorflow(version):
-    """Runs `setup.py --version` where the installed TensorFlow looks like `version` (None: no
-    TensorFlow at all)."""
-    script = (
-        "import importlib.metadata as metadata, runpy, sys\n"
-        "real_version = metadata.version\n"
-        "def version(name):\n"
-        "    if name.startswith(('tensorflow', 'tf-nightly')):\n"
-        f"        if {version!r} is None or name != 'tensorflow-cpu':\n"
-        "            raise metadata.PackageNotFoundError(name)\n"
-        f"        return {version!r}\n"
-        "    return real_version(name)\n"
-        "metadata.version = version\n"
-        "sys.argv = ['setup.py', '--version']\n"
-        "runpy.run_path('setup.py', run_name='__main__')\n"
-    )
-    return subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
 
 
 def test_build_without_tensorflow_says_what_to_do():
