@@ -14,6 +14,7 @@ import json
 import os
 import sys
 
+from tests.support.models import embedding_regression_model
 from tests.support.workers import print_result
 
 OPTIMIZERS = ("ftrl", "adagrad")
@@ -68,13 +69,7 @@ def initial_weights():
 
 
 def make_model():
-    import keras
-
-    inputs = keras.Input(shape=(IDS_PER_EXAMPLE,), dtype="int32")
-    x = keras.layers.Embedding(VOCABULARY, EMBEDDING_DIM)(inputs)
-    x = keras.layers.Flatten()(x)
-    outputs = keras.layers.Dense(1)(x)
-    model = keras.Model(inputs, outputs)
+    model = embedding_regression_model(VOCABULARY, EMBEDDING_DIM, IDS_PER_EXAMPLE)
     model.set_weights(initial_weights())
     return model
 

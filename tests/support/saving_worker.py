@@ -12,6 +12,7 @@ JSON result (float32 values are exact in JSON).
 
 import sys
 
+from tests.support.models import embedding_regression_model
 from tests.support.workers import print_result
 
 EMBEDDING_DIM = 4
@@ -65,14 +66,9 @@ def dataset_arrays():
 
 
 def make_model():
-    import keras
     import numpy as np
 
-    inputs = keras.Input(shape=(IDS_PER_EXAMPLE,), dtype="int32")
-    x = keras.layers.Embedding(VOCABULARY, EMBEDDING_DIM)(inputs)
-    x = keras.layers.Flatten()(x)
-    outputs = keras.layers.Dense(1)(x)
-    model = keras.Model(inputs, outputs)
+    model = embedding_regression_model(VOCABULARY, EMBEDDING_DIM, IDS_PER_EXAMPLE)
     rng = np.random.default_rng(5)
     model.set_weights([rng.uniform(-0.2, 0.2, size=w.shape).astype("float32")
                        for w in model.get_weights()])

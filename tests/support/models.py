@@ -1,0 +1,13 @@
+"""The Keras model the distribute and saving workers train: ids -> Embedding -> Flatten ->
+Dense(1), so that the table gets a sparse gradient (duplicate ids summed) and the rest dense ones.
+Imports Keras when called, not when imported."""
+
+
+def embedding_regression_model(vocabulary, embedding_dim, ids_per_example):
+    import keras
+
+    inputs = keras.Input(shape=(ids_per_example,), dtype="int32")
+    x = keras.layers.Embedding(vocabulary, embedding_dim)(inputs)
+    x = keras.layers.Flatten()(x)
+    outputs = keras.layers.Dense(1)(x)
+    return keras.Model(inputs, outputs)
