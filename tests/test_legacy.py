@@ -140,6 +140,31 @@ def test_config_round_trip_and_same_config_as_tf_keras(optimizers, case):
     assert run["deserialized_type"] == f"tf_ftrl.legacy.{name.lower()}.{name}"
 
 
+@pytest.mark.parametrize("dtype", legacy_worker.DTYPES)
+@pytest.mark.parametrize("kind", ["dense", "sparse"])
+def test_multiply_linear_by_lr_equals_tensorflows_op(optimizers, kind, dtype):
+    runs = optimizers["multiply_linear_by_lr"][f"{dtype}/{kind}"]
+    seed = optimizers["multiply_linear_by_lr"]["seed"]
+    _assert_same_state(runs["ours"], runs["tensorflow"], dtype, f"random seed {seed}")
+    # The flag changes what the linear slot holds (lr times its usual value).
+    assert not np.allclose(runs["ours"]["slots"]["linear"], runs["without"]["slots"]["linear"])
+
+
+def test_multiply_linear_by_lr_is_configured_and_documented(optimizers):
+    run = optimizers["multiply_linear_by_lr"]["config"]
+    assert run["config"] is run["round_trip"] is run["deserialized"] is True
+    # Left out of the default config, which stays tf_keras's own.
+    assert run["default_has_it"] is False
+    assert run["documented"]
+
+
+@pytest.mark.parametrize("name", ["Ftrl", "Adagrad"])
+def test_docstrings_are_filled_in(optimizers, name):
+    doc = optimizers["docstrings"][name]
+    assert "{{" not in doc
+    assert "\n        huge_pages: If True" in doc
+
+
 def test_config_keeps_every_argument(optimizers):
     config = optimizers["configs"]["ftrl_regularized"]["config"]
     for key, value in legacy_worker.CASES["ftrl_regularized"][1].items():

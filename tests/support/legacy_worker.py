@@ -397,6 +397,84 @@ def optimizer_api():
     return result
 
 
+def multiply_linear_by_lr():
+    """Ftrl(multiply_linear_by_lr=True) next to TensorFlow's ResourceApplyFtrlV2 and
+    ResourceSparseApplyFtrlV2 with multiply_linear_by_lr=True, step by step from fresh random
+    values (sparse gradients deduplicated for TensorFlow's op); the same without the flag; its
+    config."""
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras
+
+    ftrl, _ = classes("Ftrl")
+    seed = int(np.random.default_rng().integers(2**31))
+    rng = np.random.default_rng(seed)
+    # Values exact in float32, in which tf_keras keeps hyperparameters whatever the variables'
+    # dtype: TensorFlow's op gets the same ones in float64 too.
+    kwargs = dict(learning_rate=0.375, learning_rate_power=-0.625, initial_accumulator_value=0.25,
+                  l1_regularization_strength=2**-7, l2_regularization_strength=2**-6,
+                  l2_shrinkage_regularization_strength=2**-5, beta=0.75)
+    result = {"seed": seed}
+    for dtype in DTYPES:
+        for kind in ("dense", "sparse"):
+            start = rng.uniform(-0.5, 0.5, size=(ROWS, COLUMNS)).astype(dtype)
+            if kind == "dense":
+                grads = [rng.normal(size=(ROWS, COLUMNS)).astype(dtype) for _ in range(STEPS)]
+            else:
+                grads = [(rng.normal(size=(6, COLUMNS)).astype(dtype),
+                          rng.integers(0, ROWS, size=6).astype("int32")) for _ in range(STEPS)]
+            runs = {}
+            for flag in (True, False):
+                optimizer = ftrl(multiply_linear_by_lr=flag, **kwargs)
+                var = tf.Variable(start)
+                for grad in grads:
+                    if kind == "sparse":
+                        grad = tf.IndexedSlices(tf.constant(grad[0]), tf.constant(grad[1]),
+                                                tf.constant([ROWS, COLUMNS]))
+                    optimizer.apply_gradients([(grad, var)])
+                runs["ours" if flag else "without"] = state(optimizer, var)
+
+            var = tf.Variable(start)
+            accum = tf.Variable(np.full((ROWS, COLUMNS), kwargs["initial_accumulator_value"],
+                                        dtype))
+            linear = tf.Variable(np.zeros((ROWS, COLUMNS), dtype))
+            lr = kwargs["learning_rate"]
+            hyper = {name: tf.constant(value, dtype) for name, value in dict(
+                lr=lr, l1=kwargs["l1_regularization_strength"],
+                l2=kwargs["l2_regularization_strength"] + kwargs["beta"] / (2 * lr),
+                l2_shrinkage=kwargs["l2_shrinkage_regularization_strength"],
+                lr_power=kwargs["learning_rate_power"]).items()}
+            handles = dict(var=var.handle, accum=accum.handle, linear=linear.handle)
+            for grad in grads:
+                if kind == "dense":
+                    tf.raw_ops.ResourceApplyFtrlV2(grad=grad, multiply_linear_by_lr=True,
+                                                   **handles, **hyper)
+                else:
+                    values, indices = deduplicated(*grad)
+                    tf.raw_ops.ResourceSparseApplyFtrlV2(grad=values, indices=indices,
+                                                         multiply_linear_by_lr=True, **handles,
+                                                         **hyper)
+            runs["tensorflow"] = {"var": var.numpy().tolist(),
+                                  "slots": {"accumulator": accum.numpy().tolist(),
+                                            "linear": linear.numpy().tolist()},
+                                  "iterations": STEPS}
+            result[f"{dtype}/{kind}"] = runs
+
+    optimizer = ftrl(multiply_linear_by_lr=True)
+    config = optimizer.get_config()
+    deserialized = tf_keras.optimizers.deserialize(
+        copy.deepcopy(tf_keras.optimizers.serialize(optimizer)))
+    result["config"] = {
+        "config": config.get("multiply_linear_by_lr"),
+        "round_trip": ftrl.from_config(copy.deepcopy(config)).get_config().get(
+            "multiply_linear_by_lr"),
+        "deserialized": deserialized.get_config().get("multiply_linear_by_lr"),
+        "default_has_it": "multiply_linear_by_lr" in ftrl().get_config(),
+        "documented": "multiply_linear_by_lr: If True" in ftrl.__doc__,
+    }
+    return result
+
+
 def run_optimizers():
     import os
 
@@ -413,6 +491,8 @@ def run_optimizers():
         "learning_rate_kwargs": learning_rate_kwargs(),
         "errors": errors(),
         "api": optimizer_api(),
+        "multiply_linear_by_lr": multiply_linear_by_lr(),
+        "docstrings": {name: classes(name)[0].__doc__ for name in ("Ftrl", "Adagrad")},
     }
 
 

@@ -20,7 +20,8 @@ class Ftrl(FusedOptimizerV2):
     one restore into the other) and update. Dense gradients go to `tf_ftrl.ops.apply_ftrl`,
     `tf.IndexedSlices` (e.g. from `Embedding` layers) to `tf_ftrl.ops.sparse_apply_ftrl`, which
     updates only the touched rows and sums duplicate indices in the kernel (tf_keras's own Ftrl
-    sums them with `tf.unique` and a segment sum first; the results agree).
+    sums them with `tf.unique` and a segment sum first; the results agree). It also takes
+    `multiply_linear_by_lr`, as `tf_ftrl.Ftrl` and TensorFlow's `ResourceApplyFtrlV2` do.
 
     {{ftrl_update}}
 
@@ -33,6 +34,7 @@ class Ftrl(FusedOptimizerV2):
         {{learning_rate_power_arg}}
         {{initial_accumulator_value_arg}}
         {{ftrl_args}}
+        {{multiply_linear_by_lr_arg}}
         name: The name prefix of the optimizer's variables and ops. Defaults to `"Ftrl"`.
         {{huge_pages_arg}}
         {{legacy_keyword_args}}
@@ -51,6 +53,7 @@ class Ftrl(FusedOptimizerV2):
         name="Ftrl",
         l2_shrinkage_regularization_strength=0.0,
         beta=0.0,
+        multiply_linear_by_lr=False,
         **kwargs,
     ):
         super().__init__(name, learning_rate, initial_accumulator_value, **kwargs)
@@ -68,6 +71,7 @@ class Ftrl(FusedOptimizerV2):
         self._set_hyper("l2_regularization_strength", l2_regularization_strength)
         self._set_hyper("beta", beta)
         self._l2_shrinkage_regularization_strength = l2_shrinkage_regularization_strength
+        self._multiply_linear_by_lr = bool(multiply_linear_by_lr)
 
     def _create_slots(self, var_list):
         reject_complex("Ftrl", var_list)
@@ -90,12 +94,14 @@ class Ftrl(FusedOptimizerV2):
         return ops.apply_ftrl(var, self.get_slot(var, "accumulator"),
                               self.get_slot(var, "linear"), grad,
                               **self._op_values(var, apply_state),
+                              multiply_linear_by_lr=self._multiply_linear_by_lr,
                               use_locking=self._use_locking)
 
     def _fused_apply_sparse(self, grad, var, indices, apply_state):
         return ops.sparse_apply_ftrl(var, self.get_slot(var, "accumulator"),
                                      self.get_slot(var, "linear"), grad, indices,
                                      **self._op_values(var, apply_state),
+                                     multiply_linear_by_lr=self._multiply_linear_by_lr,
                                      use_locking=self._use_locking)
 
     def get_config(self):
@@ -103,4 +109,7 @@ class Ftrl(FusedOptimizerV2):
         config.update({argument.name: self._serialize_hyperparameter(argument.name)
                        if argument.name in self._hyper else getattr(self, "_" + argument.name)
                        for argument in FTRL.arguments})
+        # Only when set, so that the default config stays tf_keras's own.
+        if self._multiply_linear_by_lr:
+            config["multiply_linear_by_lr"] = True
         return config
