@@ -128,39 +128,43 @@ def _indices(indices):
     return indices
 
 
-def _op_wrapper(spec, sparse, name, doc):
-    """The Python function of `spec`'s dense or sparse op, its signature derived from `spec`:
+def _op_wrapper(spec, sparse, doc):
+    """The Python function of `spec`'s dense or sparse op (`apply_ftrl`, `sparse_apply_ftrl`),
+    its signature derived from `spec`:
     `(var, *slots, grad[, indices], *hyperparameters, flag, use_locking=False, name=None)`."""
-    parameter = inspect.Parameter
-    tensors = ["var", *(slot.op_input for slot in spec.slots), "grad"] + (["indices"] if sparse
-                                                                           else [])
-    defaults = {op_input: spec.op_argument(op_input).op_default
-                for op_input in spec.op_hyperparameters}
+    variables = ["var"] + [slot.op_input for slot in spec.slots]
+    tensors = variables + ["grad"] + (["indices"] if sparse else [])
+
+    def parameter(name, default=None, required=False):
+        empty = inspect.Parameter.empty
+        return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                 default=empty if required else default)
+
     signature = inspect.Signature(
-        [parameter(t, parameter.POSITIONAL_OR_KEYWORD) for t in tensors]
-        + [parameter(h, parameter.POSITIONAL_OR_KEYWORD,
-                     default=parameter.empty if defaults[h] is None else defaults[h])
-           for h in spec.op_hyperparameters]
-        + [parameter(flag, parameter.POSITIONAL_OR_KEYWORD, default=default)
-           for flag, default in ((spec.flag, spec.flag_default), ("use_locking", False),
-                                 ("name", None))])
+        [parameter(name, required=True) for name in tensors]
+        + [parameter(name, spec.op_argument(name).op_default,
+                     required=spec.op_argument(name).op_default is None)
+           for name in spec.op_hyperparameters]
+        + [parameter(spec.flag, spec.flag_default), parameter("use_locking", False),
+           parameter("name", None)])
     op_function = _snake_case(spec.sparse_op if sparse else spec.dense_op)
 
     def wrapper(*args, **kwargs):
-        arguments = signature.bind(*args, **kwargs)
-        arguments.apply_defaults()
-        given = arguments.arguments
+        given = signature.bind(*args, **kwargs)
+        given.apply_defaults()
+        given = given.arguments
         dtype = _dtype_of(given["var"])
-        inputs = {t: _handle(given[t]) for t in tensors if t not in ("grad", "indices")}
+        inputs = {name: _handle(given[name]) for name in variables}
         inputs["grad"] = _grad(given["grad"], dtype)
         if sparse:
             inputs["indices"] = _indices(given["indices"])
-        inputs.update((h, _scalar(given[h], dtype)) for h in spec.op_hyperparameters)
+        inputs.update((name, _scalar(given[name], dtype)) for name in spec.op_hyperparameters)
         return getattr(load_library(), op_function)(
             **inputs, use_locking=given["use_locking"], name=given["name"],
             **{spec.flag: given[spec.flag]})
 
-    wrapper.__name__ = wrapper.__qualname__ = name
+    wrapper.__name__ = wrapper.__qualname__ = (
+        ("sparse_" if sparse else "") + "apply_" + spec.name.lower())
     wrapper.__doc__ = doc.format(hyperparameters=_hyperparameters_doc(spec))
     wrapper.__signature__ = signature
     return wrapper
@@ -182,7 +186,7 @@ def _hyperparameters_doc(spec):
     return f"{', '.join(spec.op_hyperparameters)}: finite scalars;\n        {bounds}."
 
 
-apply_ftrl = _op_wrapper(_specs.FTRL, False, "apply_ftrl", """\
+apply_ftrl = _op_wrapper(_specs.FTRL, False, """\
 Fused FTRL-Proximal update of `var`, `accum` and `linear` in place.
 
     The math of `tf.raw_ops.ResourceApplyFtrlV2`: with p = lr_power,
@@ -202,7 +206,7 @@ Fused FTRL-Proximal update of `var`, `accum` and `linear` in place.
       use_locking: hold the variables' locks exclusively for the update.
     """)
 
-sparse_apply_ftrl = _op_wrapper(_specs.FTRL, True, "sparse_apply_ftrl", """\
+sparse_apply_ftrl = _op_wrapper(_specs.FTRL, True, """\
 Fused FTRL-Proximal update of the rows `indices` of `var`, `accum` and `linear`.
 
     `grad[i]` is the gradient of row `indices[i]`; `var` has rank >= 1 and `grad` has shape
@@ -211,7 +215,7 @@ Fused FTRL-Proximal update of the rows `indices` of `var`, `accum` and `linear`.
     bound, and nothing is written. Other arguments as in `apply_ftrl`.
     """)
 
-apply_adagrad = _op_wrapper(_specs.ADAGRAD, False, "apply_adagrad", """\
+apply_adagrad = _op_wrapper(_specs.ADAGRAD, False, """\
 Fused Adagrad update in place: `accum += grad**2` (when `update_slots`), then
     `var -= lr * grad / (sqrt(accum) + epsilon)`, as `tf.raw_ops.ResourceApplyAdagradV2`.
 
@@ -220,7 +224,7 @@ Fused Adagrad update in place: `accum += grad**2` (when `update_slots`), then
         At lr 0 only the accumulator changes.
     """)
 
-sparse_apply_adagrad = _op_wrapper(_specs.ADAGRAD, True, "sparse_apply_adagrad", """\
+sparse_apply_adagrad = _op_wrapper(_specs.ADAGRAD, True, """\
 Fused Adagrad update of the rows `indices` of `var` and `accum`; duplicate indices are
     summed first. Arguments as in `sparse_apply_ftrl` and `apply_adagrad`.
     """)
