@@ -52,13 +52,13 @@ def update(optimizer, sparse, var, slots, grad, indices, use_locking):
     """One update op; slots is (accum, linear) for FTRL, (accum,) for Adagrad."""
     if optimizer == "ftrl":
         if sparse:
-            return tf_ftrl.sparse_apply_ftrl(var, *slots, grad, indices, use_locking=use_locking,
-                                             **FTRL_HYPER)
-        return tf_ftrl.apply_ftrl(var, *slots, grad, use_locking=use_locking, **FTRL_HYPER)
+            return tf_ftrl.ops.sparse_apply_ftrl(var, *slots, grad, indices,
+                                                 use_locking=use_locking, **FTRL_HYPER)
+        return tf_ftrl.ops.apply_ftrl(var, *slots, grad, use_locking=use_locking, **FTRL_HYPER)
     if sparse:
-        return tf_ftrl.sparse_apply_adagrad(var, *slots, grad, indices, lr=0.01,
-                                            use_locking=use_locking)
-    return tf_ftrl.apply_adagrad(var, *slots, grad, lr=0.01, use_locking=use_locking)
+        return tf_ftrl.ops.sparse_apply_adagrad(var, *slots, grad, indices, lr=0.01,
+                                                use_locking=use_locking)
+    return tf_ftrl.ops.apply_adagrad(var, *slots, grad, lr=0.01, use_locking=use_locking)
 
 
 def slot_variables(optimizer, shape, accum=0.0):

@@ -129,7 +129,7 @@ def _run_example(example):
     result = {"before": before, "rounded_hyper": rounded, "grad": _as_float64(grad)}
     flags = ({"multiply_linear_by_lr": example["multiply_linear_by_lr"]} if kind == "ftrl" else
              {"update_slots": example["update_slots"]})
-    op = getattr(tf_ftrl, ("sparse_apply_" if sparse else "apply_") + kind)
+    op = getattr(tf_ftrl.ops, ("sparse_apply_" if sparse else "apply_") + kind)
     args = [variables[name] for name in variables] + [grad] + ([indices] if sparse else [])
     try:
         op(*args, use_locking=example["use_locking"], **hyper, **flags)

@@ -58,10 +58,10 @@ CHILD = textwrap.dedent(f"""
                                          dtype=tf.bfloat16).numpy().astype(np.float64).tolist()
 
     grad = tf.fill([1, row_size], tf.constant(0.5, tf.bfloat16))
-    tf_ftrl.sparse_apply_adagrad(var, accum, grad, tf.constant([{LAST_ROW}], tf.int32), lr=0.1,
-                                 epsilon=0.0)
-    tf_ftrl.sparse_apply_adagrad(var, accum, -grad, tf.constant([{OTHER_ROW}], tf.int64),
-                                 lr=0.1, epsilon=0.0)
+    tf_ftrl.ops.sparse_apply_adagrad(var, accum, grad, tf.constant([{LAST_ROW}], tf.int32),
+                                     lr=0.1, epsilon=0.0)
+    tf_ftrl.ops.sparse_apply_adagrad(var, accum, -grad, tf.constant([{OTHER_ROW}], tf.int64),
+                                     lr=0.1, epsilon=0.0)
     wanted = [{LAST_ROW}, {OTHER_ROW}, 7, 5, {LAST_ROW} - 1, 0]
     print_result({{
         "var": rows_of(var, wanted),

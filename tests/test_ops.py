@@ -53,8 +53,8 @@ def test_apply_ftrl_matches_reference(rng, dtype, shape, lr_power, multiply_line
     x = Inputs(rng, shape, dtype)
     hyper = dict(FTRL_HYPER, l2_shrinkage=l2_shrinkage, lr_power=lr_power,
                  multiply_linear_by_lr=multiply_linear_by_lr)
-    tf_ftrl.apply_ftrl(x.variables["var"], x.variables["accum"], x.variables["linear"], x.grad,
-                       **hyper)
+    tf_ftrl.ops.apply_ftrl(x.variables["var"], x.variables["accum"], x.variables["linear"], x.grad,
+                           **hyper)
     expected = reference.ftrl(x.start["var"], x.start["accum"], x.start["linear"], x.grad64,
                               **hyper)
     check_ftrl_result(x, expected, reference.ftrl_threshold(0.05, 0.02, multiply_linear_by_lr))
@@ -67,8 +67,8 @@ def test_apply_ftrl_matches_builtin(rng, dtype, lr_power, multiply_linear_by_lr)
     ours = Inputs(rng, (1000,), dtype)
     theirs = {name: tf.Variable(v) for name, v in ours.variables.items()}
     hyper = dict(FTRL_HYPER, l2_shrinkage=0.05, lr_power=lr_power)
-    tf_ftrl.apply_ftrl(ours.variables["var"], ours.variables["accum"], ours.variables["linear"],
-                       ours.grad, multiply_linear_by_lr=multiply_linear_by_lr, **hyper)
+    tf_ftrl.ops.apply_ftrl(ours.variables["var"], ours.variables["accum"], ours.variables["linear"],
+                           ours.grad, multiply_linear_by_lr=multiply_linear_by_lr, **hyper)
     tf.raw_ops.ResourceApplyFtrlV2(
         var=theirs["var"].handle, accum=theirs["accum"].handle, linear=theirs["linear"].handle,
         grad=ours.grad, multiply_linear_by_lr=multiply_linear_by_lr,
@@ -89,8 +89,8 @@ def test_apply_ftrl_matches_builtin(rng, dtype, lr_power, multiply_linear_by_lr)
 def test_apply_ftrl_float32_sqrt_path_is_bit_identical_to_builtin(rng):
     ours = Inputs(rng, (4099,), tf.float32)
     theirs = {name: tf.Variable(v) for name, v in ours.variables.items()}
-    tf_ftrl.apply_ftrl(ours.variables["var"], ours.variables["accum"], ours.variables["linear"],
-                       ours.grad, l2_shrinkage=0.05, **FTRL_HYPER)
+    tf_ftrl.ops.apply_ftrl(ours.variables["var"], ours.variables["accum"], ours.variables["linear"],
+                           ours.grad, l2_shrinkage=0.05, **FTRL_HYPER)
     tf.raw_ops.ResourceApplyFtrlV2(
         var=theirs["var"].handle, accum=theirs["accum"].handle, linear=theirs["linear"].handle,
         grad=ours.grad, lr=0.05, l1=0.02, l2=0.03, l2_shrinkage=0.05, lr_power=-0.5)
@@ -102,8 +102,8 @@ def test_apply_ftrl_float32_sqrt_path_is_bit_identical_to_builtin(rng):
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
 def test_apply_ftrl_large_l1_clips_to_exactly_zero(rng, dtype):
     x = Inputs(rng, (300,), dtype)
-    tf_ftrl.apply_ftrl(x.variables["var"], x.variables["accum"], x.variables["linear"], x.grad,
-                       lr=0.05, l1=1e4, l2=0.0)
+    tf_ftrl.ops.apply_ftrl(x.variables["var"], x.variables["accum"], x.variables["linear"], x.grad,
+                           lr=0.05, l1=1e4, l2=0.0)
     assert np.all(x.variables["var"].numpy() == 0)
     expected = reference.ftrl(x.start["var"], x.start["accum"], x.start["linear"], x.grad64,
                               lr=0.05, l1=1e4, l2=0.0)
@@ -113,8 +113,8 @@ def test_apply_ftrl_large_l1_clips_to_exactly_zero(rng, dtype):
 def test_apply_ftrl_large_tensor_uses_all_blocks(rng):
     # Big enough to be split over the thread pool; every block must be updated.
     x = Inputs(rng, (300_001,), tf.float32)
-    tf_ftrl.apply_ftrl(x.variables["var"], x.variables["accum"], x.variables["linear"], x.grad,
-                       **FTRL_HYPER)
+    tf_ftrl.ops.apply_ftrl(x.variables["var"], x.variables["accum"], x.variables["linear"], x.grad,
+                           **FTRL_HYPER)
     expected = reference.ftrl(x.start["var"], x.start["accum"], x.start["linear"], x.grad64,
                               **FTRL_HYPER)
     check_ftrl_result(x, expected, 0.02)
@@ -158,8 +158,8 @@ def test_sparse_apply_ftrl_matches_reference(rng, dtype, index_dtype, shape, lr_
                                              duplicates):
     x, indices = sparse_inputs(rng, shape, dtype, n=9, duplicates=duplicates)
     hyper = dict(FTRL_HYPER, l2_shrinkage=0.05, lr_power=lr_power)
-    tf_ftrl.sparse_apply_ftrl(x.variables["var"], x.variables["accum"], x.variables["linear"],
-                              x.grad, tf.constant(indices, index_dtype), **hyper)
+    tf_ftrl.ops.sparse_apply_ftrl(x.variables["var"], x.variables["accum"], x.variables["linear"],
+                                  x.grad, tf.constant(indices, index_dtype), **hyper)
     expected = expected_sparse_ftrl(x, indices, **hyper)
     # Summing duplicates rounds once more in the half types.
     check_ftrl_result(x, expected, 0.02, tolerance_scale=2.0, rows=np.unique(indices))
@@ -170,8 +170,8 @@ def test_sparse_apply_ftrl_matches_reference(rng, dtype, index_dtype, shape, lr_
 def test_sparse_apply_ftrl_multiply_linear_by_lr(rng, multiply_linear_by_lr):
     x, indices = sparse_inputs(rng, (30, 7), tf.float32, n=20, duplicates=True)
     hyper = dict(FTRL_HYPER, l2_shrinkage=0.05, multiply_linear_by_lr=multiply_linear_by_lr)
-    tf_ftrl.sparse_apply_ftrl(x.variables["var"], x.variables["accum"], x.variables["linear"],
-                              x.grad, indices, **hyper)
+    tf_ftrl.ops.sparse_apply_ftrl(x.variables["var"], x.variables["accum"], x.variables["linear"],
+                                  x.grad, indices, **hyper)
     expected = expected_sparse_ftrl(x, indices, **hyper)
     check_ftrl_result(x, expected, reference.ftrl_threshold(0.05, 0.02, multiply_linear_by_lr),
                       rows=np.unique(indices))
@@ -185,9 +185,9 @@ def test_sparse_ftrl_with_duplicates_equals_dense_op_on_densified_grad(rng, dtyp
     dense = {name: tf.Variable(v) for name, v in x.variables.items()}
     dense_grad = reference.densify(x.grad.numpy(), indices, 64)  # summed in dtype, in order
     hyper = dict(FTRL_HYPER, l2_shrinkage=0.05, lr_power=lr_power)
-    tf_ftrl.sparse_apply_ftrl(x.variables["var"], x.variables["accum"], x.variables["linear"],
-                              x.grad, indices, **hyper)
-    tf_ftrl.apply_ftrl(dense["var"], dense["accum"], dense["linear"], dense_grad, **hyper)
+    tf_ftrl.ops.sparse_apply_ftrl(x.variables["var"], x.variables["accum"], x.variables["linear"],
+                                  x.grad, indices, **hyper)
+    tf_ftrl.ops.apply_ftrl(dense["var"], dense["accum"], dense["linear"], dense_grad, **hyper)
     rows = np.unique(indices)
     for name in ("var", "accum", "linear"):
         np.testing.assert_array_equal(x.variables[name].numpy()[rows],
@@ -201,8 +201,8 @@ def test_sparse_apply_ftrl_matches_builtin_with_dedup(rng, dtype, index_dtype):
     x, indices = sparse_inputs(rng, (100, 6), dtype, n=150, duplicates=True)
     theirs = {name: tf.Variable(v) for name, v in x.variables.items()}
     hyper = dict(FTRL_HYPER, l2_shrinkage=0.05, lr_power=-0.5)
-    tf_ftrl.sparse_apply_ftrl(x.variables["var"], x.variables["accum"], x.variables["linear"],
-                              x.grad, tf.constant(indices, index_dtype), **hyper)
+    tf_ftrl.ops.sparse_apply_ftrl(x.variables["var"], x.variables["accum"], x.variables["linear"],
+                                  x.grad, tf.constant(indices, index_dtype), **hyper)
     unique, positions = tf.unique(tf.constant(indices, index_dtype))
     sum_dtype = dtype if dtype in (tf.float32, tf.float64) else tf.float32
     summed = tf.math.unsorted_segment_sum(tf.cast(x.grad, sum_dtype), positions,
@@ -221,18 +221,18 @@ def test_sparse_apply_ftrl_matches_builtin_with_dedup(rng, dtype, index_dtype):
 def test_sparse_ops_with_empty_indices_change_nothing(rng, index_dtype):
     x = Inputs(rng, (10, 3), tf.float32, grad_shape=(0, 3))
     empty = tf.zeros([0], index_dtype)
-    tf_ftrl.sparse_apply_ftrl(x.variables["var"], x.variables["accum"], x.variables["linear"],
-                              x.grad, empty, **FTRL_HYPER)
-    tf_ftrl.sparse_apply_adagrad(x.variables["var"], x.variables["accum"], x.grad, empty,
-                                 lr=0.1)
+    tf_ftrl.ops.sparse_apply_ftrl(x.variables["var"], x.variables["accum"], x.variables["linear"],
+                                  x.grad, empty, **FTRL_HYPER)
+    tf_ftrl.ops.sparse_apply_adagrad(x.variables["var"], x.variables["accum"], x.grad, empty,
+                                     lr=0.1)
     x.assert_unchanged()
 
 
 def test_sparse_apply_ftrl_large_update_uses_all_rows(rng):
     # Enough rows to be split over the thread pool.
     x, indices = sparse_inputs(rng, (20_000, 16), tf.float32, n=8_000, duplicates=True)
-    tf_ftrl.sparse_apply_ftrl(x.variables["var"], x.variables["accum"], x.variables["linear"],
-                              x.grad, indices, **FTRL_HYPER)
+    tf_ftrl.ops.sparse_apply_ftrl(x.variables["var"], x.variables["accum"], x.variables["linear"],
+                                  x.grad, indices, **FTRL_HYPER)
     expected = expected_sparse_ftrl(x, indices, **FTRL_HYPER)
     check_ftrl_result(x, expected, 0.02, rows=np.unique(indices))
     assert_untouched_rows_identical(x, indices)
@@ -246,8 +246,8 @@ def test_sparse_apply_ftrl_large_update_uses_all_rows(rng):
 @pytest.mark.parametrize("update_slots", [True, False])
 def test_apply_adagrad_matches_reference(rng, dtype, shape, update_slots):
     x = Inputs(rng, shape, dtype, slots=("accum",))
-    tf_ftrl.apply_adagrad(x.variables["var"], x.variables["accum"], x.grad, lr=0.05,
-                          epsilon=1e-3, update_slots=update_slots)
+    tf_ftrl.ops.apply_adagrad(x.variables["var"], x.variables["accum"], x.grad, lr=0.05,
+                              epsilon=1e-3, update_slots=update_slots)
     var, accum = reference.adagrad(x.start["var"], x.start["accum"], x.grad64, lr=0.05,
                                    epsilon=1e-3, update_slots=update_slots)
     assert_close(x.current("var"), var, dtype, what="var")
@@ -261,8 +261,8 @@ def test_apply_adagrad_matches_reference(rng, dtype, shape, update_slots):
 def test_apply_adagrad_matches_builtin(rng, dtype, update_slots):
     ours = Inputs(rng, (1001,), dtype, slots=("accum",))
     theirs = {name: tf.Variable(v) for name, v in ours.variables.items()}
-    tf_ftrl.apply_adagrad(ours.variables["var"], ours.variables["accum"], ours.grad, lr=0.05,
-                          epsilon=1e-3, update_slots=update_slots)
+    tf_ftrl.ops.apply_adagrad(ours.variables["var"], ours.variables["accum"], ours.grad, lr=0.05,
+                              epsilon=1e-3, update_slots=update_slots)
     tf.raw_ops.ResourceApplyAdagradV2(var=theirs["var"].handle, accum=theirs["accum"].handle,
                                       lr=tf.constant(0.05, dtype),
                                       epsilon=tf.constant(1e-3, dtype), grad=ours.grad,
@@ -281,9 +281,9 @@ def test_apply_adagrad_matches_builtin(rng, dtype, update_slots):
 def test_sparse_apply_adagrad_matches_reference(rng, dtype, index_dtype, shape, duplicates,
                                                 update_slots):
     x, indices = sparse_inputs(rng, shape, dtype, n=9, duplicates=duplicates, slots=("accum",))
-    tf_ftrl.sparse_apply_adagrad(x.variables["var"], x.variables["accum"], x.grad,
-                                 tf.constant(indices, index_dtype), lr=0.05, epsilon=1e-3,
-                                 update_slots=update_slots)
+    tf_ftrl.ops.sparse_apply_adagrad(x.variables["var"], x.variables["accum"], x.grad,
+                                     tf.constant(indices, index_dtype), lr=0.05, epsilon=1e-3,
+                                     update_slots=update_slots)
     dense_grad = reference.densify(x.grad64, indices, shape[0])
     var, accum = reference.adagrad(x.start["var"], x.start["accum"], dense_grad, lr=0.05,
                                    epsilon=1e-3, update_slots=update_slots)
@@ -297,10 +297,10 @@ def test_sparse_apply_adagrad_matches_reference(rng, dtype, index_dtype, shape, 
 def test_sparse_adagrad_with_duplicates_equals_dense_op_on_densified_grad(rng, dtype):
     x, indices = sparse_inputs(rng, (50, 17), dtype, n=120, duplicates=True, slots=("accum",))
     dense = {name: tf.Variable(v) for name, v in x.variables.items()}
-    tf_ftrl.sparse_apply_adagrad(x.variables["var"], x.variables["accum"], x.grad, indices,
-                                 lr=0.05)
-    tf_ftrl.apply_adagrad(dense["var"], dense["accum"],
-                          reference.densify(x.grad.numpy(), indices, 50), lr=0.05)
+    tf_ftrl.ops.sparse_apply_adagrad(x.variables["var"], x.variables["accum"], x.grad, indices,
+                                     lr=0.05)
+    tf_ftrl.ops.apply_adagrad(dense["var"], dense["accum"],
+                              reference.densify(x.grad.numpy(), indices, 50), lr=0.05)
     rows = np.unique(indices)
     for name in ("var", "accum"):
         np.testing.assert_array_equal(x.variables[name].numpy()[rows],
@@ -312,8 +312,8 @@ def test_sparse_adagrad_with_duplicates_equals_dense_op_on_densified_grad(rng, d
 def test_sparse_apply_adagrad_matches_builtin_on_unique_indices(rng, dtype):
     x, indices = sparse_inputs(rng, (100, 6), dtype, n=40, duplicates=False, slots=("accum",))
     theirs = {name: tf.Variable(v) for name, v in x.variables.items()}
-    tf_ftrl.sparse_apply_adagrad(x.variables["var"], x.variables["accum"], x.grad, indices,
-                                 lr=0.05, epsilon=1e-3)
+    tf_ftrl.ops.sparse_apply_adagrad(x.variables["var"], x.variables["accum"], x.grad, indices,
+                                     lr=0.05, epsilon=1e-3)
     tf.raw_ops.ResourceSparseApplyAdagradV2(
         var=theirs["var"].handle, accum=theirs["accum"].handle, lr=tf.constant(0.05, dtype),
         epsilon=tf.constant(1e-3, dtype), grad=x.grad, indices=tf.constant(indices))
@@ -331,8 +331,8 @@ def test_ops_work_inside_tf_function(rng):
 
     @tf.function
     def step(grad, idx):
-        tf_ftrl.sparse_apply_ftrl(x.variables["var"], x.variables["accum"],
-                                  x.variables["linear"], grad, idx, **FTRL_HYPER)
+        tf_ftrl.ops.sparse_apply_ftrl(x.variables["var"], x.variables["accum"],
+                                      x.variables["linear"], grad, idx, **FTRL_HYPER)
 
     step(x.grad, tf.constant(indices))
     expected = expected_sparse_ftrl(x, indices, **FTRL_HYPER)
@@ -341,8 +341,8 @@ def test_ops_work_inside_tf_function(rng):
 
 def test_hyperparameters_may_be_tensors_of_another_dtype(rng):
     x = Inputs(rng, (16,), tf.float16, slots=("accum",))
-    tf_ftrl.apply_adagrad(x.variables["var"], x.variables["accum"], x.grad,
-                          lr=tf.constant(0.05, tf.float32), epsilon=tf.constant(1e-3))
+    tf_ftrl.ops.apply_adagrad(x.variables["var"], x.variables["accum"], x.grad,
+                              lr=tf.constant(0.05, tf.float32), epsilon=tf.constant(1e-3))
     var, _ = reference.adagrad(x.start["var"], x.start["accum"], x.grad64, lr=0.05,
                                epsilon=1e-3)
     assert_close(x.current("var"), var, tf.float16)

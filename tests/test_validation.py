@@ -15,14 +15,15 @@ def call(kind, x, grad=None, indices=None, **overrides):
     v = x.variables
     grad = x.grad if grad is None else grad
     if kind == "ftrl":
-        return tf_ftrl.apply_ftrl(v["var"], v["accum"], v["linear"], grad, **{**FTRL, **overrides})
+        return tf_ftrl.ops.apply_ftrl(v["var"], v["accum"], v["linear"], grad,
+                                      **{**FTRL, **overrides})
     if kind == "sparse_ftrl":
-        return tf_ftrl.sparse_apply_ftrl(v["var"], v["accum"], v["linear"], grad, indices,
-                                         **{**FTRL, **overrides})
+        return tf_ftrl.ops.sparse_apply_ftrl(v["var"], v["accum"], v["linear"], grad, indices,
+                                             **{**FTRL, **overrides})
     if kind == "adagrad":
-        return tf_ftrl.apply_adagrad(v["var"], v["accum"], grad, **{**ADAGRAD, **overrides})
-    return tf_ftrl.sparse_apply_adagrad(v["var"], v["accum"], grad, indices,
-                                        **{**ADAGRAD, **overrides})
+        return tf_ftrl.ops.apply_adagrad(v["var"], v["accum"], grad, **{**ADAGRAD, **overrides})
+    return tf_ftrl.ops.sparse_apply_adagrad(v["var"], v["accum"], grad, indices,
+                                            **{**ADAGRAD, **overrides})
 
 
 def slots(kind):
@@ -212,13 +213,13 @@ def test_adagrad_at_zero_learning_rate_matches_tensorflow(rng, sparse):
     theirs = [tf.Variable(var0), tf.Variable(accum0)]
     if sparse:
         indices = [4, 0, 4, 2, 1, 5]
-        tf_ftrl.sparse_apply_adagrad(*ours, grad, indices, lr=0.0, epsilon=1e-7)
+        tf_ftrl.ops.sparse_apply_adagrad(*ours, grad, indices, lr=0.0, epsilon=1e-7)
         summed = tf.math.unsorted_segment_sum(grad, indices, 6)
         tf.raw_ops.ResourceApplyAdagradV2(var=theirs[0].handle, accum=theirs[1].handle,
                                           lr=tf.constant(0.0, tf.float64),
                                           epsilon=tf.constant(1e-7, tf.float64), grad=summed)
     else:
-        tf_ftrl.apply_adagrad(*ours, grad, lr=0.0, epsilon=1e-7)
+        tf_ftrl.ops.apply_adagrad(*ours, grad, lr=0.0, epsilon=1e-7)
         tf.raw_ops.ResourceApplyAdagradV2(var=theirs[0].handle, accum=theirs[1].handle,
                                           lr=tf.constant(0.0, tf.float64),
                                           epsilon=tf.constant(1e-7, tf.float64),
@@ -280,7 +281,7 @@ def test_uninitialized_variable_fails_cleanly():
     with tf.Graph().as_default():
         var = tf.Variable(tf.zeros([3]))
         accum = tf.Variable(tf.ones([3]))
-        op = tf_ftrl.apply_adagrad(var, accum, tf.ones([3]), lr=0.1)
+        op = tf_ftrl.ops.apply_adagrad(var, accum, tf.ones([3]), lr=0.1)
         with tf.compat.v1.Session() as session:
             session.run(accum.initializer)
             with pytest.raises(tf.errors.FailedPreconditionError, match="Could not read variable var"):

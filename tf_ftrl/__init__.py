@@ -8,7 +8,6 @@ tables. The op library is loaded on first use. `tf_ftrl.legacy` (the optimizers 
 
 from tf_ftrl._version import __version__
 from tf_ftrl import huge_pages, ops, optimizers
-from tf_ftrl.ops import apply_adagrad, apply_ftrl, sparse_apply_adagrad, sparse_apply_ftrl
 from tf_ftrl.optimizers import Adagrad, Ftrl
 
 
@@ -20,14 +19,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'tf_ftrl' has no attribute {name!r}")
 
 
-__all__ = [
-    "Adagrad",
-    "Ftrl",
-    "huge_pages",
-    "ops",
-    "optimizers",
-    "apply_ftrl",
-    "sparse_apply_ftrl",
-    "apply_adagrad",
-    "sparse_apply_adagrad",
-]
+__all__ = ["Adagrad", "Ftrl", "huge_pages", "ops", "optimizers"]
