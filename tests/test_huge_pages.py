@@ -1,4 +1,4 @@
-"""tf_ftrl.ops.advise_huge_pages: transparent huge pages for a variable's buffer, values
+"""tf_ftrl.huge_pages.advise_huge_pages: transparent huge pages for a variable's buffer, values
 unchanged, updates unchanged."""
 
 import os
@@ -100,7 +100,7 @@ def test_updates_of_an_advised_table_are_unchanged():
         state = [tf.Variable(init), tf.Variable(tf.fill((rows, dim), 0.1)),
                  tf.Variable(tf.zeros((rows, dim)))]
         if advise:
-            advised = tf_ftrl.ops.advise_huge_pages(state)
+            advised = tf_ftrl.huge_pages.advise_huge_pages(state)
             assert (advised == 0) == (thp_mode() == "never"), advised
         for _ in range(3):
             tf_ftrl.ops.sparse_apply_ftrl(*state, grad, ids, lr=0.1, l1=0.01, l2=0.01)
@@ -110,18 +110,24 @@ def test_updates_of_an_advised_table_are_unchanged():
         np.testing.assert_array_equal(plain, advised)
 
 
+def test_the_name_tf_ftrl_0_1_documented_is_the_same_function():
+    from tf_ftrl.ops import advise_huge_pages
+
+    assert advise_huge_pages is tf_ftrl.ops.advise_huge_pages is tf_ftrl.huge_pages.advise_huge_pages
+
+
 def test_lists_distributed_variables_and_small_buffers():
-    assert tf_ftrl.ops.advise_huge_pages(tf.Variable([1.0, 2.0])) == 0
-    assert tf_ftrl.ops.advise_huge_pages([]) == 0
+    assert tf_ftrl.huge_pages.advise_huge_pages(tf.Variable([1.0, 2.0])) == 0
+    assert tf_ftrl.huge_pages.advise_huge_pages([]) == 0
     with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
         mirrored = tf.Variable(tf.zeros((4 * MIB,)))  # 16 MB
     table = tf.Variable(tf.zeros((4 * MIB,)))
-    one = tf_ftrl.ops.advise_huge_pages(table)
+    one = tf_ftrl.huge_pages.advise_huge_pages(table)
     if thp_mode() == "never":
         pytest.skip("this kernel has no transparent huge pages: nothing more to check")
     assert one >= 12 * MIB
-    assert tf_ftrl.ops.advise_huge_pages(mirrored) >= 12 * MIB
-    assert tf_ftrl.ops.advise_huge_pages([table, (table,)]) == 2 * one
+    assert tf_ftrl.huge_pages.advise_huge_pages(mirrored) >= 12 * MIB
+    assert tf_ftrl.huge_pages.advise_huge_pages([table, (table,)]) == 2 * one
 
 
 def test_keras_model_tables_and_optimizer_slots():
@@ -135,7 +141,7 @@ def test_keras_model_tables_and_optimizer_slots():
     optimizer.build(model.trainable_variables)
     table = model.trainable_variables[0]
     before = [v.numpy() for v in [table] + optimizer.variables]
-    advised = tf_ftrl.ops.advise_huge_pages(model.trainable_variables + optimizer.variables)
+    advised = tf_ftrl.huge_pages.advise_huge_pages(model.trainable_variables + optimizer.variables)
     if thp_mode() != "never":
         # The table and its two slots, less at most 4 MiB of unaligned edges each.
         assert advised >= 3 * (500_000 * 8 * 4 - 4 * MIB)

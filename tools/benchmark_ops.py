@@ -123,7 +123,7 @@ def parse_args(argv=None):
                         help="run only the dense or only the sparse benchmarks")
     parser.add_argument("--huge-pages", action="store_true",
                         help="back every implementation's variables with transparent huge "
-                             "pages (tf_ftrl.ops.advise_huge_pages) before timing")
+                             "pages (tf_ftrl.huge_pages.advise_huge_pages) before timing")
     parser.add_argument("--json", metavar="PATH", default=None,
                         help="also write all results to this JSON file")
     return parser.parse_args(argv)
@@ -272,7 +272,7 @@ def optimizer_state(op, shape, huge_pages=False):
     if op == "ftrl":
         state["linear"] = random_variable(shape, seed=2)
     if huge_pages:
-        tf_ftrl.ops.advise_huge_pages(list(state.values()))
+        tf_ftrl.huge_pages.advise_huge_pages(list(state.values()))
     return state
 
 
