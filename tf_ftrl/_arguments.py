@@ -10,7 +10,8 @@ from tf_ftrl._specs import LEARNING_RATE
 
 
 def check_bound(argument, value):
-    """Raises Keras's ValueError when `value` is outside `argument`'s bound (a `_specs.Argument`)."""
+    """Raises Keras's ValueError if `value` is outside the bound of `argument` (an Argument of
+    `_specs`)."""
     if argument.numbers_only and not isinstance(value, numbers.Real):
         return
     if argument.bound.violated_by(value):

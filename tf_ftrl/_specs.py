@@ -7,7 +7,6 @@ constructor checks in `tf_ftrl._arguments` and both front ends' slots and op arg
 from this table; tests/test_specs.py checks it against the OpDefs the op library registers.
 """
 
-import collections
 import dataclasses
 from typing import Optional, Tuple
 
@@ -74,10 +73,8 @@ class OptimizerSpec:
     def op_values(self, learning_rate, value_of):
         """{op input: value} for the ops' scalar inputs, in the ops' order: `learning_rate` for lr,
         `value_of(argument)` for the others (`argument` the `Argument` it comes from)."""
-        return collections.OrderedDict(
-            (name, learning_rate if name == LEARNING_RATE.op_input
-             else value_of(self.op_argument(name)))
-            for name in self.op_hyperparameters)
+        return {name: learning_rate if name == LEARNING_RATE.op_input
+                else value_of(self.op_argument(name)) for name in self.op_hyperparameters}
 
 
 # Every optimizer's learning rate: a float, a schedule or a callable (checked at each step).
