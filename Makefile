@@ -2,6 +2,10 @@
 # virtualenv with TensorFlow, the Bazel build of the op library, the editable install).
 PYTHON := .venv/bin/python
 BAZEL := PYTHON_BIN_PATH=$(abspath $(PYTHON)) bazel
+# Compiled objects are kept in a disk cache shared by every clone on this machine: a fresh clone's
+# TensorFlow-free tests (the longest compiles) then build from it. Bazel never prunes it; delete
+# the directory to reclaim its space.
+BAZEL_CACHE := --disk_cache=$(HOME)/.cache/tf_ftrl/bazel-disk-cache
 # Where nvcc exists (no GPU needed), `make test` also compiles and links the CUDA build.
 NVCC := $(wildcard /usr/local/cuda/bin/nvcc)
 # The GPU machines have no TensorFlow: test-gpu and bench-gpu use their own Python, no set-up.
@@ -23,11 +27,12 @@ train: setup
 	$(PYTHON) -m tf_ftrl.examples.ctr $(TRAIN_ARGS)
 
 test: setup
-	$(BAZEL) test --config=asan $(CPU_KERNEL_TESTS) --test_output=errors --nocache_test_results
-	$(BAZEL) test $(CPU_KERNEL_TESTS) --test_output=errors --nocache_test_results
+	$(BAZEL) test $(BAZEL_CACHE) --config=asan $(CPU_KERNEL_TESTS) --test_output=errors \
+	  --nocache_test_results
+	$(BAZEL) test $(BAZEL_CACHE) $(CPU_KERNEL_TESTS) --test_output=errors --nocache_test_results
 ifneq ($(NVCC),)
-	$(BAZEL) build --config=cuda //kernels:_tf_ftrl_ops.so
-	$(BAZEL) build //kernels:_tf_ftrl_ops.so  # bazel-bin back to the installed (CPU) build
+	# Its own output directory (.bazelrc) and no bazel-* links: bazel-bin stays the CPU build.
+	$(BAZEL) build $(BAZEL_CACHE) --config=cuda --symlink_prefix=/ //kernels:_tf_ftrl_ops.so
 endif
 	$(PYTHON) -m pytest -q tests
 

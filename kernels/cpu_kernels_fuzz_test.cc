@@ -498,11 +498,12 @@ int main() {
   const int iterations = iterations_env ? std::atoi(iterations_env) : 100;
   std::printf("TF_FTRL_FUZZ_SEED=%" PRIu64 " TF_FTRL_FUZZ_ITERATIONS=%d\n", seed, iterations);
   std::mt19937_64 rng(seed);
-  AdversarialRowGroups(rng);
-  FuzzType<float>(rng, iterations);
-  FuzzType<double>(rng, iterations);
-  FuzzType<float16>(rng, iterations);
-  FuzzType<bfloat16>(rng, iterations);
+  using testing::Case;
+  Case("AdversarialRowGroups", [&] { AdversarialRowGroups(rng); });
+  Case("Fuzz/float32", [&] { FuzzType<float>(rng, iterations); });
+  Case("Fuzz/float64", [&] { FuzzType<double>(rng, iterations); });
+  Case("Fuzz/float16", [&] { FuzzType<float16>(rng, iterations); });
+  Case("Fuzz/bfloat16", [&] { FuzzType<bfloat16>(rng, iterations); });
   std::printf("seed %" PRIu64 "\n", seed);
   return testing::Finish();
 }

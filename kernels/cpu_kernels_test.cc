@@ -530,33 +530,36 @@ void TestRunEnd(std::mt19937_64& rng) {
 int main() {
   using namespace tf_ftrl;
   std::mt19937_64 rng(std::random_device{}());
-  for (int64_t size : {1, 7, 1000, 100003}) {
-    for (double power : {-0.5, 0.0, -0.3}) {
-      TestDenseFtrl<float>(rng, size, power, "float32");
-      TestDenseFtrl<double>(rng, size, power, "float64");
-      TestDenseFtrl<float16>(rng, size, power, "float16");
-      TestDenseFtrl<bfloat16>(rng, size, power, "bfloat16");
+  using testing::Case;
+  auto each_type = [&](const char* test, auto fn) {
+    Case(std::string(test) + "/float32", [&] { fn(float(), "float32"); });
+    Case(std::string(test) + "/float64", [&] { fn(double(), "float64"); });
+    Case(std::string(test) + "/float16", [&] { fn(float16(), "float16"); });
+    Case(std::string(test) + "/bfloat16", [&] { fn(bfloat16(), "bfloat16"); });
+  };
+  each_type("DenseFtrl", [&](auto type, const char* name) {
+    for (int64_t size : {1, 7, 1000, 100003}) {
+      for (double power : {-0.5, 0.0, -0.3}) {
+        TestDenseFtrl<decltype(type)>(rng, size, power, name);
+      }
     }
-  }
-  TestSparseAdagradWithDuplicates<float>(rng, "float32");
-  TestSparseAdagradWithDuplicates<double>(rng, "float64");
-  TestSparseAdagradWithDuplicates<float16>(rng, "float16");
-  TestSparseAdagradWithDuplicates<bfloat16>(rng, "bfloat16");
-  TestIndexValidation();
-  TestHalfConversions();
-  TestRunEnd(rng);
-  TestWeightedPieces(rng);
-  TestVectorCopiesAgree<float>(rng, "float32");
-  TestVectorCopiesAgree<double>(rng, "float64");
-  TestVectorCopiesAgree<float16>(rng, "float16");
-  TestVectorCopiesAgree<bfloat16>(rng, "bfloat16");
-  TestSparseRowSizesAndCopies<float>(rng, "float32");
-  TestSparseRowSizesAndCopies<double>(rng, "float64");
-  TestSparseRowSizesAndCopies<float16>(rng, "float16");
-  TestSparseRowSizesAndCopies<bfloat16>(rng, "bfloat16");
-  TestSplitHotRows<float>(rng, "float32");
-  TestSplitHotRows<double>(rng, "float64");
-  TestSplitHotRows<bfloat16>(rng, "bfloat16");
+  });
+  each_type("SparseAdagradWithDuplicates", [&](auto type, const char* name) {
+    TestSparseAdagradWithDuplicates<decltype(type)>(rng, name);
+  });
+  Case("IndexValidation", [&] { TestIndexValidation(); });
+  Case("HalfConversions", [&] { TestHalfConversions(); });
+  Case("RunEnd", [&] { TestRunEnd(rng); });
+  Case("WeightedPieces", [&] { TestWeightedPieces(rng); });
+  each_type("VectorCopiesAgree", [&](auto type, const char* name) {
+    TestVectorCopiesAgree<decltype(type)>(rng, name);
+  });
+  each_type("SparseRowSizesAndCopies", [&](auto type, const char* name) {
+    TestSparseRowSizesAndCopies<decltype(type)>(rng, name);
+  });
+  Case("SplitHotRows/float32", [&] { TestSplitHotRows<float>(rng, "float32"); });
+  Case("SplitHotRows/float64", [&] { TestSplitHotRows<double>(rng, "float64"); });
+  Case("SplitHotRows/bfloat16", [&] { TestSplitHotRows<bfloat16>(rng, "bfloat16"); });
   std::printf("vector copies checked: up to %d (0 baseline, 1 AVX2, 2 AVX-512)\n",
               static_cast<int>(cpu::internal::BestVectorCopy()));
   return testing::Finish();

@@ -347,15 +347,22 @@ void TestLanesPerRow() {
 int main() {
   using namespace tf_ftrl;
   std::mt19937_64 rng(std::random_device{}());
-  TestLanesPerRow();
-  TestIndexVerdict<int32_t>(rng, "int32");
-  TestIndexVerdict<int64_t>(rng, "int64");
-  TestChunkSumsOnBadIndices<1, float, int32_t>(rng, "float32 int32, scalar");
-  TestChunkSumsOnBadIndices<4, float, int64_t>(rng, "float32 int64, vectors");
-  TestChunkSumsOnBadIndices<8, float16, int32_t>(rng, "float16 int32, vectors");
-  TestType<float>(rng, "float32");
-  TestType<double>(rng, "float64");
-  TestType<float16>(rng, "float16");
-  TestType<bfloat16>(rng, "bfloat16");
+  using testing::Case;
+  Case("LanesPerRow", [&] { TestLanesPerRow(); });
+  Case("IndexVerdict/int32", [&] { TestIndexVerdict<int32_t>(rng, "int32"); });
+  Case("IndexVerdict/int64", [&] { TestIndexVerdict<int64_t>(rng, "int64"); });
+  Case("ChunkSumsOnBadIndices/float32_int32_scalar", [&] {
+    TestChunkSumsOnBadIndices<1, float, int32_t>(rng, "float32 int32, scalar");
+  });
+  Case("ChunkSumsOnBadIndices/float32_int64_vectors", [&] {
+    TestChunkSumsOnBadIndices<4, float, int64_t>(rng, "float32 int64, vectors");
+  });
+  Case("ChunkSumsOnBadIndices/float16_int32_vectors", [&] {
+    TestChunkSumsOnBadIndices<8, float16, int32_t>(rng, "float16 int32, vectors");
+  });
+  Case("ThreadWork/float32", [&] { TestType<float>(rng, "float32"); });
+  Case("ThreadWork/float64", [&] { TestType<double>(rng, "float64"); });
+  Case("ThreadWork/float16", [&] { TestType<float16>(rng, "float16"); });
+  Case("ThreadWork/bfloat16", [&] { TestType<bfloat16>(rng, "bfloat16"); });
   return testing::Finish();
 }

@@ -1,11 +1,13 @@
-// What the TensorFlow-free C++ tests share: a pass/fail tally that prints the closing line
-// "N passed, M failed", a ParallelFor over real threads so the loops' sharding is exercised, and
-// random values of every element type.
+// What the TensorFlow-free C++ tests share: named cases that can be filtered, a pass/fail tally
+// that prints the closing line "N passed, M failed", a ParallelFor over real threads so the loops'
+// sharding is exercised, and random values of every element type.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <random>
@@ -38,9 +40,45 @@ inline void Check(bool ok, const std::string& what) {
   }
 }
 
-// Prints the closing line and returns main's exit status.
+// The case filter: `bazel test --test_filter=PATTERN` (Bazel passes it as TESTBRIDGE_TEST_ONLY)
+// or TF_FTRL_TEST_FILTER when the test binary runs by hand. A case runs when its name contains
+// one of the pattern's comma-separated parts; no filter runs every case.
+inline bool Selected(const std::string& name) {
+  const char* filter = std::getenv("TESTBRIDGE_TEST_ONLY");
+  if (filter == nullptr || *filter == '\0') filter = std::getenv("TF_FTRL_TEST_FILTER");
+  if (filter == nullptr || *filter == '\0') return true;
+  const std::string patterns = filter;
+  size_t begin = 0;
+  while (begin <= patterns.size()) {
+    size_t end = patterns.find(',', begin);
+    if (end == std::string::npos) end = patterns.size();
+    const std::string part = patterns.substr(begin, end - begin);
+    if (!part.empty() && name.find(part) != std::string::npos) return true;
+    begin = end + 1;
+  }
+  return false;
+}
+
+// Runs the named case fn() unless the filter leaves it out, and prints its outcome.
+template <typename Fn>
+void Case(const std::string& name, Fn&& fn) {
+  if (!Selected(name)) return;
+  const int failed_before = GlobalTally().failed;
+  const int passed_before = GlobalTally().passed;
+  fn();
+  const int failed = GlobalTally().failed - failed_before;
+  std::printf("%s %s (%d checks)\n", failed == 0 ? "[  OK  ]" : "[FAILED]", name.c_str(),
+              GlobalTally().passed - passed_before + failed);
+}
+
+// Prints the closing line and returns main's exit status: failure when a check failed or no
+// check ran (a filter that matches no case).
 inline int Finish() {
   std::printf("%d passed, %d failed\n", GlobalTally().passed, GlobalTally().failed);
+  if (GlobalTally().passed + GlobalTally().failed == 0) {
+    std::printf("no case ran: the filter matches no case name\n");
+    return 1;
+  }
   return GlobalTally().failed == 0 ? 0 : 1;
 }
 

@@ -1,9 +1,14 @@
 // The OpKernels of every optimizer's two fused ops, on CPU and (when built with CUDA) GPU, made
-// from its description (optimizer_spec.h) for each optimizer of optimizers.h. An op validates
+// from its description (optimizer_spec.h) for each optimizer of optimizers.h. Included by one
+// training_kernels_<dtype>.cc per element type, which registers that type's kernels: the
+// instantiations (optimizer x flags x vector copy x row size) are split over several files, so
+// that the build compiles them on every core. An op validates
 // every input, takes the variables' locks and hands raw pointers to FusedUpdate<Device, T>, which
 // runs the TensorFlow-free loops: cpu_loops.h on the op's thread pool, or gpu_kernels.h on the
 // op's CUDA stream. The OpKernels never compute themselves, and validation exists once for every
 // optimizer and both devices.
+#pragma once
+
 #define EIGEN_USE_THREADS
 #if GOOGLE_CUDA
 #define EIGEN_USE_GPU
@@ -421,19 +426,30 @@ std::vector<std::string> StateNames() {
   return {std::begin(Optimizer::kStateNames), std::end(Optimizer::kStateNames)};
 }
 
-// The inputs: the state variables, grad, (indices,) the hyperparameters.
-template <typename Device, typename T, typename Optimizer>
-class FusedApplyOp : public OpKernel {
+// The attrs every fused op has: use_locking and the optimizer's flag.
+template <typename Optimizer>
+class FusedOpKernel : public OpKernel {
  public:
-  static constexpr int kNumState = Optimizer::kNumState;
-
-  explicit FusedApplyOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+  explicit FusedOpKernel(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("use_locking", &use_locking_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr(Optimizer::kFlag.name, &flag_));
   }
 
+ protected:
+  static constexpr int kNumState = Optimizer::kNumState;
+  bool use_locking_;
+  bool flag_;
+};
+
+// The inputs: the state variables, grad, the hyperparameters.
+template <typename Device, typename T, typename Optimizer>
+class FusedApplyOp : public FusedOpKernel<Optimizer> {
+ public:
+  using FusedOpKernel<Optimizer>::FusedOpKernel;
+
   void Compute(OpKernelContext* ctx) override {
-    LockedVariables<Device, T> vars(ctx, use_locking_, /*sparse=*/false, StateNames<Optimizer>());
+    LockedVariables<Device, T> vars(ctx, this->use_locking_, /*sparse=*/false,
+                                    StateNames<Optimizer>());
     OP_REQUIRES_OK(ctx, vars.status());
     const Tensor& grad = ctx->input(kNumState);
     OP_REQUIRES_OK(ctx, CheckDenseGrad(*vars.tensor(0), grad));
@@ -441,26 +457,22 @@ class FusedApplyOp : public OpKernel {
     OP_REQUIRES_OK(ctx, (ReadHyperparams<T, Optimizer>(ctx, kNumState + 1, &h)));
     if (Optimizer::ChangesNothing(h)) return;
     OP_REQUIRES_OK(ctx, FusedUpdate<Device, T>::template Apply<Optimizer>(
-                            ctx, h, flag_, vars.template state<kNumState>(), grad));
+                            ctx, h, this->flag_, vars.template state<kNumState>(), grad));
   }
 
  private:
-  bool use_locking_;
-  bool flag_;
+  using FusedOpKernel<Optimizer>::kNumState;
 };
 
+// The inputs: the state variables, grad, indices, the hyperparameters.
 template <typename Device, typename T, typename Index, typename Optimizer>
-class FusedSparseApplyOp : public OpKernel {
+class FusedSparseApplyOp : public FusedOpKernel<Optimizer> {
  public:
-  static constexpr int kNumState = Optimizer::kNumState;
-
-  explicit FusedSparseApplyOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("use_locking", &use_locking_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr(Optimizer::kFlag.name, &flag_));
-  }
+  using FusedOpKernel<Optimizer>::FusedOpKernel;
 
   void Compute(OpKernelContext* ctx) override {
-    LockedVariables<Device, T> vars(ctx, use_locking_, /*sparse=*/true, StateNames<Optimizer>());
+    LockedVariables<Device, T> vars(ctx, this->use_locking_, /*sparse=*/true,
+                                    StateNames<Optimizer>());
     OP_REQUIRES_OK(ctx, vars.status());
     const Tensor& grad = ctx->input(kNumState);
     const Tensor& indices = ctx->input(kNumState + 1);
@@ -471,13 +483,12 @@ class FusedSparseApplyOp : public OpKernel {
     // An update of rows of no elements checks the indices and writes nothing.
     if (Optimizer::ChangesNothing(h)) row_size = 0;
     OP_REQUIRES_OK(ctx, (FusedUpdate<Device, T>::template SparseApply<Optimizer, Index>(
-                            ctx, h, flag_, vars.template state<kNumState>(), grad, indices,
+                            ctx, h, this->flag_, vars.template state<kNumState>(), grad, indices,
                             vars.tensor(0)->dim_size(0), row_size)));
   }
 
  private:
-  bool use_locking_;
-  bool flag_;
+  using FusedOpKernel<Optimizer>::kNumState;
 };
 
 template <typename Kernel>
@@ -507,26 +518,25 @@ void RegisterKernels(const char* device) {
       device, "FusedResourceSparseApply");
 }
 
-template <typename Optimizer>
-void RegisterOptimizerKernels() {
-  RegisterKernels<Optimizer, CPUDevice, float>(DEVICE_CPU);
-  RegisterKernels<Optimizer, CPUDevice, double>(DEVICE_CPU);
-  RegisterKernels<Optimizer, CPUDevice, Eigen::half>(DEVICE_CPU);
-  RegisterKernels<Optimizer, CPUDevice, Eigen::bfloat16>(DEVICE_CPU);
+// (Nothing without CUDA.)
+template <typename Optimizer, typename T>
+void RegisterGpuKernels() {
 #if GOOGLE_CUDA
-  RegisterKernels<Optimizer, GPUDevice, float>(DEVICE_GPU);
-  RegisterKernels<Optimizer, GPUDevice, double>(DEVICE_GPU);
-  RegisterKernels<Optimizer, GPUDevice, Eigen::half>(DEVICE_GPU);
-  RegisterKernels<Optimizer, GPUDevice, Eigen::bfloat16>(DEVICE_GPU);
+  RegisterKernels<Optimizer, GPUDevice, T>(DEVICE_GPU);
 #endif
 }
 
-#define TF_FTRL_REGISTER_KERNELS(Optimizer) RegisterOptimizerKernels<tf_ftrl::Optimizer>();
-[[maybe_unused]] const bool registered = [] {
+// Registers every optimizer's kernels for element type T on the CPU (and the GPU when built with
+// CUDA), at load time.
+template <typename T>
+bool RegisterKernelsForType() {
+#define TF_FTRL_REGISTER_KERNELS(Optimizer)                      \
+  RegisterKernels<tf_ftrl::Optimizer, CPUDevice, T>(DEVICE_CPU); \
+  RegisterGpuKernels<tf_ftrl::Optimizer, T>();
   TF_FTRL_FOR_EACH_OPTIMIZER(TF_FTRL_REGISTER_KERNELS)
-  return true;
-}();
 #undef TF_FTRL_REGISTER_KERNELS
+  return true;
+}
 
 }  // namespace
 }  // namespace tensorflow
