@@ -1,8 +1,10 @@
-"""What the tests share and are not tests themselves: the float64 references, the kernel driver's
-loader, and the workers that run in processes of their own (with the one helper that runs them).
+"""What the tests share that is not a test: the float64 references (numpy_reference, and
+reference for TensorFlow values), the kernel driver's loader, the workers that run in processes
+of their own with the one helper that runs them (workers), the model the workers train, and
+setup.py run where TensorFlow looks installed at a given version (or not at all).
 
-Nothing here imports TensorFlow at import time but reference.py and the workers' own code: the
-GPU tests (tests/gpu/) import numpy_reference and kernel_driver where TensorFlow is absent.
+Only reference.py and the two serving workers import TensorFlow when imported: the GPU tests
+(tests/gpu/) import numpy_reference and kernel_driver where TensorFlow is absent.
 """
 
 import pathlib
