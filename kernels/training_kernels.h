@@ -426,69 +426,46 @@ std::vector<std::string> StateNames() {
   return {std::begin(Optimizer::kStateNames), std::end(Optimizer::kStateNames)};
 }
 
-// The attrs every fused op has: use_locking and the optimizer's flag.
-template <typename Optimizer>
-class FusedOpKernel : public OpKernel {
+// The op of `Optimizer` on element type T: the dense op when Index is void, else the sparse op
+// with indices of type Index. Its inputs: the state variables, grad, (indices,) the
+// hyperparameters; its attrs: use_locking and the optimizer's flag.
+template <typename Device, typename T, typename Optimizer, typename Index = void>
+class FusedApplyOp : public OpKernel {
  public:
-  explicit FusedOpKernel(OpKernelConstruction* ctx) : OpKernel(ctx) {
+  static constexpr int kNumState = Optimizer::kNumState;
+  static constexpr bool kSparse = !std::is_void_v<Index>;
+
+  explicit FusedApplyOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("use_locking", &use_locking_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr(Optimizer::kFlag.name, &flag_));
   }
 
- protected:
-  static constexpr int kNumState = Optimizer::kNumState;
+  void Compute(OpKernelContext* ctx) override {
+    LockedVariables<Device, T> vars(ctx, use_locking_, kSparse, StateNames<Optimizer>());
+    OP_REQUIRES_OK(ctx, vars.status());
+    const Tensor& grad = ctx->input(kNumState);
+    if constexpr (!kSparse) OP_REQUIRES_OK(ctx, CheckDenseGrad(*vars.tensor(0), grad));
+    typename Optimizer::template Hyperparams<Acc<T>> h;
+    OP_REQUIRES_OK(ctx, (ReadHyperparams<T, Optimizer>(ctx, kNumState + 1 + kSparse, &h)));
+    if constexpr (kSparse) {
+      const Tensor& indices = ctx->input(kNumState + 1);
+      int64_t row_size = 0;
+      OP_REQUIRES_OK(ctx, CheckSparseShapes(*vars.tensor(0), grad, indices, &row_size));
+      // An update of rows of no elements checks the indices and writes nothing.
+      if (Optimizer::ChangesNothing(h)) row_size = 0;
+      OP_REQUIRES_OK(ctx, (FusedUpdate<Device, T>::template SparseApply<Optimizer, Index>(
+                              ctx, h, flag_, vars.template state<kNumState>(), grad, indices,
+                              vars.tensor(0)->dim_size(0), row_size)));
+    } else {
+      if (Optimizer::ChangesNothing(h)) return;
+      OP_REQUIRES_OK(ctx, FusedUpdate<Device, T>::template Apply<Optimizer>(
+                              ctx, h, flag_, vars.template state<kNumState>(), grad));
+    }
+  }
+
+ private:
   bool use_locking_;
   bool flag_;
-};
-
-// The inputs: the state variables, grad, the hyperparameters.
-template <typename Device, typename T, typename Optimizer>
-class FusedApplyOp : public FusedOpKernel<Optimizer> {
- public:
-  using FusedOpKernel<Optimizer>::FusedOpKernel;
-
-  void Compute(OpKernelContext* ctx) override {
-    LockedVariables<Device, T> vars(ctx, this->use_locking_, /*sparse=*/false,
-                                    StateNames<Optimizer>());
-    OP_REQUIRES_OK(ctx, vars.status());
-    const Tensor& grad = ctx->input(kNumState);
-    OP_REQUIRES_OK(ctx, CheckDenseGrad(*vars.tensor(0), grad));
-    typename Optimizer::template Hyperparams<Acc<T>> h;
-    OP_REQUIRES_OK(ctx, (ReadHyperparams<T, Optimizer>(ctx, kNumState + 1, &h)));
-    if (Optimizer::ChangesNothing(h)) return;
-    OP_REQUIRES_OK(ctx, FusedUpdate<Device, T>::template Apply<Optimizer>(
-                            ctx, h, this->flag_, vars.template state<kNumState>(), grad));
-  }
-
- private:
-  using FusedOpKernel<Optimizer>::kNumState;
-};
-
-// The inputs: the state variables, grad, indices, the hyperparameters.
-template <typename Device, typename T, typename Index, typename Optimizer>
-class FusedSparseApplyOp : public FusedOpKernel<Optimizer> {
- public:
-  using FusedOpKernel<Optimizer>::FusedOpKernel;
-
-  void Compute(OpKernelContext* ctx) override {
-    LockedVariables<Device, T> vars(ctx, this->use_locking_, /*sparse=*/true,
-                                    StateNames<Optimizer>());
-    OP_REQUIRES_OK(ctx, vars.status());
-    const Tensor& grad = ctx->input(kNumState);
-    const Tensor& indices = ctx->input(kNumState + 1);
-    typename Optimizer::template Hyperparams<Acc<T>> h;
-    OP_REQUIRES_OK(ctx, (ReadHyperparams<T, Optimizer>(ctx, kNumState + 2, &h)));
-    int64_t row_size = 0;
-    OP_REQUIRES_OK(ctx, CheckSparseShapes(*vars.tensor(0), grad, indices, &row_size));
-    // An update of rows of no elements checks the indices and writes nothing.
-    if (Optimizer::ChangesNothing(h)) row_size = 0;
-    OP_REQUIRES_OK(ctx, (FusedUpdate<Device, T>::template SparseApply<Optimizer, Index>(
-                            ctx, h, this->flag_, vars.template state<kNumState>(), grad, indices,
-                            vars.tensor(0)->dim_size(0), row_size)));
-  }
-
- private:
-  using FusedOpKernel<Optimizer>::kNumState;
 };
 
 template <typename Kernel>
@@ -512,9 +489,9 @@ void RegisterKernel(const char* device, const char* prefix) {
 template <typename Optimizer, typename Device, typename T>
 void RegisterKernels(const char* device) {
   RegisterKernel<Optimizer, FusedApplyOp<Device, T, Optimizer>, T>(device, "FusedResourceApply");
-  RegisterKernel<Optimizer, FusedSparseApplyOp<Device, T, int32_t, Optimizer>, T, int32_t>(
+  RegisterKernel<Optimizer, FusedApplyOp<Device, T, Optimizer, int32_t>, T, int32_t>(
       device, "FusedResourceSparseApply");
-  RegisterKernel<Optimizer, FusedSparseApplyOp<Device, T, int64_t, Optimizer>, T, int64_t>(
+  RegisterKernel<Optimizer, FusedApplyOp<Device, T, Optimizer, int64_t>, T, int64_t>(
       device, "FusedResourceSparseApply");
 }
 
