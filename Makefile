@@ -2,10 +2,11 @@
 # virtualenv with TensorFlow, the Bazel build of the op library, the editable install).
 PYTHON := .venv/bin/python
 BAZEL := PYTHON_BIN_PATH=$(abspath $(PYTHON)) bazel
-# Compiled objects are kept in a disk cache shared by every clone on this machine: a fresh clone's
-# TensorFlow-free tests (the longest compiles) then build from it. Bazel never prunes it; delete
-# the directory to reclaim its space.
-BAZEL_CACHE := --disk_cache=$(HOME)/.cache/tf_ftrl/bazel-disk-cache
+# Compiled objects are kept in a disk cache shared by every clone on this machine (tools/setup.sh
+# uses it for the op library too): a second clone's builds take them from there. Bazel never
+# prunes it; delete the directory to reclaim its space.
+TF_FTRL_BAZEL_DISK_CACHE ?= $(HOME)/.cache/tf_ftrl/bazel-disk-cache
+BAZEL_CACHE := --disk_cache=$(TF_FTRL_BAZEL_DISK_CACHE)
 # Where nvcc exists (no GPU needed), `make test` also compiles and links the CUDA build.
 NVCC := $(wildcard /usr/local/cuda/bin/nvcc)
 # The GPU machines have no TensorFlow: test-gpu and bench-gpu use their own Python, no set-up.

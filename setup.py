@@ -121,15 +121,18 @@ def _bazel_output_root(environ=None):
     return os.path.join(cache, "tf_ftrl", "bazel")
 
 
-def _bazel_commands(bazel, editable, output_root=None):
+def _bazel_commands(bazel, editable, output_root=None, disk_cache=None):
     """The `bazel build` and `bazel info bazel-bin` command lines.
 
     Neither writes into the source tree (--symlink_prefix=/ drops the bazel-* links). A wheel
     build runs Bazel in batch mode, under its own output root: no server is left running, and a
-    server of the development flow is not disturbed.
+    server of the development flow is not disturbed. `disk_cache` (TF_FTRL_BAZEL_DISK_CACHE, which
+    tools/setup.sh sets for the development flow) is a directory of compiled objects shared by
+    every clone on the machine.
     """
     startup = [] if editable else ["--batch", f"--output_user_root={output_root}"]
-    build = [bazel, *startup, "build", "--symlink_prefix=/", _TARGET]
+    cache = [f"--disk_cache={disk_cache}"] if disk_cache else []
+    build = [bazel, *startup, "build", "--symlink_prefix=/", *cache, _TARGET]
     info = [bazel, *startup, "info", "bazel-bin"]
     return build, info
 
@@ -145,7 +148,8 @@ class BazelBuildExt(build_ext):
         bazel = _find_bazel()
         editable = bool(getattr(self, "editable_mode", False) or self.inplace)
         env = dict(os.environ, PYTHON_BIN_PATH=sys.executable, TF_FTRL_TF_VERSION=tf_version)
-        build, info = _bazel_commands(bazel, editable, _bazel_output_root())
+        build, info = _bazel_commands(bazel, editable, _bazel_output_root(),
+                                      os.environ.get("TF_FTRL_BAZEL_DISK_CACHE"))
         _log(f"building the op library against TensorFlow {tf_version} with {bazel} (about 1.5 "
              "minutes on 2 cores the first time; quick when cached): " + " ".join(build))
         started = time.monotonic()

@@ -89,6 +89,10 @@ def test_a_wheel_build_runs_bazel_in_batch_mode_out_of_the_source_tree():
     # An editable install shares the development server (make test) and its output base.
     build, info = SETUP["_bazel_commands"]("bazel", editable=True, output_root="/cache/root")
     assert "--batch" not in build and "--symlink_prefix=/" in build
+    assert not any(flag.startswith("--disk_cache") for flag in build)
+    # The development flow's disk cache, shared by clones, when asked for.
+    build, _ = SETUP["_bazel_commands"]("bazel", editable=True, disk_cache="/cache/disk")
+    assert build[2:4] == ["--symlink_prefix=/", "--disk_cache=/cache/disk"], build
     assert SETUP["_bazel_output_root"]({"TF_FTRL_BAZEL_OUTPUT_ROOT": "/x"}) == "/x"
     assert SETUP["_bazel_output_root"]({"XDG_CACHE_HOME": "/c"}) == "/c/tf_ftrl/bazel"
 

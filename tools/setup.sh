@@ -42,6 +42,9 @@ if [ -f setup.py ]; then
     python -m pip install -q --disable-pip-version-check "setuptools>=77"
   fi
   echo "[setup] building the op library with Bazel and installing tf_ftrl (editable)"
+  # Compiled objects shared by every clone on this machine (the Makefile's Bazel commands use the
+  # same cache): a second clone's build takes them from there.
+  export TF_FTRL_BAZEL_DISK_CACHE=${TF_FTRL_BAZEL_DISK_CACHE:-$HOME/.cache/tf_ftrl/bazel-disk-cache}
   python -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
 fi
 
