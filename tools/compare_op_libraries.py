@@ -20,10 +20,6 @@ import tempfile
 
 import numpy as np
 
-_OPS = ("fused_resource_apply_ftrl", "fused_resource_sparse_apply_ftrl",
-        "fused_resource_apply_adagrad", "fused_resource_sparse_apply_adagrad")
-
-
 def _bits(tf, v):
     return tf.bitcast(v, {2: tf.uint16, 4: tf.uint32, 8: tf.uint64}[v.dtype.size]).numpy()
 
@@ -112,17 +108,25 @@ def time_updates(library):
     zipf = [tf.constant((rng.zipf(1.1, ids) * 7919) % rows) for _ in range(8)]
     ftrl = [tf.constant(v) for v in (0.1, 0.01, 0.01, 0.0, -0.5)]
     adagrad = [tf.constant(v) for v in (0.1, 1e-7)]
+    def update(op, state, grad, hyper, sparse):
+        handles = [v.handle for v in state]
+
+        @tf.function
+        def run(*indices):  # an op returns an Operation, which tf.function may not
+            op(*handles, grad, *indices, *hyper)
+        return run if sparse else (lambda: run())
+
     cases = {
-        "sparse_ftrl": (tf.function(lambda i: lib.fused_resource_sparse_apply_ftrl(
-            *[v.handle for v in table], grad, i, *ftrl)), uniform),
-        "sparse_ftrl_zipf": (tf.function(lambda i: lib.fused_resource_sparse_apply_ftrl(
-            *[v.handle for v in table], grad, i, *ftrl)), zipf),
-        "sparse_adagrad": (tf.function(lambda i: lib.fused_resource_sparse_apply_adagrad(
-            *[v.handle for v in table[:2]], grad, i, *adagrad)), uniform),
-        "dense_ftrl": (tf.function(lambda: lib.fused_resource_apply_ftrl(
-            *[v.handle for v in flat], dense_grad, *ftrl)), None),
-        "dense_adagrad": (tf.function(lambda: lib.fused_resource_apply_adagrad(
-            *[v.handle for v in flat[:2]], dense_grad, *adagrad)), None),
+        "sparse_ftrl": (update(lib.fused_resource_sparse_apply_ftrl, table, grad, ftrl, True),
+                        uniform),
+        "sparse_ftrl_zipf": (update(lib.fused_resource_sparse_apply_ftrl, table, grad, ftrl,
+                                    True), zipf),
+        "sparse_adagrad": (update(lib.fused_resource_sparse_apply_adagrad, table[:2], grad,
+                                  adagrad, True), uniform),
+        "dense_ftrl": (update(lib.fused_resource_apply_ftrl, flat, dense_grad, ftrl, False),
+                       None),
+        "dense_adagrad": (update(lib.fused_resource_apply_adagrad, flat[:2], dense_grad, adagrad,
+                                 False), None),
     }
     results = []
     for name, (fn, inputs) in cases.items():
