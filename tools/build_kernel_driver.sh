@@ -45,6 +45,23 @@ if [ "$up_to_date" = 1 ]; then
 fi
 rm -f "$OUT"/built_with_cuda=*
 
+# A CPU build is also kept in a cache shared by the clones on this machine, under a hash of all
+# that goes into it (TF_FTRL_DRIVER_CACHE; default ~/.cache/tf_ftrl/kernel-driver, empty for
+# none): a second clone copies it instead of compiling for a minute.
+cache_dir=${TF_FTRL_DRIVER_CACHE-$HOME/.cache/tf_ftrl/kernel-driver}
+cached=""
+if [ "$cuda" = 0 ] && [ -n "$cache_dir" ]; then
+  key=$({ cat "${inputs[@]}"; echo "$suffix"; "$CXX" --version; "$PYTHON" -m pybind11 --version; } |
+        sha256sum | cut -c1-32)
+  cached="$cache_dir/$key$suffix"
+  if [ -f "$cached" ]; then
+    cp -f "$cached" "$module"
+    touch "$stamp"
+    echo "[kernel driver] $module from the cache ($cached)"
+    exit 0
+  fi
+fi
+
 # The CPU build's flags (.bazelrc): no contraction into FMA, loops free to vectorise.
 cxxflags=(-std=c++17 -O3 -fPIC -shared -fvisibility=hidden -ffp-contract=off -fno-math-errno
           -fno-trapping-math -I. $("$PYTHON" -m pybind11 --includes))
@@ -59,3 +76,7 @@ else
   "$CXX" "${cxxflags[@]}" tools/kernel_driver.cc -o "$module" -lpthread
 fi
 touch "$stamp"
+if [ -n "$cached" ]; then
+  mkdir -p "$cache_dir"
+  cp -f "$module" "$cached.$$" && mv -f "$cached.$$" "$cached"
+fi
