@@ -144,6 +144,14 @@ class FusedOptimizer(keras.optimizers.Optimizer):
                        for argument in self._spec.arguments})
         return config
 
+    def __str__(self):
+        # tf_keras (tf.keras under TF_USE_LEGACY_KERAS=1) rejects a Keras 3 optimizer in
+        # compile() with "Could not interpret optimizer identifier: {str(optimizer)}" and offers
+        # no hook before that; the object's str() is where that message can say what to use.
+        name = type(self).__name__
+        return (f"<tf_ftrl.{name}: a Keras 3 optimizer; for a tf_keras (Keras 2) model, use "
+                f"tf_ftrl.legacy.{name}>")
+
     def _op_values(self, lr):
         """{op input: value} for the fused ops' scalar inputs (`_spec.op_hyperparameters`)."""
         return self._spec.op_values(lr, lambda argument: getattr(self, argument.name))
