@@ -3,20 +3,43 @@
 `tf_ftrl.Ftrl` and `tf_ftrl.Adagrad` are drop-in Keras 3 optimizers; `tf_ftrl.ops` holds the
 fused ops on `tf.Variable`s and `tf_ftrl.huge_pages` the transparent-huge-page advice for large
 tables. The op library is loaded on first use. `tf_ftrl.legacy` (the optimizers for Keras 2,
-`tf_keras`) is imported on first access, so that `import tf_ftrl` does not import tf_keras.
+`tf_keras`) is imported on first access, so that `import tf_ftrl` does not import tf_keras;
+when tf_keras is in use (`TF_USE_LEGACY_KERAS=1`, or tf_keras already imported) it is imported
+at once, so that models saved with its optimizers load after `import tf_ftrl` alone.
+`tf_ftrl.custom_objects` maps the optimizers' saved names to the classes of the Keras in use.
 """
+
+import importlib
+import importlib.util
+import os
+import sys
 
 from tf_ftrl._version import __version__
 from tf_ftrl import huge_pages, ops, optimizers
 from tf_ftrl.optimizers import Adagrad, Ftrl
 
 
+def _tf_keras_in_use():
+    """Whether this process's Keras is tf_keras (Keras 2): tf.keras is tf_keras (TensorFlow's own
+    test of TF_USE_LEGACY_KERAS), or tf_keras is already imported."""
+    return (os.environ.get("TF_USE_LEGACY_KERAS") in ("true", "True", "1")
+            or sys.modules.get("tf_keras") is not None)
+
+
 def __getattr__(name):
     if name == "legacy":
-        import importlib
-
         return importlib.import_module("tf_ftrl.legacy")
+    if name == "custom_objects":
+        # Computed on access, not at import: tf_keras may be imported after tf_ftrl.
+        front_end = __getattr__("legacy") if _tf_keras_in_use() else optimizers
+        return dict(front_end.custom_objects)
     raise AttributeError(f"module 'tf_ftrl' has no attribute {name!r}")
 
 
-__all__ = ["Adagrad", "Ftrl", "huge_pages", "ops", "optimizers"]
+# Importing tf_ftrl.legacy registers its classes (as 'tf_ftrl>Ftrl', 'tf_ftrl>Adagrad') with
+# tf_keras's serialization, which load_model needs. Where tf-keras is not installed, tf.keras
+# fails by itself; tf_ftrl.legacy's ImportError then waits for its first use.
+if _tf_keras_in_use() and importlib.util.find_spec("tf_keras") is not None:
+    importlib.import_module("tf_ftrl.legacy")
+
+__all__ = ["Adagrad", "Ftrl", "custom_objects", "huge_pages", "ops", "optimizers"]

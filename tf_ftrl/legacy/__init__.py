@@ -12,7 +12,7 @@ This module needs the `tf-keras` package; `import tf_ftrl` alone does not import
 """
 
 try:
-    import tf_keras  # noqa: F401
+    import tf_keras
 except ImportError as e:
     import tensorflow as _tf
 
@@ -27,4 +27,9 @@ except ImportError as e:
 from tf_ftrl.legacy.adagrad import Adagrad
 from tf_ftrl.legacy.ftrl import Ftrl
 
-__all__ = ["Adagrad", "Ftrl"]
+# For load_model(..., custom_objects=...): the registered names (what a saved model holds) and the
+# plain class names.
+custom_objects = {name: cls for cls in (Adagrad, Ftrl)
+                  for name in (tf_keras.saving.get_registered_name(cls), cls.__name__)}
+
+__all__ = ["Adagrad", "Ftrl", "custom_objects"]

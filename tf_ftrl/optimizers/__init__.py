@@ -20,4 +20,9 @@ if _release(keras.__version__) < OLDEST_KERAS:
 from tf_ftrl.optimizers.adagrad import Adagrad  # noqa: E402
 from tf_ftrl.optimizers.ftrl import Ftrl  # noqa: E402
 
-__all__ = ["Adagrad", "Ftrl"]
+# For load_model(..., custom_objects=...): the registered names (what a saved model holds) and the
+# plain class names.
+custom_objects = {name: cls for cls in (Adagrad, Ftrl)
+                  for name in (keras.saving.get_registered_name(cls), cls.__name__)}
+
+__all__ = ["Adagrad", "Ftrl", "custom_objects"]
