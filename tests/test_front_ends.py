@@ -9,7 +9,7 @@ that a load sees only what that process's imports registered.
 import numpy as np
 import pytest
 
-from tests.support import workers
+from tests.support import front_end_worker, workers
 
 WORKER = "tests.support.front_end_worker"
 TIMEOUT_S = 240
@@ -76,7 +76,7 @@ def test_import_tf_ftrl_alone_loads_tf_keras_models(legacy_saved):
     assert loaded["tf_keras_in_use"].startswith("tf_keras")
     for name in OPTIMIZERS:
         assert saved[name]["class"] == f"tf_ftrl.legacy.{name.lower()}.{name}"
-        for fmt in ("h5", "saved_model"):
+        for fmt in front_end_worker.LEGACY_FORMATS:
             _assert_loaded(loaded[f"{name}/{fmt}"], saved[name], fmt)
 
 
@@ -87,7 +87,7 @@ def test_custom_objects_load_tf_keras_models(legacy_saved):
     loaded = _run("load_legacy_custom_objects", directory, legacy_keras=False)
     assert loaded["tf_keras_in_use"] == "tf_keras"
     for name in OPTIMIZERS:
-        for fmt in ("h5", "saved_model"):
+        for fmt in front_end_worker.LEGACY_FORMATS:
             assert f"Unknown optimizer: 'tf_ftrl>{name}'" in loaded[f"{name}/{fmt}/without"]
             _assert_loaded(loaded[f"{name}/{fmt}"], saved[name], fmt)
 

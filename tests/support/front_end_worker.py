@@ -19,7 +19,9 @@ import sys
 from tests.support.workers import print_result
 
 OPTIMIZERS = ("Ftrl", "Adagrad")
-LEGACY_FORMATS = {"h5": "model.h5", "saved_model": "saved_model"}
+# format: (file name, tf_keras save_format)
+# (tf_keras's own .keras files name the module to import, and load without registration.)
+LEGACY_FORMATS = {"h5": ("model.h5", "h5"), "saved_model": ("saved_model", "tf")}
 
 
 def _data():
@@ -84,9 +86,8 @@ def save_legacy(directory):
     result = {}
     for name in OPTIMIZERS:
         model = _train(tf_keras, getattr(tf_ftrl.legacy, name)(learning_rate=0.3))
-        for fmt, filename in LEGACY_FORMATS.items():
-            path = os.path.join(directory, f"{name}_{filename}")
-            model.save(path, save_format="h5" if fmt == "h5" else "tf")
+        for filename, save_format in LEGACY_FORMATS.values():
+            model.save(os.path.join(directory, f"{name}_{filename}"), save_format=save_format)
         result[name] = _legacy_state(model)
     return result
 
@@ -105,7 +106,7 @@ def load_legacy(directory, custom_objects=False):
         keras = tf.keras
     result = {"tf_keras_in_use": keras.__name__}
     paths = {f"{name}/{fmt}": os.path.join(directory, f"{name}_{filename}")
-             for name in OPTIMIZERS for fmt, filename in LEGACY_FORMATS.items()}
+             for name in OPTIMIZERS for fmt, (filename, _) in LEGACY_FORMATS.items()}
     if custom_objects:
         # Before tf_ftrl.custom_objects is read: reading it imports tf_ftrl.legacy.
         for key, path in paths.items():
