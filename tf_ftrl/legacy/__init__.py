@@ -8,7 +8,8 @@ Python first: the fused sparse kernels sum duplicate indices themselves. They wo
 `tf.distribute` strategies, including `ParameterServerStrategy`, where each update runs on the
 parameter server that holds the variable (see `tf_ftrl.examples.parameter_server`).
 
-This module needs the `tf-keras` package; `import tf_ftrl` alone does not import it.
+This module needs the `tf-keras` package. `import tf_ftrl` imports it only when tf_keras is in use
+(`TF_USE_LEGACY_KERAS=1`, or tf_keras already imported), so that saved models load.
 """
 
 try:
