@@ -1,8 +1,9 @@
 """tf_ftrl: fused kernels for dense and sparse FTRL and Adagrad updates in TensorFlow.
 
 `tf_ftrl.Ftrl` and `tf_ftrl.Adagrad` are drop-in Keras 3 optimizers; `tf_ftrl.ops` holds the
-fused ops on `tf.Variable`s and `tf_ftrl.huge_pages` the transparent-huge-page advice for large
-tables. The op library is loaded on first use. `tf_ftrl.legacy` (the optimizers for Keras 2,
+fused ops on `tf.Variable`s, `tf_ftrl.huge_pages` the transparent-huge-page advice for large
+tables, and `tf_ftrl.sparse_regularizers` keeps regularized embedding tables' updates sparse.
+The op library is loaded on first use. `tf_ftrl.legacy` (the optimizers for Keras 2,
 `tf_keras`) is imported on first access, so that `import tf_ftrl` does not import tf_keras;
 when tf_keras is in use (`TF_USE_LEGACY_KERAS=1`, or tf_keras already imported) it is imported
 at once, so that models saved with its optimizers load after `import tf_ftrl` alone.
@@ -17,6 +18,7 @@ import sys
 from tf_ftrl._version import __version__
 from tf_ftrl import huge_pages, ops, optimizers
 from tf_ftrl.optimizers import Adagrad, Ftrl
+from tf_ftrl.regularizers import sparse_regularizers
 
 
 def _tf_keras_in_use():
@@ -42,4 +44,5 @@ def __getattr__(name):
 if _tf_keras_in_use() and importlib.util.find_spec("tf_keras") is not None:
     importlib.import_module("tf_ftrl.legacy")
 
-__all__ = ["Adagrad", "Ftrl", "custom_objects", "huge_pages", "ops", "optimizers"]
+__all__ = ["Adagrad", "Ftrl", "custom_objects", "huge_pages", "ops", "optimizers",
+           "sparse_regularizers"]

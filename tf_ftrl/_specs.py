@@ -63,6 +63,11 @@ class OptimizerSpec:
     flag_default: bool
 
     @property
+    def functions(self):
+        """The names of the dense and the sparse op's wrappers in `tf_ftrl.ops`."""
+        return f"apply_{self.name.lower()}", f"sparse_apply_{self.name.lower()}"
+
+    @property
     def slot_names(self):
         return tuple(slot.name for slot in self.slots)
 

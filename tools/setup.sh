@@ -36,6 +36,13 @@ if ! python -c "import tensorflow, pytest, numpy, absl, pybind11, hypothesis, ma
     $KERAS_PACKAGE pytest numpy absl-py pybind11 hypothesis matplotlib
 fi
 
+# DeepCTR, for tests/test_sparse_regularizers.py (a real third-party CTR model). Without its
+# dependencies: it names none that TensorFlow does not bring, and importing it is not needed here.
+if ! python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('deepctr') is None)"; then
+  echo "[setup] installing deepctr==0.9.4"
+  python -m pip install -q --disable-pip-version-check --no-deps deepctr==0.9.4
+fi
+
 if [ -f setup.py ]; then
   # With --no-build-isolation the venv's own setuptools builds: pyproject's SPDX license needs 77+.
   if ! python -c "import setuptools, sys; sys.exit(int(setuptools.__version__.split('.')[0]) < 77)"; then

@@ -6,6 +6,7 @@ import tf_keras
 from tf_ftrl import ops
 from tf_ftrl._arguments import (check_learning_rate, checked_learning_rate,
                                 describe_learning_rate)
+from tf_ftrl._update_log import KERNELS_USED_DOC, UpdateLog
 from tf_ftrl.huge_pages import advise_on_first_step
 
 
@@ -37,6 +38,12 @@ class FusedOptimizerV2(tf_keras.optimizers.legacy.Optimizer):
         self._set_hyper("learning_rate", learning_rate)
         self._set_hyper("decay", self._initial_decay)
         self._initial_accumulator_value = initial_accumulator_value
+        self._update_log = UpdateLog()
+
+    def kernels_used(self):
+        return self._update_log.used()
+
+    kernels_used.__doc__ = KERNELS_USED_DOC
 
     def _prepare_local(self, var_device, var_dtype, apply_state):
         super()._prepare_local(var_device, var_dtype, apply_state)
@@ -66,11 +73,23 @@ class FusedOptimizerV2(tf_keras.optimizers.legacy.Optimizer):
         return self._resource_apply_sparse(grad, handle, indices, **kwargs)
 
     def _resource_apply_dense(self, grad, var, apply_state=None):
+        self._record_update(var, sparse=False)
         return self._advising_huge_pages(var, self._fused_apply_dense(grad, var, apply_state))
 
     def _resource_apply_sparse(self, grad, var, indices, apply_state=None):
+        self._record_update(var, sparse=True)
         return self._advising_huge_pages(
             var, self._fused_apply_sparse(grad, var, indices, apply_state))
+
+    def _record_update(self, var, sparse):
+        dense_op, sparse_op = self._spec.functions
+        if ops.has_fused_kernels(var.dtype):
+            update = sparse_op if sparse else dense_op
+        else:
+            update = (f"tensorflow ops (no fused kernel for {var.dtype.base_dtype.name}, "
+                      f"{'sparse' if sparse else 'dense'})")
+        self._update_log.record(self.__class__.__name__, var, update,
+                                *((None, None) if sparse else (dense_op, sparse_op)))
 
     def _advising_huge_pages(self, var, update):
         """`update`, followed on the first step (iterations still 0: apply_gradients counts the

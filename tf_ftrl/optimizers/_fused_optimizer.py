@@ -17,6 +17,7 @@ from keras.src.optimizers.base_optimizer import BaseOptimizer
 from tf_ftrl import ops
 from tf_ftrl._arguments import (check_arguments, check_learning_rate, checked_learning_rate,
                                 describe_learning_rate)
+from tf_ftrl._update_log import KERNELS_USED_DOC, UpdateLog
 from tf_ftrl.huge_pages import advise_on_first_step
 
 
@@ -115,6 +116,14 @@ class _UnscalableIndexedSlices(tf.IndexedSlices):
         return tf.IndexedSlices(self.values / scale, self.indices, self.dense_shape)
 
 
+class _Named:
+    """A variable's name and shape, as the update log takes them."""
+
+    def __init__(self, name, shape):
+        self.name = name
+        self.shape = tf.TensorShape(shape)
+
+
 class FusedOptimizer(keras.optimizers.Optimizer):
     """Base of tf_ftrl's Keras 3 optimizers.
 
@@ -129,6 +138,12 @@ class FusedOptimizer(keras.optimizers.Optimizer):
         check_learning_rate(learning_rate)
         super().__init__(learning_rate=learning_rate, **kwargs)
         self.huge_pages = bool(huge_pages)
+        self._update_log = UpdateLog()
+
+    def kernels_used(self):
+        return self._update_log.used()
+
+    kernels_used.__doc__ = KERNELS_USED_DOC
 
     def _set_arguments(self, **values):
         """Checks the numeric constructor arguments of `_spec` (all but learning_rate) and keeps
@@ -243,6 +258,7 @@ class FusedOptimizer(keras.optimizers.Optimizer):
         if xla:
             _warn_once_about_xla(self.__class__.__name__)
         fused = ops.has_fused_kernels(var.dtype) and not xla
+        self._record_update(variable, var, gradient, fused, xla)
         if isinstance(gradient, tf.IndexedSlices):
             values = tf.cast(gradient.values, var.dtype)
             if fused:
@@ -259,6 +275,21 @@ class FusedOptimizer(keras.optimizers.Optimizer):
         if self.huge_pages and fused:
             # After the update (ops on one variable run in program order).
             advise_on_first_step([var] + slots, self.iterations)
+
+    def _record_update(self, variable, var, gradient, fused, xla):
+        dense_op, sparse_op = self._spec.functions
+        sparse = isinstance(gradient, tf.IndexedSlices)
+        if fused:
+            update = sparse_op if sparse else dense_op
+        else:
+            why = "inside XLA" if xla else f"no fused kernel for {var.dtype.name}"
+            update = f"tensorflow ops ({why}, {'sparse' if sparse else 'dense'})"
+        # A Keras variable's path ("dense/kernel"); a tf.Variable's name.
+        model_variable = self._trainable_variables[self._get_variable_index(variable)]
+        name = getattr(model_variable, "path", None) or model_variable.name
+        self._update_log.record(
+            self.__class__.__name__, _Named(name, var.shape), update,
+            *((None, None) if sparse else (dense_op, sparse_op)))
 
     def _plain_dense_update(self, var, slots, grad, lr):
         new = self._rows_update(var.read_value(), [s.read_value() for s in slots], grad, lr)
