@@ -109,7 +109,7 @@ def test_deepctr_deepfm_trains_sparse_after_one_line(deepctr):
     assert len(tables) == 2 * FIELDS
     assert deepctr["warnings_before"] == 2 * FIELDS
     assert {deepctr["kernels_before"][t] for t in tables} == {"apply_adagrad"}
-    assert deepctr["warnings_after"] == 0
+    assert deepctr["warnings_after"] == 0  # (and the optimizer warns once per table anyway)
     assert {deepctr["kernels_after"][t] for t in tables} == {"sparse_apply_adagrad"}
 
 
@@ -154,6 +154,26 @@ def test_keras3_regularizers_of_other_kinds_are_left_alone(rng):
         "both": "L1L2(l1=0.01, l2=0.02) on the looked-up rows"}
     assert custom.embeddings.regularizer is not None
     assert both.embeddings.regularizer is None
+
+
+def test_a_model_that_has_trained_is_traced_again():
+    import keras
+
+    model = keras.Sequential([
+        keras.Input((3,), dtype="int32"),
+        keras.layers.Embedding(1000, 2, embeddings_regularizer=keras.regularizers.L2(1e-3)),
+        keras.layers.Flatten(), keras.layers.Dense(1)])
+    model.compile(tf_ftrl.Ftrl(0.1), "mse")
+    x, y = np.arange(12, dtype=np.int32).reshape(4, 3), np.ones((4, 1), np.float32)
+    model.fit(x, y, verbose=0)
+    table = model.layers[0].embeddings.path
+    assert model.optimizer.kernels_used()[table] == "apply_ftrl"
+    tf_ftrl.sparse_regularizers(model)
+    before = model.layers[0].embeddings.numpy()
+    model.fit(x, y, verbose=0)  # the same compiled model and optimizer
+    assert model.optimizer.kernels_used()[table] == "sparse_apply_ftrl"
+    after = model.layers[0].embeddings.numpy()
+    assert not (after[12:] != before[12:]).any() and (after[:12] != before[:12]).all()
 
 
 def test_unbuilt_layer_is_an_error():

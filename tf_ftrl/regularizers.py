@@ -106,7 +106,8 @@ def sparse_regularizers(model):
     in that step, and the loss that Keras reports includes the penalty of the looked-up rows
     only. Other regularizers (a custom callable) are left as they are, and so is any layer that
     is not an `Embedding`. The layer's config still names its regularizer, so a model saved and
-    loaded again needs this call again. Calling it twice changes nothing more.
+    loaded again needs this call again. A model that has already trained may be given it too
+    (its step functions are traced again). Calling it twice changes nothing more.
 
     Args:
         model: A Keras 3 or tf_keras model or layer.
@@ -143,4 +144,10 @@ def sparse_regularizers(model):
             continue
         _add_sparse_penalty(layer, l1, l2)
         done[layer.name] = f"{_describe(l1, l2)} on the looked-up rows"
+    if done:
+        # A model that has trained (or evaluated) keeps its traced step functions, which hold
+        # the whole-table penalty: trace them again.
+        for name in ("train_function", "test_function", "predict_function"):
+            if getattr(model, name, None) is not None:
+                setattr(model, name, None)
     return done

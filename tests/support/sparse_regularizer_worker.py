@@ -184,11 +184,12 @@ def deepctr():
          for i in range(FIELDS)}
     y = rng.integers(0, 2, (BATCH, 1)).astype(np.float32)
     result = {}
+    optimizer = tf_ftrl.legacy.Adagrad(0.05)
+    model.compile(optimizer, "binary_crossentropy")
     for phase in ("before", "after"):
         if phase == "after":
+            # On the model that has trained, without compiling again.
             result["done"] = tf_ftrl.sparse_regularizers(model)
-        optimizer = tf_ftrl.legacy.Adagrad(0.05)
-        model.compile(optimizer, "binary_crossentropy")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             model.fit(x, y, batch_size=BATCH, verbose=0)
