@@ -42,6 +42,8 @@ struct Adagrad {
   static constexpr const char* kSnakeName = "adagrad";
   static constexpr int kNumState = 2;
   static constexpr const char* kStateNames[kNumState] = {"var", "accum"};
+  static constexpr bool kRowwise = false;
+  static constexpr bool kPerRow[kNumState] = {false, false};
   static constexpr int kNumHyperparams = 2;
   // At lr = 0 (where warm-up schedules start) the accumulator grows and the variable stays, as in
   // Keras.

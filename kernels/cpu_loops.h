@@ -103,6 +103,86 @@ struct StepRows {
   }
 };
 
+// One row of a row-wise update (a Step with kPerRow: rowwise_math.h): the mean of the squares of
+// the row's gradient, BeginRow (which updates the per-row values and gives the row's
+// coefficients), then each element's update. `arrays` point at the row: one value of a per-row
+// array, n of the others.
+template <typename Step, typename T, typename G, size_t... I, typename... Arrays>
+TF_FTRL_INLINE void RowLoop(std::index_sequence<I...>, const Step& step,
+                            const G* __restrict grad, int64_t n, Arrays* __restrict... arrays) {
+  using A = AccumulateType<T>;
+  A sum_of_squares(0);
+  for (int64_t i = 0; i < n; ++i) {
+    const A g = static_cast<A>(Load(grad[i]));
+    sum_of_squares += g * g;
+  }
+  A row_values[Step::kNumState] = {(Step::kPerRow[I] ? A(Load(arrays[0])) : A(0))...};
+  const auto row = step.BeginRow(sum_of_squares / static_cast<A>(n), row_values);
+  ((Step::kPerRow[I] && I < Step::kNumWritten ? void(arrays[0] = Store<T>(row_values[I]))
+                                               : void()),
+   ...);
+  for (int64_t i = 0; i < n; ++i) {
+    A values[Step::kNumState] = {(Step::kPerRow[I] ? row_values[I] : A(Load(arrays[i])))...};
+    step(row, static_cast<A>(Load(grad[i])), values);
+    ((!Step::kPerRow[I] && I < Step::kNumWritten ? void(arrays[i] = Store<T>(values[I]))
+                                                  : void()),
+     ...);
+  }
+}
+
+// The rows of a row-wise update, with the interface of StepRows (the sparse loops take either).
+template <typename Step, typename T>
+struct RowwiseRows {
+  const Step& step;
+  StateArrays<T, Step::kNumState> state;
+
+  TF_FTRL_INLINE void Prefetch(int64_t row, int64_t row_size) const {
+    for (int i = 0; i < Step::kNumState; ++i) {
+      if (Step::kPerRow[i]) {
+        PrefetchLine(reinterpret_cast<const char*>(state.arrays[i] + row));
+      } else {
+        PrefetchRow(state.arrays[i] + row * row_size, row_size);
+      }
+    }
+  }
+
+  template <typename G>
+  TF_FTRL_INLINE void Update(int64_t row, const G* grad_row, int64_t row_size) const {
+    UpdateRow(std::make_index_sequence<Step::kNumState>(), row, grad_row, row_size);
+  }
+
+ private:
+  template <typename G, size_t... I>
+  TF_FTRL_INLINE void UpdateRow(std::index_sequence<I...> seq, int64_t row, const G* grad_row,
+                                int64_t row_size) const {
+    RowLoop<Step, T>(seq, step, grad_row, row_size,
+                     (state.arrays[I] + (Step::kPerRow[I] ? row : row * row_size))...);
+  }
+};
+
+// StepRows, or RowwiseRows for a row-wise Step.
+template <typename Step, typename T, typename = void>
+struct RowsOf {
+  using type = StepRows<Step, T>;
+};
+template <typename Step, typename T>
+struct RowsOf<Step, T, std::void_t<decltype(Step::kPerRow)>> {
+  using type = RowwiseRows<Step, T>;
+};
+
+// Every row [begin, end) of a dense row-wise update, as a kernel for RunIn.
+template <typename Step, typename T>
+struct DenseRows {
+  const RowwiseRows<Step, T>& rows;
+  const T* grad;
+  int64_t row_size;
+  int64_t begin;
+  int64_t end;
+  TF_FTRL_INLINE void operator()() const {
+    for (int64_t r = begin; r < end; ++r) rows.Update(r, grad + r * row_size, row_size);
+  }
+};
+
 // Row sizes (embedding widths) whose sparse loops are compiled for that size, with the row loops
 // unrolled whole; other sizes take the loops with the size known at run time. Measured against
 // the run-time loops in one process (tables of 512 MB, 16,384 fresh ids, 2 threads, AVX2):
@@ -194,6 +274,33 @@ void ApplyWith(internal::VectorCopy copy,
   });
 }
 
+// The dense update of a row-wise `Optimizer` (rowwise_math.h) over `num_rows` rows of
+// `row_size` elements: every row, as a sparse update touching each row once would.
+template <typename Optimizer, typename T>
+void RowwiseApplyWith(internal::VectorCopy copy,
+                      const typename Optimizer::template Hyperparams<AccumulateType<T>>& h,
+                      bool flag, const StateArrays<T, Optimizer::kNumState>& state,
+                      const T* grad, int64_t num_rows, int64_t row_size,
+                      const ParallelFor& parallel_for) {
+  if (row_size == 0) return;
+  Optimizer::WithStep(h, flag, [&](const auto& step) {
+    using Step = std::decay_t<decltype(step)>;
+    const internal::RowwiseRows<Step, T> rows{step, state};
+    // Blocks of whole rows, about kElementsPerBlock elements each.
+    const int64_t rows_per_block = std::max<int64_t>(1, kElementsPerBlock / row_size);
+    const auto run = [&](int64_t begin, int64_t end) {
+      internal::RunIn(copy, internal::DenseRows<Step, T>{rows, grad, row_size, begin, end});
+    };
+    if (num_rows * row_size <= kMinElementsToParallelize) return run(0, num_rows);
+    const int64_t num_blocks = (num_rows + rows_per_block - 1) / rows_per_block;
+    parallel_for(num_blocks, rows_per_block * row_size * Step::kCyclesPerElement,
+                 [&](int64_t first_block, int64_t end_block) {
+                   run(first_block * rows_per_block,
+                       std::min(num_rows, end_block * rows_per_block));
+                 });
+  });
+}
+
 // The sparse update of `Optimizer` on the rows of the state arrays (each `row_size` elements)
 // named by `groups`, with grad holding one row per index position. Duplicate indices are summed
 // first, so the result equals the dense update with the densified gradient on those rows.
@@ -205,7 +312,7 @@ void SparseApplyWith(internal::VectorCopy copy,
                      const ParallelFor& parallel_for) {
   Optimizer::WithStep(h, flag, [&](const auto& step) {
     using Step = std::decay_t<decltype(step)>;
-    const internal::StepRows<Step, T> rows{step, state};
+    const typename internal::RowsOf<Step, T>::type rows{step, state};
     internal::ScheduleUniqueRows(
         groups, grad, row_size, Step::kCyclesPerElement, parallel_for,
         [&](int64_t begin, int64_t end, const internal::SplitSums<AccumulateType<T>>& split) {
@@ -215,7 +322,15 @@ void SparseApplyWith(internal::VectorCopy copy,
   });
 }
 
-// ApplyWith and SparseApplyWith in the widest copy this CPU runs.
+// ApplyWith (RowwiseApplyWith) and SparseApplyWith in the widest copy this CPU runs.
+template <typename Optimizer, typename T>
+void RowwiseApply(const typename Optimizer::template Hyperparams<AccumulateType<T>>& h,
+                  bool flag, const StateArrays<T, Optimizer::kNumState>& state, const T* grad,
+                  int64_t num_rows, int64_t row_size, const ParallelFor& parallel_for) {
+  RowwiseApplyWith<Optimizer>(internal::BestVectorCopy(), h, flag, state, grad, num_rows,
+                              row_size, parallel_for);
+}
+
 template <typename Optimizer, typename T>
 void Apply(const typename Optimizer::template Hyperparams<AccumulateType<T>>& h, bool flag,
            const StateArrays<T, Optimizer::kNumState>& state, const T* grad, int64_t size,

@@ -81,6 +81,8 @@ struct Ftrl {
   static constexpr const char* kSnakeName = "ftrl";
   static constexpr int kNumState = 3;
   static constexpr const char* kStateNames[kNumState] = {"var", "accum", "linear"};
+  static constexpr bool kRowwise = false;
+  static constexpr bool kPerRow[kNumState] = {false, false, false};
   static constexpr int kNumHyperparams = 5;
   // lr = 0 is a step that changes nothing (see ChangesNothing).
   static constexpr HyperparamSpec kHyperparams[kNumHyperparams] = {

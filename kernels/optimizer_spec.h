@@ -7,6 +7,8 @@
 //                           FusedResourceSparseApply<kName>;
 //   kSnakeName              "ftrl": the kernel driver's functions are apply_<kSnakeName>, ...;
 //   kNumState, kStateNames  the arrays it updates, var first, as the ops' resource inputs;
+//   kRowwise, kPerRow       whether its step is row-wise, and which arrays hold one value per
+//                           row of var (shape [var.shape[0]]) instead of one per element;
 //   kNumHyperparams, kHyperparams
 //                           its scalar hyperparameters in the ops' input order (HyperparamSpec);
 //   kFlag                   its one boolean attr (FlagSpec);
@@ -19,7 +21,11 @@
 //                           and flag, and returns its result.
 // A Step has kNumState, kNumWritten (the first kNumWritten arrays change and are stored back),
 // kCyclesPerElement (for the CPU thread pool's sharding) and
-// operator()(A grad, A (&state)[kNumState]), the update of one element.
+// operator()(A grad, A (&state)[kNumState]), the update of one element. A row-wise Step (of a
+// description with kRowwise) has kPerRow too, and updates a row in two parts:
+// BeginRow(A mean_square, A (&state)[kNumState]) updates the per-row values in state from the
+// mean of the row's squared gradient and returns a Row of per-row coefficients; then
+// operator()(const Row&, A grad, A (&state)[kNumState]) updates each element's values.
 #pragma once
 
 #include <cstdint>

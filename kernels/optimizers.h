@@ -5,7 +5,14 @@
 
 #include "kernels/adagrad_math.h"
 #include "kernels/ftrl_math.h"
+#include "kernels/rowwise_math.h"
 
 #define TF_FTRL_FOR_EACH_OPTIMIZER(X) \
   X(Ftrl)                             \
   X(Adagrad)
+
+// The row-wise optimizers (rowwise_math.h): CPU kernels only, so far (the CUDA launchers and the
+// kernel driver are made from the list above).
+#define TF_FTRL_FOR_EACH_ROWWISE_OPTIMIZER(X) \
+  X(RowwiseFtrl)                              \
+  X(RowwiseAdagrad)

@@ -95,8 +95,9 @@ tf_ftrl::cpu::ParallelFor ThreadPoolParallelFor(OpKernelContext* ctx) {
 template <typename Device, typename T>
 class LockedVariables {
  public:
+  // per_row[i]: variable i holds one value per row of variable 0 (shape [var.shape[0]]).
   LockedVariables(OpKernelContext* ctx, bool use_locking, bool sparse,
-                  const std::vector<std::string>& names) {
+                  const std::vector<std::string>& names, const std::vector<bool>& per_row) {
     // Compare the variables themselves: fetching a variable's tensor for a dense update may copy
     // it, so two inputs naming one variable would not show up as one buffer.
     std::vector<core::RefCountPtr<Var>> resources(names.size());
@@ -154,6 +155,21 @@ class LockedVariables {
             " but grad and the hyperparameters have dtype ",
             DataTypeString(DataTypeToEnum<T>::value)));
         return;
+      }
+      if (i > 0 && per_row[i]) {
+        if (tensors_[0].dims() < 1) {
+          status_ = absl::InvalidArgumentError(absl::StrCat(
+              names[0], " must be at least 1-D for a row-wise update, got shape ",
+              tensors_[0].shape().DebugString()));
+          return;
+        }
+        if (tensors_[i].dims() != 1 || tensors_[i].dim_size(0) != tensors_[0].dim_size(0)) {
+          status_ = absl::InvalidArgumentError(absl::StrCat(
+              names[i], " must hold one value per row of ", names[0], ", shape [",
+              tensors_[0].dim_size(0), "], but has shape ", tensors_[i].shape().DebugString()));
+          return;
+        }
+        continue;
       }
       if (i > 0 && !tensors_[0].shape().IsSameSize(tensors_[i].shape())) {
         status_ = absl::InvalidArgumentError(absl::StrCat(
@@ -324,6 +340,16 @@ struct FusedUpdate<CPUDevice, T> {
     return absl::OkStatus();
   }
 
+  template <typename Optimizer>
+  static absl::Status RowwiseApply(OpKernelContext* ctx,
+                                   const typename Optimizer::template Hyperparams<Acc<T>>& h,
+                                   bool flag, const StateOf<T, Optimizer::kNumState>& state,
+                                   const Tensor& grad, int64_t num_rows, int64_t row_size) {
+    tf_ftrl::cpu::RowwiseApply<Optimizer>(h, flag, state, ConstData<T>(grad), num_rows,
+                                          row_size, ThreadPoolParallelFor(ctx));
+    return absl::OkStatus();
+  }
+
   template <typename Optimizer, typename Index>
   static absl::Status SparseApply(OpKernelContext* ctx,
                                   const typename Optimizer::template Hyperparams<Acc<T>>& h,
@@ -426,6 +452,11 @@ std::vector<std::string> StateNames() {
   return {std::begin(Optimizer::kStateNames), std::end(Optimizer::kStateNames)};
 }
 
+template <typename Optimizer>
+std::vector<bool> PerRow() {
+  return std::vector<bool>(std::begin(Optimizer::kPerRow), std::end(Optimizer::kPerRow));
+}
+
 // The op of `Optimizer` on element type T: the dense op when Index is void, else the sparse op
 // with indices of type Index. Its inputs: the state variables, grad, (indices,) the
 // hyperparameters; its attrs: use_locking and the optimizer's flag.
@@ -441,7 +472,8 @@ class FusedApplyOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* ctx) override {
-    LockedVariables<Device, T> vars(ctx, use_locking_, kSparse, StateNames<Optimizer>());
+    LockedVariables<Device, T> vars(ctx, use_locking_, kSparse, StateNames<Optimizer>(),
+                                    PerRow<Optimizer>());
     OP_REQUIRES_OK(ctx, vars.status());
     const Tensor& grad = ctx->input(kNumState);
     if constexpr (!kSparse) OP_REQUIRES_OK(ctx, CheckDenseGrad(*vars.tensor(0), grad));
@@ -458,8 +490,19 @@ class FusedApplyOp : public OpKernel {
                               vars.tensor(0)->dim_size(0), row_size)));
     } else {
       if (Optimizer::ChangesNothing(h)) return;
-      OP_REQUIRES_OK(ctx, FusedUpdate<Device, T>::template Apply<Optimizer>(
-                              ctx, h, flag_, vars.template state<kNumState>(), grad));
+      if constexpr (Optimizer::kRowwise) {
+        // (var is at least 1-D: LockedVariables checked it against the per-row arrays.)
+        const Tensor& var = *vars.tensor(0);
+        const int64_t num_rows = var.dim_size(0);
+        int64_t row_size = 1;
+        for (int d = 1; d < var.dims(); ++d) row_size *= var.dim_size(d);
+        OP_REQUIRES_OK(ctx, FusedUpdate<Device, T>::template RowwiseApply<Optimizer>(
+                                ctx, h, flag_, vars.template state<kNumState>(), grad, num_rows,
+                                row_size));
+      } else {
+        OP_REQUIRES_OK(ctx, FusedUpdate<Device, T>::template Apply<Optimizer>(
+                                ctx, h, flag_, vars.template state<kNumState>(), grad));
+      }
     }
   }
 
@@ -503,8 +546,8 @@ void RegisterGpuKernels() {
 #endif
 }
 
-// Registers every optimizer's kernels for element type T on the CPU (and the GPU when built with
-// CUDA), at load time.
+// Registers every optimizer's kernels for element type T on the CPU (and, for the element-wise
+// ones, the GPU when built with CUDA), at load time.
 template <typename T>
 bool RegisterKernelsForType() {
 #define TF_FTRL_REGISTER_KERNELS(Optimizer)                      \
@@ -512,6 +555,10 @@ bool RegisterKernelsForType() {
   RegisterGpuKernels<tf_ftrl::Optimizer, T>();
   TF_FTRL_FOR_EACH_OPTIMIZER(TF_FTRL_REGISTER_KERNELS)
 #undef TF_FTRL_REGISTER_KERNELS
+#define TF_FTRL_REGISTER_CPU_KERNELS(Optimizer) \
+  RegisterKernels<tf_ftrl::Optimizer, CPUDevice, T>(DEVICE_CPU);
+  TF_FTRL_FOR_EACH_ROWWISE_OPTIMIZER(TF_FTRL_REGISTER_CPU_KERNELS)
+#undef TF_FTRL_REGISTER_CPU_KERNELS
   return true;
 }
 

@@ -3,6 +3,7 @@
 //   FusedResourceApply<Name>(state..., grad, hyperparameters...)
 //   FusedResourceSparseApply<Name>(state..., grad, indices, hyperparameters...)
 #include <string>
+#include <vector>
 
 #include "kernels/optimizers.h"
 #include "tensorflow/core/framework/common_shape_fns.h"
@@ -34,23 +35,41 @@ absl::Status ScalarInputs(InferenceContext* c, int first, int end) {
   return absl::OkStatus();
 }
 
-// Inputs [0, num_variables) are variables of one shape; grad follows them.
-absl::Status DenseShapeFn(InferenceContext* c, int num_variables) {
-  ShapeHandle shape = VariableShape(c, 0);
-  for (int i = 1; i < num_variables; ++i) {
-    TF_RETURN_IF_ERROR(c->Merge(shape, VariableShape(c, i), &shape));
+// Merges the shapes of the variable inputs [1, per_row.size()) into var's `shape`; a per-row
+// variable holds one value per row of var (shape [var.shape[0]]).
+absl::Status MergeVariables(InferenceContext* c, const std::vector<bool>& per_row,
+                            ShapeHandle* shape) {
+  *shape = VariableShape(c, 0);
+  for (size_t i = 1; i < per_row.size(); ++i) {
+    if (per_row[i]) {
+      TF_RETURN_IF_ERROR(c->WithRankAtLeast(*shape, 1, shape));
+      ShapeHandle rows;
+      TF_RETURN_IF_ERROR(c->WithRank(VariableShape(c, static_cast<int>(i)), 1, &rows));
+      shape_inference::DimensionHandle unused;
+      TF_RETURN_IF_ERROR(c->Merge(c->Dim(*shape, 0), c->Dim(rows, 0), &unused));
+    } else {
+      TF_RETURN_IF_ERROR(c->Merge(*shape, VariableShape(c, static_cast<int>(i)), shape));
+    }
   }
+  return absl::OkStatus();
+}
+
+// Inputs [0, num_variables) are variables (of var's shape, or one value per row); grad follows.
+absl::Status DenseShapeFn(InferenceContext* c, const std::vector<bool>& per_row) {
+  const int num_variables = static_cast<int>(per_row.size());
+  ShapeHandle shape;
+  TF_RETURN_IF_ERROR(MergeVariables(c, per_row, &shape));
   TF_RETURN_IF_ERROR(c->Merge(shape, c->input(num_variables), &shape));
   return ScalarInputs(c, num_variables + 1, c->num_inputs());
 }
 
-// Inputs [0, num_variables) are variables of one shape (rank >= 1), then grad, then indices:
+// Inputs [0, num_variables) are variables (of var's shape, rank >= 1, or one value per row),
+// then grad, then indices:
 // grad is [len(indices)] + var.shape[1:].
-absl::Status SparseShapeFn(InferenceContext* c, int num_variables) {
-  ShapeHandle shape = VariableShape(c, 0);
-  for (int i = 1; i < num_variables; ++i) {
-    TF_RETURN_IF_ERROR(c->Merge(shape, VariableShape(c, i), &shape));
-  }
+absl::Status SparseShapeFn(InferenceContext* c, const std::vector<bool>& per_row) {
+  const int num_variables = static_cast<int>(per_row.size());
+  ShapeHandle shape;
+  TF_RETURN_IF_ERROR(MergeVariables(c, per_row, &shape));
   TF_RETURN_IF_ERROR(c->WithRankAtLeast(shape, 1, &shape));
   ShapeHandle grad;
   TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(num_variables), 1, &grad));
@@ -94,9 +113,10 @@ void RegisterOps() {
     op.Attr("use_locking: bool = false");
     op.Attr(std::string(Optimizer::kFlag.name) +
             ": bool = " + (Optimizer::kFlag.default_value ? "true" : "false"));
-    const int num_state = Optimizer::kNumState;
-    op.SetShapeFn([num_state, sparse](InferenceContext* c) {
-      return sparse ? SparseShapeFn(c, num_state) : DenseShapeFn(c, num_state);
+    const std::vector<bool> per_row(std::begin(Optimizer::kPerRow),
+                                    std::end(Optimizer::kPerRow));
+    op.SetShapeFn([per_row, sparse](InferenceContext* c) {
+      return sparse ? SparseShapeFn(c, per_row) : DenseShapeFn(c, per_row);
     });
     op.Doc(std::string("\nFused one-pass ") + Optimizer::kSummary + "\n" +
            (sparse ? "Only the rows named by indices change; duplicate indices are summed first, "
@@ -112,6 +132,7 @@ void RegisterOps() {
 #define TF_FTRL_REGISTER_OPS(Optimizer) RegisterOps<tf_ftrl::Optimizer>();
 [[maybe_unused]] const bool registered = [] {
   TF_FTRL_FOR_EACH_OPTIMIZER(TF_FTRL_REGISTER_OPS)
+  TF_FTRL_FOR_EACH_ROWWISE_OPTIMIZER(TF_FTRL_REGISTER_OPS)
   return true;
 }();
 #undef TF_FTRL_REGISTER_OPS

@@ -8,6 +8,7 @@ from this table; tests/test_specs.py checks it against the OpDefs the op library
 """
 
 import dataclasses
+import re
 from typing import Optional, Tuple
 
 
@@ -46,6 +47,7 @@ class Slot:
     name: str  # the slot variable's name in Keras: "accumulator"
     op_input: str  # the ops' input: "accum"
     initial_value: Optional[str] = None  # the constructor argument it starts at (None: zeros)
+    per_row: bool = False  # one value per row of the variable (shape [var.shape[0]])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,9 +65,14 @@ class OptimizerSpec:
     flag_default: bool
 
     @property
+    def snake_name(self):
+        """"RowwiseFtrl" -> "rowwise_ftrl"."""
+        return re.sub(r"(?<!^)(?=[A-Z])", "_", self.name).lower()
+
+    @property
     def functions(self):
         """The names of the dense and the sparse op's wrappers in `tf_ftrl.ops`."""
-        return f"apply_{self.name.lower()}", f"sparse_apply_{self.name.lower()}"
+        return f"apply_{self.snake_name}", f"sparse_apply_{self.snake_name}"
 
     @property
     def slot_names(self):
@@ -130,3 +137,13 @@ ADAGRAD = OptimizerSpec(
 )
 
 OPTIMIZERS = (FTRL, ADAGRAD)
+
+# Row-wise variants: the same arguments, one accumulator value per row of the variable.
+ROW_ACCUMULATOR = dataclasses.replace(ACCUMULATOR, per_row=True)
+ROWWISE_FTRL = dataclasses.replace(
+    FTRL, name="RowwiseFtrl", dense_op="FusedResourceApplyRowwiseFtrl",
+    sparse_op="FusedResourceSparseApplyRowwiseFtrl", slots=(ROW_ACCUMULATOR, FTRL.slots[1]))
+ROWWISE_ADAGRAD = dataclasses.replace(
+    ADAGRAD, name="RowwiseAdagrad", dense_op="FusedResourceApplyRowwiseAdagrad",
+    sparse_op="FusedResourceSparseApplyRowwiseAdagrad", slots=(ROW_ACCUMULATOR,))
+ROWWISE = (ROWWISE_FTRL, ROWWISE_ADAGRAD)

@@ -163,8 +163,7 @@ def _op_wrapper(spec, sparse, doc):
             **inputs, use_locking=given["use_locking"], name=given["name"],
             **{spec.flag: given[spec.flag]})
 
-    wrapper.__name__ = wrapper.__qualname__ = (
-        ("sparse_" if sparse else "") + "apply_" + spec.name.lower())
+    wrapper.__name__ = wrapper.__qualname__ = spec.functions[sparse]
     wrapper.__doc__ = doc.format(hyperparameters=_hyperparameters_doc(spec))
     wrapper.__signature__ = signature
     return wrapper
@@ -227,6 +226,45 @@ Fused Adagrad update in place: `accum += grad**2` (when `update_slots`), then
 sparse_apply_adagrad = _op_wrapper(_specs.ADAGRAD, True, """\
 Fused Adagrad update of the rows `indices` of `var` and `accum`; duplicate indices are
     summed first. Arguments as in `sparse_apply_ftrl` and `apply_adagrad`.
+    """)
+
+apply_rowwise_ftrl = _op_wrapper(_specs.ROWWISE_FTRL, False, """\
+Fused row-wise FTRL-Proximal update in place: one accumulator value per row of `var`.
+
+    A row is everything after the first dimension (D elements). With g the row's gradient,
+    `accum[r] += mean(g**2)` (p = lr_power, n and n' its old and new value), then for each
+    element `linear += g + 2 * l2_shrinkage * var - (n'**-p - n**-p) / lr * var` and
+    `var = (l1 * sign(linear) - linear) / (n'**-p / lr + 2 * l2)` where `|linear| > l1`,
+    else 0. With D = 1 it is `apply_ftrl`. CPU only, so far.
+
+    Args:
+      var, linear: `tf.Variable`s of one shape (rank >= 1) and dtype (float32, float64,
+        float16 or bfloat16); half types compute in float32.
+      accum: a `tf.Variable` of shape `[var.shape[0]]` and the same dtype.
+      grad: the gradient, same shape and dtype as `var`.
+      {hyperparameters}
+        A step at lr = 0 changes nothing.
+      multiply_linear_by_lr, use_locking: as in `apply_ftrl`.
+    """)
+
+sparse_apply_rowwise_ftrl = _op_wrapper(_specs.ROWWISE_FTRL, True, """\
+Fused row-wise FTRL-Proximal update of the rows `indices`; duplicate indices are summed
+    into one row gradient first. Arguments as in `sparse_apply_ftrl` and `apply_rowwise_ftrl`.
+    """)
+
+apply_rowwise_adagrad = _op_wrapper(_specs.ROWWISE_ADAGRAD, False, """\
+Fused row-wise Adagrad update in place (FBGEMM's exact row-wise Adagrad): with g a row's
+    gradient, `accum[r] += mean(g**2)` (when `update_slots`), then
+    `var[r] -= lr * g / (sqrt(accum[r]) + epsilon)`. `accum` has shape `[var.shape[0]]`; other
+    arguments as in `apply_adagrad`. With D = 1 it is `apply_adagrad`. CPU only, so far.
+
+    Args:
+      {hyperparameters}
+    """)
+
+sparse_apply_rowwise_adagrad = _op_wrapper(_specs.ROWWISE_ADAGRAD, True, """\
+Fused row-wise Adagrad update of the rows `indices`; duplicate indices are summed into one
+    row gradient first. Arguments as in `sparse_apply_adagrad` and `apply_rowwise_adagrad`.
     """)
 
 

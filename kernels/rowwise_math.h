@@ -1,0 +1,141 @@
+// Row-wise FTRL and Adagrad: the accumulator holds one value per row of the variable (a row is
+// everything after the first dimension, D elements), not one per element, which cuts the state
+// by D-fold for the accumulator. The descriptions every layer is derived from (optimizer_spec.h
+// says what one holds), and their update of one row. With g_r the row's gradient (duplicate
+// indices summed) and mean(g_r^2) the mean of its squares over the D elements:
+//
+// Row-wise Adagrad (FBGEMM's exact row-wise Adagrad):
+//   accum_r += mean(g_r^2)                         (only when update_slots)
+//   var     -= lr * g / (sqrt(accum_r) + epsilon)  for each element of the row
+//
+// Row-wise FTRL (the element-wise op's math with the row's accumulator n_r; linear stays per
+// element):
+//   n_r'    = n_r + mean(g_r^2)
+//   sigma   = (n_r'^-p - n_r^-p) / lr              (p = lr_power; * lr with multiply_by_lr)
+//   linear += g + 2 * l2_shrinkage * var - sigma * var
+//   var     = |linear| > l1 ? (l1 * sign(linear) - linear) / (n_r'^-p / lr + 2 * l2) : 0
+//
+// With D = 1 both are exactly the element-wise updates.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+
+#include "kernels/adagrad_math.h"
+#include "kernels/ftrl_math.h"
+#include "kernels/numeric.h"
+#include "kernels/optimizer_spec.h"
+
+namespace tf_ftrl {
+
+template <bool kUpdateSlots, typename A>
+struct RowwiseAdagradStep {
+  static constexpr int kNumState = 2;  // var, accum (per row)
+  static constexpr bool kPerRow[kNumState] = {false, true};
+  static constexpr int kNumWritten = kUpdateSlots ? 2 : 1;
+  static constexpr int64_t kCyclesPerElement = 4;
+  AdagradHyperparams<A> h;
+
+  struct Row {
+    A scale;  // lr / (sqrt(accum_r) + epsilon)
+  };
+  // Updates the row's per-row state in `state` from the mean of its squared gradient.
+  TF_FTRL_HOST_DEVICE TF_FTRL_INLINE Row BeginRow(A mean_square, A (&state)[kNumState]) const {
+    if (kUpdateSlots) state[1] += mean_square;
+    return {h.lr / (Sqrt(state[1]) + h.epsilon)};
+  }
+  TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void operator()(const Row& row, A grad,
+                                                     A (&state)[kNumState]) const {
+    state[0] -= grad * row.scale;
+  }
+};
+
+template <bool kSqrtPower, bool kMultiplyLinearByLr, typename A>
+struct RowwiseFtrlStep {
+  static constexpr int kNumState = 3;  // var, accum (per row), linear
+  static constexpr bool kPerRow[kNumState] = {false, true, false};
+  static constexpr int kNumWritten = 3;
+  static constexpr int64_t kCyclesPerElement = 8;
+  FtrlHyperparams<A> h;
+
+  struct Row {
+    A sigma;        // what multiplies var in linear's update
+    A l1;           // l1 (* lr with multiply_linear_by_lr)
+    A denominator;  // n_r'^-p / lr + 2 * l2 (both * lr with multiply_linear_by_lr)
+    A lr;           // multiplies the gradient in linear's update (1 without by_lr)
+  };
+  TF_FTRL_HOST_DEVICE TF_FTRL_INLINE Row BeginRow(A mean_square, A (&state)[kNumState]) const {
+    const A two(2);
+    const A accum = state[1];
+    const A new_accum = accum + mean_square;
+    A new_power;
+    A old_power;
+    if (kSqrtPower) {
+      new_power = Sqrt(new_accum);
+      old_power = Sqrt(accum);
+    } else {
+      new_power = Pow(new_accum, -h.lr_power);
+      old_power = Pow(accum, -h.lr_power);
+    }
+    state[1] = new_accum;
+    if (kMultiplyLinearByLr) {
+      return {new_power - old_power, h.l1 * h.lr, new_power + two * h.l2 * h.lr, h.lr};
+    }
+    return {(new_power - old_power) / h.lr, h.l1, new_power / h.lr + two * h.l2, A(1)};
+  }
+  TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void operator()(const Row& row, A grad,
+                                                     A (&state)[kNumState]) const {
+    A& var = state[0];
+    A& linear = state[2];
+    const A grad_shrunk = grad + A(2) * h.l2_shrinkage * var;
+    if (kMultiplyLinearByLr) {
+      linear += grad_shrunk * row.lr - row.sigma * var;
+    } else {
+      linear += grad_shrunk - row.sigma * var;
+    }
+    const A unclipped = ((linear > A(0) ? row.l1 : -row.l1) - linear) / row.denominator;
+    var = Abs(linear) > row.l1 ? unclipped : A(0);
+  }
+};
+
+// The descriptions: the element-wise ones' hyperparameters, flags and checks, with row-wise
+// steps and per-row accumulators.
+struct RowwiseAdagrad : Adagrad {
+  static constexpr const char* kName = "RowwiseAdagrad";
+  static constexpr const char* kSnakeName = "rowwise_adagrad";
+  static constexpr bool kRowwise = true;
+  static constexpr bool kPerRow[kNumState] = {false, true};
+  static constexpr const char* kSummary =
+      "Row-wise Adagrad update (one accumulator value per row of var; accum has shape\n"
+      "[var.shape[0]]): accum[r] += mean over the row of grad^2 (if update_slots);\n"
+      "var -= lr * grad / (sqrt(accum[r]) + epsilon).";
+
+  template <typename A, typename Fn>
+  static auto WithStep(const Hyperparams<A>& h, bool update_slots, Fn&& fn) {
+    return DispatchFlags(update_slots, false, [&](auto slots, auto) {
+      return fn(RowwiseAdagradStep<slots(), A>{h});
+    });
+  }
+};
+
+struct RowwiseFtrl : Ftrl {
+  static constexpr const char* kName = "RowwiseFtrl";
+  static constexpr const char* kSnakeName = "rowwise_ftrl";
+  static constexpr bool kRowwise = true;
+  static constexpr bool kPerRow[kNumState] = {false, true, false};
+  static constexpr const char* kSummary =
+      "Row-wise FTRL-Proximal update (one accumulator value per row of var; accum has shape\n"
+      "[var.shape[0]], linear the shape of var): accum[r] grows by the mean over the row of\n"
+      "grad^2, and each element's step is the element-wise op's with accum[r].\n"
+      "A step at lr = 0 changes nothing (the formula divides by lr).";
+
+  template <typename A, typename Fn>
+  static auto WithStep(const Hyperparams<A>& h, bool multiply_linear_by_lr, Fn&& fn) {
+    return DispatchFlags(h.lr_power == A(-0.5), multiply_linear_by_lr,
+                         [&](auto sqrt_power, auto by_lr) {
+                           return fn(RowwiseFtrlStep<sqrt_power(), by_lr(), A>{h});
+                         });
+  }
+};
+
+}  // namespace tf_ftrl
