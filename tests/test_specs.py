@@ -16,11 +16,20 @@ from tf_ftrl import _docstrings, _specs
 from tf_ftrl._arguments import check_arguments
 
 SPECS = {spec.name: spec for spec in _specs.OPTIMIZERS}
-WRAPPERS = {("Ftrl", False): tf_ftrl.ops.apply_ftrl, ("Ftrl", True): tf_ftrl.ops.sparse_apply_ftrl,
-            ("Adagrad", False): tf_ftrl.ops.apply_adagrad,
-            ("Adagrad", True): tf_ftrl.ops.sparse_apply_adagrad}
+# The ops' descriptions: the optimizers' and their row-wise variants'.
+OP_SPECS = {spec.name: spec for spec in _specs.OPTIMIZERS + _specs.ROWWISE}
+WRAPPERS = {(spec.name, sparse): getattr(tf_ftrl.ops, spec.functions[sparse])
+            for spec in OP_SPECS.values() for sparse in (False, True)}
 SPARSE = pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
 NAME = pytest.mark.parametrize("name", sorted(SPECS))
+OP_NAME = pytest.mark.parametrize("name", sorted(OP_SPECS))
+
+
+def test_wrappers_are_named_after_the_spec():
+    assert WRAPPERS["RowwiseFtrl", True] is tf_ftrl.ops.sparse_apply_rowwise_ftrl
+    assert WRAPPERS["Adagrad", False] is tf_ftrl.ops.apply_adagrad
+    for (name, sparse), wrapper in WRAPPERS.items():
+        assert wrapper.__name__ == OP_SPECS[name].functions[sparse]
 
 
 def op_def(spec, sparse):
@@ -30,10 +39,10 @@ def op_def(spec, sparse):
     return op
 
 
-@NAME
+@OP_NAME
 @SPARSE
 def test_inputs_are_the_op_defs_in_order(name, sparse):
-    spec = SPECS[name]
+    spec = OP_SPECS[name]
     op = op_def(spec, sparse)
     tensors = ["var", *(slot.op_input for slot in spec.slots), "grad"]
     if sparse:
@@ -49,10 +58,10 @@ def test_inputs_are_the_op_defs_in_order(name, sparse):
     assert not op.output_arg
 
 
-@NAME
+@OP_NAME
 @SPARSE
 def test_attrs_are_the_op_defs(name, sparse):
-    spec = SPECS[name]
+    spec = OP_SPECS[name]
     attrs = {attr.name: attr for attr in op_def(spec, sparse).attr}
     assert set(attrs) == {"T", "use_locking", spec.flag} | ({"Tindices"} if sparse else set())
     assert attrs[spec.flag].type == "bool"
@@ -60,10 +69,10 @@ def test_attrs_are_the_op_defs(name, sparse):
     assert attrs["use_locking"].default_value.b is False
 
 
-@NAME
+@OP_NAME
 @SPARSE
 def test_wrapper_signature_is_derived_from_the_spec(name, sparse):
-    spec = SPECS[name]
+    spec = OP_SPECS[name]
     parameters = inspect.signature(WRAPPERS[name, sparse]).parameters
     assert list(parameters) == [arg.name for arg in op_def(spec, sparse).input_arg] + [
         spec.flag, "use_locking", "name"]
@@ -88,12 +97,13 @@ def bad_value(bound):
     return -0.5 if bound is _specs.NON_NEGATIVE else 0.5
 
 
-@NAME
+@OP_NAME
 @SPARSE
 def test_bounds_are_the_kernels(name, sparse):
-    spec = SPECS[name]
+    spec = OP_SPECS[name]
     wrapper = WRAPPERS[name, sparse]
-    variables = [tf.Variable(tf.fill([4, 2], 0.5)) for _ in range(1 + len(spec.slots))]
+    variables = [tf.Variable(tf.fill([4, 2], 0.5))] + [
+        tf.Variable(tf.fill([4] if slot.per_row else [4, 2], 0.5)) for slot in spec.slots]
     start = [v.numpy() for v in variables]
     tensors = variables + [tf.ones([4, 2])] + ([tf.constant([0, 1, 2, 3])] if sparse else [])
     valid = {op_input: 0.1 if op_input == "lr" else 0.0 for op_input in spec.op_hyperparameters}

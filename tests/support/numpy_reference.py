@@ -99,3 +99,42 @@ def assert_close(actual, expected, dtype, mask=None, scale=1.0, what="", magnitu
         actual, expected = actual[mask], expected[mask]
     np.testing.assert_allclose(actual, expected, rtol=rtol * scale,
                                atol=atol * scale * max(1.0, magnitude), err_msg=what)
+
+
+def _row_mean_square(grad, rows):
+    return np.mean(np.asarray(grad, np.float64).reshape(rows, -1) ** 2, axis=1)
+
+
+def _per_row(values, var):
+    """Per-row values shaped to broadcast over var's rows."""
+    return np.asarray(values, np.float64).reshape((var.shape[0],) + (1,) * (var.ndim - 1))
+
+
+def rowwise_ftrl(var, accum, linear, grad, lr, l1, l2, l2_shrinkage=0.0, lr_power=-0.5,
+                 multiply_linear_by_lr=False):
+    """One row-wise FTRL step in float64 (accum has one value per row of var): the row's
+    accumulator grows by the mean of its squared gradient, the rest is the element-wise math
+    with that accumulator. Returns (var, accum, linear)."""
+    var, accum, linear, grad = (np.asarray(x, np.float64) for x in (var, accum, linear, grad))
+    new_accum = accum + _row_mean_square(grad, var.shape[0])
+    power = -lr_power
+    old, new = _per_row(accum, var) ** power, _per_row(new_accum, var) ** power
+    grad_shrunk = grad + 2.0 * l2_shrinkage * var
+    if multiply_linear_by_lr:
+        linear = linear + grad_shrunk * lr - (new - old) * var
+        threshold, denominator = l1 * lr, new + 2.0 * l2 * lr
+    else:
+        linear = linear + grad_shrunk - (new - old) / lr * var
+        threshold, denominator = l1, new / lr + 2.0 * l2
+    var = np.where(np.abs(linear) > threshold,
+                   (np.sign(linear) * threshold - linear) / denominator, 0.0)
+    return var, new_accum, linear
+
+
+def rowwise_adagrad(var, accum, grad, lr, epsilon=1e-7, update_slots=True):
+    """One row-wise Adagrad step in float64 (FBGEMM's exact row-wise Adagrad); returns
+    (var, accum)."""
+    var, accum, grad = (np.asarray(x, np.float64) for x in (var, accum, grad))
+    if update_slots:
+        accum = accum + _row_mean_square(grad, var.shape[0])
+    return var - grad * lr / (np.sqrt(_per_row(accum, var)) + epsilon), accum
