@@ -76,6 +76,13 @@ huge_pages: If True, the first step asks Linux to back each variable and its slo
     large embedding tables then need far fewer page walks (20-25% faster on 2M x 64 tables
     here). CPU variables only (a parameter server's too); values do not change. Defaults
     to `False`.""",
+    "rowwise_arg": """\
+rowwise: If True, variables of rank 2 and more (embedding tables, kernels) keep one
+    accumulator value per row instead of one per element: the row's accumulator grows
+    by the mean of the row's squared gradient (duplicate ids summed first), and every
+    element of the row steps with it (`tf_ftrl.ops.apply_rowwise_*`). The accumulator
+    then has shape `[rows]`. Rank-1 variables keep element-wise state. CPU kernels only,
+    so far. Defaults to `False`.""",
 }
 
 _PLACEHOLDER = re.compile(r"^( *)\{\{(\w+)\}\}$", re.MULTILINE)

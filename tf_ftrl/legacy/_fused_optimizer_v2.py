@@ -27,10 +27,13 @@ class FusedOptimizerV2(tf_keras.optimizers.legacy.Optimizer):
     _HAS_AGGREGATE_GRAD = True
     _spec = None
 
+    _rowwise_spec = None  # the row-wise variant's description
+
     def __init__(self, name, learning_rate, initial_accumulator_value, huge_pages=False,
-                 **kwargs):
+                 rowwise=False, **kwargs):
         super().__init__(name, **kwargs)
         self.huge_pages = bool(huge_pages)
+        self.rowwise = bool(rowwise)
         # `lr` is OptimizerV2's deprecated alias (validated and warned about there); tf_keras's
         # Adagrad honours it, its Ftrl silently ignores it: both of ours honour it.
         learning_rate = kwargs.get("lr", learning_rate)
@@ -52,17 +55,36 @@ class FusedOptimizerV2(tf_keras.optimizers.legacy.Optimizer):
             coefficients["lr_t"], self._name,
             describe_learning_rate(self._hyper["learning_rate"]), self.iterations)
 
+    def _is_rowwise(self, var):
+        """Whether `var`'s state is row-wise: with `rowwise`, for rank 2 and more."""
+        return self.rowwise and len(var.shape) >= 2
+
+    def _spec_for(self, var):
+        return self._rowwise_spec if self._is_rowwise(var) else self._spec
+
+    def _op(self, var, sparse):
+        """The fused op wrapper of `var`'s update (`tf_ftrl.ops`)."""
+        return getattr(ops, self._spec_for(var).functions[sparse])
+
     def _create_slots(self, var_list):
         # In tf_keras's order (each variable's slots in turn), which get_weights and set_weights
         # rely on. A slot starts at its initial value argument (kept as `_<name>`, as tf_keras
-        # keeps it), or at zeros (add_slot's default).
+        # keeps it), or at zeros (add_slot's default); a per-row slot of the row-wise variant
+        # has one value per row.
         for var in var_list:
-            for slot in self._spec.slots:
+            spec = self._spec_for(var)
+            if spec is not self._spec and not ops.has_fused_kernels(var.dtype):
+                raise ValueError(
+                    f"`rowwise=True` takes float16, bfloat16, float32 and float64 variables. "
+                    f"Received: variable {var.name} of dtype {var.dtype.base_dtype.name}.")
+            for slot in spec.slots:
+                shape = [var.shape[0]] if slot.per_row else None
                 if slot.initial_value:
                     self.add_slot(var, slot.name, tf.compat.v1.constant_initializer(
-                        getattr(self, "_" + slot.initial_value), dtype=var.dtype.base_dtype))
+                        getattr(self, "_" + slot.initial_value), dtype=var.dtype.base_dtype),
+                        shape=shape)
                 else:
-                    self.add_slot(var, slot.name)
+                    self.add_slot(var, slot.name, shape=shape)
 
     def _resource_apply_sparse_duplicate_indices(self, grad, handle, indices, **kwargs):
         if not ops.has_fused_kernels(handle.dtype):
@@ -82,7 +104,7 @@ class FusedOptimizerV2(tf_keras.optimizers.legacy.Optimizer):
             var, self._fused_apply_sparse(grad, var, indices, apply_state))
 
     def _record_update(self, var, sparse):
-        dense_op, sparse_op = self._spec.functions
+        dense_op, sparse_op = self._spec_for(var).functions
         if ops.has_fused_kernels(var.dtype):
             update = sparse_op if sparse else dense_op
         else:
@@ -119,4 +141,6 @@ class FusedOptimizerV2(tf_keras.optimizers.legacy.Optimizer):
         # Only when set, so that the default config stays tf_keras's own.
         if self.huge_pages:
             config["huge_pages"] = True
+        if self.rowwise:
+            config["rowwise"] = True
         return config

@@ -5,7 +5,7 @@ import tf_keras
 
 from tf_ftrl import ops
 from tf_ftrl._docstrings import filled
-from tf_ftrl._specs import ADAGRAD
+from tf_ftrl._specs import ADAGRAD, ROWWISE_ADAGRAD
 from tf_ftrl.legacy._fused_optimizer_v2 import FusedOptimizerV2
 
 
@@ -32,10 +32,12 @@ class Adagrad(FusedOptimizerV2):
             `None` or `0` mean `tf_keras.backend.epsilon()` (1e-7). Defaults to `1e-7`.
         name: The name prefix of the optimizer's variables and ops. Defaults to `"Adagrad"`.
         {{huge_pages_arg}}
+        {{rowwise_arg}}
         {{legacy_keyword_args}}
     """
 
     _spec = ADAGRAD
+    _rowwise_spec = ROWWISE_ADAGRAD
 
     def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7,
                  name="Adagrad", **kwargs):
@@ -59,7 +61,7 @@ class Adagrad(FusedOptimizerV2):
             return tf.raw_ops.ResourceApplyAdagradV2(
                 var=var.handle, accum=accum.handle, grad=grad, use_locking=self._use_locking,
                 **hyper)
-        return ops.apply_adagrad(var, accum, grad, use_locking=self._use_locking, **hyper)
+        return self._op(var, False)(var, accum, grad, use_locking=self._use_locking, **hyper)
 
     def _fused_apply_sparse(self, grad, var, indices, apply_state):
         accum = self.get_slot(var, "accumulator")
@@ -69,8 +71,8 @@ class Adagrad(FusedOptimizerV2):
             return tf.raw_ops.ResourceSparseApplyAdagradV2(
                 var=var.handle, accum=accum.handle, grad=grad, indices=indices,
                 use_locking=self._use_locking, **hyper)
-        return ops.sparse_apply_adagrad(var, accum, grad, indices, use_locking=self._use_locking,
-                                        **hyper)
+        return self._op(var, True)(var, accum, grad, indices, use_locking=self._use_locking,
+                                   **hyper)
 
     def get_config(self):
         config = super().get_config()

@@ -6,7 +6,7 @@ import tf_keras
 from tf_ftrl import ops
 from tf_ftrl._arguments import check_arguments, ftrl_l2, reject_complex
 from tf_ftrl._docstrings import filled
-from tf_ftrl._specs import FTRL
+from tf_ftrl._specs import FTRL, ROWWISE_FTRL
 from tf_ftrl.legacy._fused_optimizer_v2 import FusedOptimizerV2
 
 
@@ -37,11 +37,13 @@ class Ftrl(FusedOptimizerV2):
         {{multiply_linear_by_lr_arg}}
         name: The name prefix of the optimizer's variables and ops. Defaults to `"Ftrl"`.
         {{huge_pages_arg}}
+        {{rowwise_arg}}
         {{legacy_keyword_args}}
             tf_keras's own Ftrl accepts `lr` but ignores it.
     """
 
     _spec = FTRL
+    _rowwise_spec = ROWWISE_FTRL
 
     def __init__(
         self,
@@ -91,18 +93,18 @@ class Ftrl(FusedOptimizerV2):
                                      coefficients["lr_t"])
 
     def _fused_apply_dense(self, grad, var, apply_state):
-        return ops.apply_ftrl(var, self.get_slot(var, "accumulator"),
-                              self.get_slot(var, "linear"), grad,
-                              **self._op_values(var, apply_state),
-                              multiply_linear_by_lr=self._multiply_linear_by_lr,
-                              use_locking=self._use_locking)
+        return self._op(var, False)(var, self.get_slot(var, "accumulator"),
+                                    self.get_slot(var, "linear"), grad,
+                                    **self._op_values(var, apply_state),
+                                    multiply_linear_by_lr=self._multiply_linear_by_lr,
+                                    use_locking=self._use_locking)
 
     def _fused_apply_sparse(self, grad, var, indices, apply_state):
-        return ops.sparse_apply_ftrl(var, self.get_slot(var, "accumulator"),
-                                     self.get_slot(var, "linear"), grad, indices,
-                                     **self._op_values(var, apply_state),
-                                     multiply_linear_by_lr=self._multiply_linear_by_lr,
-                                     use_locking=self._use_locking)
+        return self._op(var, True)(var, self.get_slot(var, "accumulator"),
+                                   self.get_slot(var, "linear"), grad, indices,
+                                   **self._op_values(var, apply_state),
+                                   multiply_linear_by_lr=self._multiply_linear_by_lr,
+                                   use_locking=self._use_locking)
 
     def get_config(self):
         config = super().get_config()

@@ -133,12 +133,25 @@ class FusedOptimizer(keras.optimizers.Optimizer):
     """
 
     _spec = None
+    _rowwise_spec = None  # the row-wise variant's description
 
-    def __init__(self, *, learning_rate, huge_pages=False, **kwargs):
+    def __init__(self, *, learning_rate, huge_pages=False, rowwise=False, **kwargs):
         check_learning_rate(learning_rate)
         super().__init__(learning_rate=learning_rate, **kwargs)
         self.huge_pages = bool(huge_pages)
+        self.rowwise = bool(rowwise)
         self._update_log = UpdateLog()
+
+    def _is_rowwise(self, variable):
+        """Whether `variable`'s state is row-wise: with `rowwise`, for rank 2 and more."""
+        return self.rowwise and len(variable.shape) >= 2
+
+    def _spec_for(self, variable):
+        return self._rowwise_spec if self._is_rowwise(variable) else self._spec
+
+    def _op(self, variable, sparse):
+        """The fused op wrapper of `variable`'s update (`tf_ftrl.ops`)."""
+        return getattr(ops, self._spec_for(variable).functions[sparse])
 
     def kernels_used(self):
         return self._update_log.used()
@@ -155,6 +168,7 @@ class FusedOptimizer(keras.optimizers.Optimizer):
     def get_config(self):
         config = super().get_config()
         config["huge_pages"] = self.huge_pages
+        config["rowwise"] = self.rowwise
         config.update({argument.name: getattr(self, argument.name)
                        for argument in self._spec.arguments})
         return config
@@ -180,6 +194,8 @@ class FusedOptimizer(keras.optimizers.Optimizer):
         names = self._spec.slot_names
         initializers = [keras.initializers.Constant(getattr(self, slot.initial_value))
                         if slot.initial_value else "zeros" for slot in self._spec.slots]
+        if self.rowwise:
+            return self._add_rowwise_slots(var_list, initializers)
         if hasattr(self, "add_optimizer_variables"):
             return self.add_optimizer_variables(var_list, list(names), initializer=initializers)
         slots = tuple([] for _ in names)
@@ -191,6 +207,25 @@ class FusedOptimizer(keras.optimizers.Optimizer):
                 else:
                     slot_list.append(self.add_variable_from_reference(var, name=name,
                                                                       initializer=initializer))
+        return slots
+
+    def _add_rowwise_slots(self, var_list, initializers):
+        """The slots with `rowwise`: named as `_add_slots` names them (Keras 3.10's way), with
+        one value per row for the row-wise variant's per-row slots of variables of rank >= 2."""
+        slots = tuple([] for _ in self._spec.slots)
+        for var in var_list:
+            if getattr(self, "_overwrite_variable_with_gradient", lambda v: False)(var):
+                for slot_list in slots:
+                    slot_list.append(None)
+                continue
+            spec = self._spec_for(var)
+            prefix = (var.path.replace("/", "_") if hasattr(var, "path")
+                      else str(var.name).replace("/", "_").replace(":", "_"))
+            for slot_list, slot, initializer in zip(slots, spec.slots, initializers):
+                shape = (var.shape[0],) if slot.per_row else var.shape
+                slot_list.append(self.add_variable(shape=shape, initializer=initializer,
+                                                   dtype=var.dtype,
+                                                   name=f"{prefix}_{slot.name}"))
         return slots
 
     def apply(self, grads, trainable_variables=None):
@@ -277,7 +312,7 @@ class FusedOptimizer(keras.optimizers.Optimizer):
             advise_on_first_step([var] + slots, self.iterations)
 
     def _record_update(self, variable, var, gradient, fused, xla):
-        dense_op, sparse_op = self._spec.functions
+        dense_op, sparse_op = self._spec_for(var).functions
         sparse = isinstance(gradient, tf.IndexedSlices)
         if fused:
             update = sparse_op if sparse else dense_op

@@ -1,6 +1,8 @@
 """The updates in plain TensorFlow ops, for where the fused kernels cannot run: inside XLA
 (`jit_compile=True`), which compiles only ops that have XLA kernels. Same formulas and order of
-evaluation as kernels/ftrl_math.h and kernels/adagrad_math.h; half types compute in float32.
+evaluation as kernels/ftrl_math.h, kernels/adagrad_math.h and (for the row-wise variants, on rows
+of var with one accumulator value per row) kernels/rowwise_math.h; half types compute in
+float32.
 """
 
 import tensorflow as tf
@@ -49,4 +51,51 @@ def adagrad(var, accum, grad, lr, epsilon):
                                                                     epsilon))
     accum = accum + grad * grad
     var = var - grad * lr / (tf.sqrt(accum) + epsilon)
+    return tf.cast(var, dtype), tf.cast(accum, dtype)
+
+
+def _row_mean_square(grad):
+    """The mean of each row's squared gradient (a row: everything after the first axis)."""
+    return tf.reduce_mean(tf.reshape(grad * grad, [tf.shape(grad)[0], -1]), axis=1)
+
+
+def _per_row(values, like):
+    """Per-row values shaped to broadcast over the rows of `like`."""
+    return tf.reshape(values, tf.concat([[-1], tf.ones([tf.rank(like) - 1], tf.int32)], 0))
+
+
+def rowwise_ftrl(var, accum, linear, grad, lr, l1, l2, l2_shrinkage, lr_power,
+                 multiply_linear_by_lr):
+    """New (var, accum, linear) after one row-wise FTRL step: accum has one value per row of
+    var, and grows by the mean of the row's squared gradient."""
+    dtype = var.dtype
+    compute = _compute_dtype(dtype)
+    var, accum, linear, grad, lr, l1, l2, l2_shrinkage = (
+        tf.cast(x, compute) for x in (var, accum, linear, grad, lr, l1, l2, l2_shrinkage))
+    new_accum = accum + _row_mean_square(grad)
+    new_power = _per_row(_accum_power(new_accum, lr_power), var)
+    old_power = _per_row(_accum_power(accum, lr_power), var)
+    grad_shrunk = grad + 2 * l2_shrinkage * var
+    if multiply_linear_by_lr:
+        linear = linear + (grad_shrunk * lr - (new_power - old_power) * var)
+        threshold = l1 * lr
+        denominator = new_power + 2 * l2 * lr
+    else:
+        linear = linear + (grad_shrunk - (new_power - old_power) / lr * var)
+        threshold = l1
+        denominator = new_power / lr + 2 * l2
+    unclipped = (tf.where(linear > 0, threshold, -threshold) - linear) / denominator
+    var = tf.where(tf.abs(linear) > threshold, unclipped, tf.zeros_like(unclipped))
+    return tuple(tf.cast(x, dtype) for x in (var, new_accum, linear))
+
+
+def rowwise_adagrad(var, accum, grad, lr, epsilon):
+    """New (var, accum) after one row-wise Adagrad step: accum[r] += mean(g_r^2), then
+    var -= lr * g / (sqrt(accum[r]) + epsilon)."""
+    dtype = var.dtype
+    compute = _compute_dtype(dtype)
+    var, accum, grad, lr, epsilon = (tf.cast(x, compute) for x in (var, accum, grad, lr,
+                                                                    epsilon))
+    accum = accum + _row_mean_square(grad)
+    var = var - grad * lr / (_per_row(tf.sqrt(accum), var) + epsilon)
     return tf.cast(var, dtype), tf.cast(accum, dtype)

@@ -3,9 +3,8 @@
 import keras
 import tensorflow as tf
 
-from tf_ftrl import ops
 from tf_ftrl._docstrings import filled
-from tf_ftrl._specs import ADAGRAD
+from tf_ftrl._specs import ADAGRAD, ROWWISE_ADAGRAD
 from tf_ftrl.optimizers import _row_math
 from tf_ftrl.optimizers._fused_optimizer import FusedOptimizer
 
@@ -38,10 +37,12 @@ class Adagrad(FusedOptimizer):
         epsilon: A small float >= 0 added to the denominator for numerical stability. Defaults
             to `1e-7`.
         {{huge_pages_arg}}
+        {{rowwise_arg}}
         {{keras_keyword_args}}
     """
 
     _spec = ADAGRAD
+    _rowwise_spec = ROWWISE_ADAGRAD
 
     def __init__(
         self,
@@ -59,6 +60,7 @@ class Adagrad(FusedOptimizer):
         gradient_accumulation_steps=None,
         name=None,
         huge_pages=False,
+        rowwise=False,
         **kwargs,
     ):
         super().__init__(
@@ -74,6 +76,7 @@ class Adagrad(FusedOptimizer):
             gradient_accumulation_steps=gradient_accumulation_steps,
             name=name,
             huge_pages=huge_pages,
+            rowwise=rowwise,
             **kwargs,
         )
         self._set_arguments(initial_accumulator_value=initial_accumulator_value, epsilon=epsilon)
@@ -89,11 +92,10 @@ class Adagrad(FusedOptimizer):
 
     def _fused_update(self, var, slots, grad, indices, lr):
         (accum,) = slots
-        if indices is None:
-            ops.apply_adagrad(var, accum, grad, **self._op_values(lr))
-        else:
-            ops.sparse_apply_adagrad(var, accum, grad, indices, **self._op_values(lr))
+        tensors = (var, accum, grad) + (() if indices is None else (indices,))
+        self._op(var, indices is not None)(*tensors, **self._op_values(lr))
 
     def _rows_update(self, var, slots, grad, lr):
         (accum,) = slots
-        return _row_math.adagrad(var, accum, grad, lr, tf.cast(self.epsilon, var.dtype))
+        update = _row_math.rowwise_adagrad if self._is_rowwise(var) else _row_math.adagrad
+        return update(var, accum, grad, lr, tf.cast(self.epsilon, var.dtype))

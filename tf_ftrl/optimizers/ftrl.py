@@ -3,10 +3,9 @@
 import keras
 import tensorflow as tf
 
-from tf_ftrl import ops
 from tf_ftrl._arguments import ftrl_l2, reject_complex
 from tf_ftrl._docstrings import filled
-from tf_ftrl._specs import FTRL
+from tf_ftrl._specs import FTRL, ROWWISE_FTRL
 from tf_ftrl.optimizers import _row_math
 from tf_ftrl.optimizers._fused_optimizer import FusedOptimizer
 
@@ -36,10 +35,12 @@ class Ftrl(FusedOptimizer):
         {{ftrl_args}}
         {{multiply_linear_by_lr_arg}}
         {{huge_pages_arg}}
+        {{rowwise_arg}}
         {{keras_keyword_args}}
     """
 
     _spec = FTRL
+    _rowwise_spec = ROWWISE_FTRL
 
     def __init__(
         self,
@@ -62,6 +63,7 @@ class Ftrl(FusedOptimizer):
         gradient_accumulation_steps=None,
         name=None,
         huge_pages=False,
+        rowwise=False,
         **kwargs,
     ):
         super().__init__(
@@ -77,6 +79,7 @@ class Ftrl(FusedOptimizer):
             loss_scale_factor=loss_scale_factor,
             gradient_accumulation_steps=gradient_accumulation_steps,
             huge_pages=huge_pages,
+            rowwise=rowwise,
             **kwargs,
         )
         self._set_arguments(
@@ -107,17 +110,14 @@ class Ftrl(FusedOptimizer):
 
     def _fused_update(self, var, slots, grad, indices, lr):
         accum, linear = slots
-        hyper = self._hyperparameters(lr)
-        if indices is None:
-            ops.apply_ftrl(var, accum, linear, grad,
-                           multiply_linear_by_lr=self.multiply_linear_by_lr, **hyper)
-        else:
-            ops.sparse_apply_ftrl(var, accum, linear, grad, indices,
-                                  multiply_linear_by_lr=self.multiply_linear_by_lr, **hyper)
+        tensors = (var, accum, linear, grad) + (() if indices is None else (indices,))
+        self._op(var, indices is not None)(*tensors, **self._hyperparameters(lr),
+                                           multiply_linear_by_lr=self.multiply_linear_by_lr)
 
     def _rows_update(self, var, slots, grad, lr):
         accum, linear = slots
-        new = _row_math.ftrl(var, accum, linear, grad,
+        update = _row_math.rowwise_ftrl if self._is_rowwise(var) else _row_math.ftrl
+        new = update(var, accum, linear, grad,
                              multiply_linear_by_lr=self.multiply_linear_by_lr,
                              **self._hyperparameters(lr))
         # A step at lr 0 changes nothing, as in the fused ops.
