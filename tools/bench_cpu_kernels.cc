@@ -25,6 +25,8 @@ using tf_ftrl::RowGroups;
 namespace cpu = tf_ftrl::cpu;
 using tf_ftrl::Adagrad;
 using tf_ftrl::Ftrl;
+using tf_ftrl::RowwiseAdagrad;
+using tf_ftrl::RowwiseFtrl;
 
 int g_threads = 2;
 
@@ -362,7 +364,7 @@ int main(int argc, char** argv) {
   const double sparse_bytes_ftrl = 28.0 * ids * dim, sparse_bytes_adagrad = 20.0 * ids * dim;
   // This machine's bandwidth drifts within seconds, so the sparse cases are timed in turn within
   // each round (each on the next id set) and compared by their medians.
-  const std::vector<std::function<void()>> sparse_cases = {
+  std::vector<std::function<void()>> sparse_cases = {
       [&] {
         const int k = next++ % kIdSets;
         cpu::SparseApply<Ftrl>(ftrl, false,
@@ -403,6 +405,19 @@ int main(int argc, char** argv) {
             dim, zipf_groups[k], cpu::ParallelFor(ThreadedParallelFor, g_threads));
       },
   };
+  // Row-wise state (rowwise_math.h): one accumulator value per row.
+  auto row_accum = Filled(rows, 0.3f);
+  sparse_cases.push_back([&] {
+    const int k = next++ % kIdSets;
+    cpu::SparseApply<RowwiseFtrl>(ftrl, false,
+                                  {{table.data(), row_accum.data(), table_linear.data()}},
+                                  grads[k].data(), dim, groups[k], ThreadedParallelFor);
+  });
+  sparse_cases.push_back([&] {
+    const int k = next++ % kIdSets;
+    cpu::SparseApply<RowwiseAdagrad>(adagrad, true, {{table.data(), row_accum.data()}},
+                                     grads[k].data(), dim, groups[k], ThreadedParallelFor);
+  });
   const std::vector<double> sparse_s = InterleavedMedianSeconds(3 * kIdSets, sparse_cases);
   Report("sparse FTRL 2M x 64, 16,384 ids (update)", sparse_s[0], sparse_bytes_ftrl, copy_gbps);
   Report("sparse Adagrad 2M x 64, 16,384 ids (update)", sparse_s[1], sparse_bytes_adagrad,
@@ -415,6 +430,12 @@ int main(int argc, char** argv) {
   Report("sparse Adagrad, loops for any row size", sparse_s[4], sparse_bytes_adagrad, copy_gbps);
   std::printf("%-44s %9.3f ms (%lld unique rows)\n", "sparse FTRL, 16,384 Zipf 1.1 ids (update)",
               sparse_s[5] * 1e3, static_cast<long long>(zipf_groups[0].num_unique()));
+  // Bytes per touched element: grad, and var and linear read and written (FTRL) or var (Adagrad);
+  // the per-row accumulator adds 8 bytes per row.
+  Report("sparse row-wise FTRL (update)", sparse_s[6], (20.0 * dim + 8) * ids, copy_gbps);
+  Report("sparse row-wise Adagrad (update)", sparse_s[7], (12.0 * dim + 8) * ids, copy_gbps);
+  std::printf("%-44s %9.2fx FTRL, %.2fx Adagrad\n", "row-wise speed-up", sparse_s[0] / sparse_s[6],
+              sparse_s[1] / sparse_s[7]);
 
   // The same update in the conditions of a training step or of a benchmark that alternates
   // implementations, timed in turn within each round: after the CPUs idled 20 us or 10 ms, and
