@@ -1,7 +1,8 @@
 """`rowwise=True` in both Keras front ends (tests/support/rowwise_worker.py, a fresh process per
 front end): two steps against float64 references of the row-wise formulas (rank-1 variables
 element-wise), slot shapes, checkpoint and file round trips, MirroredStrategy with two replicas
-against one device, and (Keras 3) the plain-TF path under XLA against the fused ops."""
+against one device, state saved with the other `rowwise` setting converted on loading, and
+(Keras 3) the plain-TF path under XLA against the fused ops."""
 
 import zlib
 
@@ -118,3 +119,32 @@ def test_xla_plain_ops_equal_fused_ops(run, name):
         assert "xla" not in run[name]
         return
     assert run[name]["xla"] < 1e-5
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_state_of_the_other_setting_is_converted_and_said(run, name):
+    conversion = run[name]["conversion"]
+    op = name.lower()
+    for source, how in (("from_element_wise", "became row-wise ones (the mean of each row)"),
+                        ("from_rowwise", "became element-wise ones (each row's value repeated)")):
+        converted = conversion[source]
+        assert converted["max_difference"] < 1e-6, source
+        assert len(converted["warnings"]) == 1, converted["warnings"]
+        message = converted["warnings"][0]
+        assert how in message
+        # The table (200 x 8) and the kernel (24 x 1); the bias is element-wise either way.
+        assert "(200, 8) -> (200,)" in message or "(200,) -> (200, 8)" in message
+        assert "(24, 1) -> (24,)" in message or "(24,) -> (24, 1)" in message
+        rowwise_target = source == "from_element_wise"
+        assert (f"sparse_apply_rowwise_{op}" in converted["kernels"]) == rowwise_target
+
+
+def test_other_shape_mismatches_are_named():
+    from tf_ftrl._slot_conversion import convert_slot
+
+    with pytest.raises(ValueError, match=r"adagrad/x_accumulator has shape \(5, 3\), which "
+                                         r"cannot be converted to its shape here, \(4,\)"):
+        convert_slot(np.zeros((5, 3)), (4,), "adagrad/x_accumulator")
+    np.testing.assert_array_equal(convert_slot(np.arange(6.0).reshape(2, 3), (2,), "a"), [1, 4])
+    np.testing.assert_array_equal(convert_slot(np.array([1.0, 2.0]), (2, 2), "a"),
+                                  [[1, 1], [2, 2]])

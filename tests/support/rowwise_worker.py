@@ -8,6 +8,7 @@ tests/test_rowwise_optimizers.py checks as one JSON line:
   kernel (dense) and a bias (rank 1), with the start values, gradients, results and slot shapes;
 - `checkpoint`: the second step after a tf.train.Checkpoint round trip, against no round trip;
 - `file`: a model saved after one epoch (.keras for Keras 3, .h5 for tf_keras) and loaded;
+- `conversion`: state saved with the other `rowwise` setting, loaded and converted;
 - `mirrored`: model.fit under MirroredStrategy with two replicas against one device;
 - `xla` (Keras 3): the step compiled by XLA (plain TF ops) against the fused ops.
 """
@@ -111,6 +112,8 @@ def main(seed):
                                                                result[name]["slots"])
             for a, b in zip(_slots(restored_optimizer, v, slot_names), slots))
         result[name]["file"] = _file_round_trip(keras, make, rng, front_end)
+        result[name]["conversion"] = _conversion(keras, getattr(front, name), arguments, rng,
+                                                 front_end)
         result[name]["mirrored"] = _mirrored(tf, keras, make, rng)
         if front_end == "keras3":
             result[name]["xla"] = _xla(tf, make, start, grads)
@@ -143,6 +146,50 @@ def _file_round_trip(keras, make, rng, front_end):
                                                     for a, b in zip(saved, again))}
     loaded.fit(x, y, batch_size=64, verbose=0)
     out["kernels_after_load"] = loaded.optimizer.kernels_used()
+    return out
+
+
+def _conversion(keras, cls, arguments, rng, front_end):
+    """State trained with one rowwise setting, loaded into an optimizer with the other (Keras 3:
+    model.load_weights of a .keras file; tf_keras: optimizer.set_weights): each accumulator's
+    largest difference from the converted value, the warnings, and the kernels used after."""
+    import warnings
+    x, y = _data(rng)
+    out = {}
+    for source_rowwise in (False, True):
+        source = _model(keras)
+        source.compile(cls(rowwise=source_rowwise, **arguments), "mse")
+        source.fit(x, y, batch_size=64, verbose=0)
+        target = _model(keras)
+        target.compile(cls(rowwise=not source_rowwise, **arguments), "mse")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if front_end == "keras3":
+                path = os.path.join(tempfile.mkdtemp(), "source.keras")
+                source.save(path)
+                target.optimizer.build(target.trainable_variables)
+                target.load_weights(path)
+            else:
+                target.set_weights(source.get_weights())
+                target.optimizer._create_all_weights(target.trainable_variables)
+                target.optimizer.set_weights(source.optimizer.get_weights())
+        differences = []
+        for before, after in zip(source.trainable_variables, target.trainable_variables):
+            saved = source.optimizer.get_slot(before, "accumulator").numpy()
+            loaded = target.optimizer.get_slot(after, "accumulator").numpy()
+            if saved.shape == loaded.shape:
+                expected = saved
+            elif loaded.ndim == 1:
+                expected = saved.reshape(saved.shape[0], -1).mean(axis=1)
+            else:
+                expected = np.broadcast_to(saved.reshape((-1,) + (1,) * (loaded.ndim - 1)),
+                                           loaded.shape)
+            differences.append(float(np.max(np.abs(loaded - expected))))
+        target.fit(x, y, batch_size=64, verbose=0)
+        out["from_rowwise" if source_rowwise else "from_element_wise"] = {
+            "max_difference": max(differences),
+            "warnings": [str(w.message) for w in caught if "rowwise=" in str(w.message)],
+            "kernels": sorted(set(target.optimizer.kernels_used().values()))}
     return out
 
 

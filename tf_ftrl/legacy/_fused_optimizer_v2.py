@@ -1,11 +1,15 @@
 """The part of the tf_keras (optimizer_v2) optimizers common to Ftrl and Adagrad."""
 
+import warnings
+
+import numpy as np
 import tensorflow as tf
 import tf_keras
 
 from tf_ftrl import ops
 from tf_ftrl._arguments import (check_learning_rate, checked_learning_rate,
                                 describe_learning_rate)
+from tf_ftrl._slot_conversion import convert_slot, converted_message
 from tf_ftrl._update_log import KERNELS_USED_DOC, UpdateLog
 from tf_ftrl.huge_pages import advise_on_first_step
 
@@ -130,6 +134,25 @@ class FusedOptimizerV2(tf_keras.optimizers.legacy.Optimizer):
             (var_device, var_dtype)) or self._fallback_apply_state(var_device, var_dtype)
         return self._spec.op_values(coefficients["lr_t"],
                                     lambda argument: coefficients[argument.op_input])
+
+    def set_weights(self, weights):
+        """Sets the optimizer's state (what `.h5` and SavedModel loading call). Slots saved with
+        the other `rowwise` setting are converted: an element-wise accumulator into a row-wise
+        one by the mean of each row, a row-wise one into an element-wise one by repeating each
+        row's value; a warning says which were converted."""
+        params = self.weights
+        if len(params) == len(weights):
+            converted = []
+            weights = list(weights)
+            for i, (param, value) in enumerate(zip(params, weights)):
+                if tuple(np.shape(value)) != tuple(param.shape):
+                    weights[i] = convert_slot(value, tuple(param.shape), param.name)
+                    converted.append(f"{param.name} {tuple(np.shape(value))} -> "
+                                     f"{tuple(param.shape)}")
+            if converted:
+                warnings.warn(converted_message(self.__class__.__name__, self.rowwise,
+                                                converted), UserWarning, stacklevel=2)
+        return super().set_weights(weights)
 
     def get_config(self):
         config = super().get_config()

@@ -6,6 +6,7 @@ import threading
 import warnings
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 # Keras's stateless machinery has no public entry points for a TensorFlow-backend optimizer:
@@ -17,6 +18,7 @@ from keras.src.optimizers.base_optimizer import BaseOptimizer
 from tf_ftrl import ops
 from tf_ftrl._arguments import (check_arguments, check_learning_rate, checked_learning_rate,
                                 describe_learning_rate)
+from tf_ftrl._slot_conversion import convert_slot, converted_message
 from tf_ftrl._update_log import KERNELS_USED_DOC, UpdateLog
 from tf_ftrl.huge_pages import advise_on_first_step
 
@@ -361,6 +363,27 @@ class FusedOptimizer(keras.optimizers.Optimizer):
                                     lr)
         for target, value in zip(targets, new):
             target.assign(value)
+
+    def load_own_variables(self, store):
+        """Loads the optimizer's variables from a Keras file (`.keras`, `model.load_weights`).
+
+        Slots saved with the other `rowwise` setting are converted: an element-wise accumulator
+        into a row-wise one by the mean of each row, a row-wise one into an element-wise one by
+        repeating each row's value; a warning says which were converted.
+        """
+        if len(store.keys()) != len(self.variables):
+            return super().load_own_variables(store)
+        converted = []
+        for i, variable in enumerate(self.variables):
+            value = store[str(i)]
+            if tuple(value.shape) != tuple(variable.shape):
+                value = convert_slot(np.asarray(value), tuple(variable.shape), variable.path)
+                converted.append(f"{variable.path} {tuple(np.shape(store[str(i)]))} -> "
+                                 f"{tuple(variable.shape)}")
+            variable.assign(value)
+        if converted:
+            warnings.warn(converted_message(self.__class__.__name__, self.rowwise, converted),
+                          UserWarning, stacklevel=2)
 
     # Older (optimizer_v2) API.
 

@@ -1,0 +1,27 @@
+"""Optimizer state saved with one `rowwise` setting, loaded into an optimizer with the other: the
+accumulator's shape tells which, and the values are converted instead of failing on the shape."""
+
+import numpy as np
+
+
+def convert_slot(value, shape, name):
+    """`value` (a saved slot) in `shape`: an element-wise accumulator (shape [rows, ...]) becomes
+    a row-wise one ([rows]) by the mean of each row; a row-wise one becomes element-wise by
+    repeating each row's value. Any other mismatch is an error naming the slot and both shapes."""
+    value = np.asarray(value)
+    if value.ndim >= 2 and len(shape) == 1 and value.shape[0] == shape[0]:
+        return value.reshape(value.shape[0], -1).astype(np.float64).mean(axis=1).astype(
+            value.dtype)
+    if value.ndim == 1 and len(shape) >= 2 and value.shape[0] == shape[0]:
+        return np.broadcast_to(value.reshape((-1,) + (1,) * (len(shape) - 1)), shape).copy()
+    raise ValueError(
+        f"The saved optimizer variable {name} has shape {tuple(value.shape)}, which cannot be "
+        f"converted to its shape here, {tuple(shape)}: only an accumulator saved with the other "
+        f"`rowwise` setting (one value per row against one per element) is converted.")
+
+
+def converted_message(optimizer, rowwise, converted):
+    how = ("element-wise accumulators became row-wise ones (the mean of each row)" if rowwise
+           else "row-wise accumulators became element-wise ones (each row's value repeated)")
+    return (f"tf_ftrl.{optimizer}: the saved state was written with rowwise={not rowwise}; "
+            f"{how}: {'; '.join(converted)}.")
