@@ -192,3 +192,21 @@ def test_plot_dependency_is_an_extra():
     with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
         extras = tomllib.load(f)["project"]["optional-dependencies"]
     assert extras["examples"] == ["matplotlib"]
+
+
+def test_rowwise_keeps_one_accumulator_value_per_row(tmp_path, capsys):
+    """--rowwise: the saved model's optimizers hold per-row accumulators for the tables and
+    kernels (element-wise ones for the biases), and the job reports a held-out AUC."""
+    job = ["--train-examples", "600", "--test-examples", "200", "--no-compare", "--rowwise",
+           "--out", str(tmp_path)] + TINY
+    ctr.main(job)
+    assert "deep part Adagrad (row-wise state)" in capsys.readouterr().out
+    report = json.loads((tmp_path / "ctr_report.json").read_text())["results"]["tf_ftrl"]
+    assert 0.0 < report[-1]["test_auc"] <= 1.0
+    model = keras.saving.load_model(tmp_path / "model.keras")
+    for optimizer in (model.wide_optimizer, model.deep_optimizer):
+        assert optimizer.rowwise
+        for variable in optimizer._trainable_variables:
+            accumulator = optimizer.get_slot(variable, "accumulator")
+            expected = variable.shape[:1] if len(variable.shape) >= 2 else variable.shape
+            assert tuple(accumulator.shape) == tuple(expected), variable.path

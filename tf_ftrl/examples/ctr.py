@@ -20,6 +20,7 @@ tf_ftrl), and a checkpoint at every epoch end under checkpoints/, which --resume
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -227,7 +228,8 @@ class Data:
 
 def make_optimizers(kind, args):
     if kind == "tf_ftrl":
-        ftrl, adagrad = tf_ftrl.Ftrl, tf_ftrl.Adagrad
+        ftrl, adagrad = (functools.partial(cls, rowwise=args.rowwise)
+                         for cls in (tf_ftrl.Ftrl, tf_ftrl.Adagrad))
     else:
         ftrl, adagrad = keras.optimizers.Ftrl, keras.optimizers.Adagrad
     # The loss is a batch mean, so gradients are small (~1/batch): Keras's default initial
@@ -242,8 +244,9 @@ def make_optimizers(kind, args):
 
 def train(kind, args, hashing, data, test_dataset, test_labels):
     """Trains the model with one kind of optimizers; returns it and its per-epoch results."""
+    rowwise = " (row-wise state)" if kind == "tf_ftrl" and args.rowwise else ""
     print(f"\n== {kind}: wide part {type(make_optimizers(kind, args)[0]).__module__}.Ftrl, "
-          f"deep part Adagrad, {args.buckets:,} hashed rows per table")
+          f"deep part Adagrad{rowwise}, {args.buckets:,} hashed rows per table")
     keras.utils.set_random_seed(args.seed)
     wide_optimizer, deep_optimizer = make_optimizers(kind, args)
     model = WideAndDeep(args.buckets, args.embedding_dim, wide_optimizer, deep_optimizer,
@@ -385,6 +388,9 @@ def build_parser():
                        help="Ftrl's l1 regularization strength (default: %(default)s)")
     model.add_argument("--l2", type=float, default=1e-4,
                        help="Ftrl's l2 regularization strength (default: %(default)s)")
+    model.add_argument("--rowwise", action="store_true",
+                       help="tf_ftrl's optimizers keep one accumulator value per row of each "
+                       "table and kernel (rowwise=True); keras.optimizers stay element-wise")
     model.add_argument("--seed", metavar="N", type=int, default=7,
                        help="(default: %(default)s)")
     job = parser.add_argument_group("job")
