@@ -17,6 +17,7 @@
 #include "kernels/numeric.h"
 #include "kernels/optimizer_spec.h"
 #include "kernels/row_groups.h"
+#include "kernels/rowwise_math.h"
 
 namespace tf_ftrl {
 namespace cpu {
@@ -103,8 +104,6 @@ struct StepRows {
   }
 };
 
-constexpr int kSumLanes = 16;
-
 // One row of a row-wise update (a Step with kPerRow: rowwise_math.h): the mean of the squares of
 // the row's gradient, BeginRow (which updates the per-row values and gives the row's
 // coefficients), then each element's update. `arrays` point at the row: one value of a per-row
@@ -113,26 +112,7 @@ template <typename Step, typename T, typename G, size_t... I, typename... Arrays
 TF_FTRL_INLINE void RowLoop(std::index_sequence<I...>, const Step& step,
                             const G* __restrict grad, int64_t n, Arrays* __restrict... arrays) {
   using A = AccumulateType<T>;
-  // The sum of squares in kSumLanes partial sums (element i into lane i % kSumLanes), added up
-  // pairwise at the end: the partial sums vectorise (one chain of dependent additions would
-  // cost 4 cycles per element), and the order is fixed, so every vector copy gives the same
-  // bits.
-  A partial[kSumLanes] = {};
-  int64_t i = 0;
-  for (; i + kSumLanes <= n; i += kSumLanes) {
-    for (int k = 0; k < kSumLanes; ++k) {
-      const A g = static_cast<A>(Load(grad[i + k]));
-      partial[k] += g * g;
-    }
-  }
-  for (int k = 0; i + k < n; ++k) {
-    const A g = static_cast<A>(Load(grad[i + k]));
-    partial[k] += g * g;
-  }
-  for (int width = kSumLanes / 2; width > 0; width /= 2) {
-    for (int k = 0; k < width; ++k) partial[k] += partial[k + width];
-  }
-  const A sum_of_squares = partial[0];
+  const A sum_of_squares = RowSumOfSquares<A>(grad, n);
   A row_values[Step::kNumState] = {(Step::kPerRow[I] ? A(Load(arrays[0])) : A(0))...};
   const auto row = step.BeginRow(sum_of_squares / static_cast<A>(n), row_values);
   ((Step::kPerRow[I] && I < Step::kNumWritten ? void(arrays[0] = Store<T>(row_values[I]))

@@ -14,6 +14,7 @@
 #include "kernels/numeric.h"
 #include "kernels/optimizer_spec.h"
 #include "kernels/row_groups.h"
+#include "kernels/rowwise_math.h"
 #include "kernels/sorted_runs.h"
 
 // Loops over a compile-time number of elements or rows are unrolled on the device, so that their
@@ -256,6 +257,166 @@ TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void SparseThreadWork(
                           g);
       AddPartialRows<kWidth>(partials, first_slot, end_slot, row_size, column, g);
       UpdateElements<kWidth>(step, state, row_offset + column, g);
+    }
+  }
+}
+
+// ------------------------------------------------------------------- row-wise (rowwise_math.h)
+//
+// A row-wise update needs the mean of the whole row's squared gradient before any element of the
+// row changes, and a group's lanes each hold only some of the row's columns. So the sparse update
+// takes three passes after the chunk sums, each thread's work reading only what earlier passes
+// wrote: the groups at run starts write each run's summed gradient row to the workspace
+// (RowSumThreadWork); one thread per run computes the row's mean square (RowSumOfSquares, the
+// CPU loops' order), updates the row's per-row values in place and writes the row's
+// coefficients (RowBeginThreadWork); the groups then update the row's elements
+// (RowwiseSparseThreadWork). The dense update gives each row to one thread.
+
+// The bytes of the workspace kept per sorted position for a row's coefficients (a Step::Row:
+// at most four values of the accumulate type).
+template <typename T>
+constexpr size_t RowCoefficientBytes() {
+  return 4 * sizeof(AccumulateType<T>);
+}
+
+// Updates the elements [offset, offset + kWidth) of the element-wise arrays (those not kPerRow)
+// with the row's coefficients.
+template <int kWidth, typename Step, typename T, typename A>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void UpdateRowElements(
+    const Step& step, const typename Step::Row& row,
+    const StateArrays<T, Step::kNumState>& state, int64_t offset, const A (&grad)[kWidth]) {
+  using P = Pack<T, kWidth>;
+  P packs[Step::kNumState];
+  TF_FTRL_UNROLL
+  for (int i = 0; i < Step::kNumState; ++i) {
+    if (!Step::PerRow(i)) packs[i] = *reinterpret_cast<const P*>(state.arrays[i] + offset);
+  }
+  TF_FTRL_UNROLL
+  for (int k = 0; k < kWidth; ++k) {
+    A values[Step::kNumState];
+    TF_FTRL_UNROLL
+    for (int i = 0; i < Step::kNumState; ++i) {
+      values[i] = Step::PerRow(i) ? A(0) : Load(packs[i].values[k]);
+    }
+    step(row, grad[k], values);
+    TF_FTRL_UNROLL
+    for (int i = 0; i < Step::kNumWritten; ++i) {
+      if (!Step::PerRow(i)) packs[i].values[k] = Store<T>(values[i]);
+    }
+  }
+  TF_FTRL_UNROLL
+  for (int i = 0; i < Step::kNumWritten; ++i) {
+    if (!Step::PerRow(i)) *reinterpret_cast<P*>(state.arrays[i] + offset) = packs[i];
+  }
+}
+
+// BeginRow for row `row` from the mean of its squared gradient: reads and writes the per-row
+// values in place and returns the row's coefficients.
+template <typename Step, typename T, typename A>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE typename Step::Row BeginRowInPlace(
+    const Step& step, const StateArrays<T, Step::kNumState>& state, int64_t row,
+    A mean_square) {
+  A values[Step::kNumState];
+  TF_FTRL_UNROLL
+  for (int i = 0; i < Step::kNumState; ++i) {
+    values[i] = Step::PerRow(i) ? Load(state.arrays[i][row]) : A(0);
+  }
+  const typename Step::Row coefficients = step.BeginRow(mean_square, values);
+  TF_FTRL_UNROLL
+  for (int i = 0; i < Step::kNumWritten; ++i) {
+    if (Step::PerRow(i)) state.arrays[i][row] = Store<T>(values[i]);
+  }
+  return coefficients;
+}
+
+// Dense: thread `thread` of `num_threads` strides over the rows, each row whole: its mean
+// square, BeginRow, then its elements one at a time.
+template <typename Step, typename T>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void RowwiseDenseThreadWork(
+    const Step& step, const StateArrays<T, Step::kNumState>& state, const T* __restrict__ grad,
+    int64_t num_rows, int64_t row_size, int64_t thread, int64_t num_threads) {
+  using A = AccumulateType<T>;
+  for (int64_t r = thread; r < num_rows; r += num_threads) {
+    const T* const grad_row = grad + r * row_size;
+    const typename Step::Row row = BeginRowInPlace(
+        step, state, r, RowSumOfSquares<A>(grad_row, row_size) / static_cast<A>(row_size));
+    for (int64_t j = 0; j < row_size; ++j) {
+      const A g[1] = {Load(grad_row[j])};
+      UpdateRowElements<1>(step, row, state, r * row_size + j, g);
+    }
+  }
+}
+
+// Sparse, after ChunkSumThreadWork: the group at the start of each run sums the run's gradient
+// rows as SparseThreadWork does (first chunk, then the later chunks' partial sums, in order) and
+// writes the sum to row `begin` of `summed` (row_size values of the accumulate type per sorted
+// position).
+template <int kWidth, typename T, typename Index>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void RowSumThreadWork(
+    const T* __restrict__ grad, int64_t row_size, int lanes, const SortedPairs<Index>& sorted,
+    const AccumulateType<T>* partials, AccumulateType<T>* summed, int64_t thread,
+    int64_t num_threads) {
+  using A = AccumulateType<T>;
+  const int64_t num_groups = num_threads / lanes;
+  const int lane = static_cast<int>(thread % lanes);
+  for (int64_t begin = thread / lanes; begin < sorted.n; begin += num_groups) {
+    const Index index = sorted.indices[begin];
+    if (begin > 0 && sorted.indices[begin - 1] == index) continue;
+    const int64_t end = RunEnd(sorted.indices, sorted.n, begin, index);
+    const int64_t first_chunk_end =
+        end - begin > kDuplicateChunkRows ? begin + kDuplicateChunkRows : end;
+    const int64_t first_slot = begin / kDuplicateChunkRows + 1;
+    const int64_t end_slot = (end - 1 - begin) / kDuplicateChunkRows + first_slot;
+    for (int64_t column = static_cast<int64_t>(lane) * kWidth; column < row_size;
+         column += static_cast<int64_t>(lanes) * kWidth) {
+      Pack<A, kWidth> sum;
+      LoadGrad<kWidth>(grad, sorted.positions[begin] * row_size + column, sum.values);
+      AddGradRows<kWidth>(grad, sorted.positions, begin + 1, first_chunk_end, row_size, column,
+                          sum.values);
+      AddPartialRows<kWidth>(partials, first_slot, end_slot, row_size, column, sum.values);
+      *reinterpret_cast<Pack<A, kWidth>*>(summed + begin * row_size + column) = sum;
+    }
+  }
+}
+
+// Sparse, next: one thread per sorted position; the thread at the start of each run computes the
+// row's mean square from its summed gradient, updates the row's per-row values in place and
+// writes the row's coefficients to slot `begin` of `coefficients`.
+template <typename Step, typename T, typename Index>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void RowBeginThreadWork(
+    const Step& step, const StateArrays<T, Step::kNumState>& state, int64_t row_size,
+    const SortedPairs<Index>& sorted, const AccumulateType<T>* summed,
+    typename Step::Row* coefficients, int64_t thread, int64_t num_threads) {
+  using A = AccumulateType<T>;
+  for (int64_t begin = thread; begin < sorted.n; begin += num_threads) {
+    const Index index = sorted.indices[begin];
+    if (begin > 0 && sorted.indices[begin - 1] == index) continue;
+    coefficients[begin] = BeginRowInPlace(
+        step, state, static_cast<int64_t>(index),
+        RowSumOfSquares<A>(summed + begin * row_size, row_size) / static_cast<A>(row_size));
+  }
+}
+
+// Sparse, last: the groups at the start of each run update the row's elements with its summed
+// gradient and coefficients, kWidth elements per lane at a time.
+template <int kWidth, typename Step, typename T, typename Index>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void RowwiseSparseThreadWork(
+    const Step& step, const StateArrays<T, Step::kNumState>& state, int64_t row_size, int lanes,
+    const SortedPairs<Index>& sorted, const AccumulateType<T>* summed,
+    const typename Step::Row* coefficients, int64_t thread, int64_t num_threads) {
+  using A = AccumulateType<T>;
+  const int64_t num_groups = num_threads / lanes;
+  const int lane = static_cast<int>(thread % lanes);
+  for (int64_t begin = thread / lanes; begin < sorted.n; begin += num_groups) {
+    const Index index = sorted.indices[begin];
+    if (begin > 0 && sorted.indices[begin - 1] == index) continue;
+    const typename Step::Row row = coefficients[begin];
+    const int64_t row_offset = static_cast<int64_t>(index) * row_size;
+    for (int64_t column = static_cast<int64_t>(lane) * kWidth; column < row_size;
+         column += static_cast<int64_t>(lanes) * kWidth) {
+      const Pack<A, kWidth> sum =
+          *reinterpret_cast<const Pack<A, kWidth>*>(summed + begin * row_size + column);
+      UpdateRowElements<kWidth>(step, row, state, row_offset + column, sum.values);
     }
   }
 }

@@ -228,6 +228,113 @@ void TestSparse(std::mt19937_64& rng, const char* type_name) {
   }
 }
 
+// Calls fn(step, h, flag) with every row-wise step (rowwise_math.h), as ForEachStep does.
+template <typename T, typename Fn>
+void ForEachRowwiseStep(Fn&& fn) {
+  using A = AccumulateType<T>;
+  for (double power : {-0.5, -0.3}) {
+    for (bool by_lr : {false, true}) {
+      const FtrlHyperparams<A> h{A(0.05), A(0.01), A(0.02), A(0.03), A(power)};
+      RowwiseFtrl::WithStep(h, by_lr, [&](const auto& step) { fn(step, h, by_lr); });
+    }
+  }
+  for (bool update_slots : {true, false}) {
+    const AdagradHyperparams<A> h{A(0.05), A(1e-3)};
+    RowwiseAdagrad::WithStep(h, update_slots, [&](const auto& step) { fn(step, h, update_slots); });
+  }
+}
+
+// The row-wise passes on the host, thread after thread, against the CPU loops bit for bit: dense
+// (one thread per row) and sparse (row sums, then the rows' coefficients, then the elements), in
+// the vector and the scalar path, with groups of 1 to 32 lanes and runs across the chunks' edges.
+template <int kWidth, typename T, typename Index>
+void TestRowwiseShape(std::mt19937_64& rng, int64_t rows, int64_t row_size, int64_t n, bool hot,
+                      const std::string& name) {
+  using A = AccumulateType<T>;
+  const std::vector<Index> indices = RandomIndices<Index>(rng, rows, n, hot);
+  std::vector<Index> sorted_indices;
+  std::vector<int32_t> sorted_positions;
+  SortPairs(indices, &sorted_indices, &sorted_positions);
+  const gpu::SortedPairs<Index> sorted{sorted_indices.data(), sorted_positions.data(), n};
+  RowGroups groups;
+  IndexError error;
+  Check(groups.Build(indices.data(), n, rows, &error), "indices in range");
+  State<T> start = RandomState<T>(rng, rows * row_size, n * row_size);
+  start.accum = Random<T>(rng, rows, 0.1, 2);  // one value per row
+  const auto dense_grad = Random<T>(rng, rows * row_size, -1, 1);
+  const int best_lanes = gpu::LanesPerRow(row_size / kWidth);
+  ForEachRowwiseStep<T>([&](const auto& step, const auto& h, bool flag) {
+    using Step = std::decay_t<decltype(step)>;
+    using Optimizer = std::conditional_t<Step::kNumState == 3, RowwiseFtrl, RowwiseAdagrad>;
+    const std::string what = name + " " + std::to_string(rows) + " x " +
+                             std::to_string(row_size) + ", width " + std::to_string(kWidth) +
+                             (Step::kNumState == 3 ? " FTRL" : " Adagrad");
+    if (kWidth == 1) {
+      for (int64_t num_threads : {int64_t{7}, kThreadsPerBlock}) {
+        State<T> gpu = start, cpu = start;
+        for (int64_t t = 0; t < num_threads; ++t) {
+          gpu::RowwiseDenseThreadWork(step, ArraysOf<T, Step>(gpu), dense_grad.data(), rows,
+                                      row_size, t, num_threads);
+        }
+        cpu::RowwiseApply<Optimizer>(h, flag, ArraysOf<T, Step>(cpu), dense_grad.data(), rows,
+                                     row_size, cpu::SerialParallelFor);
+        Check(SameState(gpu, cpu), "row-wise dense " + what + ", threads " +
+                                       std::to_string(num_threads));
+      }
+    }
+    for (int lanes : {best_lanes, 1, gpu::kWarpSize}) {
+      for (int64_t num_threads : {kThreadsPerBlock, 2 * kThreadsPerBlock}) {
+        State<T> gpu = start, cpu = start;
+        AlignedBuffer<A> partials(gpu::NumPartialSlots(n) * row_size);
+        AlignedBuffer<A> summed(n * row_size);
+        std::vector<typename Step::Row> coefficients(n);
+        for (int64_t t = 0; t < num_threads; ++t) {
+          gpu::ChunkSumThreadWork<kWidth>(gpu.grad.data(), row_size, lanes, sorted,
+                                          partials.data(), t, num_threads);
+        }
+        for (int64_t t = 0; t < num_threads; ++t) {
+          gpu::RowSumThreadWork<kWidth>(gpu.grad.data(), row_size, lanes, sorted,
+                                        partials.data(), summed.data(), t, num_threads);
+        }
+        for (int64_t t = 0; t < num_threads; ++t) {
+          gpu::RowBeginThreadWork(step, ArraysOf<T, Step>(gpu), row_size, sorted, summed.data(),
+                                  coefficients.data(), t, num_threads);
+        }
+        for (int64_t t = 0; t < num_threads; ++t) {
+          gpu::RowwiseSparseThreadWork<kWidth>(step, ArraysOf<T, Step>(gpu), row_size, lanes,
+                                               sorted, summed.data(), coefficients.data(), t,
+                                               num_threads);
+        }
+        cpu::SparseApply<Optimizer>(h, flag, ArraysOf<T, Step>(cpu), cpu.grad.data(), row_size,
+                                    groups, cpu::SerialParallelFor);
+        Check(SameState(gpu, cpu), "row-wise sparse " + what + ", " + std::to_string(n) +
+                                       " ids, lanes " + std::to_string(lanes) + ", threads " +
+                                       std::to_string(num_threads));
+      }
+    }
+  });
+}
+
+template <typename T, typename Index>
+void TestRowwise(std::mt19937_64& rng, const char* type_name) {
+  constexpr int kVector = gpu::VectorWidth<T>();
+  struct Shape {
+    int64_t rows, row_size, n;
+    bool hot;
+  };
+  const Shape shapes[] = {{50, 1, 103, false}, {40, 9, 83, false},   {64, 16, 131, false},
+                          {30, 40, 63, false}, {100, 64, 203, false}, {10, 64, 2000, false},
+                          {300, 8, 600, true}, {300, 5, 600, true}};
+  for (const Shape& s : shapes) {
+    const std::string name = std::string(type_name) + (sizeof(Index) == 4 ? " int32" : " int64") +
+                             (s.hot ? " (runs at the chunks' edges)" : "");
+    TestRowwiseShape<1, T, Index>(rng, s.rows, s.row_size, s.n, s.hot, name);
+    if (s.row_size % kVector == 0) {
+      TestRowwiseShape<kVector, T, Index>(rng, s.rows, s.row_size, s.n, s.hot, name);
+    }
+  }
+}
+
 template <typename T>
 void TestType(std::mt19937_64& rng, const char* name) {
   TestDense<gpu::VectorWidth<T>(), T>(rng, name);
@@ -364,5 +471,9 @@ int main() {
   Case("ThreadWork/float64", [&] { TestType<double>(rng, "float64"); });
   Case("ThreadWork/float16", [&] { TestType<float16>(rng, "float16"); });
   Case("ThreadWork/bfloat16", [&] { TestType<bfloat16>(rng, "bfloat16"); });
+  Case("Rowwise/float32", [&] { TestRowwise<float, int32_t>(rng, "float32"); });
+  Case("Rowwise/float64", [&] { TestRowwise<double, int64_t>(rng, "float64"); });
+  Case("Rowwise/float16", [&] { TestRowwise<float16, int32_t>(rng, "float16"); });
+  Case("Rowwise/bfloat16", [&] { TestRowwise<bfloat16, int64_t>(rng, "bfloat16"); });
   return testing::Finish();
 }

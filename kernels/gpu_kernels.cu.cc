@@ -17,6 +17,7 @@
 #include <cub/device/device_radix_sort.cuh>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/gpu_kernel_bodies.h"
 #include "kernels/optimizers.h"
@@ -83,19 +84,25 @@ struct SparseBuffers {
   int32_t* sorted_positions;  // positions in order of (index, position)
   unsigned long long* first_invalid;  // lowest position of an out-of-range index, or ~0
   void* partials;             // NumPartialSlots(n) rows of the accumulate type
+  void* summed;               // row-wise only: n rows of the accumulate type
+  void* coefficients;         // row-wise only: n rows' coefficients (RowCoefficientBytes)
   void* sort_temp;
   size_t sort_temp_bytes;
 };
 
 // Lays the buffers out from `base` (nullptr: only sizes them) and sets *total_bytes.
+// With `rowwise`, also the summed gradient rows and the rows' coefficients of the row-wise passes.
 template <typename T, typename Index>
-cudaError_t LayOutSparseBuffers(void* base, int64_t n, int64_t row_size,
+cudaError_t LayOutSparseBuffers(void* base, int64_t n, int64_t row_size, bool rowwise,
                                 SparseBuffers<Index>* buffers, size_t* total_bytes) {
   const int64_t slots = NumPartialSlots(n);
   constexpr size_t kPartialBytes = sizeof(AccumulateType<T>);
+  const int64_t summed_rows = rowwise ? n : 0;
   if (row_size < 0 ||
-      (slots > 0 && static_cast<uint64_t>(row_size) > SIZE_MAX / 2 / kPartialBytes /
-                                                          static_cast<uint64_t>(slots))) {
+      (slots > 0 && static_cast<uint64_t>(row_size) > SIZE_MAX / 4 / kPartialBytes /
+                                                          static_cast<uint64_t>(slots)) ||
+      (summed_rows > 0 && static_cast<uint64_t>(row_size) > SIZE_MAX / 4 / kPartialBytes /
+                                                                static_cast<uint64_t>(summed_rows))) {
     return cudaErrorInvalidValue;
   }
   // The size does not depend on the data; CUB only needs the types and n. The sort is sized for
@@ -128,6 +135,12 @@ cudaError_t LayOutSparseBuffers(void* base, int64_t n, int64_t row_size,
   char* partials = nullptr;
   carve(&partials, static_cast<size_t>(slots) * static_cast<size_t>(row_size) * kPartialBytes);
   buffers->partials = partials;
+  char* summed = nullptr;
+  carve(&summed, static_cast<size_t>(summed_rows) * static_cast<size_t>(row_size) * kPartialBytes);
+  buffers->summed = summed;
+  char* coefficients = nullptr;
+  carve(&coefficients, static_cast<size_t>(summed_rows) * RowCoefficientBytes<T>());
+  buffers->coefficients = coefficients;
   char* sort_temp = nullptr;
   carve(&sort_temp, buffers->sort_temp_bytes);
   buffers->sort_temp = sort_temp;
@@ -169,6 +182,45 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
                            static_cast<int64_t>(gridDim.x) * blockDim.x);
 }
 
+template <typename Step, typename T>
+__global__ void __launch_bounds__(kThreadsPerBlock)
+    RowwiseDenseKernel(Step step, StateArrays<T, Step::kNumState> state,
+                       const T* __restrict__ grad, int64_t num_rows, int64_t row_size) {
+  RowwiseDenseThreadWork(step, state, grad, num_rows, row_size,
+                         static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x,
+                         static_cast<int64_t>(gridDim.x) * blockDim.x);
+}
+
+template <int kWidth, typename T, typename Index>
+__global__ void __launch_bounds__(kThreadsPerBlock)
+    RowSumKernel(const T* __restrict__ grad, int64_t row_size, int lanes,
+                 SortedPairs<Index> sorted, const AccumulateType<T>* partials,
+                 AccumulateType<T>* summed) {
+  RowSumThreadWork<kWidth>(grad, row_size, lanes, sorted, partials, summed,
+                           static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x,
+                           static_cast<int64_t>(gridDim.x) * blockDim.x);
+}
+
+template <typename Step, typename T, typename Index>
+__global__ void __launch_bounds__(kThreadsPerBlock)
+    RowBeginKernel(Step step, StateArrays<T, Step::kNumState> state, int64_t row_size,
+                   SortedPairs<Index> sorted, const AccumulateType<T>* summed,
+                   typename Step::Row* coefficients) {
+  RowBeginThreadWork(step, state, row_size, sorted, summed, coefficients,
+                     static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x,
+                     static_cast<int64_t>(gridDim.x) * blockDim.x);
+}
+
+template <int kWidth, typename Step, typename T, typename Index>
+__global__ void __launch_bounds__(kThreadsPerBlock)
+    RowwiseSparseKernel(Step step, StateArrays<T, Step::kNumState> state, int64_t row_size,
+                        int lanes, SortedPairs<Index> sorted, const AccumulateType<T>* summed,
+                        const typename Step::Row* coefficients) {
+  RowwiseSparseThreadWork<kWidth>(step, state, row_size, lanes, sorted, summed, coefficients,
+                                  static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x,
+                                  static_cast<int64_t>(gridDim.x) * blockDim.x);
+}
+
 // A group of lanes per sorted position (most start a run: ids repeat little); the grid strides
 // over the rest.
 int64_t SparseBlocks(int64_t n, int lanes) { return NumBlocks(n, kThreadsPerBlock / lanes); }
@@ -195,6 +247,39 @@ cudaError_t LaunchSparseUpdates(const Step& step, const StateArrays<T, Step::kNu
       step, state, grad, row_size, lanes, sorted, partials);
   return cudaGetLastError();
 }
+
+// The row-wise passes after the chunk sums (see gpu_kernel_bodies.h): the summed rows (which
+// write only the workspace, so they go before the wait for the index check), then, after it, the
+// rows' per-row values and coefficients and the elements.
+template <int kWidth, typename T, typename Index>
+cudaError_t LaunchRowSums(const T* grad, int64_t row_size, int lanes,
+                          const SortedPairs<Index>& sorted, const AccumulateType<T>* partials,
+                          AccumulateType<T>* summed, cudaStream_t stream) {
+  RowSumKernel<kWidth><<<SparseBlocks(sorted.n, lanes), kThreadsPerBlock, 0, stream>>>(
+      grad, row_size, lanes, sorted, partials, summed);
+  return cudaGetLastError();
+}
+
+template <int kWidth, typename Step, typename T, typename Index>
+cudaError_t LaunchRowwiseUpdates(const Step& step, const StateArrays<T, Step::kNumState>& state,
+                                 int64_t row_size, int lanes, const SortedPairs<Index>& sorted,
+                                 const AccumulateType<T>* summed, void* coefficients,
+                                 cudaStream_t stream) {
+  static_assert(sizeof(typename Step::Row) <= RowCoefficientBytes<T>(),
+                "a row's coefficients fit their workspace slot");
+  auto* const rows = static_cast<typename Step::Row*>(coefficients);
+  RowBeginKernel<<<NumBlocks(sorted.n, kThreadsPerBlock), kThreadsPerBlock, 0, stream>>>(
+      step, state, row_size, sorted, summed, rows);
+  TF_FTRL_RETURN_IF_CUDA_ERROR(cudaGetLastError());
+  RowwiseSparseKernel<kWidth><<<SparseBlocks(sorted.n, lanes), kThreadsPerBlock, 0, stream>>>(
+      step, state, row_size, lanes, sorted, summed, rows);
+  return cudaGetLastError();
+}
+
+template <typename Step, typename = void>
+struct IsRowwiseStep : std::false_type {};
+template <typename Step>
+struct IsRowwiseStep<Step, std::void_t<decltype(Step::kPerRow)>> : std::true_type {};
 
 // The number of low bits that hold every index in [0, num_rows): the radix sort skips the rest.
 // At most the key's width less its sign bit (valid indices are non-negative; the order of a
@@ -254,10 +339,11 @@ cudaError_t LaunchSparse(const Step& step, const StateArrays<T, Step::kNumState>
   const int64_t n = rows.num_indices;
   if (n == 0) return cudaSuccess;
   if (n < 0 || n > kMaxSparseIndices) return cudaErrorInvalidValue;
+  constexpr bool kRowwise = IsRowwiseStep<Step>::value;
   SparseBuffers<Index> buffers;
   size_t needed_bytes = 0;
   TF_FTRL_RETURN_IF_CUDA_ERROR(
-      LayOutSparseBuffers<T>(workspace, n, rows.row_size, &buffers, &needed_bytes));
+      LayOutSparseBuffers<T>(workspace, n, rows.row_size, kRowwise, &buffers, &needed_bytes));
   if (workspace == nullptr || workspace_bytes < needed_bytes) return cudaErrorInvalidValue;
 
   // Everything that writes only the workspace is queued before the wait, so it runs while the
@@ -273,19 +359,36 @@ cudaError_t LaunchSparse(const Step& step, const StateArrays<T, Step::kNumState>
   const int64_t vectors = aligned ? rows.row_size / kWidth : rows.row_size;
   const int lanes = LanesPerRow(vectors);
   auto* const partials = static_cast<AccumulateType<T>*>(buffers.partials);
+  auto* const summed = static_cast<AccumulateType<T>*>(buffers.summed);
   if (rows.row_size > 0) {
     TF_FTRL_RETURN_IF_CUDA_ERROR(
         aligned ? LaunchChunkSums<kWidth>(grad, rows.row_size, lanes, sorted, partials, stream)
                 : LaunchChunkSums<1>(grad, rows.row_size, lanes, sorted, partials, stream));
+    if constexpr (kRowwise) {
+      TF_FTRL_RETURN_IF_CUDA_ERROR(
+          aligned ? LaunchRowSums<kWidth>(grad, rows.row_size, lanes, sorted, partials, summed,
+                                          stream)
+                  : LaunchRowSums<1>(grad, rows.row_size, lanes, sorted, partials, summed,
+                                     stream));
+    }
   }
   TF_FTRL_RETURN_IF_CUDA_ERROR(WaitForCheck(rows, buffers, stream, error));
   if (error->position >= 0 || rows.row_size == 0) return cudaSuccess;
-  if (aligned) {
-    return LaunchSparseUpdates<kWidth>(step, state, grad, rows.row_size, lanes, sorted, partials,
-                                       stream);
+  if constexpr (kRowwise) {
+    if (aligned) {
+      return LaunchRowwiseUpdates<kWidth>(step, state, rows.row_size, lanes, sorted, summed,
+                                          buffers.coefficients, stream);
+    }
+    return LaunchRowwiseUpdates<1>(step, state, rows.row_size, lanes, sorted, summed,
+                                   buffers.coefficients, stream);
+  } else {
+    if (aligned) {
+      return LaunchSparseUpdates<kWidth>(step, state, grad, rows.row_size, lanes, sorted,
+                                         partials, stream);
+    }
+    return LaunchSparseUpdates<1>(step, state, grad, rows.row_size, lanes, sorted, partials,
+                                  stream);
   }
-  return LaunchSparseUpdates<1>(step, state, grad, rows.row_size, lanes, sorted, partials,
-                                stream);
 }
 
 }  // namespace
@@ -298,11 +401,25 @@ cudaError_t Apply(const typename Optimizer::template Hyperparams<AccumulateType<
       h, flag, [&](const auto& step) { return LaunchDense(step, state, grad, size, stream); });
 }
 
+template <typename Optimizer, typename T>
+cudaError_t RowwiseApply(const typename Optimizer::template Hyperparams<AccumulateType<T>>& h,
+                         bool flag, const StateArrays<T, Optimizer::kNumState>& state,
+                         const T* grad, int64_t num_rows, int64_t row_size,
+                         cudaStream_t stream) {
+  if (num_rows == 0 || row_size == 0) return cudaSuccess;
+  return Optimizer::WithStep(h, flag, [&](const auto& step) {
+    RowwiseDenseKernel<<<NumBlocks(num_rows, kThreadsPerBlock), kThreadsPerBlock, 0, stream>>>(
+        step, state, grad, num_rows, row_size);
+    return cudaGetLastError();
+  });
+}
+
 template <typename T, typename Index>
-cudaError_t SparseWorkspaceBytes(int64_t num_indices, int64_t row_size, size_t* bytes) {
+cudaError_t SparseWorkspaceBytes(int64_t num_indices, int64_t row_size, bool rowwise,
+                                 size_t* bytes) {
   if (num_indices < 0 || num_indices > kMaxSparseIndices) return cudaErrorInvalidValue;
   SparseBuffers<Index> unused;
-  return LayOutSparseBuffers<T>(nullptr, num_indices, row_size, &unused, bytes);
+  return LayOutSparseBuffers<T>(nullptr, num_indices, row_size, rowwise, &unused, bytes);
 }
 
 template <typename Optimizer, typename T, typename Index>
@@ -336,9 +453,24 @@ cudaError_t SparseApply(const typename Optimizer::template Hyperparams<Accumulat
 
 TF_FTRL_FOR_EACH_OPTIMIZER(TF_FTRL_INSTANTIATE_OPTIMIZER)
 
+#define TF_FTRL_INSTANTIATE_ROWWISE_TYPE(Optimizer, T)                                         \
+  template cudaError_t RowwiseApply<Optimizer, T>(                                             \
+      const Optimizer::Hyperparams<AccumulateType<T>>&, bool,                                  \
+      const StateArrays<T, Optimizer::kNumState>&, const T*, int64_t, int64_t, cudaStream_t);  \
+  TF_FTRL_INSTANTIATE_SPARSE(Optimizer, T, int32_t)                                            \
+  TF_FTRL_INSTANTIATE_SPARSE(Optimizer, T, int64_t)
+
+#define TF_FTRL_INSTANTIATE_ROWWISE(Optimizer)                                                 \
+  TF_FTRL_INSTANTIATE_ROWWISE_TYPE(Optimizer, float)                                           \
+  TF_FTRL_INSTANTIATE_ROWWISE_TYPE(Optimizer, double)                                          \
+  TF_FTRL_INSTANTIATE_ROWWISE_TYPE(Optimizer, float16)                                         \
+  TF_FTRL_INSTANTIATE_ROWWISE_TYPE(Optimizer, bfloat16)
+
+TF_FTRL_FOR_EACH_ROWWISE_OPTIMIZER(TF_FTRL_INSTANTIATE_ROWWISE)
+
 #define TF_FTRL_INSTANTIATE_WORKSPACE(T)                                                       \
-  template cudaError_t SparseWorkspaceBytes<T, int32_t>(int64_t, int64_t, size_t*);            \
-  template cudaError_t SparseWorkspaceBytes<T, int64_t>(int64_t, int64_t, size_t*);
+  template cudaError_t SparseWorkspaceBytes<T, int32_t>(int64_t, int64_t, bool, size_t*);      \
+  template cudaError_t SparseWorkspaceBytes<T, int64_t>(int64_t, int64_t, bool, size_t*);
 
 TF_FTRL_INSTANTIATE_WORKSPACE(float)
 TF_FTRL_INSTANTIATE_WORKSPACE(double)

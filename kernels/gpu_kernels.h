@@ -39,8 +39,17 @@ cudaError_t Apply(const typename Optimizer::template Hyperparams<AccumulateType<
 // The device memory a sparse update of element type T with `num_indices` indices of type Index
 // and rows of `row_size` elements needs as its `workspace` (for sorting the indices, reporting a
 // bad one, and the sums of hot ids' chunks of duplicates). Enqueues nothing.
+// The dense update of a row-wise optimizer (rowwise_math.h) over num_rows rows of row_size
+// elements.
+template <typename Optimizer, typename T>
+cudaError_t RowwiseApply(const typename Optimizer::template Hyperparams<AccumulateType<T>>& h,
+                         bool flag, const StateArrays<T, Optimizer::kNumState>& state,
+                         const T* grad, int64_t num_rows, int64_t row_size, cudaStream_t stream);
+
+// The workspace of a sparse update (with `rowwise`, of a row-wise optimizer's).
 template <typename T, typename Index>
-cudaError_t SparseWorkspaceBytes(int64_t num_indices, int64_t row_size, size_t* bytes);
+cudaError_t SparseWorkspaceBytes(int64_t num_indices, int64_t row_size, bool rowwise,
+                                 size_t* bytes);
 
 // A sparse update's rows: var/accum/linear are [num_rows, row_size], grad is
 // [num_indices, row_size] and grad row i belongs to var row indices[i].

@@ -11,8 +11,8 @@
   X(Ftrl)                             \
   X(Adagrad)
 
-// The row-wise optimizers (rowwise_math.h): CPU kernels only, so far (the CUDA launchers and the
-// kernel driver are made from the list above).
+// The row-wise optimizers (rowwise_math.h): their dense CUDA launcher is gpu::RowwiseApply (it
+// takes rows and row size), and their OpKernels and driver functions are made from this list.
 #define TF_FTRL_FOR_EACH_ROWWISE_OPTIMIZER(X) \
   X(RowwiseFtrl)                              \
   X(RowwiseAdagrad)

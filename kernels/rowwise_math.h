@@ -28,10 +28,39 @@
 
 namespace tf_ftrl {
 
+// The sum of the squares of a row's gradient, in kRowSumLanes partial sums (element i into lane
+// i % kRowSumLanes) added pairwise at the end: on the CPU the partial sums vectorise (one chain of
+// dependent additions would cost 4 cycles per element), and the order is fixed, so the CPU's
+// vector copies and the CUDA kernels all give the same bits.
+constexpr int kRowSumLanes = 16;
+
+template <typename A, typename G>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE A RowSumOfSquares(const G* __restrict__ grad, int64_t n) {
+  A partial[kRowSumLanes];
+  for (int k = 0; k < kRowSumLanes; ++k) partial[k] = A(0);
+  int64_t i = 0;
+  for (; i + kRowSumLanes <= n; i += kRowSumLanes) {
+    for (int k = 0; k < kRowSumLanes; ++k) {
+      const A g = static_cast<A>(Load(grad[i + k]));
+      partial[k] += g * g;
+    }
+  }
+  for (int k = 0; i + k < n; ++k) {
+    const A g = static_cast<A>(Load(grad[i + k]));
+    partial[k] += g * g;
+  }
+  for (int width = kRowSumLanes / 2; width > 0; width /= 2) {
+    for (int k = 0; k < width; ++k) partial[k] += partial[k + width];
+  }
+  return partial[0];
+}
+
 template <bool kUpdateSlots, typename A>
 struct RowwiseAdagradStep {
   static constexpr int kNumState = 2;  // var, accum (per row)
   static constexpr bool kPerRow[kNumState] = {false, true};
+  // kPerRow[i], callable in device code (which cannot read a static array member).
+  TF_FTRL_HOST_DEVICE static constexpr bool PerRow(int i) { return i == 1; }
   static constexpr int kNumWritten = kUpdateSlots ? 2 : 1;
   static constexpr int64_t kCyclesPerElement = 4;
   AdagradHyperparams<A> h;
@@ -54,6 +83,7 @@ template <bool kSqrtPower, bool kMultiplyLinearByLr, typename A>
 struct RowwiseFtrlStep {
   static constexpr int kNumState = 3;  // var, accum (per row), linear
   static constexpr bool kPerRow[kNumState] = {false, true, false};
+  TF_FTRL_HOST_DEVICE static constexpr bool PerRow(int i) { return i == 1; }
   static constexpr int kNumWritten = 3;
   static constexpr int64_t kCyclesPerElement = 8;
   FtrlHyperparams<A> h;

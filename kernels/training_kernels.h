@@ -399,7 +399,7 @@ cudaStream_t OpStream(OpKernelContext* ctx) {
 // be released when Compute returns although the kernels are still queued).
 template <typename T, typename Index>
 absl::Status AllocateSparseWorkspace(OpKernelContext* ctx, int64_t num_indices, int64_t row_size,
-                                     Tensor* workspace) {
+                                     bool rowwise, Tensor* workspace) {
   if (num_indices > tf_ftrl::gpu::kMaxSparseIndices) {
     return absl::InvalidArgumentError(absl::StrCat("indices has ", num_indices,
                                                    " elements but the GPU kernel takes at most ",
@@ -407,7 +407,8 @@ absl::Status AllocateSparseWorkspace(OpKernelContext* ctx, int64_t num_indices, 
   }
   size_t bytes = 0;
   TF_RETURN_IF_ERROR(
-      CudaStatus(tf_ftrl::gpu::SparseWorkspaceBytes<T, Index>(num_indices, row_size, &bytes),
+      CudaStatus(tf_ftrl::gpu::SparseWorkspaceBytes<T, Index>(num_indices, row_size, rowwise,
+                                                              &bytes),
                  "Sizing the sparse update's workspace"));
   return ctx->allocate_temp(DT_INT8, TensorShape({static_cast<int64_t>(bytes)}), workspace);
 }
@@ -424,6 +425,16 @@ struct FusedUpdate<GPUDevice, T> {
                       ctx->op_kernel().type_string().c_str());
   }
 
+  template <typename Optimizer>
+  static absl::Status RowwiseApply(OpKernelContext* ctx,
+                                   const typename Optimizer::template Hyperparams<Acc<T>>& h,
+                                   bool flag, const StateOf<T, Optimizer::kNumState>& state,
+                                   const Tensor& grad, int64_t num_rows, int64_t row_size) {
+    return CudaStatus(tf_ftrl::gpu::RowwiseApply<Optimizer>(h, flag, state, ConstData<T>(grad),
+                                                            num_rows, row_size, OpStream(ctx)),
+                      ctx->op_kernel().type_string().c_str());
+  }
+
   template <typename Optimizer, typename Index>
   static absl::Status SparseApply(OpKernelContext* ctx,
                                   const typename Optimizer::template Hyperparams<Acc<T>>& h,
@@ -431,8 +442,8 @@ struct FusedUpdate<GPUDevice, T> {
                                   const Tensor& grad, const Tensor& indices, int64_t num_rows,
                                   int64_t row_size) {
     Tensor workspace;
-    TF_RETURN_IF_ERROR(AllocateSparseWorkspace<Storage<T>, Index>(ctx, indices.dim_size(0),
-                                                                  row_size, &workspace));
+    TF_RETURN_IF_ERROR(AllocateSparseWorkspace<Storage<T>, Index>(
+        ctx, indices.dim_size(0), row_size, Optimizer::kRowwise, &workspace));
     const tf_ftrl::gpu::SparseRows<Index> rows{indices.flat<Index>().data(), indices.dim_size(0),
                                                num_rows, row_size};
     tf_ftrl::IndexError error;
@@ -546,19 +557,16 @@ void RegisterGpuKernels() {
 #endif
 }
 
-// Registers every optimizer's kernels for element type T on the CPU (and, for the element-wise
-// ones, the GPU when built with CUDA), at load time.
+// Registers every optimizer's kernels for element type T on the CPU (and the GPU when built with
+// CUDA), at load time.
 template <typename T>
 bool RegisterKernelsForType() {
 #define TF_FTRL_REGISTER_KERNELS(Optimizer)                      \
   RegisterKernels<tf_ftrl::Optimizer, CPUDevice, T>(DEVICE_CPU); \
   RegisterGpuKernels<tf_ftrl::Optimizer, T>();
   TF_FTRL_FOR_EACH_OPTIMIZER(TF_FTRL_REGISTER_KERNELS)
+  TF_FTRL_FOR_EACH_ROWWISE_OPTIMIZER(TF_FTRL_REGISTER_KERNELS)
 #undef TF_FTRL_REGISTER_KERNELS
-#define TF_FTRL_REGISTER_CPU_KERNELS(Optimizer) \
-  RegisterKernels<tf_ftrl::Optimizer, CPUDevice, T>(DEVICE_CPU);
-  TF_FTRL_FOR_EACH_ROWWISE_OPTIMIZER(TF_FTRL_REGISTER_CPU_KERNELS)
-#undef TF_FTRL_REGISTER_CPU_KERNELS
   return true;
 }
 

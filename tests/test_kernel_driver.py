@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from tests.support.kernel_driver import (
-    ADAGRAD_HYPER, FTRL_HYPER, SUBNORMAL_GRADS, State, adagrad_reference, check_adagrad,
-    check_ftrl, ftrl_reference, load_driver, random_indices)
-from tests.support.numpy_reference import DTYPE_NAMES, INDEX_DTYPE_NAMES, densify, to_float64
+    ADAGRAD_HYPER, FTRL_HYPER, SUBNORMAL_GRADS, State, adagrad_reference, assert_close,
+    check_adagrad, check_ftrl, ftrl_reference, load_driver, random_indices, rounded_hyper,
+    rowwise_state)
+from tests.support.numpy_reference import (
+    DTYPE_NAMES, INDEX_DTYPE_NAMES, densify, rowwise_adagrad, rowwise_ftrl, to_float64)
 
 DENSE_SHAPES = [(1,), (37,), (5, 13), (1001,)]
 SPARSE_SHAPES = [(50,), (40, 9), (12, 3, 5), (64, 16)]
@@ -139,3 +141,63 @@ def test_subnormal_flush_matches_tensorflow_bit_for_bit(driver):
                                   expected_var.view(np.uint32))
     np.testing.assert_array_equal(got_accum.astype(np.float32).view(np.uint32),
                                   expected_accum.view(np.uint32))
+
+
+# Row-wise optimizers (one accumulator value per row): dense and sparse against the float64
+# references of their formulas.
+ROWWISE_SHAPES = [(50,), (40, 9), (12, 3, 5), (64, 16)]
+
+
+def _rowwise_check(s, expected, names, rows=slice(None)):
+    for name, values in zip(names, expected):
+        assert_close(s.float64(name)[rows], values[rows], s.dtype, scale=4, what=name)
+
+
+@pytest.mark.parametrize("dtype", DTYPE_NAMES)
+@pytest.mark.parametrize("shape", ROWWISE_SHAPES, ids=str)
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+def test_rowwise_ftrl(driver, rng, dtype, shape, sparse):
+    num_indices = 2 * shape[0] + 3
+    s = rowwise_state(rng, shape, dtype, ("accum", "linear"),
+                      grad_shape=((num_indices,) + shape[1:]) if sparse else None)
+    hyper = dict(FTRL_HYPER, l2_shrinkage=0.05)
+    if sparse:
+        indices = random_indices(rng, shape[0], num_indices, "int64")
+        driver.sparse_apply_rowwise_ftrl(s.arrays["var"], s.arrays["accum"], s.arrays["linear"],
+                                         s.grad, indices, **hyper)
+        grad64, rows = densify(to_float64(s.grad, dtype), indices, shape[0]), np.unique(indices)
+    else:
+        driver.apply_rowwise_ftrl(s.arrays["var"], s.arrays["accum"], s.arrays["linear"], s.grad,
+                                  **hyper)
+        grad64, rows = to_float64(s.grad, dtype), slice(None)
+    expected = rowwise_ftrl(s.float64("var", True), s.float64("accum", True),
+                            s.float64("linear", True), grad64, **rounded_hyper(hyper, dtype))
+    _rowwise_check(s, expected, ("var", "accum", "linear"), rows)
+
+
+@pytest.mark.parametrize("dtype", DTYPE_NAMES)
+@pytest.mark.parametrize("shape", ROWWISE_SHAPES, ids=str)
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+def test_rowwise_adagrad(driver, rng, dtype, shape, sparse):
+    num_indices = 2 * shape[0] + 3
+    s = rowwise_state(rng, shape, dtype, ("accum",),
+                      grad_shape=((num_indices,) + shape[1:]) if sparse else None)
+    hyper = dict(ADAGRAD_HYPER)
+    if sparse:
+        indices = random_indices(rng, shape[0], num_indices, "int32")
+        driver.sparse_apply_rowwise_adagrad(s.arrays["var"], s.arrays["accum"], s.grad, indices,
+                                            **hyper)
+        grad64, rows = densify(to_float64(s.grad, dtype), indices, shape[0]), np.unique(indices)
+    else:
+        driver.apply_rowwise_adagrad(s.arrays["var"], s.arrays["accum"], s.grad, **hyper)
+        grad64, rows = to_float64(s.grad, dtype), slice(None)
+    expected = rowwise_adagrad(s.float64("var", True), s.float64("accum", True), grad64,
+                               **rounded_hyper(hyper, dtype))
+    _rowwise_check(s, expected, ("var", "accum"), rows)
+
+
+def test_rowwise_accumulator_of_the_wrong_shape_is_rejected(driver, rng):
+    s = State(rng, (10, 4), "float32", ("accum",))
+    with pytest.raises(ValueError, match="accum must hold one value per row of var"):
+        driver.apply_rowwise_adagrad(s.arrays["var"], s.arrays["accum"], s.grad, lr=0.1)
+    s.assert_unchanged()

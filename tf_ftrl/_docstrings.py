@@ -81,8 +81,8 @@ rowwise: If True, variables of rank 2 and more (embedding tables, kernels) keep 
     accumulator value per row instead of one per element: the row's accumulator grows
     by the mean of the row's squared gradient (duplicate ids summed first), and every
     element of the row steps with it (`tf_ftrl.ops.apply_rowwise_*`). The accumulator
-    then has shape `[rows]`. Rank-1 variables keep element-wise state. CPU kernels only,
-    so far. Defaults to `False`.""",
+    then has shape `[rows]`. Rank-1 variables keep element-wise state. Defaults to
+    `False`.""",
 }
 
 _PLACEHOLDER = re.compile(r"^( *)\{\{(\w+)\}\}$", re.MULTILINE)

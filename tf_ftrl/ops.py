@@ -235,7 +235,7 @@ Fused row-wise FTRL-Proximal update in place: one accumulator value per row of `
     `accum[r] += mean(g**2)` (p = lr_power, n and n' its old and new value), then for each
     element `linear += g + 2 * l2_shrinkage * var - (n'**-p - n**-p) / lr * var` and
     `var = (l1 * sign(linear) - linear) / (n'**-p / lr + 2 * l2)` where `|linear| > l1`,
-    else 0. With D = 1 it is `apply_ftrl`. CPU only, so far.
+    else 0. With D = 1 it is `apply_ftrl`.
 
     Args:
       var, linear: `tf.Variable`s of one shape (rank >= 1) and dtype (float32, float64,
@@ -256,7 +256,7 @@ apply_rowwise_adagrad = _op_wrapper(_specs.ROWWISE_ADAGRAD, False, """\
 Fused row-wise Adagrad update in place (FBGEMM's exact row-wise Adagrad): with g a row's
     gradient, `accum[r] += mean(g**2)` (when `update_slots`), then
     `var[r] -= lr * g / (sqrt(accum[r]) + epsilon)`. `accum` has shape `[var.shape[0]]`; other
-    arguments as in `apply_adagrad`. With D = 1 it is `apply_adagrad`. CPU only, so far.
+    arguments as in `apply_adagrad`. With D = 1 it is `apply_adagrad`.
 
     Args:
       {hyperparameters}

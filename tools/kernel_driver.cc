@@ -6,8 +6,10 @@
 // CPU: apply_x(S..., grad, H..., F) and sparse_apply_x(S..., grad, indices, H..., F) update NumPy
 // arrays in place with the loops of cpu_loops.h. Element types: float32, float64, float16, and
 // bfloat16 as uint16 arrays holding its bit patterns.
+// A row-wise optimizer's (rowwise_math.h) per-row arrays have shape [var.shape[0]].
 // GPU (only when built with TF_FTRL_DRIVER_WITH_CUDA; `has_cuda` says which):
-// gpu_apply_x(dtype, S..., grad, size, H..., F, stream=0) and gpu_sparse_apply_x(dtype,
+// gpu_apply_x(dtype, S..., grad, size, H..., F, stream=0) (a row-wise optimizer's takes
+// num_rows, row_size instead of size) and gpu_sparse_apply_x(dtype,
 // index_dtype, S..., grad, indices, num_indices, num_rows, row_size, H..., F, stream=0,
 // workspace=0, workspace_bytes=0) run the launchers of gpu_kernels.h on device pointers passed as
 // integers (CuPy's `.data.ptr`, PyTorch's `.data_ptr()`), with the element type named by a
@@ -105,17 +107,24 @@ void CheckContiguous(const py::array& a, const char* name, bool writeable) {
   if (writeable && !a.writeable()) throw py::value_error(std::string(name) + " is read-only");
 }
 
-// The arrays' common storage type, after checking they share it and one shape (`grad` may have
-// another first dimension when sparse).
+// The arrays' common storage type, after checking they share it and var's shape (`grad` may have
+// another first dimension when sparse; a per-row array has shape [var.shape[0]]).
 std::string CheckArrays(const std::vector<std::pair<const char*, py::array>>& state,
-                        const py::array& grad, bool sparse) {
+                        const std::vector<bool>& per_row, const py::array& grad, bool sparse) {
   const py::array& var = state.front().second;
   const std::string dtype = StorageName(var);
-  for (const auto& [name, array] : state) {
+  for (size_t i = 0; i < state.size(); ++i) {
+    const auto& [name, array] = state[i];
     CheckContiguous(array, name, /*writeable=*/true);
     if (StorageName(array) != dtype) {
       throw py::type_error(std::string(name) + " has dtype " + StorageName(array) +
                            " but var has " + dtype);
+    }
+    if (per_row[i]) {
+      if (var.ndim() < 1 || array.ndim() != 1 || array.shape(0) != var.shape(0)) {
+        throw py::value_error(std::string(name) + " must hold one value per row of var");
+      }
+      continue;
     }
     if (array.ndim() != var.ndim() ||
         !std::equal(var.shape(), var.shape() + var.ndim(), array.shape())) {
@@ -290,7 +299,9 @@ void ApplyCpu(const std::string& function, bool sparse, const py::args& args,
                        ArrayArgument(values[i], Optimizer::kStateNames[i]));
   }
   const py::array grad = ArrayArgument(values[kNumState], "grad");
-  const std::string dtype = CheckArrays(state, grad, sparse);
+  const std::string dtype = CheckArrays(
+      state, std::vector<bool>(std::begin(Optimizer::kPerRow), std::end(Optimizer::kPerRow)),
+      grad, sparse);
   const py::array& var = state.front().second;
   RowGroups groups;
   if (sparse) groups = GroupIndices(ArrayArgument(values[kNumState + 1], "indices"), var, grad);
@@ -306,6 +317,9 @@ void ApplyCpu(const std::string& function, bool sparse, const py::args& args,
     if (sparse) {
       cpu::SparseApply<Optimizer>(h, flag, arrays, ConstData<T>(grad), RowSize(var), groups,
                                   cpu::SerialParallelFor);
+    } else if constexpr (Optimizer::kRowwise) {
+      cpu::RowwiseApply<Optimizer>(h, flag, arrays, ConstData<T>(grad), var.shape(0),
+                                   RowSize(var), cpu::SerialParallelFor);
     } else {
       cpu::Apply<Optimizer>(h, flag, arrays, ConstData<T>(grad), grad.size(),
                             cpu::SerialParallelFor);
@@ -348,13 +362,13 @@ std::string CudaDeviceError() {
 }
 
 size_t GpuSparseWorkspaceBytes(const std::string& dtype, const std::string& index_dtype,
-                               int64_t num_indices, int64_t row_size) {
+                               int64_t num_indices, int64_t row_size, bool rowwise) {
   size_t bytes = 0;
   WithStorageType(dtype, [&](auto type) {
     WithIndexType(index_dtype, [&](auto index) {
       using T = decltype(type);
       using Index = decltype(index);
-      CheckCuda(gpu::SparseWorkspaceBytes<T, Index>(num_indices, row_size, &bytes),
+      CheckCuda(gpu::SparseWorkspaceBytes<T, Index>(num_indices, row_size, rowwise, &bytes),
                 "SparseWorkspaceBytes");
     });
   });
@@ -394,9 +408,14 @@ class Workspace {
 template <typename Optimizer>
 void ApplyGpu(const std::string& function, const py::args& args, const py::kwargs& kwargs) {
   constexpr int kNumState = Optimizer::kNumState;
+  // A row-wise update takes the rows and their size instead of the size.
+  const std::vector<Param> sizes =
+      Optimizer::kRowwise
+          ? std::vector<Param>{{"num_rows", py::object()}, {"row_size", py::object()}}
+          : std::vector<Param>{{"size", py::object()}};
   const std::vector<Param> inputs =
-      Concat({{{"dtype", py::object()}}, StateParams<Optimizer>(),
-              {{"grad", py::object()}, {"size", py::object()}}});
+      Concat({{{"dtype", py::object()}}, StateParams<Optimizer>(), {{"grad", py::object()}},
+              sizes});
   const std::vector<py::object> values = BindArguments(
       function, Concat({inputs, HyperparamParams<Optimizer>(), {{"stream", py::int_(0)}}}), args,
       kwargs);
@@ -409,10 +428,18 @@ void ApplyGpu(const std::string& function, const py::args& args, const py::kwarg
       state.arrays[i] = DevicePointer<T>(py::cast<uintptr_t>(values[1 + i]));
     }
     const T* grad = DevicePointer<const T>(py::cast<uintptr_t>(values[1 + kNumState]));
-    CheckCuda(gpu::Apply<Optimizer>(HyperparamsOf<Optimizer, T>(hyper), flag, state, grad,
-                                    py::cast<int64_t>(values[2 + kNumState]),
-                                    Stream(py::cast<uintptr_t>(values.back()))),
-              function.c_str());
+    const auto h = HyperparamsOf<Optimizer, T>(hyper);
+    const cudaStream_t stream = Stream(py::cast<uintptr_t>(values.back()));
+    if constexpr (Optimizer::kRowwise) {
+      CheckCuda(gpu::RowwiseApply<Optimizer>(h, flag, state, grad,
+                                             py::cast<int64_t>(values[2 + kNumState]),
+                                             py::cast<int64_t>(values[3 + kNumState]), stream),
+                function.c_str());
+    } else {
+      CheckCuda(gpu::Apply<Optimizer>(h, flag, state, grad,
+                                      py::cast<int64_t>(values[2 + kNumState]), stream),
+                function.c_str());
+    }
   });
 }
 
@@ -461,7 +488,8 @@ void SparseApplyGpu(const std::string& function, const py::args& args,
       const T* grad = DevicePointer<const T>(py::cast<uintptr_t>(values[grad_at]));
       const auto h = HyperparamsOf<Optimizer, T>(hyper);
       size_t needed = 0;
-      CheckCuda(gpu::SparseWorkspaceBytes<T, Index>(num_indices, row_size, &needed),
+      CheckCuda(gpu::SparseWorkspaceBytes<T, Index>(num_indices, row_size, Optimizer::kRowwise,
+                                                    &needed),
                 function.c_str());
       const Workspace buffer(workspace, workspace_bytes, needed, Stream(stream));
       cudaError_t status;
@@ -510,6 +538,7 @@ PYBIND11_MODULE(tf_ftrl_kernel_driver, m) {
   m.doc() = "TensorFlow-free entry point to tf_ftrl's CPU (and, if built so, CUDA) kernels.";
 #define TF_FTRL_DEFINE_FUNCTIONS(Optimizer) t::DefineFunctions<t::Optimizer>(m);
   TF_FTRL_FOR_EACH_OPTIMIZER(TF_FTRL_DEFINE_FUNCTIONS)
+  TF_FTRL_FOR_EACH_ROWWISE_OPTIMIZER(TF_FTRL_DEFINE_FUNCTIONS)
 #undef TF_FTRL_DEFINE_FUNCTIONS
 
 #if TF_FTRL_DRIVER_WITH_CUDA
@@ -517,7 +546,7 @@ PYBIND11_MODULE(tf_ftrl_kernel_driver, m) {
   m.def("cuda_device_count", &t::CudaDeviceCount);
   m.def("cuda_device_error", &t::CudaDeviceError);
   m.def("gpu_sparse_workspace_bytes", &t::GpuSparseWorkspaceBytes, "dtype"_a, "index_dtype"_a,
-        "num_indices"_a, "row_size"_a);
+        "num_indices"_a, "row_size"_a, "rowwise"_a = false);
 #else
   m.attr("has_cuda") = false;
 #endif

@@ -23,7 +23,7 @@ import pytest
 
 from tests.support.kernel_driver import (
     ADAGRAD_HYPER, FTRL_HYPER, SUBNORMAL_GRADS, State, adagrad_reference, assert_close,
-    check_adagrad, check_ftrl, ftrl_reference, load_driver, random_indices)
+    check_adagrad, check_ftrl, ftrl_reference, load_driver, random_indices, rowwise_state)
 from tests.support.numpy_reference import DTYPE_NAMES, INDEX_DTYPE_NAMES, densify, to_float64
 
 
@@ -466,3 +466,50 @@ def test_subnormals_are_flushed_as_on_the_cpu(driver, device, dtype):
     assert_same_as_cpu(gpu, cpu, s, exact=True)
     assert (to_float64(gpu["var"], dtype)[:-1] == 0).all()
     assert to_float64(gpu["var"], dtype)[-1] != 0
+
+
+# ---------------------------------------------------------------------------------- row-wise
+
+
+@pytest.mark.parametrize("dtype", DTYPE_NAMES)
+@pytest.mark.parametrize("shape", [(50,), (40, 9), (64, 16), (30, 64)], ids=str)
+@pytest.mark.parametrize("optimizer", ["ftrl", "adagrad"])
+def test_rowwise_dense(driver, device, rng, dtype, shape, optimizer):
+    slots = ("accum", "linear") if optimizer == "ftrl" else ("accum",)
+    s = rowwise_state(rng, shape, dtype, slots)
+    hyper = dict(FTRL_HYPER, l2_shrinkage=0.05) if optimizer == "ftrl" else dict(ADAGRAD_HYPER)
+    rows, row_size = shape[0], int(np.prod(shape[1:]))
+    gpu = run_on_gpu(device, s, lambda p: getattr(driver, f"gpu_apply_rowwise_{optimizer}")(
+        dtype, p["var"], *(p[name] for name in slots), p["grad"], rows, row_size, **hyper))
+    cpu = run_on_cpu(s, lambda a: getattr(driver, f"apply_rowwise_{optimizer}")(
+        a["var"], *(a[name] for name in slots), s.grad, **hyper))
+    assert_same_as_cpu(gpu, cpu, s, exact=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPE_NAMES)
+@pytest.mark.parametrize("index_dtype", INDEX_DTYPE_NAMES)
+@pytest.mark.parametrize("shape", [(50,), (40, 9), (64, 16), (10, 64)], ids=str)
+@pytest.mark.parametrize("optimizer", ["ftrl", "adagrad"])
+def test_rowwise_sparse(driver, device, rng, dtype, index_dtype, shape, optimizer):
+    slots = ("accum", "linear") if optimizer == "ftrl" else ("accum",)
+    num_indices = max(2 * shape[0] + 3, 200)  # duplicates, and runs past one summing chunk
+    indices = random_indices(rng, shape[0], num_indices, index_dtype)
+    s = rowwise_state(rng, shape, dtype, slots, grad_shape=(num_indices,) + shape[1:])
+    hyper = dict(FTRL_HYPER, l2_shrinkage=0.05) if optimizer == "ftrl" else dict(ADAGRAD_HYPER)
+    rows, row_size = shape[0], int(np.prod(shape[1:]))
+    gpu = run_on_gpu(device, s, lambda p: getattr(driver, f"gpu_sparse_apply_rowwise_{optimizer}")(
+        dtype, index_dtype, p["var"], *(p[name] for name in slots), p["grad"], p["indices"],
+        num_indices, rows, row_size, **hyper), indices=indices)
+    cpu = run_on_cpu(s, lambda a: getattr(driver, f"sparse_apply_rowwise_{optimizer}")(
+        a["var"], *(a[name] for name in slots), s.grad, indices, **hyper))
+    assert_same_as_cpu(gpu, cpu, s, exact=True)
+    untouched = np.setdiff1d(np.arange(rows), indices)
+    for name, values in s.start.items():
+        np.testing.assert_array_equal(gpu[name][untouched], values[untouched], err_msg=name)
+
+
+def test_rowwise_workspace_holds_the_summed_rows(driver):
+    plain = driver.gpu_sparse_workspace_bytes("float32", "int32", 1000, 64)
+    rowwise = driver.gpu_sparse_workspace_bytes("float32", "int32", 1000, 64, rowwise=True)
+    # n summed rows of the accumulate type and n rows' coefficients.
+    assert rowwise >= plain + 1000 * 64 * 4 + 1000 * 16

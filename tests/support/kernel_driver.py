@@ -94,3 +94,11 @@ def check_adagrad(state, expected, rows=slice(None)):
     var, accum = (x[rows] for x in expected)
     assert_close(state.float64("accum")[rows], accum, state.dtype, what="accum")
     assert_close(state.float64("var")[rows], var, state.dtype, scale=4, what="var")
+
+
+def rowwise_state(rng, shape, dtype, slots, grad_shape=None):
+    """A State whose accumulator holds one value per row (row-wise optimizers)."""
+    state = State(rng, shape, dtype, slots, grad_shape)
+    accum = to_storage(numpy_reference.random_start(rng, "accum", (shape[0],)), dtype)
+    state.arrays["accum"], state.start["accum"] = accum, accum.copy()
+    return state
