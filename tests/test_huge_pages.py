@@ -170,7 +170,8 @@ else:
 x = np.arange(64 * 4).reshape(64, 4) % ROWS
 y = np.ones((64, 1))
 out = []
-for huge_pages in (False, True):
+# "auto" before True: the advice stays with memory that TensorFlow frees and reuses.
+for huge_pages in (False, "auto", True):
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"]) if mirrored else None
     with strategy.scope() if mirrored else contextlib.nullcontext():
         keras.utils.set_random_seed(3)
@@ -188,7 +189,7 @@ for huge_pages in (False, True):
                 # table in copy-on-read mode: reading it then gives a copy, not the buffer.
                 "pages": [huge_pages_of(v) for v in [table, *slots]]
                          if flavour == "keras" else None,
-                "config_huge_pages": bool(config.get("huge_pages")),
+                "config_huge_pages": config.get("huge_pages", "absent"),
                 "round_trip": type(optimizer).from_config(config).huge_pages,
                 "iterations": int(optimizer.iterations.numpy()),
                 "checksum": [float(np.sum(np.abs(v.numpy().astype(np.float64))))
@@ -207,13 +208,17 @@ def test_optimizer_option_advises_tables_and_slots_on_the_first_step(flavour, op
     # TensorFlow frees and reuses): training without and then with huge_pages=True, with
     # tf_ftrl's Keras 3 optimizers or its tf_keras ones (tf_ftrl.legacy, TF_USE_LEGACY_KERAS=1).
     # Keras creates the slots while tracing the first step; the advice runs in that step.
-    plain, advised = workers.run_for_result(
+    plain, auto, advised = workers.run_for_result(
         "-c", FIRST_STEP_CHECK, flavour, optimizer_class, mirrored, timeout=300,
         env=workers.environment(TF_USE_LEGACY_KERAS="1" if flavour == "legacy" else "0"))
-    assert plain["checksum"] == advised["checksum"] and plain["table"] == advised["table"]
-    assert plain["iterations"] == advised["iterations"] == 8
-    assert not plain["config_huge_pages"] and not plain["round_trip"]
-    assert advised["config_huge_pages"] and advised["round_trip"]
+    assert plain["checksum"] == advised["checksum"] == auto["checksum"]
+    assert plain["table"] == advised["table"] == auto["table"]
+    assert plain["iterations"] == advised["iterations"] == auto["iterations"] == 8
+    assert plain["config_huge_pages"] is False and plain["round_trip"] is False
+    assert advised["config_huge_pages"] is True and advised["round_trip"] is True
+    # "auto", the default, stays out of tf_keras's config (which then is tf_keras's own).
+    assert auto["config_huge_pages"] == ("absent" if flavour == "legacy" else "auto")
+    assert auto["round_trip"] == "auto"
     assert advised["slots"] == (2 if optimizer_class == "Ftrl" else 1)
     assert plain["advised_bytes"] == 0
     if flavour == "keras":
@@ -222,5 +227,23 @@ def test_optimizer_option_advises_tables_and_slots_on_the_first_step(flavour, op
         return
     table_bytes = ROWS * DIM * 4
     assert advised["advised_bytes"] >= (1 + advised["slots"]) * (table_bytes - 4 * MIB)
+    # "auto": the table and its slots are over AUTO_MIN_BYTES, the Dense layer's are not.
+    assert table_bytes > tf_ftrl.huge_pages.AUTO_MIN_BYTES
+    assert auto["advised_bytes"] >= (1 + advised["slots"]) * (table_bytes - 4 * MIB)
     if flavour == "keras":
         assert all(is_advised for is_advised, _ in advised["pages"]), advised["pages"]
+        assert all(is_advised for is_advised, _ in auto["pages"]), auto["pages"]
+
+
+def test_auto_chooses_variables_of_at_least_the_threshold_and_bad_options_are_named():
+    small = tf.Variable(tf.zeros([1000, 8]))
+    large = tf.Variable(tf.zeros([tf_ftrl.huge_pages.AUTO_MIN_BYTES // 4 // 8, 8]))
+    half = tf.Variable(tf.zeros([tf_ftrl.huge_pages.AUTO_MIN_BYTES // 2 // 8, 8], tf.float16))
+    chosen = tf_ftrl.huge_pages.chosen
+    assert chosen([small, large, half], "auto") == [large, half]
+    assert chosen([small, large], True) == [small, large]
+    assert chosen([small, large], False) == []
+    assert tf_ftrl.Ftrl().huge_pages == "auto" and tf_ftrl.Adagrad().huge_pages == "auto"
+    with pytest.raises(ValueError, match=r'`huge_pages` must be True, False or "auto". '
+                                         r"Received: huge_pages='yes'"):
+        tf_ftrl.Adagrad(huge_pages="yes")

@@ -71,11 +71,12 @@ multiply_linear_by_lr: If True, the `linear` slot stores `lr` times its usual va
     kernel's variant, better behaved when the learning rate changes). The slots are then
     not interchangeable with the stock optimizer's. Defaults to `False`.""",
     "huge_pages_arg": """\
-huge_pages: If True, the first step asks Linux to back each variable and its slots with
-    transparent huge pages (`tf_ftrl.huge_pages.advise_huge_pages`): sparse updates of
-    large embedding tables then need far fewer page walks (20-25% faster on 2M x 64 tables
-    here). CPU variables only (a parameter server's too); values do not change. Defaults
-    to `False`.""",
+huge_pages: `"auto"` (the default), True or False. The first step asks Linux to back
+    variables and their slots with transparent huge pages
+    (`tf_ftrl.huge_pages.advise_huge_pages`): with True all of them, with `"auto"` those of
+    16 MiB or more (`tf_ftrl.huge_pages.AUTO_MIN_BYTES`), with False none. Sparse updates
+    of large embedding tables then need far fewer page walks (20-25% faster on 2M x 64
+    tables here). CPU variables only (a parameter server's too); values never change.""",
     "rowwise_arg": """\
 rowwise: If True, variables of rank 2 and more (embedding tables, kernels) keep one
     accumulator value per row instead of one per element: the row's accumulator grows

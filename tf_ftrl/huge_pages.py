@@ -3,13 +3,38 @@
 Sparse updates of large embedding tables are bound by page walks when the tables sit in 4 KiB
 pages, as TensorFlow's allocations do unless the process started with
 `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`. `advise_huge_pages` asks Linux to back them with 2 MiB
-pages; the optimizers' `huge_pages=True` calls `advise_on_first_step` from within their first
-step. Values never change.
+pages; the optimizers call `advise_on_first_step` from within their first step for the variables
+their `huge_pages` option chooses (by default "auto": those of at least 16 MiB). Values never
+change.
 """
 
 import tensorflow as tf
 
 from tf_ftrl import ops
+
+# With the optimizers' default `huge_pages="auto"`, variables (and slots) of at least this many
+# bytes are advised: past the reach of the TLBs with 4 KiB pages (a few MiB), a sparse update's
+# rows each cost a page walk. Measured (docs/benchmarks.md, "Transparent huge pages"): no gain at
+# 4 MiB per array, sparse FTRL 1.13x faster at 16 MiB, 1.23x at 64 MiB.
+AUTO_MIN_BYTES = 16 << 20
+
+
+def checked_option(huge_pages):
+    """The optimizers' `huge_pages` argument: True, False or "auto"."""
+    if huge_pages is True or huge_pages is False or huge_pages == "auto":
+        return huge_pages
+    raise ValueError(
+        f'`huge_pages` must be True, False or "auto". Received: huge_pages={huge_pages!r}')
+
+
+def chosen(variables, huge_pages):
+    """The variables the optimizers advise for their `huge_pages` option: all with True, none
+    with False, and with "auto" those whose buffer holds at least AUTO_MIN_BYTES."""
+    if huge_pages == "auto":
+        return [v for v in variables
+                if v.shape.num_elements() is not None
+                and v.shape.num_elements() * tf.as_dtype(v.dtype).size >= AUTO_MIN_BYTES]
+    return list(variables) if huge_pages else []
 
 
 def advise_huge_pages(variables, collapse=True):

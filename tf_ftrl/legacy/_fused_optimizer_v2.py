@@ -11,6 +11,7 @@ from tf_ftrl._arguments import (check_learning_rate, checked_learning_rate,
                                 describe_learning_rate)
 from tf_ftrl._slot_conversion import convert_slot, converted_message
 from tf_ftrl._update_log import KERNELS_USED_DOC, UpdateLog
+from tf_ftrl import huge_pages as _huge_pages
 from tf_ftrl.huge_pages import advise_on_first_step
 
 
@@ -33,10 +34,10 @@ class FusedOptimizerV2(tf_keras.optimizers.legacy.Optimizer):
 
     _rowwise_spec = None  # the row-wise variant's description
 
-    def __init__(self, name, learning_rate, initial_accumulator_value, huge_pages=False,
+    def __init__(self, name, learning_rate, initial_accumulator_value, huge_pages="auto",
                  rowwise=False, **kwargs):
         super().__init__(name, **kwargs)
-        self.huge_pages = bool(huge_pages)
+        self.huge_pages = _huge_pages.checked_option(huge_pages)
         self.rowwise = bool(rowwise)
         # `lr` is OptimizerV2's deprecated alias (validated and warned about there); tf_keras's
         # Adagrad honours it, its Ftrl silently ignores it: both of ours honour it.
@@ -120,10 +121,11 @@ class FusedOptimizerV2(tf_keras.optimizers.legacy.Optimizer):
     def _advising_huge_pages(self, var, update):
         """`update`, followed on the first step (iterations still 0: apply_gradients counts the
         step after its updates) by the huge-page advice for var and its slots if `huge_pages`."""
-        if not self.huge_pages:
-            return update
         slots = [self.get_slot(var, name) for name in self.get_slot_names()]
-        advice = advise_on_first_step([var] + slots, self.iterations, update)
+        advised = _huge_pages.chosen([var] + slots, self.huge_pages)
+        if not advised:
+            return update
+        advice = advise_on_first_step(advised, self.iterations, update)
         return advice if advice is not None else update
 
     def _op_values(self, var, apply_state):
@@ -162,8 +164,8 @@ class FusedOptimizerV2(tf_keras.optimizers.legacy.Optimizer):
             "initial_accumulator_value": self._initial_accumulator_value,
         })
         # Only when set, so that the default config stays tf_keras's own.
-        if self.huge_pages:
-            config["huge_pages"] = True
+        if self.huge_pages != "auto":
+            config["huge_pages"] = self.huge_pages
         if self.rowwise:
             config["rowwise"] = True
         return config

@@ -20,6 +20,7 @@ from tf_ftrl._arguments import (check_arguments, check_learning_rate, checked_le
                                 describe_learning_rate)
 from tf_ftrl._slot_conversion import convert_slot, converted_message
 from tf_ftrl._update_log import KERNELS_USED_DOC, UpdateLog
+from tf_ftrl import huge_pages as _huge_pages
 from tf_ftrl.huge_pages import advise_on_first_step
 
 
@@ -137,10 +138,10 @@ class FusedOptimizer(keras.optimizers.Optimizer):
     _spec = None
     _rowwise_spec = None  # the row-wise variant's description
 
-    def __init__(self, *, learning_rate, huge_pages=False, rowwise=False, **kwargs):
+    def __init__(self, *, learning_rate, huge_pages="auto", rowwise=False, **kwargs):
         check_learning_rate(learning_rate)
         super().__init__(learning_rate=learning_rate, **kwargs)
-        self.huge_pages = bool(huge_pages)
+        self.huge_pages = _huge_pages.checked_option(huge_pages)
         self.rowwise = bool(rowwise)
         self._update_log = UpdateLog()
 
@@ -309,9 +310,10 @@ class FusedOptimizer(keras.optimizers.Optimizer):
                 self._fused_update(var, slots, grad, None, lr)
             else:
                 self._plain_dense_update(var, slots, grad, lr)
-        if self.huge_pages and fused:
+        advised = _huge_pages.chosen([var] + slots, self.huge_pages) if fused else []
+        if advised:
             # After the update (ops on one variable run in program order).
-            advise_on_first_step([var] + slots, self.iterations)
+            advise_on_first_step(advised, self.iterations)
 
     def _record_update(self, variable, var, gradient, fused, xla):
         dense_op, sparse_op = self._spec_for(var).functions

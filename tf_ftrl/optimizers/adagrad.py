@@ -59,7 +59,7 @@ class Adagrad(FusedOptimizer):
         loss_scale_factor=None,
         gradient_accumulation_steps=None,
         name=None,
-        huge_pages=False,
+        huge_pages="auto",
         rowwise=False,
         **kwargs,
     ):

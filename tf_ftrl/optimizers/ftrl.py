@@ -62,7 +62,7 @@ class Ftrl(FusedOptimizer):
         loss_scale_factor=None,
         gradient_accumulation_steps=None,
         name=None,
-        huge_pages=False,
+        huge_pages="auto",
         rowwise=False,
         **kwargs,
     ):
