@@ -25,3 +25,19 @@ def converted_message(optimizer, rowwise, converted):
            else "row-wise accumulators became element-wise ones (each row's value repeated)")
     return (f"tf_ftrl.{optimizer}: the saved state was written with rowwise={not rowwise}; "
             f"{how}: {'; '.join(converted)}.")
+
+
+def converted_tensor(value, shape):
+    """`convert_slot` for a restored tensor (in TensorFlow ops), or None when `value` already has
+    `shape` or is not an accumulator of the other `rowwise` setting."""
+    import tensorflow as tf
+
+    saved = value.shape
+    if saved.rank is None or tuple(saved) == tuple(shape):
+        return None
+    if saved.rank >= 2 and len(shape) == 1 and saved[0] == shape[0]:
+        rows = tf.reshape(tf.cast(value, tf.float64), [saved[0], -1])
+        return tf.cast(tf.reduce_mean(rows, axis=1), value.dtype)
+    if saved.rank == 1 and len(shape) >= 2 and saved[0] == shape[0]:
+        return tf.broadcast_to(tf.reshape(value, [-1] + [1] * (len(shape) - 1)), shape)
+    return None

@@ -114,6 +114,9 @@ def main(seed):
         result[name]["file"] = _file_round_trip(keras, make, rng, front_end)
         result[name]["conversion"] = _conversion(keras, getattr(front, name), arguments, rng,
                                                  front_end)
+        if front_end == "keras3":
+            result[name]["checkpoint_conversion"] = _checkpoint_conversion(
+                tf, keras, getattr(front, name), arguments, rng)
         result[name]["mirrored"] = _mirrored(tf, keras, make, rng)
         if front_end == "keras3":
             result[name]["xla"] = _xla(tf, make, start, grads)
@@ -190,6 +193,38 @@ def _conversion(keras, cls, arguments, rng, front_end):
             "max_difference": max(differences),
             "warnings": [str(w.message) for w in caught if "rowwise=" in str(w.message)],
             "kernels": sorted(set(target.optimizer.kernels_used().values()))}
+    return out
+
+
+def _checkpoint_conversion(tf, keras, cls, arguments, rng):
+    """Keras 3: a tf.train.Checkpoint of element-wise state restored into a row-wise optimizer,
+    before it is built (a deferred restore) and after."""
+    import warnings
+    x, y = _data(rng)
+    source = _model(keras)
+    source.compile(cls(**arguments), "mse")
+    source.fit(x, y, batch_size=64, verbose=0)
+    path = tf.train.Checkpoint(model=source, optimizer=source.optimizer).save(
+        os.path.join(tempfile.mkdtemp(), "ckpt"))
+    table = source.layers[0].embeddings
+    saved = source.optimizer.get_slot(table, "accumulator").numpy()
+    out = {}
+    for built in (False, True):
+        target = _model(keras)
+        optimizer = cls(rowwise=True, **arguments)
+        target.compile(optimizer, "mse")
+        if built:
+            optimizer.build(target.trainable_variables)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            tf.train.Checkpoint(model=target, optimizer=optimizer).restore(path)
+            optimizer.build(target.trainable_variables)
+        loaded = optimizer.get_slot(target.layers[0].embeddings, "accumulator").numpy()
+        target.fit(x, y, batch_size=64, verbose=0)
+        out["built" if built else "deferred"] = {
+            "max_difference": float(np.max(np.abs(loaded - saved.mean(axis=1)))),
+            "warnings": len([w for w in caught if "rowwise=False" in str(w.message)]),
+            "iterations": int(optimizer.iterations.numpy())}
     return out
 
 

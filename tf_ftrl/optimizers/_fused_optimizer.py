@@ -19,6 +19,7 @@ from tf_ftrl import ops
 from tf_ftrl._arguments import (check_arguments, check_learning_rate, checked_learning_rate,
                                 describe_learning_rate)
 from tf_ftrl._slot_conversion import convert_slot, converted_message
+from tf_ftrl._slot_conversion import converted_tensor as convert_tensor
 from tf_ftrl._update_log import KERNELS_USED_DOC, UpdateLog
 from tf_ftrl import huge_pages as _huge_pages
 from tf_ftrl.huge_pages import advise_on_first_step
@@ -117,6 +118,39 @@ class _UnscalableIndexedSlices(tf.IndexedSlices):
 
     def __truediv__(self, scale):
         return tf.IndexedSlices(self.values / scale, self.indices, self.dense_shape)
+
+
+class _ConvertingRestore:
+    """Mixed into the optimizer's variables: a `tf.train.Checkpoint` restore of an accumulator
+    saved with the other `rowwise` setting converts it (`_slot_conversion`) and says so, instead
+    of failing on its shape."""
+
+    def _restore_from_tensors(self, restored_tensors):
+        key = next(iter(restored_tensors))
+        value = restored_tensors[key]
+        converted = convert_tensor(value, tuple(self.shape))
+        if converted is not None:
+            warnings.warn(converted_message(
+                self._tf_ftrl_optimizer, not self._tf_ftrl_saved_rowwise(value),
+                [f"{self.path} {tuple(value.shape)} -> {tuple(self.shape)}"]), UserWarning)
+            restored_tensors = dict(restored_tensors, **{key: converted})
+        return super()._restore_from_tensors(restored_tensors)
+
+    def _tf_ftrl_saved_rowwise(self, value):
+        return value.shape.rank == 1
+
+
+_CONVERTING_CLASSES = {}
+
+
+def _converting(variable, optimizer_name):
+    """`variable` with `_ConvertingRestore` mixed into its class."""
+    base = type(variable)
+    if base not in _CONVERTING_CLASSES:
+        _CONVERTING_CLASSES[base] = type(base.__name__, (_ConvertingRestore, base), {})
+    variable.__class__ = _CONVERTING_CLASSES[base]
+    variable._tf_ftrl_optimizer = optimizer_name
+    return variable
 
 
 class _Named:
@@ -365,6 +399,12 @@ class FusedOptimizer(keras.optimizers.Optimizer):
                                     lr)
         for target, value in zip(targets, new):
             target.assign(value)
+
+    def _track_variable(self, variable):
+        # Before Keras tracks it: a checkpoint's deferred restore runs as it is tracked.
+        if len(variable.shape) >= 1:
+            _converting(variable, self.__class__.__name__)
+        return super()._track_variable(variable)
 
     def load_own_variables(self, store):
         """Loads the optimizer's variables from a Keras file (`.keras`, `model.load_weights`).
