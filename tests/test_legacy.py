@@ -162,7 +162,7 @@ def test_multiply_linear_by_lr_is_configured_and_documented(optimizers):
 def test_docstrings_are_filled_in(optimizers, name):
     doc = optimizers["docstrings"][name]
     assert "{{" not in doc
-    assert "\n        huge_pages: If True" in doc
+    assert '\n        huge_pages: `"auto"` (the default)' in doc
 
 
 def test_config_keeps_every_argument(optimizers):

@@ -152,7 +152,7 @@ def test_docstrings_are_filled_in(name):
     doc = getattr(tf_ftrl, name).__doc__
     assert "{{" not in doc
     assert _docstrings.PARAGRAPHS["huge_pages_arg"].splitlines()[0] in doc
-    assert "\n        huge_pages: If True" in doc  # at the Args entries' indent
+    assert '\n        huge_pages: `"auto"` (the default)' in doc  # at the Args entries' indent
 
 
 def test_fill_indents_as_the_placeholder_and_rejects_unknown_names():
