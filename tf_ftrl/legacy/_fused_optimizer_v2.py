@@ -10,12 +10,13 @@ from tf_ftrl import ops
 from tf_ftrl._arguments import (check_learning_rate, checked_learning_rate,
                                 describe_learning_rate)
 from tf_ftrl._slot_conversion import convert_slot, converted_message
-from tf_ftrl._update_log import KERNELS_USED_DOC, UpdateLog
+from tf_ftrl._optimizer_common import SpecDispatch
+from tf_ftrl._update_log import UpdateLog
 from tf_ftrl import huge_pages as _huge_pages
 from tf_ftrl.huge_pages import advise_on_first_step
 
 
-class FusedOptimizerV2(tf_keras.optimizers.legacy.Optimizer):
+class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
     """An `OptimizerV2` with the slots of its `_spec` (a `_specs.OptimizerSpec`: an `accumulator`
     first) whose sparse updates go straight to a fused kernel that sums duplicate indices itself.
 
@@ -30,9 +31,6 @@ class FusedOptimizerV2(tf_keras.optimizers.legacy.Optimizer):
 
     # We keep the base apply_gradients, which takes `experimental_aggregate_gradients`.
     _HAS_AGGREGATE_GRAD = True
-    _spec = None
-
-    _rowwise_spec = None  # the row-wise variant's description
 
     def __init__(self, name, learning_rate, initial_accumulator_value, huge_pages="auto",
                  rowwise=False, **kwargs):
@@ -48,28 +46,12 @@ class FusedOptimizerV2(tf_keras.optimizers.legacy.Optimizer):
         self._initial_accumulator_value = initial_accumulator_value
         self._update_log = UpdateLog()
 
-    def kernels_used(self):
-        return self._update_log.used()
-
-    kernels_used.__doc__ = KERNELS_USED_DOC
-
     def _prepare_local(self, var_device, var_dtype, apply_state):
         super()._prepare_local(var_device, var_dtype, apply_state)
         coefficients = apply_state[(var_device, var_dtype)]
         coefficients["lr_t"] = checked_learning_rate(
             coefficients["lr_t"], self._name,
             describe_learning_rate(self._hyper["learning_rate"]), self.iterations)
-
-    def _is_rowwise(self, var):
-        """Whether `var`'s state is row-wise: with `rowwise`, for rank 2 and more."""
-        return self.rowwise and len(var.shape) >= 2
-
-    def _spec_for(self, var):
-        return self._rowwise_spec if self._is_rowwise(var) else self._spec
-
-    def _op(self, var, sparse):
-        """The fused op wrapper of `var`'s update (`tf_ftrl.ops`)."""
-        return getattr(ops, self._spec_for(var).functions[sparse])
 
     def _create_slots(self, var_list):
         # In tf_keras's order (each variable's slots in turn), which get_weights and set_weights

@@ -20,7 +20,8 @@ from tf_ftrl._arguments import (check_arguments, check_learning_rate, checked_le
                                 describe_learning_rate)
 from tf_ftrl._slot_conversion import convert_slot, converted_message
 from tf_ftrl._slot_conversion import converted_tensor as convert_tensor
-from tf_ftrl._update_log import KERNELS_USED_DOC, UpdateLog
+from tf_ftrl._optimizer_common import SpecDispatch
+from tf_ftrl._update_log import UpdateLog
 from tf_ftrl import huge_pages as _huge_pages
 from tf_ftrl.huge_pages import advise_on_first_step
 
@@ -161,16 +162,13 @@ class _Named:
         self.shape = tf.TensorShape(shape)
 
 
-class FusedOptimizer(keras.optimizers.Optimizer):
+class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
     """Base of tf_ftrl's Keras 3 optimizers.
 
     Subclasses set `_spec` (their `_specs.OptimizerSpec`), define `_slots(variable)` and
     implement `_fused_update(...)` (the fused ops) and `_rows_update(...)` (the same math in
     plain TensorFlow ops).
     """
-
-    _spec = None
-    _rowwise_spec = None  # the row-wise variant's description
 
     def __init__(self, *, learning_rate, huge_pages="auto", rowwise=False, **kwargs):
         check_learning_rate(learning_rate)
@@ -179,21 +177,6 @@ class FusedOptimizer(keras.optimizers.Optimizer):
         self.rowwise = bool(rowwise)
         self._update_log = UpdateLog()
 
-    def _is_rowwise(self, variable):
-        """Whether `variable`'s state is row-wise: with `rowwise`, for rank 2 and more."""
-        return self.rowwise and len(variable.shape) >= 2
-
-    def _spec_for(self, variable):
-        return self._rowwise_spec if self._is_rowwise(variable) else self._spec
-
-    def _op(self, variable, sparse):
-        """The fused op wrapper of `variable`'s update (`tf_ftrl.ops`)."""
-        return getattr(ops, self._spec_for(variable).functions[sparse])
-
-    def kernels_used(self):
-        return self._update_log.used()
-
-    kernels_used.__doc__ = KERNELS_USED_DOC
 
     def _set_arguments(self, **values):
         """Checks the numeric constructor arguments of `_spec` (all but learning_rate) and keeps

@@ -19,17 +19,11 @@ def _accum_power(accum, lr_power):
     return tf.pow(accum, tf.cast(-lr_power, accum.dtype))
 
 
-def ftrl(var, accum, linear, grad, lr, l1, l2, l2_shrinkage, lr_power, multiply_linear_by_lr):
-    """New (var, accum, linear) after one FTRL-Proximal step. lr_power is a Python number, the
-    others tensors or numbers."""
-    dtype = var.dtype
-    compute = _compute_dtype(dtype)
-    var, accum, linear, grad, lr, l1, l2, l2_shrinkage = (
-        tf.cast(x, compute) for x in (var, accum, linear, grad, lr, l1, l2, l2_shrinkage))
+def _ftrl_linear_and_var(var, linear, grad, new_power, old_power, lr, l1, l2, l2_shrinkage,
+                         multiply_linear_by_lr):
+    """New (var, linear) from the accumulator's old and new power (an element's, or a row's
+    broadcast over it), in the kernels' order of evaluation."""
     grad_shrunk = grad + 2 * l2_shrinkage * var
-    new_accum = accum + grad * grad
-    new_power = _accum_power(new_accum, lr_power)
-    old_power = _accum_power(accum, lr_power)
     if multiply_linear_by_lr:
         linear = linear + (grad_shrunk * lr - (new_power - old_power) * var)
         threshold = l1 * lr
@@ -39,7 +33,20 @@ def ftrl(var, accum, linear, grad, lr, l1, l2, l2_shrinkage, lr_power, multiply_
         threshold = l1
         denominator = new_power / lr + 2 * l2
     unclipped = (tf.where(linear > 0, threshold, -threshold) - linear) / denominator
-    var = tf.where(tf.abs(linear) > threshold, unclipped, tf.zeros_like(unclipped))
+    return tf.where(tf.abs(linear) > threshold, unclipped, tf.zeros_like(unclipped)), linear
+
+
+def ftrl(var, accum, linear, grad, lr, l1, l2, l2_shrinkage, lr_power, multiply_linear_by_lr):
+    """New (var, accum, linear) after one FTRL-Proximal step. lr_power is a Python number, the
+    others tensors or numbers."""
+    dtype = var.dtype
+    compute = _compute_dtype(dtype)
+    var, accum, linear, grad, lr, l1, l2, l2_shrinkage = (
+        tf.cast(x, compute) for x in (var, accum, linear, grad, lr, l1, l2, l2_shrinkage))
+    new_accum = accum + grad * grad
+    var, linear = _ftrl_linear_and_var(
+        var, linear, grad, _accum_power(new_accum, lr_power), _accum_power(accum, lr_power), lr,
+        l1, l2, l2_shrinkage, multiply_linear_by_lr)
     return tuple(tf.cast(x, dtype) for x in (var, new_accum, linear))
 
 
@@ -73,19 +80,10 @@ def rowwise_ftrl(var, accum, linear, grad, lr, l1, l2, l2_shrinkage, lr_power,
     var, accum, linear, grad, lr, l1, l2, l2_shrinkage = (
         tf.cast(x, compute) for x in (var, accum, linear, grad, lr, l1, l2, l2_shrinkage))
     new_accum = accum + _row_mean_square(grad)
-    new_power = _per_row(_accum_power(new_accum, lr_power), var)
-    old_power = _per_row(_accum_power(accum, lr_power), var)
-    grad_shrunk = grad + 2 * l2_shrinkage * var
-    if multiply_linear_by_lr:
-        linear = linear + (grad_shrunk * lr - (new_power - old_power) * var)
-        threshold = l1 * lr
-        denominator = new_power + 2 * l2 * lr
-    else:
-        linear = linear + (grad_shrunk - (new_power - old_power) / lr * var)
-        threshold = l1
-        denominator = new_power / lr + 2 * l2
-    unclipped = (tf.where(linear > 0, threshold, -threshold) - linear) / denominator
-    var = tf.where(tf.abs(linear) > threshold, unclipped, tf.zeros_like(unclipped))
+    var, linear = _ftrl_linear_and_var(
+        var, linear, grad, _per_row(_accum_power(new_accum, lr_power), var),
+        _per_row(_accum_power(accum, lr_power), var), lr, l1, l2, l2_shrinkage,
+        multiply_linear_by_lr)
     return tuple(tf.cast(x, dtype) for x in (var, new_accum, linear))
 
 
