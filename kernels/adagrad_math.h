@@ -69,11 +69,17 @@ struct Adagrad {
     return false;
   }
 
+  // WithStepOf hands out a Step of the template `Step` (AdagradStep here, RowwiseAdagradStep for
+  // the row-wise description).
+  template <template <bool, typename> class Step, typename A, typename Fn>
+  static auto WithStepOf(const Hyperparams<A>& h, bool update_slots, Fn&& fn) {
+    return DispatchFlags(update_slots, false, [&](auto slots, auto) {
+      return fn(Step<slots(), A>{h});
+    });
+  }
   template <typename A, typename Fn>
   static auto WithStep(const Hyperparams<A>& h, bool update_slots, Fn&& fn) {
-    return DispatchFlags(update_slots, false, [&](auto slots, auto) {
-      return fn(AdagradStep<slots(), A>{h});
-    });
+    return WithStepOf<AdagradStep>(h, update_slots, fn);
   }
 };
 

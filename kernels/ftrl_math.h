@@ -29,14 +29,21 @@ struct FtrlHyperparams {
   A lr_power;
 };
 
+// What a step computes once for the elements that share an accumulator (one element, or with
+// row-wise state a whole row) from its old and new value.
+template <typename A>
+struct FtrlCoefficients {
+  A sigma;        // what multiplies var in linear's update
+  A l1;           // the threshold: l1 (* lr with multiply_linear_by_lr)
+  A denominator;  // new_accum^-p / lr + 2 * l2 (both * lr with multiply_linear_by_lr)
+};
+
 // kSqrtPower: lr_power == -0.5, where x^-p is sqrt(x) (no pow).
 // kMultiplyLinearByLr: linear holds lr * (the usual linear), as with multiply_linear_by_lr.
 template <bool kSqrtPower, bool kMultiplyLinearByLr, typename A>
-TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void FtrlUpdate(const FtrlHyperparams<A>& h, A grad, A& var,
-                                                   A& accum, A& linear) {
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE FtrlCoefficients<A> FtrlCoefficientsOf(
+    const FtrlHyperparams<A>& h, A accum, A new_accum) {
   const A two(2);
-  const A grad_shrunk = grad + two * h.l2_shrinkage * var;
-  const A new_accum = accum + grad * grad;
   A new_accum_power;
   A old_accum_power;
   if (kSqrtPower) {
@@ -46,21 +53,37 @@ TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void FtrlUpdate(const FtrlHyperparams<A>& h, 
     new_accum_power = Pow(new_accum, -h.lr_power);
     old_accum_power = Pow(accum, -h.lr_power);
   }
-  A l1;
-  A denominator;
   if (kMultiplyLinearByLr) {
-    linear += grad_shrunk * h.lr - (new_accum_power - old_accum_power) * var;
-    l1 = h.l1 * h.lr;
-    denominator = new_accum_power + two * h.l2 * h.lr;
+    return {new_accum_power - old_accum_power, h.l1 * h.lr,
+            new_accum_power + two * h.l2 * h.lr};
+  }
+  return {(new_accum_power - old_accum_power) / h.lr, h.l1, new_accum_power / h.lr + two * h.l2};
+}
+
+// linear's update and var's closed form, for one element.
+template <bool kMultiplyLinearByLr, typename A>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void FtrlLinearAndVar(const FtrlHyperparams<A>& h,
+                                                         const FtrlCoefficients<A>& c, A grad,
+                                                         A& var, A& linear) {
+  const A grad_shrunk = grad + A(2) * h.l2_shrinkage * var;  // shrinkage uses the old var
+  if (kMultiplyLinearByLr) {
+    linear += grad_shrunk * h.lr - c.sigma * var;
   } else {
-    linear += grad_shrunk - (new_accum_power - old_accum_power) / h.lr * var;
-    l1 = h.l1;
-    denominator = new_accum_power / h.lr + two * h.l2;
+    linear += grad_shrunk - c.sigma * var;
   }
   // Computed unconditionally and then selected: a division under a condition cannot be
   // vectorised without masked instructions.
-  const A unclipped = ((linear > A(0) ? l1 : -l1) - linear) / denominator;
-  var = Abs(linear) > l1 ? unclipped : A(0);
+  const A unclipped = ((linear > A(0) ? c.l1 : -c.l1) - linear) / c.denominator;
+  var = Abs(linear) > c.l1 ? unclipped : A(0);
+}
+
+template <bool kSqrtPower, bool kMultiplyLinearByLr, typename A>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void FtrlUpdate(const FtrlHyperparams<A>& h, A grad, A& var,
+                                                   A& accum, A& linear) {
+  const A new_accum = accum + grad * grad;  // the raw gradient, not the shrunk one
+  FtrlLinearAndVar<kMultiplyLinearByLr>(
+      h, FtrlCoefficientsOf<kSqrtPower, kMultiplyLinearByLr>(h, accum, new_accum), grad, var,
+      linear);
   accum = new_accum;
 }
 
@@ -114,13 +137,18 @@ struct Ftrl {
     return h.lr == A(0);
   }
 
-  // lr_power == -0.5 is FTRL's common case, where x^-p is sqrt(x).
-  template <typename A, typename Fn>
-  static auto WithStep(const Hyperparams<A>& h, bool multiply_linear_by_lr, Fn&& fn) {
+  // lr_power == -0.5 is FTRL's common case, where x^-p is sqrt(x). WithStepOf hands out a Step
+  // of the template `Step` (FtrlStep here, RowwiseFtrlStep for the row-wise description).
+  template <template <bool, bool, typename> class Step, typename A, typename Fn>
+  static auto WithStepOf(const Hyperparams<A>& h, bool multiply_linear_by_lr, Fn&& fn) {
     return DispatchFlags(h.lr_power == A(-0.5), multiply_linear_by_lr,
                          [&](auto sqrt_power, auto by_lr) {
-                           return fn(FtrlStep<sqrt_power(), by_lr(), A>{h});
+                           return fn(Step<sqrt_power(), by_lr(), A>{h});
                          });
+  }
+  template <typename A, typename Fn>
+  static auto WithStep(const Hyperparams<A>& h, bool multiply_linear_by_lr, Fn&& fn) {
+    return WithStepOf<FtrlStep>(h, multiply_linear_by_lr, fn);
   }
 };
 

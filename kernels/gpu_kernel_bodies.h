@@ -227,6 +227,38 @@ TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void ChunkSumThreadWork(const T* __restrict__
   }
 }
 
+// The chunks of the run of sorted positions [begin, end) in the summing order: its first chunk
+// ends at first_chunk_end, and the later chunks' partial sums (ChunkSumThreadWork) are in slots
+// [first_slot, end_slot).
+struct RunChunks {
+  int64_t begin;
+  int64_t first_chunk_end;
+  int64_t first_slot;
+  int64_t end_slot;
+};
+
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE RunChunks ChunksOf(int64_t begin, int64_t end) {
+  // Chunk c > 0 starts at begin + c * kDuplicateChunkRows: its slot is that / the chunk size.
+  const int64_t first_slot = begin / kDuplicateChunkRows + 1;
+  return {begin, end - begin > kDuplicateChunkRows ? begin + kDuplicateChunkRows : end,
+          first_slot, (end - 1 - begin) / kDuplicateChunkRows + first_slot};
+}
+
+// The run's gradient rows summed in the summing order (its first chunk, then the later chunks'
+// partial sums, in order), columns [column, column + kWidth).
+template <int kWidth, typename T, typename Index>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void SumRunColumns(const T* __restrict__ grad,
+                                                      int64_t row_size,
+                                                      const SortedPairs<Index>& sorted,
+                                                      const AccumulateType<T>* partials,
+                                                      const RunChunks& run, int64_t column,
+                                                      AccumulateType<T> (&sum)[kWidth]) {
+  LoadGrad<kWidth>(grad, sorted.positions[run.begin] * row_size + column, sum);
+  AddGradRows<kWidth>(grad, sorted.positions, run.begin + 1, run.first_chunk_end, row_size,
+                      column, sum);
+  AddPartialRows<kWidth>(partials, run.first_slot, run.end_slot, row_size, column, sum);
+}
+
 // Sparse, second pass: the same groups; the group at the start of a run sums the run's first
 // chunk of gradient rows in order, adds the later chunks' partial sums (ChunkSumThreadWork) in
 // order, and updates the row, kWidth elements per lane at a time. The other groups have nothing
@@ -242,20 +274,12 @@ TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void SparseThreadWork(
   for (int64_t begin = thread / lanes; begin < sorted.n; begin += num_groups) {
     const Index index = sorted.indices[begin];
     if (begin > 0 && sorted.indices[begin - 1] == index) continue;
-    const int64_t end = RunEnd(sorted.indices, sorted.n, begin, index);
-    const int64_t first_chunk_end =
-        end - begin > kDuplicateChunkRows ? begin + kDuplicateChunkRows : end;
-    // Chunk c > 0 starts at begin + c * kDuplicateChunkRows: its slot is that / the chunk size.
-    const int64_t first_slot = begin / kDuplicateChunkRows + 1;
-    const int64_t end_slot = (end - 1 - begin) / kDuplicateChunkRows + first_slot;
+    const RunChunks run = ChunksOf(begin, RunEnd(sorted.indices, sorted.n, begin, index));
     const int64_t row_offset = static_cast<int64_t>(index) * row_size;
     for (int64_t column = static_cast<int64_t>(lane) * kWidth; column < row_size;
          column += static_cast<int64_t>(lanes) * kWidth) {
       A g[kWidth];
-      LoadGrad<kWidth>(grad, sorted.positions[begin] * row_size + column, g);
-      AddGradRows<kWidth>(grad, sorted.positions, begin + 1, first_chunk_end, row_size, column,
-                          g);
-      AddPartialRows<kWidth>(partials, first_slot, end_slot, row_size, column, g);
+      SumRunColumns<kWidth>(grad, row_size, sorted, partials, run, column, g);
       UpdateElements<kWidth>(step, state, row_offset + column, g);
     }
   }
@@ -362,18 +386,11 @@ TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void RowSumThreadWork(
   for (int64_t begin = thread / lanes; begin < sorted.n; begin += num_groups) {
     const Index index = sorted.indices[begin];
     if (begin > 0 && sorted.indices[begin - 1] == index) continue;
-    const int64_t end = RunEnd(sorted.indices, sorted.n, begin, index);
-    const int64_t first_chunk_end =
-        end - begin > kDuplicateChunkRows ? begin + kDuplicateChunkRows : end;
-    const int64_t first_slot = begin / kDuplicateChunkRows + 1;
-    const int64_t end_slot = (end - 1 - begin) / kDuplicateChunkRows + first_slot;
+    const RunChunks run = ChunksOf(begin, RunEnd(sorted.indices, sorted.n, begin, index));
     for (int64_t column = static_cast<int64_t>(lane) * kWidth; column < row_size;
          column += static_cast<int64_t>(lanes) * kWidth) {
       Pack<A, kWidth> sum;
-      LoadGrad<kWidth>(grad, sorted.positions[begin] * row_size + column, sum.values);
-      AddGradRows<kWidth>(grad, sorted.positions, begin + 1, first_chunk_end, row_size, column,
-                          sum.values);
-      AddPartialRows<kWidth>(partials, first_slot, end_slot, row_size, column, sum.values);
+      SumRunColumns<kWidth>(grad, row_size, sorted, partials, run, column, sum.values);
       *reinterpret_cast<Pack<A, kWidth>*>(summed + begin * row_size + column) = sum;
     }
   }

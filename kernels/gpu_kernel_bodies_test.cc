@@ -48,20 +48,20 @@ State<T> RandomState(std::mt19937_64& rng, int64_t size, int64_t grad_size) {
           Random<T>(rng, grad_size, -1, 1)};
 }
 
-// Calls fn(ftrl_step_or_adagrad_step, cpu_loop_name) for each FTRL flag combination and each
-// Adagrad flag: fn(step, expected) where expected(state) runs the CPU loop in place.
-template <typename T, typename Fn>
-void ForEachStep(Fn&& fn) {
+// Calls fn(step, h, flag) for each FTRL flag combination and each Adagrad flag, with the steps
+// of the descriptions FtrlLike and AdagradLike (the element-wise ones, or the row-wise ones).
+template <typename T, typename FtrlLike = Ftrl, typename AdagradLike = Adagrad, typename Fn>
+void ForEachStep(Fn&& fn, double epsilon = 1e-7) {
   using A = AccumulateType<T>;
   for (double power : {-0.5, -0.3}) {
     for (bool by_lr : {false, true}) {
       const FtrlHyperparams<A> h{A(0.05), A(0.01), A(0.02), A(0.03), A(power)};
-      Ftrl::WithStep(h, by_lr, [&](const auto& step) { fn(step, h, by_lr); });
+      FtrlLike::WithStep(h, by_lr, [&](const auto& step) { fn(step, h, by_lr); });
     }
   }
   for (bool update_slots : {true, false}) {
-    const AdagradHyperparams<A> h{A(0.05), A(1e-7)};
-    Adagrad::WithStep(h, update_slots, [&](const auto& step) { fn(step, h, update_slots); });
+    const AdagradHyperparams<A> h{A(0.05), A(epsilon)};
+    AdagradLike::WithStep(h, update_slots, [&](const auto& step) { fn(step, h, update_slots); });
   }
 }
 
@@ -228,22 +228,6 @@ void TestSparse(std::mt19937_64& rng, const char* type_name) {
   }
 }
 
-// Calls fn(step, h, flag) with every row-wise step (rowwise_math.h), as ForEachStep does.
-template <typename T, typename Fn>
-void ForEachRowwiseStep(Fn&& fn) {
-  using A = AccumulateType<T>;
-  for (double power : {-0.5, -0.3}) {
-    for (bool by_lr : {false, true}) {
-      const FtrlHyperparams<A> h{A(0.05), A(0.01), A(0.02), A(0.03), A(power)};
-      RowwiseFtrl::WithStep(h, by_lr, [&](const auto& step) { fn(step, h, by_lr); });
-    }
-  }
-  for (bool update_slots : {true, false}) {
-    const AdagradHyperparams<A> h{A(0.05), A(1e-3)};
-    RowwiseAdagrad::WithStep(h, update_slots, [&](const auto& step) { fn(step, h, update_slots); });
-  }
-}
-
 // The row-wise passes on the host, thread after thread, against the CPU loops bit for bit: dense
 // (one thread per row) and sparse (row sums, then the rows' coefficients, then the elements), in
 // the vector and the scalar path, with groups of 1 to 32 lanes and runs across the chunks' edges.
@@ -263,7 +247,8 @@ void TestRowwiseShape(std::mt19937_64& rng, int64_t rows, int64_t row_size, int6
   start.accum = Random<T>(rng, rows, 0.1, 2);  // one value per row
   const auto dense_grad = Random<T>(rng, rows * row_size, -1, 1);
   const int best_lanes = gpu::LanesPerRow(row_size / kWidth);
-  ForEachRowwiseStep<T>([&](const auto& step, const auto& h, bool flag) {
+  // Adagrad's epsilon at 1e-3, where its place in the formula shows.
+  ForEachStep<T, RowwiseFtrl, RowwiseAdagrad>([&](const auto& step, const auto& h, bool flag) {
     using Step = std::decay_t<decltype(step)>;
     using Optimizer = std::conditional_t<Step::kNumState == 3, RowwiseFtrl, RowwiseAdagrad>;
     const std::string what = name + " " + std::to_string(rows) + " x " +
@@ -312,7 +297,7 @@ void TestRowwiseShape(std::mt19937_64& rng, int64_t rows, int64_t row_size, int6
                                        std::to_string(num_threads));
       }
     }
-  });
+  }, 1e-3);
 }
 
 template <typename T, typename Index>

@@ -88,43 +88,16 @@ struct RowwiseFtrlStep {
   static constexpr int64_t kCyclesPerElement = 8;
   FtrlHyperparams<A> h;
 
-  struct Row {
-    A sigma;        // what multiplies var in linear's update
-    A l1;           // l1 (* lr with multiply_linear_by_lr)
-    A denominator;  // n_r'^-p / lr + 2 * l2 (both * lr with multiply_linear_by_lr)
-    A lr;           // multiplies the gradient in linear's update (1 without by_lr)
-  };
+  // The row's coefficients: the element-wise step's, from the row's accumulator.
+  using Row = FtrlCoefficients<A>;
   TF_FTRL_HOST_DEVICE TF_FTRL_INLINE Row BeginRow(A mean_square, A (&state)[kNumState]) const {
-    const A two(2);
     const A accum = state[1];
-    const A new_accum = accum + mean_square;
-    A new_power;
-    A old_power;
-    if (kSqrtPower) {
-      new_power = Sqrt(new_accum);
-      old_power = Sqrt(accum);
-    } else {
-      new_power = Pow(new_accum, -h.lr_power);
-      old_power = Pow(accum, -h.lr_power);
-    }
-    state[1] = new_accum;
-    if (kMultiplyLinearByLr) {
-      return {new_power - old_power, h.l1 * h.lr, new_power + two * h.l2 * h.lr, h.lr};
-    }
-    return {(new_power - old_power) / h.lr, h.l1, new_power / h.lr + two * h.l2, A(1)};
+    state[1] = accum + mean_square;
+    return FtrlCoefficientsOf<kSqrtPower, kMultiplyLinearByLr>(h, accum, state[1]);
   }
   TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void operator()(const Row& row, A grad,
                                                      A (&state)[kNumState]) const {
-    A& var = state[0];
-    A& linear = state[2];
-    const A grad_shrunk = grad + A(2) * h.l2_shrinkage * var;
-    if (kMultiplyLinearByLr) {
-      linear += grad_shrunk * row.lr - row.sigma * var;
-    } else {
-      linear += grad_shrunk - row.sigma * var;
-    }
-    const A unclipped = ((linear > A(0) ? row.l1 : -row.l1) - linear) / row.denominator;
-    var = Abs(linear) > row.l1 ? unclipped : A(0);
+    FtrlLinearAndVar<kMultiplyLinearByLr>(h, row, grad, state[0], state[2]);
   }
 };
 
@@ -142,9 +115,7 @@ struct RowwiseAdagrad : Adagrad {
 
   template <typename A, typename Fn>
   static auto WithStep(const Hyperparams<A>& h, bool update_slots, Fn&& fn) {
-    return DispatchFlags(update_slots, false, [&](auto slots, auto) {
-      return fn(RowwiseAdagradStep<slots(), A>{h});
-    });
+    return WithStepOf<RowwiseAdagradStep>(h, update_slots, fn);
   }
 };
 
@@ -161,10 +132,7 @@ struct RowwiseFtrl : Ftrl {
 
   template <typename A, typename Fn>
   static auto WithStep(const Hyperparams<A>& h, bool multiply_linear_by_lr, Fn&& fn) {
-    return DispatchFlags(h.lr_power == A(-0.5), multiply_linear_by_lr,
-                         [&](auto sqrt_power, auto by_lr) {
-                           return fn(RowwiseFtrlStep<sqrt_power(), by_lr(), A>{h});
-                         });
+    return WithStepOf<RowwiseFtrlStep>(h, multiply_linear_by_lr, fn);
   }
 };
 
