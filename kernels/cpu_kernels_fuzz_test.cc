@@ -170,7 +170,7 @@ void FuzzDenseFtrl(std::mt19937_64& rng, int64_t size, double special_rate) {
   const FtrlOracle<T> oracle{RandomFtrlHyperparams<A>(rng), rng() % 2 == 0};
   auto var1 = var, accum1 = accum, linear1 = linear;
   cpu::Apply<Ftrl>(oracle.h, oracle.multiply_linear_by_lr,
-                   {{var1.data(), accum1.data(), linear1.data()}}, grad.data(), size,
+                   {var1.data(), {accum1.data(), linear1.data()}}, grad.data(), size,
                    ThreadedParallelFor);
   bool ok = true;
   for (int64_t i = 0; i < size; ++i) {
@@ -189,7 +189,7 @@ void FuzzDenseAdagrad(std::mt19937_64& rng, int64_t size, double special_rate) {
   const auto grad = RandomVector<T>(rng, size, special_rate);
   const AdagradOracle<T> oracle{RandomAdagradHyperparams<A>(rng), rng() % 2 == 0};
   auto var1 = var, accum1 = accum;
-  cpu::Apply<Adagrad>(oracle.h, oracle.update_slots, {{var1.data(), accum1.data()}}, grad.data(),
+  cpu::Apply<Adagrad>(oracle.h, oracle.update_slots, {var1.data(), {accum1.data()}}, grad.data(),
                       size, ThreadedParallelFor);
   bool ok = true;
   for (int64_t i = 0; i < size; ++i) {
@@ -269,7 +269,7 @@ void FuzzSparseFtrl(std::mt19937_64& rng, int64_t rows, int64_t row_size, int64_
   }
   auto var1 = var, accum1 = accum, linear1 = linear;
   cpu::SparseApply<Ftrl>(oracle.h, oracle.multiply_linear_by_lr,
-                         {{var1.data(), accum1.data(), linear1.data()}}, grad.data(), row_size,
+                         {var1.data(), {accum1.data(), linear1.data()}}, grad.data(), row_size,
                          *groups, RandomThreads(rng));
   for (const auto& [row, sum] : SummedRows(indices, grad, row_size)) {
     for (int64_t j = 0; j < row_size; ++j) {
@@ -302,7 +302,7 @@ void FuzzSparseAdagrad(std::mt19937_64& rng, int64_t rows, int64_t row_size, int
     return;
   }
   auto var1 = var, accum1 = accum;
-  cpu::SparseApply<Adagrad>(oracle.h, oracle.update_slots, {{var1.data(), accum1.data()}},
+  cpu::SparseApply<Adagrad>(oracle.h, oracle.update_slots, {var1.data(), {accum1.data()}},
                             grad.data(), row_size, *groups, RandomThreads(rng));
   for (const auto& [row, sum] : SummedRows(indices, grad, row_size)) {
     for (int64_t j = 0; j < row_size; ++j) {

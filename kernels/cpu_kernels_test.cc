@@ -7,6 +7,8 @@
 #include "kernels/test_support.h"
 
 #include <cmath>
+#include <limits>
+#include <type_traits>
 #include <cstdio>
 #include <cstring>
 #include <algorithm>
@@ -60,7 +62,7 @@ void TestDenseFtrl(std::mt19937_64& rng, int64_t size, double power, const char*
   const auto var0 = var, accum0 = accum, linear0 = linear;
   using A = AccumulateType<T>;
   FtrlHyperparams<A> h{A(0.05), A(0.01), A(0.02), A(0.03), A(power)};
-  cpu::Apply<Ftrl>(h, false, {{var.data(), accum.data(), linear.data()}}, grad.data(), size,
+  cpu::Apply<Ftrl>(h, false, {var.data(), {accum.data(), linear.data()}}, grad.data(), size,
                    ThreadedParallelFor);
   bool ok = true;
   for (int64_t i = 0; i < size; ++i) {
@@ -91,7 +93,7 @@ void TestSparseAdagradWithDuplicates(std::mt19937_64& rng, const char* name) {
   Check(groups.Build(indices.data(), n, rows, &error), "indices in range accepted");
   using A = AccumulateType<T>;
   AdagradHyperparams<A> h{A(0.1), A(1e-3)};
-  cpu::SparseApply<Adagrad>(h, true, {{var.data(), accum.data()}}, grad.data(), row_size, groups,
+  cpu::SparseApply<Adagrad>(h, true, {var.data(), {accum.data()}}, grad.data(), row_size, groups,
                             ThreadedParallelFor);
 
   std::vector<double> dense(rows * row_size, 0.0);
@@ -205,12 +207,12 @@ void TestVectorCopiesAgree(std::mt19937_64& rng, const char* name) {
         Ftrl::WithStep(h, power == -0.5, [&](const auto& step) {
           using Step = std::decay_t<decltype(step)>;
           auto v0 = var0, a0 = accum0, l0 = linear0, v1 = var0, a1 = accum0, l1 = linear0;
-          const StateArrays<T, 3> baseline{{v0.data(), a0.data(), l0.data()}};
-          const StateArrays<T, 3> copied{{v1.data(), a1.data(), l1.data()}};
-          cpu::internal::RunIn(VectorCopy::kBaseline, cpu::internal::DenseLoop<Step, T>{
+          const StateArrays<T, 3> baseline{v0.data(), {a0.data(), l0.data()}};
+          const StateArrays<T, 3> copied{v1.data(), {a1.data(), l1.data()}};
+          cpu::internal::RunIn(VectorCopy::kBaseline, cpu::internal::DenseLoop<Step, StateArrays<T, 3>>{
                                                           step, baseline, grad.data(), 0, size});
           cpu::internal::RunIn(
-              copy, cpu::internal::DenseLoop<Step, T>{step, copied, grad.data(), 0, size});
+              copy, cpu::internal::DenseLoop<Step, StateArrays<T, 3>>{step, copied, grad.data(), 0, size});
           Check(SameBitsOrBothNan(v0, v1) && SameBitsOrBothNan(a0, a1) &&
                     SameBitsOrBothNan(l0, l1),
                 "FTRL vector copy = baseline, " + what);
@@ -224,12 +226,12 @@ void TestVectorCopiesAgree(std::mt19937_64& rng, const char* name) {
           // The summed-duplicates path: a gradient in the accumulate type.
           std::vector<A> wide(size);
           for (int64_t i = 0; i < size; ++i) wide[i] = Load(grad[i]);
-          const StateArrays<T, 2> baseline{{v0.data(), a0.data()}};
-          const StateArrays<T, 2> copied{{v1.data(), a1.data()}};
-          cpu::internal::RunIn(VectorCopy::kBaseline, cpu::internal::DenseLoop<Step, T, A>{
+          const StateArrays<T, 2> baseline{v0.data(), {a0.data()}};
+          const StateArrays<T, 2> copied{v1.data(), {a1.data()}};
+          cpu::internal::RunIn(VectorCopy::kBaseline, cpu::internal::DenseLoop<Step, StateArrays<T, 2>, A>{
                                                           step, baseline, wide.data(), 0, size});
           cpu::internal::RunIn(
-              copy, cpu::internal::DenseLoop<Step, T, A>{step, copied, wide.data(), 0, size});
+              copy, cpu::internal::DenseLoop<Step, StateArrays<T, 2>, A>{step, copied, wide.data(), 0, size});
           Check(SameBitsOrBothNan(v0, v1) && SameBitsOrBothNan(a0, a1),
                 "Adagrad vector copy = baseline, " + what);
         });
@@ -294,7 +296,7 @@ void TestSparseRowSizesAndCopies(std::mt19937_64& rng, const char* name) {
         for (bool by_lr : {false, true}) {
           const FtrlHyperparams<A> h{A(0.05), A(0.01), A(0.02), A(0.03), A(power)};
           auto v = var0, a = accum0, l = linear0;
-          cpu::SparseApplyWith<Ftrl>(copy, h, by_lr, {{v.data(), a.data(), l.data()}}, grad.data(),
+          cpu::SparseApplyWith<Ftrl>(copy, h, by_lr, {v.data(), {a.data(), l.data()}}, grad.data(),
                                      row_size, groups, ThreadedParallelFor);
           auto ev = var0, ea = accum0, el = linear0;
           for (int64_t k = 0; k < rows * row_size; ++k) {
@@ -314,7 +316,7 @@ void TestSparseRowSizesAndCopies(std::mt19937_64& rng, const char* name) {
       for (bool update_slots : {true, false}) {
         const AdagradHyperparams<A> h{A(0.05), A(1e-7)};
         auto v = var0, a = accum0;
-        cpu::SparseApplyWith<Adagrad>(copy, h, update_slots, {{v.data(), a.data()}}, grad.data(),
+        cpu::SparseApplyWith<Adagrad>(copy, h, update_slots, {v.data(), {a.data()}}, grad.data(),
                                       row_size, groups, ThreadedParallelFor);
         auto ev = var0, ea = accum0;
         for (int64_t k = 0; k < rows * row_size; ++k) {
@@ -424,14 +426,14 @@ void TestSplitHotRows(std::mt19937_64& rng, const char* name) {
                                 (threads > 1 ? ", hot rows split" : ", not split");
         auto v = var0, a = accum0, l = linear0;
         cpu::SparseApplyWith<Ftrl>(static_cast<VectorCopy>(c), ftrl, false,
-                                   {{v.data(), a.data(), l.data()}}, grad.data(), row_size, groups,
+                                   {v.data(), {a.data(), l.data()}}, grad.data(), row_size, groups,
                                    parallel_for);
         Check(SameBitsOrBothNan(v, ev) && SameBitsOrBothNan(a, ea) && SameBitsOrBothNan(l, el),
               "sparse FTRL = per-element formula, " + how);
         v = var0;
         a = accum0;
         cpu::SparseApplyWith<Adagrad>(static_cast<VectorCopy>(c), adagrad, true,
-                                      {{v.data(), a.data()}}, grad.data(), row_size, groups,
+                                      {v.data(), {a.data()}}, grad.data(), row_size, groups,
                                       parallel_for);
         Check(SameBitsOrBothNan(v, adagrad_v) && SameBitsOrBothNan(a, adagrad_a),
               "sparse Adagrad = per-element formula, " + how);
@@ -567,7 +569,7 @@ void TestAnotherOptimizer(std::mt19937_64& rng) {
   auto var = Random<double>(rng, size, -1, 1), momentum = Random<double>(rng, size, -1, 1);
   const auto grad = Random<double>(rng, size, -1, 1);
   auto w = var, m = momentum;
-  cpu::Apply<Momentum>(h, false, {{var.data(), momentum.data()}}, grad.data(), size,
+  cpu::Apply<Momentum>(h, false, {var.data(), {momentum.data()}}, grad.data(), size,
                        ThreadedParallelFor);
   bool ok = true;
   for (int64_t i = 0; i < size; ++i) {
@@ -590,7 +592,7 @@ void TestAnotherOptimizer(std::mt19937_64& rng) {
   for (int64_t k = 0; k < rows * row_size; ++k) {
     if (sums.second[k / row_size]) reference(expected[k], expected_momentum[k], sums.first[k]);
   }
-  cpu::SparseApply<Momentum>(h, false, {{table.data(), table_momentum.data()}},
+  cpu::SparseApply<Momentum>(h, false, {table.data(), {table_momentum.data()}},
                              sparse_grad.data(), row_size, groups, ThreadedParallelFor);
   Check(table == expected && table_momentum == expected_momentum,
         "sparse momentum through the generic loops");
@@ -645,11 +647,11 @@ void TestRowwise(std::mt19937_64& rng, const char* name) {
         auto v = var0, a = accum0, l = linear0;
         const FtrlHyperparams<A> fh{A(lr), A(l1), A(l2), A(shrinkage), A(-0.5)};
         if (sparse) {
-          cpu::SparseApplyWith<RowwiseFtrl>(copy, fh, false, {{v.data(), a.data(), l.data()}},
+          cpu::SparseApplyWith<RowwiseFtrl>(copy, fh, false, {v.data(), {a.data(), l.data()}},
                                             sparse_grad.data(), row_size, groups,
                                             ThreadedParallelFor);
         } else {
-          cpu::RowwiseApplyWith<RowwiseFtrl>(copy, fh, false, {{v.data(), a.data(), l.data()}},
+          cpu::RowwiseApplyWith<RowwiseFtrl>(copy, fh, false, {v.data(), {a.data(), l.data()}},
                                              dense_grad.data(), rows, row_size,
                                              ThreadedParallelFor);
         }
@@ -679,11 +681,11 @@ void TestRowwise(std::mt19937_64& rng, const char* name) {
         auto av = var0, aa = accum0;
         const AdagradHyperparams<A> ah{A(lr), A(epsilon)};
         if (sparse) {
-          cpu::SparseApplyWith<RowwiseAdagrad>(copy, ah, true, {{av.data(), aa.data()}},
+          cpu::SparseApplyWith<RowwiseAdagrad>(copy, ah, true, {av.data(), {aa.data()}},
                                                sparse_grad.data(), row_size, groups,
                                                ThreadedParallelFor);
         } else {
-          cpu::RowwiseApplyWith<RowwiseAdagrad>(copy, ah, true, {{av.data(), aa.data()}},
+          cpu::RowwiseApplyWith<RowwiseAdagrad>(copy, ah, true, {av.data(), {aa.data()}},
                                                 dense_grad.data(), rows, row_size,
                                                 ThreadedParallelFor);
         }
@@ -710,6 +712,249 @@ void TestRowwise(std::mt19937_64& rng, const char* name) {
       }
     }
   }
+}
+
+// ------------------------------------------------------------------ low-precision state
+
+// Whether `stored` is one of the two values of S around x (x itself when S holds it).
+template <typename S>
+bool IsNeighbour(S stored, float x) {
+  if (static_cast<float>(Load(stored)) == x) return true;
+  const S nearest = Store<S>(x);
+  if (stored.bits == nearest.bits) return true;
+  const float n = Load(nearest);
+  const uint16_t other = std::fabs(x) > std::fabs(n) ? nearest.bits + 1 : nearest.bits - 1;
+  return stored.bits == other;
+}
+
+// Stochastic rounding on its own: exact values stay, each value rounds up with the probability
+// of its distance from the value below (over 100,000 positions' bits), negative values mirror
+// positive ones, and a small increment that round-to-nearest loses is kept on average.
+template <typename S>
+void TestStochasticRounding(std::mt19937_64& rng, const char* name) {
+  const auto round = [](float x, uint32_t bits) {
+    if constexpr (std::is_same_v<S, bfloat16>) {
+      return S{FloatToBFloat16Stochastic(x, bits)};
+    } else {
+      return S{FloatToHalfStochastic(x, bits)};
+    }
+  };
+  const uint64_t key = RoundingKey(static_cast<int64_t>(rng()), 7);
+  bool exact = true;
+  for (float x : {0.0f, -0.0f, 1.0f, -2.5f, 0.375f, 1024.0f}) {
+    for (int64_t p = 0; p < 1000; ++p) {
+      exact = exact && round(x, StochasticBits(key, 1, p)).bits == Store<S>(x).bits;
+    }
+  }
+  Check(exact, std::string("stochastic rounding keeps values the format holds, ") + name);
+  const float inf = std::numeric_limits<float>::infinity();
+  Check(std::isinf(Load(round(inf, 123u))) && std::isnan(Load(round(NAN, 123u))),
+        std::string("stochastic rounding keeps inf and NaN, ") + name);
+  // Values between neighbours lo and hi (a normal range, and for float16 its subnormals).
+  std::vector<float> bases = {1.0f, 3.0f, 1e-3f, 300.0f};
+  if (std::is_same_v<S, float16>) bases.push_back(4e-7f);  // subnormal half: steps of 2^-24
+  constexpr int64_t kDraws = 100000;
+  bool frequencies = true;
+  std::string worst;
+  for (float base : bases) {
+    for (float sign : {1.0f, -1.0f}) {
+      const S lo = Store<S>(sign * base);
+      const S hi = S{static_cast<uint16_t>(lo.bits + 1)};  // one step further from zero
+      for (double f : {0.125, 0.5, 0.8}) {
+        const float x = static_cast<float>(Load(lo) + f * (double(Load(hi)) - Load(lo)));
+        int64_t up = 0;
+        bool neighbours = true;
+        for (int64_t p = 0; p < kDraws; ++p) {
+          const S r = round(x, StochasticBits(key, 2, p));
+          up += r.bits == hi.bits;
+          neighbours = neighbours && (r.bits == hi.bits || r.bits == lo.bits);
+        }
+        const double freq = double(up) / kDraws;
+        const double sigma = std::sqrt(f * (1 - f) / kDraws);
+        const bool ok = neighbours && std::fabs(freq - f) < 6 * sigma;
+        if (!ok) worst = "x " + std::to_string(x) + " freq " + std::to_string(freq);
+        frequencies = frequencies && ok;
+      }
+    }
+  }
+  Check(frequencies, std::string("stochastic rounding up with probability of its distance, ") +
+                         name + " " + worst);
+  // Accumulators (one per position) growing by 3e-4 a step from 1: to nearest they never move
+  // (3e-4 is below half a step of both formats at 1); stochastically their mean ends at the
+  // exact 1 + steps * 3e-4 (one bfloat16 accumulator's spread is some 4% of it).
+  constexpr int kSteps = 3000, kAccumulators = 400;
+  constexpr float kIncrement = 3e-4f;
+  S nearest = Store<S>(1.0f);
+  std::vector<S> stochastic(kAccumulators, Store<S>(1.0f));
+  for (int step = 0; step < kSteps; ++step) {
+    nearest = Store<S>(Load(nearest) + kIncrement);
+    for (int p = 0; p < kAccumulators; ++p) {
+      stochastic[p] =
+          round(Load(stochastic[p]) + kIncrement, StochasticBits(RoundingKey(5, step), 1, p));
+    }
+  }
+  double mean = 0;
+  for (const S& x : stochastic) mean += Load(x) / kAccumulators;
+  const double exact_sum = 1.0 + kSteps * double(kIncrement);
+  Check(Load(nearest) == 1.0f && std::fabs(mean - exact_sum) < 0.01 * exact_sum,
+        std::string("growing accumulators: stall to nearest, track stochastically (") + name +
+            ": mean " + std::to_string(mean) + " vs " + std::to_string(exact_sum) + ")");
+  // The bits depend on the key, the array and the position, each.
+  Check(StochasticBits(key, 1, 5) != StochasticBits(key, 2, 5) &&
+            StochasticBits(key, 1, 5) != StochasticBits(key, 1, 6) &&
+            StochasticBits(key, 1, 5) != StochasticBits(RoundingKey(1, 8), 1, 5) &&
+            StochasticBits(key, 1, 5) == StochasticBits(key, 1, 5),
+        "stochastic bits: a function of key, array and position");
+}
+
+// Runs Optimizer's dense update (no groups) or sparse update on var (float) and state arrays of
+// type S.
+template <typename Optimizer, typename S>
+void RunOn(cpu::internal::VectorCopy copy,
+           const typename Optimizer::template Hyperparams<float>& h, bool flag,
+           std::vector<float>& var, std::vector<std::vector<S>>& slots, StateRounding rounding,
+           const std::vector<float>& grad, int64_t rows, int64_t row_size,
+           const RowGroups* groups) {
+  StateArrays<float, Optimizer::kNumState, S> state;
+  state.var = var.data();
+  for (int i = 0; i < state.kNumSlots; ++i) state.slots[i] = slots[i].data();
+  state.rounding = rounding;
+  if (groups != nullptr) {
+    cpu::SparseApplyWith<Optimizer>(copy, h, flag, state, grad.data(), row_size, *groups,
+                                    ThreadedParallelFor);
+  } else if constexpr (Optimizer::kRowwise) {
+    cpu::RowwiseApplyWith<Optimizer>(copy, h, flag, state, grad.data(), rows, row_size,
+                                     ThreadedParallelFor);
+  } else {
+    cpu::ApplyWith<Optimizer>(copy, h, flag, state, grad.data(), rows * row_size,
+                              ThreadedParallelFor);
+  }
+}
+
+// State of type S (bfloat16, float16) of a float var: var and the math exactly as with float
+// state holding the same values, each state value stored once: to nearest, the float result
+// rounded to nearest; stochastically, one of its two neighbours, the same bits for the same key
+// in every vector copy, other bits for another key. Rows a sparse update leaves alone keep their
+// bits.
+template <typename Optimizer, typename S>
+void TestLowPrecisionOptimizer(std::mt19937_64& rng, const std::string& name,
+                               const typename Optimizer::template Hyperparams<float>& h,
+                               bool flag) {
+  using cpu::internal::VectorCopy;
+  const VectorCopy best = cpu::internal::BestVectorCopy();
+  constexpr int kSlots = Optimizer::kNumState - 1;
+  for (int64_t row_size : {1, 16, 33}) {
+    const int64_t rows = 200, n = 300;
+    std::vector<int64_t> indices(n);
+    std::uniform_int_distribution<int64_t> pick(1, rows / 2);
+    for (auto& i : indices) i = pick(rng);
+    for (int64_t p = 0; p < n; p += 2) indices[p] = 0;  // a hot row, beyond one chunk
+    RowGroups groups;
+    IndexError error;
+    Check(groups.Build(indices.data(), n, rows, &error), "indices in range accepted");
+    std::vector<bool> touched(rows, false);
+    for (int64_t i : indices) touched[i] = true;
+    std::vector<std::vector<S>> slots0(kSlots);
+    for (int i = 0; i < kSlots; ++i) {
+      const int64_t size = Optimizer::kPerRow[i + 1] ? rows : rows * row_size;
+      // The accumulator first, then linear.
+      slots0[i] = i == 0 ? Random<S>(rng, size, 0.1, 2) : Random<S>(rng, size, -1, 1);
+    }
+    const auto var0 = Random<float>(rng, rows * row_size, -1, 1);
+    for (bool sparse : {false, true}) {
+      const auto grad = Random<float>(rng, (sparse ? n : rows) * row_size, -1, 1);
+      const RowGroups* g = sparse ? &groups : nullptr;
+      const uint64_t key = RoundingKey(static_cast<int64_t>(rng() >> 1), 3);
+      std::vector<std::vector<S>> first;
+      for (int c = static_cast<int>(VectorCopy::kBaseline); c <= static_cast<int>(best); ++c) {
+        const VectorCopy copy = static_cast<VectorCopy>(c);
+        const std::string what = name + (sparse ? " sparse" : " dense") + " copy " +
+                                 std::to_string(c) + " row size " + std::to_string(row_size);
+        // Float state holding the same values.
+        std::vector<float> var_f = var0;
+        std::vector<std::vector<float>> wide(kSlots);
+        for (int i = 0; i < kSlots; ++i) {
+          for (const S& x : slots0[i]) wide[i].push_back(Load(x));
+        }
+        RunOn<Optimizer, float>(copy, h, flag, var_f, wide, {}, grad, rows, row_size, g);
+        // To nearest.
+        std::vector<float> var_n = var0;
+        auto nearest = slots0;
+        RunOn<Optimizer, S>(copy, h, flag, var_n, nearest, {}, grad, rows, row_size, g);
+        bool ok = SameBitsOrBothNan(var_n, var_f);
+        for (int i = 0; i < kSlots; ++i) {
+          for (size_t k = 0; k < nearest[i].size(); ++k) {
+            ok = ok && nearest[i][k].bits == Store<S>(wide[i][k]).bits;
+          }
+        }
+        Check(ok, "low-precision state to nearest = float state rounded once, " + what);
+        // Stochastically.
+        std::vector<float> var_s = var0, var_again = var0;
+        auto stochastic = slots0, again = slots0;
+        RunOn<Optimizer, S>(copy, h, flag, var_s, stochastic, {true, key}, grad, rows, row_size,
+                            g);
+        RunOn<Optimizer, S>(copy, h, flag, var_again, again, {true, key}, grad, rows, row_size,
+                            g);
+        ok = SameBitsOrBothNan(var_s, var_f);
+        int64_t differ_from_nearest = 0;
+        bool untouched_kept = true;
+        for (int i = 0; i < kSlots; ++i) {
+          for (size_t k = 0; k < stochastic[i].size(); ++k) {
+            ok = ok && IsNeighbour(stochastic[i][k], wide[i][k]) &&
+                 stochastic[i][k].bits == again[i][k].bits;
+            differ_from_nearest += stochastic[i][k].bits != nearest[i][k].bits;
+            const int64_t row = Optimizer::kPerRow[i + 1] ? int64_t(k) : int64_t(k) / row_size;
+            if (sparse && !touched[row]) {
+              untouched_kept = untouched_kept && stochastic[i][k].bits == slots0[i][k].bits;
+            }
+          }
+        }
+        Check(ok && differ_from_nearest > 0,
+              "low-precision state, stochastic: a neighbour of the float result, the same bits "
+              "for the same key, " + what + " (" + std::to_string(differ_from_nearest) +
+                  " rounded away from nearest)");
+        Check(untouched_kept, "low-precision state: untouched rows keep their bits, " + what);
+        if (c == static_cast<int>(VectorCopy::kBaseline)) {
+          first = stochastic;
+          auto other = slots0;
+          std::vector<float> var_other = var0;
+          RunOn<Optimizer, S>(copy, h, flag, var_other, other, {true, key + 1}, grad, rows,
+                              row_size, g);
+          bool any_differs = false;
+          for (int i = 0; i < kSlots; ++i) {
+            for (size_t k = 0; k < other[i].size(); ++k) {
+              any_differs = any_differs || other[i][k].bits != stochastic[i][k].bits;
+            }
+          }
+          Check(any_differs, "low-precision state: another key, other bits, " + what);
+        } else {
+          bool same = true;
+          for (int i = 0; i < kSlots; ++i) {
+            for (size_t k = 0; k < first[i].size(); ++k) {
+              same = same && first[i][k].bits == stochastic[i][k].bits;
+            }
+          }
+          Check(same, "low-precision state: vector copies give the same bits, " + what);
+        }
+      }
+    }
+  }
+}
+
+template <typename S>
+void TestLowPrecisionState(std::mt19937_64& rng, const char* name) {
+  const FtrlHyperparams<float> ftrl{0.1f, 0.01f, 0.02f, 0.03f, -0.5f};
+  const AdagradHyperparams<float> adagrad{0.1f, 1e-3f};
+  for (bool flag : {false, true}) {
+    TestLowPrecisionOptimizer<Ftrl, S>(rng, std::string("FTRL ") + name, ftrl, flag);
+    TestLowPrecisionOptimizer<RowwiseFtrl, S>(rng, std::string("row-wise FTRL ") + name, ftrl,
+                                              flag);
+  }
+  TestLowPrecisionOptimizer<Adagrad, S>(rng, std::string("Adagrad ") + name, adagrad, true);
+  TestLowPrecisionOptimizer<RowwiseAdagrad, S>(rng, std::string("row-wise Adagrad ") + name,
+                                               adagrad, true);
+  TestLowPrecisionOptimizer<Ftrl, S>(rng, std::string("FTRL power -0.3 ") + name,
+                                     {0.1f, 0.0f, 0.02f, 0.0f, -0.3f}, false);
 }
 
 }  // namespace tf_ftrl
@@ -751,6 +996,10 @@ int main() {
   Case("SplitHotRows/float32", [&] { TestSplitHotRows<float>(rng, "float32"); });
   Case("SplitHotRows/float64", [&] { TestSplitHotRows<double>(rng, "float64"); });
   Case("SplitHotRows/bfloat16", [&] { TestSplitHotRows<bfloat16>(rng, "bfloat16"); });
+  Case("StochasticRounding/bfloat16", [&] { TestStochasticRounding<bfloat16>(rng, "bfloat16"); });
+  Case("StochasticRounding/float16", [&] { TestStochasticRounding<float16>(rng, "float16"); });
+  Case("LowPrecisionState/bfloat16", [&] { TestLowPrecisionState<bfloat16>(rng, "bfloat16"); });
+  Case("LowPrecisionState/float16", [&] { TestLowPrecisionState<float16>(rng, "float16"); });
   std::printf("vector copies checked: up to %d (0 baseline, 1 AVX2, 2 AVX-512)\n",
               static_cast<int>(cpu::internal::BestVectorCopy()));
   return testing::Finish();

@@ -23,34 +23,40 @@ namespace tf_ftrl {
 namespace cpu {
 namespace internal {
 
-// Applies `step` to elements [0, n) of `arrays` (var and slots, of type T) with grad (of type T,
-// or the accumulate type for summed duplicate rows). The arrays come as separate restrict
-// pointers, so that the compiler knows they do not overlap and vectorises the loop.
+// Applies `step` to elements [0, n) of `arrays` (var, of type T, and the state arrays) with grad
+// (of type T, or the accumulate type for summed duplicate rows); the elements are
+// [position, position + n) of their arrays (for stochastic rounding). The arrays come as
+// separate restrict pointers, so that the compiler knows they do not overlap and vectorises the
+// loop.
 template <typename Step, typename T, typename G, size_t... I, typename... Arrays>
 TF_FTRL_INLINE void StepLoop(std::index_sequence<I...>, const Step& step,
+                             const StateRounding& rounding, int64_t position,
                              const G* __restrict grad, int64_t n, Arrays* __restrict... arrays) {
   using A = AccumulateType<T>;
   for (int64_t i = 0; i < n; ++i) {
-    A values[Step::kNumState] = {Load(arrays[i])...};
+    A values[Step::kNumState] = {static_cast<A>(Load(arrays[i]))...};
     step(static_cast<A>(Load(grad[i])), values);
-    ((I < Step::kNumWritten ? void(arrays[i] = Store<T>(values[I])) : void()), ...);
+    ((I < Step::kNumWritten
+          ? void(arrays[i] = StoreState<T, Arrays>(rounding, values[I], I, position + i))
+          : void()),
+     ...);
   }
 }
 
 // StepLoop over elements [offset, offset + n) of `state`.
-template <typename Step, typename T, typename G, size_t... I>
+template <typename Step, typename State, typename G, size_t... I>
 TF_FTRL_INLINE void StepLoopAt(std::index_sequence<I...> seq, const Step& step,
-                               const StateArrays<T, Step::kNumState>& state, int64_t offset,
-                               const G* grad, int64_t n) {
-  StepLoop<Step, T>(seq, step, grad, n, (state.arrays[I] + offset)...);
+                               const State& state, int64_t offset, const G* grad, int64_t n) {
+  StepLoop<Step, typename State::Var>(seq, step, state.rounding, offset, grad, n,
+                                      (ArrayAt<I>(state) + offset)...);
 }
 
 // The dense loop over elements [begin, end), as a kernel for RunIn. G is grad's type: T, or (in
 // tests of the loop the sparse update runs on summed rows) the accumulate type.
-template <typename Step, typename T, typename G = T>
+template <typename Step, typename State, typename G = typename State::Var>
 struct DenseLoop {
   const Step& step;
-  const StateArrays<T, Step::kNumState>& state;
+  const State& state;
   const G* grad;
   int64_t begin;
   int64_t end;
@@ -89,13 +95,14 @@ TF_FTRL_INLINE void PrefetchRow(const T* row, int64_t row_size) {
 // The table rows of one sparse update, each row_size elements: Prefetch(row, row_size) asks for
 // the row of every array, and Update(row, grad_row, row_size) applies one row of gradient (of
 // type T, or the accumulate type where duplicates were summed) to them.
-template <typename Step, typename T>
+template <typename Step, typename State>
 struct StepRows {
   const Step& step;
-  StateArrays<T, Step::kNumState> state;
+  State state;
 
   TF_FTRL_INLINE void Prefetch(int64_t row, int64_t row_size) const {
-    for (T* array : state.arrays) PrefetchRow(array + row * row_size, row_size);
+    PrefetchRow(state.var + row * row_size, row_size);
+    for (const auto* slot : state.slots) PrefetchRow(slot + row * row_size, row_size);
   }
   template <typename G>
   TF_FTRL_INLINE void Update(int64_t row, const G* grad_row, int64_t row_size) const {
@@ -106,39 +113,44 @@ struct StepRows {
 
 // One row of a row-wise update (a Step with kPerRow: rowwise_math.h): the mean of the squares of
 // the row's gradient, BeginRow (which updates the per-row values and gives the row's
-// coefficients), then each element's update. `arrays` point at the row: one value of a per-row
+// coefficients), then each element's update. `arrays` point at row `row`: one value of a per-row
 // array, n of the others.
 template <typename Step, typename T, typename G, size_t... I, typename... Arrays>
 TF_FTRL_INLINE void RowLoop(std::index_sequence<I...>, const Step& step,
+                            const StateRounding& rounding, int64_t row,
                             const G* __restrict grad, int64_t n, Arrays* __restrict... arrays) {
   using A = AccumulateType<T>;
   const A sum_of_squares = RowSumOfSquares<A>(grad, n);
   A row_values[Step::kNumState] = {(Step::kPerRow[I] ? A(Load(arrays[0])) : A(0))...};
-  const auto row = step.BeginRow(sum_of_squares / static_cast<A>(n), row_values);
-  ((Step::kPerRow[I] && I < Step::kNumWritten ? void(arrays[0] = Store<T>(row_values[I]))
-                                               : void()),
+  const auto coefficients = step.BeginRow(sum_of_squares / static_cast<A>(n), row_values);
+  ((Step::kPerRow[I] && I < Step::kNumWritten
+        ? void(arrays[0] = StoreState<T, Arrays>(rounding, row_values[I], I, row))
+        : void()),
    ...);
+  const int64_t position = row * n;
   for (int64_t i = 0; i < n; ++i) {
     A values[Step::kNumState] = {(Step::kPerRow[I] ? row_values[I] : A(Load(arrays[i])))...};
-    step(row, static_cast<A>(Load(grad[i])), values);
-    ((!Step::kPerRow[I] && I < Step::kNumWritten ? void(arrays[i] = Store<T>(values[I]))
-                                                  : void()),
+    step(coefficients, static_cast<A>(Load(grad[i])), values);
+    ((!Step::kPerRow[I] && I < Step::kNumWritten
+          ? void(arrays[i] = StoreState<T, Arrays>(rounding, values[I], I, position + i))
+          : void()),
      ...);
   }
 }
 
 // The rows of a row-wise update, with the interface of StepRows (the sparse loops take either).
-template <typename Step, typename T>
+template <typename Step, typename State>
 struct RowwiseRows {
   const Step& step;
-  StateArrays<T, Step::kNumState> state;
+  State state;
 
   TF_FTRL_INLINE void Prefetch(int64_t row, int64_t row_size) const {
-    for (int i = 0; i < Step::kNumState; ++i) {
+    PrefetchRow(state.var + row * row_size, row_size);
+    for (int i = 1; i < Step::kNumState; ++i) {
       if (Step::kPerRow[i]) {
-        PrefetchLine(reinterpret_cast<const char*>(state.arrays[i] + row));
+        PrefetchLine(reinterpret_cast<const char*>(state.slots[i - 1] + row));
       } else {
-        PrefetchRow(state.arrays[i] + row * row_size, row_size);
+        PrefetchRow(state.slots[i - 1] + row * row_size, row_size);
       }
     }
   }
@@ -152,26 +164,27 @@ struct RowwiseRows {
   template <typename G, size_t... I>
   TF_FTRL_INLINE void UpdateRow(std::index_sequence<I...> seq, int64_t row, const G* grad_row,
                                 int64_t row_size) const {
-    RowLoop<Step, T>(seq, step, grad_row, row_size,
-                     (state.arrays[I] + (Step::kPerRow[I] ? row : row * row_size))...);
+    RowLoop<Step, typename State::Var>(
+        seq, step, state.rounding, row, grad_row, row_size,
+        (ArrayAt<I>(state) + (Step::kPerRow[I] ? row : row * row_size))...);
   }
 };
 
 // StepRows, or RowwiseRows for a row-wise Step.
-template <typename Step, typename T, typename = void>
+template <typename Step, typename State, typename = void>
 struct RowsOf {
-  using type = StepRows<Step, T>;
+  using type = StepRows<Step, State>;
 };
-template <typename Step, typename T>
-struct RowsOf<Step, T, std::void_t<decltype(Step::kPerRow)>> {
-  using type = RowwiseRows<Step, T>;
+template <typename Step, typename State>
+struct RowsOf<Step, State, std::void_t<decltype(Step::kPerRow)>> {
+  using type = RowwiseRows<Step, State>;
 };
 
 // Every row [begin, end) of a dense row-wise update, as a kernel for RunIn.
-template <typename Step, typename T>
+template <typename Step, typename State>
 struct DenseRows {
-  const RowwiseRows<Step, T>& rows;
-  const T* grad;
+  const RowwiseRows<Step, State>& rows;
+  const typename State::Var* grad;
   int64_t row_size;
   int64_t begin;
   int64_t end;
@@ -255,38 +268,40 @@ void UpdateUniqueRows(VectorCopy copy, const RowGroups& groups, const T* grad, i
 
 // The dense update of `Optimizer` (a description, optimizer_spec.h) over `size` elements of
 // every state array, in the chosen copy of the loop (tests run each copy the CPU supports).
-template <typename Optimizer, typename T>
+template <typename Optimizer, typename T, typename S = T>
 void ApplyWith(internal::VectorCopy copy,
                const typename Optimizer::template Hyperparams<AccumulateType<T>>& h, bool flag,
-               const StateArrays<T, Optimizer::kNumState>& state, const T* grad, int64_t size,
+               const StateArrays<T, Optimizer::kNumState, S>& state, const T* grad, int64_t size,
                const ParallelFor& parallel_for) {
   Optimizer::WithStep(h, flag, [&](const auto& step) {
     using Step = std::decay_t<decltype(step)>;
     internal::ForEachBlock(size, Step::kCyclesPerElement, parallel_for,
                            [&](int64_t begin, int64_t end) {
                              internal::RunIn(copy,
-                                             internal::DenseLoop<Step, T>{step, state, grad,
-                                                                          begin, end});
+                                             internal::DenseLoop<Step, std::decay_t<decltype(state)>>{
+                                                 step, state, grad, begin, end});
                            });
   });
 }
 
 // The dense update of a row-wise `Optimizer` (rowwise_math.h) over `num_rows` rows of
 // `row_size` elements: every row, as a sparse update touching each row once would.
-template <typename Optimizer, typename T>
+template <typename Optimizer, typename T, typename S = T>
 void RowwiseApplyWith(internal::VectorCopy copy,
                       const typename Optimizer::template Hyperparams<AccumulateType<T>>& h,
-                      bool flag, const StateArrays<T, Optimizer::kNumState>& state,
+                      bool flag, const StateArrays<T, Optimizer::kNumState, S>& state,
                       const T* grad, int64_t num_rows, int64_t row_size,
                       const ParallelFor& parallel_for) {
   if (row_size == 0) return;
   Optimizer::WithStep(h, flag, [&](const auto& step) {
     using Step = std::decay_t<decltype(step)>;
-    const internal::RowwiseRows<Step, T> rows{step, state};
+    using State = StateArrays<T, Optimizer::kNumState, S>;
+    const internal::RowwiseRows<Step, State> rows{step, state};
     // Blocks of whole rows, about kElementsPerBlock elements each.
     const int64_t rows_per_block = std::max<int64_t>(1, kElementsPerBlock / row_size);
     const auto run = [&](int64_t begin, int64_t end) {
-      internal::RunIn(copy, internal::DenseRows<Step, T>{rows, grad, row_size, begin, end});
+      internal::RunIn(copy,
+                      internal::DenseRows<Step, State>{rows, grad, row_size, begin, end});
     };
     if (num_rows * row_size <= kMinElementsToParallelize) return run(0, num_rows);
     const int64_t num_blocks = (num_rows + rows_per_block - 1) / rows_per_block;
@@ -301,15 +316,16 @@ void RowwiseApplyWith(internal::VectorCopy copy,
 // The sparse update of `Optimizer` on the rows of the state arrays (each `row_size` elements)
 // named by `groups`, with grad holding one row per index position. Duplicate indices are summed
 // first, so the result equals the dense update with the densified gradient on those rows.
-template <typename Optimizer, typename T>
+template <typename Optimizer, typename T, typename S = T>
 void SparseApplyWith(internal::VectorCopy copy,
                      const typename Optimizer::template Hyperparams<AccumulateType<T>>& h,
-                     bool flag, const StateArrays<T, Optimizer::kNumState>& state, const T* grad,
+                     bool flag, const StateArrays<T, Optimizer::kNumState, S>& state, const T* grad,
                      int64_t row_size, const RowGroups& groups,
                      const ParallelFor& parallel_for) {
   Optimizer::WithStep(h, flag, [&](const auto& step) {
     using Step = std::decay_t<decltype(step)>;
-    const typename internal::RowsOf<Step, T>::type rows{step, state};
+    const typename internal::RowsOf<Step, StateArrays<T, Optimizer::kNumState, S>>::type rows{
+        step, state};
     internal::ScheduleUniqueRows(
         groups, grad, row_size, Step::kCyclesPerElement, parallel_for,
         [&](int64_t begin, int64_t end, const internal::SplitSums<AccumulateType<T>>& split) {
@@ -320,24 +336,24 @@ void SparseApplyWith(internal::VectorCopy copy,
 }
 
 // ApplyWith (RowwiseApplyWith) and SparseApplyWith in the widest copy this CPU runs.
-template <typename Optimizer, typename T>
+template <typename Optimizer, typename T, typename S = T>
 void RowwiseApply(const typename Optimizer::template Hyperparams<AccumulateType<T>>& h,
-                  bool flag, const StateArrays<T, Optimizer::kNumState>& state, const T* grad,
+                  bool flag, const StateArrays<T, Optimizer::kNumState, S>& state, const T* grad,
                   int64_t num_rows, int64_t row_size, const ParallelFor& parallel_for) {
   RowwiseApplyWith<Optimizer>(internal::BestVectorCopy(), h, flag, state, grad, num_rows,
                               row_size, parallel_for);
 }
 
-template <typename Optimizer, typename T>
+template <typename Optimizer, typename T, typename S = T>
 void Apply(const typename Optimizer::template Hyperparams<AccumulateType<T>>& h, bool flag,
-           const StateArrays<T, Optimizer::kNumState>& state, const T* grad, int64_t size,
+           const StateArrays<T, Optimizer::kNumState, S>& state, const T* grad, int64_t size,
            const ParallelFor& parallel_for) {
   ApplyWith<Optimizer>(internal::BestVectorCopy(), h, flag, state, grad, size, parallel_for);
 }
 
-template <typename Optimizer, typename T>
+template <typename Optimizer, typename T, typename S = T>
 void SparseApply(const typename Optimizer::template Hyperparams<AccumulateType<T>>& h, bool flag,
-                 const StateArrays<T, Optimizer::kNumState>& state, const T* grad,
+                 const StateArrays<T, Optimizer::kNumState, S>& state, const T* grad,
                  int64_t row_size, const RowGroups& groups, const ParallelFor& parallel_for) {
   SparseApplyWith<Optimizer>(internal::BestVectorCopy(), h, flag, state, grad, row_size, groups,
                              parallel_for);

@@ -103,37 +103,77 @@ TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void AddPartialRows(const A* partials, int64_
   }, sum);
 }
 
-// Applies `step` to elements [offset, offset + kWidth) of every state array.
-template <int kWidth, typename Step, typename T, typename A>
-TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void UpdateElements(
-    const Step& step, const StateArrays<T, Step::kNumState>& state, int64_t offset,
-    const A (&grad)[kWidth]) {
-  using P = Pack<T, kWidth>;
-  P packs[Step::kNumState];
-  TF_FTRL_UNROLL
-  for (int i = 0; i < Step::kNumState; ++i) {
-    packs[i] = *reinterpret_cast<const P*>(state.arrays[i] + offset);
+// The kWidth elements at `offset` of var and of each state array (of type S, which may be
+// narrower than var's), as one load and one store per array.
+template <int kWidth, typename State>
+struct StatePacks {
+  using T = typename State::Var;
+  using S = typename State::Slot;
+  Pack<T, kWidth> var;
+  Pack<S, kWidth> slots[State::kNumSlots];
+
+  // Loads var and the state arrays i for which load(i) (i = 1 for the first state array).
+  template <typename LoadIf>
+  TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void LoadFrom(const State& state, int64_t offset,
+                                                   LoadIf load) {
+    var = *reinterpret_cast<const Pack<T, kWidth>*>(state.var + offset);
+    TF_FTRL_UNROLL
+    for (int i = 1; i <= State::kNumSlots; ++i) {
+      if (load(i)) slots[i - 1] = *reinterpret_cast<const Pack<S, kWidth>*>(state.slots[i - 1] + offset);
+    }
   }
+  template <typename A>
+  TF_FTRL_HOST_DEVICE TF_FTRL_INLINE A Get(int i, int k) const {
+    return i == 0 ? static_cast<A>(Load(var.values[k])) : static_cast<A>(Load(slots[i - 1].values[k]));
+  }
+  // Element k of array i from `value`, rounded as `state` says; `position` is the element's.
+  template <typename A>
+  TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void Set(const State& state, int i, int k, A value,
+                                              int64_t position) {
+    if (i == 0) {
+      var.values[k] = Store<T>(value);
+    } else {
+      slots[i - 1].values[k] = StoreState<T, S>(state.rounding, value, i, position);
+    }
+  }
+  // Stores var and the state arrays i < num_written for which store(i).
+  template <typename StoreIf>
+  TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void StoreTo(const State& state, int64_t offset,
+                                                  int num_written, StoreIf store) const {
+    *reinterpret_cast<Pack<T, kWidth>*>(state.var + offset) = var;
+    TF_FTRL_UNROLL
+    for (int i = 1; i <= State::kNumSlots; ++i) {
+      if (i < num_written && store(i)) {
+        *reinterpret_cast<Pack<S, kWidth>*>(state.slots[i - 1] + offset) = slots[i - 1];
+      }
+    }
+  }
+};
+
+// Applies `step` to elements [offset, offset + kWidth) of every state array.
+template <int kWidth, typename Step, typename State, typename A>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void UpdateElements(const Step& step, const State& state,
+                                                       int64_t offset, const A (&grad)[kWidth]) {
+  const auto every = [](int) { return true; };
+  StatePacks<kWidth, State> packs;
+  packs.LoadFrom(state, offset, every);
   TF_FTRL_UNROLL
   for (int k = 0; k < kWidth; ++k) {
     A values[Step::kNumState];
     TF_FTRL_UNROLL
-    for (int i = 0; i < Step::kNumState; ++i) values[i] = Load(packs[i].values[k]);
+    for (int i = 0; i < Step::kNumState; ++i) values[i] = packs.template Get<A>(i, k);
     step(grad[k], values);
     TF_FTRL_UNROLL
-    for (int i = 0; i < Step::kNumWritten; ++i) packs[i].values[k] = Store<T>(values[i]);
+    for (int i = 0; i < Step::kNumWritten; ++i) packs.Set(state, i, k, values[i], offset + k);
   }
-  TF_FTRL_UNROLL
-  for (int i = 0; i < Step::kNumWritten; ++i) {
-    *reinterpret_cast<P*>(state.arrays[i] + offset) = packs[i];
-  }
+  packs.StoreTo(state, offset, Step::kNumWritten, every);
 }
 
 // Dense: thread `thread` of `num_threads` strides over the kWidth-element vectors, and the fewer
 // than kWidth elements past the last whole vector go to the first threads, one each.
-template <int kWidth, typename Step, typename T>
+template <int kWidth, typename Step, typename State, typename T = typename State::Var>
 TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void DenseThreadWork(
-    const Step& step, const StateArrays<T, Step::kNumState>& state, const T* __restrict__ grad,
+    const Step& step, const State& state, const T* __restrict__ grad,
     int64_t size, int64_t thread, int64_t num_threads) {
   using A = AccumulateType<T>;
   const int64_t num_packs = size / kWidth;
@@ -263,9 +303,10 @@ TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void SumRunColumns(const T* __restrict__ grad
 // chunk of gradient rows in order, adds the later chunks' partial sums (ChunkSumThreadWork) in
 // order, and updates the row, kWidth elements per lane at a time. The other groups have nothing
 // to do, so each unique row is written by exactly one group.
-template <int kWidth, typename Step, typename T, typename Index>
+template <int kWidth, typename Step, typename State, typename Index,
+          typename T = typename State::Var>
 TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void SparseThreadWork(
-    const Step& step, const StateArrays<T, Step::kNumState>& state, const T* __restrict__ grad,
+    const Step& step, const State& state, const T* __restrict__ grad,
     int64_t row_size, int lanes, const SortedPairs<Index>& sorted,
     const AccumulateType<T>* partials, int64_t thread, int64_t num_threads) {
   using A = AccumulateType<T>;
@@ -305,59 +346,58 @@ constexpr size_t RowCoefficientBytes() {
 
 // Updates the elements [offset, offset + kWidth) of the element-wise arrays (those not kPerRow)
 // with the row's coefficients.
-template <int kWidth, typename Step, typename T, typename A>
-TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void UpdateRowElements(
-    const Step& step, const typename Step::Row& row,
-    const StateArrays<T, Step::kNumState>& state, int64_t offset, const A (&grad)[kWidth]) {
-  using P = Pack<T, kWidth>;
-  P packs[Step::kNumState];
-  TF_FTRL_UNROLL
-  for (int i = 0; i < Step::kNumState; ++i) {
-    if (!Step::PerRow(i)) packs[i] = *reinterpret_cast<const P*>(state.arrays[i] + offset);
-  }
+template <int kWidth, typename Step, typename State, typename A>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void UpdateRowElements(const Step& step,
+                                                          const typename Step::Row& row,
+                                                          const State& state, int64_t offset,
+                                                          const A (&grad)[kWidth]) {
+  const auto per_element = [](int i) { return !Step::PerRow(i); };
+  StatePacks<kWidth, State> packs;
+  packs.LoadFrom(state, offset, per_element);
   TF_FTRL_UNROLL
   for (int k = 0; k < kWidth; ++k) {
     A values[Step::kNumState];
     TF_FTRL_UNROLL
     for (int i = 0; i < Step::kNumState; ++i) {
-      values[i] = Step::PerRow(i) ? A(0) : Load(packs[i].values[k]);
+      values[i] = Step::PerRow(i) ? A(0) : packs.template Get<A>(i, k);
     }
     step(row, grad[k], values);
     TF_FTRL_UNROLL
     for (int i = 0; i < Step::kNumWritten; ++i) {
-      if (!Step::PerRow(i)) packs[i].values[k] = Store<T>(values[i]);
+      if (!Step::PerRow(i)) packs.Set(state, i, k, values[i], offset + k);
     }
   }
-  TF_FTRL_UNROLL
-  for (int i = 0; i < Step::kNumWritten; ++i) {
-    if (!Step::PerRow(i)) *reinterpret_cast<P*>(state.arrays[i] + offset) = packs[i];
-  }
+  packs.StoreTo(state, offset, Step::kNumWritten, per_element);
 }
 
 // BeginRow for row `row` from the mean of its squared gradient: reads and writes the per-row
 // values in place and returns the row's coefficients.
-template <typename Step, typename T, typename A>
-TF_FTRL_HOST_DEVICE TF_FTRL_INLINE typename Step::Row BeginRowInPlace(
-    const Step& step, const StateArrays<T, Step::kNumState>& state, int64_t row,
-    A mean_square) {
+template <typename Step, typename State, typename A>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE typename Step::Row BeginRowInPlace(const Step& step,
+                                                                      const State& state,
+                                                                      int64_t row,
+                                                                      A mean_square) {
+  using T = typename State::Var;
+  using S = typename State::Slot;
   A values[Step::kNumState];
+  values[0] = A(0);  // var is never per row
   TF_FTRL_UNROLL
-  for (int i = 0; i < Step::kNumState; ++i) {
-    values[i] = Step::PerRow(i) ? Load(state.arrays[i][row]) : A(0);
+  for (int i = 1; i < Step::kNumState; ++i) {
+    values[i] = Step::PerRow(i) ? static_cast<A>(Load(state.slots[i - 1][row])) : A(0);
   }
   const typename Step::Row coefficients = step.BeginRow(mean_square, values);
   TF_FTRL_UNROLL
-  for (int i = 0; i < Step::kNumWritten; ++i) {
-    if (Step::PerRow(i)) state.arrays[i][row] = Store<T>(values[i]);
+  for (int i = 1; i < Step::kNumWritten; ++i) {
+    if (Step::PerRow(i)) state.slots[i - 1][row] = StoreState<T, S>(state.rounding, values[i], i, row);
   }
   return coefficients;
 }
 
 // Dense: thread `thread` of `num_threads` strides over the rows, each row whole: its mean
 // square, BeginRow, then its elements one at a time.
-template <typename Step, typename T>
+template <typename Step, typename State, typename T = typename State::Var>
 TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void RowwiseDenseThreadWork(
-    const Step& step, const StateArrays<T, Step::kNumState>& state, const T* __restrict__ grad,
+    const Step& step, const State& state, const T* __restrict__ grad,
     int64_t num_rows, int64_t row_size, int64_t thread, int64_t num_threads) {
   using A = AccumulateType<T>;
   for (int64_t r = thread; r < num_rows; r += num_threads) {
@@ -399,9 +439,9 @@ TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void RowSumThreadWork(
 // Sparse, next: one thread per sorted position; the thread at the start of each run computes the
 // row's mean square from its summed gradient, updates the row's per-row values in place and
 // writes the row's coefficients to slot `begin` of `coefficients`.
-template <typename Step, typename T, typename Index>
+template <typename Step, typename State, typename Index, typename T = typename State::Var>
 TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void RowBeginThreadWork(
-    const Step& step, const StateArrays<T, Step::kNumState>& state, int64_t row_size,
+    const Step& step, const State& state, int64_t row_size,
     const SortedPairs<Index>& sorted, const AccumulateType<T>* summed,
     typename Step::Row* coefficients, int64_t thread, int64_t num_threads) {
   using A = AccumulateType<T>;
@@ -416,9 +456,10 @@ TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void RowBeginThreadWork(
 
 // Sparse, last: the groups at the start of each run update the row's elements with its summed
 // gradient and coefficients, kWidth elements per lane at a time.
-template <int kWidth, typename Step, typename T, typename Index>
+template <int kWidth, typename Step, typename State, typename Index,
+          typename T = typename State::Var>
 TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void RowwiseSparseThreadWork(
-    const Step& step, const StateArrays<T, Step::kNumState>& state, int64_t row_size, int lanes,
+    const Step& step, const State& state, int64_t row_size, int lanes,
     const SortedPairs<Index>& sorted, const AccumulateType<T>* summed,
     const typename Step::Row* coefficients, int64_t thread, int64_t num_threads) {
   using A = AccumulateType<T>;

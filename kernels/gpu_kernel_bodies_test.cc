@@ -68,9 +68,9 @@ void ForEachStep(Fn&& fn, double epsilon = 1e-7) {
 template <typename T, typename Step>
 StateArrays<T, Step::kNumState> ArraysOf(State<T>& s) {
   if constexpr (Step::kNumState == 3) {
-    return {{s.var.data(), s.accum.data(), s.linear.data()}};
+    return {s.var.data(), {s.accum.data(), s.linear.data()}};
   } else {
-    return {{s.var.data(), s.accum.data()}};
+    return {s.var.data(), {s.accum.data()}};
   }
 }
 
@@ -92,10 +92,10 @@ void TestDense(std::mt19937_64& rng, const char* name) {
                                        num_threads);
         }
         if constexpr (Step::kNumState == 3) {
-          cpu::Apply<Ftrl>(h, flag, {{cpu.var.data(), cpu.accum.data(), cpu.linear.data()}},
+          cpu::Apply<Ftrl>(h, flag, {cpu.var.data(), {cpu.accum.data(), cpu.linear.data()}},
                            cpu.grad.data(), size, cpu::SerialParallelFor);
         } else {
-          cpu::Apply<Adagrad>(h, flag, {{cpu.var.data(), cpu.accum.data()}}, cpu.grad.data(), size,
+          cpu::Apply<Adagrad>(h, flag, {cpu.var.data(), {cpu.accum.data()}}, cpu.grad.data(), size,
                               cpu::SerialParallelFor);
         }
         Check(SameState(gpu, cpu), std::string("dense ") + name + " width " +
@@ -188,10 +188,10 @@ void TestSparseShape(std::mt19937_64& rng, int64_t rows, int64_t row_size, int64
                                         lanes, sorted, partials.data(), t, num_threads);
         }
         if constexpr (Step::kNumState == 3) {
-          cpu::SparseApply<Ftrl>(h, flag, {{cpu.var.data(), cpu.accum.data(), cpu.linear.data()}},
+          cpu::SparseApply<Ftrl>(h, flag, {cpu.var.data(), {cpu.accum.data(), cpu.linear.data()}},
                                  cpu.grad.data(), row_size, groups, cpu::SerialParallelFor);
         } else {
-          cpu::SparseApply<Adagrad>(h, flag, {{cpu.var.data(), cpu.accum.data()}}, cpu.grad.data(),
+          cpu::SparseApply<Adagrad>(h, flag, {cpu.var.data(), {cpu.accum.data()}}, cpu.grad.data(),
                                     row_size, groups, cpu::SerialParallelFor);
         }
         Check(SameState(gpu, cpu),

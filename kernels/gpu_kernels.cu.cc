@@ -48,21 +48,28 @@ bool IsVectorAligned(const void* p) {
   return reinterpret_cast<uintptr_t>(p) % kVectorBytes == 0;
 }
 
-template <int kWidth, typename Step, typename T>
+template <int kWidth, typename Step, typename State, typename T = typename State::Var>
 __global__ void __launch_bounds__(kThreadsPerBlock)
-    DenseKernel(Step step, StateArrays<T, Step::kNumState> state, const T* __restrict__ grad,
-                int64_t size) {
+    DenseKernel(Step step, State state, const T* __restrict__ grad, int64_t size) {
   DenseThreadWork<kWidth>(step, state, grad, size,
                           static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x,
                           static_cast<int64_t>(gridDim.x) * blockDim.x);
 }
 
-template <typename Step, typename T>
-cudaError_t LaunchDense(const Step& step, const StateArrays<T, Step::kNumState>& state,
-                        const T* grad, int64_t size, cudaStream_t stream) {
+// Whether var, grad and every state array start on a vector boundary (a state array narrower than
+// var needs only its packs' alignment, but TensorFlow's buffers have more).
+template <typename State>
+bool AllVectorAligned(const State& state, const void* grad) {
+  bool aligned = IsVectorAligned(grad) && IsVectorAligned(state.var);
+  for (const auto* slot : state.slots) aligned = aligned && IsVectorAligned(slot);
+  return aligned;
+}
+
+template <typename Step, typename State, typename T = typename State::Var>
+cudaError_t LaunchDense(const Step& step, const State& state, const T* grad, int64_t size,
+                        cudaStream_t stream) {
   if (size == 0) return cudaSuccess;
-  bool aligned = IsVectorAligned(grad);
-  for (T* array : state.arrays) aligned = aligned && IsVectorAligned(array);
+  const bool aligned = AllVectorAligned(state, grad);
   constexpr int kWidth = VectorWidth<T>();
   if (aligned) {
     DenseKernel<kWidth><<<NumBlocks(size / kWidth, kThreadsPerBlock), kThreadsPerBlock, 0,
@@ -172,9 +179,10 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
 }
 
 // A group of `lanes` threads per sorted position (SparseThreadWork).
-template <int kWidth, typename Step, typename T, typename Index>
+template <int kWidth, typename Step, typename State, typename Index,
+          typename T = typename State::Var>
 __global__ void __launch_bounds__(kThreadsPerBlock)
-    SparseKernel(Step step, StateArrays<T, Step::kNumState> state, const T* __restrict__ grad,
+    SparseKernel(Step step, State state, const T* __restrict__ grad,
                  int64_t row_size, int lanes, SortedPairs<Index> sorted,
                  const AccumulateType<T>* partials) {
   SparseThreadWork<kWidth>(step, state, grad, row_size, lanes, sorted, partials,
@@ -182,10 +190,10 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
                            static_cast<int64_t>(gridDim.x) * blockDim.x);
 }
 
-template <typename Step, typename T>
+template <typename Step, typename State, typename T = typename State::Var>
 __global__ void __launch_bounds__(kThreadsPerBlock)
-    RowwiseDenseKernel(Step step, StateArrays<T, Step::kNumState> state,
-                       const T* __restrict__ grad, int64_t num_rows, int64_t row_size) {
+    RowwiseDenseKernel(Step step, State state, const T* __restrict__ grad, int64_t num_rows,
+                       int64_t row_size) {
   RowwiseDenseThreadWork(step, state, grad, num_rows, row_size,
                          static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x,
                          static_cast<int64_t>(gridDim.x) * blockDim.x);
@@ -201,9 +209,9 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
                            static_cast<int64_t>(gridDim.x) * blockDim.x);
 }
 
-template <typename Step, typename T, typename Index>
+template <typename Step, typename State, typename Index, typename T = typename State::Var>
 __global__ void __launch_bounds__(kThreadsPerBlock)
-    RowBeginKernel(Step step, StateArrays<T, Step::kNumState> state, int64_t row_size,
+    RowBeginKernel(Step step, State state, int64_t row_size,
                    SortedPairs<Index> sorted, const AccumulateType<T>* summed,
                    typename Step::Row* coefficients) {
   RowBeginThreadWork(step, state, row_size, sorted, summed, coefficients,
@@ -211,9 +219,10 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
                      static_cast<int64_t>(gridDim.x) * blockDim.x);
 }
 
-template <int kWidth, typename Step, typename T, typename Index>
+template <int kWidth, typename Step, typename State, typename Index,
+          typename T = typename State::Var>
 __global__ void __launch_bounds__(kThreadsPerBlock)
-    RowwiseSparseKernel(Step step, StateArrays<T, Step::kNumState> state, int64_t row_size,
+    RowwiseSparseKernel(Step step, State state, int64_t row_size,
                         int lanes, SortedPairs<Index> sorted, const AccumulateType<T>* summed,
                         const typename Step::Row* coefficients) {
   RowwiseSparseThreadWork<kWidth>(step, state, row_size, lanes, sorted, summed, coefficients,
@@ -238,8 +247,9 @@ cudaError_t LaunchChunkSums(const T* grad, int64_t row_size, int lanes,
 }
 
 // The sparse update's second pass, the one that writes the variables.
-template <int kWidth, typename Step, typename T, typename Index>
-cudaError_t LaunchSparseUpdates(const Step& step, const StateArrays<T, Step::kNumState>& state,
+template <int kWidth, typename Step, typename State, typename Index,
+          typename T = typename State::Var>
+cudaError_t LaunchSparseUpdates(const Step& step, const State& state,
                                 const T* grad, int64_t row_size, int lanes,
                                 const SortedPairs<Index>& sorted,
                                 const AccumulateType<T>* partials, cudaStream_t stream) {
@@ -260,8 +270,9 @@ cudaError_t LaunchRowSums(const T* grad, int64_t row_size, int lanes,
   return cudaGetLastError();
 }
 
-template <int kWidth, typename Step, typename T, typename Index>
-cudaError_t LaunchRowwiseUpdates(const Step& step, const StateArrays<T, Step::kNumState>& state,
+template <int kWidth, typename Step, typename State, typename Index,
+          typename T = typename State::Var>
+cudaError_t LaunchRowwiseUpdates(const Step& step, const State& state,
                                  int64_t row_size, int lanes, const SortedPairs<Index>& sorted,
                                  const AccumulateType<T>* summed, void* coefficients,
                                  cudaStream_t stream) {
@@ -331,8 +342,8 @@ cudaError_t WaitForCheck(const SparseRows<Index>& rows, const SparseBuffers<Inde
   return cudaSuccess;
 }
 
-template <typename Step, typename T, typename Index>
-cudaError_t LaunchSparse(const Step& step, const StateArrays<T, Step::kNumState>& state,
+template <typename Step, typename State, typename Index, typename T = typename State::Var>
+cudaError_t LaunchSparse(const Step& step, const State& state,
                          const T* grad, const SparseRows<Index>& rows, void* workspace,
                          size_t workspace_bytes, cudaStream_t stream, IndexError* error) {
   *error = IndexError();
@@ -354,8 +365,7 @@ cudaError_t LaunchSparse(const Step& step, const StateArrays<T, Step::kNumState>
   TF_FTRL_RETURN_IF_CUDA_ERROR(EnqueueCheckAndSort(rows, buffers, stream));
   const SortedPairs<Index> sorted{buffers.sorted_indices, buffers.sorted_positions, n};
   constexpr int kWidth = VectorWidth<T>();
-  bool aligned = rows.row_size % kWidth == 0 && IsVectorAligned(grad);
-  for (T* array : state.arrays) aligned = aligned && IsVectorAligned(array);
+  const bool aligned = rows.row_size % kWidth == 0 && AllVectorAligned(state, grad);
   const int64_t vectors = aligned ? rows.row_size / kWidth : rows.row_size;
   const int lanes = LanesPerRow(vectors);
   auto* const partials = static_cast<AccumulateType<T>*>(buffers.partials);
@@ -393,17 +403,17 @@ cudaError_t LaunchSparse(const Step& step, const StateArrays<T, Step::kNumState>
 
 }  // namespace
 
-template <typename Optimizer, typename T>
+template <typename Optimizer, typename T, typename S>
 cudaError_t Apply(const typename Optimizer::template Hyperparams<AccumulateType<T>>& h, bool flag,
-                  const StateArrays<T, Optimizer::kNumState>& state, const T* grad, int64_t size,
+                  const StateArrays<T, Optimizer::kNumState, S>& state, const T* grad, int64_t size,
                   cudaStream_t stream) {
   return Optimizer::WithStep(
       h, flag, [&](const auto& step) { return LaunchDense(step, state, grad, size, stream); });
 }
 
-template <typename Optimizer, typename T>
+template <typename Optimizer, typename T, typename S>
 cudaError_t RowwiseApply(const typename Optimizer::template Hyperparams<AccumulateType<T>>& h,
-                         bool flag, const StateArrays<T, Optimizer::kNumState>& state,
+                         bool flag, const StateArrays<T, Optimizer::kNumState, S>& state,
                          const T* grad, int64_t num_rows, int64_t row_size,
                          cudaStream_t stream) {
   if (num_rows == 0 || row_size == 0) return cudaSuccess;
@@ -422,9 +432,9 @@ cudaError_t SparseWorkspaceBytes(int64_t num_indices, int64_t row_size, bool row
   return LayOutSparseBuffers<T>(nullptr, num_indices, row_size, rowwise, &unused, bytes);
 }
 
-template <typename Optimizer, typename T, typename Index>
+template <typename Optimizer, typename T, typename S, typename Index>
 cudaError_t SparseApply(const typename Optimizer::template Hyperparams<AccumulateType<T>>& h,
-                        bool flag, const StateArrays<T, Optimizer::kNumState>& state,
+                        bool flag, const StateArrays<T, Optimizer::kNumState, S>& state,
                         const T* grad, const SparseRows<Index>& rows, void* workspace,
                         size_t workspace_bytes, cudaStream_t stream, IndexError* error) {
   return Optimizer::WithStep(h, flag, [&](const auto& step) {
@@ -432,40 +442,43 @@ cudaError_t SparseApply(const typename Optimizer::template Hyperparams<Accumulat
   });
 }
 
-#define TF_FTRL_INSTANTIATE_SPARSE(Optimizer, T, Index)                                        \
-  template cudaError_t SparseApply<Optimizer, T, Index>(                                       \
+// Each optimizer for every element type T, with state of type S: T's own, or bfloat16 or
+// float16 for float32.
+#define TF_FTRL_INSTANTIATE_SPARSE(Optimizer, T, S, Index)                                     \
+  template cudaError_t SparseApply<Optimizer, T, S, Index>(                                    \
       const Optimizer::Hyperparams<AccumulateType<T>>&, bool,                                  \
-      const StateArrays<T, Optimizer::kNumState>&, const T*, const SparseRows<Index>&, void*,  \
-      size_t, cudaStream_t, IndexError*);
+      const StateArrays<T, Optimizer::kNumState, S>&, const T*, const SparseRows<Index>&,      \
+      void*, size_t, cudaStream_t, IndexError*);
 
-#define TF_FTRL_INSTANTIATE_OPTIMIZER_TYPE(Optimizer, T)                                       \
-  template cudaError_t Apply<Optimizer, T>(const Optimizer::Hyperparams<AccumulateType<T>>&,   \
-                                           bool, const StateArrays<T, Optimizer::kNumState>&,  \
-                                           const T*, int64_t, cudaStream_t);                   \
-  TF_FTRL_INSTANTIATE_SPARSE(Optimizer, T, int32_t)                                            \
-  TF_FTRL_INSTANTIATE_SPARSE(Optimizer, T, int64_t)
+#define TF_FTRL_INSTANTIATE_OPTIMIZER_TYPE(Optimizer, T, S)                                    \
+  template cudaError_t Apply<Optimizer, T, S>(                                                 \
+      const Optimizer::Hyperparams<AccumulateType<T>>&, bool,                                  \
+      const StateArrays<T, Optimizer::kNumState, S>&, const T*, int64_t, cudaStream_t);        \
+  TF_FTRL_INSTANTIATE_SPARSE(Optimizer, T, S, int32_t)                                         \
+  TF_FTRL_INSTANTIATE_SPARSE(Optimizer, T, S, int64_t)
 
-#define TF_FTRL_INSTANTIATE_OPTIMIZER(Optimizer)                                               \
-  TF_FTRL_INSTANTIATE_OPTIMIZER_TYPE(Optimizer, float)                                         \
-  TF_FTRL_INSTANTIATE_OPTIMIZER_TYPE(Optimizer, double)                                        \
-  TF_FTRL_INSTANTIATE_OPTIMIZER_TYPE(Optimizer, float16)                                       \
-  TF_FTRL_INSTANTIATE_OPTIMIZER_TYPE(Optimizer, bfloat16)
+#define TF_FTRL_INSTANTIATE_ROWWISE_TYPE(Optimizer, T, S)                                      \
+  template cudaError_t RowwiseApply<Optimizer, T, S>(                                          \
+      const Optimizer::Hyperparams<AccumulateType<T>>&, bool,                                  \
+      const StateArrays<T, Optimizer::kNumState, S>&, const T*, int64_t, int64_t,              \
+      cudaStream_t);                                                                           \
+  TF_FTRL_INSTANTIATE_SPARSE(Optimizer, T, S, int32_t)                                         \
+  TF_FTRL_INSTANTIATE_SPARSE(Optimizer, T, S, int64_t)
+
+#define TF_FTRL_INSTANTIATE_TYPES(INSTANTIATE, Optimizer) \
+  INSTANTIATE(Optimizer, float, float)                    \
+  INSTANTIATE(Optimizer, float, bfloat16)                 \
+  INSTANTIATE(Optimizer, float, float16)                  \
+  INSTANTIATE(Optimizer, double, double)                  \
+  INSTANTIATE(Optimizer, float16, float16)                \
+  INSTANTIATE(Optimizer, bfloat16, bfloat16)
+
+#define TF_FTRL_INSTANTIATE_OPTIMIZER(Optimizer) \
+  TF_FTRL_INSTANTIATE_TYPES(TF_FTRL_INSTANTIATE_OPTIMIZER_TYPE, Optimizer)
+#define TF_FTRL_INSTANTIATE_ROWWISE(Optimizer) \
+  TF_FTRL_INSTANTIATE_TYPES(TF_FTRL_INSTANTIATE_ROWWISE_TYPE, Optimizer)
 
 TF_FTRL_FOR_EACH_OPTIMIZER(TF_FTRL_INSTANTIATE_OPTIMIZER)
-
-#define TF_FTRL_INSTANTIATE_ROWWISE_TYPE(Optimizer, T)                                         \
-  template cudaError_t RowwiseApply<Optimizer, T>(                                             \
-      const Optimizer::Hyperparams<AccumulateType<T>>&, bool,                                  \
-      const StateArrays<T, Optimizer::kNumState>&, const T*, int64_t, int64_t, cudaStream_t);  \
-  TF_FTRL_INSTANTIATE_SPARSE(Optimizer, T, int32_t)                                            \
-  TF_FTRL_INSTANTIATE_SPARSE(Optimizer, T, int64_t)
-
-#define TF_FTRL_INSTANTIATE_ROWWISE(Optimizer)                                                 \
-  TF_FTRL_INSTANTIATE_ROWWISE_TYPE(Optimizer, float)                                           \
-  TF_FTRL_INSTANTIATE_ROWWISE_TYPE(Optimizer, double)                                          \
-  TF_FTRL_INSTANTIATE_ROWWISE_TYPE(Optimizer, float16)                                         \
-  TF_FTRL_INSTANTIATE_ROWWISE_TYPE(Optimizer, bfloat16)
-
 TF_FTRL_FOR_EACH_ROWWISE_OPTIMIZER(TF_FTRL_INSTANTIATE_ROWWISE)
 
 #define TF_FTRL_INSTANTIATE_WORKSPACE(T)                                                       \

@@ -30,10 +30,10 @@ namespace gpu {
 constexpr int64_t kMaxSparseIndices = INT32_MAX;
 
 // The dense update of `Optimizer` (a description, optimizer_spec.h) over `size` elements of
-// every state array.
-template <typename Optimizer, typename T>
+// every state array. The state is of var's type T, or (T float) bfloat16 or float16.
+template <typename Optimizer, typename T, typename S>
 cudaError_t Apply(const typename Optimizer::template Hyperparams<AccumulateType<T>>& h, bool flag,
-                  const StateArrays<T, Optimizer::kNumState>& state, const T* grad, int64_t size,
+                  const StateArrays<T, Optimizer::kNumState, S>& state, const T* grad, int64_t size,
                   cudaStream_t stream);
 
 // The device memory a sparse update of element type T with `num_indices` indices of type Index
@@ -41,9 +41,9 @@ cudaError_t Apply(const typename Optimizer::template Hyperparams<AccumulateType<
 // bad one, and the sums of hot ids' chunks of duplicates). Enqueues nothing.
 // The dense update of a row-wise optimizer (rowwise_math.h) over num_rows rows of row_size
 // elements.
-template <typename Optimizer, typename T>
+template <typename Optimizer, typename T, typename S>
 cudaError_t RowwiseApply(const typename Optimizer::template Hyperparams<AccumulateType<T>>& h,
-                         bool flag, const StateArrays<T, Optimizer::kNumState>& state,
+                         bool flag, const StateArrays<T, Optimizer::kNumState, S>& state,
                          const T* grad, int64_t num_rows, int64_t row_size, cudaStream_t stream);
 
 // The workspace of a sparse update (with `rowwise`, of a row-wise optimizer's).
@@ -77,9 +77,9 @@ struct SparseRows {
 // `workspace` is device memory of at least SparseWorkspaceBytes<T, Index>(num_indices, row_size)
 // bytes, at any alignment. Returns cudaErrorInvalidValue when num_indices is negative or above
 // kMaxSparseIndices, or the workspace is short.
-template <typename Optimizer, typename T, typename Index>
+template <typename Optimizer, typename T, typename S, typename Index>
 cudaError_t SparseApply(const typename Optimizer::template Hyperparams<AccumulateType<T>>& h,
-                        bool flag, const StateArrays<T, Optimizer::kNumState>& state,
+                        bool flag, const StateArrays<T, Optimizer::kNumState, S>& state,
                         const T* grad, const SparseRows<Index>& rows, void* workspace,
                         size_t workspace_bytes, cudaStream_t stream, IndexError* error);
 

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #if defined(__CUDACC__)
 #define TF_FTRL_HOST_DEVICE __host__ __device__
@@ -101,6 +102,64 @@ TF_FTRL_HOST_DEVICE TF_FTRL_INLINE uint16_t FloatToBFloat16(float f) {
   return static_cast<uint16_t>((u + 0x7fffu + odd) >> 16);
 }
 
+// Stochastic rounding: `f` rounded to one of its two neighbours in the 16-bit format, the one of
+// larger magnitude with probability (distance from the smaller) / (distance between them), from
+// 32 random bits (StochasticBits). Integer arithmetic only, so the host and the device give the
+// same bits; exact values, infinities and NaN store as round-to-nearest stores them. Values whose
+// magnitude rounds up past the largest finite value become infinite, as they may to nearest.
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE uint16_t FloatToBFloat16Stochastic(float f, uint32_t random) {
+  const uint32_t u = FloatBits(f);
+  if ((u & 0x7fffffffu) >= 0x7f800000u) return FloatToBFloat16(f);
+  // The 16 bits dropped are the fraction of the way to the next value of larger magnitude (the
+  // same layout holds for float subnormals, which bfloat16 shares).
+  return static_cast<uint16_t>((u + (random >> 16)) >> 16);
+}
+
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE uint16_t FloatToHalfStochastic(float f, uint32_t random) {
+  const uint32_t u = FloatBits(f);
+  const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
+  const uint32_t abs_bits = u & 0x7fffffffu;
+  if (abs_bits >= 0x7f800000u) return FloatToHalf(f);
+  if (abs_bits >= 0x47800000u) return sign | 0x7c00u;  // >= 65536: beyond every finite half
+  if (abs_bits >= 0x38800000u) {  // a normal half's range: 13 bits dropped
+    return sign | static_cast<uint16_t>((abs_bits - (112u << 23) + (random >> 19)) >> 13);
+  }
+  // A half subnormal (units of 2^-24): the float's significand shifted right by `shift` bits,
+  // rounded up with probability (the dropped bits) / 2^shift, the random addend spread over the
+  // shift when it is wider than 32 bits.
+  const uint32_t exponent = abs_bits >> 23;
+  if (exponent == 0) return sign;  // below 2^-126: rounds up with probability < 2^-102
+  const int shift = 126 - static_cast<int>(exponent);  // >= 14
+  if (shift >= 64) return sign;
+  const uint64_t significand = (abs_bits & 0x7fffffu) | 0x800000u;
+  const uint64_t addend = shift <= 32 ? static_cast<uint64_t>(random >> (32 - shift))
+                                      : static_cast<uint64_t>(random) << (shift - 32);
+  return sign | static_cast<uint16_t>((significand + addend) >> shift);
+}
+
+// SplitMix64's finalizer: a bijection of 64 bits whose every output bit depends on every input
+// bit.
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE uint64_t Mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+// The key of one update's stochastic rounding: from the seed and the step, so that a step's
+// random bits never repeat another step's.
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE uint64_t RoundingKey(int64_t seed, int64_t step) {
+  return Mix64(Mix64(static_cast<uint64_t>(seed)) + static_cast<uint64_t>(step));
+}
+
+// The random bits that round element `position` of state array `array` (1 for the first array
+// after var, ...): a function of the key, the array and the position alone, so they are the same
+// whichever thread, loop or device stores the element.
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE uint32_t StochasticBits(uint64_t key, int array,
+                                                           int64_t position) {
+  const uint64_t where = (static_cast<uint64_t>(position) << 3) | static_cast<uint64_t>(array);
+  return static_cast<uint32_t>(Mix64(key ^ (where * 0x9e3779b97f4a7c15ull)) >> 32);
+}
+
 // Math in the accumulate type, the same overloads on host and device.
 TF_FTRL_HOST_DEVICE TF_FTRL_INLINE float Sqrt(float x) { return sqrtf(x); }
 TF_FTRL_HOST_DEVICE TF_FTRL_INLINE double Sqrt(double x) { return sqrt(x); }
@@ -132,6 +191,35 @@ TF_FTRL_HOST_DEVICE TF_FTRL_INLINE float Store<float>(float x) {
 template <>
 TF_FTRL_HOST_DEVICE TF_FTRL_INLINE double Store<double>(double x) {
   return x;
+}
+
+// Stores of optimizer state narrower than its var (bfloat16 or float16 state of a float32 var):
+// how they round. Stochastic rounding takes its bits from `key` (RoundingKey), the array and the
+// element's position (the element's index in its array: a per-row array's row).
+struct StateRounding {
+  bool stochastic = false;
+  uint64_t key = 0;
+};
+
+// Stores `x` into an array of type S whose var has type T: the state of var's own type stores as
+// Store does; narrower state rounds as `rounding` says.
+template <typename T, typename S>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE S StoreState(const StateRounding& rounding,
+                                                AccumulateType<T> x, int array,
+                                                int64_t position) {
+  if constexpr (std::is_same_v<S, T>) {
+    return Store<S>(x);
+  } else if constexpr (std::is_same_v<S, bfloat16>) {
+    return bfloat16{rounding.stochastic
+                        ? FloatToBFloat16Stochastic(x, StochasticBits(rounding.key, array,
+                                                                      position))
+                        : FloatToBFloat16(x)};
+  } else {
+    static_assert(std::is_same_v<S, float16>, "state narrower than var is bfloat16 or float16");
+    return float16{rounding.stochastic
+                       ? FloatToHalfStochastic(x, StochasticBits(rounding.key, array, position))
+                       : FloatToHalf(x)};
+  }
 }
 
 }  // namespace tf_ftrl

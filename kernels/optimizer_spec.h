@@ -50,11 +50,28 @@ struct FlagSpec {
   bool default_value;
 };
 
-// The arrays an update reads and writes, in the order its Step takes them (var first).
-template <typename T, int kNumArrays>
+// The arrays an update reads and writes, in the order its Step takes them: var (of type T, grad's
+// type) first, then the optimizer's state (slots, of type S: T, or bfloat16 or float16 for a
+// float32 var, stored as `rounding` says). The math runs in T's accumulate type either way.
+template <typename T, int kNumArrays, typename S = T>
 struct StateArrays {
-  T* arrays[kNumArrays];
+  using Var = T;
+  using Slot = S;
+  static constexpr int kNumSlots = kNumArrays - 1;
+  T* var;
+  S* slots[kNumSlots];
+  StateRounding rounding;
 };
+
+// Array I of `state` (0: var).
+template <int I, typename State>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE auto* ArrayAt(const State& state) {
+  if constexpr (I == 0) {
+    return state.var;
+  } else {
+    return state.slots[I - 1];
+  }
+}
 
 template <bool kValue>
 using Bool = std::integral_constant<bool, kValue>;

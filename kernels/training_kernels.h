@@ -90,8 +90,30 @@ tf_ftrl::cpu::ParallelFor ThreadPoolParallelFor(OpKernelContext* ctx) {
       workers->NumThreads());
 }
 
+// Calls fn(X()) with the TensorFlow element type X of `dtype`, one of the types the fused ops
+// take; any other dtype gives `otherwise`.
+template <typename Fn>
+absl::Status WithElementType(DataType dtype, absl::Status otherwise, Fn&& fn) {
+  switch (dtype) {
+    case DT_FLOAT: return fn(float());
+    case DT_DOUBLE: return fn(double());
+    case DT_HALF: return fn(Eigen::half());
+    case DT_BFLOAT16: return fn(Eigen::bfloat16());
+    default: return otherwise;
+  }
+}
+
+// Whether optimizer state of `state` dtype may go with a var (and grad) of dtype T: its own
+// dtype, or bfloat16 or float16 state for a float32 var.
+template <typename T>
+bool IsStateDtypeOf(DataType state) {
+  return state == DataTypeToEnum<T>::value ||
+         (std::is_same_v<T, float> && (state == DT_BFLOAT16 || state == DT_HALF));
+}
+
 // Locks the variable inputs [0, names.size()) and fetches their tensors, checking that each is
-// a different variable from the others, initialized and of dtype T.
+// a different variable from the others and initialized, that var has dtype T and that the
+// state variables after it share one dtype that IsStateDtypeOf<T>.
 template <typename Device, typename T>
 class LockedVariables {
  public:
@@ -128,6 +150,16 @@ class LockedVariables {
     for (const auto& resource : resources) {
       shared = shared || (sparse && resource->copy_on_read_mode.load());
     }
+    // TensorFlow's helpers copy a variable as their element type T, and the state may be of
+    // another type than var: each variable is prepared with its own. (A variable's dtype never
+    // changes; a dtype the ops do not take is reported below, after the lock.)
+    if (shared) {
+      for (const auto& resource : resources) {
+        WithElementType(resource->tensor()->dtype(), absl::OkStatus(), [&](auto x) {
+          return EnsureSparseVariableAccess<Device, decltype(x)>(ctx, resource.get());
+        }).IgnoreError();
+      }
+    }
     lock_.emplace(MaybeLockVariableInputMutexesInOrder<Device, T>(ctx, use_locking, shared,
                                                                    InputIds(names.size())));
     tensors_.resize(names.size());
@@ -139,8 +171,11 @@ class LockedVariables {
         // reference count tells). TensorFlow's helper also copies every variable that its sparse
         // ops switched to copy-on-read mode, on every dense update; under the exclusive lock no
         // sparse update or read can be running, so the reference count is all that matters.
-        status_ = PrepareToUpdateVariable<Device, T>(ctx, resources[i]->tensor(),
-                                                     /*copy_on_read_mode=*/false);
+        Tensor* tensor = resources[i]->tensor();
+        status_ = WithElementType(tensor->dtype(), absl::OkStatus(), [&](auto x) {
+          return PrepareToUpdateVariable<Device, decltype(x)>(ctx, tensor,
+                                                              /*copy_on_read_mode=*/false);
+        });
         if (!status_.ok()) return;
         tensors_[i] = *resources[i]->tensor();
       }
@@ -149,11 +184,25 @@ class LockedVariables {
             absl::StrCat("Attempting to use uninitialized variable: ", names[i]));
         return;
       }
-      if (tensors_[i].dtype() != DataTypeToEnum<T>::value) {
+      if (i == 0 && tensors_[i].dtype() != DataTypeToEnum<T>::value) {
         status_ = absl::InvalidArgumentError(absl::StrCat(
             names[i], " has dtype ", DataTypeString(tensors_[i].dtype()),
             " but grad and the hyperparameters have dtype ",
             DataTypeString(DataTypeToEnum<T>::value)));
+        return;
+      }
+      if (i > 1 && tensors_[i].dtype() != tensors_[1].dtype()) {
+        status_ = absl::InvalidArgumentError(absl::StrCat(
+            names[i], " has dtype ", DataTypeString(tensors_[i].dtype()), " but ", names[1],
+            " has dtype ", DataTypeString(tensors_[1].dtype()),
+            ": the optimizer's state variables share one dtype"));
+        return;
+      }
+      if (i == 1 && !IsStateDtypeOf<T>(tensors_[i].dtype())) {
+        status_ = absl::InvalidArgumentError(absl::StrCat(
+            names[i], " has dtype ", DataTypeString(tensors_[i].dtype()), " but ", names[0],
+            " has dtype ", DataTypeString(DataTypeToEnum<T>::value),
+            ": the state has var's dtype, or bfloat16 or half for a float var"));
         return;
       }
       if (i > 0 && per_row[i]) {
@@ -182,11 +231,17 @@ class LockedVariables {
 
   const absl::Status& status() const { return status_; }
   Tensor* tensor(int i) { return &tensors_[i]; }
-  // The buffers of the first kNumState variables, for the loops.
-  template <int kNumState>
-  tf_ftrl::StateArrays<Storage<T>, kNumState> state() {
-    tf_ftrl::StateArrays<Storage<T>, kNumState> arrays;
-    for (int i = 0; i < kNumState; ++i) arrays.arrays[i] = MutableData<T>(&tensors_[i]);
+  // The dtype of the state variables (after var).
+  DataType state_dtype() const { return tensors_[1].dtype(); }
+  // The buffers of the first kNumState variables, for the loops: var of type T, the state of
+  // type S (state_dtype()'s).
+  template <int kNumState, typename S>
+  tf_ftrl::StateArrays<Storage<T>, kNumState, Storage<S>> state(
+      const tf_ftrl::StateRounding& rounding) {
+    tf_ftrl::StateArrays<Storage<T>, kNumState, Storage<S>> arrays;
+    arrays.var = MutableData<T>(&tensors_[0]);
+    for (int i = 1; i < kNumState; ++i) arrays.slots[i - 1] = MutableData<S>(&tensors_[i]);
+    arrays.rounding = rounding;
     return arrays;
   }
 
@@ -309,9 +364,6 @@ absl::Status IndexOutOfRange(const tf_ftrl::IndexError& error, int64_t num_rows)
 template <typename Device, typename T>
 struct FusedUpdate;
 
-template <typename T, int kNumState>
-using StateOf = tf_ftrl::StateArrays<Storage<T>, kNumState>;
-
 // Each thread keeps its grouping buffers between sparse updates.
 tf_ftrl::RowGroups& ThreadRowGroups() {
   thread_local tf_ftrl::RowGroups groups;
@@ -331,29 +383,29 @@ absl::Status GroupRows(const Tensor& indices, int64_t num_rows, tf_ftrl::RowGrou
 
 template <typename T>
 struct FusedUpdate<CPUDevice, T> {
-  template <typename Optimizer>
+  template <typename Optimizer, typename State>
   static absl::Status Apply(OpKernelContext* ctx,
                             const typename Optimizer::template Hyperparams<Acc<T>>& h, bool flag,
-                            const StateOf<T, Optimizer::kNumState>& state, const Tensor& grad) {
+                            const State& state, const Tensor& grad) {
     tf_ftrl::cpu::Apply<Optimizer>(h, flag, state, ConstData<T>(grad), grad.NumElements(),
                                    ThreadPoolParallelFor(ctx));
     return absl::OkStatus();
   }
 
-  template <typename Optimizer>
+  template <typename Optimizer, typename State>
   static absl::Status RowwiseApply(OpKernelContext* ctx,
                                    const typename Optimizer::template Hyperparams<Acc<T>>& h,
-                                   bool flag, const StateOf<T, Optimizer::kNumState>& state,
+                                   bool flag, const State& state,
                                    const Tensor& grad, int64_t num_rows, int64_t row_size) {
     tf_ftrl::cpu::RowwiseApply<Optimizer>(h, flag, state, ConstData<T>(grad), num_rows,
                                           row_size, ThreadPoolParallelFor(ctx));
     return absl::OkStatus();
   }
 
-  template <typename Optimizer, typename Index>
+  template <typename Optimizer, typename Index, typename State>
   static absl::Status SparseApply(OpKernelContext* ctx,
                                   const typename Optimizer::template Hyperparams<Acc<T>>& h,
-                                  bool flag, const StateOf<T, Optimizer::kNumState>& state,
+                                  bool flag, const State& state,
                                   const Tensor& grad, const Tensor& indices, int64_t num_rows,
                                   int64_t row_size) {
     tf_ftrl::RowGroups& groups = ThreadRowGroups();
@@ -416,29 +468,29 @@ absl::Status AllocateSparseWorkspace(OpKernelContext* ctx, int64_t num_indices, 
 // The GPU launchers take the same storage types as the CPU loops.
 template <typename T>
 struct FusedUpdate<GPUDevice, T> {
-  template <typename Optimizer>
+  template <typename Optimizer, typename State>
   static absl::Status Apply(OpKernelContext* ctx,
                             const typename Optimizer::template Hyperparams<Acc<T>>& h, bool flag,
-                            const StateOf<T, Optimizer::kNumState>& state, const Tensor& grad) {
+                            const State& state, const Tensor& grad) {
     return CudaStatus(tf_ftrl::gpu::Apply<Optimizer>(h, flag, state, ConstData<T>(grad),
                                                      grad.NumElements(), OpStream(ctx)),
                       ctx->op_kernel().type_string().c_str());
   }
 
-  template <typename Optimizer>
+  template <typename Optimizer, typename State>
   static absl::Status RowwiseApply(OpKernelContext* ctx,
                                    const typename Optimizer::template Hyperparams<Acc<T>>& h,
-                                   bool flag, const StateOf<T, Optimizer::kNumState>& state,
+                                   bool flag, const State& state,
                                    const Tensor& grad, int64_t num_rows, int64_t row_size) {
     return CudaStatus(tf_ftrl::gpu::RowwiseApply<Optimizer>(h, flag, state, ConstData<T>(grad),
                                                             num_rows, row_size, OpStream(ctx)),
                       ctx->op_kernel().type_string().c_str());
   }
 
-  template <typename Optimizer, typename Index>
+  template <typename Optimizer, typename Index, typename State>
   static absl::Status SparseApply(OpKernelContext* ctx,
                                   const typename Optimizer::template Hyperparams<Acc<T>>& h,
-                                  bool flag, const StateOf<T, Optimizer::kNumState>& state,
+                                  bool flag, const State& state,
                                   const Tensor& grad, const Tensor& indices, int64_t num_rows,
                                   int64_t row_size) {
     Tensor workspace;
@@ -468,14 +520,57 @@ std::vector<bool> PerRow() {
   return std::vector<bool>(std::begin(Optimizer::kPerRow), std::end(Optimizer::kPerRow));
 }
 
+// The name of the ops' optional last input: [seed, step] of the stochastic rounding of state
+// narrower than var, or nothing (round to nearest).
+constexpr char kStochasticRounding[] = "stochastic_rounding";
+
+// Reads the ops' stochastic_rounding input (at `first_input`; a list of at most one tensor) into
+// *rounding, checking that there is narrower state to round.
+template <typename T>
+absl::Status ReadRounding(OpKernelContext* ctx, int first_input, DataType state_dtype,
+                          tf_ftrl::StateRounding* rounding) {
+  const int given = ctx->num_inputs() - first_input;
+  if (given == 0) return absl::OkStatus();
+  if (given > 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        kStochasticRounding, " takes at most one tensor ([seed, step]), got ", given));
+  }
+  const Tensor& t = ctx->input(first_input);
+  if (!TensorShapeUtils::IsVector(t.shape()) || t.NumElements() != 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        kStochasticRounding, " must be [seed, step], a vector of 2 int64, got shape ",
+        t.shape().DebugString()));
+  }
+  if (state_dtype == DataTypeToEnum<T>::value) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        kStochasticRounding, " rounds state narrower than var (bfloat16 or half state of a "
+        "float var), but the state has var's dtype, ", DataTypeString(state_dtype)));
+  }
+  rounding->stochastic = true;
+  rounding->key = tf_ftrl::RoundingKey(t.vec<int64_t>()(0), t.vec<int64_t>()(1));
+  return absl::OkStatus();
+}
+
+// Calls fn(S()) with the TensorFlow type S of the state, `state_dtype` (checked by
+// LockedVariables): T, or for a float T bfloat16 or half.
+template <typename T, typename Fn>
+absl::Status WithStateType(DataType state_dtype, Fn&& fn) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (state_dtype == DT_BFLOAT16) return fn(Eigen::bfloat16());
+    if (state_dtype == DT_HALF) return fn(Eigen::half());
+  }
+  return fn(T());
+}
+
 // The op of `Optimizer` on element type T: the dense op when Index is void, else the sparse op
 // with indices of type Index. Its inputs: the state variables, grad, (indices,) the
-// hyperparameters; its attrs: use_locking and the optimizer's flag.
+// hyperparameters, stochastic_rounding; its attrs: use_locking and the optimizer's flag.
 template <typename Device, typename T, typename Optimizer, typename Index = void>
 class FusedApplyOp : public OpKernel {
  public:
   static constexpr int kNumState = Optimizer::kNumState;
   static constexpr bool kSparse = !std::is_void_v<Index>;
+  static constexpr int kFirstHyperparam = kNumState + 1 + kSparse;
 
   explicit FusedApplyOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("use_locking", &use_locking_));
@@ -489,33 +584,46 @@ class FusedApplyOp : public OpKernel {
     const Tensor& grad = ctx->input(kNumState);
     if constexpr (!kSparse) OP_REQUIRES_OK(ctx, CheckDenseGrad(*vars.tensor(0), grad));
     typename Optimizer::template Hyperparams<Acc<T>> h;
-    OP_REQUIRES_OK(ctx, (ReadHyperparams<T, Optimizer>(ctx, kNumState + 1 + kSparse, &h)));
+    OP_REQUIRES_OK(ctx, (ReadHyperparams<T, Optimizer>(ctx, kFirstHyperparam, &h)));
+    tf_ftrl::StateRounding rounding;
+    OP_REQUIRES_OK(ctx, ReadRounding<T>(ctx, kFirstHyperparam + Optimizer::kNumHyperparams,
+                                        vars.state_dtype(), &rounding));
+    OP_REQUIRES_OK(ctx, WithStateType<T>(vars.state_dtype(), [&](auto s) {
+      return Update(ctx, h, vars, vars.template state<kNumState, decltype(s)>(rounding), grad);
+    }));
+  }
+
+ private:
+  template <typename State>
+  absl::Status Update(OpKernelContext* ctx,
+                      const typename Optimizer::template Hyperparams<Acc<T>>& h,
+                      LockedVariables<Device, T>& vars, const State& state, const Tensor& grad) {
     if constexpr (kSparse) {
       const Tensor& indices = ctx->input(kNumState + 1);
       int64_t row_size = 0;
-      OP_REQUIRES_OK(ctx, CheckSparseShapes(*vars.tensor(0), grad, indices, &row_size));
+      TF_RETURN_IF_ERROR(CheckSparseShapes(*vars.tensor(0), grad, indices, &row_size));
       // An update of rows of no elements checks the indices and writes nothing.
       if (Optimizer::ChangesNothing(h)) row_size = 0;
-      OP_REQUIRES_OK(ctx, (FusedUpdate<Device, T>::template SparseApply<Optimizer, Index>(
-                              ctx, h, flag_, vars.template state<kNumState>(), grad, indices,
-                              vars.tensor(0)->dim_size(0), row_size)));
+      return FusedUpdate<Device, T>::template SparseApply<Optimizer, Index>(
+          ctx, h, flag_, state, grad, indices, vars.tensor(0)->dim_size(0), row_size);
     } else {
-      if (Optimizer::ChangesNothing(h)) return;
+      if (Optimizer::ChangesNothing(h)) return absl::OkStatus();
       if constexpr (Optimizer::kRowwise) {
         // (var is at least 1-D: LockedVariables checked it against the per-row arrays.)
         const Tensor& var = *vars.tensor(0);
         const int64_t num_rows = var.dim_size(0);
         int64_t row_size = 1;
         for (int d = 1; d < var.dims(); ++d) row_size *= var.dim_size(d);
-        OP_REQUIRES_OK(ctx, FusedUpdate<Device, T>::template RowwiseApply<Optimizer>(
-                                ctx, h, flag_, vars.template state<kNumState>(), grad, num_rows,
-                                row_size));
+        return FusedUpdate<Device, T>::template RowwiseApply<Optimizer>(ctx, h, flag_, state,
+                                                                         grad, num_rows,
+                                                                         row_size);
       } else {
-        OP_REQUIRES_OK(ctx, FusedUpdate<Device, T>::template Apply<Optimizer>(
-                                ctx, h, flag_, vars.template state<kNumState>(), grad));
+        return FusedUpdate<Device, T>::template Apply<Optimizer>(ctx, h, flag_, state, grad);
       }
     }
   }
+
+ public:
 
  private:
   bool use_locking_;
@@ -537,6 +645,7 @@ void RegisterKernel(const char* device, const char* prefix) {
   builder.Device(device).TypeConstraint<T>("T");
   if constexpr (!std::is_void_v<Index>) builder.TypeConstraint<Index>("Tindices");
   for (const tf_ftrl::HyperparamSpec& h : Optimizer::kHyperparams) builder.HostMemory(h.name);
+  builder.HostMemory(kStochasticRounding);
   kernel_factory::OpKernelRegistrar(builder.Build(), name, &CreateKernel<Kernel>);
 }
 

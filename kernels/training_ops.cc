@@ -35,6 +35,23 @@ absl::Status ScalarInputs(InferenceContext* c, int first, int end) {
   return absl::OkStatus();
 }
 
+// The number of stochastic_rounding inputs (the last inputs), each [seed, step].
+int RoundingInputs(InferenceContext* c) {
+  int n = 0;
+  if (!c->GetAttr("N", &n).ok()) return 0;
+  return n;
+}
+
+absl::Status RoundingShapes(InferenceContext* c) {
+  for (int i = c->num_inputs() - RoundingInputs(c); i < c->num_inputs(); ++i) {
+    ShapeHandle pair;
+    TF_RETURN_IF_ERROR(c->WithRank(c->input(i), 1, &pair));
+    shape_inference::DimensionHandle unused;
+    TF_RETURN_IF_ERROR(c->WithValue(c->Dim(pair, 0), 2, &unused));
+  }
+  return absl::OkStatus();
+}
+
 // Merges the shapes of the variable inputs [1, per_row.size()) into var's `shape`; a per-row
 // variable holds one value per row of var (shape [var.shape[0]]).
 absl::Status MergeVariables(InferenceContext* c, const std::vector<bool>& per_row,
@@ -60,7 +77,7 @@ absl::Status DenseShapeFn(InferenceContext* c, const std::vector<bool>& per_row)
   ShapeHandle shape;
   TF_RETURN_IF_ERROR(MergeVariables(c, per_row, &shape));
   TF_RETURN_IF_ERROR(c->Merge(shape, c->input(num_variables), &shape));
-  return ScalarInputs(c, num_variables + 1, c->num_inputs());
+  return ScalarInputs(c, num_variables + 1, c->num_inputs() - RoundingInputs(c));
 }
 
 // Inputs [0, num_variables) are variables (of var's shape, rank >= 1, or one value per row),
@@ -82,7 +99,7 @@ absl::Status SparseShapeFn(InferenceContext* c, const std::vector<bool>& per_row
   TF_RETURN_IF_ERROR(c->Subshape(shape, 1, &var_row));
   TF_RETURN_IF_ERROR(c->Subshape(grad, 1, &grad_row));
   TF_RETURN_IF_ERROR(c->Merge(var_row, grad_row, &var_row));
-  return ScalarInputs(c, num_variables + 2, c->num_inputs());
+  return ScalarInputs(c, num_variables + 2, c->num_inputs() - RoundingInputs(c));
 }
 
 const char* BoundText(tf_ftrl::Bound bound) {
@@ -108,14 +125,19 @@ void RegisterOps() {
       op.Input(std::string(h.name) + ": T");
       bounds += std::string(bounds.empty() ? "" : ", ") + h.name + " " + BoundText(h.bound);
     }
+    // Optional (a list of zero or one tensor, so graphs saved before it existed still load):
+    // [seed, step] to round state narrower than var stochastically.
+    op.Input("stochastic_rounding: N * int64");
     op.Attr("T: {float, double, half, bfloat16}");
     if (sparse) op.Attr("Tindices: {int32, int64}");
+    op.Attr("N: int >= 0 = 0");
     op.Attr("use_locking: bool = false");
     op.Attr(std::string(Optimizer::kFlag.name) +
             ": bool = " + (Optimizer::kFlag.default_value ? "true" : "false"));
     const std::vector<bool> per_row(std::begin(Optimizer::kPerRow),
                                     std::end(Optimizer::kPerRow));
     op.SetShapeFn([per_row, sparse](InferenceContext* c) {
+      TF_RETURN_IF_ERROR(RoundingShapes(c));
       return sparse ? SparseShapeFn(c, per_row) : DenseShapeFn(c, per_row);
     });
     op.Doc(std::string("\nFused one-pass ") + Optimizer::kSummary + "\n" +
@@ -124,7 +146,11 @@ void RegisterOps() {
                      "those rows. Every index is checked\nagainst [0, rows) before anything is "
                      "written.\n"
                    : "") +
-           "Requires " + bounds + ", all finite.\n");
+           "Requires " + bounds + ", all finite.\n" +
+           "The state variables (after var) have var's dtype, or bfloat16 or half for a float "
+           "var:\nthe math is float, with one rounding per store, to nearest, or "
+           "stochastically when\nstochastic_rounding holds [seed, step] (the bits depend only on "
+           "them, the array and the\nelement's position).\n");
     op();
   }
 }

@@ -128,10 +128,20 @@ def _indices(indices):
     return indices
 
 
+def _rounding(seed_and_step):
+    """The ops' stochastic_rounding input: [] (round to nearest), or [[seed, step]] as int64."""
+    if seed_and_step is None:
+        return []
+    pair = tf.cast(seed_and_step, tf.int64) if tf.is_tensor(seed_and_step) else (
+        tf.convert_to_tensor(seed_and_step, dtype=tf.int64))
+    return [pair]
+
+
 def _op_wrapper(spec, sparse, doc):
     """The Python function of `spec`'s dense or sparse op (`apply_ftrl`, `sparse_apply_ftrl`),
     its signature derived from `spec`:
-    `(var, *slots, grad[, indices], *hyperparameters, flag, use_locking=False, name=None)`."""
+    `(var, *slots, grad[, indices], *hyperparameters, flag, use_locking=False,
+    stochastic_rounding=None, name=None)`."""
     variables = ["var"] + [slot.op_input for slot in spec.slots]
     tensors = variables + ["grad"] + (["indices"] if sparse else [])
 
@@ -146,7 +156,7 @@ def _op_wrapper(spec, sparse, doc):
                      required=spec.op_argument(name).op_default is None)
            for name in spec.op_hyperparameters]
         + [parameter(spec.flag, spec.flag_default), parameter("use_locking", False),
-           parameter("name", None)])
+           parameter("stochastic_rounding", None), parameter("name", None)])
     op_function = _snake_case(spec.sparse_op if sparse else spec.dense_op)
 
     def wrapper(*args, **kwargs):
@@ -159,6 +169,7 @@ def _op_wrapper(spec, sparse, doc):
         if sparse:
             inputs["indices"] = _indices(given["indices"])
         inputs.update((name, _scalar(given[name], dtype)) for name in spec.op_hyperparameters)
+        inputs["stochastic_rounding"] = _rounding(given["stochastic_rounding"])
         return getattr(load_library(), op_function)(
             **inputs, use_locking=given["use_locking"], name=given["name"],
             **{spec.flag: given[spec.flag]})
@@ -195,14 +206,20 @@ Fused FTRL-Proximal update of `var`, `accum` and `linear` in place.
     `|linear| > l1`, else 0. With `multiply_linear_by_lr`, linear holds `lr` times that value.
 
     Args:
-      var, accum, linear: `tf.Variable`s of one shape and dtype (float32, float64, float16 or
-        bfloat16); half types compute in float32.
+      var, accum, linear: `tf.Variable`s of one shape; var of dtype float32, float64, float16
+        or bfloat16 (half types compute in float32). The state (`accum`, `linear`) has var's
+        dtype, or for a float32 var bfloat16 or float16 (low-precision state: float32 math,
+        one rounding per store).
       grad: the gradient, same shape and dtype as `var`.
       {hyperparameters}
         lr_power -0.5 takes a faster sqrt path. The formula divides by lr: a step at lr = 0
         (where warm-up schedules start) changes nothing, and TensorFlow's op rejects it.
       multiply_linear_by_lr: keep `linear` multiplied by the learning rate.
       use_locking: hold the variables' locks exclusively for the update.
+      stochastic_rounding: None (low-precision state rounds to nearest), or `[seed, step]`
+        (int64): it rounds stochastically, each element up or down with probability by its
+        distance, from bits that depend only on seed, step, the array and the element's
+        position (the same on CPU and GPU). Only for state narrower than var.
     """)
 
 sparse_apply_ftrl = _op_wrapper(_specs.FTRL, True, """\
@@ -238,13 +255,12 @@ Fused row-wise FTRL-Proximal update in place: one accumulator value per row of `
     else 0. With D = 1 it is `apply_ftrl`.
 
     Args:
-      var, linear: `tf.Variable`s of one shape (rank >= 1) and dtype (float32, float64,
-        float16 or bfloat16); half types compute in float32.
-      accum: a `tf.Variable` of shape `[var.shape[0]]` and the same dtype.
+      var, linear: `tf.Variable`s of one shape (rank >= 1); dtypes as in `apply_ftrl`.
+      accum: a `tf.Variable` of shape `[var.shape[0]]` and linear's dtype.
       grad: the gradient, same shape and dtype as `var`.
       {hyperparameters}
         A step at lr = 0 changes nothing.
-      multiply_linear_by_lr, use_locking: as in `apply_ftrl`.
+      multiply_linear_by_lr, use_locking, stochastic_rounding: as in `apply_ftrl`.
     """)
 
 sparse_apply_rowwise_ftrl = _op_wrapper(_specs.ROWWISE_FTRL, True, """\

@@ -27,6 +27,7 @@ using tf_ftrl::Adagrad;
 using tf_ftrl::Ftrl;
 using tf_ftrl::RowwiseAdagrad;
 using tf_ftrl::RowwiseFtrl;
+using tf_ftrl::StateArrays;
 
 int g_threads = 2;
 
@@ -220,8 +221,8 @@ void ZipfBalance(float* var, float* accum, float* linear, int64_t rows, int64_t 
   }
   Buffer flush = Filled(int64_t{16} << 20, 0.0f);
   const tf_ftrl::FtrlStep<true, false, float> ftrl_step{ftrl};
-  const cpu::internal::StepRows<tf_ftrl::FtrlStep<true, false, float>, float> ftrl_rows{
-      ftrl_step, {{var, accum, linear}}};
+  const cpu::internal::StepRows<tf_ftrl::FtrlStep<true, false, float>, StateArrays<float, 3>> ftrl_rows{
+      ftrl_step, {var, {accum, linear}}};
   std::printf("Zipf 1.1 ids (~%lld unique of 16,384): slowest part / mean part of the update\n",
               static_cast<long long>(groups[0].num_unique()));
   for (int64_t parts : {2, 8, 32, 64, 128}) {
@@ -314,14 +315,14 @@ int main(int argc, char** argv) {
   Report("dense FTRL 3e7 float32",
          MedianSeconds(10,
                        [&] {
-                         cpu::Apply<Ftrl>(ftrl, false, {{var.data(), accum.data(), linear.data()}},
+                         cpu::Apply<Ftrl>(ftrl, false, {var.data(), {accum.data(), linear.data()}},
                                           grad.data(), n, ThreadedParallelFor);
                        }),
          28.0 * n, copy_gbps);
   Report("dense Adagrad 3e7 float32",
          MedianSeconds(10,
                        [&] {
-                         cpu::Apply<Adagrad>(adagrad, true, {{var.data(), accum.data()}},
+                         cpu::Apply<Adagrad>(adagrad, true, {var.data(), {accum.data()}},
                                              grad.data(), n, ThreadedParallelFor);
                        }),
          20.0 * n, copy_gbps);
@@ -368,12 +369,12 @@ int main(int argc, char** argv) {
       [&] {
         const int k = next++ % kIdSets;
         cpu::SparseApply<Ftrl>(ftrl, false,
-                               {{table.data(), table_accum.data(), table_linear.data()}},
+                               {table.data(), {table_accum.data(), table_linear.data()}},
                                grads[k].data(), dim, groups[k], ThreadedParallelFor);
       },
       [&] {
         const int k = next++ % kIdSets;
-        cpu::SparseApply<Adagrad>(adagrad, true, {{table.data(), table_accum.data()}},
+        cpu::SparseApply<Adagrad>(adagrad, true, {table.data(), {table_accum.data()}},
                                   grads[k].data(), dim, groups[k], ThreadedParallelFor);
       },
       // The sparse counterpart of the no-math limit: the same rows with FTRL's traffic.
@@ -387,21 +388,21 @@ int main(int argc, char** argv) {
       [&] {
         const int k = next++ % kIdSets;
         const tf_ftrl::FtrlStep<true, false, float> step{ftrl};
-        const cpu::internal::StepRows<decltype(step), float> rows{
-            step, {{table.data(), table_accum.data(), table_linear.data()}}};
+        const cpu::internal::StepRows<decltype(step), StateArrays<float, 3>> rows{
+            step, {table.data(), {table_accum.data(), table_linear.data()}}};
         SparseLoop(groups[k], grads[k].data(), dim, 0, ThreadedParallelFor, rows);
       },
       [&] {
         const int k = next++ % kIdSets;
         const tf_ftrl::AdagradStep<true, float> step{adagrad};
-        const cpu::internal::StepRows<decltype(step), float> rows{
-            step, {{table.data(), table_accum.data()}}};
+        const cpu::internal::StepRows<decltype(step), StateArrays<float, 2>> rows{
+            step, {table.data(), {table_accum.data()}}};
         SparseLoop(groups[k], grads[k].data(), dim, 0, ThreadedParallelFor, rows);
       },
       [&] {
         const int k = next++ % kIdSets;
         cpu::SparseApply<Ftrl>(
-            ftrl, false, {{table.data(), table_accum.data(), table_linear.data()}}, grads[k].data(),
+            ftrl, false, {table.data(), {table_accum.data(), table_linear.data()}}, grads[k].data(),
             dim, zipf_groups[k], cpu::ParallelFor(ThreadedParallelFor, g_threads));
       },
   };
@@ -410,12 +411,12 @@ int main(int argc, char** argv) {
   sparse_cases.push_back([&] {
     const int k = next++ % kIdSets;
     cpu::SparseApply<RowwiseFtrl>(ftrl, false,
-                                  {{table.data(), row_accum.data(), table_linear.data()}},
+                                  {table.data(), {row_accum.data(), table_linear.data()}},
                                   grads[k].data(), dim, groups[k], ThreadedParallelFor);
   });
   sparse_cases.push_back([&] {
     const int k = next++ % kIdSets;
-    cpu::SparseApply<RowwiseAdagrad>(adagrad, true, {{table.data(), row_accum.data()}},
+    cpu::SparseApply<RowwiseAdagrad>(adagrad, true, {table.data(), {row_accum.data()}},
                                      grads[k].data(), dim, groups[k], ThreadedParallelFor);
   });
   const std::vector<double> sparse_s = InterleavedMedianSeconds(3 * kIdSets, sparse_cases);
@@ -463,7 +464,7 @@ int main(int argc, char** argv) {
   };
   const auto sparse_ftrl = [&] {
     const int k = next++ % kIdSets;
-    cpu::SparseApply<Ftrl>(ftrl, false, {{table.data(), table_accum.data(), table_linear.data()}},
+    cpu::SparseApply<Ftrl>(ftrl, false, {table.data(), {table_accum.data(), table_linear.data()}},
                            grads[k].data(), dim, groups[k], ThreadedParallelFor);
   };
   struct Condition {

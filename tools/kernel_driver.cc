@@ -311,7 +311,8 @@ void ApplyCpu(const std::string& function, bool sparse, const py::args& args,
     using T = decltype(type);
     const auto h = HyperparamsOf<Optimizer, T>(hyper);
     StateArrays<T, kNumState> arrays;
-    for (int i = 0; i < kNumState; ++i) arrays.arrays[i] = Data<T>(state[i].second);
+    arrays.var = Data<T>(state[0].second);
+    for (int i = 1; i < kNumState; ++i) arrays.slots[i - 1] = Data<T>(state[i].second);
     py::gil_scoped_release release;
     ScopedFlushDenormals flush;
     if (sparse) {
@@ -424,8 +425,9 @@ void ApplyGpu(const std::string& function, const py::args& args, const py::kwarg
   WithStorageType(py::cast<std::string>(values[0]), [&](auto type) {
     using T = decltype(type);
     StateArrays<T, kNumState> state;
-    for (int i = 0; i < kNumState; ++i) {
-      state.arrays[i] = DevicePointer<T>(py::cast<uintptr_t>(values[1 + i]));
+    state.var = DevicePointer<T>(py::cast<uintptr_t>(values[1]));
+    for (int i = 1; i < kNumState; ++i) {
+      state.slots[i - 1] = DevicePointer<T>(py::cast<uintptr_t>(values[1 + i]));
     }
     const T* grad = DevicePointer<const T>(py::cast<uintptr_t>(values[1 + kNumState]));
     const auto h = HyperparamsOf<Optimizer, T>(hyper);
@@ -482,8 +484,9 @@ void SparseApplyGpu(const std::string& function, const py::args& args,
           DevicePointer<const Index>(py::cast<uintptr_t>(values[grad_at + 1])), num_indices,
           num_rows, row_size};
       StateArrays<T, kNumState> state;
-      for (int i = 0; i < kNumState; ++i) {
-        state.arrays[i] = DevicePointer<T>(py::cast<uintptr_t>(values[2 + i]));
+      state.var = DevicePointer<T>(py::cast<uintptr_t>(values[2]));
+      for (int i = 1; i < kNumState; ++i) {
+        state.slots[i - 1] = DevicePointer<T>(py::cast<uintptr_t>(values[2 + i]));
       }
       const T* grad = DevicePointer<const T>(py::cast<uintptr_t>(values[grad_at]));
       const auto h = HyperparamsOf<Optimizer, T>(hyper);
