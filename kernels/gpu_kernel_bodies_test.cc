@@ -426,6 +426,118 @@ void TestChunkSumsOnBadIndices(std::mt19937_64& rng, const std::string& name) {
   Check(confined, "chunk sums on a list with bad indices stay in their slots, " + name);
 }
 
+// Low-precision state (bfloat16 or float16 state of a float var), rounded stochastically: every
+// pass of the dense, sparse and row-wise updates gives the CPU loops' bits, the rounding's bits
+// included (they depend on the element's position, not on which thread stores it).
+template <typename Optimizer, typename S>
+void TestLowPrecisionOptimizer(std::mt19937_64& rng, const std::string& name,
+                               const typename Optimizer::template Hyperparams<float>& h,
+                               bool flag) {
+  using A = float;
+  constexpr int kSlots = Optimizer::kNumState - 1;
+  constexpr int kWidth = gpu::VectorWidth<float>();
+  const int64_t rows = 60, row_size = 16, n = 12 * kDuplicateChunkRows;  // room for the hot ids
+  const std::vector<int32_t> indices = RandomIndices<int32_t>(rng, rows, n, /*hot=*/true);
+  std::vector<int32_t> sorted_indices;
+  std::vector<int32_t> sorted_positions;
+  SortPairs(indices, &sorted_indices, &sorted_positions);
+  const gpu::SortedPairs<int32_t> sorted{sorted_indices.data(), sorted_positions.data(), n};
+  RowGroups groups;
+  IndexError error;
+  Check(groups.Build(indices.data(), n, rows, &error), "indices in range");
+  std::vector<std::vector<S>> slots0(kSlots);
+  for (int i = 0; i < kSlots; ++i) {
+    const int64_t size = Optimizer::kPerRow[i + 1] ? rows : rows * row_size;
+    slots0[i] = i == 0 ? Random<S>(rng, size, 0.1, 2) : Random<S>(rng, size, -1, 1);
+  }
+  const auto var0 = Random<float>(rng, rows * row_size, -1, 1);
+  const auto sparse_grad = Random<float>(rng, n * row_size, -1, 1);
+  const auto dense_grad = Random<float>(rng, rows * row_size, -1, 1);
+  const StateRounding rounding{true, RoundingKey(static_cast<int64_t>(rng() >> 1), 11)};
+  struct Copy {
+    std::vector<float> var;
+    std::vector<std::vector<S>> slots;
+    StateArrays<float, Optimizer::kNumState, S> Arrays(const StateRounding& r) {
+      StateArrays<float, Optimizer::kNumState, S> state;
+      state.var = var.data();
+      for (int i = 0; i < kSlots; ++i) state.slots[i] = slots[i].data();
+      state.rounding = r;
+      return state;
+    }
+    bool operator==(const Copy& other) const {
+      bool same = SameBits(var, other.var);
+      for (int i = 0; i < kSlots; ++i) same = same && SameBits(slots[i], other.slots[i]);
+      return same;
+    }
+  };
+  const int64_t num_threads = 2 * kThreadsPerBlock;
+  const int lanes = gpu::LanesPerRow(row_size / kWidth);
+  Optimizer::WithStep(h, flag, [&](const auto& step) {
+    using Step = std::decay_t<decltype(step)>;
+    // Dense.
+    Copy gpu{var0, slots0}, cpu{var0, slots0};
+    if constexpr (Optimizer::kRowwise) {
+      for (int64_t t = 0; t < num_threads; ++t) {
+        gpu::RowwiseDenseThreadWork(step, gpu.Arrays(rounding), dense_grad.data(), rows,
+                                    row_size, t, num_threads);
+      }
+      cpu::RowwiseApply<Optimizer>(h, flag, cpu.Arrays(rounding), dense_grad.data(), rows,
+                                   row_size, cpu::SerialParallelFor);
+    } else {
+      for (int64_t t = 0; t < num_threads; ++t) {
+        gpu::DenseThreadWork<kWidth>(step, gpu.Arrays(rounding), dense_grad.data(),
+                                     rows * row_size, t, num_threads);
+      }
+      cpu::Apply<Optimizer>(h, flag, cpu.Arrays(rounding), dense_grad.data(), rows * row_size,
+                            cpu::SerialParallelFor);
+    }
+    Check(gpu == cpu, "low-precision state, stochastic, dense: GPU threads = CPU loops, " + name);
+    // Sparse.
+    gpu = Copy{var0, slots0}, cpu = Copy{var0, slots0};
+    AlignedBuffer<A> partials(gpu::NumPartialSlots(n) * row_size);
+    for (int64_t t = 0; t < num_threads; ++t) {
+      gpu::ChunkSumThreadWork<kWidth>(sparse_grad.data(), row_size, lanes, sorted,
+                                      partials.data(), t, num_threads);
+    }
+    if constexpr (Optimizer::kRowwise) {
+      AlignedBuffer<A> summed(n * row_size);
+      std::vector<typename Step::Row> coefficients(n);
+      for (int64_t t = 0; t < num_threads; ++t) {
+        gpu::RowSumThreadWork<kWidth>(sparse_grad.data(), row_size, lanes, sorted,
+                                      partials.data(), summed.data(), t, num_threads);
+      }
+      for (int64_t t = 0; t < num_threads; ++t) {
+        gpu::RowBeginThreadWork(step, gpu.Arrays(rounding), row_size, sorted, summed.data(),
+                                coefficients.data(), t, num_threads);
+      }
+      for (int64_t t = 0; t < num_threads; ++t) {
+        gpu::RowwiseSparseThreadWork<kWidth>(step, gpu.Arrays(rounding), row_size, lanes, sorted,
+                                             summed.data(), coefficients.data(), t, num_threads);
+      }
+    } else {
+      for (int64_t t = 0; t < num_threads; ++t) {
+        gpu::SparseThreadWork<kWidth>(step, gpu.Arrays(rounding), sparse_grad.data(), row_size,
+                                      lanes, sorted, partials.data(), t, num_threads);
+      }
+    }
+    cpu::SparseApply<Optimizer>(h, flag, cpu.Arrays(rounding), sparse_grad.data(), row_size,
+                                groups, cpu::SerialParallelFor);
+    Check(gpu == cpu, "low-precision state, stochastic, sparse: GPU threads = CPU loops, " + name);
+  });
+}
+
+template <typename S>
+void TestLowPrecisionState(std::mt19937_64& rng, const char* name) {
+  const FtrlHyperparams<float> ftrl{0.1f, 0.01f, 0.02f, 0.03f, -0.5f};
+  const AdagradHyperparams<float> adagrad{0.1f, 1e-3f};
+  TestLowPrecisionOptimizer<Ftrl, S>(rng, std::string("FTRL ") + name, ftrl, false);
+  TestLowPrecisionOptimizer<Adagrad, S>(rng, std::string("Adagrad ") + name, adagrad, true);
+  TestLowPrecisionOptimizer<RowwiseFtrl, S>(rng, std::string("row-wise FTRL ") + name, ftrl,
+                                            true);
+  TestLowPrecisionOptimizer<RowwiseAdagrad, S>(rng, std::string("row-wise Adagrad ") + name,
+                                               adagrad, true);
+}
+
 void TestLanesPerRow() {
   Check(gpu::LanesPerRow(0) == 1 && gpu::LanesPerRow(1) == 1 && gpu::LanesPerRow(2) == 2 &&
             gpu::LanesPerRow(3) == 4 && gpu::LanesPerRow(16) == 16 &&
@@ -460,5 +572,7 @@ int main() {
   Case("Rowwise/float64", [&] { TestRowwise<double, int64_t>(rng, "float64"); });
   Case("Rowwise/float16", [&] { TestRowwise<float16, int32_t>(rng, "float16"); });
   Case("Rowwise/bfloat16", [&] { TestRowwise<bfloat16, int64_t>(rng, "bfloat16"); });
+  Case("LowPrecisionState/bfloat16", [&] { TestLowPrecisionState<bfloat16>(rng, "bfloat16"); });
+  Case("LowPrecisionState/float16", [&] { TestLowPrecisionState<float16>(rng, "float16"); });
   return testing::Finish();
 }
