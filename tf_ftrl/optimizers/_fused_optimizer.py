@@ -20,7 +20,8 @@ from tf_ftrl._arguments import (check_arguments, check_learning_rate, checked_le
                                 describe_learning_rate)
 from tf_ftrl._slot_conversion import convert_slot, converted_message
 from tf_ftrl._slot_conversion import converted_tensor as convert_tensor
-from tf_ftrl._optimizer_common import SpecDispatch
+from tf_ftrl._optimizer_common import (SpecDispatch, checked_state_dtype,
+                                       rows_update_in_state_dtype)
 from tf_ftrl._update_log import UpdateLog
 from tf_ftrl import huge_pages as _huge_pages
 from tf_ftrl.huge_pages import advise_on_first_step
@@ -170,11 +171,14 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
     plain TensorFlow ops).
     """
 
-    def __init__(self, *, learning_rate, huge_pages="auto", rowwise=False, **kwargs):
+    def __init__(self, *, learning_rate, huge_pages="auto", rowwise=False, state_dtype=None,
+                 stochastic_rounding=True, **kwargs):
         check_learning_rate(learning_rate)
         super().__init__(learning_rate=learning_rate, **kwargs)
         self.huge_pages = _huge_pages.checked_option(huge_pages)
         self.rowwise = bool(rowwise)
+        self.state_dtype = checked_state_dtype(state_dtype)
+        self.stochastic_rounding = bool(stochastic_rounding)
         self._update_log = UpdateLog()
 
 
@@ -189,6 +193,8 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
         config = super().get_config()
         config["huge_pages"] = self.huge_pages
         config["rowwise"] = self.rowwise
+        config["state_dtype"] = self.state_dtype
+        config["stochastic_rounding"] = self.stochastic_rounding
         config.update({argument.name: getattr(self, argument.name)
                        for argument in self._spec.arguments})
         return config
@@ -214,8 +220,8 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
         names = self._spec.slot_names
         initializers = [keras.initializers.Constant(getattr(self, slot.initial_value))
                         if slot.initial_value else "zeros" for slot in self._spec.slots]
-        if self.rowwise:
-            return self._add_rowwise_slots(var_list, initializers)
+        if self.rowwise or self.state_dtype:
+            return self._add_own_slots(var_list, initializers)
         if hasattr(self, "add_optimizer_variables"):
             return self.add_optimizer_variables(var_list, list(names), initializer=initializers)
         slots = tuple([] for _ in names)
@@ -229,9 +235,10 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
                                                                       initializer=initializer))
         return slots
 
-    def _add_rowwise_slots(self, var_list, initializers):
-        """The slots with `rowwise`: named as `_add_slots` names them (Keras 3.10's way), with
-        one value per row for the row-wise variant's per-row slots of variables of rank >= 2."""
+    def _add_own_slots(self, var_list, initializers):
+        """The slots with `rowwise` or `state_dtype`: named as `_add_slots` names them (Keras
+        3.10's way), with one value per row for the row-wise variant's per-row slots of variables
+        of rank >= 2, in the dtype of `_state_dtype_for`."""
         slots = tuple([] for _ in self._spec.slots)
         for var in var_list:
             if getattr(self, "_overwrite_variable_with_gradient", lambda v: False)(var):
@@ -244,7 +251,7 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
             for slot_list, slot, initializer in zip(slots, spec.slots, initializers):
                 shape = (var.shape[0],) if slot.per_row else var.shape
                 slot_list.append(self.add_variable(shape=shape, initializer=initializer,
-                                                   dtype=var.dtype,
+                                                   dtype=self._state_dtype_for(var.dtype),
                                                    name=f"{prefix}_{slot.name}"))
         return slots
 
@@ -314,17 +321,19 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
             _warn_once_about_xla(self.__class__.__name__)
         fused = ops.has_fused_kernels(var.dtype) and not xla
         self._record_update(variable, var, gradient, fused, xla)
+        rounding = (self._rounding(self._variable_path(variable), var.dtype, slots[0].dtype,
+                                   tf_variable(self.iterations)) if fused else None)
         if isinstance(gradient, tf.IndexedSlices):
             values = tf.cast(gradient.values, var.dtype)
             if fused:
-                self._fused_update(var, slots, values, gradient.indices, lr)
+                self._fused_update(var, slots, values, gradient.indices, lr, rounding)
             else:
                 self._plain_sparse_update(var, slots, tf.IndexedSlices(
                     values, gradient.indices, gradient.dense_shape), lr)
         else:
             grad = tf.cast(gradient, var.dtype)
             if fused:
-                self._fused_update(var, slots, grad, None, lr)
+                self._fused_update(var, slots, grad, None, lr, rounding)
             else:
                 self._plain_dense_update(var, slots, grad, lr)
         advised = _huge_pages.chosen([var] + slots, self.huge_pages) if fused else []
@@ -340,15 +349,24 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
         else:
             why = "inside XLA" if xla else f"no fused kernel for {var.dtype.name}"
             update = f"tensorflow ops ({why}, {'sparse' if sparse else 'dense'})"
-        # A Keras variable's path ("dense/kernel"); a tf.Variable's name.
-        model_variable = self._trainable_variables[self._get_variable_index(variable)]
-        name = getattr(model_variable, "path", None) or model_variable.name
         self._update_log.record(
-            self.__class__.__name__, _Named(name, var.shape), update,
+            self.__class__.__name__, _Named(self._variable_path(variable), var.shape), update,
             *((None, None) if sparse else (dense_op, sparse_op)))
 
+    def _variable_path(self, variable):
+        """A Keras variable's path ("dense/kernel"); a tf.Variable's name."""
+        model_variable = self._trainable_variables[self._get_variable_index(variable)]
+        return getattr(model_variable, "path", None) or model_variable.name
+
+    def _rows_update_of_state(self, var, slots, grad, lr):
+        """`_rows_update` on slots of any state dtype (rounded to nearest when narrower)."""
+        if all(slot.dtype == var.dtype for slot in slots):
+            return self._rows_update(var, slots, grad, lr)
+        return rows_update_in_state_dtype(self._rows_update, var, slots, grad, lr)
+
     def _plain_dense_update(self, var, slots, grad, lr):
-        new = self._rows_update(var.read_value(), [s.read_value() for s in slots], grad, lr)
+        new = self._rows_update_of_state(var.read_value(), [s.read_value() for s in slots], grad,
+                                         lr)
         for variable, value in zip([var] + slots, new):
             variable.assign(value)
 
@@ -357,7 +375,7 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
         # of one index scatter identical values.
         indices = gradient.indices
         rows = [tf.gather(v, indices) for v in [var] + slots]
-        new = self._rows_update(rows[0], rows[1:], summed_per_position(gradient), lr)
+        new = self._rows_update_of_state(rows[0], rows[1:], summed_per_position(gradient), lr)
         for variable, value in zip([var] + slots, new):
             variable.scatter_update(tf.IndexedSlices(value, indices, gradient.dense_shape))
 
@@ -373,13 +391,14 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
             gradient = tf.IndexedSlices(tf.cast(gradient.values, values[0].dtype),
                                         gradient.indices, gradient.dense_shape)
             rows = tf.expand_dims(gradient.indices, 1)
-            new_rows = self._rows_update(tf.gather(values[0], gradient.indices),
-                                         [tf.gather(v, gradient.indices) for v in values[1:]],
-                                         summed_per_position(gradient), lr)
+            new_rows = self._rows_update_of_state(
+                tf.gather(values[0], gradient.indices),
+                [tf.gather(v, gradient.indices) for v in values[1:]],
+                summed_per_position(gradient), lr)
             new = [tf.tensor_scatter_nd_update(v, rows, r) for v, r in zip(values, new_rows)]
         else:
-            new = self._rows_update(values[0], values[1:], tf.cast(gradient, values[0].dtype),
-                                    lr)
+            new = self._rows_update_of_state(values[0], values[1:],
+                                             tf.cast(gradient, values[0].dtype), lr)
         for target, value in zip(targets, new):
             target.assign(value)
 

@@ -38,6 +38,7 @@ class Adagrad(FusedOptimizer):
             to `1e-7`.
         {{huge_pages_arg}}
         {{rowwise_arg}}
+        {{state_dtype_arg}}
         {{keras_keyword_args}}
     """
 
@@ -61,6 +62,8 @@ class Adagrad(FusedOptimizer):
         name=None,
         huge_pages="auto",
         rowwise=False,
+        state_dtype=None,
+        stochastic_rounding=True,
         **kwargs,
     ):
         super().__init__(
@@ -77,6 +80,8 @@ class Adagrad(FusedOptimizer):
             name=name,
             huge_pages=huge_pages,
             rowwise=rowwise,
+            state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
             **kwargs,
         )
         self._set_arguments(initial_accumulator_value=initial_accumulator_value, epsilon=epsilon)
@@ -90,10 +95,11 @@ class Adagrad(FusedOptimizer):
     def _slots(self, variable):
         return [self._accumulators[self._get_variable_index(variable)]]
 
-    def _fused_update(self, var, slots, grad, indices, lr):
+    def _fused_update(self, var, slots, grad, indices, lr, rounding):
         (accum,) = slots
         tensors = (var, accum, grad) + (() if indices is None else (indices,))
-        self._op(var, indices is not None)(*tensors, **self._op_values(lr))
+        self._op(var, indices is not None)(*tensors, **self._op_values(lr),
+                                           stochastic_rounding=rounding)
 
     def _rows_update(self, var, slots, grad, lr):
         (accum,) = slots

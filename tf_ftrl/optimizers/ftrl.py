@@ -36,6 +36,7 @@ class Ftrl(FusedOptimizer):
         {{multiply_linear_by_lr_arg}}
         {{huge_pages_arg}}
         {{rowwise_arg}}
+        {{state_dtype_arg}}
         {{keras_keyword_args}}
     """
 
@@ -64,6 +65,8 @@ class Ftrl(FusedOptimizer):
         name=None,
         huge_pages="auto",
         rowwise=False,
+        state_dtype=None,
+        stochastic_rounding=True,
         **kwargs,
     ):
         super().__init__(
@@ -80,6 +83,8 @@ class Ftrl(FusedOptimizer):
             gradient_accumulation_steps=gradient_accumulation_steps,
             huge_pages=huge_pages,
             rowwise=rowwise,
+            state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
             **kwargs,
         )
         self._set_arguments(
@@ -108,11 +113,12 @@ class Ftrl(FusedOptimizer):
         hyper["l2"] = ftrl_l2(hyper["l2"], self.beta, lr)
         return hyper
 
-    def _fused_update(self, var, slots, grad, indices, lr):
+    def _fused_update(self, var, slots, grad, indices, lr, rounding):
         accum, linear = slots
         tensors = (var, accum, linear, grad) + (() if indices is None else (indices,))
         self._op(var, indices is not None)(*tensors, **self._hyperparameters(lr),
-                                           multiply_linear_by_lr=self.multiply_linear_by_lr)
+                                           multiply_linear_by_lr=self.multiply_linear_by_lr,
+                                           stochastic_rounding=rounding)
 
     def _rows_update(self, var, slots, grad, lr):
         accum, linear = slots
