@@ -1,5 +1,7 @@
 """The part of the tf_keras (optimizer_v2) optimizers common to Ftrl and Adagrad."""
 
+import contextlib
+import re
 import warnings
 
 import numpy as np
@@ -10,7 +12,7 @@ from tf_ftrl import ops
 from tf_ftrl._arguments import (check_learning_rate, checked_learning_rate,
                                 describe_learning_rate)
 from tf_ftrl._slot_conversion import convert_slot, converted_message
-from tf_ftrl._optimizer_common import SpecDispatch
+from tf_ftrl._optimizer_common import SpecDispatch, checked_state_dtype
 from tf_ftrl._update_log import UpdateLog
 from tf_ftrl import huge_pages as _huge_pages
 from tf_ftrl.huge_pages import advise_on_first_step
@@ -33,10 +35,12 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
     _HAS_AGGREGATE_GRAD = True
 
     def __init__(self, name, learning_rate, initial_accumulator_value, huge_pages="auto",
-                 rowwise=False, **kwargs):
+                 rowwise=False, state_dtype=None, stochastic_rounding=True, **kwargs):
         super().__init__(name, **kwargs)
         self.huge_pages = _huge_pages.checked_option(huge_pages)
         self.rowwise = bool(rowwise)
+        self.state_dtype = checked_state_dtype(state_dtype)
+        self.stochastic_rounding = bool(stochastic_rounding)
         # `lr` is OptimizerV2's deprecated alias (validated and warned about there); tf_keras's
         # Adagrad honours it, its Ftrl silently ignores it: both of ours honour it.
         learning_rate = kwargs.get("lr", learning_rate)
@@ -64,14 +68,16 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
                 raise ValueError(
                     f"`rowwise=True` takes float16, bfloat16, float32 and float64 variables. "
                     f"Received: variable {var.name} of dtype {var.dtype.base_dtype.name}.")
-            for slot in spec.slots:
-                shape = [var.shape[0]] if slot.per_row else None
-                if slot.initial_value:
-                    self.add_slot(var, slot.name, tf.compat.v1.constant_initializer(
-                        getattr(self, "_" + slot.initial_value), dtype=var.dtype.base_dtype),
-                        shape=shape)
-                else:
-                    self.add_slot(var, slot.name, shape=shape)
+            dtype = self._state_dtype_for(var.dtype)
+            with _slots_of_dtype(var, dtype):
+                for slot in spec.slots:
+                    shape = [var.shape[0]] if slot.per_row else None
+                    if slot.initial_value:
+                        self.add_slot(var, slot.name, tf.compat.v1.constant_initializer(
+                            getattr(self, "_" + slot.initial_value), dtype=dtype),
+                            shape=shape)
+                    else:
+                        self.add_slot(var, slot.name, shape=shape)
 
     def _resource_apply_sparse_duplicate_indices(self, grad, handle, indices, **kwargs):
         if not ops.has_fused_kernels(handle.dtype):
@@ -109,6 +115,14 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
             return update
         advice = advise_on_first_step(advised, self.iterations, update)
         return advice if advice is not None else update
+
+    def _op(self, variable, sparse):
+        """The fused op of `variable`'s update, with its `stochastic_rounding` bound."""
+        op = super()._op(variable, sparse)
+        state_dtype = self.get_slot(variable, self._spec.slot_names[0]).dtype
+        rounding = self._rounding(_replica_free_name(variable), variable.dtype, state_dtype,
+                                  self.iterations)
+        return lambda *args, **kwargs: op(*args, stochastic_rounding=rounding, **kwargs)
 
     def _op_values(self, var, apply_state):
         """{op input: value} for the fused ops' scalar inputs, from the coefficients that
@@ -150,4 +164,28 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
             config["huge_pages"] = self.huge_pages
         if self.rowwise:
             config["rowwise"] = True
+        if self.state_dtype:
+            config["state_dtype"] = self.state_dtype
+            config["stochastic_rounding"] = self.stochastic_rounding
         return config
+
+
+def _replica_free_name(variable):
+    """The variable's name without ":0" and the "/replica_1" that MirroredStrategy gives each
+    replica's copy: the same for every copy."""
+    return re.sub(r"/replica_\d+", "", variable.name.split(":")[0])
+
+
+@contextlib.contextmanager
+def _slots_of_dtype(var, dtype):
+    """`add_slot` makes slots of `var.true_dtype` where var has one (a mixed-precision variable's
+    own dtype), else of var's dtype: for slots of another dtype, var says that one while they are
+    made."""
+    if dtype == var.dtype.base_dtype or hasattr(type(var), "true_dtype"):
+        yield
+        return
+    var.true_dtype = dtype
+    try:
+        yield
+    finally:
+        del var.true_dtype

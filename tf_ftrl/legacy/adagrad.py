@@ -33,6 +33,7 @@ class Adagrad(FusedOptimizerV2):
         name: The name prefix of the optimizer's variables and ops. Defaults to `"Adagrad"`.
         {{huge_pages_arg}}
         {{rowwise_arg}}
+        {{state_dtype_arg}}
         {{legacy_keyword_args}}
     """
 

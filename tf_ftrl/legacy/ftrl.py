@@ -38,6 +38,7 @@ class Ftrl(FusedOptimizerV2):
         name: The name prefix of the optimizer's variables and ops. Defaults to `"Ftrl"`.
         {{huge_pages_arg}}
         {{rowwise_arg}}
+        {{state_dtype_arg}}
         {{legacy_keyword_args}}
             tf_keras's own Ftrl accepts `lr` but ignores it.
     """
