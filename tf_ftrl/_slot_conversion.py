@@ -1,5 +1,6 @@
-"""Optimizer state saved with one `rowwise` setting, loaded into an optimizer with the other: the
-accumulator's shape tells which, and the values are converted instead of failing on the shape."""
+"""Optimizer state saved with one `rowwise` or `state_dtype` setting, loaded into an optimizer with
+the other: the accumulator's shape tells the one, the slots' dtype the other, and the values are
+converted instead of failing on the shape or dtype."""
 
 import numpy as np
 
@@ -25,6 +26,13 @@ def converted_message(optimizer, rowwise, converted):
            else "row-wise accumulators became element-wise ones (each row's value repeated)")
     return (f"tf_ftrl.{optimizer}: the saved state was written with rowwise={not rowwise}; "
             f"{how}: {'; '.join(converted)}.")
+
+
+def cast_message(optimizer, cast):
+    """What a restore of slots saved in another dtype did (`cast`: "path float32 -> bfloat16")."""
+    return (f"tf_ftrl.{optimizer}: optimizer state saved in another dtype was converted to the "
+            f"optimizer's `state_dtype` (narrower: rounded to nearest; wider: exact): "
+            f"{'; '.join(cast)}.")
 
 
 def converted_tensor(value, shape):

@@ -11,7 +11,7 @@ import tf_keras
 from tf_ftrl import ops
 from tf_ftrl._arguments import (check_learning_rate, checked_learning_rate,
                                 describe_learning_rate)
-from tf_ftrl._slot_conversion import convert_slot, converted_message
+from tf_ftrl._slot_conversion import cast_message, convert_slot, converted_message
 from tf_ftrl._optimizer_common import SpecDispatch, checked_state_dtype
 from tf_ftrl._update_log import UpdateLog
 from tf_ftrl import huge_pages as _huge_pages
@@ -137,19 +137,27 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
         """Sets the optimizer's state (what `.h5` and SavedModel loading call). Slots saved with
         the other `rowwise` setting are converted: an element-wise accumulator into a row-wise
         one by the mean of each row, a row-wise one into an element-wise one by repeating each
-        row's value; a warning says which were converted."""
+        row's value. Slots saved in another dtype (another `state_dtype`) are cast to the slots'
+        dtype. A warning says what was converted."""
         params = self.weights
         if len(params) == len(weights):
-            converted = []
+            converted, cast = [], []
             weights = list(weights)
             for i, (param, value) in enumerate(zip(params, weights)):
                 if tuple(np.shape(value)) != tuple(param.shape):
                     weights[i] = convert_slot(value, tuple(param.shape), param.name)
                     converted.append(f"{param.name} {tuple(np.shape(value))} -> "
                                      f"{tuple(param.shape)}")
+                saved_dtype = tf.as_dtype(np.asarray(weights[i]).dtype)
+                if saved_dtype != param.dtype.base_dtype:
+                    cast.append(f"{param.name} {saved_dtype.name} -> {param.dtype.base_dtype.name}")
+                    weights[i] = tf.cast(np.asarray(weights[i]), param.dtype.base_dtype).numpy()
             if converted:
                 warnings.warn(converted_message(self.__class__.__name__, self.rowwise,
                                                 converted), UserWarning, stacklevel=2)
+            if cast:
+                warnings.warn(cast_message(self.__class__.__name__, cast), UserWarning,
+                              stacklevel=2)
         return super().set_weights(weights)
 
     def get_config(self):
