@@ -228,7 +228,9 @@ class Data:
 
 def make_optimizers(kind, args):
     if kind == "tf_ftrl":
-        ftrl, adagrad = (functools.partial(cls, rowwise=args.rowwise)
+        ftrl, adagrad = (functools.partial(cls, rowwise=args.rowwise,
+                                           state_dtype=args.state_dtype,
+                                           stochastic_rounding=args.stochastic_rounding)
                          for cls in (tf_ftrl.Ftrl, tf_ftrl.Adagrad))
     else:
         ftrl, adagrad = keras.optimizers.Ftrl, keras.optimizers.Adagrad
@@ -244,7 +246,9 @@ def make_optimizers(kind, args):
 
 def train(kind, args, hashing, data, test_dataset, test_labels):
     """Trains the model with one kind of optimizers; returns it and its per-epoch results."""
-    rowwise = " (row-wise state)" if kind == "tf_ftrl" and args.rowwise else ""
+    state = [what for what, chosen in (("row-wise", args.rowwise),
+                                        (args.state_dtype, args.state_dtype)) if chosen]
+    rowwise = f" ({' '.join(state)} state)" if kind == "tf_ftrl" and state else ""
     print(f"\n== {kind}: wide part {type(make_optimizers(kind, args)[0]).__module__}.Ftrl, "
           f"deep part Adagrad{rowwise}, {args.buckets:,} hashed rows per table")
     keras.utils.set_random_seed(args.seed)
@@ -391,6 +395,13 @@ def build_parser():
     model.add_argument("--rowwise", action="store_true",
                        help="tf_ftrl's optimizers keep one accumulator value per row of each "
                        "table and kernel (rowwise=True); keras.optimizers stay element-wise")
+    model.add_argument("--state-dtype", choices=("bfloat16", "float16"), default=None,
+                       help="tf_ftrl's optimizers keep their state (accumulators, linear) in "
+                       "this dtype (state_dtype=...); keras.optimizers stay float32")
+    model.add_argument("--stochastic-rounding", action=argparse.BooleanOptionalAction,
+                       default=True,
+                       help="with --state-dtype: round the state stochastically (default: "
+                       "%(default)s)")
     model.add_argument("--seed", metavar="N", type=int, default=7,
                        help="(default: %(default)s)")
     job = parser.add_argument_group("job")
