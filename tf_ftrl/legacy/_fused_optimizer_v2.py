@@ -69,15 +69,19 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
                     f"`rowwise=True` takes float16, bfloat16, float32 and float64 variables. "
                     f"Received: variable {var.name} of dtype {var.dtype.base_dtype.name}.")
             dtype = self._state_dtype_for(var.dtype)
-            with _slots_of_dtype(var, dtype):
-                for slot in spec.slots:
-                    shape = [var.shape[0]] if slot.per_row else None
-                    if slot.initial_value:
-                        self.add_slot(var, slot.name, tf.compat.v1.constant_initializer(
-                            getattr(self, "_" + slot.initial_value), dtype=dtype),
-                            shape=shape)
-                    else:
-                        self.add_slot(var, slot.name, shape=shape)
+            for slot in spec.slots:
+                shape = [var.shape[0]] if slot.per_row else None
+                if slot.initial_value:
+                    self.add_slot(var, slot.name, tf.compat.v1.constant_initializer(
+                        getattr(self, "_" + slot.initial_value), dtype=dtype), shape=shape)
+                else:
+                    self.add_slot(var, slot.name, shape=shape)
+
+    def add_slot(self, var, slot_name, initializer="zeros", shape=None):
+        """Adds a slot variable of `var`, in the state dtype (`state_dtype` for float32
+        variables): here, and where a checkpoint restore makes one."""
+        with _slots_of_dtype(var, self._state_dtype_for(var.dtype)):
+            return super().add_slot(var, slot_name, initializer, shape=shape)
 
     def _resource_apply_sparse_duplicate_indices(self, grad, handle, indices, **kwargs):
         if not ops.has_fused_kernels(handle.dtype):
@@ -148,6 +152,9 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
                     weights[i] = convert_slot(value, tuple(param.shape), param.name)
                     converted.append(f"{param.name} {tuple(np.shape(value))} -> "
                                      f"{tuple(param.shape)}")
+                if np.asarray(weights[i]).dtype == np.dtype("V2"):
+                    # HDF5 has no bfloat16: .h5 files keep it as raw 2-byte values.
+                    weights[i] = np.asarray(weights[i]).view(tf.bfloat16.as_numpy_dtype)
                 saved_dtype = tf.as_dtype(np.asarray(weights[i]).dtype)
                 if saved_dtype != param.dtype.base_dtype:
                     cast.append(f"{param.name} {saved_dtype.name} -> {param.dtype.base_dtype.name}")
