@@ -210,3 +210,20 @@ def test_rowwise_keeps_one_accumulator_value_per_row(tmp_path, capsys):
             accumulator = optimizer.get_slot(variable, "accumulator")
             expected = variable.shape[:1] if len(variable.shape) >= 2 else variable.shape
             assert tuple(accumulator.shape) == tuple(expected), variable.path
+
+
+def test_state_dtype_keeps_the_optimizers_state_in_bfloat16(tmp_path, capsys):
+    """--rowwise --state-dtype bfloat16: the saved model's optimizers hold bfloat16 state, the
+    tables' accumulators one value per row, and the job reports a held-out AUC."""
+    job = ["--train-examples", "600", "--test-examples", "200", "--no-compare", "--rowwise",
+           "--state-dtype", "bfloat16", "--out", str(tmp_path)] + TINY
+    ctr.main(job)
+    assert "deep part Adagrad (row-wise bfloat16 state)" in capsys.readouterr().out
+    report = json.loads((tmp_path / "ctr_report.json").read_text())["results"]["tf_ftrl"]
+    assert 0.0 < report[-1]["test_auc"] <= 1.0
+    model = keras.saving.load_model(tmp_path / "model.keras")
+    for optimizer in (model.wide_optimizer, model.deep_optimizer):
+        assert optimizer.state_dtype == "bfloat16" and optimizer.stochastic_rounding
+        for variable in optimizer._trainable_variables:
+            accumulator = optimizer.get_slot(variable, "accumulator")
+            assert accumulator.dtype == "bfloat16", variable.path
