@@ -27,20 +27,40 @@ namespace internal {
 // (of type T, or the accumulate type for summed duplicate rows); the elements are
 // [position, position + n) of their arrays (for stochastic rounding). The arrays come as
 // separate restrict pointers, so that the compiler knows they do not overlap and vectorises the
-// loop.
-template <typename Step, typename T, typename G, size_t... I, typename... Arrays>
-TF_FTRL_INLINE void StepLoop(std::index_sequence<I...>, const Step& step,
-                             const StateRounding& rounding, int64_t position,
-                             const G* __restrict grad, int64_t n, Arrays* __restrict... arrays) {
+// loop; the rounding is chosen once, outside it, for the same reason.
+template <bool kStochastic, typename Step, typename T, typename G, size_t... I,
+          typename... Arrays>
+TF_FTRL_INLINE void StepLoopRounding(std::index_sequence<I...>, const Step& step, uint64_t key,
+                                     int64_t position, const G* __restrict grad, int64_t n,
+                                     Arrays* __restrict... arrays) {
   using A = AccumulateType<T>;
   for (int64_t i = 0; i < n; ++i) {
     A values[Step::kNumState] = {static_cast<A>(Load(arrays[i]))...};
     step(static_cast<A>(Load(grad[i])), values);
     ((I < Step::kNumWritten
-          ? void(arrays[i] = StoreState<T, Arrays>(rounding, values[I], I, position + i))
+          ? void(arrays[i] = StoreStateAs<T, Arrays, kStochastic>(key, values[I], I,
+                                                                  position + i))
           : void()),
      ...);
   }
+}
+
+// Whether any of the arrays is narrower state than T (so that its stores may round
+// stochastically).
+template <typename T, typename... Arrays>
+constexpr bool kHasNarrowState = !(std::is_same_v<Arrays, T> && ...);
+
+template <typename Step, typename T, typename G, size_t... I, typename... Arrays>
+TF_FTRL_INLINE void StepLoop(std::index_sequence<I...> seq, const Step& step,
+                             const StateRounding& rounding, int64_t position,
+                             const G* __restrict grad, int64_t n, Arrays* __restrict... arrays) {
+  if constexpr (kHasNarrowState<T, Arrays...>) {
+    if (rounding.stochastic) {
+      return StepLoopRounding<true, Step, T>(seq, step, rounding.key, position, grad, n,
+                                             arrays...);
+    }
+  }
+  StepLoopRounding<false, Step, T>(seq, step, rounding.key, position, grad, n, arrays...);
 }
 
 // StepLoop over elements [offset, offset + n) of `state`.
@@ -115,16 +135,17 @@ struct StepRows {
 // the row's gradient, BeginRow (which updates the per-row values and gives the row's
 // coefficients), then each element's update. `arrays` point at row `row`: one value of a per-row
 // array, n of the others.
-template <typename Step, typename T, typename G, size_t... I, typename... Arrays>
-TF_FTRL_INLINE void RowLoop(std::index_sequence<I...>, const Step& step,
-                            const StateRounding& rounding, int64_t row,
-                            const G* __restrict grad, int64_t n, Arrays* __restrict... arrays) {
+template <bool kStochastic, typename Step, typename T, typename G, size_t... I,
+          typename... Arrays>
+TF_FTRL_INLINE void RowLoopRounding(std::index_sequence<I...>, const Step& step, uint64_t key,
+                                    int64_t row, const G* __restrict grad, int64_t n,
+                                    Arrays* __restrict... arrays) {
   using A = AccumulateType<T>;
   const A sum_of_squares = RowSumOfSquares<A>(grad, n);
   A row_values[Step::kNumState] = {(Step::kPerRow[I] ? A(Load(arrays[0])) : A(0))...};
   const auto coefficients = step.BeginRow(sum_of_squares / static_cast<A>(n), row_values);
   ((Step::kPerRow[I] && I < Step::kNumWritten
-        ? void(arrays[0] = StoreState<T, Arrays>(rounding, row_values[I], I, row))
+        ? void(arrays[0] = StoreStateAs<T, Arrays, kStochastic>(key, row_values[I], I, row))
         : void()),
    ...);
   const int64_t position = row * n;
@@ -132,10 +153,23 @@ TF_FTRL_INLINE void RowLoop(std::index_sequence<I...>, const Step& step,
     A values[Step::kNumState] = {(Step::kPerRow[I] ? row_values[I] : A(Load(arrays[i])))...};
     step(coefficients, static_cast<A>(Load(grad[i])), values);
     ((!Step::kPerRow[I] && I < Step::kNumWritten
-          ? void(arrays[i] = StoreState<T, Arrays>(rounding, values[I], I, position + i))
+          ? void(arrays[i] = StoreStateAs<T, Arrays, kStochastic>(key, values[I], I,
+                                                                  position + i))
           : void()),
      ...);
   }
+}
+
+template <typename Step, typename T, typename G, size_t... I, typename... Arrays>
+TF_FTRL_INLINE void RowLoop(std::index_sequence<I...> seq, const Step& step,
+                            const StateRounding& rounding, int64_t row,
+                            const G* __restrict grad, int64_t n, Arrays* __restrict... arrays) {
+  if constexpr (kHasNarrowState<T, Arrays...>) {
+    if (rounding.stochastic) {
+      return RowLoopRounding<true, Step, T>(seq, step, rounding.key, row, grad, n, arrays...);
+    }
+  }
+  RowLoopRounding<false, Step, T>(seq, step, rounding.key, row, grad, n, arrays...);
 }
 
 // The rows of a row-wise update, with the interface of StepRows (the sparse loops take either).

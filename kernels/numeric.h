@@ -153,11 +153,22 @@ TF_FTRL_HOST_DEVICE TF_FTRL_INLINE uint64_t RoundingKey(int64_t seed, int64_t st
 
 // The random bits that round element `position` of state array `array` (1 for the first array
 // after var, ...): a function of the key, the array and the position alone, so they are the same
-// whichever thread, loop or device stores the element.
+// whichever thread, loop or device stores the element. MurmurHash3's 32-bit finalizer of the
+// position (its high half folded in) keyed by the key: 32-bit multiplies, which vectorise on
+// every x86 vector unit (the CPU loops' stochastic stores cost a quarter more with a 64-bit mix).
 TF_FTRL_HOST_DEVICE TF_FTRL_INLINE uint32_t StochasticBits(uint64_t key, int array,
                                                            int64_t position) {
-  const uint64_t where = (static_cast<uint64_t>(position) << 3) | static_cast<uint64_t>(array);
-  return static_cast<uint32_t>(Mix64(key ^ (where * 0x9e3779b97f4a7c15ull)) >> 32);
+  const uint64_t p = static_cast<uint64_t>(position);
+  uint32_t h = static_cast<uint32_t>(key) ^
+               (static_cast<uint32_t>(p) * 0x9e3779b1u) ^
+               (static_cast<uint32_t>(p >> 32) * 0x85ebca77u) ^
+               (static_cast<uint32_t>(key >> 32) + static_cast<uint32_t>(array) * 0xc2b2ae3du);
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  h *= 0xc2b2ae35u;
+  h ^= h >> 16;
+  return h;
 }
 
 // Math in the accumulate type, the same overloads on host and device.
@@ -202,24 +213,32 @@ struct StateRounding {
 };
 
 // Stores `x` into an array of type S whose var has type T: the state of var's own type stores as
-// Store does; narrower state rounds as `rounding` says.
+// Store does; narrower state rounds to nearest, or stochastically with kStochastic (bits from
+// `key`, the array and the position).
+template <typename T, typename S, bool kStochastic>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE S StoreStateAs(uint64_t key, AccumulateType<T> x, int array,
+                                                  int64_t position) {
+  if constexpr (std::is_same_v<S, T>) {
+    return Store<S>(x);
+  } else if constexpr (std::is_same_v<S, bfloat16>) {
+    return bfloat16{kStochastic
+                        ? FloatToBFloat16Stochastic(x, StochasticBits(key, array, position))
+                        : FloatToBFloat16(x)};
+  } else {
+    static_assert(std::is_same_v<S, float16>, "state narrower than var is bfloat16 or float16");
+    return float16{kStochastic ? FloatToHalfStochastic(x, StochasticBits(key, array, position))
+                               : FloatToHalf(x)};
+  }
+}
+
+// StoreStateAs as `rounding` says (a branch per store: the CUDA kernels', where every thread of
+// a launch takes the same side; the CPU loops choose once per loop, so that they vectorise).
 template <typename T, typename S>
 TF_FTRL_HOST_DEVICE TF_FTRL_INLINE S StoreState(const StateRounding& rounding,
                                                 AccumulateType<T> x, int array,
                                                 int64_t position) {
-  if constexpr (std::is_same_v<S, T>) {
-    return Store<S>(x);
-  } else if constexpr (std::is_same_v<S, bfloat16>) {
-    return bfloat16{rounding.stochastic
-                        ? FloatToBFloat16Stochastic(x, StochasticBits(rounding.key, array,
-                                                                      position))
-                        : FloatToBFloat16(x)};
-  } else {
-    static_assert(std::is_same_v<S, float16>, "state narrower than var is bfloat16 or float16");
-    return float16{rounding.stochastic
-                       ? FloatToHalfStochastic(x, StochasticBits(rounding.key, array, position))
-                       : FloatToHalf(x)};
-  }
+  return rounding.stochastic ? StoreStateAs<T, S, true>(rounding.key, x, array, position)
+                             : StoreStateAs<T, S, false>(rounding.key, x, array, position);
 }
 
 }  // namespace tf_ftrl

@@ -47,7 +47,10 @@ def test_inputs_are_the_op_defs_in_order(name, sparse):
     tensors = ["var", *(slot.op_input for slot in spec.slots), "grad"]
     if sparse:
         tensors.append("indices")
-    assert [arg.name for arg in op.input_arg] == tensors + list(spec.op_hyperparameters)
+    assert [arg.name for arg in op.input_arg] == (tensors + list(spec.op_hyperparameters) +
+                                                  ["stochastic_rounding"])
+    rounding = op.input_arg[-1]  # zero or one [seed, step]
+    assert rounding.type == types_pb2.DT_INT64 and rounding.number_attr == "N"
     types = {arg.name: arg.type or arg.type_attr for arg in op.input_arg}
     for variable in ["var", *(slot.op_input for slot in spec.slots)]:
         assert types[variable] == types_pb2.DT_RESOURCE, variable
@@ -63,7 +66,9 @@ def test_inputs_are_the_op_defs_in_order(name, sparse):
 def test_attrs_are_the_op_defs(name, sparse):
     spec = OP_SPECS[name]
     attrs = {attr.name: attr for attr in op_def(spec, sparse).attr}
-    assert set(attrs) == {"T", "use_locking", spec.flag} | ({"Tindices"} if sparse else set())
+    assert set(attrs) == {"T", "N", "use_locking", spec.flag} | (
+        {"Tindices"} if sparse else set())
+    assert attrs["N"].default_value.i == 0 and attrs["N"].minimum == 0
     assert attrs[spec.flag].type == "bool"
     assert attrs[spec.flag].default_value.b is spec.flag_default
     assert attrs["use_locking"].default_value.b is False
@@ -74,8 +79,8 @@ def test_attrs_are_the_op_defs(name, sparse):
 def test_wrapper_signature_is_derived_from_the_spec(name, sparse):
     spec = OP_SPECS[name]
     parameters = inspect.signature(WRAPPERS[name, sparse]).parameters
-    assert list(parameters) == [arg.name for arg in op_def(spec, sparse).input_arg] + [
-        spec.flag, "use_locking", "name"]
+    assert list(parameters) == [arg.name for arg in op_def(spec, sparse).input_arg][:-1] + [
+        spec.flag, "use_locking", "stochastic_rounding", "name"]
     for op_input in spec.op_hyperparameters:
         default = spec.op_argument(op_input).op_default
         assert parameters[op_input].default == (inspect.Parameter.empty if default is None
@@ -87,10 +92,10 @@ def test_wrapper_signatures_as_documented():
     # As README.md's API section shows them (plus `name`).
     assert str(inspect.signature(tf_ftrl.ops.apply_ftrl)) == (
         "(var, accum, linear, grad, lr, l1, l2, l2_shrinkage=0.0, lr_power=-0.5, "
-        "multiply_linear_by_lr=False, use_locking=False, name=None)")
+        "multiply_linear_by_lr=False, use_locking=False, stochastic_rounding=None, name=None)")
     assert str(inspect.signature(tf_ftrl.ops.sparse_apply_adagrad)) == (
         "(var, accum, grad, indices, lr, epsilon=1e-07, update_slots=True, use_locking=False, "
-        "name=None)")
+        "stochastic_rounding=None, name=None)")
 
 
 def bad_value(bound):

@@ -167,8 +167,9 @@ def test_slot_of_another_dtype_is_rejected(rng, kind):
     x = Inputs(rng, (6,), tf.float32, slots=slots(kind))
     x.variables["accum"] = tf.Variable(tf.ones([6], tf.float64))
     x.start["accum"] = np.ones([6])
-    assert_rejected(x, r"accum has dtype double but grad and the hyperparameters have dtype "
-                    r"float", call, kind, x, indices=[0, 1, 2, 3, 4, 5])
+    assert_rejected(x, r"accum has dtype double but var has dtype float: the state has var's "
+                    r"dtype, or bfloat16 or half for a float var", call, kind, x,
+                    indices=[0, 1, 2, 3, 4, 5])
 
 
 @pytest.mark.parametrize("kind", ALL)
