@@ -209,10 +209,9 @@ void TestVectorCopiesAgree(std::mt19937_64& rng, const char* name) {
           auto v0 = var0, a0 = accum0, l0 = linear0, v1 = var0, a1 = accum0, l1 = linear0;
           const StateArrays<T, 3> baseline{v0.data(), {a0.data(), l0.data()}};
           const StateArrays<T, 3> copied{v1.data(), {a1.data(), l1.data()}};
-          cpu::internal::RunIn(VectorCopy::kBaseline, cpu::internal::DenseLoop<Step, StateArrays<T, 3>>{
-                                                          step, baseline, grad.data(), 0, size});
-          cpu::internal::RunIn(
-              copy, cpu::internal::DenseLoop<Step, StateArrays<T, 3>>{step, copied, grad.data(), 0, size});
+          using Loop = cpu::internal::DenseLoop<Step, StateArrays<T, 3>>;
+          cpu::internal::RunIn(VectorCopy::kBaseline, Loop{step, baseline, grad.data(), 0, size});
+          cpu::internal::RunIn(copy, Loop{step, copied, grad.data(), 0, size});
           Check(SameBitsOrBothNan(v0, v1) && SameBitsOrBothNan(a0, a1) &&
                     SameBitsOrBothNan(l0, l1),
                 "FTRL vector copy = baseline, " + what);
@@ -228,10 +227,9 @@ void TestVectorCopiesAgree(std::mt19937_64& rng, const char* name) {
           for (int64_t i = 0; i < size; ++i) wide[i] = Load(grad[i]);
           const StateArrays<T, 2> baseline{v0.data(), {a0.data()}};
           const StateArrays<T, 2> copied{v1.data(), {a1.data()}};
-          cpu::internal::RunIn(VectorCopy::kBaseline, cpu::internal::DenseLoop<Step, StateArrays<T, 2>, A>{
-                                                          step, baseline, wide.data(), 0, size});
-          cpu::internal::RunIn(
-              copy, cpu::internal::DenseLoop<Step, StateArrays<T, 2>, A>{step, copied, wide.data(), 0, size});
+          using Loop = cpu::internal::DenseLoop<Step, StateArrays<T, 2>, A>;
+          cpu::internal::RunIn(VectorCopy::kBaseline, Loop{step, baseline, wide.data(), 0, size});
+          cpu::internal::RunIn(copy, Loop{step, copied, wide.data(), 0, size});
           Check(SameBitsOrBothNan(v0, v1) && SameBitsOrBothNan(a0, a1),
                 "Adagrad vector copy = baseline, " + what);
         });

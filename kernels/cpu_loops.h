@@ -309,11 +309,10 @@ void ApplyWith(internal::VectorCopy copy,
                const ParallelFor& parallel_for) {
   Optimizer::WithStep(h, flag, [&](const auto& step) {
     using Step = std::decay_t<decltype(step)>;
+    using Loop = internal::DenseLoop<Step, StateArrays<T, Optimizer::kNumState, S>>;
     internal::ForEachBlock(size, Step::kCyclesPerElement, parallel_for,
                            [&](int64_t begin, int64_t end) {
-                             internal::RunIn(copy,
-                                             internal::DenseLoop<Step, std::decay_t<decltype(state)>>{
-                                                 step, state, grad, begin, end});
+                             internal::RunIn(copy, Loop{step, state, grad, begin, end});
                            });
   });
 }

@@ -119,12 +119,15 @@ struct StatePacks {
     var = *reinterpret_cast<const Pack<T, kWidth>*>(state.var + offset);
     TF_FTRL_UNROLL
     for (int i = 1; i <= State::kNumSlots; ++i) {
-      if (load(i)) slots[i - 1] = *reinterpret_cast<const Pack<S, kWidth>*>(state.slots[i - 1] + offset);
+      if (load(i)) {
+        slots[i - 1] = *reinterpret_cast<const Pack<S, kWidth>*>(state.slots[i - 1] + offset);
+      }
     }
   }
   template <typename A>
   TF_FTRL_HOST_DEVICE TF_FTRL_INLINE A Get(int i, int k) const {
-    return i == 0 ? static_cast<A>(Load(var.values[k])) : static_cast<A>(Load(slots[i - 1].values[k]));
+    return i == 0 ? static_cast<A>(Load(var.values[k]))
+                  : static_cast<A>(Load(slots[i - 1].values[k]));
   }
   // Element k of array i from `value`, rounded as `state` says; `position` is the element's.
   template <typename A>
@@ -388,7 +391,9 @@ TF_FTRL_HOST_DEVICE TF_FTRL_INLINE typename Step::Row BeginRowInPlace(const Step
   const typename Step::Row coefficients = step.BeginRow(mean_square, values);
   TF_FTRL_UNROLL
   for (int i = 1; i < Step::kNumWritten; ++i) {
-    if (Step::PerRow(i)) state.slots[i - 1][row] = StoreState<T, S>(state.rounding, values[i], i, row);
+    if (Step::PerRow(i)) {
+      state.slots[i - 1][row] = StoreState<T, S>(state.rounding, values[i], i, row);
+    }
   }
   return coefficients;
 }

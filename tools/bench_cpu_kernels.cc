@@ -221,8 +221,9 @@ void ZipfBalance(float* var, float* accum, float* linear, int64_t rows, int64_t 
   }
   Buffer flush = Filled(int64_t{16} << 20, 0.0f);
   const tf_ftrl::FtrlStep<true, false, float> ftrl_step{ftrl};
-  const cpu::internal::StepRows<tf_ftrl::FtrlStep<true, false, float>, StateArrays<float, 3>> ftrl_rows{
-      ftrl_step, {var, {accum, linear}}};
+  using FtrlRows =
+      cpu::internal::StepRows<tf_ftrl::FtrlStep<true, false, float>, StateArrays<float, 3>>;
+  const FtrlRows ftrl_rows{ftrl_step, {var, {accum, linear}}};
   std::printf("Zipf 1.1 ids (~%lld unique of 16,384): slowest part / mean part of the update\n",
               static_cast<long long>(groups[0].num_unique()));
   for (int64_t parts : {2, 8, 32, 64, 128}) {
