@@ -262,23 +262,31 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
         """{op input: value} for the fused ops' scalar inputs (`_spec.op_hyperparameters`)."""
         return self._spec.op_values(lr, lambda argument: getattr(self, argument.name))
 
-    def _add_slots(self, var_list):
+    def _add_slots(self, var_list, initializers_of=None):
         """One list of slot variables per slot of `_spec`, each starting at its initial value
         argument (or zeros), named as Keras's own optimizer names them (its checkpoints and ours
         interchange by those names): Keras 3.10 and later name every slot after its variable
         (`add_optimizer_variables`); before, its Ftrl and Adagrad named each accumulator plainly
-        "accumulator" and only Ftrl's linear slot after its variable."""
+        "accumulator" and only Ftrl's linear slot after its variable. `initializers_of(var,
+        initializers)`, if given, gives var's slots' initializers in place of those (Ftrl's
+        `warm_start`: a checkpoint's deferred restore still overwrites them)."""
         names = self._spec.slot_names
         initializers = [keras.initializers.Constant(getattr(self, slot.initial_value))
                         if slot.initial_value else "zeros" for slot in self._spec.slots]
         if self.rowwise or self.state_dtype:
-            return self._add_own_slots(var_list, initializers)
-        if hasattr(self, "add_optimizer_variables"):
+            return self._add_own_slots(var_list, initializers, initializers_of)
+        if hasattr(self, "add_optimizer_variables") and initializers_of is None:
             return self.add_optimizer_variables(var_list, list(names), initializer=initializers)
         slots = tuple([] for _ in names)
         for var in var_list:
-            for slot_list, name, initializer in zip(slots, names, initializers):
-                if name == "accumulator":
+            if getattr(self, "_overwrite_variable_with_gradient", lambda v: False)(var):
+                for slot_list in slots:
+                    slot_list.append(None)
+                continue
+            var_initializers = (initializers if initializers_of is None
+                                else initializers_of(var, initializers))
+            for slot_list, name, initializer in zip(slots, names, var_initializers):
+                if name == "accumulator" and not hasattr(self, "add_optimizer_variables"):
                     slot_list.append(self.add_variable(shape=var.shape, initializer=initializer,
                                                        dtype=var.dtype, name=name))
                 else:
@@ -286,10 +294,10 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
                                                                       initializer=initializer))
         return slots
 
-    def _add_own_slots(self, var_list, initializers):
+    def _add_own_slots(self, var_list, initializers, initializers_of=None):
         """The slots with `rowwise` or `state_dtype`: named as `_add_slots` names them (Keras
         3.10's way), with one value per row for the row-wise variant's per-row slots of variables
-        of rank >= 2, in the dtype of `_state_dtype_for`."""
+        of rank >= 2, in the dtype of `_state_dtype_for`; `initializers_of` as there."""
         slots = tuple([] for _ in self._spec.slots)
         for var in var_list:
             if getattr(self, "_overwrite_variable_with_gradient", lambda v: False)(var):
@@ -299,7 +307,9 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
             spec = self._spec_for(var)
             prefix = (var.path.replace("/", "_") if hasattr(var, "path")
                       else str(var.name).replace("/", "_").replace(":", "_"))
-            for slot_list, slot, initializer in zip(slots, spec.slots, initializers):
+            var_initializers = (initializers if initializers_of is None
+                                else initializers_of(var, initializers))
+            for slot_list, slot, initializer in zip(slots, spec.slots, var_initializers):
                 shape = (var.shape[0],) if slot.per_row else var.shape
                 slot_list.append(self.add_variable(shape=shape, initializer=initializer,
                                                    dtype=self._state_dtype_for(var.dtype),

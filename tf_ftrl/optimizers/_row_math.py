@@ -26,14 +26,26 @@ def _ftrl_linear_and_var(var, linear, grad, new_power, old_power, lr, l1, l2, l2
     grad_shrunk = grad + 2 * l2_shrinkage * var
     if multiply_linear_by_lr:
         linear = linear + (grad_shrunk * lr - (new_power - old_power) * var)
-        threshold = l1 * lr
-        denominator = new_power + 2 * l2 * lr
     else:
         linear = linear + (grad_shrunk - (new_power - old_power) / lr * var)
-        threshold = l1
-        denominator = new_power / lr + 2 * l2
+    return ftrl_closed_form(linear, *ftrl_threshold_and_denominator(
+        new_power, lr, l1, l2, multiply_linear_by_lr)), linear
+
+
+def ftrl_threshold_and_denominator(power, lr, l1, l2, multiply_linear_by_lr):
+    """The threshold and the denominator of FTRL's closed form (`ftrl_closed_form`), from the
+    accumulator's power n^-lr_power: l1 and n^p / lr + 2 * l2, or with multiply_linear_by_lr
+    (linear holds lr times its usual value) both times lr."""
+    if multiply_linear_by_lr:
+        return l1 * lr, power + 2 * l2 * lr
+    return l1, power / lr + 2 * l2
+
+
+def ftrl_closed_form(linear, threshold, denominator):
+    """The weights FTRL computes from its linear slot: (sign(linear) * threshold - linear) /
+    denominator where |linear| > threshold, else 0."""
     unclipped = (tf.where(linear > 0, threshold, -threshold) - linear) / denominator
-    return tf.where(tf.abs(linear) > threshold, unclipped, tf.zeros_like(unclipped)), linear
+    return tf.where(tf.abs(linear) > threshold, unclipped, tf.zeros_like(unclipped))
 
 
 def ftrl(var, accum, linear, grad, lr, l1, l2, l2_shrinkage, lr_power, multiply_linear_by_lr):
