@@ -84,6 +84,26 @@ rowwise: If True, variables of rank 2 and more (embedding tables, kernels) keep 
     element of the row steps with it (`tf_ftrl.ops.apply_rowwise_*`). The accumulator
     then has shape `[rows]`. Rank-1 variables keep element-wise state. Defaults to
     `False`.""",
+    "warm_start": """\
+Warm start. FTRL computes the weights from its `linear` slot z, so a variable's own values
+(pretrained, loaded, set) are lost on the first update of each row, which recomputes it from
+`z = 0` (a zero gradient sets it to 0). With `warm_start=True`, each variable's z starts
+where the closed form gives back its values: `z = -(w * sigma + sign(w) * l1)`,
+`sigma = n^p / lr + 2 * l2'` (z = 0 where w = 0; with `multiply_linear_by_lr`, lr * z),
+with the accumulator n and the learning rate of the next step (a schedule at 0 there: its
+first positive value within 1,000 steps; never 0: a `ValueError`). A step with a zero
+gradient (and no `l2_shrinkage`) then leaves the weights unchanged: most float32 elements
+exactly, the others within 1 ulp (plus |z|'s ulp / sigma where l1 > 0); with a 16-bit
+`state_dtype`, within z's rounding, |w| + l1 / sigma times 2^-8 (bfloat16) or 2^-11
+(float16). The weights are consistent with the warm-start learning rate: a later step at
+another rate recomputes a touched row with that rate (without `multiply_linear_by_lr`
+and with l1 = l2 = beta = 0, w becomes w * lr_new / lr_old), as for any FTRL state.
+`warm_start_linear()` does the same for variables already built (after loading weights),
+with their current accumulators. A checkpoint restore overwrites the linear slot.""",
+    "warm_start_arg": """\
+warm_start: If True, the `linear` slot starts from the variables' values when the slots
+    are created (see "Warm start" above), so that pretrained weights survive their first
+    update. Defaults to `False`.""",
     "state_dtype_arg": """\
 state_dtype: None (the default: the state has each variable's dtype), `"bfloat16"` or
     `"float16"`: the slots of float32 variables are stored in that dtype, halving the

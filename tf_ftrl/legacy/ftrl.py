@@ -3,7 +3,7 @@
 import tensorflow as tf
 import tf_keras
 
-from tf_ftrl import ops
+from tf_ftrl import _warm_start, ops
 from tf_ftrl._arguments import check_arguments, ftrl_l2, reject_complex
 from tf_ftrl._docstrings import filled
 from tf_ftrl._specs import FTRL, ROWWISE_FTRL
@@ -29,6 +29,8 @@ class Ftrl(FusedOptimizerV2):
     the learning rate (tf_keras's own Ftrl fails there). Complex variables are rejected by name.
     {{learning_rate_checks}}
 
+    {{warm_start}}
+
     Args:
         {{legacy_learning_rate_arg}}
         {{learning_rate_power_arg}}
@@ -39,6 +41,7 @@ class Ftrl(FusedOptimizerV2):
         {{huge_pages_arg}}
         {{rowwise_arg}}
         {{state_dtype_arg}}
+        {{warm_start_arg}}
         {{legacy_keyword_args}}
             tf_keras's own Ftrl accepts `lr` but ignores it.
     """
@@ -57,6 +60,7 @@ class Ftrl(FusedOptimizerV2):
         l2_shrinkage_regularization_strength=0.0,
         beta=0.0,
         multiply_linear_by_lr=False,
+        warm_start=False,
         **kwargs,
     ):
         super().__init__(name, learning_rate, initial_accumulator_value, **kwargs)
@@ -75,14 +79,67 @@ class Ftrl(FusedOptimizerV2):
         self._set_hyper("beta", beta)
         self._l2_shrinkage_regularization_strength = l2_shrinkage_regularization_strength
         self._multiply_linear_by_lr = bool(multiply_linear_by_lr)
+        self.warm_start = bool(warm_start)
 
     def _create_slots(self, var_list):
         reject_complex("Ftrl", var_list)
         super()._create_slots(var_list)
 
-    def _prepare_local(self, var_device, var_dtype, apply_state):
-        super()._prepare_local(var_device, var_dtype, apply_state)
-        coefficients = apply_state[(var_device, var_dtype)]
+    def add_slot(self, var, slot_name, initializer="zeros", shape=None):
+        # With warm_start, the linear slot that _create_slots makes (after the accumulator)
+        # starts from var's values; one a checkpoint restore makes keeps its initializer.
+        if self.warm_start and slot_name == "linear" and isinstance(initializer, str):
+            def initializer(shape, dtype=None, **_):
+                return self._warm_linear(var, self.get_slot(var, "accumulator"), dtype)
+        return super().add_slot(var, slot_name, initializer, shape=shape)
+
+    def warm_start_linear(self, var_list=None):
+        """Sets the `linear` slot of each variable of `var_list` (the model's variables, e.g.
+        `model.trainable_variables`) so that FTRL's closed form gives back the variable's current
+        values, with its current accumulator and the current learning rate.
+
+        For variables already built, e.g. after loading pretrained weights into a model that has
+        trained before (`warm_start=True` does this when the slots are created). Runs eagerly.
+        """
+        if var_list is None:
+            raise ValueError("`warm_start_linear()` needs the variables whose slots to set (an "
+                             "OptimizerV2 keeps no list of them): pass "
+                             "var_list=model.trainable_variables.")
+        _warm_start.require_eager()
+        for var in var_list:
+            linear = self.get_slot(var, "linear")
+            linear.assign(self._warm_linear(var, self.get_slot(var, "accumulator"),
+                                            linear.dtype))
+
+    def _warm_linear(self, var, accum, dtype):
+        """The linear slot (in dtype) that gives back var's current values (`_warm_start`)."""
+        var_dtype = var.dtype.base_dtype
+        lr = tf.cast(self._warm_start_learning_rate(var_dtype), var_dtype)
+        hyperparameters = dict(self._ftrl_coefficients(var_dtype, lr), lr=lr)
+        return _warm_start.linear_for(tf.convert_to_tensor(var), tf.convert_to_tensor(accum),
+                                      hyperparameters, self._multiply_linear_by_lr, dtype,
+                                      var.name)
+
+    def _warm_start_learning_rate(self, var_dtype):
+        learning_rate = self._get_hyper("learning_rate", var_dtype)
+        schedule = isinstance(learning_rate,
+                              tf_keras.optimizers.schedules.LearningRateSchedule)
+
+        def rate_at(step):
+            # _decayed_lr's, at a given step.
+            if not schedule and step == int(self.iterations.numpy()):
+                return self._decayed_lr(var_dtype)
+            step = tf.cast(step, var_dtype)
+            rate = tf.cast(learning_rate(step), var_dtype)
+            if self._initial_decay > 0.0:
+                rate = rate / (1.0 + tf.cast(self._initial_decay, var_dtype) * step)
+            return rate
+
+        return _warm_start.learning_rate(rate_at, int(self.iterations.numpy()), schedule)
+
+    def _ftrl_coefficients(self, var_dtype, lr):
+        """{op input: value} for the fused op's scalar inputs but lr, at learning rate lr."""
+        coefficients = {}
         for argument in FTRL.arguments:
             if argument.op_input:
                 coefficients[argument.op_input] = (
@@ -90,8 +147,13 @@ class Ftrl(FusedOptimizerV2):
                     if argument.name in self._hyper
                     else tf.cast(getattr(self, "_" + argument.name), var_dtype))
         # beta enters only through L2, as in tf_keras's Ftrl and the kernels' math.
-        coefficients["l2"] = ftrl_l2(coefficients["l2"], self._get_hyper("beta", var_dtype),
-                                     coefficients["lr_t"])
+        coefficients["l2"] = ftrl_l2(coefficients["l2"], self._get_hyper("beta", var_dtype), lr)
+        return coefficients
+
+    def _prepare_local(self, var_device, var_dtype, apply_state):
+        super()._prepare_local(var_device, var_dtype, apply_state)
+        coefficients = apply_state[(var_device, var_dtype)]
+        coefficients.update(self._ftrl_coefficients(var_dtype, coefficients["lr_t"]))
 
     def _fused_apply_dense(self, grad, var, apply_state):
         return self._op(var, False)(var, self.get_slot(var, "accumulator"),
@@ -115,4 +177,6 @@ class Ftrl(FusedOptimizerV2):
         # Only when set, so that the default config stays tf_keras's own.
         if self._multiply_linear_by_lr:
             config["multiply_linear_by_lr"] = True
+        if self.warm_start:
+            config["warm_start"] = True
         return config

@@ -3,11 +3,12 @@
 import keras
 import tensorflow as tf
 
+from tf_ftrl import _warm_start
 from tf_ftrl._arguments import ftrl_l2, reject_complex
 from tf_ftrl._docstrings import filled
 from tf_ftrl._specs import FTRL, ROWWISE_FTRL
 from tf_ftrl.optimizers import _row_math
-from tf_ftrl.optimizers._fused_optimizer import FusedOptimizer
+from tf_ftrl.optimizers._fused_optimizer import FusedOptimizer, tf_variable
 
 
 @keras.saving.register_keras_serializable(package="tf_ftrl")
@@ -28,6 +29,8 @@ class Ftrl(FusedOptimizer):
       writes NaN).
     {{learning_rate_checks}}
 
+    {{warm_start}}
+
     Args:
         {{learning_rate_arg}}
         {{learning_rate_power_arg}}
@@ -37,6 +40,7 @@ class Ftrl(FusedOptimizer):
         {{huge_pages_arg}}
         {{rowwise_arg}}
         {{state_dtype_arg}}
+        {{warm_start_arg}}
         {{keras_keyword_args}}
     """
 
@@ -67,6 +71,7 @@ class Ftrl(FusedOptimizer):
         rowwise=False,
         state_dtype=None,
         stochastic_rounding=True,
+        warm_start=False,
         **kwargs,
     ):
         super().__init__(
@@ -96,13 +101,64 @@ class Ftrl(FusedOptimizer):
             beta=beta,
         )
         self.multiply_linear_by_lr = multiply_linear_by_lr
+        self.warm_start = bool(warm_start)
 
     def build(self, var_list):
         if self.built:
             return
         reject_complex("Ftrl", var_list)
         super().build(var_list)
-        self._accumulators, self._linears = self._add_slots(var_list)
+        self._accumulators, self._linears = self._add_slots(
+            var_list, self._warm_start_initializers if self.warm_start else None)
+
+    def _warm_start_initializers(self, var, initializers):
+        """var's slot initializers with `warm_start`: the linear slot from var's values. The
+        accumulator starts at a constant, which the initializer's value at shape () holds."""
+        accumulator, _ = initializers
+        state_dtype = self._state_dtype_for(var.dtype)
+
+        def linear(shape, dtype=None):
+            with tf.init_scope():
+                return self._warm_linear(var, accumulator((), dtype=state_dtype), dtype)
+
+        return [accumulator, linear]
+
+    def warm_start_linear(self, var_list=None):
+        """Sets the `linear` slot of each variable of `var_list` (default: every variable the
+        optimizer was built with) so that FTRL's closed form gives back the variable's current
+        values, with its current accumulator and the current learning rate.
+
+        For variables already built, e.g. after loading pretrained weights into a model that has
+        trained before (`warm_start=True` does this when the slots are created). Runs eagerly.
+        """
+        if not self.built:
+            raise ValueError("`warm_start_linear()` sets the slots of a built optimizer: build it "
+                             "first (`optimizer.build(model.trainable_variables)`).")
+        _warm_start.require_eager()
+        for var in self._trainable_variables if var_list is None else var_list:
+            index = self._get_variable_index(var)
+            linear = self._linears[index]
+            if linear is not None:
+                accum = tf.convert_to_tensor(tf_variable(self._accumulators[index]))
+                linear.assign(self._warm_linear(var, accum, linear.dtype))
+
+    def _warm_linear(self, var, accum, dtype):
+        """The linear slot (in dtype) that gives back var's current values (`_warm_start`),
+        computed eagerly (slots made inside a `tf.function` are initialized outside it)."""
+        with tf.init_scope():
+            var_value = tf.convert_to_tensor(tf_variable(var))
+            lr = tf.cast(self._warm_start_learning_rate(), var_value.dtype)
+            return _warm_start.linear_for(
+                var_value, tf.convert_to_tensor(accum), self._hyperparameters(lr),
+                self.multiply_linear_by_lr, dtype, getattr(var, "path", None) or var.name)
+
+    def _warm_start_learning_rate(self):
+        schedule = isinstance(self._learning_rate,
+                              keras.optimizers.schedules.LearningRateSchedule)
+        step = int(self.iterations.numpy())
+        return _warm_start.learning_rate(
+            lambda at: self._learning_rate(at) if schedule else self._get_current_learning_rate(),
+            step, schedule)
 
     def _slots(self, variable):
         index = self._get_variable_index(variable)
@@ -132,4 +188,5 @@ class Ftrl(FusedOptimizer):
     def get_config(self):
         config = super().get_config()
         config["multiply_linear_by_lr"] = self.multiply_linear_by_lr
+        config["warm_start"] = self.warm_start
         return config
