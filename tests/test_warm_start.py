@@ -60,10 +60,9 @@ def _slots(optimizer, var):
             for name in ("accumulator", "linear")]
 
 
-def _sigma_and_threshold(case, accum, var):
-    """FTRL's sigma (the closed form's denominator) and threshold in float64, as the stored
-    linear slot holds them (times lr with multiply_linear_by_lr)."""
-    args = CASES[case]
+def _sigma_and_threshold(args, accum, var):
+    """FTRL's sigma (the closed form's denominator) and threshold in float64 for Ftrl arguments
+    `args`, as the stored linear slot holds them (times lr with multiply_linear_by_lr)."""
     lr = args["learning_rate"]
     power = np.asarray(accum, np.float64) ** -args.get("learning_rate_power", -0.5)
     if power.ndim == 1:
@@ -75,10 +74,10 @@ def _sigma_and_threshold(case, accum, var):
     return power / lr + 2 * l2, l1
 
 
-def _reference_linear(case, accum, w):
+def _reference_linear(args, accum, w):
     """The float64 inverse of the closed form: z = -(w * sigma + sign(w) * l1)."""
     w = np.asarray(w, np.float64)
-    sigma, threshold = _sigma_and_threshold(case, accum, w)
+    sigma, threshold = _sigma_and_threshold(args, accum, w)
     return -(w * sigma + np.sign(w) * threshold)
 
 
@@ -92,10 +91,10 @@ def _reference_step(case, layout, var, accum, linear, grad):
                 multiply_linear_by_lr=args.get("multiply_linear_by_lr", False))
 
 
-def _closed_form_bound(case, accum, w, linear):
+def _closed_form_bound(args, accum, w, linear):
     """How far a zero-gradient step may move float32 weights: 1 ulp of w, plus, where l1 > 0,
     1 ulp of the stored z over sigma (z sits near l1, which limits the precision of small w)."""
-    sigma, threshold = _sigma_and_threshold(case, accum, w)
+    sigma, threshold = _sigma_and_threshold(args, accum, w)
     slack = np.spacing(np.abs(w).astype(np.float32)).astype(np.float64)
     if threshold > 0:
         slack = slack + np.spacing(np.abs(linear).astype(np.float32)) / sigma
@@ -108,7 +107,7 @@ def test_linear_is_the_float64_inverse(rng, case, layout):
     weights = _pretrained(rng)
     optimizer, var = _built(case, layout, weights)
     accum, linear = _slots(optimizer, var)
-    expected = _reference_linear(case, accum, weights)
+    expected = _reference_linear(CASES[case], accum, weights)
     # The stored value is one of the float32 values within 2 ulp of the float64 inverse.
     _assert_at_most(np.abs(linear - expected),
                                  2.5 * np.spacing(np.abs(expected).astype(np.float32)))
@@ -132,9 +131,9 @@ def test_zero_gradient_step_keeps_the_weights(rng, case, layout, sparse):
         optimizer.apply([grad], [var])
     after = var.numpy()
     _assert_at_most(np.abs(after.astype(np.float64) - weights),
-                                 _closed_form_bound(case, accum, weights, linear))
+                                 _closed_form_bound(CASES[case], accum, weights, linear))
     exact = np.mean(after == weights)
-    # Measured: 86-100% of the elements exactly (l1 = 0), 60-100% with l1 > 0.
+    # Measured on 32,000 elements: 85-98% exactly, with l1 = 0 and l1 > 0 alike.
     assert exact >= (0.5 if CASES[case].get("l1_regularization_strength") else 0.75), exact
     assert np.all(after[weights == 0] == 0)
 
@@ -156,7 +155,7 @@ def test_step_from_warm_linear_matches_float64_reference(rng, case, layout):
     numpy_reference.assert_close(new_accum, expected_accum, "float32", what="accumulator")
     numpy_reference.assert_close(var.numpy(), expected, "float32", scale=4, what="var",
                                  magnitude=magnitude / float(np.min(
-                                     _sigma_and_threshold(case, new_accum, weights)[0])))
+                                     _sigma_and_threshold(CASES[case], new_accum, weights)[0])))
 
 
 @pytest.mark.parametrize("case", ["plain", "small_lr", "l1_l2", "beta_power"])
@@ -188,7 +187,7 @@ def test_low_precision_state_keeps_the_weights_within_its_rounding(rng, case, st
     accum, linear = _slots(optimizer, var)
     assert optimizer.get_slot(var, "linear").dtype == state_dtype
     optimizer.apply([tf.zeros_like(weights)], [var])
-    sigma, threshold = _sigma_and_threshold(case, accum, weights)
+    sigma, threshold = _sigma_and_threshold(CASES[case], accum, weights)
     # z rounded to nearest moves w by at most |z| * 2^-bits / sigma = (|w| + l1/sigma) 2^-bits.
     bound = (np.abs(weights) + threshold / sigma) * 2.0 ** -bits 
     bound = bound + np.spacing(np.abs(weights))
@@ -334,13 +333,9 @@ def test_warm_start_linear_uses_the_trained_accumulator(rng, layout):
     optimizer.warm_start_linear()
     accum, linear = _slots(optimizer, var)
     assert np.unique(accum).size > 1  # trained accumulators, not the initial value
-    case = "warm_start_linear"
-    CASES[case] = dict(learning_rate=0.1, l1_regularization_strength=0.001)
-    try:
-        expected = _reference_linear(case, accum, new_weights)
-        bound = _closed_form_bound(case, accum, new_weights, linear)
-    finally:
-        del CASES[case]
+    args = dict(learning_rate=0.1, l1_regularization_strength=0.001)
+    expected = _reference_linear(args, accum, new_weights)
+    bound = _closed_form_bound(args, accum, new_weights, linear)
     _assert_at_most(np.abs(linear - expected),
                                  2.5 * np.spacing(np.abs(expected).astype(np.float32)))
     optimizer.apply([tf.zeros_like(new_weights)], [var])
@@ -390,12 +385,8 @@ def test_legacy_linear_and_zero_gradient_steps(legacy, case):
     weights, accum, linear = (np.asarray(result[k], np.float64)
                               for k in ("weights", "accum", "linear"))
     args = warm_start_worker.LEGACY_CASES[case]
-    CASES["legacy_" + case] = {k: v for k, v in args.items() if k != "decay"}
-    try:
-        expected = _reference_linear("legacy_" + case, accum, weights)
-        bound = _closed_form_bound("legacy_" + case, accum, weights, linear)
-    finally:
-        del CASES["legacy_" + case]
+    expected = _reference_linear(args, accum, weights)
+    bound = _closed_form_bound(args, accum, weights, linear)
     _assert_at_most(np.abs(linear - expected),
                                  2.5 * np.spacing(np.abs(expected).astype(np.float32)))
     for name in ("dense_after", "sparse_after"):
