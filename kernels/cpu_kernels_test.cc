@@ -955,6 +955,102 @@ void TestLowPrecisionState(std::mt19937_64& rng, const char* name) {
                                      {0.1f, 0.0f, 0.02f, 0.0f, -0.3f}, false);
 }
 
+// The multi-tensor dense update (MultiApplyWith) of variables of many sizes, empty ones and ones
+// across the pool's blocks included, gives every variable the bits that ApplyWith gives it alone,
+// in every vector copy, with each variable's own rounding key where the state is narrower.
+template <typename Optimizer, typename T, typename S>
+void TestMultiApplyOf(std::mt19937_64& rng, const std::string& name,
+                      const typename Optimizer::template Hyperparams<AccumulateType<T>>& h,
+                      bool flag, bool stochastic) {
+  using cpu::internal::VectorCopy;
+  using State = StateArrays<T, Optimizer::kNumState, S>;
+  constexpr int kSlots = Optimizer::kNumState - 1;
+  const VectorCopy best = cpu::internal::BestVectorCopy();
+  // Small ones (a deep model's biases and kernels) and ones that cross the blocks of
+  // kElementsPerBlock and the serial threshold on their own.
+  const std::vector<int64_t> sizes = {4096, 0, 1, 7, 64, 8191, 8193, 4096, 3, 40000, 16, 0, 513};
+  const int64_t count = static_cast<int64_t>(sizes.size());
+  std::vector<std::vector<T>> var0(count), grads(count);
+  std::vector<std::vector<std::vector<S>>> slots0(count);
+  std::vector<StateRounding> rounding(count);
+  for (int64_t v = 0; v < count; ++v) {
+    var0[v] = Random<T>(rng, sizes[v], -1, 1);
+    grads[v] = Random<T>(rng, sizes[v], -1, 1);
+    slots0[v].resize(kSlots);
+    for (int i = 0; i < kSlots; ++i) {
+      slots0[v][i] = i == 0 ? Random<S>(rng, sizes[v], 0.1, 2) : Random<S>(rng, sizes[v], -1, 1);
+    }
+    rounding[v] = {stochastic, RoundingKey(static_cast<int64_t>(rng() >> 1), 7)};
+  }
+  const cpu::ParallelFor pool(ThreadedParallelFor, 4);
+  for (int c = static_cast<int>(VectorCopy::kBaseline); c <= static_cast<int>(best); ++c) {
+    const VectorCopy copy = static_cast<VectorCopy>(c);
+    // One variable at a time.
+    auto var1 = var0;
+    auto slots1 = slots0;
+    for (int64_t v = 0; v < count; ++v) {
+      State state;
+      state.var = var1[v].data();
+      for (int i = 0; i < kSlots; ++i) state.slots[i] = slots1[v][i].data();
+      state.rounding = rounding[v];
+      cpu::ApplyWith<Optimizer>(copy, h, flag, state, grads[v].data(), sizes[v], pool);
+    }
+    // All at once, on the pool and serially.
+    for (bool serial : {false, true}) {
+      auto var2 = var0;
+      auto slots2 = slots0;
+      std::vector<State> states(count);
+      std::vector<const T*> grad_pointers(count);
+      for (int64_t v = 0; v < count; ++v) {
+        states[v].var = var2[v].data();
+        for (int i = 0; i < kSlots; ++i) states[v].slots[i] = slots2[v][i].data();
+        states[v].rounding = rounding[v];
+        grad_pointers[v] = grads[v].data();
+      }
+      cpu::MultiApplyWith<Optimizer>(copy, h, flag, states.data(), grad_pointers.data(),
+                                     sizes.data(), count,
+                                     serial ? cpu::ParallelFor(cpu::SerialParallelFor) : pool);
+      bool same = true;
+      bool changed = false;
+      for (int64_t v = 0; v < count; ++v) {
+        same = same && SameBitsOrBothNan(var2[v], var1[v]);
+        changed = changed ||
+                  std::memcmp(var2[v].data(), var0[v].data(), sizes[v] * sizeof(T)) != 0;
+        for (int i = 0; i < kSlots; ++i) {
+          for (int64_t k = 0; k < sizes[v]; ++k) {
+            same = same && std::memcmp(&slots2[v][i][k], &slots1[v][i][k], sizeof(S)) == 0;
+          }
+        }
+      }
+      Check(same && changed, name + ": multi-tensor apply = one variable at a time, bit for "
+                                    "bit, copy " + std::to_string(c) +
+                                 (serial ? " serial" : " on the pool") +
+                                 (stochastic ? " stochastic" : ""));
+    }
+  }
+}
+
+template <typename T>
+void TestMultiApply(std::mt19937_64& rng, const char* name) {
+  using A = AccumulateType<T>;
+  const FtrlHyperparams<A> ftrl{A(0.1), A(0.01), A(0.02), A(0.03), A(-0.5)};
+  const AdagradHyperparams<A> adagrad{A(0.1), A(1e-3)};
+  for (bool flag : {false, true}) {
+    TestMultiApplyOf<Ftrl, T, T>(rng, std::string("FTRL ") + name, ftrl, flag, false);
+    TestMultiApplyOf<Adagrad, T, T>(rng, std::string("Adagrad ") + name, adagrad, flag, false);
+  }
+  TestMultiApplyOf<Ftrl, T, T>(rng, std::string("FTRL power -0.3 ") + name,
+                               {A(0.1), A(0), A(0.02), A(0), A(-0.3)}, false, false);
+  if constexpr (std::is_same_v<T, float>) {
+    for (bool stochastic : {false, true}) {
+      TestMultiApplyOf<Ftrl, float, bfloat16>(rng, "FTRL bfloat16 state", ftrl, false,
+                                              stochastic);
+      TestMultiApplyOf<Adagrad, float, float16>(rng, "Adagrad float16 state", adagrad, true,
+                                                stochastic);
+    }
+  }
+}
+
 }  // namespace tf_ftrl
 
 int main() {
@@ -998,6 +1094,9 @@ int main() {
   Case("StochasticRounding/float16", [&] { TestStochasticRounding<float16>(rng, "float16"); });
   Case("LowPrecisionState/bfloat16", [&] { TestLowPrecisionState<bfloat16>(rng, "bfloat16"); });
   Case("LowPrecisionState/float16", [&] { TestLowPrecisionState<float16>(rng, "float16"); });
+  each_type("MultiApply", [&](auto type, const char* name) {
+    TestMultiApply<decltype(type)>(rng, name);
+  });
   std::printf("vector copies checked: up to %d (0 baseline, 1 AVX2, 2 AVX-512)\n",
               static_cast<int>(cpu::internal::BestVectorCopy()));
   return testing::Finish();

@@ -317,6 +317,40 @@ void ApplyWith(internal::VectorCopy copy,
   });
 }
 
+// The dense update of `Optimizer` on `count` variables at once (multi-tensor apply): variable v
+// has the state arrays `states[v]` (each with its own rounding key) and `sizes[v]` elements of
+// gradient `grads[v]`. The work is cut by elements, not by variable: the variables are laid end
+// to end and cut into blocks of kElementsPerBlock, so that a block may hold the end of one
+// variable and the starts of the next ones, and many small variables make one parallel loop.
+// Each element gets the step it gets from ApplyWith on its own variable, bit for bit.
+template <typename Optimizer, typename T, typename S = T>
+void MultiApplyWith(internal::VectorCopy copy,
+                    const typename Optimizer::template Hyperparams<AccumulateType<T>>& h,
+                    bool flag, const StateArrays<T, Optimizer::kNumState, S>* states,
+                    const T* const* grads, const int64_t* sizes, int64_t count,
+                    const ParallelFor& parallel_for) {
+  using State = StateArrays<T, Optimizer::kNumState, S>;
+  // ends[v]: the end of variable v in the elements laid end to end.
+  std::vector<int64_t> ends(count);
+  int64_t total = 0;
+  for (int64_t v = 0; v < count; ++v) ends[v] = total += sizes[v];
+  Optimizer::WithStep(h, flag, [&](const auto& step) {
+    using Step = std::decay_t<decltype(step)>;
+    internal::ForEachBlock(total, Step::kCyclesPerElement, parallel_for,
+                           [&](int64_t begin, int64_t end) {
+      // The first variable ending after `begin`, then each one the range reaches.
+      int64_t v = std::upper_bound(ends.begin(), ends.end(), begin) - ends.begin();
+      for (; v < count && begin < end; ++v) {
+        const int64_t start = ends[v] - sizes[v];
+        const int64_t stop = std::min(end, ends[v]);
+        internal::RunIn(copy, internal::DenseLoop<Step, State>{step, states[v], grads[v],
+                                                               begin - start, stop - start});
+        begin = stop;
+      }
+    });
+  });
+}
+
 // The dense update of a row-wise `Optimizer` (rowwise_math.h) over `num_rows` rows of
 // `row_size` elements: every row, as a sparse update touching each row once would.
 template <typename Optimizer, typename T, typename S = T>
@@ -368,7 +402,7 @@ void SparseApplyWith(internal::VectorCopy copy,
   });
 }
 
-// ApplyWith (RowwiseApplyWith) and SparseApplyWith in the widest copy this CPU runs.
+// ApplyWith (RowwiseApplyWith, MultiApplyWith) and SparseApplyWith in the widest copy this CPU runs.
 template <typename Optimizer, typename T, typename S = T>
 void RowwiseApply(const typename Optimizer::template Hyperparams<AccumulateType<T>>& h,
                   bool flag, const StateArrays<T, Optimizer::kNumState, S>& state, const T* grad,
@@ -382,6 +416,14 @@ void Apply(const typename Optimizer::template Hyperparams<AccumulateType<T>>& h,
            const StateArrays<T, Optimizer::kNumState, S>& state, const T* grad, int64_t size,
            const ParallelFor& parallel_for) {
   ApplyWith<Optimizer>(internal::BestVectorCopy(), h, flag, state, grad, size, parallel_for);
+}
+
+template <typename Optimizer, typename T, typename S = T>
+void MultiApply(const typename Optimizer::template Hyperparams<AccumulateType<T>>& h, bool flag,
+                const StateArrays<T, Optimizer::kNumState, S>* states, const T* const* grads,
+                const int64_t* sizes, int64_t count, const ParallelFor& parallel_for) {
+  MultiApplyWith<Optimizer>(internal::BestVectorCopy(), h, flag, states, grads, sizes, count,
+                            parallel_for);
 }
 
 template <typename Optimizer, typename T, typename S = T>

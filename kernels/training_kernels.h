@@ -15,6 +15,7 @@
 #endif
 
 #include <cmath>
+#include <algorithm>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -111,32 +112,45 @@ bool IsStateDtypeOf(DataType state) {
          (std::is_same_v<T, float> && (state == DT_BFLOAT16 || state == DT_HALF));
 }
 
-// Locks the variable inputs [0, names.size()) and fetches their tensors, checking that each is
-// a different variable from the others and initialized, that var has dtype T and that the
-// state variables after it share one dtype that IsStateDtypeOf<T>.
+// Locks the variable inputs of an update of `num_groups` variables (1, or N for a multi-tensor
+// op) and fetches their tensors. names[i] is the i-th state input (var first); with several
+// groups each is a list of N inputs (input i * N + g is state i of variable g, named "var[g]").
+// Checks that every variable is a different one from the others and initialized, that each var
+// has dtype T, that the state variables share one dtype that IsStateDtypeOf<T>, and each group's
+// shapes.
 template <typename Device, typename T>
 class LockedVariables {
  public:
   // per_row[i]: variable i holds one value per row of variable 0 (shape [var.shape[0]]).
   LockedVariables(OpKernelContext* ctx, bool use_locking, bool sparse,
-                  const std::vector<std::string>& names, const std::vector<bool>& per_row) {
+                  const std::vector<std::string>& names, const std::vector<bool>& per_row,
+                  int num_groups = 1)
+      : num_groups_(num_groups) {
+    const int num_states = static_cast<int>(names.size());
+    const int num_inputs = num_states * num_groups;
     // Compare the variables themselves: fetching a variable's tensor for a dense update may copy
     // it, so two inputs naming one variable would not show up as one buffer.
-    std::vector<core::RefCountPtr<Var>> resources(names.size());
-    for (size_t i = 0; i < names.size(); ++i) {
-      const absl::Status found =
-          LookupResource(ctx, HandleFromInput(ctx, static_cast<int>(i)), &resources[i]);
+    std::vector<core::RefCountPtr<Var>> resources(num_inputs);
+    std::vector<std::pair<const Var*, int>> by_address(num_inputs);
+    for (int input = 0; input < num_inputs; ++input) {
+      const absl::Status found = LookupResource(ctx, HandleFromInput(ctx, input),
+                                                &resources[input]);
       if (!found.ok()) {
         status_ = absl::FailedPreconditionError(absl::StrCat(
-            "Could not read variable ", names[i], "; it may be uninitialized: ", found.message()));
+            "Could not read variable ", Name(names, input), "; it may be uninitialized: ",
+            found.message()));
         return;
       }
-      for (size_t j = 0; j < i; ++j) {
-        if (resources[i].get() == resources[j].get()) {
-          status_ = absl::InvalidArgumentError(
-              absl::StrCat(names[j], " and ", names[i], " must be different variables"));
-          return;
-        }
+      by_address[input] = {resources[input].get(), input};
+    }
+    std::sort(by_address.begin(), by_address.end());
+    for (int k = 1; k < num_inputs; ++k) {
+      if (by_address[k].first == by_address[k - 1].first) {
+        const int a = std::min(by_address[k].second, by_address[k - 1].second);
+        const int b = std::max(by_address[k].second, by_address[k - 1].second);
+        status_ = absl::InvalidArgumentError(absl::StrCat(
+            Name(names, a), " and ", Name(names, b), " must be different variables"));
+        return;
       }
     }
     // A sparse update takes TensorFlow's sparse path (a shared lock, the buffer updated in place
@@ -161,97 +175,112 @@ class LockedVariables {
       }
     }
     lock_.emplace(MaybeLockVariableInputMutexesInOrder<Device, T>(ctx, use_locking, shared,
-                                                                   InputIds(names.size())));
-    tensors_.resize(names.size());
-    for (size_t i = 0; i < names.size(); ++i) {
+                                                                   InputIds(num_inputs)));
+    tensors_.resize(num_inputs);
+    for (int input = 0; input < num_inputs; ++input) {
       if (shared) {
-        tensors_[i] = *resources[i]->tensor();
+        tensors_[input] = *resources[input]->tensor();
       } else {
         // Held exclusively: update in place unless a reader still holds the buffer (the buffer's
         // reference count tells). TensorFlow's helper also copies every variable that its sparse
         // ops switched to copy-on-read mode, on every dense update; under the exclusive lock no
         // sparse update or read can be running, so the reference count is all that matters.
-        Tensor* tensor = resources[i]->tensor();
+        Tensor* tensor = resources[input]->tensor();
         status_ = WithElementType(tensor->dtype(), absl::OkStatus(), [&](auto x) {
           return PrepareToUpdateVariable<Device, decltype(x)>(ctx, tensor,
                                                               /*copy_on_read_mode=*/false);
         });
         if (!status_.ok()) return;
-        tensors_[i] = *resources[i]->tensor();
+        tensors_[input] = *resources[input]->tensor();
       }
-      if (!tensors_[i].IsInitialized()) {
-        status_ = absl::FailedPreconditionError(
-            absl::StrCat("Attempting to use uninitialized variable: ", names[i]));
-        return;
-      }
-      if (i == 0 && tensors_[i].dtype() != DataTypeToEnum<T>::value) {
-        status_ = absl::InvalidArgumentError(absl::StrCat(
-            names[i], " has dtype ", DataTypeString(tensors_[i].dtype()),
-            " but grad and the hyperparameters have dtype ",
-            DataTypeString(DataTypeToEnum<T>::value)));
-        return;
-      }
-      if (i > 1 && tensors_[i].dtype() != tensors_[1].dtype()) {
-        status_ = absl::InvalidArgumentError(absl::StrCat(
-            names[i], " has dtype ", DataTypeString(tensors_[i].dtype()), " but ", names[1],
-            " has dtype ", DataTypeString(tensors_[1].dtype()),
-            ": the optimizer's state variables share one dtype"));
-        return;
-      }
-      if (i == 1 && !IsStateDtypeOf<T>(tensors_[i].dtype())) {
-        status_ = absl::InvalidArgumentError(absl::StrCat(
-            names[i], " has dtype ", DataTypeString(tensors_[i].dtype()), " but ", names[0],
-            " has dtype ", DataTypeString(DataTypeToEnum<T>::value),
-            ": the state has var's dtype, or bfloat16 or half for a float var"));
-        return;
-      }
-      if (i > 0 && per_row[i]) {
-        if (tensors_[0].dims() < 1) {
-          status_ = absl::InvalidArgumentError(absl::StrCat(
-              names[0], " must be at least 1-D for a row-wise update, got shape ",
-              tensors_[0].shape().DebugString()));
-          return;
-        }
-        if (tensors_[i].dims() != 1 || tensors_[i].dim_size(0) != tensors_[0].dim_size(0)) {
-          status_ = absl::InvalidArgumentError(absl::StrCat(
-              names[i], " must hold one value per row of ", names[0], ", shape [",
-              tensors_[0].dim_size(0), "], but has shape ", tensors_[i].shape().DebugString()));
-          return;
-        }
-        continue;
-      }
-      if (i > 0 && !tensors_[0].shape().IsSameSize(tensors_[i].shape())) {
-        status_ = absl::InvalidArgumentError(absl::StrCat(
-            names[0], " and ", names[i], " do not have the same shape: ",
-            tensors_[0].shape().DebugString(), " vs ", tensors_[i].shape().DebugString()));
+      if (!tensors_[input].IsInitialized()) {
+        status_ = absl::FailedPreconditionError(absl::StrCat(
+            "Attempting to use uninitialized variable: ", Name(names, input)));
         return;
       }
     }
+    for (int g = 0; g < num_groups && status_.ok(); ++g) status_ = CheckGroup(names, per_row, g);
   }
 
   const absl::Status& status() const { return status_; }
-  Tensor* tensor(int i) { return &tensors_[i]; }
+  // State i of variable g (0: var).
+  Tensor* tensor(int i, int g = 0) { return &tensors_[i * num_groups_ + g]; }
   // The dtype of the state variables (after var).
-  DataType state_dtype() const { return tensors_[1].dtype(); }
-  // The buffers of the first kNumState variables, for the loops: var of type T, the state of
-  // type S (state_dtype()'s).
+  DataType state_dtype() const { return tensors_[num_groups_].dtype(); }
+  // The buffers of the first kNumState variables of group g, for the loops: var of type T, the
+  // state of type S (state_dtype()'s).
   template <int kNumState, typename S>
   tf_ftrl::StateArrays<Storage<T>, kNumState, Storage<S>> state(
-      const tf_ftrl::StateRounding& rounding) {
+      const tf_ftrl::StateRounding& rounding, int g = 0) {
     tf_ftrl::StateArrays<Storage<T>, kNumState, Storage<S>> arrays;
-    arrays.var = MutableData<T>(&tensors_[0]);
-    for (int i = 1; i < kNumState; ++i) arrays.slots[i - 1] = MutableData<S>(&tensors_[i]);
+    arrays.var = MutableData<T>(tensor(0, g));
+    for (int i = 1; i < kNumState; ++i) arrays.slots[i - 1] = MutableData<S>(tensor(i, g));
     arrays.rounding = rounding;
     return arrays;
   }
 
  private:
-  static std::vector<int> InputIds(size_t n) {
+  static std::vector<int> InputIds(int n) {
     std::vector<int> ids(n);
-    for (size_t i = 0; i < n; ++i) ids[i] = static_cast<int>(i);
+    for (int i = 0; i < n; ++i) ids[i] = i;
     return ids;
   }
 
+  // The name of variable input `input`: "accum", or "accum[3]" with several groups.
+  std::string Name(const std::vector<std::string>& names, int input) const {
+    if (num_groups_ == 1) return names[input];
+    return absl::StrCat(names[input / num_groups_], "[", input % num_groups_, "]");
+  }
+
+  absl::Status CheckGroup(const std::vector<std::string>& names, const std::vector<bool>& per_row,
+                          int g) {
+    const auto name = [&](int i) { return Name(names, i * num_groups_ + g); };
+    const Tensor& var = *tensor(0, g);
+    if (var.dtype() != DataTypeToEnum<T>::value) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          name(0), " has dtype ", DataTypeString(var.dtype()),
+          " but grad and the hyperparameters have dtype ",
+          DataTypeString(DataTypeToEnum<T>::value)));
+    }
+    for (int i = 1; i < static_cast<int>(names.size()); ++i) {
+      const Tensor& t = *tensor(i, g);
+      // Every state variable, of every group, has the dtype of the first one's.
+      const Tensor& first_state = *tensor(1, 0);
+      if ((i > 1 || g > 0) && t.dtype() != first_state.dtype()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            name(i), " has dtype ", DataTypeString(t.dtype()), " but ", Name(names, num_groups_),
+            " has dtype ", DataTypeString(first_state.dtype()),
+            ": the optimizer's state variables share one dtype"));
+      }
+      if (i == 1 && !IsStateDtypeOf<T>(t.dtype())) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            name(i), " has dtype ", DataTypeString(t.dtype()), " but ", name(0), " has dtype ",
+            DataTypeString(DataTypeToEnum<T>::value),
+            ": the state has var's dtype, or bfloat16 or half for a float var"));
+      }
+      if (per_row[i]) {
+        if (var.dims() < 1) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              name(0), " must be at least 1-D for a row-wise update, got shape ",
+              var.shape().DebugString()));
+        }
+        if (t.dims() != 1 || t.dim_size(0) != var.dim_size(0)) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              name(i), " must hold one value per row of ", name(0), ", shape [",
+              var.dim_size(0), "], but has shape ", t.shape().DebugString()));
+        }
+        continue;
+      }
+      if (!var.shape().IsSameSize(t.shape())) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            name(0), " and ", name(i), " do not have the same shape: ",
+            var.shape().DebugString(), " vs ", t.shape().DebugString()));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  int num_groups_;
   std::optional<VariableInputLockHolder> lock_;
   std::vector<Tensor> tensors_;
   absl::Status status_;
@@ -402,6 +431,18 @@ struct FusedUpdate<CPUDevice, T> {
     return absl::OkStatus();
   }
 
+  template <typename Optimizer, typename State>
+  static absl::Status MultiApply(OpKernelContext* ctx,
+                                 const typename Optimizer::template Hyperparams<Acc<T>>& h,
+                                 bool flag, const std::vector<State>& states,
+                                 const std::vector<const Storage<T>*>& grads,
+                                 const std::vector<int64_t>& sizes) {
+    tf_ftrl::cpu::MultiApply<Optimizer>(h, flag, states.data(), grads.data(), sizes.data(),
+                                        static_cast<int64_t>(states.size()),
+                                        ThreadPoolParallelFor(ctx));
+    return absl::OkStatus();
+  }
+
   template <typename Optimizer, typename Index, typename State>
   static absl::Status SparseApply(OpKernelContext* ctx,
                                   const typename Optimizer::template Hyperparams<Acc<T>>& h,
@@ -475,6 +516,21 @@ struct FusedUpdate<GPUDevice, T> {
     return CudaStatus(tf_ftrl::gpu::Apply<Optimizer>(h, flag, state, ConstData<T>(grad),
                                                      grad.NumElements(), OpStream(ctx)),
                       ctx->op_kernel().type_string().c_str());
+  }
+
+  template <typename Optimizer, typename State>
+  static absl::Status MultiApply(OpKernelContext* ctx,
+                                 const typename Optimizer::template Hyperparams<Acc<T>>& h,
+                                 bool flag, const std::vector<State>& states,
+                                 const std::vector<const Storage<T>*>& grads,
+                                 const std::vector<int64_t>& sizes) {
+    for (size_t v = 0; v < states.size(); ++v) {
+      if (sizes[v] == 0) continue;
+      TF_RETURN_IF_ERROR(CudaStatus(
+          tf_ftrl::gpu::Apply<Optimizer>(h, flag, states[v], grads[v], sizes[v], OpStream(ctx)),
+          ctx->op_kernel().type_string().c_str()));
+    }
+    return absl::OkStatus();
   }
 
   template <typename Optimizer, typename State>
@@ -630,6 +686,94 @@ class FusedApplyOp : public OpKernel {
   bool flag_;
 };
 
+// The multi-tensor dense op of an element-wise `Optimizer` on element type T: N variables in one
+// call. Its inputs: each state's list of N variables (var first), the N grads, the
+// hyperparameters (shared), stochastic_rounding (zero or one [N, 2] tensor: each variable's
+// [seed, step]); its attrs: N, M, use_locking and the optimizer's flag. Every variable gets the
+// update that the dense op gives it alone, bit for bit; all are checked before any is written.
+template <typename Device, typename T, typename Optimizer>
+class FusedMultiApplyOp : public OpKernel {
+ public:
+  static constexpr int kNumState = Optimizer::kNumState;
+
+  explicit FusedMultiApplyOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("N", &num_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("use_locking", &use_locking_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr(Optimizer::kFlag.name, &flag_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    LockedVariables<Device, T> vars(ctx, use_locking_, /*sparse=*/false, StateNames<Optimizer>(),
+                                    PerRow<Optimizer>(), num_);
+    OP_REQUIRES_OK(ctx, vars.status());
+    const int first_grad = kNumState * num_;
+    for (int g = 0; g < num_; ++g) {
+      const Tensor& var = *vars.tensor(0, g);
+      const Tensor& grad = ctx->input(first_grad + g);
+      OP_REQUIRES(ctx, var.shape().IsSameSize(grad.shape()),
+                  absl::InvalidArgumentError(absl::StrCat(
+                      "var[", g, "] and grad[", g, "] do not have the same shape: ",
+                      var.shape().DebugString(), " vs ", grad.shape().DebugString())));
+    }
+    const int first_hyperparam = first_grad + num_;
+    typename Optimizer::template Hyperparams<Acc<T>> h;
+    OP_REQUIRES_OK(ctx, (ReadHyperparams<T, Optimizer>(ctx, first_hyperparam, &h)));
+    std::vector<tf_ftrl::StateRounding> rounding(num_);
+    OP_REQUIRES_OK(ctx, ReadRoundings(ctx, first_hyperparam + Optimizer::kNumHyperparams,
+                                      vars.state_dtype(), &rounding));
+    if (Optimizer::ChangesNothing(h)) return;
+    std::vector<const Storage<T>*> grads(num_);
+    std::vector<int64_t> sizes(num_);
+    for (int g = 0; g < num_; ++g) {
+      grads[g] = ConstData<T>(ctx->input(first_grad + g));
+      sizes[g] = ctx->input(first_grad + g).NumElements();
+    }
+    OP_REQUIRES_OK(ctx, WithStateType<T>(vars.state_dtype(), [&](auto s) {
+      using State = tf_ftrl::StateArrays<Storage<T>, kNumState, Storage<decltype(s)>>;
+      std::vector<State> states(num_);
+      for (int g = 0; g < num_; ++g) {
+        states[g] = vars.template state<kNumState, decltype(s)>(rounding[g], g);
+      }
+      return FusedUpdate<Device, T>::template MultiApply<Optimizer>(ctx, h, flag_, states,
+                                                                    grads, sizes);
+    }));
+  }
+
+ private:
+  // Reads stochastic_rounding (at `first_input`: zero or one [N, 2] tensor, each variable's
+  // [seed, step]) into each variable's rounding.
+  absl::Status ReadRoundings(OpKernelContext* ctx, int first_input, DataType state_dtype,
+                             std::vector<tf_ftrl::StateRounding>* rounding) const {
+    const int given = ctx->num_inputs() - first_input;
+    if (given == 0) return absl::OkStatus();
+    if (given > 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          kStochasticRounding, " takes at most one tensor ([N, 2]), got ", given));
+    }
+    const Tensor& t = ctx->input(first_input);
+    if (t.dims() != 2 || t.dim_size(0) != num_ || t.dim_size(1) != 2) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          kStochasticRounding, " must be [N, 2] int64, each variable's [seed, step], with N = ",
+          num_, ", got shape ", t.shape().DebugString()));
+    }
+    if (state_dtype == DataTypeToEnum<T>::value) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          kStochasticRounding, " rounds state narrower than var (bfloat16 or half state of a "
+          "float var), but the state has var's dtype, ", DataTypeString(state_dtype)));
+    }
+    const auto pairs = t.matrix<int64_t>();
+    for (int g = 0; g < num_; ++g) {
+      (*rounding)[g].stochastic = true;
+      (*rounding)[g].key = tf_ftrl::RoundingKey(pairs(g, 0), pairs(g, 1));
+    }
+    return absl::OkStatus();
+  }
+
+  int num_;
+  bool use_locking_;
+  bool flag_;
+};
+
 template <typename Kernel>
 OpKernel* CreateKernel(OpKernelConstruction* ctx) {
   return new Kernel(ctx);
@@ -658,11 +802,25 @@ void RegisterKernels(const char* device) {
       device, "FusedResourceSparseApply");
 }
 
+// The multi-tensor dense op of an element-wise optimizer.
+template <typename Optimizer, typename Device, typename T>
+void RegisterMultiKernel(const char* device) {
+  RegisterKernel<Optimizer, FusedMultiApplyOp<Device, T, Optimizer>, T>(
+      device, "FusedResourceMultiApply");
+}
+
 // (Nothing without CUDA.)
 template <typename Optimizer, typename T>
 void RegisterGpuKernels() {
 #if GOOGLE_CUDA
   RegisterKernels<Optimizer, GPUDevice, T>(DEVICE_GPU);
+#endif
+}
+
+template <typename Optimizer, typename T>
+void RegisterGpuMultiKernel() {
+#if GOOGLE_CUDA
+  RegisterMultiKernel<Optimizer, GPUDevice, T>(DEVICE_GPU);
 #endif
 }
 
@@ -673,8 +831,13 @@ bool RegisterKernelsForType() {
 #define TF_FTRL_REGISTER_KERNELS(Optimizer)                      \
   RegisterKernels<tf_ftrl::Optimizer, CPUDevice, T>(DEVICE_CPU); \
   RegisterGpuKernels<tf_ftrl::Optimizer, T>();
+#define TF_FTRL_REGISTER_MULTI_KERNEL(Optimizer)                     \
+  RegisterMultiKernel<tf_ftrl::Optimizer, CPUDevice, T>(DEVICE_CPU); \
+  RegisterGpuMultiKernel<tf_ftrl::Optimizer, T>();
   TF_FTRL_FOR_EACH_OPTIMIZER(TF_FTRL_REGISTER_KERNELS)
   TF_FTRL_FOR_EACH_ROWWISE_OPTIMIZER(TF_FTRL_REGISTER_KERNELS)
+  TF_FTRL_FOR_EACH_OPTIMIZER(TF_FTRL_REGISTER_MULTI_KERNEL)
+#undef TF_FTRL_REGISTER_MULTI_KERNEL
 #undef TF_FTRL_REGISTER_KERNELS
   return true;
 }

@@ -1,7 +1,9 @@
-// Registrations of every optimizer's two fused ops (inputs, attrs, shape functions and docs),
+// Registrations of every optimizer's fused ops (inputs, attrs, shape functions and docs),
 // derived from its description (optimizer_spec.h) for each optimizer of optimizers.h:
-//   FusedResourceApply<Name>(state..., grad, hyperparameters...)
-//   FusedResourceSparseApply<Name>(state..., grad, indices, hyperparameters...)
+//   FusedResourceApply<Name>(state..., grad, hyperparameters..., stochastic_rounding)
+//   FusedResourceSparseApply<Name>(state..., grad, indices, hyperparameters..., ...)
+// and for the element-wise ones the multi-tensor dense op:
+//   FusedResourceMultiApply<Name>(N * state..., N * grad, hyperparameters..., ...)
 #include <string>
 #include <vector>
 
@@ -155,12 +157,66 @@ void RegisterOps() {
   }
 }
 
+// The multi-tensor dense op of an element-wise optimizer:
+//   FusedResourceMultiApply<Name>(state: N * resource ..., grad: N * T, hyperparameters...)
+// Input i * N + g is state i of variable g; grad[g] has var[g]'s shape.
+template <typename Optimizer>
+void RegisterMultiOp() {
+  const std::string name = std::string("FusedResourceMultiApply") + Optimizer::kName;
+  register_op::OpDefBuilderWrapper op(name.c_str());
+  for (const char* state : Optimizer::kStateNames) op.Input(std::string(state) + ": N * resource");
+  op.Input("grad: N * T");
+  for (const tf_ftrl::HyperparamSpec& h : Optimizer::kHyperparams) {
+    op.Input(std::string(h.name) + ": T");
+  }
+  op.Input("stochastic_rounding: M * int64");
+  op.Attr("T: {float, double, half, bfloat16}");
+  op.Attr("N: int >= 1");
+  op.Attr("M: int >= 0 = 0");
+  op.Attr("use_locking: bool = false");
+  op.Attr(std::string(Optimizer::kFlag.name) +
+          ": bool = " + (Optimizer::kFlag.default_value ? "true" : "false"));
+  op.SetShapeFn([](InferenceContext* c) {
+    int n = 0;
+    int m = 0;
+    TF_RETURN_IF_ERROR(c->GetAttr("N", &n));
+    TF_RETURN_IF_ERROR(c->GetAttr("M", &m));
+    const int num_states = Optimizer::kNumState;
+    for (int g = 0; g < n; ++g) {
+      ShapeHandle shape = VariableShape(c, g);
+      for (int i = 1; i < num_states; ++i) {
+        TF_RETURN_IF_ERROR(c->Merge(shape, VariableShape(c, i * n + g), &shape));
+      }
+      TF_RETURN_IF_ERROR(c->Merge(shape, c->input(num_states * n + g), &shape));
+    }
+    const int first_rounding = c->num_inputs() - m;
+    TF_RETURN_IF_ERROR(ScalarInputs(c, (num_states + 1) * n, first_rounding));
+    for (int i = first_rounding; i < c->num_inputs(); ++i) {
+      ShapeHandle pairs;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(i), 2, &pairs));
+      shape_inference::DimensionHandle unused;
+      TF_RETURN_IF_ERROR(c->WithValue(c->Dim(pairs, 0), n, &unused));
+      TF_RETURN_IF_ERROR(c->WithValue(c->Dim(pairs, 1), 2, &unused));
+    }
+    return absl::OkStatus();
+  });
+  op.Doc(std::string("\nFused one-pass ") + Optimizer::kSummary +
+         " on N variables in one call.\nEach variable gets the update FusedResourceApply" +
+         Optimizer::kName + " gives it alone, bit for bit; the work is\ncut by elements over "
+         "all of them. Every input is checked before any variable is written.\n"
+         "stochastic_rounding: zero or one [N, 2] tensor, each variable's [seed, step].\n");
+  op();
+}
+
 #define TF_FTRL_REGISTER_OPS(Optimizer) RegisterOps<tf_ftrl::Optimizer>();
+#define TF_FTRL_REGISTER_MULTI_OP(Optimizer) RegisterMultiOp<tf_ftrl::Optimizer>();
 [[maybe_unused]] const bool registered = [] {
   TF_FTRL_FOR_EACH_OPTIMIZER(TF_FTRL_REGISTER_OPS)
   TF_FTRL_FOR_EACH_ROWWISE_OPTIMIZER(TF_FTRL_REGISTER_OPS)
+  TF_FTRL_FOR_EACH_OPTIMIZER(TF_FTRL_REGISTER_MULTI_OP)
   return true;
 }();
+#undef TF_FTRL_REGISTER_MULTI_OP
 #undef TF_FTRL_REGISTER_OPS
 
 }  // namespace

@@ -86,7 +86,7 @@ def test_accumulators_are_per_row_for_rank_two(run, name):
     op = name.lower()
     assert used["table"] == f"sparse_apply_rowwise_{op}"
     assert used["kernel"] == f"apply_rowwise_{op}"
-    assert used["bias"] == f"apply_{op}"
+    assert used["bias"] == f"multi_apply_{op}"  # element-wise, with the other dense variables
     assert run[name]["config_rowwise"] is True and run[name]["from_config_rowwise"] is True
 
 

@@ -50,12 +50,13 @@ def test_dense_gradient_warning_names_each_table_once(trained):
 def test_kernels_used_shows_the_dense_kernel_then_the_sparse_one(trained):
     before, after = trained["kernels_before"], trained["kernels_after"]
     assert len(_tables(before, "sparse_emb")) == FIELDS
-    assert set(_tables(before, "sparse_emb").values()) == {"apply_adagrad"}
-    assert set(_tables(before, "linear").values()) == {"apply_adagrad"}
+    # Dense gradients: the multi-tensor dense kernel, with the network's variables.
+    assert set(_tables(before, "sparse_emb").values()) == {"multi_apply_adagrad"}
+    assert set(_tables(before, "linear").values()) == {"multi_apply_adagrad"}
     assert set(_tables(after, "sparse_emb").values()) == {"sparse_apply_adagrad"}
     assert set(_tables(after, "linear").values()) == {"sparse_apply_adagrad"}
     # The network's own variables keep the dense kernel.
-    assert "apply_adagrad" in {v for k, v in after.items() if k.startswith("dense")}
+    assert "multi_apply_adagrad" in {v for k, v in after.items() if k.startswith("dense")}
 
 
 def test_sparse_regularizers_says_what_it_did(trained):
@@ -108,7 +109,7 @@ def test_deepctr_deepfm_trains_sparse_after_one_line(deepctr):
               if name.split("/")[0] in layers]
     assert len(tables) == 2 * FIELDS
     assert deepctr["warnings_before"] == 2 * FIELDS
-    assert {deepctr["kernels_before"][t] for t in tables} == {"apply_adagrad"}
+    assert {deepctr["kernels_before"][t] for t in tables} == {"multi_apply_adagrad"}
     assert deepctr["warnings_after"] == 0  # (and the optimizer warns once per table anyway)
     assert {deepctr["kernels_after"][t] for t in tables} == {"sparse_apply_adagrad"}
 
@@ -167,7 +168,7 @@ def test_a_model_that_has_trained_is_traced_again():
     x, y = np.arange(12, dtype=np.int32).reshape(4, 3), np.ones((4, 1), np.float32)
     model.fit(x, y, verbose=0)
     table = model.layers[0].embeddings.path
-    assert model.optimizer.kernels_used()[table] == "apply_ftrl"
+    assert model.optimizer.kernels_used()[table] == "multi_apply_ftrl"
     tf_ftrl.sparse_regularizers(model)
     before = model.layers[0].embeddings.numpy()
     model.fit(x, y, verbose=0)  # the same compiled model and optimizer

@@ -60,6 +60,26 @@ class SpecDispatch:
         seed = zlib.crc32(str(name).encode())
         return tf.stack([tf.constant(seed, tf.int64), tf.cast(step, tf.int64)])
 
+    def _multi_tensor_groups(self, grads_and_vars, eligible):
+        """The pairs of `grads_and_vars` that `eligible(grad, var)` takes, grouped for the
+        multi-tensor ops by the variable's dtype, its state's dtype and its device, as
+        `[(grads, variables)]`; and the other pairs, as they came."""
+        groups = {}
+        others = []
+        for grad, var in grads_and_vars:
+            # Under tf.distribute each replica's gradient (all of one kind) is asked for.
+            component = (grad.values[0] if isinstance(grad, tf.distribute.DistributedValues)
+                         else grad)
+            if not eligible(component, var):
+                others.append((grad, var))
+                continue
+            dtype = tf.as_dtype(var.dtype).base_dtype
+            key = (dtype, self._state_dtype_for(dtype), var.device)
+            grads, variables = groups.setdefault(key, ([], []))
+            grads.append(grad)
+            variables.append(var)
+        return list(groups.values()), others
+
     def _op(self, variable, sparse):
         """The fused op wrapper of `variable`'s update (`tf_ftrl.ops`)."""
         return getattr(ops, self._spec_for(variable).functions[sparse])

@@ -75,6 +75,16 @@ class OptimizerSpec:
         return f"apply_{self.snake_name}", f"sparse_apply_{self.snake_name}"
 
     @property
+    def multi_op(self):
+        """The registered multi-tensor dense op (element-wise optimizers only)."""
+        return self.dense_op.replace("Apply", "MultiApply", 1)
+
+    @property
+    def multi_function(self):
+        """The name of the multi-tensor dense op's wrapper in `tf_ftrl.ops`."""
+        return f"multi_apply_{self.snake_name}"
+
+    @property
     def slot_names(self):
         return tuple(slot.name for slot in self.slots)
 

@@ -180,6 +180,63 @@ def _op_wrapper(spec, sparse, doc):
     return wrapper
 
 
+def _multi_op_wrapper(spec, doc):
+    """The Python function of `spec`'s multi-tensor dense op (`multi_apply_ftrl`):
+    `(var, *slots, grad, *hyperparameters, flag, use_locking=False, stochastic_rounding=None,
+    name=None)`, where var, each slot and grad are lists of one length."""
+    lists = ["var"] + [slot.op_input for slot in spec.slots] + ["grad"]
+
+    def parameter(name, default=None, required=False):
+        empty = inspect.Parameter.empty
+        return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                 default=empty if required else default)
+
+    signature = inspect.Signature(
+        [parameter(name, required=True) for name in lists]
+        + [parameter(name, spec.op_argument(name).op_default,
+                     required=spec.op_argument(name).op_default is None)
+           for name in spec.op_hyperparameters]
+        + [parameter(spec.flag, spec.flag_default), parameter("use_locking", False),
+           parameter("stochastic_rounding", None), parameter("name", None)])
+    op_function = _snake_case(spec.multi_op)
+
+    def wrapper(*args, **kwargs):
+        given = signature.bind(*args, **kwargs)
+        given.apply_defaults()
+        given = given.arguments
+        count = len(given["var"])
+        if count == 0:
+            raise ValueError(f"{spec.multi_function} takes at least one variable, got none")
+        for name in lists[1:]:
+            if len(given[name]) != count:
+                raise ValueError(f"{spec.multi_function} takes lists of one length: var has "
+                                 f"{count} variables but {name} has {len(given[name])}")
+        dtypes = {_dtype_of(v) for v in given["var"]}
+        if len(dtypes) != 1:
+            raise tf.errors.InvalidArgumentError(
+                None, None, f"{spec.multi_function} updates variables of one dtype, got "
+                f"{sorted(d.name for d in dtypes)}")
+        dtype = dtypes.pop()
+        inputs = {name: [_handle(v) for v in given[name]] for name in lists[:-1]}
+        inputs["grad"] = [_grad(g, dtype) for g in given["grad"]]
+        inputs.update((name, _scalar(given[name], dtype)) for name in spec.op_hyperparameters)
+        rounding = given["stochastic_rounding"]
+        if rounding is None:
+            inputs["stochastic_rounding"] = []
+        else:
+            inputs["stochastic_rounding"] = [tf.reshape(
+                tf.cast(rounding, tf.int64) if tf.is_tensor(rounding)
+                else tf.convert_to_tensor(rounding, dtype=tf.int64), [count, 2])]
+        return getattr(load_library(), op_function)(
+            **inputs, use_locking=given["use_locking"], name=given["name"],
+            **{spec.flag: given[spec.flag]})
+
+    wrapper.__name__ = wrapper.__qualname__ = spec.multi_function
+    wrapper.__doc__ = doc
+    wrapper.__signature__ = signature
+    return wrapper
+
+
 def _snake_case(op_name):
     """The name of an op's function in the loaded library: FusedResourceApplyFtrl ->
     fused_resource_apply_ftrl."""
@@ -281,6 +338,25 @@ Fused row-wise Adagrad update in place (FBGEMM's exact row-wise Adagrad): with g
 sparse_apply_rowwise_adagrad = _op_wrapper(_specs.ROWWISE_ADAGRAD, True, """\
 Fused row-wise Adagrad update of the rows `indices`; duplicate indices are summed into one
     row gradient first. Arguments as in `sparse_apply_adagrad` and `apply_rowwise_adagrad`.
+    """)
+
+
+multi_apply_ftrl = _multi_op_wrapper(_specs.FTRL, """\
+`apply_ftrl` on many variables in one op call (multi-tensor apply).
+
+    `var`, `accum`, `linear` and `grad` are lists of one length N: variable i gets the update
+    `apply_ftrl(var[i], accum[i], linear[i], grad[i], ...)` would give it, bit for bit, with the
+    hyperparameters shared. The work is cut by elements over all of them (many small variables
+    make one parallel pass), and every input is checked before any variable is written. The
+    variables share one dtype, and so do their state variables. `stochastic_rounding` is None or
+    N pairs `[seed, step]` (an [N, 2] int64 tensor), one per variable.
+    """)
+
+multi_apply_adagrad = _multi_op_wrapper(_specs.ADAGRAD, """\
+`apply_adagrad` on many variables in one op call (multi-tensor apply).
+
+    `var`, `accum` and `grad` are lists of one length N; arguments otherwise as in
+    `multi_apply_ftrl` and `apply_adagrad`.
     """)
 
 

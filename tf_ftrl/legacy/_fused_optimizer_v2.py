@@ -83,6 +83,67 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
         with _slots_of_dtype(var, self._state_dtype_for(var.dtype)):
             return super().add_slot(var, slot_name, initializer, shape=shape)
 
+    # Whether dense gradients of element-wise variables go to the multi-tensor ops (one op call per
+    # dtype and device for all of them); off, each variable has its own op call, with the same
+    # results bit for bit (the benchmarks compare the two).
+    _multi_tensor = True
+
+    def _flag_keywords(self):
+        """The fused ops' flag, as the subclass passes it ({} for the op's default)."""
+        return {}
+
+    def _distributed_apply(self, distribution, grads_and_vars, apply_state, name):
+        groups, others = self._multi_tensor_groups(grads_and_vars, self._multi_tensor_eligible)
+        if not groups:
+            return super()._distributed_apply(distribution, grads_and_vars, apply_state, name)
+        update_ops = []
+        with tf.name_scope(name or self._name):
+            for grads, variables in groups:
+                with distribution.extended.colocate_vars_with(variables[0]):
+                    # One update on the first variable's devices, which unwraps the others (and
+                    # the gradients) to each replica's copy too.
+                    update = distribution.extended.update(
+                        variables[0], self._multi_apply_dense,
+                        args=(variables[1:], grads, apply_state), group=False)
+                if tf.distribute.in_cross_replica_context():
+                    update_ops.extend(update)
+                else:
+                    update_ops.append(update)
+        # The other variables' updates, then the step count, after these.
+        with tf.control_dependencies([op for op in update_ops if op is not None]):
+            return super()._distributed_apply(distribution, others, apply_state, name)
+
+    def _multi_tensor_eligible(self, grad, var):
+        return (self._multi_tensor and not isinstance(grad, tf.IndexedSlices)
+                and not isinstance(var, tf.Tensor) and var.constraint is None
+                and not self._is_rowwise(var) and ops.has_fused_kernels(var.dtype))
+
+    def _multi_apply_dense(self, first_var, other_vars, grads, apply_state):
+        """The update of many variables with dense gradients, in one multi-tensor op call (this
+        replica's copies under tf.distribute)."""
+        variables = [first_var] + list(other_vars)
+        for var in variables:
+            self._update_log.record(self.__class__.__name__, var, self._spec.multi_function,
+                                    *self._spec.functions)
+        slots = [[self.get_slot(var, slot) for var in variables] for slot in
+                 self._spec.slot_names]
+        dtype = first_var.dtype.base_dtype
+        rounding = None
+        if self.stochastic_rounding and slots[0][0].dtype.base_dtype != dtype:
+            rounding = tf.stack([
+                self._rounding(_replica_free_name(var), dtype, slots[0][0].dtype,
+                               self.iterations) for var in variables])
+        update = getattr(ops, self._spec.multi_function)(
+            variables, *slots, list(grads), **self._op_values(first_var, apply_state),
+            **self._flag_keywords(), use_locking=self._use_locking,
+            stochastic_rounding=rounding)
+        advised = _huge_pages.chosen(variables + [s for column in slots for s in column],
+                                     self.huge_pages)
+        if not advised:
+            return update
+        advice = advise_on_first_step(advised, self.iterations, update)
+        return advice if advice is not None else update
+
     def _resource_apply_sparse_duplicate_indices(self, grad, handle, indices, **kwargs):
         if not ops.has_fused_kernels(handle.dtype):
             # TensorFlow's ops for other dtypes apply duplicates one by one: sum them first, as

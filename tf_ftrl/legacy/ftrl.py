@@ -155,6 +155,9 @@ class Ftrl(FusedOptimizerV2):
         coefficients = apply_state[(var_device, var_dtype)]
         coefficients.update(self._ftrl_coefficients(var_dtype, coefficients["lr_t"]))
 
+    def _flag_keywords(self):
+        return {"multiply_linear_by_lr": self._multiply_linear_by_lr}
+
     def _fused_apply_dense(self, grad, var, apply_state):
         return self._op(var, False)(var, self.get_slot(var, "accumulator"),
                                     self.get_slot(var, "linear"), grad,

@@ -369,6 +369,53 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
         return BaseOptimizer.stateless_apply(self, optimizer_variables, grads,
                                              trainable_variables)
 
+    # Whether dense gradients of element-wise variables go to the multi-tensor ops (one op call per
+    # dtype and device for all of them); off, each variable has its own op call, with the same
+    # results bit for bit (the benchmarks compare the two).
+    _multi_tensor = True
+
+    def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
+        groups, others = self._multi_tensor_groups(grads_and_vars, self._multi_tensor_eligible)
+        for grads, variables in groups:
+            # One update on the first variable's devices, which unwraps the others (and the
+            # gradients) to each replica's copy too, as it unwraps a single variable's arguments.
+            distribution.extended.update(
+                variables[0], self._multi_update_step,
+                args=(variables[1:], grads, learning_rate), group=False)
+        return super()._distributed_tf_update_step(distribution, others, learning_rate)
+
+    def _multi_tensor_eligible(self, gradient, variable):
+        return (self._multi_tensor and gradient is not None
+                and not isinstance(gradient, tf.IndexedSlices) and not in_stateless_scope()
+                and not in_xla_context() and not self._is_rowwise(variable)
+                and ops.has_fused_kernels(variable.dtype))
+
+    def _multi_update_step(self, first_variable, other_variables, grads, learning_rate):
+        """The update of many variables with dense gradients, in one multi-tensor op call (this
+        replica's copies under tf.distribute)."""
+        variables = [first_variable] + list(other_variables)
+        var_list = [tf_variable(v) for v in variables]
+        slots = [[tf_variable(s) for s in self._slots(v)] for v in variables]
+        dtype = var_list[0].dtype
+        lr = tf.cast(learning_rate, dtype)
+        state_dtype = slots[0][0].dtype
+        rounding = None
+        if self.stochastic_rounding and state_dtype != dtype:
+            rounding = tf.stack([
+                self._rounding(self._variable_path(v), dtype, state_dtype,
+                               tf_variable(self.iterations)) for v in variables])
+        for variable, var, grad in zip(variables, var_list, grads):
+            self._update_log.record(
+                self.__class__.__name__, _Named(self._variable_path(variable), var.shape),
+                self._spec.multi_function, *self._spec.functions)
+        getattr(ops, self._spec.multi_function)(
+            var_list, *[list(column) for column in zip(*slots)],
+            [tf.cast(g, dtype) for g in grads], **self._op_keywords(lr),
+            stochastic_rounding=rounding)
+        advised = _huge_pages.chosen(var_list + [s for ss in slots for s in ss], self.huge_pages)
+        if advised:
+            advise_on_first_step(advised, self.iterations)
+
     def update_step(self, gradient, variable, learning_rate):
         if in_stateless_scope():
             return self._stateless_update(gradient, variable, learning_rate)

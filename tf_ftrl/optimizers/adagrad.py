@@ -95,10 +95,13 @@ class Adagrad(FusedOptimizer):
     def _slots(self, variable):
         return [self._accumulators[self._get_variable_index(variable)]]
 
+    def _op_keywords(self, lr):
+        return self._op_values(lr)
+
     def _fused_update(self, var, slots, grad, indices, lr, rounding):
         (accum,) = slots
         tensors = (var, accum, grad) + (() if indices is None else (indices,))
-        self._op(var, indices is not None)(*tensors, **self._op_values(lr),
+        self._op(var, indices is not None)(*tensors, **self._op_keywords(lr),
                                            stochastic_rounding=rounding)
 
     def _rows_update(self, var, slots, grad, lr):

@@ -169,11 +169,13 @@ class Ftrl(FusedOptimizer):
         hyper["l2"] = ftrl_l2(hyper["l2"], self.beta, lr)
         return hyper
 
+    def _op_keywords(self, lr):
+        return dict(self._hyperparameters(lr), multiply_linear_by_lr=self.multiply_linear_by_lr)
+
     def _fused_update(self, var, slots, grad, indices, lr, rounding):
         accum, linear = slots
         tensors = (var, accum, linear, grad) + (() if indices is None else (indices,))
-        self._op(var, indices is not None)(*tensors, **self._hyperparameters(lr),
-                                           multiply_linear_by_lr=self.multiply_linear_by_lr,
+        self._op(var, indices is not None)(*tensors, **self._op_keywords(lr),
                                            stochastic_rounding=rounding)
 
     def _rows_update(self, var, slots, grad, lr):

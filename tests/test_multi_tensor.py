@@ -1,0 +1,190 @@
+"""The multi-tensor dense ops (`tf_ftrl.ops.multi_apply_ftrl`, `multi_apply_adagrad`) and the
+optimizers' use of them: every variable gets the bits the one-variable op gives it, bad input
+writes nothing, and both front ends' training is the same bit for bit with it on and off (one
+device and MirroredStrategy with two replicas)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_ftrl
+from tests.support import workers
+from tests.support.numpy_reference import ftrl as reference_ftrl
+
+SHAPES = [(7, 5), (5,), (), (0, 3), (300, 70), (1,), (64, 64), (64,)]
+DTYPES = [tf.float32, tf.float64, tf.float16, tf.bfloat16]
+FTRL = dict(lr=0.1, l1=0.01, l2=0.02, l2_shrinkage=0.03, lr_power=-0.5)
+ADAGRAD = dict(lr=0.1, epsilon=1e-3)
+
+
+def _state(rng, dtype, state_dtype, num_slots, shapes=SHAPES):
+    def var(low, high, shape, as_dtype):
+        return tf.Variable(tf.cast(rng.uniform(low, high, shape), as_dtype))
+
+    variables = [var(-1, 1, s, dtype) for s in shapes]
+    slots = [[var(0.1, 2, s, state_dtype) for s in shapes]]
+    if num_slots == 2:
+        slots.append([var(-1, 1, s, state_dtype) for s in shapes])
+    grads = [tf.cast(rng.uniform(-1, 1, s), dtype) for s in shapes]
+    return variables, slots, grads
+
+
+def _copy(variables):
+    return [tf.Variable(v) for v in variables]
+
+
+def _values(*lists):
+    return [v.numpy() for variables in lists for v in variables]
+
+
+def _same_bits(a, b):
+    return all(x.shape == y.shape and x.tobytes() == y.tobytes() for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
+@pytest.mark.parametrize("name", ["ftrl", "adagrad"])
+@pytest.mark.parametrize("flag", [False, True])
+def test_each_variable_gets_the_one_variable_ops_bits(rng, dtype, name, flag):
+    num_slots = 2 if name == "ftrl" else 1
+    variables, slots, grads = _state(rng, dtype, dtype, num_slots)
+    alone_vars, alone_slots = _copy(variables), [_copy(s) for s in slots]
+    start = _values(variables)
+    hyper = FTRL if name == "ftrl" else ADAGRAD
+    flag_name = "multiply_linear_by_lr" if name == "ftrl" else "update_slots"
+    getattr(tf_ftrl.ops, f"multi_apply_{name}")(variables, *slots, grads, **hyper,
+                                                **{flag_name: flag})
+    for i, grad in enumerate(grads):
+        getattr(tf_ftrl.ops, f"apply_{name}")(alone_vars[i], *[s[i] for s in alone_slots], grad,
+                                              **hyper, **{flag_name: flag})
+    assert _same_bits(_values(variables, *slots), _values(alone_vars, *alone_slots))
+    assert not _same_bits(_values(variables), start)
+
+
+def test_ftrl_against_the_float64_reference(rng):
+    variables, (accums, linears), grads = _state(rng, tf.float64, tf.float64, 2)
+    expected = [reference_ftrl(v.numpy(), a.numpy(), l.numpy(), g.numpy(), **FTRL)
+                for v, a, l, g in zip(variables, accums, linears, grads)]
+    tf_ftrl.ops.multi_apply_ftrl(variables, accums, linears, grads, **FTRL)
+    for (w, n, z), v, a, l in zip(expected, variables, accums, linears):
+        np.testing.assert_allclose(v.numpy(), w, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(a.numpy(), n, rtol=1e-12)
+        np.testing.assert_allclose(l.numpy(), z, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("state_dtype", [tf.bfloat16, tf.float16], ids=lambda d: d.name)
+@pytest.mark.parametrize("stochastic", [False, True])
+def test_low_precision_state_with_each_variables_rounding_key(rng, state_dtype, stochastic):
+    variables, slots, grads = _state(rng, tf.float32, state_dtype, 2)
+    alone_vars, alone_slots = _copy(variables), [_copy(s) for s in slots]
+    keys = [[int(rng.integers(0, 2**31)), 5] for _ in variables]
+    tf_ftrl.ops.multi_apply_ftrl(variables, *slots, grads, **FTRL,
+                                 stochastic_rounding=keys if stochastic else None)
+    for i, grad in enumerate(grads):
+        tf_ftrl.ops.apply_ftrl(alone_vars[i], *[s[i] for s in alone_slots], grad, **FTRL,
+                               stochastic_rounding=keys[i] if stochastic else None)
+    assert _same_bits(_values(variables, *slots), _values(alone_vars, *alone_slots))
+
+
+def _bad_call(rng, change):
+    """Calls multi_apply_ftrl with the inputs `change` spoils; returns the error's message, after
+    checking that no variable changed."""
+    variables, slots, grads = _state(rng, tf.float32, tf.float32, 2)
+    before = _values(variables, *slots)
+    args = {"var": variables, "accum": slots[0], "linear": slots[1], "grad": grads, **FTRL}
+    change(args)
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError)) as raised:
+        tf_ftrl.ops.multi_apply_ftrl(**args)
+    assert _same_bits(_values(variables, *slots), before)
+    return str(raised.value)
+
+
+def test_a_bad_gradient_of_the_last_variable_writes_nothing(rng):
+    def last_grad_wrong(args):
+        args["grad"] = args["grad"][:-1] + [tf.zeros((3,))]
+
+    message = _bad_call(rng, last_grad_wrong)
+    last = len(SHAPES) - 1
+    assert f"var[{last}] and grad[{last}] do not have the same shape: [64] vs [3]" in message
+
+
+def test_one_variable_twice_is_refused(rng):
+    def twice(args):
+        args["linear"] = [args["linear"][1]] + args["linear"][1:]
+
+    assert "linear[0] and linear[1] must be different variables" in _bad_call(rng, twice)
+
+
+def test_mixed_state_dtypes_are_named(rng):
+    def mixed(args):
+        args["linear"] = args["linear"][:-1] + [tf.Variable(tf.zeros((64,), tf.bfloat16))]
+
+    message = _bad_call(rng, mixed)
+    assert f"linear[{len(SHAPES) - 1}] has dtype bfloat16" in message
+    assert "share one dtype" in message
+
+
+def test_a_bad_hyperparameter_and_rounding_shape_are_named(rng):
+    def negative_l1(args):
+        args["l1"] = -1.0
+
+    assert "l1 must be non-negative" in _bad_call(rng, negative_l1)
+
+    def pairs(args):
+        args["stochastic_rounding"] = [[1, 2]] * len(SHAPES)
+
+    assert "stochastic_rounding rounds state narrower than var" in _bad_call(rng, pairs)
+
+
+def test_lists_of_other_lengths_and_dtypes_are_refused(rng):
+    def short(args):
+        args["accum"] = args["accum"][:-1]
+
+    assert "accum has 7" in _bad_call(rng, short)
+
+    def mixed_vars(args):
+        args["var"] = args["var"][:-1] + [tf.Variable(tf.zeros((64,), tf.float64))]
+
+    assert "updates variables of one dtype" in _bad_call(rng, mixed_vars)
+    with pytest.raises(ValueError, match="at least one variable"):
+        tf_ftrl.ops.multi_apply_adagrad([], [], [], lr=0.1)
+
+
+def test_the_ops_shape_function_checks_each_variable():
+    v = [tf.Variable(tf.zeros((2, 3))), tf.Variable(tf.zeros((4,)))]
+    a = [tf.Variable(tf.zeros((2, 3))), tf.Variable(tf.zeros((4,)))]
+
+    @tf.function
+    def step(g):
+        tf_ftrl.ops.multi_apply_adagrad(v, a, g, lr=0.1)
+
+    with pytest.raises(ValueError, match="Shapes must be equal rank|Dimension"):
+        step.get_concrete_function([tf.TensorSpec((2, 3)), tf.TensorSpec((5,))])
+
+
+@pytest.fixture(scope="module", params=["keras3", "tf_keras"])
+def trained(request):
+    env = workers.environment(TF_USE_LEGACY_KERAS="1" if request.param == "tf_keras" else None)
+    return request.param, workers.run_for_result(
+        "-m", "tests.support.multi_tensor_worker", "7", env=env, timeout=900)
+
+
+def test_training_is_the_same_bit_for_bit_with_the_multi_tensor_ops_on_and_off(trained):
+    front_end, result = trained
+    assert len(result) == 2 * 3 * 2
+    for case, outcome in result.items():
+        assert outcome["trained"], (front_end, case)
+        assert outcome["same"], (front_end, case)
+
+
+def test_dense_variables_take_the_multi_tensor_op_and_tables_their_sparse_one(trained):
+    _, result = trained
+    for case, outcome in result.items():
+        op = "ftrl" if case.startswith("Ftrl") else "adagrad"
+        rowwise = "rowwise" in case
+        sparse = f"sparse_apply_rowwise_{op}" if rowwise else f"sparse_apply_{op}"
+        assert f"multi_apply_{op}" in outcome["kernels_on"], case
+        assert sparse in outcome["kernels_on"], case
+        assert f"multi_apply_{op}" not in outcome["kernels_off"], case
+        assert f"apply_{op}" in outcome["kernels_off"], case
+        if rowwise:  # the Dense kernels' row-wise state keeps its own op
+            assert f"apply_rowwise_{op}" in outcome["kernels_on"], case
