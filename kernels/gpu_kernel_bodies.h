@@ -193,6 +193,47 @@ TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void DenseThreadWork(
   }
 }
 
+// Multi-tensor dense: one variable of a launch over many (a device-side table of these). The
+// variable has `num_blocks` blocks of its own, numbered from `first_block` in the launch;
+// `vectors`: its arrays and grad start on a vector boundary (else the scalar path).
+template <typename State>
+struct MultiTensorEntry {
+  State state;
+  const typename State::Var* grad;
+  int64_t size;
+  int64_t first_block;
+  int64_t num_blocks;
+  bool vectors;
+};
+
+// Thread `thread_in_block` of block `block` (of `block_dim` threads) of a multi-tensor launch:
+// finds its variable (the last entry whose first block is at or before `block`; entries are in
+// block order, and none is empty) and does DenseThreadWork there as that variable's own launch of
+// num_blocks blocks would, so each element gets the one-variable kernel's bits.
+template <int kWidth, typename Step, typename State>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void MultiTensorThreadWork(
+    const Step& step, const MultiTensorEntry<State>* __restrict__ entries, int64_t num_entries,
+    int64_t block, int64_t thread_in_block, int64_t block_dim) {
+  int64_t lo = 0;
+  int64_t hi = num_entries - 1;
+  while (lo < hi) {
+    const int64_t mid = (lo + hi + 1) / 2;
+    if (entries[mid].first_block <= block) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  const MultiTensorEntry<State>& entry = entries[lo];
+  const int64_t thread = (block - entry.first_block) * block_dim + thread_in_block;
+  const int64_t num_threads = entry.num_blocks * block_dim;
+  if (entry.vectors) {
+    DenseThreadWork<kWidth>(step, entry.state, entry.grad, entry.size, thread, num_threads);
+  } else {
+    DenseThreadWork<1>(step, entry.state, entry.grad, entry.size, thread, num_threads);
+  }
+}
+
 // Sparse, before the sort: numbers the positions this thread strides over (positions[i] = i, the
 // values the sort carries along) and returns the lowest of them whose index is outside
 // [0, num_rows), or -1. The lowest over all threads is the position the CPU loops report.

@@ -320,6 +320,83 @@ void TestRowwise(std::mt19937_64& rng, const char* type_name) {
   }
 }
 
+// The multi-tensor launch's per-thread work: every thread of every block of a launch over
+// variables of many sizes (the vector path where aligned, the scalar one where a variable
+// starts off a vector boundary) gives the CPU loops' multi-tensor update, bit for bit.
+template <typename T>
+void TestMultiTensor(std::mt19937_64& rng, const char* name) {
+  const std::vector<int64_t> sizes = {4096, 1, 7, 64, 1001, 3, 4099, 16};
+  constexpr int kWidth = gpu::VectorWidth<T>();
+  ForEachStep<T>([&](const auto& step, const auto& h, bool flag) {
+    using Step = std::decay_t<decltype(step)>;
+    using Arrays = StateArrays<T, Step::kNumState>;
+    std::vector<State<T>> gpu_states, cpu_states;
+    for (int64_t size : sizes) gpu_states.push_back(RandomState<T>(rng, size, size));
+    cpu_states = gpu_states;
+    const std::vector<State<T>> start_states = gpu_states;
+    // One variable starts off a vector boundary (its arrays one element in): the scalar path.
+    const int64_t offset_variable = 2;
+    std::vector<gpu::MultiTensorEntry<Arrays>> entries;
+    int64_t blocks = 0;
+    for (size_t v = 0; v < sizes.size(); ++v) {
+      Arrays arrays = ArraysOf<T, Step>(gpu_states[v]);
+      const T* grad = gpu_states[v].grad.data();
+      int64_t size = sizes[v];
+      const bool vectors = static_cast<int64_t>(v) != offset_variable;
+      if (!vectors) {  // the elements after the first
+        arrays.var += 1;
+        for (auto*& slot : arrays.slots) slot += 1;
+        grad += 1;
+        size -= 1;
+      }
+      // Few blocks, so that threads stride several times.
+      const int64_t num_blocks = 1 + static_cast<int64_t>(v % 2);
+      entries.push_back({arrays, grad, size, blocks, num_blocks, vectors});
+      blocks += num_blocks;
+    }
+    for (int64_t b = 0; b < blocks; ++b) {
+      for (int64_t t = 0; t < kThreadsPerBlock; ++t) {
+        gpu::MultiTensorThreadWork<kWidth>(step, entries.data(),
+                                           static_cast<int64_t>(entries.size()), b, t,
+                                           kThreadsPerBlock);
+      }
+    }
+    std::vector<Arrays> cpu_arrays;
+    std::vector<const T*> cpu_grads;
+    std::vector<int64_t> cpu_sizes;
+    for (size_t v = 0; v < sizes.size(); ++v) {
+      Arrays arrays = ArraysOf<T, Step>(cpu_states[v]);
+      const T* grad = cpu_states[v].grad.data();
+      int64_t size = sizes[v];
+      if (static_cast<int64_t>(v) == offset_variable) {
+        arrays.var += 1;
+        for (auto*& slot : arrays.slots) slot += 1;
+        grad += 1;
+        size -= 1;
+      }
+      cpu_arrays.push_back(arrays);
+      cpu_grads.push_back(grad);
+      cpu_sizes.push_back(size);
+    }
+    if constexpr (Step::kNumState == 3) {
+      cpu::MultiApply<Ftrl>(h, flag, cpu_arrays.data(), cpu_grads.data(), cpu_sizes.data(),
+                            static_cast<int64_t>(sizes.size()), cpu::SerialParallelFor);
+    } else {
+      cpu::MultiApply<Adagrad>(h, flag, cpu_arrays.data(), cpu_grads.data(), cpu_sizes.data(),
+                               static_cast<int64_t>(sizes.size()), cpu::SerialParallelFor);
+    }
+    bool same = true;
+    bool changed = false;
+    for (size_t v = 0; v < sizes.size(); ++v) {
+      same = same && SameState(gpu_states[v], cpu_states[v]);
+      changed = changed || !SameBits(gpu_states[v].var, start_states[v].var);
+    }
+    Check(same && changed, std::string("multi-tensor ") + name +
+                               (Step::kNumState == 3 ? " FTRL" : " Adagrad") +
+                               (flag ? " flag" : ""));
+  });
+}
+
 template <typename T>
 void TestType(std::mt19937_64& rng, const char* name) {
   TestDense<gpu::VectorWidth<T>(), T>(rng, name);
@@ -574,5 +651,9 @@ int main() {
   Case("Rowwise/bfloat16", [&] { TestRowwise<bfloat16, int64_t>(rng, "bfloat16"); });
   Case("LowPrecisionState/bfloat16", [&] { TestLowPrecisionState<bfloat16>(rng, "bfloat16"); });
   Case("LowPrecisionState/float16", [&] { TestLowPrecisionState<float16>(rng, "float16"); });
+  Case("MultiTensor/float32", [&] { TestMultiTensor<float>(rng, "float32"); });
+  Case("MultiTensor/float64", [&] { TestMultiTensor<double>(rng, "float64"); });
+  Case("MultiTensor/float16", [&] { TestMultiTensor<float16>(rng, "float16"); });
+  Case("MultiTensor/bfloat16", [&] { TestMultiTensor<bfloat16>(rng, "bfloat16"); });
   return testing::Finish();
 }

@@ -1,6 +1,9 @@
 // CUDA kernels of every optimizer's dense and sparse update (see gpu_kernels.h). Plain CUDA and
 // CUB only: no TensorFlow headers, so nvcc compiles this file in seconds.
 //
+// Multi-tensor dense: one launch over a device-side table of the variables' pointers and sizes;
+// each variable has the blocks its own dense launch would have, and each block finds its variable
+// in the table.
 // Dense: one grid-stride pass; each thread loads 16 bytes of var, every slot and grad at a time
 // (when all pointers are 16-byte aligned), and the < 16 bytes past the last full vector go to the
 // first threads one element each.
@@ -18,6 +21,7 @@
 
 #include <cstdint>
 #include <type_traits>
+#include <vector>
 
 #include "kernels/gpu_kernel_bodies.h"
 #include "kernels/optimizers.h"
@@ -79,6 +83,14 @@ cudaError_t LaunchDense(const Step& step, const State& state, const T* grad, int
         step, state, grad, size);
   }
   return cudaGetLastError();
+}
+
+template <int kWidth, typename Step, typename State>
+__global__ void __launch_bounds__(kThreadsPerBlock)
+    MultiTensorKernel(Step step, const MultiTensorEntry<State>* __restrict__ entries,
+                      int64_t num_entries) {
+  MultiTensorThreadWork<kWidth>(step, entries, num_entries, blockIdx.x, threadIdx.x,
+                                blockDim.x);
 }
 
 // ------------------------------------------------------------------------------------- sparse
@@ -412,6 +424,51 @@ cudaError_t Apply(const typename Optimizer::template Hyperparams<AccumulateType<
 }
 
 template <typename Optimizer, typename T, typename S>
+size_t MultiApplyWorkspaceBytes(int64_t count) {
+  using Entry = MultiTensorEntry<StateArrays<T, Optimizer::kNumState, S>>;
+  return static_cast<size_t>(count < 0 ? 0 : count) * sizeof(Entry) + alignof(Entry) - 1;
+}
+
+template <typename Optimizer, typename T, typename S>
+cudaError_t MultiApply(const typename Optimizer::template Hyperparams<AccumulateType<T>>& h,
+                       bool flag, const StateArrays<T, Optimizer::kNumState, S>* states,
+                       const T* const* grads, const int64_t* sizes, int64_t count,
+                       void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  using State = StateArrays<T, Optimizer::kNumState, S>;
+  using Entry = MultiTensorEntry<State>;
+  if (count < 0 || workspace_bytes < MultiApplyWorkspaceBytes<Optimizer, T, S>(count)) {
+    return cudaErrorInvalidValue;
+  }
+  constexpr int kWidth = VectorWidth<T>();
+  // The table, in block order, without empty variables.
+  std::vector<Entry> entries;
+  entries.reserve(static_cast<size_t>(count));
+  int64_t num_blocks = 0;
+  for (int64_t v = 0; v < count; ++v) {
+    if (sizes[v] == 0) continue;
+    const bool vectors = AllVectorAligned(states[v], grads[v]);
+    const int64_t blocks =
+        NumBlocks(vectors ? sizes[v] / kWidth : sizes[v], kThreadsPerBlock);
+    entries.push_back(Entry{states[v], grads[v], sizes[v], num_blocks, blocks, vectors});
+    num_blocks += blocks;
+  }
+  if (entries.empty()) return cudaSuccess;
+  if (num_blocks > INT32_MAX) return cudaErrorInvalidValue;
+  const uintptr_t base = reinterpret_cast<uintptr_t>(workspace);
+  Entry* const table =
+      reinterpret_cast<Entry*>((base + alignof(Entry) - 1) / alignof(Entry) * alignof(Entry));
+  // From pageable host memory: returns once the data is staged, so `entries` may go.
+  TF_FTRL_RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(table, entries.data(),
+                                               entries.size() * sizeof(Entry),
+                                               cudaMemcpyHostToDevice, stream));
+  return Optimizer::WithStep(h, flag, [&](const auto& step) {
+    MultiTensorKernel<kWidth><<<static_cast<unsigned>(num_blocks), kThreadsPerBlock, 0,
+                                stream>>>(step, table, static_cast<int64_t>(entries.size()));
+    return cudaGetLastError();
+  });
+}
+
+template <typename Optimizer, typename T, typename S>
 cudaError_t RowwiseApply(const typename Optimizer::template Hyperparams<AccumulateType<T>>& h,
                          bool flag, const StateArrays<T, Optimizer::kNumState, S>& state,
                          const T* grad, int64_t num_rows, int64_t row_size,
@@ -454,6 +511,11 @@ cudaError_t SparseApply(const typename Optimizer::template Hyperparams<Accumulat
   template cudaError_t Apply<Optimizer, T, S>(                                                 \
       const Optimizer::Hyperparams<AccumulateType<T>>&, bool,                                  \
       const StateArrays<T, Optimizer::kNumState, S>&, const T*, int64_t, cudaStream_t);        \
+  template cudaError_t MultiApply<Optimizer, T, S>(                                            \
+      const Optimizer::Hyperparams<AccumulateType<T>>&, bool,                                  \
+      const StateArrays<T, Optimizer::kNumState, S>*, const T* const*, const int64_t*, int64_t, \
+      void*, size_t, cudaStream_t);                                                            \
+  template size_t MultiApplyWorkspaceBytes<Optimizer, T, S>(int64_t);                          \
   TF_FTRL_INSTANTIATE_SPARSE(Optimizer, T, S, int32_t)                                         \
   TF_FTRL_INSTANTIATE_SPARSE(Optimizer, T, S, int64_t)
 

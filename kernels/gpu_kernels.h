@@ -36,6 +36,20 @@ cudaError_t Apply(const typename Optimizer::template Hyperparams<AccumulateType<
                   const StateArrays<T, Optimizer::kNumState, S>& state, const T* grad, int64_t size,
                   cudaStream_t stream);
 
+// The dense update of `count` variables in one launch (multi-tensor apply): variable v has the
+// state arrays states[v] and sizes[v] elements of gradient grads[v] (device pointers), and gets
+// the bits Apply gives it alone. A table of the variables' pointers and sizes is copied from the
+// host into `workspace` (device memory of at least MultiApplyWorkspaceBytes(count) bytes, at any
+// alignment) on `stream`; the call returns once the host's table is no longer needed.
+template <typename Optimizer, typename T, typename S>
+cudaError_t MultiApply(const typename Optimizer::template Hyperparams<AccumulateType<T>>& h,
+                       bool flag, const StateArrays<T, Optimizer::kNumState, S>* states,
+                       const T* const* grads, const int64_t* sizes, int64_t count,
+                       void* workspace, size_t workspace_bytes, cudaStream_t stream);
+
+template <typename Optimizer, typename T, typename S>
+size_t MultiApplyWorkspaceBytes(int64_t count);
+
 // The device memory a sparse update of element type T with `num_indices` indices of type Index
 // and rows of `row_size` elements needs as its `workspace` (for sorting the indices, reporting a
 // bad one, and the sums of hot ids' chunks of duplicates). Enqueues nothing.

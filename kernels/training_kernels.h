@@ -524,13 +524,18 @@ struct FusedUpdate<GPUDevice, T> {
                                  bool flag, const std::vector<State>& states,
                                  const std::vector<const Storage<T>*>& grads,
                                  const std::vector<int64_t>& sizes) {
-    for (size_t v = 0; v < states.size(); ++v) {
-      if (sizes[v] == 0) continue;
-      TF_RETURN_IF_ERROR(CudaStatus(
-          tf_ftrl::gpu::Apply<Optimizer>(h, flag, states[v], grads[v], sizes[v], OpStream(ctx)),
-          ctx->op_kernel().type_string().c_str()));
-    }
-    return absl::OkStatus();
+    using S = typename State::Slot;
+    const int64_t count = static_cast<int64_t>(states.size());
+    const size_t bytes =
+        tf_ftrl::gpu::MultiApplyWorkspaceBytes<Optimizer, Storage<T>, S>(count);
+    Tensor workspace;
+    TF_RETURN_IF_ERROR(ctx->allocate_temp(
+        DT_INT8, TensorShape({static_cast<int64_t>(bytes)}), &workspace));
+    return CudaStatus(
+        tf_ftrl::gpu::MultiApply<Optimizer>(h, flag, states.data(), grads.data(), sizes.data(),
+                                            count, workspace.flat<int8_t>().data(), bytes,
+                                            OpStream(ctx)),
+        ctx->op_kernel().type_string().c_str());
   }
 
   template <typename Optimizer, typename State>
