@@ -1,4 +1,5 @@
-// The OpKernels of every optimizer's two fused ops, on CPU and (when built with CUDA) GPU, made
+// The OpKernels of every optimizer's fused ops (dense, sparse, and for the element-wise ones the
+// multi-tensor dense op), on CPU and (when built with CUDA) GPU, made
 // from its description (optimizer_spec.h) for each optimizer of optimizers.h. Included by one
 // training_kernels_<dtype>.cc per element type, which registers that type's kernels: the
 // instantiations (optimizer x flags x vector copy x row size) are split over several files, so
