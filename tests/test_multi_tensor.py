@@ -3,11 +3,15 @@ optimizers' use of them: every variable gets the bits the one-variable op gives 
 writes nothing, and both front ends' training is the same bit for bit with it on and off (one
 device and MirroredStrategy with two replicas)."""
 
+import inspect
+
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.python.framework import op_def_registry
 
 import tf_ftrl
+from tf_ftrl import _specs
 from tests.support import workers
 from tests.support.numpy_reference import ftrl as reference_ftrl
 
@@ -188,3 +192,20 @@ def test_dense_variables_take_the_multi_tensor_op_and_tables_their_sparse_one(tr
         assert f"apply_{op}" in outcome["kernels_off"], case
         if rowwise:  # the Dense kernels' row-wise state keeps its own op
             assert f"apply_rowwise_{op}" in outcome["kernels_on"], case
+
+
+@pytest.mark.parametrize("spec", _specs.OPTIMIZERS, ids=lambda s: s.name)
+def test_the_multi_ops_are_the_descriptions(spec):
+    tf_ftrl.ops.load_library()
+    op = op_def_registry.get(spec.multi_op)
+    assert [arg.name for arg in op.input_arg] == (
+        ["var"] + [slot.op_input for slot in spec.slots] + ["grad"]
+        + list(spec.op_hyperparameters) + ["stochastic_rounding"])
+    assert all(arg.number_attr == "N" for arg in op.input_arg[:len(spec.slots) + 2])
+    attrs = {attr.name: attr for attr in op.attr}
+    assert attrs[spec.flag].default_value.b is spec.flag_default
+    wrapper = getattr(tf_ftrl.ops, spec.multi_function)
+    assert list(inspect.signature(wrapper).parameters) == (
+        ["var"] + [slot.op_input for slot in spec.slots] + ["grad"]
+        + list(spec.op_hyperparameters)
+        + [spec.flag, "use_locking", "stochastic_rounding", "name"])
