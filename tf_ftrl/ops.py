@@ -137,6 +137,24 @@ def _rounding(seed_and_step):
     return [pair]
 
 
+def _signature(spec, tensors):
+    """The op wrappers' signature: `(*tensors, *hyperparameters, flag, use_locking=False,
+    stochastic_rounding=None, name=None)`, the hyperparameters with their defaults in `spec`."""
+
+    def parameter(name, default=None, required=False):
+        empty = inspect.Parameter.empty
+        return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                 default=empty if required else default)
+
+    return inspect.Signature(
+        [parameter(name, required=True) for name in tensors]
+        + [parameter(name, spec.op_argument(name).op_default,
+                     required=spec.op_argument(name).op_default is None)
+           for name in spec.op_hyperparameters]
+        + [parameter(spec.flag, spec.flag_default), parameter("use_locking", False),
+           parameter("stochastic_rounding", None), parameter("name", None)])
+
+
 def _op_wrapper(spec, sparse, doc):
     """The Python function of `spec`'s dense or sparse op (`apply_ftrl`, `sparse_apply_ftrl`),
     its signature derived from `spec`:
@@ -145,18 +163,7 @@ def _op_wrapper(spec, sparse, doc):
     variables = ["var"] + [slot.op_input for slot in spec.slots]
     tensors = variables + ["grad"] + (["indices"] if sparse else [])
 
-    def parameter(name, default=None, required=False):
-        empty = inspect.Parameter.empty
-        return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                 default=empty if required else default)
-
-    signature = inspect.Signature(
-        [parameter(name, required=True) for name in tensors]
-        + [parameter(name, spec.op_argument(name).op_default,
-                     required=spec.op_argument(name).op_default is None)
-           for name in spec.op_hyperparameters]
-        + [parameter(spec.flag, spec.flag_default), parameter("use_locking", False),
-           parameter("stochastic_rounding", None), parameter("name", None)])
+    signature = _signature(spec, tensors)
     op_function = _snake_case(spec.sparse_op if sparse else spec.dense_op)
 
     def wrapper(*args, **kwargs):
@@ -186,18 +193,7 @@ def _multi_op_wrapper(spec, doc):
     name=None)`, where var, each slot and grad are lists of one length."""
     lists = ["var"] + [slot.op_input for slot in spec.slots] + ["grad"]
 
-    def parameter(name, default=None, required=False):
-        empty = inspect.Parameter.empty
-        return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                 default=empty if required else default)
-
-    signature = inspect.Signature(
-        [parameter(name, required=True) for name in lists]
-        + [parameter(name, spec.op_argument(name).op_default,
-                     required=spec.op_argument(name).op_default is None)
-           for name in spec.op_hyperparameters]
-        + [parameter(spec.flag, spec.flag_default), parameter("use_locking", False),
-           parameter("stochastic_rounding", None), parameter("name", None)])
+    signature = _signature(spec, lists)
     op_function = _snake_case(spec.multi_op)
 
     def wrapper(*args, **kwargs):
