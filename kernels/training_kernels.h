@@ -586,30 +586,42 @@ std::vector<bool> PerRow() {
 // narrower than var, or nothing (round to nearest).
 constexpr char kStochasticRounding[] = "stochastic_rounding";
 
-// Reads the ops' stochastic_rounding input (at `first_input`; a list of at most one tensor) into
-// *rounding, checking that there is narrower state to round.
+// Reads the ops' stochastic_rounding input (at `first_input`; a list of at most one tensor),
+// checking that there is narrower state to round: for the one-variable ops (`num_variables` 0)
+// [seed, step] into rounding[0], for the multi-tensor ops each of the N variables' pair of an
+// [N, 2] tensor into rounding[0..N).
 template <typename T>
 absl::Status ReadRounding(OpKernelContext* ctx, int first_input, DataType state_dtype,
-                          tf_ftrl::StateRounding* rounding) {
+                          int num_variables, tf_ftrl::StateRounding* rounding) {
   const int given = ctx->num_inputs() - first_input;
   if (given == 0) return absl::OkStatus();
+  const std::string expected = num_variables == 0
+                                   ? "[seed, step], a vector of 2 int64"
+                                   : absl::StrCat("[N, 2] int64, each variable's [seed, step], "
+                                                  "with N = ", num_variables);
   if (given > 1) {
     return absl::InvalidArgumentError(absl::StrCat(
-        kStochasticRounding, " takes at most one tensor ([seed, step]), got ", given));
+        kStochasticRounding, " takes at most one tensor (", expected, "), got ", given));
   }
   const Tensor& t = ctx->input(first_input);
-  if (!TensorShapeUtils::IsVector(t.shape()) || t.NumElements() != 2) {
+  const bool shape_ok = num_variables == 0
+                            ? TensorShapeUtils::IsVector(t.shape()) && t.NumElements() == 2
+                            : t.dims() == 2 && t.dim_size(0) == num_variables &&
+                                  t.dim_size(1) == 2;
+  if (!shape_ok) {
     return absl::InvalidArgumentError(absl::StrCat(
-        kStochasticRounding, " must be [seed, step], a vector of 2 int64, got shape ",
-        t.shape().DebugString()));
+        kStochasticRounding, " must be ", expected, ", got shape ", t.shape().DebugString()));
   }
   if (state_dtype == DataTypeToEnum<T>::value) {
     return absl::InvalidArgumentError(absl::StrCat(
         kStochasticRounding, " rounds state narrower than var (bfloat16 or half state of a "
         "float var), but the state has var's dtype, ", DataTypeString(state_dtype)));
   }
-  rounding->stochastic = true;
-  rounding->key = tf_ftrl::RoundingKey(t.vec<int64_t>()(0), t.vec<int64_t>()(1));
+  const auto pairs = t.flat<int64_t>();
+  for (int v = 0; v < std::max(num_variables, 1); ++v) {
+    rounding[v].stochastic = true;
+    rounding[v].key = tf_ftrl::RoundingKey(pairs(2 * v), pairs(2 * v + 1));
+  }
   return absl::OkStatus();
 }
 
@@ -649,7 +661,7 @@ class FusedApplyOp : public OpKernel {
     OP_REQUIRES_OK(ctx, (ReadHyperparams<T, Optimizer>(ctx, kFirstHyperparam, &h)));
     tf_ftrl::StateRounding rounding;
     OP_REQUIRES_OK(ctx, ReadRounding<T>(ctx, kFirstHyperparam + Optimizer::kNumHyperparams,
-                                        vars.state_dtype(), &rounding));
+                                        vars.state_dtype(), 0, &rounding));
     OP_REQUIRES_OK(ctx, WithStateType<T>(vars.state_dtype(), [&](auto s) {
       return Update(ctx, h, vars, vars.template state<kNumState, decltype(s)>(rounding), grad);
     }));
@@ -725,8 +737,8 @@ class FusedMultiApplyOp : public OpKernel {
     typename Optimizer::template Hyperparams<Acc<T>> h;
     OP_REQUIRES_OK(ctx, (ReadHyperparams<T, Optimizer>(ctx, first_hyperparam, &h)));
     std::vector<tf_ftrl::StateRounding> rounding(num_);
-    OP_REQUIRES_OK(ctx, ReadRoundings(ctx, first_hyperparam + Optimizer::kNumHyperparams,
-                                      vars.state_dtype(), &rounding));
+    OP_REQUIRES_OK(ctx, ReadRounding<T>(ctx, first_hyperparam + Optimizer::kNumHyperparams,
+                                        vars.state_dtype(), num_, rounding.data()));
     if (Optimizer::ChangesNothing(h)) return;
     std::vector<const Storage<T>*> grads(num_);
     std::vector<int64_t> sizes(num_);
@@ -746,35 +758,6 @@ class FusedMultiApplyOp : public OpKernel {
   }
 
  private:
-  // Reads stochastic_rounding (at `first_input`: zero or one [N, 2] tensor, each variable's
-  // [seed, step]) into each variable's rounding.
-  absl::Status ReadRoundings(OpKernelContext* ctx, int first_input, DataType state_dtype,
-                             std::vector<tf_ftrl::StateRounding>* rounding) const {
-    const int given = ctx->num_inputs() - first_input;
-    if (given == 0) return absl::OkStatus();
-    if (given > 1) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          kStochasticRounding, " takes at most one tensor ([N, 2]), got ", given));
-    }
-    const Tensor& t = ctx->input(first_input);
-    if (t.dims() != 2 || t.dim_size(0) != num_ || t.dim_size(1) != 2) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          kStochasticRounding, " must be [N, 2] int64, each variable's [seed, step], with N = ",
-          num_, ", got shape ", t.shape().DebugString()));
-    }
-    if (state_dtype == DataTypeToEnum<T>::value) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          kStochasticRounding, " rounds state narrower than var (bfloat16 or half state of a "
-          "float var), but the state has var's dtype, ", DataTypeString(state_dtype)));
-    }
-    const auto pairs = t.matrix<int64_t>();
-    for (int g = 0; g < num_; ++g) {
-      (*rounding)[g].stochastic = true;
-      (*rounding)[g].key = tf_ftrl::RoundingKey(pairs(g, 0), pairs(g, 1));
-    }
-    return absl::OkStatus();
-  }
-
   int num_;
   bool use_locking_;
   bool flag_;
