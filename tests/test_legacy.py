@@ -97,7 +97,8 @@ def test_sparse_leaves_untouched_rows_bit_identical(optimizers, case):
 
 @pytest.mark.parametrize("name", ["Ftrl", "Adagrad"])
 def test_updates_are_the_fused_ops_without_python_deduplication(optimizers, name):
-    assert optimizers["update_op_types"][name] == [f"FusedResourceApply{name}",
+    # The dense variable's update is the multi-tensor op (with every dense variable of its dtype).
+    assert optimizers["update_op_types"][name] == [f"FusedResourceMultiApply{name}",
                                                    f"FusedResourceSparseApply{name}"]
 
 
@@ -285,7 +286,7 @@ def test_parameter_server_updates_run_the_fused_kernels_on_the_ps(cluster):
     ps = ["/job:ps/replica:0/task:0/device:CPU:0", "/job:ps/replica:0/task:1/device:CPU:0"]
     assert {("FusedResourceSparseApplyFtrl", device) for device in ps} <= ops
     assert {op_type for op_type, _ in ops} == {"FusedResourceSparseApplyFtrl",
-                                               "FusedResourceApplyFtrl"}, \
+                                               "FusedResourceMultiApplyFtrl"}, \
         "no other update op, and no Python-side deduplication (Unique)"
     assert all(device.startswith("/job:ps/") for _, device in ops)
 

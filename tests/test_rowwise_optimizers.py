@@ -102,7 +102,7 @@ def test_file_round_trip(run, name):
     assert [200] in saved["shapes"]  # the table's per-row accumulator
     op = name.lower()
     assert set(saved["kernels_after_load"].values()) == {
-        f"sparse_apply_rowwise_{op}", f"apply_rowwise_{op}", f"apply_{op}"}
+        f"sparse_apply_rowwise_{op}", f"apply_rowwise_{op}", f"multi_apply_{op}"}
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)

@@ -7,7 +7,8 @@ front end of this process and prints what tests/test_multi_tensor.py checks as o
 For Ftrl and Adagrad (element-wise float32 state, and bfloat16 state rounded stochastically;
 row-wise too): `model.fit` for a few steps on one device and under MirroredStrategy with two
 replicas, with `_multi_tensor` True and False; whether every weight and slot is the same bit for
-bit, and which kernels ran.
+bit, and which kernels ran. And a subclass that overrides the per-variable update (update_step,
+or tf_keras's _resource_apply_dense): which variables reach it, and which kernels ran.
 """
 
 import os
@@ -85,7 +86,33 @@ def main(seed):
                         for a, b in zip(on, off)),
                     "trained": trained,
                     "kernels_on": kernels_on, "kernels_off": kernels_off}
+    result["override"] = _override(keras, front, model, x, y)
     print_result(result)
+
+
+def _override(keras, front, model, x, y):
+    """Trains with an Ftrl subclass that records the variables its per-variable update gets."""
+    import tensorflow as tf
+
+    seen = set()
+    if os.environ.get("TF_USE_LEGACY_KERAS") == "1":
+        class Recording(front.Ftrl):
+            def _resource_apply_dense(self, grad, var, apply_state=None):
+                seen.add(var.name)
+                return super()._resource_apply_dense(grad, var, apply_state)
+    else:
+        class Recording(front.Ftrl):
+            def update_step(self, gradient, variable, learning_rate):
+                if not isinstance(gradient, tf.IndexedSlices):
+                    seen.add(variable.name)
+                return super().update_step(gradient, variable, learning_rate)
+    m = model()
+    optimizer = Recording(learning_rate=0.1)
+    m.compile(optimizer, "binary_crossentropy", **(
+        {} if os.environ.get("TF_USE_LEGACY_KERAS") == "1" else {"jit_compile": False}))
+    m.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+    return {"seen": len(seen), "dense_variables": len(m.trainable_variables) - 1,
+            "kernels": sorted(set(optimizer.kernels_used().values()))}
 
 
 if __name__ == "__main__":

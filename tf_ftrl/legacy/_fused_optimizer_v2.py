@@ -85,7 +85,8 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
 
     # Whether dense gradients of element-wise variables go to the multi-tensor ops (one op call per
     # dtype and device for all of them); off, each variable has its own op call, with the same
-    # results bit for bit (the benchmarks compare the two).
+    # results bit for bit (the benchmarks compare the two). A subclass that overrides
+    # _resource_apply_dense gets every dense variable there: the multi-tensor path is off for it.
     _multi_tensor = True
 
     def _flag_keywords(self):
@@ -114,7 +115,9 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
             return super()._distributed_apply(distribution, others, apply_state, name)
 
     def _multi_tensor_eligible(self, grad, var):
-        return (self._multi_tensor and not isinstance(grad, tf.IndexedSlices)
+        return (self._multi_tensor
+                and type(self)._resource_apply_dense is FusedOptimizerV2._resource_apply_dense
+                and not isinstance(grad, tf.IndexedSlices)
                 and not isinstance(var, tf.Tensor) and var.constraint is None
                 and not self._is_rowwise(var) and ops.has_fused_kernels(var.dtype))
 

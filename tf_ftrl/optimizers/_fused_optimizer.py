@@ -371,7 +371,8 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
 
     # Whether dense gradients of element-wise variables go to the multi-tensor ops (one op call per
     # dtype and device for all of them); off, each variable has its own op call, with the same
-    # results bit for bit (the benchmarks compare the two).
+    # results bit for bit (the benchmarks compare the two). A subclass that overrides update_step
+    # gets every variable there: the multi-tensor path is off for it.
     _multi_tensor = True
 
     def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
@@ -385,8 +386,8 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
         return super()._distributed_tf_update_step(distribution, others, learning_rate)
 
     def _multi_tensor_eligible(self, gradient, variable):
-        return (self._multi_tensor and gradient is not None
-                and not isinstance(gradient, tf.IndexedSlices) and not in_stateless_scope()
+        return (self._multi_tensor and type(self).update_step is FusedOptimizer.update_step
+                and gradient is not None and not isinstance(gradient, tf.IndexedSlices) and not in_stateless_scope()
                 and not in_xla_context() and not self._is_rowwise(variable)
                 and ops.has_fused_kernels(variable.dtype))
 
