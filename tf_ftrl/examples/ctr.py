@@ -19,6 +19,7 @@ tf_ftrl), and a checkpoint at every epoch end under checkpoints/, which --resume
 """
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import json
@@ -60,9 +61,11 @@ class WideAndDeep(keras.Model):
         self.deep_output = keras.layers.Dense(1)
         self.wide_optimizer = wide_optimizer
         self.deep_optimizer = deep_optimizer
-        # Counted in the training step, so a short last batch counts its real size.
+        # Counted in the training step, so a short last batch counts its real size; summed
+        # over the replicas under a strategy.
         self.examples_trained = tf.Variable(0, dtype=tf.int64, trainable=False,
-                                            name="examples_trained")
+                                            name="examples_trained",
+                                            aggregation=tf.VariableAggregation.SUM)
 
     def call(self, features):
         wide = tf.reduce_sum(self.wide_weights(features["wide_ids"]), axis=[1, 2]) + self.wide_bias
@@ -244,20 +247,22 @@ def make_optimizers(kind, args):
     return wide, deep
 
 
-def train(kind, args, hashing, data, test_dataset, test_labels):
-    """Trains the model with one kind of optimizers; returns it and its per-epoch results."""
+def train(kind, args, hashing, data, test_dataset, test_labels, strategy=None):
+    """Trains the model with one kind of optimizers (under strategy's scope, if any); returns it
+    and its per-epoch results."""
     state = [what for what, chosen in (("row-wise", args.rowwise),
                                         (args.state_dtype, args.state_dtype)) if chosen]
     rowwise = f" ({' '.join(state)} state)" if kind == "tf_ftrl" and state else ""
     print(f"\n== {kind}: wide part {type(make_optimizers(kind, args)[0]).__module__}.Ftrl, "
           f"deep part Adagrad{rowwise}, {args.buckets:,} hashed rows per table")
     keras.utils.set_random_seed(args.seed)
-    wide_optimizer, deep_optimizer = make_optimizers(kind, args)
-    model = WideAndDeep(args.buckets, args.embedding_dim, wide_optimizer, deep_optimizer,
-                        hidden_units=args.hidden_units)
-    model.build_optimizers()
-    model.compile(optimizer=wide_optimizer,
-                  loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        wide_optimizer, deep_optimizer = make_optimizers(kind, args)
+        model = WideAndDeep(args.buckets, args.embedding_dim, wide_optimizer, deep_optimizer,
+                            hidden_units=args.hidden_units)
+        model.build_optimizers()
+        model.compile(optimizer=wide_optimizer,
+                      loss=keras.losses.BinaryCrossentropy(from_logits=True))
     checkpoint = EpochCheckpoint(os.path.join(args.out, "checkpoints", kind), model)
     history = checkpoint.restore() if args.resume else []
     if args.resume:
@@ -413,6 +418,15 @@ def build_parser():
                      "(default: on synthetic data only; it takes several times as long)")
     job.add_argument("--resume", action="store_true",
                      help="continue from the last epoch checkpoint under --out")
+    job.add_argument("--strategy", choices=("none", "mirrored", "multiworker", "ps"),
+                     default="none",
+                     help="none: one device; mirrored: the GPUs, or --replicas logical CPUs; "
+                     "multiworker, ps: the cluster of TF_CONFIG (python -m "
+                     "tf_ftrl.examples.local_cluster starts one here); see "
+                     "tf_ftrl.examples.ctr_cluster (default: %(default)s)")
+    job.add_argument("--replicas", metavar="N", type=int, default=2,
+                     help="--strategy mirrored without a GPU: logical CPU devices "
+                     "(default: %(default)s)")
     job.add_argument("--no-progress", dest="progress", action="store_false",
                      help="one line per epoch instead of Keras's progress bar")
     return parser
@@ -476,6 +490,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     # A filtered tf.data pipeline has no known length; Keras warns about that at every epoch end.
     warnings.filterwarnings("ignore", message="Your input ran out of data")
+    if args.strategy != "none":
+        from tf_ftrl.examples import ctr_cluster
+        return ctr_cluster.main(parser, args, argv)
     data = real_data(parser, args) if args.data else None
     os.makedirs(args.out, exist_ok=True)
     data = data or synthetic_data(args)

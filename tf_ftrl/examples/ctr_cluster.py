@@ -1,0 +1,429 @@
+"""The CTR job (tf_ftrl.examples.ctr) under a distribution strategy: `--strategy mirrored`,
+`multiworker` or `ps`, the cluster read from `TF_CONFIG` as on real machines
+(tf_ftrl.examples.local_cluster starts such a cluster on one machine).
+
+Which Keras front end each strategy uses, and why:
+
+- mirrored: Keras 3 `model.fit`, as `--strategy none` (over the GPUs, or --replicas logical CPU
+  devices without one);
+- multiworker: Keras 3 with a custom loop (`strategy.run` in a `tf.function`): Keras 3's `fit`
+  fails under MultiWorkerMirroredStrategy (keras-team/keras#20585); the optimizers are
+  `tf_ftrl.Ftrl`/`tf_ftrl.Adagrad` as in one process, the gradients all-reduced;
+- ps: tf_keras with `tf_ftrl.legacy.Ftrl`/`Adagrad` and a `ClusterCoordinator` loop: Keras 3 has
+  no ParameterServerStrategy. The hashed tables are sharded over the parameter servers (rows cut
+  in --ps parts), the optimizers' slots live with their shards, and the updates (the sparse ones
+  through the fused kernels) run on the servers; workers take steps asynchronously.
+
+Whatever the strategy, the chief writes the same reports and the same serving SavedModel as one
+process: the trained weights (shards concatenated) are copied into a plain Keras 3 model, which
+is exported as `--strategy none` exports it. `model.keras` and epoch checkpoints (--resume) are
+written by `--strategy none` only.
+"""
+
+import json
+import os
+import signal
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import tf_ftrl
+from tf_ftrl.examples import criteo_data, ctr
+
+
+def configure_logical_cpus(replicas):
+    """--replicas logical CPU devices for MirroredStrategy where there is no GPU; before
+    TensorFlow's runtime starts."""
+    if tf.config.list_physical_devices("GPU"):
+        return
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(replicas)])
+
+
+def server_config(num_workers):
+    """Servers on machines with fewer cores than workers + 1 deadlock without enough inter-op
+    threads (each worker's step waits on parameter-server ops)."""
+    config = tf.compat.v1.ConfigProto()
+    config.inter_op_parallelism_threads = max(num_workers + 1, os.cpu_count() or 1)
+    return config
+
+
+def serve(resolver, num_workers):
+    """A `ps` task, or a `worker` task of the ps strategy: a server with tf_ftrl's kernels,
+    until it is stopped."""
+    name = f"{resolver.task_type}:{resolver.task_id}"
+    # server.join() blocks in C++, where Python's handlers never run: die of SIGINT at once.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        tf_ftrl.ops.load_library()
+    except Exception as e:  # noqa: BLE001 - any failure to load ends the job with its reason
+        sys.exit(f"ctr: task {name} cannot load tf_ftrl's op library, which the fused updates "
+                 f"on the parameter servers need: {e}")
+    server = tf.distribute.Server(resolver.cluster_spec(), job_name=resolver.task_type,
+                                  task_index=resolver.task_id, protocol="grpc",
+                                  config=server_config(num_workers), start=True)
+    print(f"ctr: {name} serving at {resolver.cluster_spec().task_address(resolver.task_type, resolver.task_id)} "
+          "with tf_ftrl's kernels", flush=True)
+    server.join()
+
+
+# --- the model's weights by name, in both front ends ---
+
+
+def named_weights(model):
+    """{name: array} of a WideAndDeep (Keras 3) or LegacyWideAndDeep (tf_keras), sharded
+    variables concatenated along their rows."""
+    def value(variable):
+        shards = getattr(variable, "variables", None)
+        if shards is not None and len(shards) > 1:
+            return np.concatenate([shard.numpy() for shard in shards], axis=0)
+        return np.asarray(variable.numpy() if hasattr(variable, "numpy") else variable)
+
+    weights = {"wide_weights": model.wide_weights.embeddings, "wide_bias": model.wide_bias,
+               "deep_embedding": model.deep_embedding.embeddings,
+               "deep_output/kernel": model.deep_output.kernel,
+               "deep_output/bias": model.deep_output.bias}
+    for i, layer in enumerate(model.hidden):
+        weights[f"hidden_{i}/kernel"] = layer.kernel
+        weights[f"hidden_{i}/bias"] = layer.bias
+    return {name: value(variable) for name, variable in weights.items()}
+
+
+def plain_copy(model, args):
+    """A Keras 3 WideAndDeep outside any strategy, with model's trained weights: what is
+    exported for serving, whatever trained it."""
+    wide, deep = ctr.make_optimizers("tf_ftrl", args)
+    copy = ctr.WideAndDeep(args.buckets, args.embedding_dim, wide, deep,
+                           hidden_units=args.hidden_units)
+    copy.build_optimizers()
+    source = named_weights(model)
+    targets = {"wide_weights": copy.wide_weights.embeddings, "wide_bias": copy.wide_bias,
+               "deep_embedding": copy.deep_embedding.embeddings,
+               "deep_output/kernel": copy.deep_output.kernel,
+               "deep_output/bias": copy.deep_output.bias}
+    for i, layer in enumerate(copy.hidden):
+        targets[f"hidden_{i}/kernel"] = layer.kernel
+        targets[f"hidden_{i}/bias"] = layer.bias
+    for name, variable in targets.items():
+        if tuple(variable.shape) != source[name].shape:
+            raise ValueError(f"{name}: trained shape {source[name].shape} vs serving shape "
+                             f"{tuple(variable.shape)}")
+        variable.assign(source[name])
+    return copy
+
+
+# --- evaluation and the epoch's row, as HeldOutEvaluation writes them ---
+
+
+def held_out_row(predict, test_dataset, test_labels, epoch, examples, seconds):
+    logits = np.concatenate([predict(features) for features, _ in test_dataset])
+    probabilities = 1 / (1 + np.exp(-logits))
+    row = {"epoch": epoch + 1,
+           "test_log_loss": criteo_data.log_loss(test_labels, probabilities),
+           "test_auc": criteo_data.auc(test_labels, probabilities),
+           "train_examples": examples, "train_seconds": seconds,
+           "train_examples_per_s": examples / seconds}
+    print(f"  held-out: log-loss {row['test_log_loss']:.4f}, AUC {row['test_auc']:.4f}, "
+          f"{examples:,} examples trained at {row['train_examples_per_s']:,.0f}/s", flush=True)
+    return row
+
+
+def training_examples(data):
+    """The examples in the training lines (a step count needs it: the strategies' loops run a
+    fixed number of steps per epoch)."""
+    count = criteo_data.count_lines(data.train_paths, report=0)
+    if data.train_take >= 0:
+        return min(count.examples, data.train_take)
+    return count.examples
+
+
+# --- multiworker: Keras 3, custom loop ---
+
+
+def train_multiworker(args, strategy, hashing, data, test_dataset, test_labels, is_chief):
+    replicas = strategy.num_replicas_in_sync
+    keras.utils.set_random_seed(args.seed)  # the same initial weights on every worker
+    with strategy.scope():
+        wide_optimizer, deep_optimizer = ctr.make_optimizers("tf_ftrl", args)
+        model = ctr.WideAndDeep(args.buckets, args.embedding_dim, wide_optimizer,
+                                deep_optimizer, hidden_units=args.hidden_units)
+        model.build_optimizers()
+    wide, deep = model.wide_variables, model.deep_variables
+
+    def replica_step(features, labels):
+        with tf.GradientTape() as tape:
+            logits = model(features, training=True)
+            loss = tf.nn.compute_average_loss(
+                tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
+        grads = tape.gradient(loss, wide + deep)
+        wide_optimizer.apply(grads[:len(wide)], wide)
+        deep_optimizer.apply(grads[len(wide):], deep)
+        return loss, tf.shape(labels, out_type=tf.int64)[0]
+
+    @tf.function
+    def train_step(iterator):
+        loss, examples = strategy.run(replica_step, args=next(iterator))
+        return (strategy.reduce("SUM", loss, axis=None),
+                strategy.reduce("SUM", examples, axis=None))
+
+    predict = tf.function(lambda features: model(features, training=False))
+    steps = max(1, training_examples(data) // args.batch_size)
+    history = []
+    for epoch in range(args.epochs):
+        # Every worker reads the lines in the same order and takes its share of each global
+        # batch (auto-shard by data); all run the same number of steps, as collectives need.
+        dataset = data.training(args, hashing, epoch).repeat()
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = \
+            tf.data.experimental.AutoShardPolicy.DATA
+        iterator = iter(strategy.experimental_distribute_dataset(dataset.with_options(options)))
+        start = time.perf_counter()
+        examples, losses = 0, []
+        for _ in range(steps):
+            loss, count = train_step(iterator)
+            losses.append(float(loss))
+            examples += int(count)
+        seconds = time.perf_counter() - start
+        print(f"epoch {epoch + 1}/{args.epochs}: {steps} steps of {replicas} replicas, "
+              f"loss {np.mean(losses):.4f}", flush=True)
+        if is_chief:
+            history.append(held_out_row(lambda f: predict(f).numpy(), test_dataset,
+                                        test_labels, epoch, examples, seconds))
+    return model, history, {"replicas": replicas, "steps_per_epoch": steps,
+                            "front_end": "Keras 3, custom loop (strategy.run)"}
+
+
+# --- ps: tf_keras, ClusterCoordinator loop ---
+
+
+def legacy_model_class():
+    import tf_keras
+
+    class LegacyWideAndDeep(tf_keras.Model):
+        """ctr.WideAndDeep in tf_keras (the same layers, names and initializers)."""
+
+        def __init__(self, buckets, embedding_dim, hidden_units):
+            super().__init__()
+            self.wide_weights = tf_keras.layers.Embedding(
+                buckets, 1, embeddings_initializer="zeros", name="wide_weights")
+            self.wide_bias = self.add_weight(shape=(), initializer="zeros", name="wide_bias")
+            self.deep_embedding = tf_keras.layers.Embedding(
+                buckets, embedding_dim,
+                embeddings_initializer=tf_keras.initializers.RandomNormal(stddev=0.01),
+                name="deep_embedding")
+            self.hidden = [tf_keras.layers.Dense(units, activation="relu")
+                           for units in hidden_units]
+            self.deep_output = tf_keras.layers.Dense(1)
+
+        def call(self, features):
+            wide = tf.reduce_sum(self.wide_weights(features["wide_ids"]), axis=[1, 2])
+            embedded = self.deep_embedding(features["categorical_ids"])
+            x = tf.concat([tf.reshape(embedded, (tf.shape(embedded)[0], -1)),
+                           features["dense"]], axis=1)
+            for layer in self.hidden:
+                x = layer(x)
+            return wide + self.wide_bias + self.deep_output(x)[:, 0]
+
+        @property
+        def wide_variables(self):
+            # A sharded table's shards: what tf_keras's trainable_variables lists too.
+            return [shard for variable in (self.wide_weights.embeddings, self.wide_bias)
+                    for shard in getattr(variable, "variables", [variable])]
+
+        @property
+        def deep_variables(self):
+            wide = {id(v) for v in self.wide_variables}
+            return [v for v in self.trainable_variables if id(v) not in wide]
+
+    return LegacyWideAndDeep
+
+
+def table_partitioner(buckets, num_ps):
+    """The hashed tables (buckets rows) in num_ps shards of rows; every other variable whole."""
+    def partitioner(shape, dtype):
+        if shape.rank and shape[0] == buckets:
+            return [num_ps] + [1] * (shape.rank - 1)
+        return [1] * (shape.rank or 0)
+    return partitioner
+
+
+def op_library_missing(error):
+    return "not registered" in str(error) and "Fused" in str(error)
+
+
+def train_ps(args, strategy, cluster, hashing, data, test_dataset, test_labels):
+    import tf_ftrl.legacy
+    from tf_ftrl.examples import parameter_server
+
+    num_ps, num_workers = len(cluster["ps"]), len(cluster["worker"])
+    coordinator = tf.distribute.experimental.coordinator.ClusterCoordinator(strategy)
+    tf.random.set_seed(args.seed)
+    with strategy.scope():
+        model = legacy_model_class()(args.buckets, args.embedding_dim, args.hidden_units)
+        model({name: tf.zeros([1] + spec.shape[1:], spec.dtype)
+               for name, spec in criteo_data.feature_specs().items()})
+        options = dict(rowwise=args.rowwise, state_dtype=args.state_dtype,
+                       stochastic_rounding=args.stochastic_rounding)
+        options = {key: value for key, value in options.items() if value}
+        wide_optimizer = tf_ftrl.legacy.Ftrl(
+            learning_rate=args.wide_learning_rate, l1_regularization_strength=args.l1,
+            l2_regularization_strength=args.l2, initial_accumulator_value=1e-6, **options)
+        deep_optimizer = tf_ftrl.legacy.Adagrad(
+            learning_rate=args.deep_learning_rate, initial_accumulator_value=1e-6, **options)
+    wide, deep = model.wide_variables, model.deep_variables
+
+    def replica_step(features, labels):
+        with tf.GradientTape() as tape:
+            logits = model(features, training=True)
+            loss = tf.reduce_mean(
+                tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
+        grads = tape.gradient(loss, wide + deep)
+        wide_optimizer.apply_gradients(zip(grads[:len(wide)], wide))
+        deep_optimizer.apply_gradients(zip(grads[len(wide):], deep))
+        return loss, tf.shape(labels, out_type=tf.int64)[0]
+
+    @tf.function
+    def train_step(iterator):
+        features, labels = next(iterator)
+        return strategy.run(replica_step, args=(features, labels))
+
+    def dataset_fn():
+        # Each worker reads all the lines in an order of its own (no seed): asynchronous
+        # steps then see different batches.
+        return criteo_data.read_dataset(data.train_paths, hashing, args.batch_size,
+                                        shuffle_buffer=args.shuffle_buffer, seed=None,
+                                        take=data.train_take).repeat()
+
+    iterator = iter(coordinator.create_per_worker_dataset(dataset_fn))
+    steps = max(1, training_examples(data) // args.batch_size)
+    predict = tf.function(lambda features: model(features, training=False))
+    history = []
+    for epoch in range(args.epochs):
+        start = time.perf_counter()
+        results = [coordinator.schedule(train_step, args=(iterator,)) for _ in range(steps)]
+        try:
+            coordinator.join()
+        except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as e:
+            if op_library_missing(e):
+                sys.exit("ctr: a worker or parameter server cannot run tf_ftrl's fused ops: "
+                         "every server must load tf_ftrl's op library "
+                         "(tf_ftrl.ops.load_library()) before it starts. "
+                         f"{str(e).splitlines()[0]}")
+            raise
+        seconds = time.perf_counter() - start
+        fetched = [r.fetch() for r in results]
+        examples = int(sum(count for _, count in fetched))
+        print(f"epoch {epoch + 1}/{args.epochs}: {steps} steps on {num_workers} workers, "
+              f"loss {np.mean([loss for loss, _ in fetched]):.4f}", flush=True)
+        history.append(held_out_row(lambda f: predict(f).numpy(), test_dataset, test_labels,
+                                    epoch, examples, seconds))
+
+    # Where the tables' shards and their slots are, and where each update op runs.
+    element_spec = dataset_fn().element_spec
+    level = tf.get_logger().level
+    tf.get_logger().setLevel("ERROR")  # tracing outside schedule() is what we mean here
+    try:
+        traced = tf.function(lambda f, y: strategy.run(replica_step, args=(f, y))) \
+            .get_concrete_function(*element_spec).graph
+    finally:
+        tf.get_logger().setLevel(level)
+    placement = {}
+    for name, table in (("wide_weights", model.wide_weights.embeddings),
+                        ("deep_embedding", model.deep_embedding.embeddings)):
+        optimizer = wide_optimizer if name == "wide_weights" else deep_optimizer
+        placement[name] = [
+            {"shard": shard.device, "shape": shard.shape.as_list(),
+             "slots": {slot: optimizer.get_slot(shard, slot).device
+                       for slot in optimizer.get_slot_names()}}
+            for shard in getattr(table, "variables", [table])]
+    return model, history, {
+        "workers": num_workers, "ps": num_ps, "steps_per_epoch": steps,
+        "front_end": "tf_keras, custom loop (ClusterCoordinator.schedule)",
+        "placement": placement, "update_ops": parameter_server.update_ops(traced),
+        "wide_iterations": int(wide_optimizer.iterations.numpy()),
+        "deep_iterations": int(deep_optimizer.iterations.numpy())}
+
+
+# --- the job ---
+
+
+def main(parser, args, argv):
+    if args.resume:
+        ctr.fail(parser, f"--resume works with --strategy none only. Received: --strategy "
+                 f"{args.strategy}")
+    if args.compare:
+        ctr.fail(parser, f"--compare works with --strategy none only. Received: --strategy "
+                 f"{args.strategy}")
+    if args.strategy == "mirrored":
+        configure_logical_cpus(args.replicas)
+        resolver, is_chief, task = None, True, "chief"
+    else:
+        if not os.environ.get("TF_CONFIG"):
+            ctr.fail(parser, f"--strategy {args.strategy} reads the cluster from TF_CONFIG, "
+                     "which is not set (tf_ftrl.examples.local_cluster sets it on one machine)")
+        resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+        cluster = resolver.cluster_spec().as_dict()
+        task = f"{resolver.task_type}:{resolver.task_id}"
+        if args.strategy == "ps":
+            if not cluster.get("ps") or not cluster.get("worker") or not cluster.get("chief"):
+                ctr.fail(parser, "--strategy ps needs chief, worker and ps tasks in TF_CONFIG. "
+                         f"Received: {sorted(cluster)}")
+            if resolver.task_type in ("ps", "worker"):
+                return serve(resolver, len(cluster["worker"]))
+            is_chief = True
+        else:
+            is_chief = resolver.task_type == "chief" or (
+                resolver.task_type == "worker" and resolver.task_id == 0
+                and "chief" not in cluster)
+            if not is_chief:  # a worker writes its data and files apart from the chief's
+                args.out = os.path.join(args.out, f"worker_{resolver.task_id}")
+    # The strategy first: collectives must be configured, and the coordinator connected,
+    # before TensorFlow runs anything (the data below).
+    if args.strategy == "mirrored":
+        strategy = tf.distribute.MirroredStrategy()
+    elif args.strategy == "multiworker":
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+    else:
+        strategy = tf.distribute.experimental.ParameterServerStrategy(
+            resolver, variable_partitioner=table_partitioner(args.buckets,
+                                                             len(cluster["ps"])))
+
+    data = ctr.real_data(parser, args) if args.data else None
+    os.makedirs(args.out, exist_ok=True)
+    data = data or ctr.synthetic_data(args)
+    hashing = criteo_data.HashingConfig(buckets=args.buckets)
+    test_dataset = data.held_out(hashing)
+    test_labels = np.concatenate([y for _, y in test_dataset.as_numpy_iterator()] + [[]])
+    if not len(test_labels):
+        ctr.fail(parser, f"no usable line in the held-out data {' '.join(data.test_paths)}")
+
+    print(f"\n== tf_ftrl under --strategy {args.strategy} (task {task}), "
+          f"{args.buckets:,} hashed rows per table")
+    if args.strategy == "mirrored":
+        model, history = ctr.train("tf_ftrl", args, hashing, data, test_dataset, test_labels,
+                                   strategy=strategy)
+        details = {"replicas": model.distribute_strategy.num_replicas_in_sync,
+                   "front_end": "Keras 3, model.fit"}
+    elif args.strategy == "multiworker":
+        model, history, details = train_multiworker(args, strategy, hashing, data,
+                                                    test_dataset, test_labels, is_chief)
+    else:
+        model, history, details = train_ps(args, strategy, cluster, hashing, data, test_dataset,
+                                           test_labels)
+    if not is_chief:
+        return {}
+    export_model = plain_copy(model, args)
+    ctr.export_serving(export_model, hashing, os.path.join(args.out, "serving"))
+    print(f"SavedModel for serving: {args.out}/serving/")
+    results = {"tf_ftrl": history}
+    print("\n" + ctr.write_reports(results, data, args, argv))
+    with open(os.path.join(args.out, "cluster_report.json"), "w") as f:
+        json.dump({"strategy": args.strategy, **details}, f, indent=2)
+    print(f"Reports: {args.out}/ctr_report.json, {args.out}/ctr_report.md, "
+          f"{args.out}/cluster_report.json", flush=True)
+    return results
