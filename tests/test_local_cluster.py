@@ -141,3 +141,135 @@ def test_bad_arguments():
     status, _, stderr = finish(launch("--strategy", "ps", "--workers", "0"))
     assert status == 2
     assert "--workers and --ps must be at least 1. Received: --workers 0 --ps 2" in stderr
+
+
+# --- the CTR job as a cluster ---
+
+JOB = ["--train-examples", "10000", "--test-examples", "2000", "--buckets", "1000",
+       "--embedding-dim", "4", "--hidden-units", "8", "--batch-size", "128", "--epochs", "2",
+       "--no-progress"]
+PS = ["/job:ps/replica:0/task:0/device:CPU:0", "/job:ps/replica:0/task:1/device:CPU:0"]
+
+
+def started_pids(stdout):
+    return {name: [int(pid)] for name, pid in
+            re.findall(r"^local_cluster: started (\S+) \(pid (\d+)\)", stdout, re.M)}
+
+
+def constant_log_loss(labels):
+    """The log-loss of predicting the base rate for every example: what learning must beat."""
+    import numpy as np
+    p = np.mean(labels)
+    return float(-(p * np.log(p) + (1 - p) * np.log(1 - p)))
+
+
+def run_job(strategy, out, *cluster):
+    status, stdout, stderr = finish(launch("--strategy", strategy, *cluster, "--",
+                                           "--out", out, *JOB), timeout=240)
+    assert status == 0, stdout[-8000:] + stderr[-3000:]
+    assert_nothing_left(started_pids(stdout))
+    report = json.loads((out / "ctr_report.json").read_text())
+    return stdout, report, json.loads((out / "cluster_report.json").read_text())
+
+
+def assert_trained(report, out):
+    from tf_ftrl.examples import criteo_data
+    history = report["results"]["tf_ftrl"]
+    assert [row["epoch"] for row in history] == [1, 2]
+    labels = criteo_data.labels_from_file(out / "test.txt")
+    last = history[-1]
+    assert last["test_auc"] > 0.6, history  # 0.5: no learning; the hidden model's: ~0.8
+    # Not diverged (a tiny job ranks well before it beats the base rate's log-loss by much).
+    assert last["test_log_loss"] < constant_log_loss(labels) + 0.02, history
+    for row in history:  # every step's examples counted, a short batch by its size
+        assert 9_500 < row["train_examples"] <= 10_000, row
+
+
+def assert_serves_like_the_chief_measured(out, tmp_path):
+    """serving/ is one SavedModel with whole tables, whatever the strategy: it takes raw lines
+    in a Python without tf_ftrl, with the signature of the one-process export, and its
+    probabilities give the held-out AUC the chief measured on the trained (sharded) model."""
+    import tensorflow as tf
+    from tf_ftrl.examples import criteo_data
+    shapes = [shape for name, shape in
+              tf.train.list_variables(str(out / "serving" / "variables" / "variables"))
+              if name.startswith("variables/")]
+    # The model's 7 weights (no optimizer state, as one process exports), each table whole.
+    assert len(shapes) == 7 and [1000, 1] in shapes and [1000, 4] in shapes, shapes
+    lines = (out / "test.txt").read_text().splitlines()
+    (tmp_path / "lines.txt").write_text("\n".join(line.split("\t", 1)[1] for line in lines))
+    workers.run("-m", "tests.support.serve_ctr_without_library", out / "serving",
+                tmp_path / "lines.txt", tmp_path / "served.npy", timeout=120)
+    import numpy as np
+    served = np.load(tmp_path / "served.npy")
+    labels = criteo_data.labels_from_file(out / "test.txt")
+    report = json.loads((out / "ctr_report.json").read_text())
+    assert served.shape == labels.shape
+    assert criteo_data.auc(labels, served) == pytest.approx(
+        report["results"]["tf_ftrl"][-1]["test_auc"], abs=1e-4)
+
+
+def test_ctr_job_on_a_parameter_server_cluster(tmp_path):
+    out = tmp_path / "out"
+    stdout, report, cluster = run_job("ps", out, "--workers", "2", "--ps", "2")
+    assert cluster["front_end"].startswith("tf_keras") and cluster["workers"] == 2
+    assert_trained(report, out)
+    # Each table in one shard of rows per server, its slots beside it.
+    for table, dim in (("wide_weights", 1), ("deep_embedding", 4)):
+        shards = cluster["placement"][table]
+        assert [shard["shard"] for shard in shards] == PS
+        assert [shard["shape"] for shard in shards] == [[500, dim], [500, dim]]
+        for shard in shards:
+            assert set(shard["slots"].values()) == {shard["shard"]}, shard
+    # The updates: the fused kernels, on the servers, nothing else.
+    ops = {tuple(op) for op in cluster["update_ops"]}
+    for op_type in ("FusedResourceSparseApplyFtrl", "FusedResourceSparseApplyAdagrad"):
+        assert {(op_type, device) for device in PS} <= ops, ops
+    assert all(op_type.startswith("FusedResource") and device in PS for op_type, device in ops)
+    assert cluster["wide_iterations"] == cluster["deep_iterations"] == 2 * (10_000 // 128)
+    for name in ("ps:0", "ps:1", "worker:0", "worker:1"):
+        assert f"[{name}] ctr: {name} serving at 127.0.0.1:" in stdout
+    assert_serves_like_the_chief_measured(out, tmp_path)
+
+
+def test_ctr_job_on_two_workers(tmp_path):
+    out = tmp_path / "out"
+    stdout, report, cluster = run_job("multiworker", out, "--workers", "2")
+    assert cluster["front_end"].startswith("Keras 3") and cluster["replicas"] == 2
+    assert_trained(report, out)
+    # Synchronous: both workers took the same steps with the same all-reduced loss.
+    for epoch in (1, 2):
+        losses = re.findall(rf"^\[worker:(\d)\] epoch {epoch}/2: 78 steps of 2 replicas, "
+                            r"loss (\S+)$", stdout, re.M)
+        assert sorted(worker for worker, _ in losses) == ["0", "1"], stdout[-5000:]
+        assert losses[0][1] == losses[1][1]
+    assert not (out / "worker_1" / "serving").exists()  # the chief alone exports
+    assert_serves_like_the_chief_measured(out, tmp_path)
+
+
+def test_parameter_server_without_the_op_library_stops_the_job_at_start(tmp_path):
+    status, stdout, _ = finish(launch(
+        "--strategy", "ps", "--workers", "1", "--ps", "1", "--module",
+        "tests.support.ctr_ps_without_library", "--", "--out", tmp_path, *JOB), timeout=120)
+    assert status == 1, stdout[-5000:]
+    assert ("[ps:0] ctr: task ps:0 cannot load tf_ftrl's op library, which the fused updates "
+            "on the parameter servers need: undefined symbol:") in stdout
+    assert "local_cluster: ps:0 exited with status 1 before the chief: stopping the cluster" \
+        in stdout
+    assert_nothing_left(started_pids(stdout))
+
+
+def test_cluster_strategy_without_tf_config_says_so():
+    done = workers.run("-m", "tf_ftrl.examples.ctr", "--strategy", "ps", timeout=120, status=2)
+    assert ("error: --strategy ps reads the cluster from TF_CONFIG, which is not set "
+            "(tf_ftrl.examples.local_cluster sets it on one machine)") in done.stderr
+
+
+def test_ctr_job_mirrored_over_two_logical_cpus(tmp_path):
+    out = tmp_path / "out"
+    _, report, cluster = run_job("mirrored", out)
+    assert cluster == {"strategy": "mirrored", "replicas": 2, "front_end": "Keras 3, model.fit"}
+    assert_trained(report, out)
+    # Every example counted once, whichever replica trained it.
+    assert [row["train_examples"] for row in report["results"]["tf_ftrl"]] == [10_000, 10_000]
+    assert_serves_like_the_chief_measured(out, tmp_path)
