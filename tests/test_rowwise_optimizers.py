@@ -152,12 +152,12 @@ def test_other_shape_mismatches_are_named():
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_checkpoint_of_the_other_setting_is_converted(run, name):
-    if run["front_end"] != "keras3":
-        # tf_keras restores slot variables as it creates them, inside add_slot: not converted
-        # (docs/design.md says so).
-        assert "checkpoint_conversion" not in run[name]
-        return
-    for when, converted in run[name]["checkpoint_conversion"].items():
+    # Restored before the optimizer is built, after, and before under MirroredStrategy (into
+    # both replicas' copies).
+    conversions = run[name]["checkpoint_conversion"]
+    assert set(conversions) == {"built", "deferred", "mirrored"}
+    assert conversions["mirrored"]["copies"] == 2
+    for when, converted in conversions.items():
         assert converted["max_difference"] < 1e-6, when
         # The table's and the kernel's accumulators, each named.
         assert converted["warnings"] == 2, when

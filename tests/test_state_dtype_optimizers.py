@@ -40,13 +40,12 @@ def test_stochastic_rounding_repeats_and_config_keeps_the_settings(run, name):
 def test_checkpoints_round_trip_and_convert(run, name):
     checkpoint = run[name]["checkpoint"]
     assert checkpoint["round_trip_equal"]
-    if run["front_end"] == "keras3":
-        # float32 state restored into bfloat16 state (before and after the optimizer is built):
-        # each value rounded once, and a warning says so; bfloat16 into float32: exact.
-        assert checkpoint["from_float32_built_True"] == [True, True]
-        assert checkpoint["from_float32_built_False"] == [True, True]
-        assert checkpoint["to_float32"][0]
-        assert set(checkpoint["to_float32"][1]) == {"float32"}
+    # float32 state restored into bfloat16 state (before and after the optimizer is built):
+    # each value rounded once, and a warning says so; bfloat16 into float32: exact.
+    assert checkpoint["from_float32_built_True"] == [True, True]
+    assert checkpoint["from_float32_built_False"] == [True, True]
+    assert checkpoint["to_float32"][0]
+    assert set(checkpoint["to_float32"][1]) == {"float32"}
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)

@@ -7,15 +7,21 @@ import warnings
 import numpy as np
 import tensorflow as tf
 import tf_keras
+from tf_keras.src.optimizers.legacy import optimizer_v2 as _optimizer_v2
 
 from tf_ftrl import ops
 from tf_ftrl._arguments import (check_learning_rate, checked_learning_rate,
                                 describe_learning_rate)
-from tf_ftrl._slot_conversion import cast_message, convert_slot, converted_message
+from tf_ftrl._slot_conversion import cast_message, convert_slot, converted_message, converting
 from tf_ftrl._optimizer_common import SpecDispatch, checked_state_dtype
 from tf_ftrl._update_log import UpdateLog
 from tf_ftrl import huge_pages as _huge_pages
 from tf_ftrl.huge_pages import advise_on_first_step
+
+
+def _var_key(variable):
+    """The key of OptimizerV2's slot dictionaries for `variable`."""
+    return _optimizer_v2._var_key(variable)
 
 
 class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
@@ -79,9 +85,28 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
 
     def add_slot(self, var, slot_name, initializer="zeros", shape=None):
         """Adds a slot variable of `var`, in the state dtype (`state_dtype` for float32
-        variables): here, and where a checkpoint restore makes one."""
+        variables)."""
         with _slots_of_dtype(var, self._state_dtype_for(var.dtype)):
             return super().add_slot(var, slot_name, initializer, shape=shape)
+
+    # tf.train.Checkpoint restores of state saved with another `rowwise` or `state_dtype` setting.
+    # A restore that finds a slot missing would make it from the saved value, in the saved shape
+    # and dtype: every slot of the variable is made as _create_slots makes it instead, and each
+    # slot (a class with `converting`'s restore) converts what it is given.
+
+    def _create_or_restore_slot_variable(self, slot_variable_position, slot_name, variable,
+                                         slot_variable_shape=None):
+        if (tf.executing_eagerly() and slot_name in self._spec.slot_names
+                and slot_name not in self._slots.get(_var_key(variable), {})):
+            self._create_slots([variable])
+        return super()._create_or_restore_slot_variable(
+            slot_variable_position, slot_name, variable, slot_variable_shape)
+
+    def _restore_slot_variable(self, slot_name, variable, slot_variable):
+        # Called by add_slot for every slot it makes, before any restore deferred to it.
+        if len(slot_variable.shape) >= 1:
+            converting(slot_variable, self.__class__.__name__)
+        super()._restore_slot_variable(slot_name, variable, slot_variable)
 
     # Whether dense gradients of element-wise variables go to the multi-tensor ops (one op call per
     # dtype and device for all of them); off, each variable has its own op call, with the same

@@ -2,7 +2,6 @@
 gradient processing, routing each update to a fused op (or to plain TF ops under XLA), and the
 slot accessors of the older optimizer API."""
 
-import sys
 import threading
 import warnings
 
@@ -15,13 +14,12 @@ import tensorflow as tf
 # needs to know when it is inside its StatelessScope.
 from keras.src.backend.common.stateless_scope import in_stateless_scope
 from keras.src.optimizers.base_optimizer import BaseOptimizer
-from tensorflow.python.checkpoint import tensor_callable
 
 from tf_ftrl import ops
 from tf_ftrl._arguments import (check_arguments, check_learning_rate, checked_learning_rate,
                                 describe_learning_rate)
 from tf_ftrl._slot_conversion import cast_message, convert_slot, converted_message
-from tf_ftrl._slot_conversion import converted_tensor as convert_tensor
+from tf_ftrl._slot_conversion import converting
 from tf_ftrl._optimizer_common import (SpecDispatch, checked_state_dtype,
                                        rows_update_in_state_dtype)
 from tf_ftrl._update_log import UpdateLog
@@ -122,88 +120,6 @@ class _UnscalableIndexedSlices(tf.IndexedSlices):
 
     def __truediv__(self, scale):
         return tf.IndexedSlices(self.values / scale, self.indices, self.dense_shape)
-
-
-class _ConvertingRestore:
-    """Mixed into the optimizer's variables: a `tf.train.Checkpoint` restore of an accumulator
-    saved with the other `rowwise` setting converts it (`_slot_conversion`), and one of a slot
-    saved in another dtype casts it, and says so, instead of failing on its shape or dtype."""
-
-    def _restore_from_tensors(self, restored_tensors):
-        key = next(iter(restored_tensors))
-        value = restored_tensors[key]
-        if value.dtype != self.dtype:
-            warnings.warn(cast_message(self._tf_ftrl_optimizer, [
-                f"{self.path} {value.dtype.name} -> {self.dtype}"]), UserWarning)
-            value = tf.cast(value, self.dtype)
-            restored_tensors = dict(restored_tensors, **{key: value})
-        converted = convert_tensor(value, tuple(self.shape))
-        if converted is not None:
-            warnings.warn(converted_message(
-                self._tf_ftrl_optimizer, not self._tf_ftrl_saved_rowwise(value),
-                [f"{self.path} {tuple(value.shape)} -> {tuple(self.shape)}"]), UserWarning)
-            restored_tensors = dict(restored_tensors, **{key: converted})
-        return super()._restore_from_tensors(restored_tensors)
-
-    def _serialize_to_tensors(self):
-        # A checkpoint restore reads each tensor in the dtype that serializing the restored
-        # object gives: while this variable is being restored from a value saved in another
-        # dtype (another `state_dtype`), it gives that dtype, and _restore_from_tensors casts.
-        tensors = super()._serialize_to_tensors()
-        saved = _dtype_being_restored(self)
-        if saved is not None and saved != tf.as_dtype(self.dtype):
-            tensors = {key: _in_dtype(value, saved) for key, value in tensors.items()}
-        return tensors
-
-    def _tf_ftrl_saved_rowwise(self, value):
-        return value.shape.rank == 1
-
-
-def _in_dtype(value, dtype):
-    """A tensor to checkpoint (or a `tensor_callable.Callable` giving one, or None for an
-    uninitialized variable) in `dtype`."""
-    if isinstance(value, tensor_callable.Callable):
-        def read():
-            tensor = value.tensor
-            return None if tensor is None else tf.cast(tensor, dtype)
-
-        return tensor_callable.Callable(read, dtype=dtype, device=value.device)
-    return tf.cast(value, dtype)
-
-
-def _dtype_being_restored(variable):
-    """The dtype of the saved value that a `tf.train.Checkpoint` restore is about to read into
-    `variable`, or None outside such a restore. TensorFlow's restore (its CheckpointPosition,
-    which holds the checkpoint's dtypes) asks the variable for its tensors to learn what to read;
-    that call is found on the stack, within a few frames."""
-    frame = sys._getframe(2)
-    for _ in range(6):
-        if frame is None:
-            return None
-        if frame.f_code.co_name == "_create_serialize_to_tensor_saveable":
-            position = frame.f_locals.get("self")
-            dtype_map = getattr(getattr(position, "_checkpoint", None), "dtype_map", None)
-            try:
-                if not dtype_map or position.trackable is not variable:
-                    return None
-                return dtype_map.get(position.object_proto.attributes[0].checkpoint_key)
-            except (AttributeError, IndexError, KeyError):
-                return None
-        frame = frame.f_back
-    return None
-
-
-_CONVERTING_CLASSES = {}
-
-
-def _converting(variable, optimizer_name):
-    """`variable` with `_ConvertingRestore` mixed into its class."""
-    base = type(variable)
-    if base not in _CONVERTING_CLASSES:
-        _CONVERTING_CLASSES[base] = type(base.__name__, (_ConvertingRestore, base), {})
-    variable.__class__ = _CONVERTING_CLASSES[base]
-    variable._tf_ftrl_optimizer = optimizer_name
-    return variable
 
 
 class _Named:
@@ -514,7 +430,7 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
     def _track_variable(self, variable):
         # Before Keras tracks it: a checkpoint's deferred restore runs as it is tracked.
         if len(variable.shape) >= 1:
-            _converting(variable, self.__class__.__name__)
+            converting(variable, self.__class__.__name__)
         return super()._track_variable(variable)
 
     def load_own_variables(self, store):
