@@ -427,6 +427,9 @@ def build_parser():
     job.add_argument("--replicas", metavar="N", type=int, default=2,
                      help="--strategy mirrored without a GPU: logical CPU devices "
                      "(default: %(default)s)")
+    job.add_argument("--ps-loop", choices=("coordinator", "fit"), default="coordinator",
+                     help="--strategy ps: tf_keras's training loop, a ClusterCoordinator loop "
+                     "or model.fit (default: %(default)s)")
     job.add_argument("--no-progress", dest="progress", action="store_false",
                      help="one line per epoch instead of Keras's progress bar")
     return parser

@@ -256,6 +256,52 @@ def op_library_missing(error):
     return "not registered" in str(error) and "Fused" in str(error)
 
 
+def coordinator_epochs(strategy, coordinator, model, optimizer, replica_step, dataset_fn,
+                       steps):
+    """An epoch of the ClusterCoordinator loop: steps scheduled, then joined; returns the
+    examples trained and the mean loss."""
+    @tf.function
+    def train_step(iterator):
+        features, labels = next(iterator)
+        return strategy.run(replica_step, args=(features, labels))
+
+    iterator = iter(coordinator.create_per_worker_dataset(dataset_fn))
+
+    def run_epoch():
+        results = [coordinator.schedule(train_step, args=(iterator,)) for _ in range(steps)]
+        coordinator.join()
+        fetched = [r.fetch() for r in results]
+        return (int(sum(count for _, count in fetched)),
+                float(np.mean([loss for loss, _ in fetched])))
+
+    return run_epoch
+
+
+def fit_epochs(strategy, coordinator, model, optimizer, replica_step, dataset_fn, steps):
+    """An epoch of tf_keras's model.fit with a DatasetCreator (the other front end for ps):
+    the same replica step as its train_step; examples counted in a variable on a server."""
+    import tf_keras
+
+    with strategy.scope():
+        examples = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def train_step(batch):
+        loss, count = replica_step(*batch)
+        examples.assign_add(count)
+        return {"loss": loss}
+
+    model.train_step = train_step
+    model.compile(optimizer=optimizer)
+    creator = tf_keras.utils.experimental.DatasetCreator(lambda context: dataset_fn())
+
+    def run_epoch():
+        before = int(examples.numpy())
+        history = model.fit(creator, epochs=1, steps_per_epoch=steps, verbose=0)
+        return int(examples.numpy()) - before, float(history.history["loss"][-1])
+
+    return run_epoch
+
+
 def train_ps(args, strategy, cluster, hashing, data, test_dataset, test_labels):
     import tf_ftrl.legacy
     from tf_ftrl.examples import parameter_server
@@ -299,15 +345,15 @@ def train_ps(args, strategy, cluster, hashing, data, test_dataset, test_labels):
                                         shuffle_buffer=args.shuffle_buffer, seed=None,
                                         take=data.train_take).repeat()
 
-    iterator = iter(coordinator.create_per_worker_dataset(dataset_fn))
     steps = max(1, training_examples(data) // args.batch_size)
+    run_epoch = (fit_epochs if args.ps_loop == "fit" else coordinator_epochs)(
+        strategy, coordinator, model, wide_optimizer, replica_step, dataset_fn, steps)
     predict = tf.function(lambda features: model(features, training=False))
     history = []
     for epoch in range(args.epochs):
         start = time.perf_counter()
-        results = [coordinator.schedule(train_step, args=(iterator,)) for _ in range(steps)]
         try:
-            coordinator.join()
+            examples, loss = run_epoch()
         except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as e:
             if op_library_missing(e):
                 sys.exit("ctr: a worker or parameter server cannot run tf_ftrl's fused ops: "
@@ -316,10 +362,8 @@ def train_ps(args, strategy, cluster, hashing, data, test_dataset, test_labels):
                          f"{str(e).splitlines()[0]}")
             raise
         seconds = time.perf_counter() - start
-        fetched = [r.fetch() for r in results]
-        examples = int(sum(count for _, count in fetched))
         print(f"epoch {epoch + 1}/{args.epochs}: {steps} steps on {num_workers} workers, "
-              f"loss {np.mean([loss for loss, _ in fetched]):.4f}", flush=True)
+              f"loss {loss:.4f}", flush=True)
         history.append(held_out_row(lambda f: predict(f).numpy(), test_dataset, test_labels,
                                     epoch, examples, seconds))
 
@@ -343,7 +387,8 @@ def train_ps(args, strategy, cluster, hashing, data, test_dataset, test_labels):
             for shard in getattr(table, "variables", [table])]
     return model, history, {
         "workers": num_workers, "ps": num_ps, "steps_per_epoch": steps,
-        "front_end": "tf_keras, custom loop (ClusterCoordinator.schedule)",
+        "front_end": ("tf_keras, model.fit (DatasetCreator)" if args.ps_loop == "fit"
+                      else "tf_keras, custom loop (ClusterCoordinator.schedule)"),
         "placement": placement, "update_ops": parameter_server.update_ops(traced),
         "wide_iterations": int(wide_optimizer.iterations.numpy()),
         "deep_iterations": int(deep_optimizer.iterations.numpy())}
