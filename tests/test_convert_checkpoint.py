@@ -228,6 +228,26 @@ def test_reports_hyperparameters_and_differences(run, tmp_path):
     assert adagrad.optimizer == "adagrad" and adagrad.complete
 
 
+def test_tf1_target_with_named_slots(run, tmp_path):
+    # FtrlOptimizer(accum_name="acc", linear_name="lin") saves <variable>/acc and <variable>/lin.
+    saved = run["sources"]["tf_keras_legacy_ftrl"]
+    dst = str(tmp_path / "tf1")
+    report = convert_checkpoint.convert(saved["path"], dst, from_="tf_keras", to="tf1",
+                                        tf1_name="acc,lin")
+    assert report.complete
+    keys = {name for name, _ in tf.train.list_variables(dst)}
+    assert keys == {"global_step"} | {f"{name}{suffix}" for name in worker.NAMES
+                                      for suffix in ("", "/acc", "/lin")}
+    source = convert_checkpoint.read(saved["path"], "tf_keras")
+    back = convert_checkpoint.read(dst, "tf1", tf1_name="acc,lin")
+    for name in worker.NAMES:
+        for slot in ("accumulator", "linear"):
+            np.testing.assert_array_equal(back.slots[name][slot], source.slots[name][slot])
+    with pytest.raises(ValueError, match="needs both slots' names"):
+        convert_checkpoint.convert(saved["path"], str(tmp_path / "x"), from_="tf_keras",
+                                   to="tf1", tf1_name=("acc",))
+
+
 def test_command_line_end_to_end(run, tmp_path):
     odd = str(run["directory"] / "tf1_odd")
     dst = str(tmp_path / "keras3")
@@ -253,6 +273,76 @@ def test_command_line_end_to_end(run, tmp_path):
                                     "--map", r"emb/(\w+)=embedding/\1"]) == 0
     assert tf.train.load_variable(str(tmp_path / "tf1"), "embedding/table/Ftrl").shape == (
         worker.ROWS, worker.DIM)
+
+
+def _write_partitioned_tf1(prefix, **slot_names):
+    """A TF1 Ftrl checkpoint whose table is a PartitionedVariable in 3 parts (Saver writes each
+    variable and slot whole, from its slices), the optimizer given `slot_names` (accum_name,
+    linear_name); returns {checkpoint name: {"value", "accumulator", "linear"}}."""
+    graph = tf.Graph()
+    with graph.as_default():
+        table = tf.compat.v1.get_variable(
+            "emb/table", shape=[10, 4], use_resource=True,
+            partitioner=tf.compat.v1.fixed_size_partitioner(3),
+            initializer=tf.compat.v1.random_normal_initializer(seed=3))
+        kernel = tf.compat.v1.get_variable("dense/kernel", shape=[4, 1], use_resource=True)
+        rows = tf.nn.embedding_lookup(table, tf.constant([1, 5, 5, 9]))
+        loss = tf.reduce_sum(tf.square(tf.matmul(rows, kernel) - 1.0))
+        optimizer = tf.compat.v1.train.FtrlOptimizer(0.1, l1_regularization_strength=0.01,
+                                                     **slot_names)
+        train = optimizer.minimize(loss, tf.compat.v1.train.get_or_create_global_step())
+        saver = tf.compat.v1.train.Saver()
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.initializers.global_variables())
+            for _ in range(3):
+                session.run(train)
+            saver.save(session, prefix)
+
+            def whole(parts, slot=None):
+                values = [session.run(optimizer.get_slot(p, slot) if slot else p) for p in parts]
+                return np.concatenate(values)
+
+            parts = list(table)
+            return {"emb/table": {"value": whole(parts), "accumulator": whole(parts, "accum"),
+                                  "linear": whole(parts, "linear")},
+                    "dense/kernel": {"value": whole([kernel]),
+                                     "accumulator": whole([kernel], "accum"),
+                                     "linear": whole([kernel], "linear")}}
+
+
+@pytest.mark.parametrize("slot_names", [{}, {"accum_name": "acc", "linear_name": "lin"}],
+                         ids=["default", "accum_name+linear_name"])
+def test_tf1_partitioned_variables_and_renamed_slots(tmp_path, slot_names):
+    prefix = str(tmp_path / "tf1")
+    expected = _write_partitioned_tf1(prefix, **slot_names)
+    tf1_name = "acc,lin" if slot_names else None
+    state = convert_checkpoint.read(prefix, "tf1", tf1_name=tf1_name)
+    assert state.optimizer == "ftrl" and state.iterations == 3
+    assert sorted(state.variables) == sorted(expected)
+    for name, values in expected.items():
+        np.testing.assert_array_equal(state.variables[name], values["value"])
+        for slot in ("accumulator", "linear"):
+            np.testing.assert_array_equal(state.slots[name][slot], values[slot])
+    assert np.any(expected["emb/table"]["linear"] != 0)
+    # Written back whole, with the default slot names (a Saver with PartitionedVariables reads
+    # whole tensors as slices), and read again.
+    report = convert_checkpoint.convert(prefix, str(tmp_path / "out"), from_="tf1", to="tf1",
+                                        tf1_name=tf1_name)
+    assert report.complete
+    out = convert_checkpoint.read(str(tmp_path / "out"), "tf1")
+    for name, values in expected.items():
+        np.testing.assert_array_equal(out.slots[name]["linear"], values["linear"])
+    if slot_names:
+        with pytest.raises(ValueError, match="no TF1 FTRL or Adagrad slots"):
+            convert_checkpoint.read(prefix, "tf1")
+        with pytest.raises(ValueError, match="no TF1 slots named `<variable>/lin2`"):
+            convert_checkpoint.read(prefix, "tf1", tf1_name="acc,lin2")
+        with pytest.raises(ValueError, match="'ACCUM,LINEAR'"):
+            convert_checkpoint.read(prefix, "tf1", tf1_name=("acc", "lin", "x"))
+        renamed = str(tmp_path / "renamed")
+        convert_checkpoint.convert(str(tmp_path / "out"), renamed, from_="tf1", to="tf1")
+        assert {n for n, _ in tf.train.list_variables(renamed)} >= {"emb/table/Ftrl",
+                                                                    "emb/table/Ftrl_1"}
 
 
 @pytest.mark.parametrize("argv,message", [

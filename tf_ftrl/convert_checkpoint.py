@@ -180,7 +180,8 @@ def _variable_nodes(graph):
 def read(src, from_, tf1_name=None):
     """The optimizer state saved at `src` in format `from_` ("tf1", "tf_keras" or "keras3"), as a
     SavedState. A checkpoint of another format than `from_` is an error that names the format it
-    holds. `tf1_name`: the `name` the TF1 optimizer was given, if not "Ftrl" or "Adagrad"."""
+    holds. `tf1_name`: the `name` the TF1 optimizer was given, if not "Ftrl" or "Adagrad", or its
+    slots' names as "ACCUM,LINEAR" (FtrlOptimizer's `accum_name` and `linear_name`)."""
     _check_format(from_, "from_")
     reader = _reader(src)
     detected, layout = _detected_format(reader)
@@ -201,6 +202,21 @@ def _optimizer_of(slots, where):
     return "ftrl" if "linear" in names else "adagrad"
 
 
+def _tf1_slot_names(tf1_name):
+    """(accumulator's, linear's) suffix from `tf1_name` given as "ACCUM,LINEAR" or a pair (the
+    `accum_name` and `linear_name` of FtrlOptimizer), or None where it is the optimizer's name."""
+    if isinstance(tf1_name, str):
+        tf1_name = tf1_name.split(",") if "," in tf1_name else None
+    if tf1_name is None:
+        return None
+    names = [n.strip() for n in tf1_name if n and n.strip()]
+    if not 1 <= len(names) <= 2 or len(names) != len(tf1_name):
+        raise ValueError(f"`tf1_name` must be the optimizer's name, or its slots' names as "
+                         f"'ACCUM,LINEAR' (FtrlOptimizer's accum_name and linear_name). "
+                         f"Received: tf1_name={tf1_name!r}")
+    return names[0], names[1] if len(names) == 2 else None
+
+
 def _read_tf1(reader, tf1_name=None):
     shapes = reader.get_variable_to_shape_map()
     suffixes = {}
@@ -208,15 +224,27 @@ def _read_tf1(reader, tf1_name=None):
         parent, _, suffix = key.rpartition("/")
         if parent in shapes and shapes[parent] == shapes[key]:
             suffixes.setdefault(suffix, []).append(parent)
-    name = tf1_name or next((n for n in ("Ftrl", "Adagrad") if n in suffixes), None)
-    if name is None or name not in suffixes:
-        raise ValueError(
-            "The checkpoint holds no TF1 FTRL or Adagrad slots (`<variable>/Ftrl`, "
-            "`<variable>/Ftrl_1`, `<variable>/Adagrad`): "
-            + (f"none named `<variable>/{tf1_name}`." if tf1_name else
-               "if the optimizer was given another `name`, pass it as tf1_name."))
-    slot_keys = {f"{v}/{name}": (v, "accumulator") for v in suffixes[name]}
-    slot_keys |= {f"{v}/{name}_1": (v, "linear") for v in suffixes.get(f"{name}_1", [])}
+    slot_names = _tf1_slot_names(tf1_name)
+    if slot_names:
+        accumulator, linear = slot_names
+        if accumulator not in suffixes:
+            raise ValueError(f"The checkpoint holds no TF1 slots named `<variable>/{accumulator}` "
+                             f"(the accumulator's name given in tf1_name).")
+        if linear is not None and linear not in suffixes:
+            raise ValueError(f"The checkpoint holds no TF1 slots named `<variable>/{linear}` "
+                             f"(the linear slot's name given in tf1_name).")
+    else:
+        name = tf1_name or next((n for n in ("Ftrl", "Adagrad") if n in suffixes), None)
+        if name is None or name not in suffixes:
+            raise ValueError(
+                "The checkpoint holds no TF1 FTRL or Adagrad slots (`<variable>/Ftrl`, "
+                "`<variable>/Ftrl_1`, `<variable>/Adagrad`): "
+                + (f"none named `<variable>/{tf1_name}`." if tf1_name else
+                   "if the optimizer was given another `name`, pass it as tf1_name (or its "
+                   "slots' names, 'ACCUM,LINEAR')."))
+        accumulator, linear = name, f"{name}_1"
+    slot_keys = {f"{v}/{accumulator}": (v, "accumulator") for v in suffixes[accumulator]}
+    slot_keys |= {f"{v}/{linear}": (v, "linear") for v in suffixes.get(linear, [])}
     state = SavedState("tf1", "", {}, {})
     for key in sorted(shapes):
         value = reader.get_tensor(key)
@@ -451,7 +479,8 @@ def restore(src, model, optimizer, *, from_, mapping=(), iterations=None, tf1_na
         mapping: "OLD=NEW" strings or (compiled pattern, replacement) pairs renaming the
             checkpoint's variable names before matching (see `parse_mapping`).
         iterations: The step count to set, instead of the checkpoint's.
-        tf1_name: The `name` the TF1 optimizer was given, if not "Ftrl" or "Adagrad".
+        tf1_name: The `name` the TF1 optimizer was given, if not "Ftrl" or "Adagrad", or its
+            slots' names as "ACCUM,LINEAR" (FtrlOptimizer's `accum_name` and `linear_name`).
     """
     state = read(src, from_, tf1_name)
     target_format = _front_end(model)
@@ -515,8 +544,16 @@ def restore(src, model, optimizer, *, from_, mapping=(), iterations=None, tf1_na
 
 def _write_tf1(state, dst, rules, tf1_name, iterations, report):
     import tensorflow as tf
-    name = tf1_name or {"ftrl": "Ftrl", "adagrad": "Adagrad"}[state.optimizer]
-    slot_suffixes = {"accumulator": name, "linear": f"{name}_1"}
+    slot_names = _tf1_slot_names(tf1_name)
+    if slot_names:
+        slot_suffixes = {"accumulator": slot_names[0], "linear": slot_names[1]}
+        if "linear" in {slot for slots in state.slots.values() for slot in slots} and \
+                slot_names[1] is None:
+            raise ValueError(f"FTRL state needs both slots' names in tf1_name, 'ACCUM,LINEAR'. "
+                             f"Received: tf1_name={tf1_name!r}")
+    else:
+        name = tf1_name or {"ftrl": "Ftrl", "adagrad": "Adagrad"}[state.optimizer]
+        slot_suffixes = {"accumulator": name, "linear": f"{name}_1"}
     tensors = {}
     for source_name, value in state.variables.items():
         target = _renamed(source_name, rules)
@@ -546,7 +583,7 @@ def convert(src, dst, *, from_, to, model=None, optimizer=None, mapping=(), iter
 
     For `to="tf1"` no model is needed: the variables keep their names (after `mapping`), the
     slots become `<name>/Ftrl`, `<name>/Ftrl_1` or `<name>/Adagrad` (`tf1_name` instead of the
-    optimizer's name), the step count `global_step`; a `tf.compat.v1.train.Saver` restores it.
+    optimizer's name, or "ACCUM,LINEAR" for the slots' names), the step count `global_step`; a `tf.compat.v1.train.Saver` restores it.
     For "tf_keras" and "keras3", `model` and `optimizer` are those to resume training with (the
     optimizer's hyperparameters are saved with it); the state is assigned to them as `restore`
     does, and `tf.train.Checkpoint(model=model, optimizer=optimizer)` is written to `dst`.
@@ -615,8 +652,9 @@ def _parser():
                         help="rename checkpoint variables: OLD a regular expression matched "
                              "against the whole name, NEW its replacement (repeatable)")
     parser.add_argument("--iterations", type=int, help="the step count to write instead")
-    parser.add_argument("--tf1-name", help="the `name` of the TF1 optimizer (default: Ftrl or "
-                                           "Adagrad)")
+    parser.add_argument("--tf1-name", metavar="NAME|ACCUM,LINEAR",
+                        help="the `name` of the TF1 optimizer (default: Ftrl or Adagrad), or its "
+                             "slots' names (FtrlOptimizer's accum_name and linear_name)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--strict", action="store_true",
                         help="exit with status 1 when anything was not mapped")
