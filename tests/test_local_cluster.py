@@ -163,22 +163,25 @@ def constant_log_loss(labels):
     return float(-(p * np.log(p) + (1 - p) * np.log(1 - p)))
 
 
-def run_job(strategy, out, *cluster):
+def run_job(strategy, out, *cluster, loop="coordinator"):
     status, stdout, stderr = finish(launch("--strategy", strategy, *cluster, "--",
-                                           "--out", out, *JOB), timeout=240)
+                                           "--out", out, *JOB, "--ps-loop", loop), timeout=240)
     assert status == 0, stdout[-8000:] + stderr[-3000:]
     assert_nothing_left(started_pids(stdout))
     report = json.loads((out / "ctr_report.json").read_text())
     return stdout, report, json.loads((out / "cluster_report.json").read_text())
 
 
-def assert_trained(report, out):
+def assert_trained(report, out, min_auc=0.6):
+    """Learned: a no-skill AUC (0.5) has a standard error of ~0.016 on the 2,000 held-out
+    examples, so 0.6 is ~6 of them above it; asynchronous ps (unseeded orders, stale weights)
+    is held to 0.56, ~4 (seen: 0.59-0.64, the synchronous strategies 0.63-0.65)."""
     from tf_ftrl.examples import criteo_data
     history = report["results"]["tf_ftrl"]
     assert [row["epoch"] for row in history] == [1, 2]
     labels = criteo_data.labels_from_file(out / "test.txt")
     last = history[-1]
-    assert last["test_auc"] > 0.6, history  # 0.5: no learning; the hidden model's: ~0.8
+    assert last["test_auc"] > min_auc, history  # the hidden model's: ~0.8
     # Not diverged (a tiny job ranks well before it beats the base rate's log-loss by much).
     assert last["test_log_loss"] < constant_log_loss(labels) + 0.02, history
     for row in history:  # every step's examples counted, a short batch by its size
@@ -209,11 +212,15 @@ def assert_serves_like_the_chief_measured(out, tmp_path):
         report["results"]["tf_ftrl"][-1]["test_auc"], abs=1e-4)
 
 
-def test_ctr_job_on_a_parameter_server_cluster(tmp_path):
+@pytest.mark.parametrize("loop", ["coordinator", "fit"])
+def test_ctr_job_on_a_parameter_server_cluster(tmp_path, loop):
     out = tmp_path / "out"
-    stdout, report, cluster = run_job("ps", out, "--workers", "2", "--ps", "2")
-    assert cluster["front_end"].startswith("tf_keras") and cluster["workers"] == 2
-    assert_trained(report, out)
+    stdout, report, cluster = run_job("ps", out, "--workers", "2", "--ps", "2", loop=loop)
+    assert cluster["front_end"] == {
+        "coordinator": "tf_keras, custom loop (ClusterCoordinator.schedule)",
+        "fit": "tf_keras, model.fit (DatasetCreator)"}[loop]
+    assert cluster["workers"] == 2
+    assert_trained(report, out, min_auc=0.56)
     # Each table in one shard of rows per server, its slots beside it.
     for table, dim in (("wide_weights", 1), ("deep_embedding", 4)):
         shards = cluster["placement"][table]
@@ -244,6 +251,7 @@ def test_ctr_job_on_two_workers(tmp_path):
         assert sorted(worker for worker, _ in losses) == ["0", "1"], stdout[-5000:]
         assert losses[0][1] == losses[1][1]
     assert not (out / "worker_1" / "serving").exists()  # the chief alone exports
+    assert "still running" not in stdout  # worker 1 left with the chief, unkilled
     assert_serves_like_the_chief_measured(out, tmp_path)
 
 
@@ -273,3 +281,27 @@ def test_ctr_job_mirrored_over_two_logical_cpus(tmp_path):
     # Every example counted once, whichever replica trained it.
     assert [row["train_examples"] for row in report["results"]["tf_ftrl"]] == [10_000, 10_000]
     assert_serves_like_the_chief_measured(out, tmp_path)
+
+
+@pytest.mark.skipif(
+    not os.path.exists("/sys/kernel/mm/transparent_hugepage/enabled")
+    or "[never]" in open("/sys/kernel/mm/transparent_hugepage/enabled").read(),
+    reason="no transparent huge pages on this machine")
+def test_parameter_servers_put_their_large_shards_in_huge_pages(tmp_path):
+    """The optimizers' first-step advice (huge_pages="auto": buffers of 16 MiB or more) runs on
+    the servers: each deep-table shard, 1,050,000 x 4 float32 (16.8 MB), and its accumulator
+    end up in huge pages there (in madvise mode, nothing else of the process does)."""
+    out = tmp_path / "out"
+    status, stdout, stderr = finish(launch(
+        "--strategy", "ps", "--workers", "1", "--ps", "2", "--",
+        "--out", out, "--buckets", "2100000", "--embedding-dim", "4", "--hidden-units", "8",
+        "--train-examples", "2000", "--test-examples", "500", "--batch-size", "128",
+        "--epochs", "1", "--no-progress"), timeout=240)
+    assert status == 0, stdout[-8000:] + stderr[-3000:]
+    assert_nothing_left(started_pids(stdout))
+    cluster = json.loads((out / "cluster_report.json").read_text())
+    assert [shard["shape"] for shard in cluster["placement"]["deep_embedding"]] == [
+        [1_050_000, 4], [1_050_000, 4]]
+    # At least one 2 MiB page per advised buffer (table shard and accumulator) on each server.
+    assert all(kib is not None and kib >= 2 * 2048 for kib in
+               cluster["ps_anon_huge_pages_kib"]), cluster["ps_anon_huge_pages_kib"]

@@ -302,6 +302,22 @@ def fit_epochs(strategy, coordinator, model, optimizer, replica_step, dataset_fn
     return run_epoch
 
 
+def server_huge_pages(num_ps):
+    """Each parameter server's KiB of anonymous memory in transparent huge pages (Linux's
+    /proc/self/smaps_rollup, read by an op placed on that server; None where unreadable): the
+    optimizers' first-step advice runs beside the variables, on the servers."""
+    kib = []
+    for index in range(num_ps):
+        try:
+            with tf.device(f"/job:ps/replica:0/task:{index}/device:CPU:0"):
+                text = tf.io.read_file("/proc/self/smaps_rollup").numpy().decode()
+            kib.append(sum(int(line.split()[1]) for line in text.splitlines()
+                           if line.startswith("AnonHugePages:")))
+        except tf.errors.OpError:
+            kib.append(None)
+    return kib
+
+
 def train_ps(args, strategy, cluster, hashing, data, test_dataset, test_labels):
     import tf_ftrl.legacy
     from tf_ftrl.examples import parameter_server
@@ -390,6 +406,7 @@ def train_ps(args, strategy, cluster, hashing, data, test_dataset, test_labels):
         "front_end": ("tf_keras, model.fit (DatasetCreator)" if args.ps_loop == "fit"
                       else "tf_keras, custom loop (ClusterCoordinator.schedule)"),
         "placement": placement, "update_ops": parameter_server.update_ops(traced),
+        "ps_anon_huge_pages_kib": server_huge_pages(num_ps),
         "wide_iterations": int(wide_optimizer.iterations.numpy()),
         "deep_iterations": int(deep_optimizer.iterations.numpy())}
 
@@ -460,15 +477,23 @@ def main(parser, args, argv):
     else:
         model, history, details = train_ps(args, strategy, cluster, hashing, data, test_dataset,
                                            test_labels)
-    if not is_chief:
-        return {}
+    results = {"tf_ftrl": history}
+    if is_chief:
+        write_outputs(model, hashing, data, results, details, args, argv)
+    if args.strategy == "multiworker":
+        # The workers leave together: one that exits while the chief (the coordination
+        # service's leader) still exports would fail its shutdown barrier and linger.
+        strategy.reduce("SUM", strategy.run(lambda: tf.constant(1)), axis=None)
+    return results if is_chief else {}
+
+
+def write_outputs(model, hashing, data, results, details, args, argv):
+    """The chief's serving SavedModel and reports."""
     export_model = plain_copy(model, args)
     ctr.export_serving(export_model, hashing, os.path.join(args.out, "serving"))
     print(f"SavedModel for serving: {args.out}/serving/")
-    results = {"tf_ftrl": history}
     print("\n" + ctr.write_reports(results, data, args, argv))
     with open(os.path.join(args.out, "cluster_report.json"), "w") as f:
         json.dump({"strategy": args.strategy, **details}, f, indent=2)
     print(f"Reports: {args.out}/ctr_report.json, {args.out}/ctr_report.md, "
           f"{args.out}/cluster_report.json", flush=True)
-    return results
