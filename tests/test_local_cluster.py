@@ -305,3 +305,23 @@ def test_parameter_servers_put_their_large_shards_in_huge_pages(tmp_path):
     # At least one 2 MiB page per advised buffer (table shard and accumulator) on each server.
     assert all(kib is not None and kib >= 2 * 2048 for kib in
                cluster["ps_anon_huge_pages_kib"]), cluster["ps_anon_huge_pages_kib"]
+
+
+def test_ctrl_c_stops_a_training_cluster_without_kills(tmp_path):
+    """Ctrl-C while the real job trains: the servers (blocked in C++ in server.join()) and the
+    chief die of the SIGINT itself, none needs the SIGKILL after --grace."""
+    launcher = launch("--strategy", "ps", "--workers", "1", "--ps", "1", "--",
+                      "--out", tmp_path, *JOB, "--train-examples", "200000")
+    lines = []
+    while not any(line.startswith("[chief] == tf_ftrl under") for line in lines):
+        line = launcher.stdout.readline()
+        assert line, "".join(lines)[-5000:]
+        lines.append(line)
+    pids = started_pids("".join(lines))
+    assert sorted(pids) == ["chief", "ps:0", "worker:0"]
+    launcher.send_signal(signal.SIGINT)
+    status, stdout, _ = finish(launcher)
+    assert status == 128 + signal.SIGINT
+    assert "local_cluster: SIGINT: stopping the cluster" in stdout
+    assert "still running" not in stdout, stdout[-3000:]
+    assert_nothing_left(pids)
