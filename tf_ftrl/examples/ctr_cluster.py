@@ -67,8 +67,8 @@ def serve(resolver, num_workers):
     server = tf.distribute.Server(resolver.cluster_spec(), job_name=resolver.task_type,
                                   task_index=resolver.task_id, protocol="grpc",
                                   config=server_config(num_workers), start=True)
-    print(f"ctr: {name} serving at {resolver.cluster_spec().task_address(resolver.task_type, resolver.task_id)} "
-          "with tf_ftrl's kernels", flush=True)
+    address = resolver.cluster_spec().task_address(resolver.task_type, resolver.task_id)
+    print(f"ctr: {name} serving at {address} with tf_ftrl's kernels", flush=True)
     server.join()
 
 
