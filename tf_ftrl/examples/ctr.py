@@ -11,6 +11,10 @@ achievable AUC is known.
     python -m tf_ftrl.examples.ctr                         # synthetic data, ours vs Keras's
     python -m tf_ftrl.examples.ctr --data 'day_*.gz' --test-data day_23.gz
     python -m tf_ftrl.examples.ctr --data train.txt.gz     # the last 10% of its lines held out
+    python -m tf_ftrl.examples.local_cluster --strategy ps --workers 2 --ps 2 -- --epochs 1
+
+`--strategy mirrored|multiworker|ps` trains on the cluster of TF_CONFIG (see
+tf_ftrl.examples.ctr_cluster; tf_ftrl.examples.local_cluster starts one on this machine).
 
 Under --out it writes ctr_report.json and ctr_report.md, ctr_report.png (with matplotlib), the
 model as model.keras and as a SavedModel, serving/, whose `serving_default` takes raw Criteo
