@@ -27,6 +27,7 @@
 #include "kernels/cpu_loops.h"
 #include "kernels/optimizers.h"
 #include "kernels/row_groups.h"
+#include "kernels/shape_checks.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/kernel_def_builder.h"
 #include "tensorflow/core/framework/register_types.h"
@@ -343,46 +344,6 @@ absl::Status ReadHyperparams(OpKernelContext* ctx, int first_input,
   return absl::OkStatus();
 }
 
-absl::Status CheckDenseGrad(const Tensor& var, const Tensor& grad) {
-  if (!var.shape().IsSameSize(grad.shape())) {
-    return absl::InvalidArgumentError(absl::StrCat("var and grad do not have the same shape: ",
-                                                   var.shape().DebugString(), " vs ",
-                                                   grad.shape().DebugString()));
-  }
-  return absl::OkStatus();
-}
-
-// Checks the shapes of a sparse update (the indices' values are checked by the device's
-// FusedUpdate, before it writes anything) and sets *row_size, the elements per row of var.
-absl::Status CheckSparseShapes(const Tensor& var, const Tensor& grad, const Tensor& indices,
-                               int64_t* row_size) {
-  if (var.dims() < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("var must be at least 1-D, got shape ", var.shape().DebugString()));
-  }
-  if (!TensorShapeUtils::IsVector(indices.shape())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("indices must be a vector, got shape ", indices.shape().DebugString()));
-  }
-  if (grad.dims() < 1 || grad.dim_size(0) != indices.dim_size(0)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "grad must be the same size as indices in the first dimension: ",
-        grad.shape().DebugString(), " vs ", indices.shape().DebugString()));
-  }
-  bool rows_match = grad.dims() == var.dims();
-  for (int d = 1; rows_match && d < var.dims(); ++d) {
-    rows_match = var.dim_size(d) == grad.dim_size(d);
-  }
-  if (!rows_match) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("var and grad do not agree beyond the first dimension: ",
-                     var.shape().DebugString(), " vs ", grad.shape().DebugString()));
-  }
-  *row_size = 1;
-  for (int d = 1; d < var.dims(); ++d) *row_size *= var.dim_size(d);
-  return absl::OkStatus();
-}
-
 absl::Status IndexOutOfRange(const tf_ftrl::IndexError& error, int64_t num_rows) {
   return absl::InvalidArgumentError(absl::StrCat("indices[", error.position, "] = ",
                                                  error.value, " is not in [0, ", num_rows, ")"));
@@ -656,7 +617,9 @@ class FusedApplyOp : public OpKernel {
                                     PerRow<Optimizer>());
     OP_REQUIRES_OK(ctx, vars.status());
     const Tensor& grad = ctx->input(kNumState);
-    if constexpr (!kSparse) OP_REQUIRES_OK(ctx, CheckDenseGrad(*vars.tensor(0), grad));
+    if constexpr (!kSparse) {
+      OP_REQUIRES_OK(ctx, tf_ftrl_checks::CheckDenseGrad(vars.tensor(0)->shape(), grad.shape()));
+    }
     typename Optimizer::template Hyperparams<Acc<T>> h;
     OP_REQUIRES_OK(ctx, (ReadHyperparams<T, Optimizer>(ctx, kFirstHyperparam, &h)));
     tf_ftrl::StateRounding rounding;
@@ -675,7 +638,8 @@ class FusedApplyOp : public OpKernel {
     if constexpr (kSparse) {
       const Tensor& indices = ctx->input(kNumState + 1);
       int64_t row_size = 0;
-      TF_RETURN_IF_ERROR(CheckSparseShapes(*vars.tensor(0), grad, indices, &row_size));
+      TF_RETURN_IF_ERROR(tf_ftrl_checks::CheckSparseShapes(vars.tensor(0)->shape(), grad.shape(),
+                                                            indices.shape(), &row_size));
       // An update of rows of no elements checks the indices and writes nothing.
       if (Optimizer::ChangesNothing(h)) row_size = 0;
       return FusedUpdate<Device, T>::template SparseApply<Optimizer, Index>(

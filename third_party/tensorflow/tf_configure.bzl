@@ -4,6 +4,9 @@ It asks the Python named by PYTHON_BIN_PATH (default: python3) for tf.sysconfig'
 directory, library directory and flags, and builds a repository with:
   :tf_header_lib      the TensorFlow (and Eigen, absl, protobuf) headers
   :libtensorflow_framework   the shared framework library to link against
+  :xla_header_lib     for code that includes TensorFlow's XLA headers (tf2xla, xla/hlo): the
+                      third-party headers they reach (highwayhash, farmhash) on the include path
+  :libtensorflow_cc   libtensorflow_cc.so.2, which holds tf2xla's registries
   tf_version.h (in :tf_header_lib)  the TensorFlow version the op library is compiled against
   :cuda_headers       the CUDA toolkit's headers (CUDA_PATH, default /usr/local/cuda), both as
                       <cuda_runtime.h> and as third_party/gpus/cuda/include/..., the path
@@ -47,6 +50,11 @@ def _tf_configure_impl(ctx):
 
     ctx.symlink(info["include"], "include")
     ctx.symlink(info["lib"] + "/" + lib_name, lib_name)
+    # tf2xla's registries (XlaOpRegistry); tf_ftrl's XLA lowering links against it.
+    cc_name = lib_name.replace("tensorflow_framework", "tensorflow_cc")
+    has_cc = ctx.path(info["lib"] + "/" + cc_name).exists
+    if has_cc:
+        ctx.symlink(info["lib"] + "/" + cc_name, cc_name)
 
     defines = []
     copts = []
@@ -84,6 +92,17 @@ cc_library(
 )
 
 cc_library(
+    name = "xla_header_lib",
+    includes = ["include/external/highwayhash", "include/external/farmhash_archive/src"],
+    deps = [":tf_header_lib"],
+)
+
+cc_library(
+    name = "libtensorflow_cc",
+    srcs = {cc_srcs},
+)
+
+cc_library(
     name = "cuda_headers",
     hdrs = {cuda_hdrs},
     includes = {cuda_includes},
@@ -92,6 +111,7 @@ cc_library(
         defines = repr(defines),
         copts = repr(copts),
         lib = lib_name,
+        cc_srcs = repr([cc_name] if has_cc else []),
         cuda_hdrs = 'glob(["cuda/**"])' if has_cuda else "[]",
         cuda_includes = repr(["cuda", "cuda/third_party/gpus/cuda/include"] if has_cuda else []),
     ))

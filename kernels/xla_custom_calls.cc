@@ -1,0 +1,304 @@
+// The XLA custom-call targets of the fused ops: XLA FFI handlers (platform "Host") that run the
+// same TensorFlow-free CPU loops as the OpKernels (cpu_loops.h) on the buffers XLA hands them.
+// kernels/xla_ops.cc lowers each op to a custom call of its target, "tf_ftrl_" + the op's name,
+// with the state buffers aliased to the results, so that the loops update them in place.
+//
+// A call's operands: the state arrays (var first), grad, (indices,) the hyperparameters (scalars
+// of var's type), and optionally [seed, step] (int64) for stochastic rounding; its results: the
+// state arrays, each aliased to its operand; its attribute: the optimizer's flag. Every input is
+// checked before anything is written: a bad index or hyperparameter fails the call with an
+// InvalidArgument error, which the XLA runtime reports, and leaves the state as it was.
+//
+// Only the XLA FFI headers (their C API, reached through XLA_FFI_GetApi in
+// libtensorflow_framework.so.2) and the project's own headers: no TensorFlow header.
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "kernels/cpu_loops.h"
+#include "kernels/optimizers.h"
+#include "kernels/row_groups.h"
+#include "xla/ffi/api/c_api.h"
+#include "xla/ffi/api/ffi.h"
+
+namespace tf_ftrl {
+namespace xla_custom_call {
+namespace {
+
+namespace ffi = ::xla::ffi;
+
+// Runs fn's shards on XLA's intra-op thread pool and on the calling thread, and returns when all
+// have run. The calling thread takes shards too, so the loop finishes even if the pool never
+// runs a task (a task that starts after the last shard was taken returns at once; the shared
+// state outlives the call for it).
+class PoolShards {
+ public:
+  static cpu::ParallelFor Make(ffi::ThreadPool* pool) {
+    const int64_t threads = std::max<int64_t>(1, pool->num_threads());
+    return cpu::ParallelFor(
+        [pool, threads](int64_t total, int64_t /*cost_per_unit*/,
+                        const std::function<void(int64_t, int64_t)>& fn) {
+          Run(pool, threads, total, fn);
+        },
+        threads + 1);
+  }
+
+ private:
+  struct State {
+    std::atomic<int64_t> next{0};
+    int64_t num_shards = 0;
+    int64_t shard_size = 0;
+    int64_t total = 0;
+    const std::function<void(int64_t, int64_t)>* fn = nullptr;
+    std::mutex mu;
+    std::condition_variable cv;
+    int64_t done = 0;
+
+    // Takes and runs shards until none is left.
+    void Work() {
+      for (int64_t s = next.fetch_add(1); s < num_shards; s = next.fetch_add(1)) {
+        (*fn)(s * shard_size, std::min(total, (s + 1) * shard_size));
+        std::lock_guard<std::mutex> lock(mu);
+        if (++done == num_shards) cv.notify_all();
+      }
+    }
+  };
+
+  static void Run(ffi::ThreadPool* pool, int64_t threads, int64_t total,
+                  const std::function<void(int64_t, int64_t)>& fn) {
+    if (total <= 0) return;
+    if (threads <= 1 || total == 1) return fn(0, total);
+    auto state = std::make_shared<State>();
+    state->num_shards = std::min(total, 4 * (threads + 1));
+    state->shard_size = (total + state->num_shards - 1) / state->num_shards;
+    state->num_shards = (total + state->shard_size - 1) / state->shard_size;
+    state->total = total;
+    state->fn = &fn;
+    const int64_t helpers = std::min(threads, state->num_shards - 1);
+    for (int64_t i = 0; i < helpers; ++i) pool->Schedule([state] { state->Work(); });
+    state->Work();
+    std::unique_lock<std::mutex> lock(state->mu);
+    state->cv.wait(lock, [&] { return state->done == state->num_shards; });
+  }
+};
+
+// The project's storage type of an XLA element type, for the types the handlers take.
+template <ffi::DataType kType>
+struct StorageOf;
+template <>
+struct StorageOf<ffi::DataType::F32> {
+  using type = float;
+};
+template <>
+struct StorageOf<ffi::DataType::F64> {
+  using type = double;
+};
+template <>
+struct StorageOf<ffi::DataType::BF16> {
+  using type = bfloat16;
+};
+template <>
+struct StorageOf<ffi::DataType::F16> {
+  using type = float16;
+};
+
+const char* TypeName(ffi::DataType type) {
+  switch (type) {
+    case ffi::DataType::F32: return "float";
+    case ffi::DataType::F64: return "double";
+    case ffi::DataType::BF16: return "bfloat16";
+    case ffi::DataType::F16: return "half";
+    case ffi::DataType::S32: return "int32";
+    case ffi::DataType::S64: return "int64";
+    default: return "another type";
+  }
+}
+
+template <typename... Parts>
+std::string Cat(const Parts&... parts) {
+  std::string s;
+  ((s += [](const auto& p) {
+     if constexpr (std::is_arithmetic_v<std::decay_t<decltype(p)>>) {
+       return std::to_string(p);
+     } else {
+       return std::string(p);
+     }
+   }(parts)),
+   ...);
+  return s;
+}
+
+// The message of a hyperparameter outside its bound (or infinite, or NaN), as the OpKernels word
+// it (training_kernels.h, CheckBound); empty when it is within.
+template <typename A>
+std::string BoundError(const char* name, A value, Bound bound) {
+  if (std::isinf(value)) return Cat(name, " must be finite but got ", value);
+  switch (bound) {
+    case Bound::kPositive:
+      return value > A(0) ? "" : Cat(name, " must be positive but got ", value);
+    case Bound::kNonNegative:
+      return value >= A(0) ? "" : Cat(name, " must be non-negative but got ", value);
+    case Bound::kNonPositive:
+      return value <= A(0) ? "" : Cat(name, " must be non-positive but got ", value);
+  }
+  return "";
+}
+
+// The operands and results of one call, as the handler received them.
+struct CallBuffers {
+  ffi::RemainingArgs args;
+  ffi::RemainingRets rets;
+};
+
+// The update of `Optimizer` (sparse with Index when Index is not void) on a var of storage type T
+// and state of storage type S.
+template <typename Optimizer, typename T, typename S, typename Index>
+ffi::Error Update(ffi::ThreadPool* pool, const CallBuffers& call, bool flag) {
+  using A = AccumulateType<T>;
+  constexpr int kNumState = Optimizer::kNumState;
+  constexpr bool kSparse = !std::is_void_v<Index>;
+  constexpr int kFirstHyperparam = kNumState + 1 + kSparse;
+
+  const ffi::AnyBuffer grad = *call.args.get<ffi::AnyBuffer>(kNumState);
+  A values[Optimizer::kNumHyperparams];
+  for (int i = 0; i < Optimizer::kNumHyperparams; ++i) {
+    const ffi::AnyBuffer scalar = *call.args.get<ffi::AnyBuffer>(kFirstHyperparam + i);
+    values[i] = static_cast<A>(Load(*reinterpret_cast<const T*>(scalar.untyped_data())));
+  }
+  for (int i = 0; i < Optimizer::kNumHyperparams; ++i) {
+    std::string error = BoundError(Optimizer::kHyperparams[i].name, values[i],
+                                   Optimizer::kHyperparams[i].bound);
+    if (!error.empty()) return ffi::Error::InvalidArgument(std::move(error));
+  }
+  const auto h = Optimizer::FromValues(values);
+
+  StateArrays<T, kNumState, S> state;
+  state.rounding = StateRounding();
+  const int first_rounding = kFirstHyperparam + Optimizer::kNumHyperparams;
+  if (call.args.size() > static_cast<size_t>(first_rounding)) {
+    const ffi::AnyBuffer pair = *call.args.get<ffi::AnyBuffer>(first_rounding);
+    const int64_t* seed_and_step = reinterpret_cast<const int64_t*>(pair.untyped_data());
+    state.rounding.stochastic = true;
+    state.rounding.key = RoundingKey(seed_and_step[0], seed_and_step[1]);
+  }
+
+  // Indices are checked (and grouped) before anything is written, the copies below included.
+  thread_local RowGroups groups;
+  int64_t num_rows = 0;
+  int64_t row_size = 0;
+  if constexpr (kSparse) {
+    const ffi::AnyBuffer var = *call.args.get<ffi::AnyBuffer>(0);
+    const ffi::AnyBuffer indices = *call.args.get<ffi::AnyBuffer>(kNumState + 1);
+    const auto dims = var.dimensions();
+    num_rows = dims[0];
+    row_size = 1;
+    for (size_t d = 1; d < dims.size(); ++d) row_size *= dims[d];
+    IndexError error;
+    if (!groups.Build(reinterpret_cast<const Index*>(indices.untyped_data()),
+                      static_cast<int64_t>(indices.element_count()), num_rows, &error)) {
+      return ffi::Error::InvalidArgument(Cat("indices[", error.position, "] = ", error.value,
+                                             " is not in [0, ", num_rows, ")"));
+    }
+  }
+
+  // The results are aliased to the state operands, so XLA hands the same buffers; where it did
+  // not, the result starts as a copy of the operand.
+  for (int i = 0; i < kNumState; ++i) {
+    const ffi::AnyBuffer in = *call.args.get<ffi::AnyBuffer>(i);
+    ffi::Result<ffi::AnyBuffer> out = *call.rets.get<ffi::AnyBuffer>(i);
+    if (out->untyped_data() != in.untyped_data()) {
+      std::memcpy(out->untyped_data(), in.untyped_data(), in.size_bytes());
+    }
+    if (i == 0) {
+      state.var = reinterpret_cast<T*>(out->untyped_data());
+    } else {
+      state.slots[i - 1] = reinterpret_cast<S*>(out->untyped_data());
+    }
+  }
+
+  const cpu::ParallelFor parallel_for = PoolShards::Make(pool);
+  const T* grad_data = reinterpret_cast<const T*>(grad.untyped_data());
+  if constexpr (kSparse) {
+    if (Optimizer::ChangesNothing(h) || row_size == 0) return ffi::Error::Success();
+    cpu::SparseApply<Optimizer>(h, flag, state, grad_data, row_size, groups, parallel_for);
+  } else {
+    if (Optimizer::ChangesNothing(h)) return ffi::Error::Success();
+    cpu::Apply<Optimizer>(h, flag, state, grad_data,
+                          static_cast<int64_t>(grad.element_count()), parallel_for);
+  }
+  return ffi::Error::Success();
+}
+
+// Calls Update with the storage types of var, the state and the indices; the lowering
+// (xla_ops.cc) only emits calls with types listed here.
+template <typename Optimizer, bool kSparse>
+ffi::Error Dispatch(ffi::ThreadPool pool, ffi::RemainingArgs args, ffi::RemainingRets rets,
+                    bool flag) {
+  const CallBuffers call{args, rets};
+  const ffi::DataType var_type = args.get<ffi::AnyBuffer>(0)->element_type();
+  const ffi::DataType state_type = args.get<ffi::AnyBuffer>(1)->element_type();
+  const auto with_index = [&](auto t, auto s) -> ffi::Error {
+    using T = decltype(t);
+    using S = decltype(s);
+    if constexpr (kSparse) {
+      const ffi::DataType index_type = args.get<ffi::AnyBuffer>(Optimizer::kNumState + 1)
+                                           ->element_type();
+      if (index_type == ffi::DataType::S32) return Update<Optimizer, T, S, int32_t>(&pool, call, flag);
+      if (index_type == ffi::DataType::S64) return Update<Optimizer, T, S, int64_t>(&pool, call, flag);
+      return ffi::Error::InvalidArgument(Cat("indices must be int32 or int64, got ",
+                                             TypeName(index_type)));
+    } else {
+      return Update<Optimizer, T, S, void>(&pool, call, flag);
+    }
+  };
+  if (var_type == ffi::DataType::F32 && state_type == ffi::DataType::F32) {
+    return with_index(float(), float());
+  }
+  return ffi::Error::InvalidArgument(Cat("tf_ftrl's XLA custom call takes a float var with float "
+                                         "state, got ", TypeName(var_type), " and ",
+                                         TypeName(state_type)));
+}
+
+template <typename Optimizer, bool kSparse>
+XLA_FFI_Error* Handler(XLA_FFI_CallFrame* call_frame) {
+  static auto* handler = ffi::Ffi::Bind()
+                             .Ctx<ffi::ThreadPool>()
+                             .RemainingArgs()
+                             .RemainingRets()
+                             .template Attr<bool>(Optimizer::kFlag.name)
+                             .To(Dispatch<Optimizer, kSparse>)
+                             .release();
+  return handler->Call(call_frame);
+}
+
+template <typename Optimizer>
+bool RegisterHandlers() {
+  for (const bool sparse : {false, true}) {
+    const std::string target = std::string("tf_ftrl_") +
+                               (sparse ? "FusedResourceSparseApply" : "FusedResourceApply") +
+                               Optimizer::kName;
+    XLA_FFI_Error* error = ffi::Ffi::RegisterStaticHandler(
+        XLA_FFI_GetApi(), target, "Host",
+        sparse ? Handler<Optimizer, true> : Handler<Optimizer, false>);
+    if (error != nullptr) return false;
+  }
+  return true;
+}
+
+#define TF_FTRL_REGISTER_HANDLERS(Optimizer) RegisterHandlers<Optimizer>();
+[[maybe_unused]] const bool registered = [] {
+  TF_FTRL_FOR_EACH_OPTIMIZER(TF_FTRL_REGISTER_HANDLERS)
+  return true;
+}();
+#undef TF_FTRL_REGISTER_HANDLERS
+
+}  // namespace
+}  // namespace xla_custom_call
+}  // namespace tf_ftrl

@@ -1,0 +1,183 @@
+// The XLA lowering of the element-wise fused ops (FusedResourceApply<Name> and
+// FusedResourceSparseApply<Name> of each optimizer of TF_FTRL_FOR_EACH_OPTIMIZER): under
+// `tf.function(jit_compile=True)` (or Keras's `jit_compile`), each op becomes one XLA custom call
+// of the target "tf_ftrl_" + the op's name (xla_custom_calls.cc), which runs the CPU loops.
+//
+// The call takes the variables' current values, grad, (indices,) the hyperparameters and the
+// optional [seed, step], and returns the new state; its results are aliased to the state operands
+// (output_operand_aliasing), so XLA hands the call the variables' buffers to update in place
+// instead of writing a copy of a whole table. The new values are assigned back to the variables
+// as any XLA-compiled resource update is.
+//
+// The shapes are checked here, with the OpKernels' messages (shape_checks.h); the hyperparameters'
+// bounds and the indices' values are only known when the call runs, and the custom call checks
+// them before it writes anything.
+//
+// Registered for XLA's CPU JIT device only: the targets exist on XLA's host platform.
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kernels/optimizers.h"
+#include "kernels/shape_checks.h"
+#include "tensorflow/compiler/tf2xla/xla_op_kernel.h"
+#include "tensorflow/compiler/tf2xla/xla_op_registry.h"
+#include "tensorflow/core/framework/kernel_def_builder.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/types.h"
+#include "xla/hlo/builder/xla_builder.h"
+#include "xla/shape_util.h"
+
+namespace tensorflow {
+namespace {
+
+// The optimizer's flag attr, as the custom call's attribute dictionary (MLIR syntax, which the
+// XLA FFI decodes into the handler's attributes).
+std::string FlagAttribute(const char* name, bool value) {
+  return absl::StrCat("{", name, " = ", value ? "true" : "false", "}");
+}
+
+template <typename Optimizer, bool kSparse>
+class FusedApplyXlaOp : public XlaOpKernel {
+ public:
+  static constexpr int kNumState = Optimizer::kNumState;
+  static constexpr int kFirstHyperparam = kNumState + 1 + kSparse;
+
+  explicit FusedApplyXlaOp(OpKernelConstruction* ctx) : XlaOpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr(Optimizer::kFlag.name, &flag_));
+  }
+
+  void Compile(XlaOpKernelContext* ctx) override {
+    const DataType dtype = ctx->input_type(kNumState);  // grad's, var's
+    std::vector<xla::XlaOp> operands;
+    std::vector<xla::Shape> state_shapes;
+    std::vector<DataType> state_dtypes;
+    TensorShape var_shape;
+    for (int i = 0; i < kNumState; ++i) {
+      DataType type;
+      TensorShape shape;
+      OP_REQUIRES_OK(ctx, ctx->GetVariableTypeAndShape(i, &type, &shape));
+      xla::XlaOp value;
+      OP_REQUIRES_OK(ctx, ctx->ReadVariableInput(i, type, &shape, &value));
+      if (i == 0) {
+        var_shape = shape;
+        OP_REQUIRES(ctx, type == dtype,
+                    absl::InvalidArgumentError(absl::StrCat(
+                        "var has dtype ", DataTypeString(type),
+                        " but grad and the hyperparameters have dtype ", DataTypeString(dtype))));
+      } else {
+        OP_REQUIRES(ctx, shape.IsSameSize(var_shape),
+                    absl::InvalidArgumentError(absl::StrCat(
+                        "var and ", Optimizer::kStateNames[i], " do not have the same shape: ",
+                        var_shape.DebugString(), " vs ", shape.DebugString())));
+      }
+      // The custom call is compiled for float var and state (xla_custom_calls.cc); tf_ftrl's
+      // optimizers only take this path for those.
+      OP_REQUIRES(ctx, type == DT_FLOAT,
+                  absl::UnimplementedError(absl::StrCat(
+                      "tf_ftrl's XLA custom call takes float variables, but ",
+                      Optimizer::kStateNames[i], " has dtype ", DataTypeString(type))));
+      absl::StatusOr<xla::Shape> xla_shape = ctx->builder()->GetShape(value);
+      OP_REQUIRES_OK(ctx, xla_shape.status());
+      state_shapes.push_back(*xla_shape);
+      state_dtypes.push_back(type);
+      operands.push_back(value);
+    }
+    const TensorShape grad_shape = ctx->InputShape(kNumState);
+    if constexpr (kSparse) {
+      int64_t row_size = 0;
+      OP_REQUIRES_OK(ctx, tf_ftrl_checks::CheckSparseShapes(
+                              var_shape, grad_shape, ctx->InputShape(kNumState + 1), &row_size));
+    } else {
+      OP_REQUIRES_OK(ctx, tf_ftrl_checks::CheckDenseGrad(var_shape, grad_shape));
+    }
+    for (int i = kNumState; i < kFirstHyperparam; ++i) operands.push_back(ctx->Input(i));
+    for (int i = 0; i < Optimizer::kNumHyperparams; ++i) {
+      const TensorShape shape = ctx->InputShape(kFirstHyperparam + i);
+      OP_REQUIRES(ctx, TensorShapeUtils::IsScalar(shape),
+                  absl::InvalidArgumentError(absl::StrCat(Optimizer::kHyperparams[i].name,
+                                                          " is not a scalar: ",
+                                                          shape.DebugString())));
+      operands.push_back(ctx->Input(kFirstHyperparam + i));
+    }
+    const int first_rounding = kFirstHyperparam + Optimizer::kNumHyperparams;
+    const int num_rounding = ctx->num_inputs() - first_rounding;
+    OP_REQUIRES(ctx, num_rounding <= 1,
+                absl::InvalidArgumentError(absl::StrCat(
+                    "stochastic_rounding takes at most one tensor ([seed, step], a vector of 2 "
+                    "int64), got ", num_rounding)));
+    if (num_rounding == 1) {
+      const TensorShape shape = ctx->InputShape(first_rounding);
+      OP_REQUIRES(ctx, TensorShapeUtils::IsVector(shape) && shape.num_elements() == 2,
+                  absl::InvalidArgumentError(absl::StrCat(
+                      "stochastic_rounding must be [seed, step], a vector of 2 int64, got shape ",
+                      shape.DebugString())));
+      OP_REQUIRES(ctx, state_dtypes[1] != dtype,
+                  absl::InvalidArgumentError(absl::StrCat(
+                      "stochastic_rounding rounds state narrower than var (bfloat16 or half "
+                      "state of a float var), but the state has var's dtype, ",
+                      DataTypeString(state_dtypes[1]))));
+      operands.push_back(ctx->Input(first_rounding));
+    }
+
+    // Result i is state i, in the buffer of operand i.
+    std::vector<std::pair<xla::ShapeIndex, std::pair<int64_t, xla::ShapeIndex>>> aliasing;
+    for (int i = 0; i < kNumState; ++i) aliasing.push_back({{i}, {i, {}}});
+    const std::string target = absl::StrCat("tf_ftrl_", type_string());
+    xla::XlaOp call = xla::CustomCall(
+        ctx->builder(), target, operands, xla::ShapeUtil::MakeTupleShape(state_shapes),
+        FlagAttribute(Optimizer::kFlag.name, flag_), /*has_side_effect=*/false, aliasing,
+        /*literal=*/nullptr, xla::CustomCallSchedule::SCHEDULE_NONE,
+        xla::CustomCallApiVersion::API_VERSION_TYPED_FFI);
+    for (int i = 0; i < kNumState; ++i) {
+      OP_REQUIRES_OK(ctx, ctx->AssignVariable(i, state_dtypes[i], xla::GetTupleElement(call, i)));
+    }
+  }
+
+ private:
+  bool flag_;
+};
+
+template <typename Kernel>
+OpKernel* CreateXlaKernel(OpKernelConstruction* ctx) {
+  return new Kernel(ctx);
+}
+
+// Registers the lowering `Kernel` of op `name` (its scalar inputs are ordinary run-time operands:
+// none has to be a compile-time constant). XlaOpRegistry turns its registrations into kernels of
+// the XLA JIT devices once per process, at the first XLA compilation, and never again: a library
+// loaded after that (tf_ftrl loads on first use) would have no kernels. So the kernel of XLA's CPU
+// JIT device is registered here, directly, after RegisterCompilationKernels has run (it is
+// idempotent, and then never registers a second copy).
+template <typename Kernel>
+void RegisterXlaKernel(const std::string& name, bool sparse) {
+  XlaOpRegistrationBuilder registration = XlaOpRegistrationBuilder::Name(name);
+  registration.Device(DEVICE_CPU_XLA_JIT).TypeConstraint("T", DT_FLOAT).AllowResourceTypes();
+  KernelDefBuilder kernel(name.c_str());
+  kernel.Device(DEVICE_CPU_XLA_JIT).TypeConstraint<float>("T");
+  if (sparse) {
+    registration.TypeConstraint("Tindices", {DT_INT32, DT_INT64});
+    kernel.TypeConstraint("Tindices", {DT_INT32, DT_INT64});
+  }
+  XlaOpRegistrar registrar(registration.Build(&CreateXlaKernel<Kernel>));
+  kernel_factory::OpKernelRegistrar(kernel.Build(), "XlaJitOp", &CreateXlaKernel<Kernel>);
+}
+
+template <typename Optimizer>
+void RegisterXlaKernels() {
+  RegisterXlaKernel<FusedApplyXlaOp<Optimizer, false>>(
+      std::string("FusedResourceApply") + Optimizer::kName, false);
+  RegisterXlaKernel<FusedApplyXlaOp<Optimizer, true>>(
+      std::string("FusedResourceSparseApply") + Optimizer::kName, true);
+}
+
+#define TF_FTRL_REGISTER_XLA_OPS(Optimizer) RegisterXlaKernels<tf_ftrl::Optimizer>();
+[[maybe_unused]] const bool registered = [] {
+  XlaOpRegistry::RegisterCompilationKernels();
+  TF_FTRL_FOR_EACH_OPTIMIZER(TF_FTRL_REGISTER_XLA_OPS)
+  return true;
+}();
+#undef TF_FTRL_REGISTER_XLA_OPS
+
+}  // namespace
+}  // namespace tensorflow
