@@ -1,7 +1,10 @@
 """The fused FTRL and Adagrad ops on `tf.Variable`s.
 
 This module is the one place that loads the op library (`_tf_ftrl_ops.so`, beside this file). It
-is loaded on first use, and only from the installed package's own directory.
+is loaded on first use, and only from the installed package's own directory. The XLA lowering of
+the element-wise ops (`_tf_ftrl_xla_ops.so`: under `jit_compile=True` each op becomes an XLA
+custom call of the same CPU kernels) loads with it where it is there and TensorFlow takes it; one
+log line (logger "tf_ftrl") says which path XLA-compiled updates take.
 
 Every op updates its variables in place, in one pass over var, slots and grad, and validates all
 of its inputs before it writes anything: a bad shape, dtype, hyperparameter or index raises
@@ -12,6 +15,7 @@ indices before the update, so their result equals the dense op applied to the de
 
 import collections
 import inspect
+import logging
 import os
 import re
 import threading
@@ -27,8 +31,15 @@ _REBUILD_HINT = (
     "`pip install --no-build-isolation .` (or `make build` for a development install)."
 )
 
+_XLA_LIBRARY_FILE = "_tf_ftrl_xla_ops.so"
+# The ops the XLA lowering takes, for float32 variables and state (kernels/xla_ops.cc).
+_XLA_LOWERED_OPS = frozenset({"FusedResourceApplyFtrl", "FusedResourceSparseApplyFtrl",
+                              "FusedResourceApplyAdagrad", "FusedResourceSparseApplyAdagrad"})
+
 _library = None
+_xla_lowering = False  # whether the XLA lowering is loaded (set with _library)
 _library_lock = threading.Lock()
+_logger = logging.getLogger("tf_ftrl")
 
 
 def _package_dir():
@@ -66,13 +77,48 @@ def load_library():
                 f"{_REBUILD_HINT}"
             )
         try:
-            _library = tf.load_op_library(path)
+            library = tf.load_op_library(path)
         except (tf.errors.NotFoundError, OSError) as e:
             raise ImportError(
                 f"tf_ftrl's op library {path} (built against TensorFlow {built}) failed to load "
                 f"in TensorFlow {tf.__version__}: {e}. {_REBUILD_HINT}"
             ) from e
+        global _xla_lowering
+        _xla_lowering = _load_xla_lowering()
+        _library = library
         return _library
+
+
+def _load_xla_lowering():
+    """Loads the XLA lowering (after the op library, whose ops it lowers) and logs which path
+    XLA-compiled updates take; returns whether it loaded. Without it they run as plain
+    TensorFlow ops (`tf_ftrl.optimizers`); a failure to load is logged, never raised."""
+    path = os.path.join(_package_dir(), _XLA_LIBRARY_FILE)
+    if os.environ.get("TF_FTRL_XLA_CUSTOM_CALL", "1") == "0":
+        why = "TF_FTRL_XLA_CUSTOM_CALL=0"
+    elif not os.path.isfile(path):
+        why = f"{path} does not exist"
+    else:
+        try:
+            tf.load_op_library(path)
+        except (tf.errors.NotFoundError, OSError) as e:
+            why = f"{path} failed to load: {e}"
+        else:
+            _logger.info("tf_ftrl: under XLA (jit_compile=True) the element-wise float32 updates "
+                         "run the fused CPU kernels as XLA custom calls")
+            return True
+    _logger.info("tf_ftrl: under XLA (jit_compile=True) the updates run as plain TensorFlow ops "
+                 "(%s)", why)
+    return False
+
+
+def has_xla_lowering(spec, dtype, state_dtype):
+    """Whether `spec`'s fused ops (an `_specs.OptimizerSpec`) run inside XLA for a variable of
+    `dtype` with state of `state_dtype`: as custom calls on XLA's CPU (host) platform."""
+    load_library()
+    return (_xla_lowering and spec.dense_op in _XLA_LOWERED_OPS
+            and tf.as_dtype(dtype).base_dtype == tf.float32
+            and tf.as_dtype(state_dtype).base_dtype == tf.float32)
 
 
 # The dtypes the fused kernels are compiled for. The optimizers update variables of other dtypes

@@ -37,6 +37,19 @@ def in_xla_context():
     return tf.__internal__.get_enclosing_xla_context() is not None
 
 
+def _xla_lowers(spec, var, state_dtype):
+    """Whether `spec`'s fused op on `var` runs inside XLA, as a custom call: the lowering is
+    there for its dtypes, and the update is compiled for the CPU (XLA's host platform; on a GPU
+    the op has no XLA kernel)."""
+    if not ops.has_xla_lowering(spec, var.dtype, state_dtype):
+        return False
+    device_type = tf.DeviceSpec.from_string(var.device or "").device_type
+    if device_type is None:
+        # Unplaced: TensorFlow puts it on a GPU when there is one.
+        return not tf.config.list_logical_devices("GPU")
+    return device_type == "CPU"
+
+
 _xla_warned = set()
 _xla_warned_lock = threading.Lock()
 
@@ -339,12 +352,14 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
         var = tf_variable(variable)
         slots = [tf_variable(s) for s in self._slots(variable)]
         lr = tf.cast(learning_rate, var.dtype)
-        # Plain TensorFlow ops where the fused kernels cannot run: inside XLA, and for dtypes
-        # they are not compiled for.
+        # Plain TensorFlow ops where the fused kernels cannot run: for dtypes they are not
+        # compiled for, and inside XLA unless the ops lower to custom calls there
+        # (ops.has_xla_lowering: element-wise float32 updates on the CPU).
         xla = in_xla_context()
-        if xla:
+        fused = ops.has_fused_kernels(var.dtype) and (
+            not xla or _xla_lowers(self._spec_for(variable), var, slots[0].dtype))
+        if xla and not fused:
             _warn_once_about_xla(self.__class__.__name__)
-        fused = ops.has_fused_kernels(var.dtype) and not xla
         self._record_update(variable, var, gradient, fused, xla)
         rounding = (self._rounding(self._variable_path(variable), var.dtype, slots[0].dtype,
                                    tf_variable(self.iterations)) if fused else None)
@@ -371,6 +386,8 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
         sparse = isinstance(gradient, tf.IndexedSlices)
         if fused:
             update = sparse_op if sparse else dense_op
+            if xla:
+                update += " (XLA custom call)"
         else:
             why = "inside XLA" if xla else f"no fused kernel for {var.dtype.name}"
             update = f"tensorflow ops ({why}, {'sparse' if sparse else 'dense'})"

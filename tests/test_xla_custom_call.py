@@ -1,0 +1,253 @@
+"""The XLA lowering of the element-wise fused ops (kernels/xla_ops.cc, xla_custom_calls.cc): under
+`tf.function(jit_compile=True)` each op is one XLA custom call of the same CPU kernels, with the
+state buffers aliased to its results; the bits equal the ops run by TensorFlow; a bad index fails
+the call and writes nothing; and tf_ftrl's Keras optimizers take that path under XLA."""
+
+import logging
+import os
+import subprocess
+import sys
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_ftrl
+from tf_ftrl import ops
+from tf_ftrl.optimizers import _fused_optimizer
+
+pytestmark = pytest.mark.skipif(
+    not (ops.load_library() and ops._xla_lowering),
+    reason="the XLA lowering (_tf_ftrl_xla_ops.so) is not built or did not load")
+
+FTRL = dict(lr=0.05, l1=0.02, l2=0.03, l2_shrinkage=0.01)
+
+
+def _state(rng, shape, num_state):
+    var = rng.normal(size=shape).astype(np.float32)
+    accum = rng.uniform(0.1, 1.0, size=shape).astype(np.float32)
+    linear = rng.normal(size=shape).astype(np.float32)
+    return [var, accum, linear][:num_state]
+
+
+# (op wrapper, number of state arrays, hyperparameters and flag)
+CASES = {
+    "ftrl": (ops.apply_ftrl, ops.sparse_apply_ftrl, 3, dict(FTRL, lr_power=-0.5)),
+    "ftrl_power": (ops.apply_ftrl, ops.sparse_apply_ftrl, 3,
+                   dict(FTRL, lr_power=-0.3, multiply_linear_by_lr=True)),
+    "adagrad": (ops.apply_adagrad, ops.sparse_apply_adagrad, 2, dict(lr=0.1, epsilon=1e-7)),
+    "adagrad_no_slots": (ops.apply_adagrad, ops.sparse_apply_adagrad, 2,
+                         dict(lr=0.1, epsilon=1e-7, update_slots=False)),
+}
+
+
+def _run(op, initial, args, kwargs, jit_compile):
+    """The state after `op(*state, *args, **kwargs)` in a tf.function, and the function."""
+    state = [tf.Variable(x) for x in initial]
+
+    @tf.function(jit_compile=jit_compile)
+    def step(*tensors):
+        op(*state, *tensors, **kwargs)
+
+    error = None
+    try:
+        step(*args)
+    except tf.errors.InvalidArgumentError as e:
+        error = e
+    return [v.numpy() for v in state], step, error
+
+
+def _hlo(step, *args):
+    return step.experimental_get_compiler_ir(*args)(stage="hlo")
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("shape", [(37,), (40, 16), (6, 5, 7)], ids=str)
+def test_dense_op_is_one_custom_call_with_the_bits_of_the_op(rng, case, shape):
+    dense, _, num_state, kwargs = CASES[case]
+    initial = _state(rng, shape, num_state)
+    grad = tf.constant(rng.normal(size=shape).astype(np.float32))
+    plain, _, _ = _run(dense, initial, [grad], kwargs, jit_compile=False)
+    compiled, step, error = _run(dense, initial, [grad], kwargs, jit_compile=True)
+    assert error is None
+    for name, a, b in zip(["var", "accum", "linear"], plain, compiled):
+        np.testing.assert_array_equal(b, a, err_msg=name)
+    hlo = _hlo(step, grad)
+    op_name = dense.__name__.replace("apply_", "Apply").replace("ftrl", "Ftrl").replace(
+        "adagrad", "Adagrad")
+    assert f'custom_call_target="tf_ftrl_FusedResource{op_name}"' in hlo
+    assert "output_to_operand_aliasing={" in hlo
+    assert hlo.count("custom-call(") == 1
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64], ids=lambda d: d.__name__)
+@pytest.mark.parametrize("shape", [(50,), (40, 16), (30, 9), (25, 4, 3)], ids=str)
+def test_sparse_op_is_one_custom_call_with_the_bits_of_the_op(rng, case, index_dtype, shape):
+    _, sparse, num_state, kwargs = CASES[case]
+    initial = _state(rng, shape, num_state)
+    # Duplicates included: both sum them before the update.
+    indices = rng.integers(0, shape[0], size=24).astype(index_dtype)
+    grad = tf.constant(rng.normal(size=(24,) + shape[1:]).astype(np.float32))
+    plain, _, _ = _run(sparse, initial, [grad, tf.constant(indices)], kwargs, False)
+    compiled, step, error = _run(sparse, initial, [grad, tf.constant(indices)], kwargs, True)
+    assert error is None
+    for name, a, b in zip(["var", "accum", "linear"], plain, compiled):
+        np.testing.assert_array_equal(b, a, err_msg=name)
+    untouched = np.setdiff1d(np.arange(shape[0]), indices)
+    np.testing.assert_array_equal(compiled[0][untouched], initial[0][untouched])
+    hlo = _hlo(step, grad, tf.constant(indices))
+    assert 'custom_call_target="tf_ftrl_FusedResourceSparseApply' in hlo
+    assert "output_to_operand_aliasing={" in hlo
+
+
+@pytest.mark.parametrize("bad", [-1, 40, 2**40], ids=["negative", "rows", "huge"])
+@pytest.mark.parametrize("case", ["ftrl", "adagrad"])
+def test_bad_index_fails_the_call_and_writes_nothing(rng, case, bad):
+    _, sparse, num_state, kwargs = CASES[case]
+    initial = _state(rng, (40, 8), num_state)
+    indices = np.array([3, 7, bad, 1], np.int64)
+    grad = tf.constant(rng.normal(size=(4, 8)).astype(np.float32))
+    after, _, error = _run(sparse, initial, [grad, tf.constant(indices)], kwargs, True)
+    # What the user sees: TensorFlow's InvalidArgumentError with the OpKernel's words.
+    assert error is not None
+    assert f"indices[2] = {bad} is not in [0, 40)" in str(error)
+    for a, b in zip(initial, after):
+        np.testing.assert_array_equal(b, a)
+
+
+def test_bad_hyperparameter_fails_the_call_and_writes_nothing(rng):
+    initial = _state(rng, (10, 4), 2)
+    grad = tf.constant(rng.normal(size=(10, 4)).astype(np.float32))
+    after, _, error = _run(ops.apply_adagrad, initial, [grad, tf.constant(-0.1)],
+                           dict(epsilon=1e-7), True)
+    assert error is not None and "lr must be non-negative but got -0.1" in str(error)
+    for a, b in zip(initial, after):
+        np.testing.assert_array_equal(b, a)
+
+
+def test_bad_shapes_fail_at_compile_time_with_the_ops_message(rng):
+    # Shapes left unknown to the graph's shape function reach the lowering's check.
+    var, accum = (tf.Variable(x) for x in _state(rng, (10, 4), 2))
+
+    @tf.function(jit_compile=True, input_signature=[tf.TensorSpec([None, None], tf.float32)])
+    def step(grad):
+        ops.apply_adagrad(var, accum, grad, 0.1)
+
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"var and grad do not have the same shape: \[10,4\] vs \[10,3\]"):
+        step(tf.ones((10, 3)))
+
+
+def test_the_lowering_registers_after_an_earlier_xla_compilation():
+    # XlaOpRegistry makes its kernels once, at the first XLA compilation: a library loaded later
+    # registers its own (xla_ops.cc). A fresh process compiles first, then loads tf_ftrl's ops.
+    script = """
+import numpy as np, tensorflow as tf
+x = tf.Variable(1.0)
+tf.function(lambda: x.assign_add(1.0), jit_compile=True)()
+from tf_ftrl import ops
+var, accum = tf.Variable(np.ones(4, np.float32)), tf.Variable(np.ones(4, np.float32))
+@tf.function(jit_compile=True)
+def step(g):
+    ops.apply_adagrad(var, accum, g, 0.5)
+step(tf.ones(4))
+assert "tf_ftrl_FusedResourceApplyAdagrad" in step.experimental_get_compiler_ir(tf.ones(4))()
+print("accum", accum.numpy()[0])
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "accum 2.0" in result.stdout
+
+
+# ------------------------------------------------------------------------- the Keras optimizers
+
+
+def _model(rows=200, dim=8):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(4,), dtype="int32")
+    embedded = keras.layers.Embedding(rows, dim)(inputs)
+    hidden = keras.layers.Dense(8, activation="relu")(keras.layers.Flatten()(embedded))
+    return keras.Model(inputs, keras.layers.Dense(1)(hidden))
+
+
+@pytest.mark.parametrize("make", [lambda: tf_ftrl.Ftrl(learning_rate=0.1),
+                                  lambda: tf_ftrl.Adagrad(learning_rate=0.1)],
+                         ids=["ftrl", "adagrad"])
+def test_optimizer_step_under_xla_is_the_custom_call_dense_and_sparse(rng, make):
+    model = _model()
+    optimizer = make()
+    optimizer.build(model.trainable_variables)
+    x = tf.constant(rng.integers(0, 200, size=(16, 4)).astype(np.int32))
+    y = tf.constant(rng.normal(size=(16, 1)).astype(np.float32))
+
+    @tf.function(jit_compile=True)
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean((model(x) - y) ** 2)
+        variables = model.trainable_variables
+        optimizer.apply(tape.gradient(loss, variables), variables)
+
+    hlo = _hlo(step, x, y)
+    sparse_op = "SparseApply" + type(optimizer).__name__
+    assert f'custom_call_target="tf_ftrl_FusedResource{sparse_op}"' in hlo
+    assert f'custom_call_target="tf_ftrl_FusedResourceApply{type(optimizer).__name__}"' in hlo
+    step(x, y)
+    used = optimizer.kernels_used()
+    assert any("(XLA custom call)" in update for update in used.values()), used
+
+
+@pytest.mark.parametrize("make", [lambda: tf_ftrl.Ftrl(learning_rate=0.1),
+                                  lambda: tf_ftrl.Adagrad(learning_rate=0.1)],
+                         ids=["ftrl", "adagrad"])
+def test_jit_compiled_fit_equals_uncompiled_fit_bit_for_bit(make):
+    data = np.random.default_rng(3)
+    x = data.integers(0, 200, size=(128, 4)).astype(np.int32)
+    y = (x.sum(axis=1, keepdims=True) % 2).astype(np.float32)
+    optimizer_weights, weights = [], []
+    for jit in (False, True):
+        model = _model()
+        model.compile(optimizer=make(), loss="mse", jit_compile=jit)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)  # no "fused kernels cannot run"
+            model.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0)
+        weights.append(model.get_weights())
+        optimizer_weights.append([v.numpy() for v in model.optimizer.variables])
+    # The optimizer's update is the same kernel; the model's forward and backward pass may be
+    # compiled differently by XLA, so the weights agree closely, not bit for bit.
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+
+
+def test_plain_ops_without_the_lowering(monkeypatch, rng):
+    monkeypatch.setattr(ops, "_xla_lowering", False)
+    variable = keras.Variable(rng.normal(size=(10, 4)).astype(np.float32))
+    optimizer = tf_ftrl.Adagrad(learning_rate=0.1)
+    optimizer.build([variable])
+    grad = tf.constant(rng.normal(size=(10, 4)).astype(np.float32))
+    step = tf.function(lambda: optimizer.apply([grad], [variable]), jit_compile=True)
+    _fused_optimizer._xla_warned.discard("Adagrad")
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        assert "custom-call" not in _hlo(step)
+        step()
+    assert "tensorflow ops (inside XLA, dense)" in optimizer.kernels_used().values()
+
+
+def test_one_log_line_says_which_path(caplog, monkeypatch):
+    monkeypatch.setattr(ops, "_xla_lowering", False)
+    with caplog.at_level(logging.INFO, logger="tf_ftrl"):
+        assert ops._load_xla_lowering()
+    assert [r.getMessage() for r in caplog.records] == [
+        "tf_ftrl: under XLA (jit_compile=True) the element-wise float32 updates run the fused "
+        "CPU kernels as XLA custom calls"]
+    caplog.clear()
+    monkeypatch.setenv("TF_FTRL_XLA_CUSTOM_CALL", "0")
+    with caplog.at_level(logging.INFO, logger="tf_ftrl"):
+        assert not ops._load_xla_lowering()
+    assert [r.getMessage() for r in caplog.records] == [
+        "tf_ftrl: under XLA (jit_compile=True) the updates run as plain TensorFlow ops "
+        "(TF_FTRL_XLA_CUSTOM_CALL=0)"]
