@@ -45,7 +45,11 @@ def test_regularized_embedding_updates_every_row(name):
 
 
 @pytest.mark.parametrize("name", ["Ftrl", "Adagrad"])
-def test_xla_warns_once_naming_the_optimizer_and_the_fix(name):
+def test_xla_warns_once_naming_the_optimizer_and_the_fix(name, monkeypatch):
+    # Where the fused ops have no XLA lowering (tests/test_xla_custom_call.py has the path with
+    # it, which does not warn).
+    tf_ftrl.ops.load_library()  # which sets _xla_lowering
+    monkeypatch.setattr(tf_ftrl.ops, "_xla_lowering", False)
     _fused_optimizer._xla_warned.discard(name)
     model = keras.Sequential([keras.Input((2,), dtype="int32"), keras.layers.Embedding(20, 4),
                               keras.layers.Flatten(), keras.layers.Dense(1)])
