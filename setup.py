@@ -27,6 +27,11 @@ from setuptools.command.build_ext import build_ext
 _ROOT = os.path.dirname(os.path.abspath(__file__))
 _LIBRARY = "_tf_ftrl_ops.so"
 _TARGET = "//kernels:_tf_ftrl_ops.so"
+# The XLA lowering of the fused ops (kernels/xla_ops.cc), beside the op library. Optional: it uses
+# TensorFlow's XLA headers, which change between releases; where it does not build, the package
+# works without it (the optimizers then run plain TensorFlow ops under XLA).
+_XLA_LIBRARY = "_tf_ftrl_xla_ops.so"
+_XLA_TARGET = "//kernels:_tf_ftrl_xla_ops.so"
 # Keras 3 (tf_ftrl.Ftrl/Adagrad) came with TensorFlow 2.16; tools/compat_check.sh tests each
 # release from there on (docs/reliability.md, "Supported releases").
 _OLDEST_TENSORFLOW = (2, 16)
@@ -121,7 +126,7 @@ def _bazel_output_root(environ=None):
     return os.path.join(cache, "tf_ftrl", "bazel")
 
 
-def _bazel_commands(bazel, editable, output_root=None, disk_cache=None):
+def _bazel_commands(bazel, editable, output_root=None, disk_cache=None, target=_TARGET):
     """The `bazel build` and `bazel info bazel-bin` command lines.
 
     Neither writes into the source tree (--symlink_prefix=/ drops the bazel-* links). A wheel
@@ -132,7 +137,7 @@ def _bazel_commands(bazel, editable, output_root=None, disk_cache=None):
     """
     startup = [] if editable else ["--batch", f"--output_user_root={output_root}"]
     cache = [f"--disk_cache={disk_cache}"] if disk_cache else []
-    build = [bazel, *startup, "build", "--symlink_prefix=/", *cache, _TARGET]
+    build = [bazel, *startup, "build", "--symlink_prefix=/", *cache, target]
     info = [bazel, *startup, "info", "bazel-bin"]
     return build, info
 
@@ -163,6 +168,26 @@ class BazelBuildExt(build_ext):
         if os.path.exists(target):
             os.remove(target)  # Bazel's outputs are read-only; never write through them
         shutil.copyfile(os.path.join(bazel_bin, "kernels", _LIBRARY), target)
+        os.chmod(target, 0o755)
+        self._build_xla_lowering(bazel, editable, env, bazel_bin, os.path.dirname(target))
+
+    def _build_xla_lowering(self, bazel, editable, env, bazel_bin, directory):
+        """Builds the XLA lowering and copies it beside the op library; a failure is reported,
+        not raised."""
+        build, _ = _bazel_commands(bazel, editable, _bazel_output_root(),
+                                   os.environ.get("TF_FTRL_BAZEL_DISK_CACHE"), _XLA_TARGET)
+        _log("building the XLA lowering of the fused ops (about 2 minutes on 2 cores the first "
+             "time): " + " ".join(build))
+        started = time.monotonic()
+        target = os.path.join(directory, _XLA_LIBRARY)
+        if os.path.exists(target):
+            os.remove(target)
+        if subprocess.run(build, cwd=_ROOT, env=env, stdout=sys.stderr).returncode != 0:
+            _log("the XLA lowering did not build against this TensorFlow (see above): tf_ftrl "
+                 "works without it, and its optimizers run plain TensorFlow ops under XLA")
+            return
+        _log(f"built in {time.monotonic() - started:.0f} s")
+        shutil.copyfile(os.path.join(bazel_bin, "kernels", _XLA_LIBRARY), target)
         os.chmod(target, 0o755)
 
 

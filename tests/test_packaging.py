@@ -60,6 +60,7 @@ def test_wheel_carries_the_library_and_names_no_tensorflow_distribution(tmp_path
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         assert "tf_ftrl/_tf_ftrl_ops.so" in names
+        assert "tf_ftrl/_tf_ftrl_xla_ops.so" in names  # the XLA lowering builds on 2.21
         assert "tf_ftrl/optimizers/ftrl.py" in names and "tf_ftrl/legacy/ftrl.py" in names
         (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
         lines = archive.read(metadata).decode().splitlines()
