@@ -251,3 +251,59 @@ def test_one_log_line_says_which_path(caplog, monkeypatch):
     assert [r.getMessage() for r in caplog.records] == [
         "tf_ftrl: under XLA (jit_compile=True) the updates run as plain TensorFlow ops "
         "(TF_FTRL_XLA_CUSTOM_CALL=0)"]
+
+
+@pytest.mark.parametrize("make", [lambda: tf_ftrl.Ftrl(learning_rate=0.1, l1=0.01, l2=0.02),
+                                  lambda: tf_ftrl.Adagrad(learning_rate=0.1)],
+                         ids=["ftrl", "adagrad"])
+def test_optimizer_step_under_xla_equals_the_step_without_bit_for_bit(rng, make):
+    table = rng.normal(size=(60, 16)).astype(np.float32)
+    kernel = rng.normal(size=(16, 8)).astype(np.float32)
+    indices = rng.integers(0, 60, size=40)  # duplicates included
+    sparse = tf.IndexedSlices(tf.constant(rng.normal(size=(40, 16)).astype(np.float32)),
+                              tf.constant(indices), tf.constant([60, 16], tf.int64))
+    dense = tf.constant(rng.normal(size=(16, 8)).astype(np.float32))
+    results = []
+    for jit in (False, True):
+        variables = [keras.Variable(table), keras.Variable(kernel)]
+        optimizer = make()
+        optimizer.build(variables)
+        step = tf.function(lambda: optimizer.apply([sparse, dense], variables),
+                           jit_compile=jit)
+        step()
+        step()
+        results.append([v.numpy() for v in variables] + [v.numpy() for v in optimizer.variables])
+    for i, (plain, compiled) in enumerate(zip(*results)):
+        np.testing.assert_array_equal(compiled, plain, err_msg=f"variable {i}")
+
+
+def test_checkpoint_and_saved_model_after_jit_compiled_fit(tmp_path):
+    from tests.support import saving_worker
+    from tests.test_optimizers_saving import run_worker
+    from tests.test_resilience import fused_ops_in
+
+    optimizer = tf_ftrl.Ftrl(learning_rate=0.1)
+    model = saving_worker.make_model()
+    model.compile(optimizer=optimizer, loss="mse", jit_compile=True)
+    saving_worker.fit_steps(model, 0, 4)
+    assert all("(XLA custom call)" in u for u in optimizer.kernels_used().values())
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer).write(
+        str(tmp_path / "ckpt"))
+    restored_optimizer = tf_ftrl.Ftrl(learning_rate=0.1)
+    restored = saving_worker.make_model()
+    restored.compile(optimizer=restored_optimizer, loss="mse", jit_compile=True)
+    restored_optimizer.build(restored.trainable_variables)
+    tf.train.Checkpoint(model=restored, optimizer=restored_optimizer).read(
+        checkpoint).assert_existing_objects_matched()
+    for a, b in zip(restored_optimizer.variables, optimizer.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+    export_dir = str(tmp_path / "saved_model")
+    tf.saved_model.save(model, export_dir)
+    assert fused_ops_in(export_dir) == set()
+    ids, _ = saving_worker.dataset_arrays()
+    expected = model.predict(ids, batch_size=len(ids), verbose=0)
+    result = run_worker("serve", export_dir)
+    assert result["tf_ftrl_imported"] is False
+    np.testing.assert_allclose(np.asarray(result["predictions"], np.float32), expected,
+                               rtol=1e-6, atol=1e-7)
