@@ -253,7 +253,9 @@ def test_one_log_line_says_which_path(caplog, monkeypatch):
         "(TF_FTRL_XLA_CUSTOM_CALL=0)"]
 
 
-@pytest.mark.parametrize("make", [lambda: tf_ftrl.Ftrl(learning_rate=0.1, l1=0.01, l2=0.02),
+@pytest.mark.parametrize("make", [lambda: tf_ftrl.Ftrl(learning_rate=0.1,
+                                                       l1_regularization_strength=0.01,
+                                                       l2_regularization_strength=0.02),
                                   lambda: tf_ftrl.Adagrad(learning_rate=0.1)],
                          ids=["ftrl", "adagrad"])
 def test_optimizer_step_under_xla_equals_the_step_without_bit_for_bit(rng, make):
