@@ -7,7 +7,8 @@ BAZEL := PYTHON_BIN_PATH=$(abspath $(PYTHON)) bazel
 # prunes it; delete the directory to reclaim its space.
 TF_FTRL_BAZEL_DISK_CACHE ?= $(HOME)/.cache/tf_ftrl/bazel-disk-cache
 BAZEL_CACHE := --disk_cache=$(TF_FTRL_BAZEL_DISK_CACHE)
-# Where nvcc exists (no GPU needed), `make test` also compiles and links the CUDA build.
+# Where nvcc exists (no GPU needed), `make test` also compiles and links the CUDA build (the op
+# library and its XLA lowering).
 NVCC := $(wildcard /usr/local/cuda/bin/nvcc)
 # The GPU machines have no TensorFlow: test-gpu and bench-gpu use their own Python, no set-up.
 GPU_PYTHON ?= python3
@@ -33,7 +34,8 @@ test: setup
 	$(BAZEL) test $(BAZEL_CACHE) $(CPU_KERNEL_TESTS) --test_output=errors --nocache_test_results
 ifneq ($(NVCC),)
 	# Its own output directory (.bazelrc) and no bazel-* links: bazel-bin stays the CPU build.
-	$(BAZEL) build $(BAZEL_CACHE) --config=cuda --symlink_prefix=/ //kernels:_tf_ftrl_ops.so
+	$(BAZEL) build $(BAZEL_CACHE) --config=cuda --symlink_prefix=/ //kernels:_tf_ftrl_ops.so \
+	  //kernels:_tf_ftrl_xla_ops.so
 endif
 	$(PYTHON) -m pytest -q tests
 

@@ -1,5 +1,6 @@
 // The XLA custom-call targets of the fused ops: XLA FFI handlers (platform "Host") that run the
-// same TensorFlow-free CPU loops as the OpKernels (cpu_loops.h) on the buffers XLA hands them.
+// same TensorFlow-free CPU loops as the OpKernels (cpu_loops.h) on the buffers XLA hands them,
+// and, built with CUDA, handlers on platform "CUDA" that run the CUDA launchers (gpu_kernels.h).
 // kernels/xla_ops.cc lowers each op to a custom call of its target, "tf_ftrl_" + the op's name,
 // with the state buffers aliased to the results, so that the loops update them in place.
 //
@@ -25,6 +26,13 @@
 #include "kernels/cpu_loops.h"
 #include "kernels/optimizers.h"
 #include "kernels/row_groups.h"
+#if GOOGLE_CUDA
+#include <cuda_runtime.h>
+
+#include <optional>
+
+#include "kernels/gpu_kernels.h"
+#endif
 #include "xla/ffi/api/c_api.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -151,6 +159,23 @@ std::string BoundError(const char* name, A value, Bound bound) {
   return "";
 }
 
+// The hyperparameters from their values (of var's storage type T, in the description's order),
+// each checked against its bound.
+template <typename Optimizer, typename T>
+ffi::Error CheckedHyperparams(const T (&scalars)[Optimizer::kNumHyperparams],
+                              typename Optimizer::template Hyperparams<AccumulateType<T>>* h) {
+  using A = AccumulateType<T>;
+  A values[Optimizer::kNumHyperparams];
+  for (int i = 0; i < Optimizer::kNumHyperparams; ++i) {
+    values[i] = static_cast<A>(Load(scalars[i]));
+    std::string error = BoundError(Optimizer::kHyperparams[i].name, values[i],
+                                   Optimizer::kHyperparams[i].bound);
+    if (!error.empty()) return ffi::Error::InvalidArgument(std::move(error));
+  }
+  *h = Optimizer::FromValues(values);
+  return ffi::Error::Success();
+}
+
 // The operands and results of one call, as the handler received them.
 struct CallBuffers {
   ffi::RemainingArgs args;
@@ -167,17 +192,15 @@ ffi::Error Update(ffi::ThreadPool* pool, const CallBuffers& call, bool flag) {
   constexpr int kFirstHyperparam = kNumState + 1 + kSparse;
 
   const ffi::AnyBuffer grad = *call.args.get<ffi::AnyBuffer>(kNumState);
-  A values[Optimizer::kNumHyperparams];
+  T scalars[Optimizer::kNumHyperparams];
   for (int i = 0; i < Optimizer::kNumHyperparams; ++i) {
-    const ffi::AnyBuffer scalar = *call.args.get<ffi::AnyBuffer>(kFirstHyperparam + i);
-    values[i] = static_cast<A>(Load(*reinterpret_cast<const T*>(scalar.untyped_data())));
+    scalars[i] = *reinterpret_cast<const T*>(
+        call.args.get<ffi::AnyBuffer>(kFirstHyperparam + i)->untyped_data());
   }
-  for (int i = 0; i < Optimizer::kNumHyperparams; ++i) {
-    std::string error = BoundError(Optimizer::kHyperparams[i].name, values[i],
-                                   Optimizer::kHyperparams[i].bound);
-    if (!error.empty()) return ffi::Error::InvalidArgument(std::move(error));
+  typename Optimizer::template Hyperparams<A> h;
+  if (ffi::Error error = CheckedHyperparams<Optimizer>(scalars, &h); error.failure()) {
+    return error;
   }
-  const auto h = Optimizer::FromValues(values);
 
   StateArrays<T, kNumState, S> state;
   state.rounding = StateRounding();
@@ -250,8 +273,12 @@ ffi::Error Dispatch(ffi::ThreadPool pool, ffi::RemainingArgs args, ffi::Remainin
     if constexpr (kSparse) {
       const ffi::DataType index_type = args.get<ffi::AnyBuffer>(Optimizer::kNumState + 1)
                                            ->element_type();
-      if (index_type == ffi::DataType::S32) return Update<Optimizer, T, S, int32_t>(&pool, call, flag);
-      if (index_type == ffi::DataType::S64) return Update<Optimizer, T, S, int64_t>(&pool, call, flag);
+      if (index_type == ffi::DataType::S32) {
+        return Update<Optimizer, T, S, int32_t>(&pool, call, flag);
+      }
+      if (index_type == ffi::DataType::S64) {
+        return Update<Optimizer, T, S, int64_t>(&pool, call, flag);
+      }
       return ffi::Error::InvalidArgument(Cat("indices must be int32 or int64, got ",
                                              TypeName(index_type)));
     } else {
@@ -278,6 +305,166 @@ XLA_FFI_Error* Handler(XLA_FFI_CallFrame* call_frame) {
   return handler->Call(call_frame);
 }
 
+#if GOOGLE_CUDA
+// The same update on XLA's CUDA platform: the buffers are device memory, the work goes to the
+// call's stream through the CUDA launchers (gpu_kernels.h) the OpKernels use. The launchers take
+// the hyperparameters on the host, so they (and [seed, step]) are copied from the device first,
+// one synchronization per call; the sparse launcher checks the indices before it writes
+// (another). Compiled with --config=cuda; not yet exercised (the GPU machines have no
+// TensorFlow).
+ffi::Error CudaError(cudaError_t status, const char* what) {
+  if (status == cudaSuccess) return ffi::Error::Success();
+  return ffi::Error::Internal(Cat(what, " failed on the GPU: ", cudaGetErrorName(status), ": ",
+                                  cudaGetErrorString(status)));
+}
+
+template <typename Optimizer, typename T, typename S, typename Index>
+ffi::Error UpdateOnGpu(cudaStream_t stream, ffi::ScratchAllocator* scratch,
+                       const CallBuffers& call, bool flag) {
+  using A = AccumulateType<T>;
+  constexpr int kNumState = Optimizer::kNumState;
+  constexpr bool kSparse = !std::is_void_v<Index>;
+  constexpr int kFirstHyperparam = kNumState + 1 + kSparse;
+  const int first_rounding = kFirstHyperparam + Optimizer::kNumHyperparams;
+  const bool stochastic = call.args.size() > static_cast<size_t>(first_rounding);
+
+  T scalars[Optimizer::kNumHyperparams];
+  int64_t seed_and_step[2] = {0, 0};
+  for (int i = 0; i < Optimizer::kNumHyperparams; ++i) {
+    const void* scalar = call.args.get<ffi::AnyBuffer>(kFirstHyperparam + i)->untyped_data();
+    if (auto e = CudaError(cudaMemcpyAsync(&scalars[i], scalar, sizeof(T),
+                                           cudaMemcpyDeviceToHost, stream),
+                           "Copying a hyperparameter");
+        e.failure()) {
+      return e;
+    }
+  }
+  if (stochastic) {
+    const void* pair = call.args.get<ffi::AnyBuffer>(first_rounding)->untyped_data();
+    if (auto e = CudaError(cudaMemcpyAsync(seed_and_step, pair, sizeof(seed_and_step),
+                                           cudaMemcpyDeviceToHost, stream),
+                           "Copying stochastic_rounding");
+        e.failure()) {
+      return e;
+    }
+  }
+  if (auto e = CudaError(cudaStreamSynchronize(stream), "Reading the hyperparameters");
+      e.failure()) {
+    return e;
+  }
+  typename Optimizer::template Hyperparams<A> h;
+  if (ffi::Error error = CheckedHyperparams<Optimizer>(scalars, &h); error.failure()) {
+    return error;
+  }
+
+  StateArrays<T, kNumState, S> state;
+  state.rounding = StateRounding();
+  if (stochastic) {
+    state.rounding.stochastic = true;
+    state.rounding.key = RoundingKey(seed_and_step[0], seed_and_step[1]);
+  }
+  for (int i = 0; i < kNumState; ++i) {
+    const ffi::AnyBuffer in = *call.args.get<ffi::AnyBuffer>(i);
+    ffi::Result<ffi::AnyBuffer> out = *call.rets.get<ffi::AnyBuffer>(i);
+    if (i == 0) {
+      state.var = reinterpret_cast<T*>(out->untyped_data());
+    } else {
+      state.slots[i - 1] = reinterpret_cast<S*>(out->untyped_data());
+    }
+    if (out->untyped_data() == in.untyped_data()) continue;
+    // (Before the sparse launcher's index check: the variables' buffers are not written, as
+    // they are not these.)
+    if (auto e = CudaError(cudaMemcpyAsync(out->untyped_data(), in.untyped_data(),
+                                           in.size_bytes(), cudaMemcpyDeviceToDevice, stream),
+                           "Copying the state");
+        e.failure()) {
+      return e;
+    }
+  }
+
+  const ffi::AnyBuffer grad = *call.args.get<ffi::AnyBuffer>(kNumState);
+  const T* grad_data = reinterpret_cast<const T*>(grad.untyped_data());
+  if constexpr (kSparse) {
+    const auto dims = call.args.get<ffi::AnyBuffer>(0)->dimensions();
+    const ffi::AnyBuffer indices = *call.args.get<ffi::AnyBuffer>(kNumState + 1);
+    int64_t row_size = 1;
+    for (size_t d = 1; d < dims.size(); ++d) row_size *= dims[d];
+    const gpu::SparseRows<Index> rows{reinterpret_cast<const Index*>(indices.untyped_data()),
+                                      static_cast<int64_t>(indices.element_count()), dims[0],
+                                      Optimizer::ChangesNothing(h) ? 0 : row_size};
+    if (rows.num_indices > gpu::kMaxSparseIndices) {
+      return ffi::Error::InvalidArgument(Cat("indices has ", rows.num_indices,
+                                             " elements but the GPU kernel takes at most ",
+                                             gpu::kMaxSparseIndices));
+    }
+    size_t bytes = 0;
+    if (auto e = CudaError(gpu::SparseWorkspaceBytes<T, Index>(rows.num_indices, rows.row_size,
+                                                               Optimizer::kRowwise, &bytes),
+                           "Sizing the sparse update's workspace");
+        e.failure()) {
+      return e;
+    }
+    std::optional<void*> workspace = scratch->Allocate(std::max<size_t>(bytes, 1));
+    if (!workspace.has_value()) {
+      return ffi::Error::Internal(Cat("could not allocate ", bytes, " bytes of workspace"));
+    }
+    IndexError error;
+    if (auto e = CudaError(gpu::SparseApply<Optimizer>(h, flag, state, grad_data, rows,
+                                                       *workspace, bytes, stream, &error),
+                           "The sparse update");
+        e.failure()) {
+      return e;
+    }
+    if (error.position >= 0) {
+      return ffi::Error::InvalidArgument(Cat("indices[", error.position, "] = ", error.value,
+                                             " is not in [0, ", rows.num_rows, ")"));
+    }
+    return ffi::Error::Success();
+  } else {
+    if (Optimizer::ChangesNothing(h)) return ffi::Error::Success();
+    return CudaError(gpu::Apply<Optimizer>(h, flag, state, grad_data,
+                                           static_cast<int64_t>(grad.element_count()), stream),
+                     "The dense update");
+  }
+}
+
+template <typename Optimizer, bool kSparse>
+ffi::Error DispatchOnGpu(cudaStream_t stream, ffi::ScratchAllocator scratch,
+                         ffi::RemainingArgs args, ffi::RemainingRets rets, bool flag) {
+  const CallBuffers call{args, rets};
+  const ffi::DataType var_type = args.get<ffi::AnyBuffer>(0)->element_type();
+  const ffi::DataType state_type = args.get<ffi::AnyBuffer>(1)->element_type();
+  if (var_type != ffi::DataType::F32 || state_type != ffi::DataType::F32) {
+    return ffi::Error::InvalidArgument(Cat("tf_ftrl's XLA custom call takes a float var with "
+                                           "float state, got ", TypeName(var_type), " and ",
+                                           TypeName(state_type)));
+  }
+  if constexpr (kSparse) {
+    const ffi::DataType index_type =
+        args.get<ffi::AnyBuffer>(Optimizer::kNumState + 1)->element_type();
+    if (index_type == ffi::DataType::S32) {
+      return UpdateOnGpu<Optimizer, float, float, int32_t>(stream, &scratch, call, flag);
+    }
+    return UpdateOnGpu<Optimizer, float, float, int64_t>(stream, &scratch, call, flag);
+  } else {
+    return UpdateOnGpu<Optimizer, float, float, void>(stream, &scratch, call, flag);
+  }
+}
+
+template <typename Optimizer, bool kSparse>
+XLA_FFI_Error* GpuHandler(XLA_FFI_CallFrame* call_frame) {
+  static auto* handler = ffi::Ffi::Bind()
+                             .Ctx<ffi::PlatformStream<cudaStream_t>>()
+                             .Ctx<ffi::ScratchAllocator>()
+                             .RemainingArgs()
+                             .RemainingRets()
+                             .template Attr<bool>(Optimizer::kFlag.name)
+                             .To(DispatchOnGpu<Optimizer, kSparse>)
+                             .release();
+  return handler->Call(call_frame);
+}
+#endif  // GOOGLE_CUDA
+
 template <typename Optimizer>
 bool RegisterHandlers() {
   for (const bool sparse : {false, true}) {
@@ -288,6 +475,12 @@ bool RegisterHandlers() {
         XLA_FFI_GetApi(), target, "Host",
         sparse ? Handler<Optimizer, true> : Handler<Optimizer, false>);
     if (error != nullptr) return false;
+#if GOOGLE_CUDA
+    error = ffi::Ffi::RegisterStaticHandler(
+        XLA_FFI_GetApi(), target, "CUDA",
+        sparse ? GpuHandler<Optimizer, true> : GpuHandler<Optimizer, false>);
+    if (error != nullptr) return false;
+#endif
   }
   return true;
 }

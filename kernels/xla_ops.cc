@@ -13,7 +13,8 @@
 // bounds and the indices' values are only known when the call runs, and the custom call checks
 // them before it writes anything.
 //
-// Registered for XLA's CPU JIT device only: the targets exist on XLA's host platform.
+// Registered for XLA's CPU JIT device (targets on XLA's host platform), and when built with CUDA
+// (--config=cuda) for its GPU JIT device too (targets on platform "CUDA").
 #include <string>
 #include <utility>
 #include <vector>
@@ -150,11 +151,11 @@ OpKernel* CreateXlaKernel(OpKernelConstruction* ctx) {
 // JIT device is registered here, directly, after RegisterCompilationKernels has run (it is
 // idempotent, and then never registers a second copy).
 template <typename Kernel>
-void RegisterXlaKernel(const std::string& name, bool sparse) {
+void RegisterXlaKernel(const char* device, const std::string& name, bool sparse) {
   XlaOpRegistrationBuilder registration = XlaOpRegistrationBuilder::Name(name);
-  registration.Device(DEVICE_CPU_XLA_JIT).TypeConstraint("T", DT_FLOAT).AllowResourceTypes();
+  registration.Device(device).TypeConstraint("T", DT_FLOAT).AllowResourceTypes();
   KernelDefBuilder kernel(name.c_str());
-  kernel.Device(DEVICE_CPU_XLA_JIT).TypeConstraint<float>("T");
+  kernel.Device(device).TypeConstraint<float>("T");
   if (sparse) {
     registration.TypeConstraint("Tindices", {DT_INT32, DT_INT64});
     kernel.TypeConstraint("Tindices", {DT_INT32, DT_INT64});
@@ -163,12 +164,23 @@ void RegisterXlaKernel(const std::string& name, bool sparse) {
   kernel_factory::OpKernelRegistrar(kernel.Build(), "XlaJitOp", &CreateXlaKernel<Kernel>);
 }
 
+// XLA's CPU JIT device, and with CUDA its GPU JIT device (targets on platform "CUDA").
+std::vector<const char*> XlaDevices() {
+#if GOOGLE_CUDA
+  return {DEVICE_CPU_XLA_JIT, DEVICE_GPU_XLA_JIT};
+#else
+  return {DEVICE_CPU_XLA_JIT};
+#endif
+}
+
 template <typename Optimizer>
 void RegisterXlaKernels() {
-  RegisterXlaKernel<FusedApplyXlaOp<Optimizer, false>>(
-      std::string("FusedResourceApply") + Optimizer::kName, false);
-  RegisterXlaKernel<FusedApplyXlaOp<Optimizer, true>>(
-      std::string("FusedResourceSparseApply") + Optimizer::kName, true);
+  for (const char* device : XlaDevices()) {
+    RegisterXlaKernel<FusedApplyXlaOp<Optimizer, false>>(
+        device, std::string("FusedResourceApply") + Optimizer::kName, false);
+    RegisterXlaKernel<FusedApplyXlaOp<Optimizer, true>>(
+        device, std::string("FusedResourceSparseApply") + Optimizer::kName, true);
+  }
 }
 
 #define TF_FTRL_REGISTER_XLA_OPS(Optimizer) RegisterXlaKernels<tf_ftrl::Optimizer>();
