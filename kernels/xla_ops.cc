@@ -26,8 +26,14 @@
 #include "tensorflow/core/framework/kernel_def_builder.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/types.h"
+#include "tf_version.h"
 #include "xla/hlo/builder/xla_builder.h"
 #include "xla/shape_util.h"
+
+// The TensorFlow version this library was compiled against, which tf_ftrl/ops.py reads from the
+// file before loading it, as for the op library (training_ops.cc).
+extern "C" __attribute__((used, visibility("default"))) const char tf_ftrl_xla_build_info[] =
+    "tf_ftrl:built_against_tensorflow=" TF_FTRL_BUILT_AGAINST_TF_VERSION ";";
 
 namespace tensorflow {
 namespace {

@@ -309,3 +309,11 @@ def test_checkpoint_and_saved_model_after_jit_compiled_fit(tmp_path):
     assert result["tf_ftrl_imported"] is False
     np.testing.assert_allclose(np.asarray(result["predictions"], np.float32), expected,
                                rtol=1e-6, atol=1e-7)
+
+
+def test_a_lowering_built_for_another_tensorflow_is_not_loaded(caplog, monkeypatch):
+    monkeypatch.setattr(ops, "_built_tensorflow_version", lambda path: "2.0.0")
+    with caplog.at_level(logging.INFO, logger="tf_ftrl"):
+        assert not ops._load_xla_lowering()
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert f"was built against TensorFlow 2.0.0, not {tf.__version__}" in message

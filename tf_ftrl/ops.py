@@ -98,6 +98,9 @@ def _load_xla_lowering():
         why = "TF_FTRL_XLA_CUSTOM_CALL=0"
     elif not os.path.isfile(path):
         why = f"{path} does not exist"
+    elif _built_tensorflow_version(path) != tf.__version__:
+        why = (f"{path} was built against TensorFlow "
+               f"{_built_tensorflow_version(path) or '(unknown version)'}, not {tf.__version__}")
     else:
         try:
             tf.load_op_library(path)
