@@ -5,6 +5,9 @@ optimizers use where the lowering is absent, and the uncompiled fused ops for re
 1. Sparse: one `optimizer.apply` of a `tf.IndexedSlices` gradient of `--ids` uniform random ids
    (with duplicates) to a `--rows` x `--dim` float32 table.
 2. Dense: one `optimizer.apply` of a dense gradient to a variable of `--dense` float32 elements.
+3. The bare ops on the same inputs, compiled (one custom call) and not (the OpKernel), their calls
+   interleaved: what the lowering itself costs, without the optimizer's other work (Keras's
+   gradient processing, the deduplication of sparse ids), which XLA compiles differently.
 
 Median milliseconds per call after warm-up. Run from the repository root:
 
@@ -99,6 +102,51 @@ def main(argv=None):
                 print(f"  ({kind} {name} jit={jit} lowering={lowering}: {sorted(used)})",
                       flush=True)
             print(f"| {kind} | {name} | {' | '.join(cells)} |", flush=True)
+    bare_ops(args, rng, sparse, dense)
+
+
+FTRL = dict(l1=0.001, l2=0.001, l2_shrinkage=0.0, lr_power=-0.5)
+
+
+def time_bare_ops(kind, op, initial, inputs, repeats):
+    """Median ms of `op` on fresh variables, compiled and not, the calls interleaved."""
+    steps = {}
+    for jit in (True, False):
+        state = [tf.Variable(x) for x in initial]
+
+        def step(*tensors, state=state):
+            op(*state, *tensors, 0.05)
+            return state[0][0]
+
+        steps[jit] = tf.function(step, jit_compile=jit)
+        steps[jit](*inputs).numpy()
+    times = {True: [], False: []}
+    for _ in range(repeats):
+        for jit, step in steps.items():
+            start = time.perf_counter()
+            step(*inputs).numpy()
+            times[jit].append(time.perf_counter() - start)
+    return {jit: 1000 * statistics.median(t) for jit, t in times.items()}
+
+
+def bare_ops(args, rng, sparse, dense):
+    print(f"\n| bare op | XLA custom call | OpKernel (no XLA) |\n|---|---:|---:|")
+    table = (args.rows, args.dim)
+    cases = [
+        ("sparse_apply_adagrad", ops.sparse_apply_adagrad, [np.zeros(table, np.float32)] * 2,
+         [sparse.values, sparse.indices]),
+        ("sparse_apply_ftrl", lambda v, a, l, g, i, lr: ops.sparse_apply_ftrl(v, a, l, g, i, lr, **FTRL),
+         [np.zeros(table, np.float32), np.full(table, 0.1, np.float32),
+          np.zeros(table, np.float32)], [sparse.values, sparse.indices]),
+        ("apply_adagrad", ops.apply_adagrad, [np.zeros(args.dense, np.float32)] * 2, [dense]),
+        ("apply_ftrl", lambda v, a, l, g, lr: ops.apply_ftrl(v, a, l, g, lr, **FTRL),
+         [np.zeros(args.dense, np.float32), np.full(args.dense, 0.1, np.float32),
+          np.zeros(args.dense, np.float32)], [dense]),
+    ]
+    for name, op, initial, inputs in cases:
+        ms = time_bare_ops(name, op, initial, inputs, args.repeats)
+        print(f"| {name} | {ms[True]:.2f} | {ms[False]:.2f} |", flush=True)
+        del initial
 
 
 if __name__ == "__main__":
