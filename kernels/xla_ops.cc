@@ -23,6 +23,7 @@
 #include "kernels/shape_checks.h"
 #include "tensorflow/compiler/tf2xla/xla_op_kernel.h"
 #include "tensorflow/compiler/tf2xla/xla_op_registry.h"
+#include "tensorflow/compiler/tf2xla/xla_resource.h"
 #include "tensorflow/core/framework/kernel_def_builder.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/types.h"
@@ -60,7 +61,15 @@ class FusedApplyXlaOp : public XlaOpKernel {
     std::vector<xla::Shape> state_shapes;
     std::vector<DataType> state_dtypes;
     TensorShape var_shape;
+    XlaResource* resources[kNumState];
     for (int i = 0; i < kNumState; ++i) {
+      OP_REQUIRES_OK(ctx, ctx->GetResourceInput(i, &resources[i]));
+      for (int j = 0; j < i; ++j) {
+        OP_REQUIRES(ctx, resources[i] != resources[j],
+                    absl::InvalidArgumentError(absl::StrCat(
+                        Optimizer::kStateNames[j], " and ", Optimizer::kStateNames[i],
+                        " must be different variables")));
+      }
       DataType type;
       TensorShape shape;
       OP_REQUIRES_OK(ctx, ctx->GetVariableTypeAndShape(i, &type, &shape));

@@ -317,3 +317,11 @@ def test_a_lowering_built_for_another_tensorflow_is_not_loaded(caplog, monkeypat
         assert not ops._load_xla_lowering()
     (message,) = [r.getMessage() for r in caplog.records]
     assert f"was built against TensorFlow 2.0.0, not {tf.__version__}" in message
+
+
+def test_the_same_variable_twice_is_rejected_as_by_the_op(rng):
+    var = tf.Variable(_state(rng, (10, 4), 1)[0])
+    step = tf.function(lambda g: [ops.apply_adagrad(var, var, g, 0.1)] and None, jit_compile=True)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="var and accum must be different variables"):
+        step(tf.ones((10, 4)))
