@@ -97,26 +97,6 @@ class PoolShards {
   }
 };
 
-// The project's storage type of an XLA element type, for the types the handlers take.
-template <ffi::DataType kType>
-struct StorageOf;
-template <>
-struct StorageOf<ffi::DataType::F32> {
-  using type = float;
-};
-template <>
-struct StorageOf<ffi::DataType::F64> {
-  using type = double;
-};
-template <>
-struct StorageOf<ffi::DataType::BF16> {
-  using type = bfloat16;
-};
-template <>
-struct StorageOf<ffi::DataType::F16> {
-  using type = float16;
-};
-
 const char* TypeName(ffi::DataType type) {
   switch (type) {
     case ffi::DataType::F32: return "float";

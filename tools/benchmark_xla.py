@@ -18,6 +18,7 @@ Median milliseconds per call after warm-up. Run from the repository root:
 import argparse
 import os
 import statistics
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -29,6 +30,9 @@ import tensorflow as tf  # noqa: E402
 import tf_ftrl  # noqa: E402
 from tf_ftrl import ops  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchmark_optimizers import median_ms  # noqa: E402  (ms, after warm-up)
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -38,17 +42,6 @@ def parse_args(argv=None):
     parser.add_argument("--dense", type=int, default=10_000_000)
     parser.add_argument("--repeats", type=int, default=10)
     return parser.parse_args(argv)
-
-
-def median_ms(fn, repeats, warmup=2):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
 
 
 # The paths compared: (name, jit_compile, whether the XLA lowering is used).
