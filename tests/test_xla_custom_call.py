@@ -325,3 +325,21 @@ def test_the_same_variable_twice_is_rejected_as_by_the_op(rng):
     with pytest.raises(tf.errors.InvalidArgumentError,
                        match="var and accum must be different variables"):
         step(tf.ones((10, 4)))
+
+
+@pytest.mark.parametrize("name", ["Ftrl", "Adagrad"])
+def test_legacy_optimizers_run_under_xla_with_the_bits_of_the_op(rng, name):
+    legacy = pytest.importorskip("tf_ftrl.legacy")
+    initial = rng.normal(size=(20, 4)).astype(np.float32)
+    grad = tf.IndexedSlices(tf.constant(rng.normal(size=(5, 4)).astype(np.float32)),
+                            tf.constant([1, 2, 1, 7, 19]), tf.constant([20, 4]))
+    results = []
+    for jit in (False, True):
+        var = tf.Variable(initial)
+        optimizer = getattr(legacy, name)(learning_rate=0.1)
+        step = tf.function(lambda: optimizer.apply_gradients([(grad, var)]) and None,
+                           jit_compile=jit)
+        step()
+        step()
+        results.append(var.numpy())
+    np.testing.assert_array_equal(results[1], results[0])
