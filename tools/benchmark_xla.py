@@ -128,7 +128,8 @@ def bare_ops(args, rng, sparse, dense):
     cases = [
         ("sparse_apply_adagrad", ops.sparse_apply_adagrad, [np.zeros(table, np.float32)] * 2,
          [sparse.values, sparse.indices]),
-        ("sparse_apply_ftrl", lambda v, a, l, g, i, lr: ops.sparse_apply_ftrl(v, a, l, g, i, lr, **FTRL),
+        ("sparse_apply_ftrl",
+         lambda v, a, l, g, i, lr: ops.sparse_apply_ftrl(v, a, l, g, i, lr, **FTRL),
          [np.zeros(table, np.float32), np.full(table, 0.1, np.float32),
           np.zeros(table, np.float32)], [sparse.values, sparse.indices]),
         ("apply_adagrad", ops.apply_adagrad, [np.zeros(args.dense, np.float32)] * 2, [dense]),
