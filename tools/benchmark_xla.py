@@ -101,7 +101,7 @@ def main(argv=None):
 FTRL = dict(l1=0.001, l2=0.001, l2_shrinkage=0.0, lr_power=-0.5)
 
 
-def time_bare_ops(kind, op, initial, inputs, repeats):
+def time_bare_ops(op, initial, inputs, repeats):
     """Median ms of `op` on fresh variables, compiled and not, the calls interleaved."""
     steps = {}
     for jit in (True, False):
@@ -138,9 +138,8 @@ def bare_ops(args, rng, sparse, dense):
           np.zeros(args.dense, np.float32)], [dense]),
     ]
     for name, op, initial, inputs in cases:
-        ms = time_bare_ops(name, op, initial, inputs, args.repeats)
+        ms = time_bare_ops(op, initial, inputs, args.repeats)
         print(f"| {name} | {ms[True]:.2f} | {ms[False]:.2f} |", flush=True)
-        del initial
 
 
 if __name__ == "__main__":
