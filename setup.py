@@ -179,16 +179,21 @@ class BazelBuildExt(build_ext):
         _log("building the XLA lowering of the fused ops (about 2 minutes on 2 cores the first "
              "time): " + " ".join(build))
         started = time.monotonic()
-        target = os.path.join(directory, _XLA_LIBRARY)
-        if os.path.exists(target):
-            os.remove(target)
+        # An editable install copies only the extension it declares from the build directory
+        # into the tree: the lowering goes into the tree's package directly.
+        places = {directory, os.path.join(_ROOT, "tf_ftrl")} if editable else {directory}
+        targets = [os.path.join(place, _XLA_LIBRARY) for place in places]
+        for target in targets:
+            if os.path.exists(target):
+                os.remove(target)  # no earlier build's lowering left behind
         if subprocess.run(build, cwd=_ROOT, env=env, stdout=sys.stderr).returncode != 0:
             _log("the XLA lowering did not build against this TensorFlow (see above): tf_ftrl "
                  "works without it, and its optimizers run plain TensorFlow ops under XLA")
             return
         _log(f"built in {time.monotonic() - started:.0f} s")
-        shutil.copyfile(os.path.join(bazel_bin, "kernels", _XLA_LIBRARY), target)
-        os.chmod(target, 0o755)
+        for target in targets:
+            shutil.copyfile(os.path.join(bazel_bin, "kernels", _XLA_LIBRARY), target)
+            os.chmod(target, 0o755)
 
 
 def _out_of_tree_options():
