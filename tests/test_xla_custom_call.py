@@ -367,13 +367,20 @@ def test_legacy_optimizers_run_under_xla_with_the_bits_of_the_op(rng, name):
     initial = rng.normal(size=(20, 4)).astype(np.float32)
     grad = tf.IndexedSlices(tf.constant(rng.normal(size=(5, 4)).astype(np.float32)),
                             tf.constant([1, 2, 1, 7, 19]), tf.constant([20, 4]))
+    # And two dense variables, which outside XLA take the multi-tensor op (not lowered).
+    dense_initial = [rng.normal(size=shape).astype(np.float32) for shape in ((4, 3), (3,))]
+    dense_grads = [tf.constant(rng.normal(size=v.shape).astype(np.float32))
+                   for v in dense_initial]
     results = []
     for jit in (False, True):
         var = tf.Variable(initial)
+        dense = [tf.Variable(v) for v in dense_initial]
         optimizer = getattr(legacy, name)(learning_rate=0.1)
-        step = tf.function(lambda: optimizer.apply_gradients([(grad, var)]) and None,
-                           jit_compile=jit)
+        step = tf.function(lambda: optimizer.apply_gradients(
+            [(grad, var)] + list(zip(dense_grads, dense))) and None, jit_compile=jit)
         step()
         step()
-        results.append(var.numpy())
-    np.testing.assert_array_equal(results[1], results[0])
+        results.append([var.numpy()] + [v.numpy() for v in dense])
+    for compiled, uncompiled in zip(results[1], results[0]):
+        np.testing.assert_array_equal(compiled, uncompiled)
+    assert not np.array_equal(results[1][1], dense_initial[0])

@@ -140,8 +140,10 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
             return super()._distributed_apply(distribution, others, apply_state, name)
 
     def _multi_tensor_eligible(self, grad, var):
+        # (Not inside XLA: the multi-tensor ops have no XLA lowering.)
         return (self._multi_tensor
                 and type(self)._resource_apply_dense is FusedOptimizerV2._resource_apply_dense
+                and tf.__internal__.get_enclosing_xla_context() is None
                 and not isinstance(grad, tf.IndexedSlices)
                 and not isinstance(var, tf.Tensor) and var.constraint is None
                 and not self._is_rowwise(var) and ops.has_fused_kernels(var.dtype))
@@ -203,7 +205,9 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
         """`update`, followed on the first step (iterations still 0: apply_gradients counts the
         step after its updates) by the huge-page advice for var and its slots if `huge_pages`."""
         slots = [self.get_slot(var, name) for name in self.get_slot_names()]
-        advised = _huge_pages.chosen([var] + slots, self.huge_pages)
+        # (Not inside XLA, where the advice's op has no kernel.)
+        in_xla = tf.__internal__.get_enclosing_xla_context() is not None
+        advised = [] if in_xla else _huge_pages.chosen([var] + slots, self.huge_pages)
         if not advised:
             return update
         advice = advise_on_first_step(advised, self.iterations, update)
