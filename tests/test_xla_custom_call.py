@@ -373,14 +373,19 @@ def test_legacy_optimizers_run_under_xla_with_the_bits_of_the_op(rng, name):
                    for v in dense_initial]
     results = []
     for jit in (False, True):
-        var = tf.Variable(initial)
-        dense = [tf.Variable(v) for v in dense_initial]
+        var = tf.Variable(initial, name="table")
+        dense = [tf.Variable(v, name=n) for v, n in zip(dense_initial, ("kernel", "bias"))]
         optimizer = getattr(legacy, name)(learning_rate=0.1)
         step = tf.function(lambda: optimizer.apply_gradients(
             [(grad, var)] + list(zip(dense_grads, dense))) and None, jit_compile=jit)
         step()
         step()
         results.append([var.numpy()] + [v.numpy() for v in dense])
+        kernels = optimizer.kernels_used()
     for compiled, uncompiled in zip(results[1], results[0]):
         np.testing.assert_array_equal(compiled, uncompiled)
     assert not np.array_equal(results[1][1], dense_initial[0])
+    op = name.lower()
+    assert kernels == {"table": f"sparse_apply_{op} (XLA custom call)",
+                       "kernel": f"apply_{op} (XLA custom call)",
+                       "bias": f"apply_{op} (XLA custom call)"}

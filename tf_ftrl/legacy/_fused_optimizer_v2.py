@@ -195,6 +195,8 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
         dense_op, sparse_op = self._spec_for(var).functions
         if ops.has_fused_kernels(var.dtype):
             update = sparse_op if sparse else dense_op
+            if tf.__internal__.get_enclosing_xla_context() is not None:
+                update += " (XLA custom call)"  # (the ops fail where they are not lowered)
         else:
             update = (f"tensorflow ops (no fused kernel for {var.dtype.base_dtype.name}, "
                       f"{'sparse' if sparse else 'dense'})")
