@@ -37,7 +37,7 @@ ifneq ($(NVCC),)
 	$(BAZEL) build $(BAZEL_CACHE) --config=cuda --symlink_prefix=/ //kernels:_tf_ftrl_ops.so \
 	  //kernels:_tf_ftrl_xla_ops.so
 endif
-	$(PYTHON) -m pytest -q tests
+	$(PYTHON) -m pytest -q --durations=15 tests
 
 # The CUDA kernels against the CPU kernels, through the TensorFlow-free driver (GPU machine).
 test-gpu:
