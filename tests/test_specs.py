@@ -89,7 +89,7 @@ def test_wrapper_signature_is_derived_from_the_spec(name, sparse):
 
 
 def test_wrapper_signatures_as_documented():
-    # As README.md's API section shows them (plus `name`).
+    # As docs/design.md's list of the ops shows them (plus `name`).
     assert str(inspect.signature(tf_ftrl.ops.apply_ftrl)) == (
         "(var, accum, linear, grad, lr, l1, l2, l2_shrinkage=0.0, lr_power=-0.5, "
         "multiply_linear_by_lr=False, use_locking=False, stochastic_rounding=None, name=None)")
