@@ -188,8 +188,11 @@ def test_low_precision_state_keeps_the_weights_within_its_rounding(rng, case, st
     assert optimizer.get_slot(var, "linear").dtype == state_dtype
     optimizer.apply([tf.zeros_like(weights)], [var])
     sigma, threshold = _sigma_and_threshold(CASES[case], accum, weights)
-    # z rounded to nearest moves w by at most |z| * 2^-bits / sigma = (|w| + l1/sigma) 2^-bits.
-    bound = (np.abs(weights) + threshold / sigma) * 2.0 ** -bits 
+    # z rounded to nearest moves w by at most |z| * 2^-bits / sigma = (|w| + l1/sigma) 2^-bits,
+    # and where z is subnormal in the state dtype (float16 below 6.1e-5) by at most the
+    # subnormals' spacing over sigma.
+    subnormal_spacing = {"float16": 2.0 ** -24, "bfloat16": 2.0 ** -133}[state_dtype]
+    bound = (np.abs(weights) + threshold / sigma) * 2.0 ** -bits + subnormal_spacing / sigma
     bound = bound + np.spacing(np.abs(weights))
     _assert_at_most(np.abs(var.numpy().astype(np.float64) - weights), bound)
 
