@@ -48,7 +48,6 @@ import argparse
 import gc
 import json
 import os
-import socket
 import sys
 import time
 
@@ -60,6 +59,8 @@ import tensorflow as tf  # noqa: E402
 import tf_ftrl  # noqa: E402
 import tf_ftrl.legacy  # noqa: E402,F401
 import tf_keras  # noqa: E402
+
+from tf_ftrl.examples.local_cluster import free_loopback_ports  # noqa: E402
 
 RESULT_PREFIX = "RESULT_JSON:"
 
@@ -135,19 +136,6 @@ def server_config(num_workers):
     config = tf.compat.v1.ConfigProto()
     config.inter_op_parallelism_threads = num_workers + 1
     return config
-
-
-def free_loopback_ports(count):
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def start_in_process_cluster(num_workers, num_ps):
