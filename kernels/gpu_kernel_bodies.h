@@ -343,16 +343,16 @@ TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void SumRunColumns(const T* __restrict__ grad
   AddPartialRows<kWidth>(partials, run.first_slot, run.end_slot, row_size, column, sum);
 }
 
-// Sparse, second pass: the same groups; the group at the start of a run sums the run's first
-// chunk of gradient rows in order, adds the later chunks' partial sums (ChunkSumThreadWork) in
-// order, and updates the row, kWidth elements per lane at a time. The other groups have nothing
-// to do, so each unique row is written by exactly one group.
-template <int kWidth, typename Step, typename State, typename Index,
-          typename T = typename State::Var>
-TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void SparseThreadWork(
-    const Step& step, const State& state, const T* __restrict__ grad,
-    int64_t row_size, int lanes, const SortedPairs<Index>& sorted,
-    const AccumulateType<T>* partials, int64_t thread, int64_t num_threads) {
+// The sparse passes' walk over the runs: thread `thread` of `num_threads` is lane
+// `thread % lanes` of group `thread / lanes`; the groups stride over the sorted positions, and the
+// group at the start of a run sums the run's gradient rows (SumRunColumns: its first chunk in
+// order, then the later chunks' partial sums from ChunkSumThreadWork, in order), kWidth columns
+// per lane at a time, and hands each sum to `fn(begin, index, column, sum)`. The other groups
+// have nothing to do, so each unique row is handled by exactly one group.
+template <int kWidth, typename T, typename Index, typename Fn>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void ForEachSummedRun(
+    const T* __restrict__ grad, int64_t row_size, int lanes, const SortedPairs<Index>& sorted,
+    const AccumulateType<T>* partials, int64_t thread, int64_t num_threads, const Fn& fn) {
   using A = AccumulateType<T>;
   const int64_t num_groups = num_threads / lanes;
   const int lane = static_cast<int>(thread % lanes);
@@ -360,14 +360,28 @@ TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void SparseThreadWork(
     const Index index = sorted.indices[begin];
     if (begin > 0 && sorted.indices[begin - 1] == index) continue;
     const RunChunks run = ChunksOf(begin, RunEnd(sorted.indices, sorted.n, begin, index));
-    const int64_t row_offset = static_cast<int64_t>(index) * row_size;
     for (int64_t column = static_cast<int64_t>(lane) * kWidth; column < row_size;
          column += static_cast<int64_t>(lanes) * kWidth) {
-      A g[kWidth];
-      SumRunColumns<kWidth>(grad, row_size, sorted, partials, run, column, g);
-      UpdateElements<kWidth>(step, state, row_offset + column, g);
+      Pack<A, kWidth> sum;
+      SumRunColumns<kWidth>(grad, row_size, sorted, partials, run, column, sum.values);
+      fn(begin, index, column, sum);
     }
   }
+}
+
+// Sparse, second pass: each run's summed gradient updates its row.
+template <int kWidth, typename Step, typename State, typename Index,
+          typename T = typename State::Var>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void SparseThreadWork(
+    const Step& step, const State& state, const T* __restrict__ grad,
+    int64_t row_size, int lanes, const SortedPairs<Index>& sorted,
+    const AccumulateType<T>* partials, int64_t thread, int64_t num_threads) {
+  ForEachSummedRun<kWidth>(
+      grad, row_size, lanes, sorted, partials, thread, num_threads,
+      [&](int64_t, Index index, int64_t column, const Pack<AccumulateType<T>, kWidth>& sum) {
+        UpdateElements<kWidth>(step, state, static_cast<int64_t>(index) * row_size + column,
+                               sum.values);
+      });
 }
 
 // ------------------------------------------------------------------- row-wise (rowwise_math.h)
@@ -457,29 +471,19 @@ TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void RowwiseDenseThreadWork(
   }
 }
 
-// Sparse, after ChunkSumThreadWork: the group at the start of each run sums the run's gradient
-// rows as SparseThreadWork does (first chunk, then the later chunks' partial sums, in order) and
-// writes the sum to row `begin` of `summed` (row_size values of the accumulate type per sorted
-// position).
+// Sparse, after ChunkSumThreadWork: each run's summed gradient row goes to row `begin` of
+// `summed` (row_size values of the accumulate type per sorted position).
 template <int kWidth, typename T, typename Index>
 TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void RowSumThreadWork(
     const T* __restrict__ grad, int64_t row_size, int lanes, const SortedPairs<Index>& sorted,
     const AccumulateType<T>* partials, AccumulateType<T>* summed, int64_t thread,
     int64_t num_threads) {
   using A = AccumulateType<T>;
-  const int64_t num_groups = num_threads / lanes;
-  const int lane = static_cast<int>(thread % lanes);
-  for (int64_t begin = thread / lanes; begin < sorted.n; begin += num_groups) {
-    const Index index = sorted.indices[begin];
-    if (begin > 0 && sorted.indices[begin - 1] == index) continue;
-    const RunChunks run = ChunksOf(begin, RunEnd(sorted.indices, sorted.n, begin, index));
-    for (int64_t column = static_cast<int64_t>(lane) * kWidth; column < row_size;
-         column += static_cast<int64_t>(lanes) * kWidth) {
-      Pack<A, kWidth> sum;
-      SumRunColumns<kWidth>(grad, row_size, sorted, partials, run, column, sum.values);
-      *reinterpret_cast<Pack<A, kWidth>*>(summed + begin * row_size + column) = sum;
-    }
-  }
+  ForEachSummedRun<kWidth>(
+      grad, row_size, lanes, sorted, partials, thread, num_threads,
+      [&](int64_t begin, Index, int64_t column, const Pack<A, kWidth>& sum) {
+        *reinterpret_cast<Pack<A, kWidth>*>(summed + begin * row_size + column) = sum;
+      });
 }
 
 // Sparse, next: one thread per sorted position; the thread at the start of each run computes the

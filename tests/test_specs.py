@@ -16,9 +16,9 @@ from tf_ftrl import _docstrings, _specs
 from tf_ftrl._arguments import check_arguments
 
 SPECS = {spec.name: spec for spec in _specs.OPTIMIZERS}
-# The ops' descriptions: the optimizers' and their row-wise variants'.
-OP_SPECS = {spec.name: spec for spec in _specs.OPTIMIZERS + _specs.ROWWISE}
-WRAPPERS = {(spec.name, sparse): getattr(tf_ftrl.ops, spec.functions[sparse])
+# The ops' descriptions: every registered row (the optimizers' and their row-wise variants').
+OP_SPECS = {spec.name: spec for spec in _specs.registered()}
+WRAPPERS = {(spec.name, sparse): tf_ftrl.ops.wrapper(spec.functions[sparse])
             for spec in OP_SPECS.values() for sparse in (False, True)}
 SPARSE = pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
 NAME = pytest.mark.parametrize("name", sorted(SPECS))
@@ -30,6 +30,26 @@ def test_wrappers_are_named_after_the_spec():
     assert WRAPPERS["Adagrad", False] is tf_ftrl.ops.apply_adagrad
     for (name, sparse), wrapper in WRAPPERS.items():
         assert wrapper.__name__ == OP_SPECS[name].functions[sparse]
+
+
+def test_every_fused_op_of_the_library_has_its_row():
+    # A registration line in kernels/optimizers.h makes the ops; the Python row describes them.
+    assert set(OP_SPECS) >= set(SPECS) | {"RowwiseFtrl", "RowwiseAdagrad"}
+    # The loaded library's functions, one per registered op ("fused_resource_apply_ftrl").
+    registered = {name for name in dir(tf_ftrl.ops.load_library())
+                  if name.startswith("fused_resource_") and not name.endswith("_fallback")}
+    described = {_specs.snake_case(op) for spec in OP_SPECS.values()
+                 for op in (spec.dense_op, spec.sparse_op)}
+    assert {name for name in registered if "multi_apply" not in name} == described
+    assert {_specs.snake_case(spec.multi_op) for spec in SPECS.values()} <= registered
+
+
+def test_rows_and_wrappers_are_named_once():
+    with pytest.raises(ValueError, match="'Ftrl' is registered already"):
+        _specs.register(_specs.FTRL)
+    with pytest.raises(ValueError, match="'apply_adagrad' exists already"):
+        tf_ftrl.ops.op_wrappers(_specs.ADAGRAD, "", "")
+    assert tf_ftrl.ops.wrapper("apply_adagrad") is tf_ftrl.ops.apply_adagrad
 
 
 def op_def(spec, sparse):

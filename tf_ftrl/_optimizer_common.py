@@ -82,7 +82,7 @@ class SpecDispatch:
 
     def _op(self, variable, sparse):
         """The fused op wrapper of `variable`'s update (`tf_ftrl.ops`)."""
-        return getattr(ops, self._spec_for(variable).functions[sparse])
+        return ops.wrapper(self._spec_for(variable).functions[sparse])
 
     def kernels_used(self):
         return self._update_log.used()

@@ -5,6 +5,10 @@ signatures, their flag attr) and the optimizers' numeric constructor arguments, 
 bound Keras checks it against and the op input it becomes. The op wrappers in `tf_ftrl.ops`, the
 constructor checks in `tf_ftrl._arguments` and both front ends' slots and op arguments are derived
 from this table; tests/test_specs.py checks it against the OpDefs the op library registers.
+
+An optimizer added later declares its row in its own module (`register(OptimizerSpec(...))`,
+docs/design.md "Adding an optimizer"); `registered()` lists every row, and the test checks that
+each fused op the library registers has one.
 """
 
 import dataclasses
@@ -52,9 +56,7 @@ class Slot:
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerSpec:
-    name: str
-    dense_op: str  # the registered op names
-    sparse_op: str
+    name: str  # the C++ description's kName: "Ftrl" (the ops: FusedResourceApplyFtrl & co.)
     slots: Tuple[Slot, ...]  # the ops' inputs after var, in their order
     # The ops' scalar inputs, in their order (after grad, and indices for the sparse op).
     op_hyperparameters: Tuple[str, ...]
@@ -65,9 +67,18 @@ class OptimizerSpec:
     flag_default: bool
 
     @property
+    def dense_op(self):
+        """The registered dense op: "FusedResourceApplyFtrl"."""
+        return f"FusedResourceApply{self.name}"
+
+    @property
+    def sparse_op(self):
+        return f"FusedResourceSparseApply{self.name}"
+
+    @property
     def snake_name(self):
         """"RowwiseFtrl" -> "rowwise_ftrl"."""
-        return re.sub(r"(?<!^)(?=[A-Z])", "_", self.name).lower()
+        return snake_case(self.name)
 
     @property
     def functions(self):
@@ -99,6 +110,28 @@ class OptimizerSpec:
                 else value_of(self.op_argument(name)) for name in self.op_hyperparameters}
 
 
+def snake_case(name):
+    """"FusedResourceApplyFtrl" -> "fused_resource_apply_ftrl" (also the name of an op's function
+    in the loaded library)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+_REGISTERED = []
+
+
+def register(spec):
+    """Adds `spec` to `registered()` and returns it."""
+    if any(other.name == spec.name for other in _REGISTERED):
+        raise ValueError(f"an optimizer named {spec.name!r} is registered already")
+    _REGISTERED.append(spec)
+    return spec
+
+
+def registered():
+    """Every optimizer's row: the ones below, and those their own modules register."""
+    return tuple(_REGISTERED)
+
+
 # Every optimizer's learning rate: a float, a schedule or a callable (checked at each step).
 LEARNING_RATE = Argument("learning_rate", NON_NEGATIVE, op_input="lr", numbers_only=True)
 
@@ -111,10 +144,8 @@ def _op_arguments(spec):
 ACCUMULATOR = Slot("accumulator", "accum", initial_value="initial_accumulator_value")
 INITIAL_ACCUMULATOR_VALUE = Argument("initial_accumulator_value", NON_NEGATIVE)
 
-FTRL = OptimizerSpec(
+FTRL = register(OptimizerSpec(
     name="Ftrl",
-    dense_op="FusedResourceApplyFtrl",
-    sparse_op="FusedResourceSparseApplyFtrl",
     slots=(ACCUMULATOR, Slot("linear", "linear")),
     op_hyperparameters=("lr", "l1", "l2", "l2_shrinkage", "lr_power"),
     arguments=(
@@ -130,12 +161,10 @@ FTRL = OptimizerSpec(
     ),
     flag="multiply_linear_by_lr",
     flag_default=False,
-)
+))
 
-ADAGRAD = OptimizerSpec(
+ADAGRAD = register(OptimizerSpec(
     name="Adagrad",
-    dense_op="FusedResourceApplyAdagrad",
-    sparse_op="FusedResourceSparseApplyAdagrad",
     slots=(ACCUMULATOR,),
     op_hyperparameters=("lr", "epsilon"),
     arguments=(
@@ -144,16 +173,14 @@ ADAGRAD = OptimizerSpec(
     ),
     flag="update_slots",
     flag_default=True,
-)
+))
 
 OPTIMIZERS = (FTRL, ADAGRAD)
 
 # Row-wise variants: the same arguments, one accumulator value per row of the variable.
 ROW_ACCUMULATOR = dataclasses.replace(ACCUMULATOR, per_row=True)
-ROWWISE_FTRL = dataclasses.replace(
-    FTRL, name="RowwiseFtrl", dense_op="FusedResourceApplyRowwiseFtrl",
-    sparse_op="FusedResourceSparseApplyRowwiseFtrl", slots=(ROW_ACCUMULATOR, FTRL.slots[1]))
-ROWWISE_ADAGRAD = dataclasses.replace(
-    ADAGRAD, name="RowwiseAdagrad", dense_op="FusedResourceApplyRowwiseAdagrad",
-    sparse_op="FusedResourceSparseApplyRowwiseAdagrad", slots=(ROW_ACCUMULATOR,))
+ROWWISE_FTRL = register(dataclasses.replace(
+    FTRL, name="RowwiseFtrl", slots=(ROW_ACCUMULATOR, FTRL.slots[1])))
+ROWWISE_ADAGRAD = register(dataclasses.replace(
+    ADAGRAD, name="RowwiseAdagrad", slots=(ROW_ACCUMULATOR,)))
 ROWWISE = (ROWWISE_FTRL, ROWWISE_ADAGRAD)

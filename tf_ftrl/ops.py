@@ -204,6 +204,23 @@ def _signature(spec, tensors):
            parameter("stochastic_rounding", None), parameter("name", None)])
 
 
+# Every op wrapper by its name: those below, and those an optimizer's own module makes
+# (`op_wrappers`). The optimizers find their ops here (`wrapper`).
+_WRAPPERS = {}
+
+
+def wrapper(name):
+    """The op wrapper named `name` ("sparse_apply_ftrl"), wherever it was made."""
+    return _WRAPPERS[name]
+
+
+def op_wrappers(spec, dense_doc, sparse_doc):
+    """The dense and the sparse op wrapper of `spec` (an `_specs.OptimizerSpec` whose ops the
+    library registers), named `spec.functions`, with those docstrings (`{hyperparameters}` in
+    one is filled in with the scalar inputs and their bounds)."""
+    return _op_wrapper(spec, False, dense_doc), _op_wrapper(spec, True, sparse_doc)
+
+
 def _op_wrapper(spec, sparse, doc):
     """The Python function of `spec`'s dense or sparse op (`apply_ftrl`, `sparse_apply_ftrl`),
     its signature derived from `spec`:
@@ -213,7 +230,7 @@ def _op_wrapper(spec, sparse, doc):
     tensors = variables + ["grad"] + (["indices"] if sparse else [])
 
     signature = _signature(spec, tensors)
-    op_function = _snake_case(spec.sparse_op if sparse else spec.dense_op)
+    op_function = _specs.snake_case(spec.sparse_op if sparse else spec.dense_op)
 
     def wrapper(*args, **kwargs):
         given = signature.bind(*args, **kwargs)
@@ -233,7 +250,7 @@ def _op_wrapper(spec, sparse, doc):
     wrapper.__name__ = wrapper.__qualname__ = spec.functions[sparse]
     wrapper.__doc__ = doc.format(hyperparameters=_hyperparameters_doc(spec))
     wrapper.__signature__ = signature
-    return wrapper
+    return _register(wrapper)
 
 
 def _multi_op_wrapper(spec, doc):
@@ -243,7 +260,7 @@ def _multi_op_wrapper(spec, doc):
     lists = ["var"] + [slot.op_input for slot in spec.slots] + ["grad"]
 
     signature = _signature(spec, lists)
-    op_function = _snake_case(spec.multi_op)
+    op_function = _specs.snake_case(spec.multi_op)
 
     def wrapper(*args, **kwargs):
         given = signature.bind(*args, **kwargs)
@@ -279,13 +296,14 @@ def _multi_op_wrapper(spec, doc):
     wrapper.__name__ = wrapper.__qualname__ = spec.multi_function
     wrapper.__doc__ = doc
     wrapper.__signature__ = signature
-    return wrapper
+    return _register(wrapper)
 
 
-def _snake_case(op_name):
-    """The name of an op's function in the loaded library: FusedResourceApplyFtrl ->
-    fused_resource_apply_ftrl."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", op_name).lower()
+def _register(function):
+    if function.__name__ in _WRAPPERS:
+        raise ValueError(f"an op wrapper named {function.__name__!r} exists already")
+    _WRAPPERS[function.__name__] = function
+    return function
 
 
 def _hyperparameters_doc(spec):
@@ -298,7 +316,7 @@ def _hyperparameters_doc(spec):
     return f"{', '.join(spec.op_hyperparameters)}: finite scalars;\n        {bounds}."
 
 
-apply_ftrl = _op_wrapper(_specs.FTRL, False, """\
+apply_ftrl, sparse_apply_ftrl = op_wrappers(_specs.FTRL, """\
 Fused FTRL-Proximal update of `var`, `accum` and `linear` in place.
 
     The math of `tf.raw_ops.ResourceApplyFtrlV2`: with p = lr_power,
@@ -322,9 +340,7 @@ Fused FTRL-Proximal update of `var`, `accum` and `linear` in place.
         (int64): it rounds stochastically, each element up or down with probability by its
         distance, from bits that depend only on seed, step, the array and the element's
         position (the same on CPU and GPU). Only for state narrower than var.
-    """)
-
-sparse_apply_ftrl = _op_wrapper(_specs.FTRL, True, """\
+    """, """\
 Fused FTRL-Proximal update of the rows `indices` of `var`, `accum` and `linear`.
 
     `grad[i]` is the gradient of row `indices[i]`; `var` has rank >= 1 and `grad` has shape
@@ -333,21 +349,19 @@ Fused FTRL-Proximal update of the rows `indices` of `var`, `accum` and `linear`.
     bound, and nothing is written. Other arguments as in `apply_ftrl`.
     """)
 
-apply_adagrad = _op_wrapper(_specs.ADAGRAD, False, """\
+apply_adagrad, sparse_apply_adagrad = op_wrappers(_specs.ADAGRAD, """\
 Fused Adagrad update in place: `accum += grad**2` (when `update_slots`), then
     `var -= lr * grad / (sqrt(accum) + epsilon)`, as `tf.raw_ops.ResourceApplyAdagradV2`.
 
     Args as in `apply_ftrl`, and
       {hyperparameters}
         At lr 0 only the accumulator changes.
-    """)
-
-sparse_apply_adagrad = _op_wrapper(_specs.ADAGRAD, True, """\
+    """, """\
 Fused Adagrad update of the rows `indices` of `var` and `accum`; duplicate indices are
     summed first. Arguments as in `sparse_apply_ftrl` and `apply_adagrad`.
     """)
 
-apply_rowwise_ftrl = _op_wrapper(_specs.ROWWISE_FTRL, False, """\
+apply_rowwise_ftrl, sparse_apply_rowwise_ftrl = op_wrappers(_specs.ROWWISE_FTRL, """\
 Fused row-wise FTRL-Proximal update in place: one accumulator value per row of `var`.
 
     A row is everything after the first dimension (D elements). With g the row's gradient,
@@ -363,14 +377,12 @@ Fused row-wise FTRL-Proximal update in place: one accumulator value per row of `
       {hyperparameters}
         A step at lr = 0 changes nothing.
       multiply_linear_by_lr, use_locking, stochastic_rounding: as in `apply_ftrl`.
-    """)
-
-sparse_apply_rowwise_ftrl = _op_wrapper(_specs.ROWWISE_FTRL, True, """\
+    """, """\
 Fused row-wise FTRL-Proximal update of the rows `indices`; duplicate indices are summed
     into one row gradient first. Arguments as in `sparse_apply_ftrl` and `apply_rowwise_ftrl`.
     """)
 
-apply_rowwise_adagrad = _op_wrapper(_specs.ROWWISE_ADAGRAD, False, """\
+apply_rowwise_adagrad, sparse_apply_rowwise_adagrad = op_wrappers(_specs.ROWWISE_ADAGRAD, """\
 Fused row-wise Adagrad update in place (FBGEMM's exact row-wise Adagrad): with g a row's
     gradient, `accum[r] += mean(g**2)` (when `update_slots`), then
     `var[r] -= lr * g / (sqrt(accum[r]) + epsilon)`. `accum` has shape `[var.shape[0]]`; other
@@ -378,9 +390,7 @@ Fused row-wise Adagrad update in place (FBGEMM's exact row-wise Adagrad): with g
 
     Args:
       {hyperparameters}
-    """)
-
-sparse_apply_rowwise_adagrad = _op_wrapper(_specs.ROWWISE_ADAGRAD, True, """\
+    """, """\
 Fused row-wise Adagrad update of the rows `indices`; duplicate indices are summed into one
     row gradient first. Arguments as in `sparse_apply_adagrad` and `apply_rowwise_adagrad`.
     """)

@@ -163,7 +163,7 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
             rounding = tf.stack([
                 self._rounding(_replica_free_name(var), dtype, slots[0][0].dtype,
                                self.iterations) for var in variables])
-        update = getattr(ops, self._spec.multi_function)(
+        update = ops.wrapper(self._spec.multi_function)(
             variables, *slots, list(grads), **self._op_values(first_var, apply_state),
             **self._flag_keywords(), use_locking=self._use_locking,
             stochastic_rounding=rounding)

@@ -27,6 +27,16 @@ from tf_ftrl import huge_pages as _huge_pages
 from tf_ftrl.huge_pages import advise_on_first_step
 
 
+def constructor_arguments(arguments, but=()):
+    """A subclass constructor's `locals()` as keyword arguments for `FusedOptimizer.__init__`:
+    every argument (and what `**kwargs` holds) but `self` and the names in `but`, which the
+    subclass keeps itself."""
+    keywords = {name: value for name, value in arguments.items()
+                if name not in ("self", "__class__", "kwargs") and name not in but}
+    keywords.update(arguments.get("kwargs", {}))
+    return keywords
+
+
 def tf_variable(variable):
     """The tf.Variable behind a Keras variable (this replica's under tf.distribute)."""
     return variable.value if isinstance(variable, keras.Variable) else variable
@@ -146,13 +156,17 @@ class _Named:
 class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
     """Base of tf_ftrl's Keras 3 optimizers.
 
-    Subclasses set `_spec` (their `_specs.OptimizerSpec`), define `_slots(variable)` and
-    implement `_fused_update(...)` (the fused ops) and `_rows_update(...)` (the same math in
-    plain TensorFlow ops).
+    Subclasses set `_spec` (their `_specs.OptimizerSpec`), pass their constructor's arguments
+    on with `super().__init__(**constructor_arguments(locals()))`, make their slots in `build`
+    (`self._accumulators, ... = self._add_slots(var_list)`, the attributes `_slot_attributes`
+    names) and implement `_rows_update(...)` (the same math in plain TensorFlow ops);
+    `_op_keywords` adds what the ops take besides `_spec`'s scalar inputs.
     """
 
     def __init__(self, *, learning_rate, huge_pages="auto", rowwise=False, state_dtype=None,
                  stochastic_rounding=True, **kwargs):
+        # `_spec`'s numeric arguments are checked after Keras's own, as Keras's optimizers do.
+        values = {argument.name: kwargs.pop(argument.name) for argument in self._spec.arguments}
         check_learning_rate(learning_rate)
         super().__init__(learning_rate=learning_rate, **kwargs)
         self.huge_pages = _huge_pages.checked_option(huge_pages)
@@ -160,11 +174,6 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
         self.state_dtype = checked_state_dtype(state_dtype)
         self.stochastic_rounding = bool(stochastic_rounding)
         self._update_log = UpdateLog()
-
-
-    def _set_arguments(self, **values):
-        """Checks the numeric constructor arguments of `_spec` (all but learning_rate) and keeps
-        each as an attribute of its name."""
         check_arguments(self._spec, values)
         for name, value in values.items():
             setattr(self, name, value)
@@ -190,6 +199,21 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
     def _op_values(self, lr):
         """{op input: value} for the fused ops' scalar inputs (`_spec.op_hyperparameters`)."""
         return self._spec.op_values(lr, lambda argument: getattr(self, argument.name))
+
+    def _op_keywords(self, lr):
+        """The fused ops' keyword arguments but stochastic_rounding (a subclass adds its flag)."""
+        return self._op_values(lr)
+
+    def _slots(self, variable):
+        """variable's slot variables, in `_spec`'s order."""
+        index = self._get_variable_index(variable)
+        return [getattr(self, name)[index] for name in self._slot_attributes]
+
+    def _fused_update(self, var, slots, grad, indices, lr, rounding):
+        """The fused op's update of var and its slots by grad (the rows `indices`, if given)."""
+        tensors = (var, *slots, grad) + (() if indices is None else (indices,))
+        self._op(var, indices is not None)(*tensors, **self._op_keywords(lr),
+                                           stochastic_rounding=rounding)
 
     def _add_slots(self, var_list, initializers_of=None):
         """One list of slot variables per slot of `_spec`, each starting at its initial value
@@ -338,7 +362,7 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
             self._update_log.record(
                 self.__class__.__name__, _Named(self._variable_path(variable), var.shape),
                 self._spec.multi_function, *self._spec.functions)
-        getattr(ops, self._spec.multi_function)(
+        ops.wrapper(self._spec.multi_function)(
             var_list, *[list(column) for column in zip(*slots)],
             [tf.cast(g, dtype) for g in grads], **self._op_keywords(lr),
             stochastic_rounding=rounding)

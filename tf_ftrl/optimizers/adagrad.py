@@ -6,7 +6,7 @@ import tensorflow as tf
 from tf_ftrl._docstrings import filled
 from tf_ftrl._specs import ADAGRAD, ROWWISE_ADAGRAD
 from tf_ftrl.optimizers import _row_math
-from tf_ftrl.optimizers._fused_optimizer import FusedOptimizer
+from tf_ftrl.optimizers._fused_optimizer import FusedOptimizer, constructor_arguments
 
 
 @keras.saving.register_keras_serializable(package="tf_ftrl")
@@ -43,6 +43,8 @@ class Adagrad(FusedOptimizer):
     """
 
     _spec = ADAGRAD
+    # The slot lists `build` makes, in the spec's order.
+    _slot_attributes = ("_accumulators",)
     _rowwise_spec = ROWWISE_ADAGRAD
 
     def __init__(
@@ -66,43 +68,13 @@ class Adagrad(FusedOptimizer):
         stochastic_rounding=True,
         **kwargs,
     ):
-        super().__init__(
-            learning_rate=learning_rate,
-            weight_decay=weight_decay,
-            clipnorm=clipnorm,
-            clipvalue=clipvalue,
-            global_clipnorm=global_clipnorm,
-            use_ema=use_ema,
-            ema_momentum=ema_momentum,
-            ema_overwrite_frequency=ema_overwrite_frequency,
-            loss_scale_factor=loss_scale_factor,
-            gradient_accumulation_steps=gradient_accumulation_steps,
-            name=name,
-            huge_pages=huge_pages,
-            rowwise=rowwise,
-            state_dtype=state_dtype,
-            stochastic_rounding=stochastic_rounding,
-            **kwargs,
-        )
-        self._set_arguments(initial_accumulator_value=initial_accumulator_value, epsilon=epsilon)
+        super().__init__(**constructor_arguments(locals()))
 
     def build(self, var_list):
         if self.built:
             return
         super().build(var_list)
         (self._accumulators,) = self._add_slots(var_list)
-
-    def _slots(self, variable):
-        return [self._accumulators[self._get_variable_index(variable)]]
-
-    def _op_keywords(self, lr):
-        return self._op_values(lr)
-
-    def _fused_update(self, var, slots, grad, indices, lr, rounding):
-        (accum,) = slots
-        tensors = (var, accum, grad) + (() if indices is None else (indices,))
-        self._op(var, indices is not None)(*tensors, **self._op_keywords(lr),
-                                           stochastic_rounding=rounding)
 
     def _rows_update(self, var, slots, grad, lr):
         (accum,) = slots

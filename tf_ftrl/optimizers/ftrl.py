@@ -8,7 +8,8 @@ from tf_ftrl._arguments import ftrl_l2, reject_complex
 from tf_ftrl._docstrings import filled
 from tf_ftrl._specs import FTRL, ROWWISE_FTRL
 from tf_ftrl.optimizers import _row_math
-from tf_ftrl.optimizers._fused_optimizer import FusedOptimizer, tf_variable
+from tf_ftrl.optimizers._fused_optimizer import (FusedOptimizer, constructor_arguments,
+                                                 tf_variable)
 
 
 @keras.saving.register_keras_serializable(package="tf_ftrl")
@@ -45,6 +46,8 @@ class Ftrl(FusedOptimizer):
     """
 
     _spec = FTRL
+    # The slot lists `build` makes, in the spec's order.
+    _slot_attributes = ("_accumulators", "_linears")
     _rowwise_spec = ROWWISE_FTRL
 
     def __init__(
@@ -74,32 +77,8 @@ class Ftrl(FusedOptimizer):
         warm_start=False,
         **kwargs,
     ):
-        super().__init__(
-            learning_rate=learning_rate,
-            name=name,
-            weight_decay=weight_decay,
-            clipnorm=clipnorm,
-            clipvalue=clipvalue,
-            global_clipnorm=global_clipnorm,
-            use_ema=use_ema,
-            ema_momentum=ema_momentum,
-            ema_overwrite_frequency=ema_overwrite_frequency,
-            loss_scale_factor=loss_scale_factor,
-            gradient_accumulation_steps=gradient_accumulation_steps,
-            huge_pages=huge_pages,
-            rowwise=rowwise,
-            state_dtype=state_dtype,
-            stochastic_rounding=stochastic_rounding,
-            **kwargs,
-        )
-        self._set_arguments(
-            learning_rate_power=learning_rate_power,
-            initial_accumulator_value=initial_accumulator_value,
-            l1_regularization_strength=l1_regularization_strength,
-            l2_regularization_strength=l2_regularization_strength,
-            l2_shrinkage_regularization_strength=l2_shrinkage_regularization_strength,
-            beta=beta,
-        )
+        super().__init__(**constructor_arguments(
+            locals(), but=("multiply_linear_by_lr", "warm_start")))
         self.multiply_linear_by_lr = multiply_linear_by_lr
         self.warm_start = bool(warm_start)
 
@@ -160,10 +139,6 @@ class Ftrl(FusedOptimizer):
             lambda at: self._learning_rate(at) if schedule else self._get_current_learning_rate(),
             step, schedule)
 
-    def _slots(self, variable):
-        index = self._get_variable_index(variable)
-        return [self._accumulators[index], self._linears[index]]
-
     def _hyperparameters(self, lr):
         hyper = self._op_values(lr)
         hyper["l2"] = ftrl_l2(hyper["l2"], self.beta, lr)
@@ -171,12 +146,6 @@ class Ftrl(FusedOptimizer):
 
     def _op_keywords(self, lr):
         return dict(self._hyperparameters(lr), multiply_linear_by_lr=self.multiply_linear_by_lr)
-
-    def _fused_update(self, var, slots, grad, indices, lr, rounding):
-        accum, linear = slots
-        tensors = (var, accum, linear, grad) + (() if indices is None else (indices,))
-        self._op(var, indices is not None)(*tensors, **self._op_keywords(lr),
-                                           stochastic_rounding=rounding)
 
     def _rows_update(self, var, slots, grad, lr):
         accum, linear = slots
