@@ -661,9 +661,6 @@ class FusedApplyOp : public OpKernel {
     }
   }
 
- public:
-
- private:
   bool use_locking_;
   bool flag_;
 };

@@ -9,8 +9,11 @@ The variables are `--layers` Dense(width, width) kernels and their biases (240 v
 float32 by default). Each case is timed two ways, interleaved in one process (medians):
 - "per call": one `optimizer.apply` per call of a `tf.function`, which also pays for passing every
   variable into the function (the same for every case, and for `model.fit`'s train step);
-- "in the graph": `--inner` applies in a `tf.range` loop inside one call, per apply: what the
-  update itself costs inside a training step.
+- "in the graph": `--inner` applies written out one after the other in one call, per apply: what
+  the update itself costs inside a training step;
+- "in a loop": the same applies in a `tf.range` loop, per apply, which also pays for carrying
+  every captured variable and gradient through each iteration (four executor nodes each: ~3,800
+  node runs per iteration for 240 variables), a cost a training step does not have.
 Cases: tf_ftrl (multi-tensor, the default), tf_ftrl with one op per variable, keras.optimizers,
 the bare multi-tensor op, and one fused dense op on one variable holding all the elements.
 """
@@ -81,11 +84,18 @@ def one_buffer_case(name, shapes, inner):
 
 
 def timed(apply, inner):
-    """(per call, in the graph) functions: one apply per call, `inner` applies per call."""
+    """(per call, in the graph, in a loop) functions: one apply per call, `inner` applies per
+    call written out, `inner` applies per call in a loop."""
 
     @tf.function
     def once():
         apply()
+
+    @tf.function
+    def unrolled():
+        # One apply after the other (the variables' reads and writes order them), as in training.
+        for _ in range(inner):
+            apply()
 
     @tf.function
     def loop():
@@ -95,27 +105,26 @@ def timed(apply, inner):
             tf.autograph.experimental.set_loop_options(parallel_iterations=1)
             apply()
 
-    return once, loop
+    return once, unrolled, loop
 
 
 def median_ms(cases, repeats, inner):
-    """{case: (per call ms, in the graph ms per apply)}, the cases' calls interleaved."""
+    """{case: (per call ms, in the graph ms per apply, in a loop ms per apply)}, the cases'
+    calls interleaved."""
     fns = {name: timed(apply, inner) for name, apply in cases.items()}
-    times = {name: ([], []) for name in cases}
-    for fn_pair in fns.values():
-        for fn in fn_pair:
+    times = {name: ([], [], []) for name in cases}
+    for functions in fns.values():
+        for fn in functions:
             fn()
             fn()
     for _ in range(repeats):
-        for name, (once, loop) in fns.items():
-            start = time.perf_counter()
-            once()
-            middle = time.perf_counter()
-            loop()
-            end = time.perf_counter()
-            times[name][0].append((middle - start) * 1e3)
-            times[name][1].append((end - middle) * 1e3 / inner)
-    return {name: (statistics.median(a), statistics.median(b)) for name, (a, b) in times.items()}
+        for name, functions in fns.items():
+            for fn, series, applies in zip(functions, times[name], (1, inner, inner)):
+                start = time.perf_counter()
+                fn()
+                series.append((time.perf_counter() - start) * 1e3 / applies)
+    return {name: tuple(statistics.median(series) for series in all_series)
+            for name, all_series in times.items()}
 
 
 def fit_steps_per_s(make_optimizer, layers, width, batch, steps, multi_tensor=True):
@@ -170,13 +179,14 @@ def main(argv=None):
         ms = median_ms(cases, args.repeats, args.inner)
         keras_ms = ms["keras.optimizers"]
         print(f"\n{name}: median ms per apply\n")
-        print("| case | per call | Keras / case | in the graph | Keras / case |")
-        print("|---|---|---|---|---|")
-        for case, (call, graph) in ms.items():
-            print(f"| {case} | {call:.3f} | {keras_ms[0] / call:.1f}x | {graph:.3f} | "
-                  f"{keras_ms[1] / graph:.1f}x |")
-            results.append({"optimizer": name, "case": case, "per_call_ms": call,
-                            "in_graph_ms": graph})
+        print("| case | per call | Keras / case | in the graph | Keras / case | in a loop | "
+              "Keras / case |")
+        print("|---|---|---|---|---|---|---|")
+        for case, measures in ms.items():
+            print("| " + " | ".join([case] + [f"{m:.3f} | {k / m:.1f}x"
+                                              for m, k in zip(measures, keras_ms)]) + " |")
+            results.append({"optimizer": name, "case": case, "per_call_ms": measures[0],
+                            "in_graph_ms": measures[1], "in_loop_ms": measures[2]})
     fit = []
     if args.fit_steps:
         print(f"\nmodel.fit, {args.layers} Dense({args.width}) layers, batch {args.batch}: "
