@@ -143,6 +143,54 @@ def test_bad_arguments():
     assert "--workers and --ps must be at least 1. Received: --workers 0 --ps 2" in stderr
 
 
+def read_until(launcher, done):
+    """The launcher's lines up to the first that makes done(text so far) true."""
+    lines = []
+    while not done("".join(lines)):
+        line = launcher.stdout.readline()
+        assert line, "".join(lines)[-5000:]
+        lines.append(line)
+    return "".join(lines)
+
+
+def test_a_killed_ps_worker_is_started_again():
+    launcher = launch("--strategy", "ps", "--workers", "1", "--ps", "1", *FAKE,
+                      "--", "--chief-seconds", "600")
+    before = read_until(launcher, lambda text: len(task_pids(text)) == 3)
+    pids = task_pids(before)
+    os.kill(pids["worker:0"][0], signal.SIGKILL)
+    # The same task again, in a new process, after its old group (its child) is gone.
+    after = read_until(launcher, lambda text: "worker:0" in task_pids(text))
+    again = task_pids(after)
+    assert again["worker:0"][0] != pids["worker:0"][0]
+    assert not alive(pids["worker:0"][1])
+    launcher.send_signal(signal.SIGTERM)
+    status, rest, _ = finish(launcher)
+    stdout = before + after + rest
+    assert status == 128 + signal.SIGTERM
+    assert "local_cluster: worker:0 exited with status -9: starting it again (1 of 3)" in stdout
+    assert re.search(r"^local_cluster: started worker:0 \(pid \d+\)$", stdout, re.M)
+    assert_nothing_left({**pids, "worker:0 again": again["worker:0"]})
+
+
+@pytest.mark.parametrize("victim, launcher_args", [("ps:0", []),
+                                                   ("worker:0", ["--restarts", "0"])])
+def test_a_task_killed_by_a_signal_leaves_the_chief_time_to_report_it(victim, launcher_args):
+    launcher = launch("--strategy", "ps", "--workers", "1", "--ps", "1", *FAKE, *launcher_args,
+                      "--", "--chief-seconds", "600")
+    pids = task_pids(read_until(launcher, lambda text: len(task_pids(text)) == 3))
+    started = time.monotonic()
+    os.kill(pids[victim][0], signal.SIGKILL)
+    status, stdout, _ = finish(launcher)
+    assert status == 1
+    assert f"local_cluster: {victim} was killed by SIGKILL: the chief has 3 s to report it" \
+        in stdout
+    assert f"local_cluster: {victim} exited with status -9 before the chief: stopping the " \
+        "cluster" in stdout
+    assert time.monotonic() - started >= 3  # the stand-in chief said nothing: --grace spent
+    assert_nothing_left(pids)
+
+
 # --- the CTR job as a cluster ---
 
 JOB = ["--train-examples", "10000", "--test-examples", "2000", "--buckets", "1000",
@@ -327,3 +375,57 @@ def test_ctrl_c_stops_a_training_cluster_without_kills(tmp_path):
     assert "local_cluster: SIGINT: stopping the cluster" in stdout
     assert "still running" not in stdout, stdout[-3000:]
     assert_nothing_left(pids)
+
+
+# --- failures of the CTR job's tasks (kill -9) ---
+
+STEPS = 20_000 // 64  # a step per batch of FAILURE_JOB's training examples
+FAILURE_JOB = ["--train-examples", "20000", "--test-examples", "1000", "--buckets", "1000",
+               "--embedding-dim", "4", "--hidden-units", "8", "--batch-size", "64",
+               "--epochs", "1", "--no-progress"]
+
+
+def test_lost_parameter_server_stops_the_job_and_resume_continues(tmp_path):
+    """kill -9 of a parameter server after a mid-epoch checkpoint: the chief says so in one line
+    (no traceback) and the job stops; the same command with --resume restores the checkpoint
+    (weights, slots, iterations, progress) and ends the epoch with exactly its steps."""
+    out = tmp_path / "out"
+    job = ["--strategy", "ps", "--workers", "1", "--ps", "2", "--", "--out", out,
+           *FAILURE_JOB, "--checkpoint-steps", "25"]
+    launcher = launch(*job)
+    before = read_until(launcher, lambda text: f"[chief] checkpoint: epoch 1, step 25/{STEPS}"
+                        in text)
+    pids = started_pids(before)
+    os.kill(pids["ps:1"][0], signal.SIGKILL)
+    status, rest, _ = finish(launcher, timeout=120)
+    stdout = before + rest
+    assert status == 1, stdout[-5000:]
+    saved = re.findall(rf"^\[chief\] checkpoint: epoch 1, step (\d+)/{STEPS}: (\S+)$", stdout,
+                       re.M)
+    step, latest = saved[-1]
+    chief_after_kill = [line for line in rest.splitlines() if line.startswith("[chief] ctr:")]
+    assert chief_after_kill == [
+        "[chief] ctr: lost parameter server ps:1 (UnavailableError): the job stops. Run the "
+        f"same command with --resume to continue from the last checkpoint, {latest}."]
+    assert "Traceback" not in stdout
+    assert "local_cluster: ps:1 was killed by SIGKILL: the chief has 10 s to report it" in stdout
+    assert "local_cluster: chief exited with status 1" in stdout
+    assert_nothing_left(pids)
+
+    status, stdout, stderr = finish(launch(*job, "--resume"), timeout=240)
+    assert status == 0, stdout[-8000:] + stderr[-3000:]
+    assert_nothing_left(started_pids(stdout))
+    assert f"[chief] Resuming at epoch 1, step {step} ({latest})" in stdout
+    cluster = json.loads((out / "cluster_report.json").read_text())
+    # The steps before the checkpoint counted once, those after it (lost with ps:1) redone.
+    assert cluster["wide_iterations"] == cluster["deep_iterations"] == STEPS
+    (row,) = json.loads((out / "ctr_report.json").read_text())["results"]["tf_ftrl"]
+    assert row["epoch"] == 1 and row["train_examples"] == STEPS * 64
+    assert row["test_auc"] > 0.56, row  # learned (no-skill 0.5, standard error ~0.02)
+
+
+def test_checkpoint_steps_needs_the_ps_strategy():
+    done = workers.run("-m", "tf_ftrl.examples.ctr", "--strategy", "mirrored",
+                       "--checkpoint-steps", "5", timeout=120, status=2)
+    assert ("error: --checkpoint-steps works with --strategy ps only. Received: --strategy "
+            "mirrored") in done.stderr

@@ -16,12 +16,20 @@ Which Keras front end each strategy uses, and why:
 
 Whatever the strategy, the chief writes the same reports and the same serving SavedModel as one
 process: the trained weights (shards concatenated) are copied into a plain Keras 3 model, which
-is exported as `--strategy none` exports it. `model.keras` and epoch checkpoints (--resume) are
-written by `--strategy none` only.
+is exported as `--strategy none` exports it. `model.keras` is written by `--strategy none` only.
+
+Checkpoints (--resume): `--strategy none` writes one at every epoch end; ps writes one at every
+epoch end and every --checkpoint-steps steps, under --out/checkpoints/ps/, and any number of
+parameter servers restores it. A lost parameter server ends the ps job with one line naming it;
+the same command with --resume continues from the last checkpoint. A lost worker is not an
+error: the coordinator gives its steps to the other workers and takes it back once it serves
+again (tf_ftrl.examples.local_cluster starts it again).
 """
 
 import json
+import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -256,9 +264,8 @@ def op_library_missing(error):
     return "not registered" in str(error) and "Fused" in str(error)
 
 
-def coordinator_epochs(strategy, coordinator, model, optimizer, replica_step, dataset_fn,
-                       steps):
-    """An epoch of the ClusterCoordinator loop: steps scheduled, then joined; returns the
+def coordinator_steps(strategy, coordinator, model, optimizer, replica_step, dataset_fn):
+    """run_steps(n) of the ClusterCoordinator loop: n steps scheduled, then joined; returns the
     examples trained and the mean loss."""
     @tf.function
     def train_step(iterator):
@@ -267,19 +274,20 @@ def coordinator_epochs(strategy, coordinator, model, optimizer, replica_step, da
 
     iterator = iter(coordinator.create_per_worker_dataset(dataset_fn))
 
-    def run_epoch():
+    def run_steps(steps):
         results = [coordinator.schedule(train_step, args=(iterator,)) for _ in range(steps)]
         coordinator.join()
         fetched = [r.fetch() for r in results]
         return (int(sum(count for _, count in fetched)),
                 float(np.mean([loss for loss, _ in fetched])))
 
-    return run_epoch
+    return run_steps
 
 
-def fit_epochs(strategy, coordinator, model, optimizer, replica_step, dataset_fn, steps):
-    """An epoch of tf_keras's model.fit with a DatasetCreator (the other front end for ps):
-    the same replica step as its train_step; examples counted in a variable on a server."""
+def fit_steps(strategy, coordinator, model, optimizer, replica_step, dataset_fn):
+    """run_steps(n) of tf_keras's model.fit with a DatasetCreator (the other front end for ps):
+    one fit "epoch" of n steps, the same replica step as its train_step; examples counted in a
+    variable on a server."""
     import tf_keras
 
     with strategy.scope():
@@ -294,12 +302,12 @@ def fit_epochs(strategy, coordinator, model, optimizer, replica_step, dataset_fn
     model.compile(optimizer=optimizer)
     creator = tf_keras.utils.experimental.DatasetCreator(lambda context: dataset_fn())
 
-    def run_epoch():
+    def run_steps(steps):
         before = int(examples.numpy())
         history = model.fit(creator, epochs=1, steps_per_epoch=steps, verbose=0)
         return int(examples.numpy()) - before, float(history.history["loss"][-1])
 
-    return run_epoch
+    return run_steps
 
 
 def server_huge_pages(num_ps):
@@ -316,6 +324,83 @@ def server_huge_pages(num_ps):
         except tf.errors.OpError:
             kib.append(None)
     return kib
+
+
+def epoch_start(history):
+    """The ps job's progress at the start of an epoch: the epochs done (their held-out rows), and
+    the steps, examples, training seconds and summed step losses of the epoch under way."""
+    return {"history": history, "steps": 0, "examples": 0, "seconds": 0.0, "loss_sum": 0.0}
+
+
+class PsCheckpoint:
+    """The ps job's checkpoints (--resume): the model, each sharded table saved whole (its shards
+    as slices of one tensor, so that any number of servers can restore it), both optimizers (the
+    slots likewise, and iterations), and the progress as a JSON string variable, written with the
+    weights. The chief writes them; the variables are read from the servers."""
+
+    def __init__(self, directory, model, wide_optimizer, deep_optimizer):
+        self.progress = tf.Variable(json.dumps(epoch_start([])))  # on the chief
+        checkpoint = tf.train.Checkpoint(model=model, wide_optimizer=wide_optimizer,
+                                         deep_optimizer=deep_optimizer, progress=self.progress)
+        self.manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=2)
+
+    def save(self, progress):
+        self.progress.assign(json.dumps(progress))
+        return self.manager.save()
+
+    def restore(self):
+        """The progress saved, None where there is no checkpoint."""
+        if self.manager.latest_checkpoint is None:
+            return None
+        # Not assert_consumed(): tf_keras's get_slot() of a sharded table builds a new
+        # ShardedVariable view of the shards' slots at each call, and the check counts the
+        # view it did not restore through as unmatched (the values are restored; tested).
+        self.manager.checkpoint.restore(self.manager.latest_checkpoint).expect_partial()
+        return json.loads(self.progress.numpy())
+
+
+class CoordinatorLogFilter(logging.Filter):
+    """The ClusterCoordinator logs each failed step with its whole gRPC error, dozens of lines per
+    failure; the job says instead, in one line, that a worker was lost (its steps go to the other
+    workers until it serves again). A lost parameter server ends the job (run_or_report)."""
+
+    def filter(self, record):
+        if (record.levelno < logging.WARNING
+                or not record.pathname.endswith("cluster_coordinator.py")):
+            return True
+        message = record.getMessage()
+        worker = re.match(r"Worker /job:worker/replica:0/task:(\d+) failed with ", message)
+        if worker:
+            print(f"ctr: lost worker:{worker.group(1)} ({message.split(':', 4)[3].strip()}): its "
+                  "steps go to the other workers until it serves again", flush=True)
+        return False
+
+
+def run_or_report(run_steps, steps, checkpoint):
+    """run_steps(steps), or the job's end in one line where a server cannot go on: one without
+    tf_ftrl's op library, or a parameter server lost (its variables with it)."""
+    try:
+        return run_steps(steps)
+    except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as e:
+        if op_library_missing(e):
+            sys.exit("ctr: a worker or parameter server cannot run tf_ftrl's fused ops: "
+                     "every server must load tf_ftrl's op library "
+                     "(tf_ftrl.ops.load_library()) before it starts. "
+                     f"{str(e).splitlines()[0]}")
+        raise
+    except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError) as e:
+        lost = sorted(set(re.findall(r"/job:ps/replica:0/task:(\d+)", str(e))))
+        if not lost:
+            raise
+        latest = checkpoint.manager.latest_checkpoint
+        print(f"ctr: lost parameter server {', '.join(f'ps:{i}' for i in lost)} "
+              f"({type(e).__name__}): the job stops. Run the same command with --resume to "
+              "continue from " + (f"the last checkpoint, {latest}." if latest else
+                                  "the start (no checkpoint was written yet)."), flush=True)
+        sys.stderr.flush()
+        # Not sys.exit: the runtime's teardown would retry its RPCs to the lost server and
+        # log each failure.
+        os._exit(1)
 
 
 def train_ps(args, strategy, cluster, hashing, data, test_dataset, test_labels):
@@ -349,11 +434,6 @@ def train_ps(args, strategy, cluster, hashing, data, test_dataset, test_labels):
         deep_optimizer.apply_gradients(zip(grads[len(wide):], deep))
         return loss, tf.shape(labels, out_type=tf.int64)[0]
 
-    @tf.function
-    def train_step(iterator):
-        features, labels = next(iterator)
-        return strategy.run(replica_step, args=(features, labels))
-
     def dataset_fn():
         # Each worker reads all the lines in an order of its own (no seed): asynchronous
         # steps then see different batches.
@@ -362,26 +442,45 @@ def train_ps(args, strategy, cluster, hashing, data, test_dataset, test_labels):
                                         take=data.train_take).repeat()
 
     steps = max(1, training_examples(data) // args.batch_size)
-    run_epoch = (fit_epochs if args.ps_loop == "fit" else coordinator_epochs)(
-        strategy, coordinator, model, wide_optimizer, replica_step, dataset_fn, steps)
+    run_steps = (fit_steps if args.ps_loop == "fit" else coordinator_steps)(
+        strategy, coordinator, model, wide_optimizer, replica_step, dataset_fn)
     predict = tf.function(lambda features: model(features, training=False))
-    history = []
-    for epoch in range(args.epochs):
-        start = time.perf_counter()
-        try:
-            examples, loss = run_epoch()
-        except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as e:
-            if op_library_missing(e):
-                sys.exit("ctr: a worker or parameter server cannot run tf_ftrl's fused ops: "
-                         "every server must load tf_ftrl's op library "
-                         "(tf_ftrl.ops.load_library()) before it starts. "
-                         f"{str(e).splitlines()[0]}")
-            raise
-        seconds = time.perf_counter() - start
+    checkpoint = PsCheckpoint(os.path.join(args.out, "checkpoints", "ps"), model,
+                              wide_optimizer, deep_optimizer)
+    progress = epoch_start([])
+    if args.resume:
+        with strategy.scope():
+            # The slots first, so that the checkpoint's restore into them (each shard's slots
+            # from the slices of the whole saved slot) rather than waiting for the first step.
+            # tf_keras's optimizers have no public build: _create_all_weights is what their
+            # apply_gradients calls.
+            wide_optimizer._create_all_weights(wide)
+            deep_optimizer._create_all_weights(deep)
+        progress = checkpoint.restore() or progress
+        print(f"Resuming at epoch {len(progress['history']) + 1}, step {progress['steps']} "
+              f"({checkpoint.manager.latest_checkpoint})" if checkpoint.manager.latest_checkpoint
+              else "No checkpoint to resume from: starting at epoch 1.", flush=True)
+    logging.getLogger("tensorflow").addFilter(CoordinatorLogFilter())
+    for epoch in range(len(progress["history"]), args.epochs):
+        while progress["steps"] < steps:
+            chunk = min(steps - progress["steps"], args.checkpoint_steps or steps)
+            start = time.perf_counter()
+            examples, loss = run_or_report(run_steps, chunk, checkpoint)
+            progress["seconds"] += time.perf_counter() - start
+            progress["steps"] += chunk
+            progress["examples"] += examples
+            progress["loss_sum"] += loss * chunk
+            if progress["steps"] < steps:
+                path = checkpoint.save(progress)
+                print(f"checkpoint: epoch {epoch + 1}, step {progress['steps']}/{steps}: {path}",
+                      flush=True)
         print(f"epoch {epoch + 1}/{args.epochs}: {steps} steps on {num_workers} workers, "
-              f"loss {loss:.4f}", flush=True)
-        history.append(held_out_row(lambda f: predict(f).numpy(), test_dataset, test_labels,
-                                    epoch, examples, seconds))
+              f"loss {progress['loss_sum'] / steps:.4f}", flush=True)
+        row = held_out_row(lambda f: predict(f).numpy(), test_dataset, test_labels, epoch,
+                           progress["examples"], progress["seconds"])
+        progress = epoch_start(progress["history"] + [row])
+        print(f"checkpoint: epoch {epoch + 1} done: {checkpoint.save(progress)}", flush=True)
+    history = progress["history"]
 
     # Where the tables' shards and their slots are, and where each update op runs.
     element_spec = dataset_fn().element_spec
@@ -415,9 +514,15 @@ def train_ps(args, strategy, cluster, hashing, data, test_dataset, test_labels):
 
 
 def main(parser, args, argv):
-    if args.resume:
-        ctr.fail(parser, f"--resume works with --strategy none only. Received: --strategy "
-                 f"{args.strategy}")
+    if args.resume and args.strategy != "ps":
+        ctr.fail(parser, f"--resume works with --strategy none and ps only. Received: "
+                 f"--strategy {args.strategy}")
+    if args.checkpoint_steps < 0:
+        ctr.fail(parser, f"--checkpoint-steps must be 0 or more. Received: "
+                 f"{args.checkpoint_steps}")
+    if args.checkpoint_steps and args.strategy != "ps":
+        ctr.fail(parser, f"--checkpoint-steps works with --strategy ps only. Received: "
+                 f"--strategy {args.strategy}")
     if args.compare:
         ctr.fail(parser, f"--compare works with --strategy none only. Received: --strategy "
                  f"{args.strategy}")
