@@ -429,3 +429,44 @@ def test_checkpoint_steps_needs_the_ps_strategy():
                        "--checkpoint-steps", "5", timeout=120, status=2)
     assert ("error: --checkpoint-steps works with --strategy ps only. Received: --strategy "
             "mirrored") in done.stderr
+
+
+# --- resharding ---
+
+RESHARD_JOB = ["--buckets", "1000", "--embedding-dim", "4", "--hidden-units", "8"]
+
+
+@pytest.fixture(scope="module")
+def two_server_checkpoint(tmp_path_factory):
+    """The ps job's checkpoint after 3 steps with 2 parameter servers, and that run's state."""
+    directory = tmp_path_factory.mktemp("reshard") / "checkpoints"
+    result = workers.run_for_result("-m", "tests.support.reshard_worker", "train", 2,
+                                    directory, *RESHARD_JOB, timeout=180)
+    assert result["shard_rows"] == {"wide_weights": [500, 500], "deep_embedding": [500, 500]}
+    return directory, result
+
+
+@pytest.mark.parametrize("num_ps, rows", [(1, [1000]), (3, [334, 333, 333])])
+def test_a_checkpoint_of_two_servers_restores_into_other_counts(two_server_checkpoint, num_ps,
+                                                               rows):
+    """Each table and its slots (FTRL's accumulator and linear, Adagrad's accumulator) come back
+    whole in the new shards: the same predictions, iterations and state, and the next step
+    moves the tables as it does on the 2 servers (it reads every slot). One row or slot off
+    would differ by far more than float rounding."""
+    import numpy as np
+    directory, saved = two_server_checkpoint
+    restored = workers.run_for_result("-m", "tests.support.reshard_worker", "restore", num_ps,
+                                      directory, *RESHARD_JOB, timeout=180)
+    assert restored["shard_rows"] == {"wide_weights": rows, "deep_embedding": rows}
+    assert restored["iterations"] == saved["iterations"] == [3, 3]
+    np.testing.assert_array_equal(restored["predictions"], saved["predictions"])
+    names = ["wide_weights", "wide_weights/accumulator", "wide_weights/linear",
+             "deep_embedding", "deep_embedding/accumulator"]
+    assert {name for name in saved if "/" in name} == set(names[1:3] + names[4:])
+    for name in names:
+        np.testing.assert_array_equal(restored[name], saved[name], err_msg=name)
+        assert np.count_nonzero(np.asarray(saved[name]) != np.asarray(saved[name]).flat[0])
+    for name in ("wide_weights", "deep_embedding"):
+        np.testing.assert_allclose(restored["next"][name], saved["next"][name], rtol=1e-6,
+                                   atol=1e-7, err_msg=name)
+        assert not np.array_equal(saved["next"][name], saved[name])  # the step moved it

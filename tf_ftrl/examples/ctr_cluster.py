@@ -348,10 +348,20 @@ class PsCheckpoint:
         self.progress.assign(json.dumps(progress))
         return self.manager.save()
 
-    def restore(self):
+    def restore(self, strategy):
         """The progress saved, None where there is no checkpoint."""
         if self.manager.latest_checkpoint is None:
             return None
+        checkpoint = self.manager.checkpoint
+        with strategy.scope():
+            # The slots first, so that the restore fills them (each shard's slots from the
+            # slices of the whole saved slot) rather than waiting for the first step. tf_keras's
+            # optimizers have no public build: _create_all_weights is what apply_gradients calls.
+            for optimizer, variables in ((checkpoint.wide_optimizer,
+                                          checkpoint.model.wide_variables),
+                                         (checkpoint.deep_optimizer,
+                                          checkpoint.model.deep_variables)):
+                optimizer._create_all_weights(variables)
         # Not assert_consumed(): tf_keras's get_slot() of a sharded table builds a new
         # ShardedVariable view of the shards' slots at each call, and the check counts the
         # view it did not restore through as unmatched (the values are restored; tested).
@@ -403,12 +413,11 @@ def run_or_report(run_steps, steps, checkpoint):
         os._exit(1)
 
 
-def train_ps(args, strategy, cluster, hashing, data, test_dataset, test_labels):
+def build_ps_model(args, strategy):
+    """The LegacyWideAndDeep and its two optimizers, made in strategy's scope (the tables
+    sharded by its variable_partitioner) and built: (model, wide optimizer, deep optimizer)."""
     import tf_ftrl.legacy
-    from tf_ftrl.examples import parameter_server
 
-    num_ps, num_workers = len(cluster["ps"]), len(cluster["worker"])
-    coordinator = tf.distribute.experimental.coordinator.ClusterCoordinator(strategy)
     tf.random.set_seed(args.seed)
     with strategy.scope():
         model = legacy_model_class()(args.buckets, args.embedding_dim, args.hidden_units)
@@ -422,6 +431,11 @@ def train_ps(args, strategy, cluster, hashing, data, test_dataset, test_labels):
             l2_regularization_strength=args.l2, initial_accumulator_value=1e-6, **options)
         deep_optimizer = tf_ftrl.legacy.Adagrad(
             learning_rate=args.deep_learning_rate, initial_accumulator_value=1e-6, **options)
+    return model, wide_optimizer, deep_optimizer
+
+
+def ps_replica_step(model, wide_optimizer, deep_optimizer):
+    """A training step on one batch, for strategy.run on a worker: (mean loss, examples)."""
     wide, deep = model.wide_variables, model.deep_variables
 
     def replica_step(features, labels):
@@ -433,6 +447,17 @@ def train_ps(args, strategy, cluster, hashing, data, test_dataset, test_labels):
         wide_optimizer.apply_gradients(zip(grads[:len(wide)], wide))
         deep_optimizer.apply_gradients(zip(grads[len(wide):], deep))
         return loss, tf.shape(labels, out_type=tf.int64)[0]
+
+    return replica_step
+
+
+def train_ps(args, strategy, cluster, hashing, data, test_dataset, test_labels):
+    from tf_ftrl.examples import parameter_server
+
+    num_ps, num_workers = len(cluster["ps"]), len(cluster["worker"])
+    coordinator = tf.distribute.experimental.coordinator.ClusterCoordinator(strategy)
+    model, wide_optimizer, deep_optimizer = build_ps_model(args, strategy)
+    replica_step = ps_replica_step(model, wide_optimizer, deep_optimizer)
 
     def dataset_fn():
         # Each worker reads all the lines in an order of its own (no seed): asynchronous
@@ -449,14 +474,7 @@ def train_ps(args, strategy, cluster, hashing, data, test_dataset, test_labels):
                               wide_optimizer, deep_optimizer)
     progress = epoch_start([])
     if args.resume:
-        with strategy.scope():
-            # The slots first, so that the checkpoint's restore into them (each shard's slots
-            # from the slices of the whole saved slot) rather than waiting for the first step.
-            # tf_keras's optimizers have no public build: _create_all_weights is what their
-            # apply_gradients calls.
-            wide_optimizer._create_all_weights(wide)
-            deep_optimizer._create_all_weights(deep)
-        progress = checkpoint.restore() or progress
+        progress = checkpoint.restore(strategy) or progress
         print(f"Resuming at epoch {len(progress['history']) + 1}, step {progress['steps']} "
               f"({checkpoint.manager.latest_checkpoint})" if checkpoint.manager.latest_checkpoint
               else "No checkpoint to resume from: starting at epoch 1.", flush=True)
