@@ -379,10 +379,10 @@ class CoordinatorLogFilter(logging.Filter):
                 or not record.pathname.endswith("cluster_coordinator.py")):
             return True
         message = record.getMessage()
-        worker = re.match(r"Worker /job:worker/replica:0/task:(\d+) failed with ", message)
+        worker = re.match(r"Worker /job:worker/replica:0/task:(\d+) failed with (\w+)", message)
         if worker:
-            print(f"ctr: lost worker:{worker.group(1)} ({message.split(':', 4)[3].strip()}): its "
-                  "steps go to the other workers until it serves again", flush=True)
+            print(f"ctr: lost worker:{worker.group(1)} ({worker.group(2)}): its steps go to the "
+                  "other workers until it serves again", flush=True)
         return False
 
 
@@ -460,10 +460,14 @@ def train_ps(args, strategy, cluster, hashing, data, test_dataset, test_labels):
     replica_step = ps_replica_step(model, wide_optimizer, deep_optimizer)
 
     def dataset_fn():
-        # Each worker reads all the lines in an order of its own (no seed): asynchronous
-        # steps then see different batches.
+        # Each worker reads all the lines in an order of its own, so that asynchronous steps see
+        # different batches. Not seed=None: the function is traced once, on the chief, where
+        # the global seed (set for the initial weights) fixes the shuffle's seed, the same on
+        # every worker (seen: both workers took the same batches). The clock of the worker that
+        # builds its dataset seeds its order instead.
+        seed = tf.bitcast(tf.timestamp(), tf.int64)
         return criteo_data.read_dataset(data.train_paths, hashing, args.batch_size,
-                                        shuffle_buffer=args.shuffle_buffer, seed=None,
+                                        shuffle_buffer=args.shuffle_buffer, seed=seed,
                                         take=data.train_take).repeat()
 
     steps = max(1, training_examples(data) // args.batch_size)
