@@ -211,9 +211,10 @@ def constant_log_loss(labels):
     return float(-(p * np.log(p) + (1 - p) * np.log(1 - p)))
 
 
-def run_job(strategy, out, *cluster, loop="coordinator"):
+def run_job(strategy, out, *cluster, loop="coordinator", extra=()):
     status, stdout, stderr = finish(launch("--strategy", strategy, *cluster, "--",
-                                           "--out", out, *JOB, "--ps-loop", loop), timeout=240)
+                                           "--out", out, *JOB, "--ps-loop", loop, *extra),
+                                    timeout=240)
     assert status == 0, stdout[-8000:] + stderr[-3000:]
     assert_nothing_left(started_pids(stdout))
     report = json.loads((out / "ctr_report.json").read_text())
@@ -289,9 +290,15 @@ def test_ctr_job_on_a_parameter_server_cluster(tmp_path, loop):
     assert_serves_like_the_chief_measured(out, tmp_path)
 
 
-def test_ctr_job_on_two_workers(tmp_path):
-    out = tmp_path / "out"
-    stdout, report, cluster = run_job("multiworker", out, "--workers", "2")
+@pytest.fixture(scope="module")
+def two_workers_run(tmp_path_factory):
+    """The multi-worker job, 2 epochs straight: (out, stdout, report, cluster report)."""
+    out = tmp_path_factory.mktemp("two_workers") / "out"
+    return (out, *run_job("multiworker", out, "--workers", "2"))
+
+
+def test_ctr_job_on_two_workers(two_workers_run, tmp_path):
+    out, stdout, report, cluster = two_workers_run
     assert cluster["front_end"].startswith("Keras 3") and cluster["replicas"] == 2
     assert_trained(report, out)
     # Synchronous: both workers took the same steps with the same all-reduced loss.
@@ -303,6 +310,24 @@ def test_ctr_job_on_two_workers(tmp_path):
     assert not (out / "worker_1" / "serving").exists()  # the chief alone exports
     assert "still running" not in stdout  # worker 1 left with the chief, unkilled
     assert_serves_like_the_chief_measured(out, tmp_path)
+
+
+def test_two_workers_resume_after_an_epoch_as_if_never_stopped(two_workers_run, tmp_path):
+    """1 epoch, then the same command with --resume and 2 epochs: both workers restore the
+    chief's checkpoint, and the second epoch ends where the straight run's did (the same data
+    order per epoch, synchronous steps)."""
+    out = tmp_path / "out"
+    _, first, _ = run_job("multiworker", out, "--workers", "2", extra=["--epochs", "1"])
+    stdout, resumed, _ = run_job("multiworker", out, "--workers", "2", extra=["--resume"])
+    latest = out / "checkpoints" / "multiworker" / "ckpt-1"
+    for worker in (0, 1):
+        assert f"[worker:{worker}] Resuming after epoch 1 ({latest})" in stdout
+    rows = resumed["results"]["tf_ftrl"]
+    assert [row["epoch"] for row in rows] == [1, 2]
+    assert rows[0] == first["results"]["tf_ftrl"][0]  # from the checkpoint, not trained again
+    straight = two_workers_run[2]["results"]["tf_ftrl"][1]
+    for key in ("test_auc", "test_log_loss"):
+        assert rows[1][key] == pytest.approx(straight[key], abs=1e-6), (rows[1], straight)
 
 
 def test_parameter_server_without_the_op_library_stops_the_job_at_start(tmp_path):

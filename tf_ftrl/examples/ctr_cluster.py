@@ -18,12 +18,13 @@ Whatever the strategy, the chief writes the same reports and the same serving Sa
 process: the trained weights (shards concatenated) are copied into a plain Keras 3 model, which
 is exported as `--strategy none` exports it. `model.keras` is written by `--strategy none` only.
 
-Checkpoints (--resume): `--strategy none` writes one at every epoch end; ps writes one at every
-epoch end and every --checkpoint-steps steps, under --out/checkpoints/ps/, and any number of
-parameter servers restores it. A lost parameter server ends the ps job with one line naming it;
-the same command with --resume continues from the last checkpoint. A lost worker is not an
-error: the coordinator gives its steps to the other workers and takes it back once it serves
-again (tf_ftrl.examples.local_cluster starts it again).
+Checkpoints (--resume): `--strategy none` writes one at every epoch end; multiworker too, every
+worker under its --out, and every worker restores the chief's (a filesystem they share); ps
+writes one at every epoch end and every --checkpoint-steps steps, under --out/checkpoints/ps/,
+and any number of parameter servers restores it. A lost parameter server ends the ps job with
+one line naming it; the same command with --resume continues from the last checkpoint. A lost
+ps worker is not an error: the coordinator gives its steps to the other workers and takes it
+back once it serves again (tf_ftrl.examples.local_cluster starts it again).
 """
 
 import json
@@ -153,7 +154,8 @@ def training_examples(data):
 # --- multiworker: Keras 3, custom loop ---
 
 
-def train_multiworker(args, strategy, hashing, data, test_dataset, test_labels, is_chief):
+def train_multiworker(args, strategy, hashing, data, test_dataset, test_labels, is_chief,
+                      chief_out):
     replicas = strategy.num_replicas_in_sync
     keras.utils.set_random_seed(args.seed)  # the same initial weights on every worker
     with strategy.scope():
@@ -181,8 +183,17 @@ def train_multiworker(args, strategy, hashing, data, test_dataset, test_labels, 
 
     predict = tf.function(lambda features: model(features, training=False))
     steps = max(1, training_examples(data) // args.batch_size)
+    # Every worker writes a checkpoint at each epoch end (its own --out), and every worker
+    # restores the chief's: the same state everywhere, as the collectives need.
+    checkpoint = ctr.EpochCheckpoint(os.path.join(args.out, "checkpoints", "multiworker"), model)
     history = []
-    for epoch in range(args.epochs):
+    if args.resume:
+        latest = tf.train.latest_checkpoint(
+            os.path.join(chief_out, "checkpoints", "multiworker"))
+        history = checkpoint.restore(latest)
+        print(f"Resuming after epoch {len(history)} ({latest})" if history
+              else "No checkpoint to resume from: starting at epoch 1.", flush=True)
+    for epoch in range(len(history), args.epochs):
         # Every worker reads the lines in the same order and takes its share of each global
         # batch (auto-shard by data); all run the same number of steps, as collectives need.
         dataset = data.training(args, hashing, epoch).repeat()
@@ -199,9 +210,10 @@ def train_multiworker(args, strategy, hashing, data, test_dataset, test_labels, 
         seconds = time.perf_counter() - start
         print(f"epoch {epoch + 1}/{args.epochs}: {steps} steps of {replicas} replicas, "
               f"loss {np.mean(losses):.4f}", flush=True)
-        if is_chief:
-            history.append(held_out_row(lambda f: predict(f).numpy(), test_dataset,
-                                        test_labels, epoch, examples, seconds))
+        history.append(held_out_row(lambda f: predict(f).numpy(), test_dataset, test_labels,
+                                    epoch, examples, seconds) if is_chief
+                       else {"epoch": epoch + 1})
+        checkpoint.save(history)
     return model, history, {"replicas": replicas, "steps_per_epoch": steps,
                             "front_end": "Keras 3, custom loop (strategy.run)"}
 
@@ -536,9 +548,9 @@ def train_ps(args, strategy, cluster, hashing, data, test_dataset, test_labels):
 
 
 def main(parser, args, argv):
-    if args.resume and args.strategy != "ps":
-        ctr.fail(parser, f"--resume works with --strategy none and ps only. Received: "
-                 f"--strategy {args.strategy}")
+    if args.resume and args.strategy == "mirrored":
+        ctr.fail(parser, "--resume works with --strategy none, multiworker and ps. Received: "
+                 "--strategy mirrored")
     if args.checkpoint_steps < 0:
         ctr.fail(parser, f"--checkpoint-steps must be 0 or more. Received: "
                  f"{args.checkpoint_steps}")
@@ -558,6 +570,7 @@ def main(parser, args, argv):
         resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
         cluster = resolver.cluster_spec().as_dict()
         task = f"{resolver.task_type}:{resolver.task_id}"
+        chief_out = args.out
         if args.strategy == "ps":
             if not cluster.get("ps") or not cluster.get("worker") or not cluster.get("chief"):
                 ctr.fail(parser, "--strategy ps needs chief, worker and ps tasks in TF_CONFIG. "
@@ -600,7 +613,8 @@ def main(parser, args, argv):
                    "front_end": "Keras 3, model.fit"}
     elif args.strategy == "multiworker":
         model, history, details = train_multiworker(args, strategy, hashing, data,
-                                                    test_dataset, test_labels, is_chief)
+                                                    test_dataset, test_labels, is_chief,
+                                                    chief_out)
     else:
         model, history, details = train_ps(args, strategy, cluster, hashing, data, test_dataset,
                                            test_labels)
