@@ -410,19 +410,26 @@ FAILURE_JOB = ["--train-examples", "20000", "--test-examples", "1000", "--bucket
                "--epochs", "1", "--no-progress"]
 
 
+def run_killing(victim, every, out, *cluster):
+    """The ps job of FAILURE_JOB with a checkpoint every `every` steps, victim killed with
+    SIGKILL once the first is written: (status, the output up to the kill, the output after it,
+    stderr, the started tasks' pids)."""
+    launcher = launch("--strategy", "ps", *cluster, "--", "--out", out, *FAILURE_JOB,
+                      "--checkpoint-steps", every)
+    before = read_until(launcher, lambda text: f"[chief] checkpoint: epoch 1, step {every}/"
+                        f"{STEPS}" in text)
+    pids = started_pids(before)
+    os.kill(pids[victim][0], signal.SIGKILL)
+    status, rest, stderr = finish(launcher, timeout=240)
+    return status, before, rest, stderr, pids
+
+
 def test_lost_parameter_server_stops_the_job_and_resume_continues(tmp_path):
     """kill -9 of a parameter server after a mid-epoch checkpoint: the chief says so in one line
     (no traceback) and the job stops; the same command with --resume restores the checkpoint
     (weights, slots, iterations, progress) and ends the epoch with exactly its steps."""
     out = tmp_path / "out"
-    job = ["--strategy", "ps", "--workers", "1", "--ps", "2", "--", "--out", out,
-           *FAILURE_JOB, "--checkpoint-steps", "25"]
-    launcher = launch(*job)
-    before = read_until(launcher, lambda text: f"[chief] checkpoint: epoch 1, step 25/{STEPS}"
-                        in text)
-    pids = started_pids(before)
-    os.kill(pids["ps:1"][0], signal.SIGKILL)
-    status, rest, _ = finish(launcher, timeout=120)
+    status, before, rest, _, pids = run_killing("ps:1", 25, out, "--workers", "1", "--ps", "2")
     stdout = before + rest
     assert status == 1, stdout[-5000:]
     saved = re.findall(rf"^\[chief\] checkpoint: epoch 1, step (\d+)/{STEPS}: (\S+)$", stdout,
@@ -437,7 +444,9 @@ def test_lost_parameter_server_stops_the_job_and_resume_continues(tmp_path):
     assert "local_cluster: chief exited with status 1" in stdout
     assert_nothing_left(pids)
 
-    status, stdout, stderr = finish(launch(*job, "--resume"), timeout=240)
+    status, stdout, stderr = finish(launch(
+        "--strategy", "ps", "--workers", "1", "--ps", "2", "--", "--out", out, *FAILURE_JOB,
+        "--checkpoint-steps", "25", "--resume"), timeout=240)
     assert status == 0, stdout[-8000:] + stderr[-3000:]
     assert_nothing_left(started_pids(stdout))
     assert f"[chief] Resuming at epoch 1, step {step} ({latest})" in stdout
@@ -504,13 +513,8 @@ def test_lost_worker_is_started_again_and_its_steps_are_rescheduled(tmp_path):
     asynchronous runs of this job differ by more than a failure moves them, see
     docs/design.md.)"""
     out = tmp_path / "out"
-    launcher = launch("--strategy", "ps", "--workers", "2", "--ps", "1", "--", "--out", out,
-                      *FAILURE_JOB, "--checkpoint-steps", "50")
-    before = read_until(launcher, lambda text: f"[chief] checkpoint: epoch 1, step 50/{STEPS}"
-                        in text)
-    pids = started_pids(before)
-    os.kill(pids["worker:1"][0], signal.SIGKILL)
-    status, rest, stderr = finish(launcher, timeout=240)
+    status, before, rest, stderr, _ = run_killing("worker:1", 50, out, "--workers", "2",
+                                                  "--ps", "1")
     stdout = before + rest
     assert status == 0, stdout[-8000:] + stderr[-3000:]
     assert "local_cluster: worker:1 exited with status -9: starting it again (1 of 3)" in rest

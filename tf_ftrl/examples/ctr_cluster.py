@@ -32,6 +32,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import sys
 import time
 
@@ -398,7 +399,19 @@ class CoordinatorLogFilter(logging.Filter):
         return False
 
 
-def run_or_report(run_steps, steps, checkpoint):
+def unreachable(addresses, timeout=2.0):
+    """The indices of the host:port addresses that refuse or time out a TCP connection."""
+    down = []
+    for index, address in enumerate(addresses):
+        host, port = address.rsplit(":", 1)
+        try:
+            socket.create_connection((host, int(port)), timeout=timeout).close()
+        except OSError:
+            down.append(index)
+    return down
+
+
+def run_or_report(run_steps, steps, checkpoint, ps_addresses):
     """run_steps(steps), or the job's end in one line where a server cannot go on: one without
     tf_ftrl's op library, or a parameter server lost (its variables with it)."""
     try:
@@ -411,9 +424,12 @@ def run_or_report(run_steps, steps, checkpoint):
                      f"{str(e).splitlines()[0]}")
         raise
     except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError) as e:
-        lost = sorted(set(re.findall(r"/job:ps/replica:0/task:(\d+)", str(e))))
-        if not lost:
+        named = sorted({int(i) for i in re.findall(r"/job:ps/replica:0/task:(\d+)", str(e))})
+        if not named:
             raise
+        # The error names every server that relayed it (a live one that lost a transfer from
+        # the dead one too): name those that no longer accept connections.
+        lost = unreachable(ps_addresses) or named
         latest = checkpoint.manager.latest_checkpoint
         print(f"ctr: lost parameter server {', '.join(f'ps:{i}' for i in lost)} "
               f"({type(e).__name__}): the job stops. Run the same command with --resume to "
@@ -499,7 +515,7 @@ def train_ps(args, strategy, cluster, hashing, data, test_dataset, test_labels):
         while progress["steps"] < steps:
             chunk = min(steps - progress["steps"], args.checkpoint_steps or steps)
             start = time.perf_counter()
-            examples, loss = run_or_report(run_steps, chunk, checkpoint)
+            examples, loss = run_or_report(run_steps, chunk, checkpoint, cluster["ps"])
             progress["seconds"] += time.perf_counter() - start
             progress["steps"] += chunk
             progress["examples"] += examples
