@@ -519,8 +519,10 @@ def test_lost_worker_is_started_again_and_its_steps_are_rescheduled(tmp_path):
     assert status == 0, stdout[-8000:] + stderr[-3000:]
     assert "local_cluster: worker:1 exited with status -9: starting it again (1 of 3)" in rest
     lost = [line for line in rest.splitlines() if line.startswith("[chief] ctr: lost")]
-    assert re.fullmatch(r"\[chief\] ctr: lost worker:1 \(\w+Error\): its "
-                        "steps go to the other workers until it serves again", "\n".join(lost))
+    # One line a failure (the coordinator may meet it again while the worker restarts).
+    assert lost and all(re.fullmatch(r"\[chief\] ctr: lost worker:1 \(\w+Error\): its steps go "
+                                     "to the other workers until it serves again", line)
+                        for line in lost), lost
     assert "Traceback" not in stdout
     restarted = re.findall(r"^local_cluster: started worker:1 \(pid (\d+)\)$", rest, re.M)
     assert_nothing_left({**started_pids(before), "worker:1 again": [int(restarted[0])]})
