@@ -143,6 +143,54 @@ def test_bad_arguments():
     assert "--workers and --ps must be at least 1. Received: --workers 0 --ps 2" in stderr
 
 
+def read_until(launcher, done):
+    """The launcher's lines up to the first that makes done(text so far) true."""
+    lines = []
+    while not done("".join(lines)):
+        line = launcher.stdout.readline()
+        assert line, "".join(lines)[-5000:]
+        lines.append(line)
+    return "".join(lines)
+
+
+def test_a_killed_ps_worker_is_started_again():
+    launcher = launch("--strategy", "ps", "--workers", "1", "--ps", "1", *FAKE,
+                      "--", "--chief-seconds", "600")
+    before = read_until(launcher, lambda text: len(task_pids(text)) == 3)
+    pids = task_pids(before)
+    os.kill(pids["worker:0"][0], signal.SIGKILL)
+    # The same task again, in a new process, after its old group (its child) is gone.
+    after = read_until(launcher, lambda text: "worker:0" in task_pids(text))
+    again = task_pids(after)
+    assert again["worker:0"][0] != pids["worker:0"][0]
+    assert not alive(pids["worker:0"][1])
+    launcher.send_signal(signal.SIGTERM)
+    status, rest, _ = finish(launcher)
+    stdout = before + after + rest
+    assert status == 128 + signal.SIGTERM
+    assert "local_cluster: worker:0 exited with status -9: starting it again (1 of 3)" in stdout
+    assert re.search(r"^local_cluster: started worker:0 \(pid \d+\)$", stdout, re.M)
+    assert_nothing_left({**pids, "worker:0 again": again["worker:0"]})
+
+
+@pytest.mark.parametrize("victim, launcher_args", [("ps:0", []),
+                                                   ("worker:0", ["--restarts", "0"])])
+def test_a_task_killed_by_a_signal_leaves_the_chief_time_to_report_it(victim, launcher_args):
+    launcher = launch("--strategy", "ps", "--workers", "1", "--ps", "1", *FAKE, *launcher_args,
+                      "--", "--chief-seconds", "600")
+    pids = task_pids(read_until(launcher, lambda text: len(task_pids(text)) == 3))
+    started = time.monotonic()
+    os.kill(pids[victim][0], signal.SIGKILL)
+    status, stdout, _ = finish(launcher)
+    assert status == 1
+    assert f"local_cluster: {victim} was killed by SIGKILL: the chief has 3 s to report it" \
+        in stdout
+    assert f"local_cluster: {victim} exited with status -9 before the chief: stopping the " \
+        "cluster" in stdout
+    assert time.monotonic() - started >= 3  # the stand-in chief said nothing: --grace spent
+    assert_nothing_left(pids)
+
+
 # --- the CTR job as a cluster ---
 
 JOB = ["--train-examples", "10000", "--test-examples", "2000", "--buckets", "1000",
@@ -163,9 +211,10 @@ def constant_log_loss(labels):
     return float(-(p * np.log(p) + (1 - p) * np.log(1 - p)))
 
 
-def run_job(strategy, out, *cluster, loop="coordinator"):
+def run_job(strategy, out, *cluster, loop="coordinator", extra=()):
     status, stdout, stderr = finish(launch("--strategy", strategy, *cluster, "--",
-                                           "--out", out, *JOB, "--ps-loop", loop), timeout=240)
+                                           "--out", out, *JOB, "--ps-loop", loop, *extra),
+                                    timeout=240)
     assert status == 0, stdout[-8000:] + stderr[-3000:]
     assert_nothing_left(started_pids(stdout))
     report = json.loads((out / "ctr_report.json").read_text())
@@ -174,7 +223,7 @@ def run_job(strategy, out, *cluster, loop="coordinator"):
 
 def assert_trained(report, out, min_auc=0.6, log_loss_margin=0.02):
     """Learned: a no-skill AUC (0.5) has a standard error of ~0.016 on the 2,000 held-out
-    examples, so 0.6 is ~6 of them above it; asynchronous ps (unseeded orders, stale weights)
+    examples, so 0.6 is ~6 of them above it; asynchronous ps (orders of its own, stale weights)
     is held to 0.56, ~4 (seen: 0.59-0.64, the synchronous strategies 0.63-0.65), and its
     log-loss, which stale steps can push up in the second epoch (seen: 0.471 against 0.450 for
     the base rate), to a wider margin."""
@@ -241,9 +290,15 @@ def test_ctr_job_on_a_parameter_server_cluster(tmp_path, loop):
     assert_serves_like_the_chief_measured(out, tmp_path)
 
 
-def test_ctr_job_on_two_workers(tmp_path):
-    out = tmp_path / "out"
-    stdout, report, cluster = run_job("multiworker", out, "--workers", "2")
+@pytest.fixture(scope="module")
+def two_workers_run(tmp_path_factory):
+    """The multi-worker job, 2 epochs straight: (out, stdout, report, cluster report)."""
+    out = tmp_path_factory.mktemp("two_workers") / "out"
+    return (out, *run_job("multiworker", out, "--workers", "2"))
+
+
+def test_ctr_job_on_two_workers(two_workers_run, tmp_path):
+    out, stdout, report, cluster = two_workers_run
     assert cluster["front_end"].startswith("Keras 3") and cluster["replicas"] == 2
     assert_trained(report, out)
     # Synchronous: both workers took the same steps with the same all-reduced loss.
@@ -255,6 +310,24 @@ def test_ctr_job_on_two_workers(tmp_path):
     assert not (out / "worker_1" / "serving").exists()  # the chief alone exports
     assert "still running" not in stdout  # worker 1 left with the chief, unkilled
     assert_serves_like_the_chief_measured(out, tmp_path)
+
+
+def test_two_workers_resume_after_an_epoch_as_if_never_stopped(two_workers_run, tmp_path):
+    """1 epoch, then the same command with --resume and 2 epochs: both workers restore the
+    chief's checkpoint, and the second epoch ends where the straight run's did (the same data
+    order per epoch, synchronous steps)."""
+    out = tmp_path / "out"
+    _, first, _ = run_job("multiworker", out, "--workers", "2", extra=["--epochs", "1"])
+    stdout, resumed, _ = run_job("multiworker", out, "--workers", "2", extra=["--resume"])
+    latest = out / "checkpoints" / "multiworker" / "ckpt-1"
+    for worker in (0, 1):
+        assert f"[worker:{worker}] Resuming after epoch 1 ({latest})" in stdout
+    rows = resumed["results"]["tf_ftrl"]
+    assert [row["epoch"] for row in rows] == [1, 2]
+    assert rows[0] == first["results"]["tf_ftrl"][0]  # from the checkpoint, not trained again
+    straight = two_workers_run[2]["results"]["tf_ftrl"][1]
+    for key in ("test_auc", "test_log_loss"):
+        assert rows[1][key] == pytest.approx(straight[key], abs=1e-6), (rows[1], straight)
 
 
 def test_parameter_server_without_the_op_library_stops_the_job_at_start(tmp_path):
@@ -327,3 +400,134 @@ def test_ctrl_c_stops_a_training_cluster_without_kills(tmp_path):
     assert "local_cluster: SIGINT: stopping the cluster" in stdout
     assert "still running" not in stdout, stdout[-3000:]
     assert_nothing_left(pids)
+
+
+# --- failures of the CTR job's tasks (kill -9) ---
+
+STEPS = 20_000 // 64  # a step per batch of FAILURE_JOB's training examples
+FAILURE_JOB = ["--train-examples", "20000", "--test-examples", "1000", "--buckets", "1000",
+               "--embedding-dim", "4", "--hidden-units", "8", "--batch-size", "64",
+               "--epochs", "1", "--no-progress"]
+
+
+def run_killing(victim, every, out, *cluster):
+    """The ps job of FAILURE_JOB with a checkpoint every `every` steps, victim killed with
+    SIGKILL once the first is written: (status, the output up to the kill, the output after it,
+    stderr, the started tasks' pids)."""
+    launcher = launch("--strategy", "ps", *cluster, "--", "--out", out, *FAILURE_JOB,
+                      "--checkpoint-steps", every)
+    before = read_until(launcher, lambda text: f"[chief] checkpoint: epoch 1, step {every}/"
+                        f"{STEPS}" in text)
+    pids = started_pids(before)
+    os.kill(pids[victim][0], signal.SIGKILL)
+    status, rest, stderr = finish(launcher, timeout=240)
+    return status, before, rest, stderr, pids
+
+
+def test_lost_parameter_server_stops_the_job_and_resume_continues(tmp_path):
+    """kill -9 of a parameter server after a mid-epoch checkpoint: the chief says so in one line
+    (no traceback) and the job stops; the same command with --resume restores the checkpoint
+    (weights, slots, iterations, progress) and ends the epoch with exactly its steps."""
+    out = tmp_path / "out"
+    status, before, rest, _, pids = run_killing("ps:1", 25, out, "--workers", "1", "--ps", "2")
+    stdout = before + rest
+    assert status == 1, stdout[-5000:]
+    saved = re.findall(rf"^\[chief\] checkpoint: epoch 1, step (\d+)/{STEPS}: (\S+)$", stdout,
+                       re.M)
+    step, latest = saved[-1]
+    chief_after_kill = [line for line in rest.splitlines() if line.startswith("[chief] ctr:")]
+    assert chief_after_kill == [
+        "[chief] ctr: lost parameter server ps:1 (UnavailableError): the job stops. Run the "
+        f"same command with --resume to continue from the last checkpoint, {latest}."]
+    assert "Traceback" not in stdout
+    assert "local_cluster: ps:1 was killed by SIGKILL: the chief has 10 s to report it" in stdout
+    assert "local_cluster: chief exited with status 1" in stdout
+    assert_nothing_left(pids)
+
+    status, stdout, stderr = finish(launch(
+        "--strategy", "ps", "--workers", "1", "--ps", "2", "--", "--out", out, *FAILURE_JOB,
+        "--checkpoint-steps", "25", "--resume"), timeout=240)
+    assert status == 0, stdout[-8000:] + stderr[-3000:]
+    assert_nothing_left(started_pids(stdout))
+    assert f"[chief] Resuming at epoch 1, step {step} ({latest})" in stdout
+    cluster = json.loads((out / "cluster_report.json").read_text())
+    # The steps before the checkpoint counted once, those after it (lost with ps:1) redone.
+    assert cluster["wide_iterations"] == cluster["deep_iterations"] == STEPS
+    (row,) = json.loads((out / "ctr_report.json").read_text())["results"]["tf_ftrl"]
+    assert row["epoch"] == 1 and row["train_examples"] == STEPS * 64
+    assert row["test_auc"] > 0.56, row  # learned (no-skill 0.5, standard error ~0.02)
+
+
+def test_checkpoint_steps_needs_the_ps_strategy():
+    done = workers.run("-m", "tf_ftrl.examples.ctr", "--strategy", "mirrored",
+                       "--checkpoint-steps", "5", timeout=120, status=2)
+    assert ("error: --checkpoint-steps works with --strategy ps only. Received: --strategy "
+            "mirrored") in done.stderr
+
+
+# --- resharding ---
+
+RESHARD_JOB = ["--buckets", "1000", "--embedding-dim", "4", "--hidden-units", "8"]
+
+
+@pytest.fixture(scope="module")
+def two_server_checkpoint(tmp_path_factory):
+    """The ps job's checkpoint after 3 steps with 2 parameter servers, and that run's state."""
+    directory = tmp_path_factory.mktemp("reshard") / "checkpoints"
+    result = workers.run_for_result("-m", "tests.support.reshard_worker", "train", 2,
+                                    directory, *RESHARD_JOB, timeout=180)
+    assert result["shard_rows"] == {"wide_weights": [500, 500], "deep_embedding": [500, 500]}
+    return directory, result
+
+
+@pytest.mark.parametrize("num_ps, rows", [(1, [1000]), (3, [334, 333, 333])])
+def test_a_checkpoint_of_two_servers_restores_into_other_counts(two_server_checkpoint, num_ps,
+                                                               rows):
+    """Each table and its slots (FTRL's accumulator and linear, Adagrad's accumulator) come back
+    whole in the new shards: the same predictions, iterations and state, and the next step
+    moves the tables as it does on the 2 servers (it reads every slot). One row or slot off
+    would differ by far more than float rounding."""
+    import numpy as np
+    directory, saved = two_server_checkpoint
+    restored = workers.run_for_result("-m", "tests.support.reshard_worker", "restore", num_ps,
+                                      directory, *RESHARD_JOB, timeout=180)
+    assert restored["shard_rows"] == {"wide_weights": rows, "deep_embedding": rows}
+    assert restored["iterations"] == saved["iterations"] == [3, 3]
+    np.testing.assert_array_equal(restored["predictions"], saved["predictions"])
+    names = ["wide_weights", "wide_weights/accumulator", "wide_weights/linear",
+             "deep_embedding", "deep_embedding/accumulator"]
+    assert {name for name in saved if "/" in name} == set(names[1:3] + names[4:])
+    for name in names:
+        np.testing.assert_array_equal(restored[name], saved[name], err_msg=name)
+        assert np.count_nonzero(np.asarray(saved[name]) != np.asarray(saved[name]).flat[0])
+    for name in ("wide_weights", "deep_embedding"):
+        np.testing.assert_allclose(restored["next"][name], saved["next"][name], rtol=1e-6,
+                                   atol=1e-7, err_msg=name)
+        assert not np.array_equal(saved["next"][name], saved[name])  # the step moved it
+
+
+def test_lost_worker_is_started_again_and_its_steps_are_rescheduled(tmp_path):
+    """kill -9 of a worker mid-epoch: the chief says so in one line, the launcher starts it again,
+    the other worker takes its steps meanwhile, and the epoch ends with exactly its steps and
+    examples, and a model that learned. (Its AUC is not compared with an uninterrupted run's:
+    asynchronous runs of this job differ by more than a failure moves them, see
+    docs/design.md.)"""
+    out = tmp_path / "out"
+    status, before, rest, stderr, _ = run_killing("worker:1", 50, out, "--workers", "2",
+                                                  "--ps", "1")
+    stdout = before + rest
+    assert status == 0, stdout[-8000:] + stderr[-3000:]
+    assert "local_cluster: worker:1 exited with status -9: starting it again (1 of 3)" in rest
+    lost = [line for line in rest.splitlines() if line.startswith("[chief] ctr: lost")]
+    # One line a failure (the coordinator may meet it again while the worker restarts).
+    assert lost and all(re.fullmatch(r"\[chief\] ctr: lost worker:1 \(\w+Error\): its steps go "
+                                     "to the other workers until it serves again", line)
+                        for line in lost), lost
+    assert "Traceback" not in stdout
+    restarted = re.findall(r"^local_cluster: started worker:1 \(pid (\d+)\)$", rest, re.M)
+    assert_nothing_left({**started_pids(before), "worker:1 again": [int(restarted[0])]})
+    cluster = json.loads((out / "cluster_report.json").read_text())
+    assert cluster["wide_iterations"] == cluster["deep_iterations"] == STEPS
+    (row,) = json.loads((out / "ctr_report.json").read_text())["results"]["tf_ftrl"]
+    assert row["train_examples"] == STEPS * 64
+    assert row["test_auc"] > 0.6, row  # uninterrupted runs: 0.637-0.652 (3 runs)

@@ -202,11 +202,13 @@ class EpochCheckpoint:
         self.history.assign(json.dumps(history))
         self.manager.save(checkpoint_number=len(history))
 
-    def restore(self):
-        """The history of the epochs done, [] where there is no checkpoint."""
-        if self.manager.latest_checkpoint is None:
+    def restore(self, path=None):
+        """The history of the epochs done in the checkpoint at path (default: the latest in this
+        one's directory), [] where there is none."""
+        path = path or self.manager.latest_checkpoint
+        if path is None:
             return []
-        self.manager.checkpoint.restore(self.manager.latest_checkpoint).assert_consumed()
+        self.manager.checkpoint.restore(path).assert_consumed()
         history = json.loads(self.history.numpy())
         assert len(history) == self.epochs_done.numpy()
         return history
@@ -421,7 +423,11 @@ def build_parser():
                      help="then train the same model with keras.optimizers, for comparison "
                      "(default: on synthetic data only; it takes several times as long)")
     job.add_argument("--resume", action="store_true",
-                     help="continue from the last epoch checkpoint under --out")
+                     help="continue from the last checkpoint under --out (--strategy none, "
+                     "multiworker and ps)")
+    job.add_argument("--checkpoint-steps", metavar="N", type=int, default=0,
+                     help="--strategy ps: a checkpoint every N steps too, not only at epoch "
+                     "ends (default: epoch ends only)")
     job.add_argument("--strategy", choices=("none", "mirrored", "multiworker", "ps"),
                      default="none",
                      help="none: one device; mirrored: the GPUs, or --replicas logical CPUs; "

@@ -16,13 +16,23 @@ Which Keras front end each strategy uses, and why:
 
 Whatever the strategy, the chief writes the same reports and the same serving SavedModel as one
 process: the trained weights (shards concatenated) are copied into a plain Keras 3 model, which
-is exported as `--strategy none` exports it. `model.keras` and epoch checkpoints (--resume) are
-written by `--strategy none` only.
+is exported as `--strategy none` exports it. `model.keras` is written by `--strategy none` only.
+
+Checkpoints (--resume): `--strategy none` writes one at every epoch end; multiworker too, every
+worker under its --out, and every worker restores the chief's (a filesystem they share); ps
+writes one at every epoch end and every --checkpoint-steps steps, under --out/checkpoints/ps/,
+and any number of parameter servers restores it. A lost parameter server ends the ps job with
+one line naming it; the same command with --resume continues from the last checkpoint. A lost
+ps worker is not an error: the coordinator gives its steps to the other workers and takes it
+back once it serves again (tf_ftrl.examples.local_cluster starts it again).
 """
 
 import json
+import logging
 import os
+import re
 import signal
+import socket
 import sys
 import time
 
@@ -145,7 +155,8 @@ def training_examples(data):
 # --- multiworker: Keras 3, custom loop ---
 
 
-def train_multiworker(args, strategy, hashing, data, test_dataset, test_labels, is_chief):
+def train_multiworker(args, strategy, hashing, data, test_dataset, test_labels, is_chief,
+                      chief_out):
     replicas = strategy.num_replicas_in_sync
     keras.utils.set_random_seed(args.seed)  # the same initial weights on every worker
     with strategy.scope():
@@ -173,8 +184,17 @@ def train_multiworker(args, strategy, hashing, data, test_dataset, test_labels, 
 
     predict = tf.function(lambda features: model(features, training=False))
     steps = max(1, training_examples(data) // args.batch_size)
+    # Every worker writes a checkpoint at each epoch end (its own --out), and every worker
+    # restores the chief's: the same state everywhere, as the collectives need.
+    checkpoint = ctr.EpochCheckpoint(os.path.join(args.out, "checkpoints", "multiworker"), model)
     history = []
-    for epoch in range(args.epochs):
+    if args.resume:
+        latest = tf.train.latest_checkpoint(
+            os.path.join(chief_out, "checkpoints", "multiworker"))
+        history = checkpoint.restore(latest)
+        print(f"Resuming after epoch {len(history)} ({latest})" if history
+              else "No checkpoint to resume from: starting at epoch 1.", flush=True)
+    for epoch in range(len(history), args.epochs):
         # Every worker reads the lines in the same order and takes its share of each global
         # batch (auto-shard by data); all run the same number of steps, as collectives need.
         dataset = data.training(args, hashing, epoch).repeat()
@@ -191,9 +211,10 @@ def train_multiworker(args, strategy, hashing, data, test_dataset, test_labels, 
         seconds = time.perf_counter() - start
         print(f"epoch {epoch + 1}/{args.epochs}: {steps} steps of {replicas} replicas, "
               f"loss {np.mean(losses):.4f}", flush=True)
-        if is_chief:
-            history.append(held_out_row(lambda f: predict(f).numpy(), test_dataset,
-                                        test_labels, epoch, examples, seconds))
+        history.append(held_out_row(lambda f: predict(f).numpy(), test_dataset, test_labels,
+                                    epoch, examples, seconds) if is_chief
+                       else {"epoch": epoch + 1})
+        checkpoint.save(history)
     return model, history, {"replicas": replicas, "steps_per_epoch": steps,
                             "front_end": "Keras 3, custom loop (strategy.run)"}
 
@@ -256,9 +277,8 @@ def op_library_missing(error):
     return "not registered" in str(error) and "Fused" in str(error)
 
 
-def coordinator_epochs(strategy, coordinator, model, optimizer, replica_step, dataset_fn,
-                       steps):
-    """An epoch of the ClusterCoordinator loop: steps scheduled, then joined; returns the
+def coordinator_steps(strategy, coordinator, model, optimizer, replica_step, dataset_fn):
+    """run_steps(n) of the ClusterCoordinator loop: n steps scheduled, then joined; returns the
     examples trained and the mean loss."""
     @tf.function
     def train_step(iterator):
@@ -267,19 +287,20 @@ def coordinator_epochs(strategy, coordinator, model, optimizer, replica_step, da
 
     iterator = iter(coordinator.create_per_worker_dataset(dataset_fn))
 
-    def run_epoch():
+    def run_steps(steps):
         results = [coordinator.schedule(train_step, args=(iterator,)) for _ in range(steps)]
         coordinator.join()
         fetched = [r.fetch() for r in results]
         return (int(sum(count for _, count in fetched)),
                 float(np.mean([loss for loss, _ in fetched])))
 
-    return run_epoch
+    return run_steps
 
 
-def fit_epochs(strategy, coordinator, model, optimizer, replica_step, dataset_fn, steps):
-    """An epoch of tf_keras's model.fit with a DatasetCreator (the other front end for ps):
-    the same replica step as its train_step; examples counted in a variable on a server."""
+def fit_steps(strategy, coordinator, model, optimizer, replica_step, dataset_fn):
+    """run_steps(n) of tf_keras's model.fit with a DatasetCreator (the other front end for ps):
+    one fit "epoch" of n steps, the same replica step as its train_step; examples counted in a
+    variable on a server."""
     import tf_keras
 
     with strategy.scope():
@@ -294,12 +315,12 @@ def fit_epochs(strategy, coordinator, model, optimizer, replica_step, dataset_fn
     model.compile(optimizer=optimizer)
     creator = tf_keras.utils.experimental.DatasetCreator(lambda context: dataset_fn())
 
-    def run_epoch():
+    def run_steps(steps):
         before = int(examples.numpy())
         history = model.fit(creator, epochs=1, steps_per_epoch=steps, verbose=0)
         return int(examples.numpy()) - before, float(history.history["loss"][-1])
 
-    return run_epoch
+    return run_steps
 
 
 def server_huge_pages(num_ps):
@@ -318,12 +339,113 @@ def server_huge_pages(num_ps):
     return kib
 
 
-def train_ps(args, strategy, cluster, hashing, data, test_dataset, test_labels):
-    import tf_ftrl.legacy
-    from tf_ftrl.examples import parameter_server
+def epoch_start(history):
+    """The ps job's progress at the start of an epoch: the epochs done (their held-out rows), and
+    the steps, examples, training seconds and summed step losses of the epoch under way."""
+    return {"history": history, "steps": 0, "examples": 0, "seconds": 0.0, "loss_sum": 0.0}
 
-    num_ps, num_workers = len(cluster["ps"]), len(cluster["worker"])
-    coordinator = tf.distribute.experimental.coordinator.ClusterCoordinator(strategy)
+
+class PsCheckpoint:
+    """The ps job's checkpoints (--resume): the model, each sharded table saved whole (its shards
+    as slices of one tensor, so that any number of servers can restore it), both optimizers (the
+    slots likewise, and iterations), and the progress as a JSON string variable, written with the
+    weights. The chief writes them; the variables are read from the servers."""
+
+    def __init__(self, directory, model, wide_optimizer, deep_optimizer):
+        self.progress = tf.Variable(json.dumps(epoch_start([])))  # on the chief
+        checkpoint = tf.train.Checkpoint(model=model, wide_optimizer=wide_optimizer,
+                                         deep_optimizer=deep_optimizer, progress=self.progress)
+        self.manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=2)
+
+    def save(self, progress):
+        self.progress.assign(json.dumps(progress))
+        return self.manager.save()
+
+    def restore(self, strategy):
+        """The progress saved, None where there is no checkpoint."""
+        if self.manager.latest_checkpoint is None:
+            return None
+        checkpoint = self.manager.checkpoint
+        with strategy.scope():
+            # The slots first, so that the restore fills them (each shard's slots from the
+            # slices of the whole saved slot) rather than waiting for the first step. tf_keras's
+            # optimizers have no public build: _create_all_weights is what apply_gradients calls.
+            for optimizer, variables in ((checkpoint.wide_optimizer,
+                                          checkpoint.model.wide_variables),
+                                         (checkpoint.deep_optimizer,
+                                          checkpoint.model.deep_variables)):
+                optimizer._create_all_weights(variables)
+        # Not assert_consumed(): tf_keras's get_slot() of a sharded table builds a new
+        # ShardedVariable view of the shards' slots at each call, and the check counts the
+        # view it did not restore through as unmatched (the values are restored; tested).
+        self.manager.checkpoint.restore(self.manager.latest_checkpoint).expect_partial()
+        return json.loads(self.progress.numpy())
+
+
+class CoordinatorLogFilter(logging.Filter):
+    """The ClusterCoordinator logs each failed step with its whole gRPC error, dozens of lines per
+    failure; the job says instead, in one line, that a worker was lost (its steps go to the other
+    workers until it serves again). A lost parameter server ends the job (run_or_report)."""
+
+    def filter(self, record):
+        if (record.levelno < logging.WARNING
+                or not record.pathname.endswith("cluster_coordinator.py")):
+            return True
+        message = record.getMessage()
+        worker = re.match(r"Worker /job:worker/replica:0/task:(\d+) failed with (\w+)", message)
+        if worker:
+            print(f"ctr: lost worker:{worker.group(1)} ({worker.group(2)}): its steps go to the "
+                  "other workers until it serves again", flush=True)
+        return False
+
+
+def unreachable(addresses, timeout=2.0):
+    """The indices of the host:port addresses that refuse or time out a TCP connection."""
+    down = []
+    for index, address in enumerate(addresses):
+        host, port = address.rsplit(":", 1)
+        try:
+            socket.create_connection((host, int(port)), timeout=timeout).close()
+        except OSError:
+            down.append(index)
+    return down
+
+
+def run_or_report(run_steps, steps, checkpoint, ps_addresses):
+    """run_steps(steps), or the job's end in one line where a server cannot go on: one without
+    tf_ftrl's op library, or a parameter server lost (its variables with it)."""
+    try:
+        return run_steps(steps)
+    except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as e:
+        if op_library_missing(e):
+            sys.exit("ctr: a worker or parameter server cannot run tf_ftrl's fused ops: "
+                     "every server must load tf_ftrl's op library "
+                     "(tf_ftrl.ops.load_library()) before it starts. "
+                     f"{str(e).splitlines()[0]}")
+        raise
+    except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError) as e:
+        named = sorted({int(i) for i in re.findall(r"/job:ps/replica:0/task:(\d+)", str(e))})
+        if not named:
+            raise
+        # The error names every server that relayed it (a live one that lost a transfer from
+        # the dead one too): name those that no longer accept connections.
+        lost = unreachable(ps_addresses) or named
+        latest = checkpoint.manager.latest_checkpoint
+        print(f"ctr: lost parameter server {', '.join(f'ps:{i}' for i in lost)} "
+              f"({type(e).__name__}): the job stops. Run the same command with --resume to "
+              "continue from " + (f"the last checkpoint, {latest}." if latest else
+                                  "the start (no checkpoint was written yet)."), flush=True)
+        sys.stderr.flush()
+        # Not sys.exit: the runtime's teardown would retry its RPCs to the lost server and
+        # log each failure.
+        os._exit(1)
+
+
+def build_ps_model(args, strategy):
+    """The LegacyWideAndDeep and its two optimizers, made in strategy's scope (the tables
+    sharded by its variable_partitioner) and built: (model, wide optimizer, deep optimizer)."""
+    import tf_ftrl.legacy
+
     tf.random.set_seed(args.seed)
     with strategy.scope():
         model = legacy_model_class()(args.buckets, args.embedding_dim, args.hidden_units)
@@ -337,6 +459,11 @@ def train_ps(args, strategy, cluster, hashing, data, test_dataset, test_labels):
             l2_regularization_strength=args.l2, initial_accumulator_value=1e-6, **options)
         deep_optimizer = tf_ftrl.legacy.Adagrad(
             learning_rate=args.deep_learning_rate, initial_accumulator_value=1e-6, **options)
+    return model, wide_optimizer, deep_optimizer
+
+
+def ps_replica_step(model, wide_optimizer, deep_optimizer):
+    """A training step on one batch, for strategy.run on a worker: (mean loss, examples)."""
     wide, deep = model.wide_variables, model.deep_variables
 
     def replica_step(features, labels):
@@ -349,39 +476,61 @@ def train_ps(args, strategy, cluster, hashing, data, test_dataset, test_labels):
         deep_optimizer.apply_gradients(zip(grads[len(wide):], deep))
         return loss, tf.shape(labels, out_type=tf.int64)[0]
 
-    @tf.function
-    def train_step(iterator):
-        features, labels = next(iterator)
-        return strategy.run(replica_step, args=(features, labels))
+    return replica_step
+
+
+def train_ps(args, strategy, cluster, hashing, data, test_dataset, test_labels):
+    from tf_ftrl.examples import parameter_server
+
+    num_ps, num_workers = len(cluster["ps"]), len(cluster["worker"])
+    coordinator = tf.distribute.experimental.coordinator.ClusterCoordinator(strategy)
+    model, wide_optimizer, deep_optimizer = build_ps_model(args, strategy)
+    replica_step = ps_replica_step(model, wide_optimizer, deep_optimizer)
 
     def dataset_fn():
-        # Each worker reads all the lines in an order of its own (no seed): asynchronous
-        # steps then see different batches.
+        # Each worker reads all the lines in an order of its own, so that asynchronous steps see
+        # different batches. Not seed=None: the function is traced once, on the chief, where
+        # the global seed (set for the initial weights) fixes the shuffle's seed, the same on
+        # every worker (seen: both workers took the same batches). The clock of the worker that
+        # builds its dataset seeds its order instead.
+        seed = tf.bitcast(tf.timestamp(), tf.int64)
         return criteo_data.read_dataset(data.train_paths, hashing, args.batch_size,
-                                        shuffle_buffer=args.shuffle_buffer, seed=None,
+                                        shuffle_buffer=args.shuffle_buffer, seed=seed,
                                         take=data.train_take).repeat()
 
     steps = max(1, training_examples(data) // args.batch_size)
-    run_epoch = (fit_epochs if args.ps_loop == "fit" else coordinator_epochs)(
-        strategy, coordinator, model, wide_optimizer, replica_step, dataset_fn, steps)
+    run_steps = (fit_steps if args.ps_loop == "fit" else coordinator_steps)(
+        strategy, coordinator, model, wide_optimizer, replica_step, dataset_fn)
     predict = tf.function(lambda features: model(features, training=False))
-    history = []
-    for epoch in range(args.epochs):
-        start = time.perf_counter()
-        try:
-            examples, loss = run_epoch()
-        except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as e:
-            if op_library_missing(e):
-                sys.exit("ctr: a worker or parameter server cannot run tf_ftrl's fused ops: "
-                         "every server must load tf_ftrl's op library "
-                         "(tf_ftrl.ops.load_library()) before it starts. "
-                         f"{str(e).splitlines()[0]}")
-            raise
-        seconds = time.perf_counter() - start
+    checkpoint = PsCheckpoint(os.path.join(args.out, "checkpoints", "ps"), model,
+                              wide_optimizer, deep_optimizer)
+    progress = epoch_start([])
+    if args.resume:
+        progress = checkpoint.restore(strategy) or progress
+        print(f"Resuming at epoch {len(progress['history']) + 1}, step {progress['steps']} "
+              f"({checkpoint.manager.latest_checkpoint})" if checkpoint.manager.latest_checkpoint
+              else "No checkpoint to resume from: starting at epoch 1.", flush=True)
+    logging.getLogger("tensorflow").addFilter(CoordinatorLogFilter())
+    for epoch in range(len(progress["history"]), args.epochs):
+        while progress["steps"] < steps:
+            chunk = min(steps - progress["steps"], args.checkpoint_steps or steps)
+            start = time.perf_counter()
+            examples, loss = run_or_report(run_steps, chunk, checkpoint, cluster["ps"])
+            progress["seconds"] += time.perf_counter() - start
+            progress["steps"] += chunk
+            progress["examples"] += examples
+            progress["loss_sum"] += loss * chunk
+            if progress["steps"] < steps:
+                path = checkpoint.save(progress)
+                print(f"checkpoint: epoch {epoch + 1}, step {progress['steps']}/{steps}: {path}",
+                      flush=True)
         print(f"epoch {epoch + 1}/{args.epochs}: {steps} steps on {num_workers} workers, "
-              f"loss {loss:.4f}", flush=True)
-        history.append(held_out_row(lambda f: predict(f).numpy(), test_dataset, test_labels,
-                                    epoch, examples, seconds))
+              f"loss {progress['loss_sum'] / steps:.4f}", flush=True)
+        row = held_out_row(lambda f: predict(f).numpy(), test_dataset, test_labels, epoch,
+                           progress["examples"], progress["seconds"])
+        progress = epoch_start(progress["history"] + [row])
+        print(f"checkpoint: epoch {epoch + 1} done: {checkpoint.save(progress)}", flush=True)
+    history = progress["history"]
 
     # Where the tables' shards and their slots are, and where each update op runs.
     element_spec = dataset_fn().element_spec
@@ -415,9 +564,15 @@ def train_ps(args, strategy, cluster, hashing, data, test_dataset, test_labels):
 
 
 def main(parser, args, argv):
-    if args.resume:
-        ctr.fail(parser, f"--resume works with --strategy none only. Received: --strategy "
-                 f"{args.strategy}")
+    if args.resume and args.strategy == "mirrored":
+        ctr.fail(parser, "--resume works with --strategy none, multiworker and ps. Received: "
+                 "--strategy mirrored")
+    if args.checkpoint_steps < 0:
+        ctr.fail(parser, f"--checkpoint-steps must be 0 or more. Received: "
+                 f"{args.checkpoint_steps}")
+    if args.checkpoint_steps and args.strategy != "ps":
+        ctr.fail(parser, f"--checkpoint-steps works with --strategy ps only. Received: "
+                 f"--strategy {args.strategy}")
     if args.compare:
         ctr.fail(parser, f"--compare works with --strategy none only. Received: --strategy "
                  f"{args.strategy}")
@@ -431,6 +586,7 @@ def main(parser, args, argv):
         resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
         cluster = resolver.cluster_spec().as_dict()
         task = f"{resolver.task_type}:{resolver.task_id}"
+        chief_out = args.out
         if args.strategy == "ps":
             if not cluster.get("ps") or not cluster.get("worker") or not cluster.get("chief"):
                 ctr.fail(parser, "--strategy ps needs chief, worker and ps tasks in TF_CONFIG. "
@@ -473,7 +629,8 @@ def main(parser, args, argv):
                    "front_end": "Keras 3, model.fit"}
     elif args.strategy == "multiworker":
         model, history, details = train_multiworker(args, strategy, hashing, data,
-                                                    test_dataset, test_labels, is_chief)
+                                                    test_dataset, test_labels, is_chief,
+                                                    chief_out)
     else:
         model, history, details = train_ps(args, strategy, cluster, hashing, data, test_dataset,
                                            test_labels)

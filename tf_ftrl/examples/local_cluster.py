@@ -14,7 +14,17 @@ unless --module says otherwise; ARGS: what follows `--`) on free 127.0.0.1 ports
 
 Each line a task prints comes out prefixed with the task's name (`[chief]`, `[worker:1]`,
 `[ps:0]`). The launcher exits with the chief's status once the chief has exited, or with a task's
-status (or 1) as soon as any other task fails first. Every task runs in a process group of its
+status (or 1) as soon as any other task fails first, with two exceptions, as a cluster manager
+would have them:
+
+- ps: a worker that dies is started again (up to --restarts times per worker), with the same
+  TF_CONFIG; meanwhile the coordinator gives its steps to the other workers, and takes it back
+  once it serves again;
+- a task killed by a signal (`kill -9`, the kernel's OOM killer) cannot say why it stopped: the
+  chief gets --grace seconds to notice and say so (the ps job names the lost parameter server
+  and how to resume) before the cluster is stopped.
+
+Every task runs in a process group of its
 own: on the way out (success, failure, Ctrl-C or SIGTERM) the launcher signals each group,
 waits --grace seconds, then kills what is left, so that no process stays behind; a task also
 dies with the launcher if the launcher itself is killed (Linux's parent-death signal).
@@ -80,11 +90,24 @@ class Task:
 
     def __init__(self, name, command, env, out):
         self.name = name
+        self.command, self.env, self.out = command, env, out
+        self.restarts = 0
+        self.start()
+
+    def start(self):
         self.process = subprocess.Popen(
-            command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            self.command, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
-        self.copier = threading.Thread(target=self._copy_output, args=(out,), daemon=True)
+        self.copier = threading.Thread(target=self._copy_output, args=(self.out,), daemon=True)
         self.copier.start()
+
+    def restart(self):
+        """The same command and TF_CONFIG in a new process (the old one has exited; what it
+        left in its group goes first)."""
+        self.signal_group(signal.SIGKILL)
+        self.copier.join(timeout=5)
+        self.restarts += 1
+        self.start()
 
     def _copy_output(self, out):
         for line in iter(self.process.stdout.readline, b""):
@@ -156,12 +179,37 @@ class Cluster:
                 return status
             for name, task in self.tasks.items():
                 other = task.process.poll()
-                if name != self.chief_name and other not in (None, 0):
-                    task.copier.join(timeout=5)
-                    self.say(f"{name} exited with status {other} before the chief: stopping "
-                             "the cluster")
-                    return other if other > 0 else 1
+                if name == self.chief_name or other in (None, 0):
+                    continue
+                task.copier.join(timeout=5)
+                if (self.args.strategy == "ps" and name.startswith("worker:")
+                        and task.restarts < self.args.restarts):
+                    self.say(f"{name} exited with status {other}: starting it again "
+                             f"({task.restarts + 1} of {self.args.restarts})")
+                    task.restart()
+                    self.say(f"started {name} (pid {task.pid})")
+                    continue
+                if other < 0:
+                    self.say(f"{name} was killed by {signal.Signals(-other).name}: the chief "
+                             f"has {self.args.grace:g} s to report it")
+                    status = self.wait_for_chief()
+                    if status is not None:
+                        return status
+                self.say(f"{name} exited with status {other} before the chief: stopping "
+                         "the cluster")
+                return other if other > 0 else 1
             time.sleep(0.1)
+
+    def wait_for_chief(self):
+        """The chief's status if it exits within --grace seconds, else None."""
+        chief = self.tasks[self.chief_name]
+        try:
+            status = chief.process.wait(timeout=self.args.grace)
+        except subprocess.TimeoutExpired:
+            return None
+        chief.copier.join(timeout=1)
+        self.say(f"{self.chief_name} exited with status {status}")
+        return status
 
     def wait_for_others(self):
         """Up to --grace seconds for the tasks other than the chief to end on their own (the
@@ -194,7 +242,7 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m tf_ftrl.examples.local_cluster", description=__doc__.split("\n\n")[0],
         usage="%(prog)s [-h] --strategy {none,mirrored,multiworker,ps} [--workers N] [--ps N] "
-        "[--module MODULE] [--grace S] [-- JOB ARGUMENTS]")
+        "[--module MODULE] [--grace S] [--restarts N] [-- JOB ARGUMENTS]")
     parser.add_argument("--strategy", choices=STRATEGIES, required=True)
     parser.add_argument("--workers", metavar="N", type=int, default=2,
                         help="worker tasks, for ps and multiworker (default: %(default)s)")
@@ -203,7 +251,11 @@ def build_parser():
     parser.add_argument("--module", default="tf_ftrl.examples.ctr",
                         help="the job every task runs (default: %(default)s)")
     parser.add_argument("--grace", metavar="S", type=float, default=10.0,
-                        help="seconds the tasks get to exit after a signal, before SIGKILL "
+                        help="seconds the tasks get to exit after a signal, before SIGKILL; "
+                        "and the chief, to report a task killed by a signal (default: "
+                        "%(default)s)")
+    parser.add_argument("--restarts", metavar="N", type=int, default=3,
+                        help="ps: times each worker is started again after it dies "
                         "(default: %(default)s)")
     return parser
 
