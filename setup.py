@@ -14,6 +14,7 @@ Makefile, as development expects. Progress goes to stderr (`pip install -v` show
 """
 
 import importlib.metadata
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -32,6 +33,10 @@ _TARGET = "//kernels:_tf_ftrl_ops.so"
 # works without it (the optimizers then run plain TensorFlow ops under XLA).
 _XLA_LIBRARY = "_tf_ftrl_xla_ops.so"
 _XLA_TARGET = "//kernels:_tf_ftrl_xla_ops.so"
+# The header of XLA's typed FFI, which the custom-call targets are written with
+# (kernels/xla_custom_calls.cc). TensorFlow's pip packages ship it from 2.20 on; 2.16-2.19 ship
+# only its C API (xla/ffi/api/c_api.h), so the lowering is not built there (docs/reliability.md).
+_XLA_FFI_HEADER = os.path.join("xla", "ffi", "api", "ffi.h")
 # Keras 3 (tf_ftrl.Ftrl/Adagrad) came with TensorFlow 2.16; tools/compat_check.sh tests each
 # release from there on (docs/reliability.md, "Supported releases").
 _OLDEST_TENSORFLOW = (2, 16)
@@ -95,6 +100,15 @@ def _installed_tensorflow():
         except importlib.metadata.PackageNotFoundError:
             continue
     sys.exit(_no_tensorflow_message(_isolated_build_environment()))
+
+
+def _tensorflow_has_xla_ffi_header():
+    """Whether the headers of the TensorFlow this interpreter runs (tf.sysconfig.get_include(),
+    found without importing TensorFlow) include XLA's typed FFI."""
+    spec = importlib.util.find_spec("tensorflow")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    return any(os.path.isfile(os.path.join(location, "include", _XLA_FFI_HEADER))
+               for location in locations)
 
 
 def _find_bazel(environ=None):
@@ -174,11 +188,6 @@ class BazelBuildExt(build_ext):
     def _build_xla_lowering(self, bazel, editable, env, bazel_bin, directory):
         """Builds the XLA lowering and copies it beside the op library; a failure is reported,
         not raised."""
-        build, _ = _bazel_commands(bazel, editable, _bazel_output_root(),
-                                   os.environ.get("TF_FTRL_BAZEL_DISK_CACHE"), _XLA_TARGET)
-        _log("building the XLA lowering of the fused ops (about 2 minutes on 2 cores the first "
-             "time): " + " ".join(build))
-        started = time.monotonic()
         # An editable install copies only the extension it declares from the build directory
         # into the tree: the lowering goes into the tree's package directly.
         places = {directory, os.path.join(_ROOT, "tf_ftrl")} if editable else {directory}
@@ -186,6 +195,16 @@ class BazelBuildExt(build_ext):
         for target in targets:
             if os.path.exists(target):
                 os.remove(target)  # no earlier build's lowering left behind
+        if not _tensorflow_has_xla_ffi_header():
+            _log(f"the XLA lowering is not built: TensorFlow {env['TF_FTRL_TF_VERSION']} ships no "
+                 f"{_XLA_FFI_HEADER} (XLA's typed FFI; TensorFlow 2.20 and newer do): tf_ftrl "
+                 "works without it, and its optimizers run plain TensorFlow ops under XLA")
+            return
+        build, _ = _bazel_commands(bazel, editable, _bazel_output_root(),
+                                   os.environ.get("TF_FTRL_BAZEL_DISK_CACHE"), _XLA_TARGET)
+        _log("building the XLA lowering of the fused ops (about 2 minutes on 2 cores the first "
+             "time): " + " ".join(build))
+        started = time.monotonic()
         if subprocess.run(build, cwd=_ROOT, env=env, stdout=sys.stderr).returncode != 0:
             _log("the XLA lowering did not build against this TensorFlow (see above): tf_ftrl "
                  "works without it, and its optimizers run plain TensorFlow ops under XLA")

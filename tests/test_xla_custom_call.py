@@ -5,8 +5,6 @@ the call and writes nothing; and tf_ftrl's Keras optimizers take that path under
 
 import logging
 import os
-import pathlib
-import re
 import subprocess
 import sys
 import warnings
@@ -21,19 +19,17 @@ from tf_ftrl import ops
 from tf_ftrl.optimizers import _fused_optimizer
 
 
-def _default_tensorflow():
-    """The TensorFlow version tools/setup.sh installs by default (what `make test` runs)."""
-    setup = (pathlib.Path(__file__).parent.parent / "tools" / "setup.sh").read_text()
-    return re.search(r"TF_PACKAGE:-tensorflow(?:-cpu)?==([\d.]+)", setup).group(1)
-
-
-def test_the_lowering_is_built_and_loaded_with_the_default_tensorflow():
-    # The tests below need the lowering; with the TensorFlow the set-up installs it must be
-    # there (an editable install once left it out of the tree, and they all skipped).
+def test_the_lowering_is_loaded_wherever_tensorflow_ships_the_xla_ffi():
+    # The tests below need the lowering; wherever TensorFlow's headers have XLA's typed FFI (2.20
+    # and newer) it must be built and loaded (an editable install once left it out of the tree,
+    # and they all skipped). Elsewhere (2.16-2.19) the fallback tests at the end run instead.
     ops.load_library()
-    if tf.__version__ != _default_tensorflow():
-        pytest.skip(f"TensorFlow {tf.__version__}: the lowering is built where it compiles")
-    assert ops._xla_lowering, "the XLA lowering (_tf_ftrl_xla_ops.so) is not built or not loaded"
+    if os.environ.get("TF_FTRL_XLA_CUSTOM_CALL", "1") == "0":
+        pytest.skip("TF_FTRL_XLA_CUSTOM_CALL=0 turns the lowering off")
+    assert ops._xla_lowering == ops._has_xla_ffi_header(), (
+        f"TensorFlow {tf.__version__} {'ships' if ops._has_xla_ffi_header() else 'lacks'} "
+        f"{ops._XLA_FFI_HEADER}, but the XLA lowering (_tf_ftrl_xla_ops.so) is "
+        f"{'' if ops._xla_lowering else 'not '}loaded")
 
 
 needs_lowering = pytest.mark.skipif(
@@ -282,31 +278,43 @@ def test_one_log_line_says_which_path(caplog, monkeypatch):
         "(TF_FTRL_XLA_CUSTOM_CALL=0)"]
 
 
-@pytest.mark.parametrize("make", [lambda: tf_ftrl.Ftrl(learning_rate=0.1,
-                                                       l1_regularization_strength=0.01,
-                                                       l2_regularization_strength=0.02),
-                                  lambda: tf_ftrl.Adagrad(learning_rate=0.1)],
-                         ids=["ftrl", "adagrad"])
-@needs_lowering
-def test_optimizer_step_under_xla_equals_the_step_without_bit_for_bit(rng, make):
+REGULARIZED = {"ftrl": lambda: tf_ftrl.Ftrl(learning_rate=0.1, l1_regularization_strength=0.01,
+                                             l2_regularization_strength=0.02),
+               "adagrad": lambda: tf_ftrl.Adagrad(learning_rate=0.1)}
+
+
+def _table_and_kernel(rng):
+    """The initial values of an embedding table and a dense kernel, and their gradients: sparse
+    (with duplicate ids) and dense."""
     table = rng.normal(size=(60, 16)).astype(np.float32)
     kernel = rng.normal(size=(16, 8)).astype(np.float32)
     indices = rng.integers(0, 60, size=40)  # duplicates included
     sparse = tf.IndexedSlices(tf.constant(rng.normal(size=(40, 16)).astype(np.float32)),
                               tf.constant(indices), tf.constant([60, 16], tf.int64))
     dense = tf.constant(rng.normal(size=(16, 8)).astype(np.float32))
-    results = []
-    for jit in (False, True):
-        variables = [keras.Variable(table), keras.Variable(kernel)]
-        optimizer = make()
-        optimizer.build(variables)
-        step = tf.function(lambda: optimizer.apply([sparse, dense], variables),
-                           jit_compile=jit)
-        step()
-        step()
-        results.append([v.numpy() for v in variables] + [v.numpy() for v in optimizer.variables])
-    for i, (plain, compiled) in enumerate(zip(*results)):
-        np.testing.assert_array_equal(compiled, plain, err_msg=f"variable {i}")
+    return [table, kernel], [sparse, dense]
+
+
+def _two_steps(make, initial, grads, jit_compile):
+    """The variables and the optimizer's variables after two steps of `make()`, the step
+    function and the optimizer."""
+    variables = [keras.Variable(value) for value in initial]
+    optimizer = make()
+    optimizer.build(variables)
+    step = tf.function(lambda: optimizer.apply(grads, variables), jit_compile=jit_compile)
+    step()
+    step()
+    return [v.numpy() for v in variables + list(optimizer.variables)], step, optimizer
+
+
+@pytest.mark.parametrize("make", REGULARIZED.values(), ids=REGULARIZED.keys())
+@needs_lowering
+def test_optimizer_step_under_xla_equals_the_step_without_bit_for_bit(rng, make):
+    initial, grads = _table_and_kernel(rng)
+    plain, _, _ = _two_steps(make, initial, grads, jit_compile=False)
+    compiled, _, _ = _two_steps(make, initial, grads, jit_compile=True)
+    for i, (a, b) in enumerate(zip(plain, compiled)):
+        np.testing.assert_array_equal(b, a, err_msg=f"variable {i}")
 
 
 @needs_lowering
@@ -389,3 +397,38 @@ def test_legacy_optimizers_run_under_xla_with_the_bits_of_the_op(rng, name):
     assert kernels == {"table": f"sparse_apply_{op} (XLA custom call)",
                        "kernel": f"apply_{op} (XLA custom call)",
                        "bias": f"apply_{op} (XLA custom call)"}
+
+
+# ------------------------------------- without the lowering (TensorFlow 2.16-2.19): plain ops
+
+without_lowering = pytest.mark.skipif(
+    ops.load_library() and ops._xla_lowering,
+    reason="the XLA lowering is loaded: the tests above run the custom calls")
+
+
+@without_lowering
+def test_without_the_lowering_one_log_line_says_why(caplog):
+    with caplog.at_level(logging.INFO, logger="tf_ftrl"):
+        assert not ops._load_xla_lowering()
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert message.startswith(
+        "tf_ftrl: under XLA (jit_compile=True) the updates run as plain TensorFlow ops (")
+    if not ops._has_xla_ffi_header() and os.environ.get("TF_FTRL_XLA_CUSTOM_CALL", "1") != "0":
+        assert (f"TensorFlow {tf.__version__} ships no xla/ffi/api/ffi.h (XLA's typed FFI), "
+                "which the lowering is built with; TensorFlow 2.20 and newer do") in message
+
+
+@pytest.mark.parametrize("make", REGULARIZED.values(), ids=REGULARIZED.keys())
+@without_lowering
+def test_without_the_lowering_the_xla_step_is_plain_ops_with_the_same_math(rng, make):
+    initial, grads = _table_and_kernel(rng)
+    plain, _, _ = _two_steps(make, initial, grads, jit_compile=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "its fused kernels cannot run"
+        compiled, step, optimizer = _two_steps(make, initial, grads, jit_compile=True)
+    assert 'custom_call_target="tf_ftrl_' not in _hlo(step)
+    assert sorted(optimizer.kernels_used().values()) == [
+        "tensorflow ops (inside XLA, dense)", "tensorflow ops (inside XLA, sparse)"]
+    # The same formulas in TensorFlow ops, which XLA may fuse and round differently.
+    for i, (a, b) in enumerate(zip(plain, compiled)):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, err_msg=f"variable {i}")

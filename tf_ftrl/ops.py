@@ -32,6 +32,9 @@ _REBUILD_HINT = (
 )
 
 _XLA_LIBRARY_FILE = "_tf_ftrl_xla_ops.so"
+# XLA's typed FFI, which kernels/xla_custom_calls.cc is written with: setup.py does not build
+# the lowering against a TensorFlow whose headers lack it.
+_XLA_FFI_HEADER = os.path.join("xla", "ffi", "api", "ffi.h")
 # The ops the XLA lowering takes, for float32 variables and state (kernels/xla_ops.cc).
 _XLA_LOWERED_OPS = frozenset({"FusedResourceApplyFtrl", "FusedResourceSparseApplyFtrl",
                               "FusedResourceApplyAdagrad", "FusedResourceSparseApplyAdagrad"})
@@ -96,6 +99,9 @@ def _load_xla_lowering():
     path = os.path.join(_package_dir(), _XLA_LIBRARY_FILE)
     if os.environ.get("TF_FTRL_XLA_CUSTOM_CALL", "1") == "0":
         why = "TF_FTRL_XLA_CUSTOM_CALL=0"
+    elif not os.path.isfile(path) and not _has_xla_ffi_header():
+        why = (f"TensorFlow {tf.__version__} ships no {_XLA_FFI_HEADER} (XLA's typed FFI), "
+               "which the lowering is built with; TensorFlow 2.20 and newer do")
     elif not os.path.isfile(path):
         why = f"{path} does not exist"
     elif _built_tensorflow_version(path) != tf.__version__:
@@ -113,6 +119,12 @@ def _load_xla_lowering():
     _logger.info("tf_ftrl: under XLA (jit_compile=True) the updates run as plain TensorFlow ops "
                  "(%s)", why)
     return False
+
+
+def _has_xla_ffi_header():
+    """Whether TensorFlow's headers include XLA's typed FFI, without which setup.py does not
+    build the lowering (TensorFlow 2.16-2.19 ship only its C API)."""
+    return os.path.isfile(os.path.join(tf.sysconfig.get_include(), _XLA_FFI_HEADER))
 
 
 def has_xla_lowering(spec, dtype, state_dtype):

@@ -8,15 +8,16 @@
 #   bash tools/compat_check.sh 2.18.1                # with the Keras that pip resolves
 #
 # tf-keras (for tf_ftrl.legacy) is taken from TensorFlow's minor release. Writes setup.log,
-# pytest.log and result.txt (the installed versions and pytest's summary) under
-# build/compat/tf-TF_VERSION-keras-KERAS_VERSION/ (COMPAT_DIR overrides build/compat), prints
-# result.txt, and exits with pytest's status. KEEP=1 keeps the clone's Bazel output.
+# pytest.log and result.txt (the installed versions, the path XLA-compiled updates take and
+# pytest's summary) under build/compat/tf-TF_VERSION-keras-KERAS_VERSION/ (COMPAT_DIR overrides
+# build/compat), prints result.txt, and exits with pytest's status. KEEP=1 keeps the clone's
+# Bazel output.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PYTHON=${PYTHON:-python3}
 
 if [ $# -lt 1 ]; then
-  sed -n '2,13p' "$0"
+  sed -n '2,14p' "$0"
   exit 2
 fi
 TF_VERSION=$1
@@ -51,6 +52,22 @@ print("versions: " + ", ".join(f"{n} {metadata.version(n)}" for n in names))
 EOF
 )
 
+# Which path XLA-compiled updates take there: tf_ftrl.ops logs it in one line when it loads.
+xla=$("$WORK/venv/bin/python" - <<'EOF' 2>/dev/null || echo "xla: (tf_ftrl did not load)"
+import logging, os
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+messages = []
+handler = logging.Handler()
+handler.emit = lambda record: messages.append(record.getMessage())
+logger = logging.getLogger("tf_ftrl")
+logger.addHandler(handler)
+logger.setLevel(logging.INFO)
+from tf_ftrl import ops
+ops.load_library()
+print("xla: " + " / ".join(m.removeprefix("tf_ftrl: ") for m in messages if "under XLA" in m))
+EOF
+)
+
 status=$setup_status
 if [ "$setup_status" -eq 0 ]; then
   echo "[compat] pytest ${PYTEST_ARGS[*]} (log: $WORK/pytest.log)"
@@ -66,6 +83,7 @@ fi
 {
   echo "tensorflow-cpu==$TF_VERSION keras==${KERAS_VERSION:-resolved}"
   echo "$versions"
+  echo "$xla"
   echo "result: $outcome"
   echo "exit: $status"
 } >"$WORK/result.txt"
