@@ -239,8 +239,24 @@ ffi::Error Update(ffi::ThreadPool* pool, const CallBuffers& call, bool flag) {
   return ffi::Error::Success();
 }
 
-// Calls Update with the storage types of var, the state and the indices; the lowering
-// (xla_ops.cc) only emits calls with types listed here.
+// Calls fn(T(), S()) with the storage types of var and the state: a float var with float,
+// bfloat16 or float16 state (the lowering, xla_ops.cc, emits calls with no other types).
+template <typename Fn>
+ffi::Error WithStateTypes(ffi::DataType var_type, ffi::DataType state_type, Fn&& fn) {
+  if (var_type == ffi::DataType::F32) {
+    switch (state_type) {
+      case ffi::DataType::F32: return fn(float(), float());
+      case ffi::DataType::BF16: return fn(float(), bfloat16());
+      case ffi::DataType::F16: return fn(float(), float16());
+      default: break;
+    }
+  }
+  return ffi::Error::InvalidArgument(Cat("tf_ftrl's XLA custom call takes a float var with "
+                                         "float, bfloat16 or half state, got ",
+                                         TypeName(var_type), " and ", TypeName(state_type)));
+}
+
+// Calls Update with the storage types of var, the state and the indices.
 template <typename Optimizer, bool kSparse>
 ffi::Error Dispatch(ffi::ThreadPool pool, ffi::RemainingArgs args, ffi::RemainingRets rets,
                     bool flag) {
@@ -265,12 +281,7 @@ ffi::Error Dispatch(ffi::ThreadPool pool, ffi::RemainingArgs args, ffi::Remainin
       return Update<Optimizer, T, S, void>(&pool, call, flag);
     }
   };
-  if (var_type == ffi::DataType::F32 && state_type == ffi::DataType::F32) {
-    return with_index(float(), float());
-  }
-  return ffi::Error::InvalidArgument(Cat("tf_ftrl's XLA custom call takes a float var with float "
-                                         "state, got ", TypeName(var_type), " and ",
-                                         TypeName(state_type)));
+  return WithStateTypes(var_type, state_type, with_index);
 }
 
 template <typename Optimizer, bool kSparse>
@@ -414,21 +425,20 @@ ffi::Error DispatchOnGpu(cudaStream_t stream, ffi::ScratchAllocator scratch,
   const CallBuffers call{args, rets};
   const ffi::DataType var_type = args.get<ffi::AnyBuffer>(0)->element_type();
   const ffi::DataType state_type = args.get<ffi::AnyBuffer>(1)->element_type();
-  if (var_type != ffi::DataType::F32 || state_type != ffi::DataType::F32) {
-    return ffi::Error::InvalidArgument(Cat("tf_ftrl's XLA custom call takes a float var with "
-                                           "float state, got ", TypeName(var_type), " and ",
-                                           TypeName(state_type)));
-  }
-  if constexpr (kSparse) {
-    const ffi::DataType index_type =
-        args.get<ffi::AnyBuffer>(Optimizer::kNumState + 1)->element_type();
-    if (index_type == ffi::DataType::S32) {
-      return UpdateOnGpu<Optimizer, float, float, int32_t>(stream, &scratch, call, flag);
+  return WithStateTypes(var_type, state_type, [&](auto t, auto s) -> ffi::Error {
+    using T = decltype(t);
+    using S = decltype(s);
+    if constexpr (kSparse) {
+      const ffi::DataType index_type =
+          args.get<ffi::AnyBuffer>(Optimizer::kNumState + 1)->element_type();
+      if (index_type == ffi::DataType::S32) {
+        return UpdateOnGpu<Optimizer, T, S, int32_t>(stream, &scratch, call, flag);
+      }
+      return UpdateOnGpu<Optimizer, T, S, int64_t>(stream, &scratch, call, flag);
+    } else {
+      return UpdateOnGpu<Optimizer, T, S, void>(stream, &scratch, call, flag);
     }
-    return UpdateOnGpu<Optimizer, float, float, int64_t>(stream, &scratch, call, flag);
-  } else {
-    return UpdateOnGpu<Optimizer, float, float, void>(stream, &scratch, call, flag);
-  }
+  });
 }
 
 template <typename Optimizer, bool kSparse>

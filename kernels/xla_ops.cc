@@ -45,6 +45,27 @@ std::string FlagAttribute(const char* name, bool value) {
   return absl::StrCat("{", name, " = ", value ? "true" : "false", "}");
 }
 
+// The dtype rule of the OpKernels (training_kernels.h, LockedVariables), with their messages:
+// the state variables share one dtype, var's (float: the registration's only T) or, narrower,
+// bfloat16 or half. `earlier` holds the dtypes of arrays [0, i).
+template <typename Optimizer>
+absl::Status CheckStateDtype(int i, DataType type, DataType var_type,
+                             const std::vector<DataType>& earlier) {
+  if (i > 1 && type != earlier[1]) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        Optimizer::kStateNames[i], " has dtype ", DataTypeString(type), " but ",
+        Optimizer::kStateNames[1], " has dtype ", DataTypeString(earlier[1]),
+        ": the optimizer's state variables share one dtype"));
+  }
+  if (type != var_type && type != DT_BFLOAT16 && type != DT_HALF) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        Optimizer::kStateNames[i], " has dtype ", DataTypeString(type), " but var has dtype ",
+        DataTypeString(var_type),
+        ": the state has var's dtype, or bfloat16 or half for a float var"));
+  }
+  return absl::OkStatus();
+}
+
 template <typename Optimizer, bool kSparse>
 class FusedApplyXlaOp : public XlaOpKernel {
  public:
@@ -86,13 +107,8 @@ class FusedApplyXlaOp : public XlaOpKernel {
                     absl::InvalidArgumentError(absl::StrCat(
                         "var and ", Optimizer::kStateNames[i], " do not have the same shape: ",
                         var_shape.DebugString(), " vs ", shape.DebugString())));
+        OP_REQUIRES_OK(ctx, CheckStateDtype<Optimizer>(i, type, dtype, state_dtypes));
       }
-      // The custom call is compiled for float var and state (xla_custom_calls.cc); tf_ftrl's
-      // optimizers only take this path for those.
-      OP_REQUIRES(ctx, type == DT_FLOAT,
-                  absl::UnimplementedError(absl::StrCat(
-                      "tf_ftrl's XLA custom call takes float variables, but ",
-                      Optimizer::kStateNames[i], " has dtype ", DataTypeString(type))));
       absl::StatusOr<xla::Shape> xla_shape = ctx->builder()->GetShape(value);
       OP_REQUIRES_OK(ctx, xla_shape.status());
       state_shapes.push_back(*xla_shape);

@@ -165,6 +165,91 @@ def test_bad_shapes_fail_at_compile_time_with_the_ops_message(rng):
         step(tf.ones((10, 3)))
 
 
+# ------------------------------------------------------------ low-precision state and row-wise
+
+# (optimizer, hyperparameters and flag): the element-wise and row-wise ops of each.
+VARIANTS = {
+    "ftrl": dict(FTRL, lr_power=-0.5),
+    "adagrad": dict(lr=0.1, epsilon=1e-7),
+}
+
+
+def _variant_state(rng, name, shape, state_dtype):
+    """var (float32) and the slots (in state_dtype; a row-wise accumulator one value per row)."""
+    var = rng.normal(size=shape).astype(np.float32)
+    accum = rng.uniform(0.1, 1.0, size=shape[:1] if name.startswith("rowwise") else shape)
+    slots = [accum] + ([rng.normal(size=shape)] if name.endswith("ftrl") else [])
+    return [tf.constant(var)] + [tf.cast(tf.constant(s, tf.float32), state_dtype) for s in slots]
+
+
+def _variant_run(name, initial, tensors, rounding, jit_compile):
+    """The state's bits after the op of `name` (sparse when `tensors` has indices), and its HLO
+    when compiled."""
+    state = [tf.Variable(x) for x in initial]
+    op = getattr(ops, ("sparse_apply_" if len(tensors) > 1 else "apply_") + name)
+    kwargs = VARIANTS[name.replace("rowwise_", "")]
+
+    @tf.function(jit_compile=jit_compile)
+    def step(*tensors):
+        op(*state, *tensors, **kwargs, stochastic_rounding=rounding)
+
+    step(*tensors)
+    bits = [v.numpy().view(np.uint16 if v.dtype.size == 2 else np.uint32) for v in state]
+    return bits, _hlo(step, *tensors) if jit_compile else None
+
+
+@needs_lowering
+@pytest.mark.parametrize("stochastic", [False, True], ids=["to_nearest", "stochastic"])
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+@pytest.mark.parametrize("state_dtype", [tf.bfloat16, tf.float16], ids=lambda d: d.name)
+@pytest.mark.parametrize("name", ["ftrl", "adagrad"])
+def test_low_precision_state_is_one_custom_call_with_the_bits_of_the_op(
+        rng, name, state_dtype, sparse, stochastic):
+    shape = (30, 16)
+    initial = _variant_state(rng, name, shape, state_dtype)
+    tensors = [tf.constant(rng.normal(size=shape).astype(np.float32))]
+    if sparse:
+        indices = rng.integers(0, shape[0], size=24)  # duplicates included
+        tensors = [tf.constant(rng.normal(size=(24, shape[1])).astype(np.float32)),
+                   tf.constant(indices)]
+    rounding = (tf.constant(rng.integers(0, 2**40, size=2), tf.int64) if stochastic else None)
+    plain, _ = _variant_run(name, initial, tensors, rounding, jit_compile=False)
+    compiled, hlo = _variant_run(name, initial, tensors, rounding, jit_compile=True)
+    for i, (a, b) in enumerate(zip(plain, compiled)):
+        np.testing.assert_array_equal(b, a, err_msg=f"state {i}")
+    assert not np.array_equal(compiled[1], initial[1].numpy().view(np.uint16))
+    op = ("FusedResourceSparseApply" if sparse else "FusedResourceApply") + (
+        "Ftrl" if name == "ftrl" else "Adagrad")
+    assert f'custom_call_target="tf_ftrl_{op}"' in hlo
+    assert "output_to_operand_aliasing={" in hlo and hlo.count("custom-call(") == 1
+
+
+@needs_lowering
+def test_low_precision_state_bad_index_fails_the_call_and_writes_nothing(rng):
+    initial = _variant_state(rng, "ftrl", (40, 8), tf.bfloat16)
+    state = [tf.Variable(x) for x in initial]
+    grad = tf.constant(rng.normal(size=(3, 8)).astype(np.float32))
+    step = tf.function(lambda g, i: ops.sparse_apply_ftrl(
+        *state, g, i, **VARIANTS["ftrl"], stochastic_rounding=tf.constant([1, 2], tf.int64))
+        and None, jit_compile=True)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"indices\[1\] = 40 is not in"):
+        step(grad, tf.constant([3, 40, 5]))
+    for variable, value in zip(state, initial):
+        np.testing.assert_array_equal(variable.numpy(), value.numpy())
+
+
+@needs_lowering
+def test_mixed_state_dtypes_are_rejected_as_by_the_op(rng):
+    var, accum, linear = _variant_state(rng, "ftrl", (10, 4), tf.bfloat16)
+    state = [tf.Variable(var), tf.Variable(accum), tf.Variable(tf.cast(linear, tf.float16))]
+    step = tf.function(lambda g: ops.apply_ftrl(*state, g, **VARIANTS["ftrl"]) and None,
+                       jit_compile=True)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="linear has dtype half but accum has dtype bfloat16: the "
+                             "optimizer's state variables share one dtype"):
+        step(tf.ones((10, 4)))
+
+
 @needs_lowering
 def test_the_lowering_registers_after_an_earlier_xla_compilation():
     # XlaOpRegistry makes its kernels once, at the first XLA compilation: a library loaded later
@@ -389,3 +474,90 @@ def test_legacy_optimizers_run_under_xla_with_the_bits_of_the_op(rng, name):
     assert kernels == {"table": f"sparse_apply_{op} (XLA custom call)",
                        "kernel": f"apply_{op} (XLA custom call)",
                        "bias": f"apply_{op} (XLA custom call)"}
+
+
+# The optimizers' variants whose updates lower to custom calls too.
+OPTIMIZER_VARIANTS = {
+    "ftrl_bfloat16": (tf_ftrl.Ftrl, dict(state_dtype="bfloat16")),
+    "adagrad_float16": (tf_ftrl.Adagrad, dict(state_dtype="float16")),
+    "ftrl_bfloat16_to_nearest": (tf_ftrl.Ftrl, dict(state_dtype="bfloat16",
+                                                    stochastic_rounding=False)),
+}
+
+
+@needs_lowering
+@pytest.mark.parametrize("variant", OPTIMIZER_VARIANTS)
+def test_optimizer_variants_under_xla_take_the_custom_call_with_the_bits_of_the_step(
+        rng, variant):
+    cls, options = OPTIMIZER_VARIANTS[variant]
+    table = rng.normal(size=(60, 16)).astype(np.float32)
+    kernel = rng.normal(size=(16, 8)).astype(np.float32)
+    indices = rng.integers(0, 60, size=40)  # duplicates included
+    sparse = tf.IndexedSlices(tf.constant(rng.normal(size=(40, 16)).astype(np.float32)),
+                              tf.constant(indices), tf.constant([60, 16], tf.int64))
+    dense = tf.constant(rng.normal(size=(16, 8)).astype(np.float32))
+    results = []
+    for jit in (False, True):
+        # Named: stochastic rounding's seed is a checksum of the variable's path.
+        variables = [keras.Variable(table, name="table"), keras.Variable(kernel, name="kernel")]
+        optimizer = cls(learning_rate=0.1, **options)
+        optimizer.build(variables)
+        step = tf.function(lambda: optimizer.apply([sparse, dense], variables),
+                           jit_compile=jit)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)  # no "fused kernels cannot run"
+            step()
+            step()
+        results.append([v.numpy() for v in variables] + [v.numpy() for v in optimizer.variables])
+    for i, (plain, compiled) in enumerate(zip(*results)):
+        np.testing.assert_array_equal(compiled, plain, err_msg=f"variable {i}")
+    assert all(u.endswith("(XLA custom call)") for u in optimizer.kernels_used().values()), (
+        optimizer.kernels_used())
+    hlo = _hlo(step)
+    assert hlo.count('custom_call_target="tf_ftrl_FusedResource') == 2
+
+
+@needs_lowering
+@pytest.mark.parametrize("variant", OPTIMIZER_VARIANTS)
+def test_jit_compiled_fit_of_a_variant_takes_the_custom_call(variant):
+    cls, options = OPTIMIZER_VARIANTS[variant]
+    data = np.random.default_rng(5)
+    x = data.integers(0, 200, size=(64, 4)).astype(np.int32)
+    y = (x.sum(axis=1, keepdims=True) % 2).astype(np.float32)
+    model = _model()
+    optimizer = cls(learning_rate=0.1, **options)
+    model.compile(optimizer=optimizer, loss="mse", jit_compile=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no "fused kernels cannot run"
+        history = model.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    used = optimizer.kernels_used()
+    assert used and all(u.endswith("(XLA custom call)") for u in used.values()), used
+
+
+@needs_lowering
+@pytest.mark.parametrize("variant", OPTIMIZER_VARIANTS)
+def test_legacy_variants_run_under_xla_with_the_bits_of_the_op(rng, variant):
+    legacy = pytest.importorskip("tf_ftrl.legacy")
+    cls, options = OPTIMIZER_VARIANTS[variant]
+    initial = rng.normal(size=(20, 4)).astype(np.float32)
+    grad = tf.IndexedSlices(tf.constant(rng.normal(size=(5, 4)).astype(np.float32)),
+                            tf.constant([1, 2, 1, 7, 19]), tf.constant([20, 4]))
+    dense_initial = rng.normal(size=(4, 3)).astype(np.float32)
+    dense_grad = tf.constant(rng.normal(size=(4, 3)).astype(np.float32))
+    results = []
+    for jit in (False, True):
+        var = tf.Variable(initial, name="table")
+        dense = tf.Variable(dense_initial, name="kernel")
+        optimizer = getattr(legacy, cls.__name__)(learning_rate=0.1, **options)
+        step = tf.function(lambda: optimizer.apply_gradients(
+            [(grad, var), (dense_grad, dense)]) and None, jit_compile=jit)
+        step()
+        step()
+        results.append([var.numpy(), dense.numpy()] + [
+            v.numpy() for v in optimizer.variables()])
+        kernels = optimizer.kernels_used()
+    for compiled, uncompiled in zip(results[1], results[0]):
+        np.testing.assert_array_equal(compiled, uncompiled)
+    assert all(u.endswith("(XLA custom call)") for u in kernels.values()), kernels
+    assert "custom-call(" in _hlo(step)

@@ -32,9 +32,11 @@ _REBUILD_HINT = (
 )
 
 _XLA_LIBRARY_FILE = "_tf_ftrl_xla_ops.so"
-# The ops the XLA lowering takes, for float32 variables and state (kernels/xla_ops.cc).
+# The ops the XLA lowering takes, for float32 variables with state of _XLA_STATE_DTYPES
+# (kernels/xla_ops.cc).
 _XLA_LOWERED_OPS = frozenset({"FusedResourceApplyFtrl", "FusedResourceSparseApplyFtrl",
                               "FusedResourceApplyAdagrad", "FusedResourceSparseApplyAdagrad"})
+_XLA_STATE_DTYPES = (tf.float32, tf.bfloat16, tf.float16)
 
 _library = None
 _xla_lowering = False  # whether the XLA lowering is loaded (set with _library)
@@ -121,7 +123,7 @@ def has_xla_lowering(spec, dtype, state_dtype):
     load_library()
     return (_xla_lowering and spec.dense_op in _XLA_LOWERED_OPS
             and tf.as_dtype(dtype).base_dtype == tf.float32
-            and tf.as_dtype(state_dtype).base_dtype == tf.float32)
+            and tf.as_dtype(state_dtype).base_dtype in _XLA_STATE_DTYPES)
 
 
 # The dtypes the fused kernels are compiled for. The optimizers update variables of other dtypes
