@@ -156,6 +156,20 @@ ffi::Error CheckedHyperparams(const T (&scalars)[Optimizer::kNumHyperparams],
   return ffi::Error::Success();
 }
 
+// The rows of var (its first dimension; the lowering checked it has one) and the elements of
+// each.
+struct Rows {
+  int64_t num_rows;
+  int64_t row_size;
+};
+
+Rows RowsOf(const ffi::AnyBuffer& var) {
+  const auto dims = var.dimensions();
+  Rows rows{dims[0], 1};
+  for (size_t d = 1; d < dims.size(); ++d) rows.row_size *= dims[d];
+  return rows;
+}
+
 // The operands and results of one call, as the handler received them.
 struct CallBuffers {
   ffi::RemainingArgs args;
@@ -197,12 +211,10 @@ ffi::Error Update(ffi::ThreadPool* pool, const CallBuffers& call, bool flag) {
   int64_t num_rows = 0;
   int64_t row_size = 0;
   if constexpr (kSparse) {
-    const ffi::AnyBuffer var = *call.args.get<ffi::AnyBuffer>(0);
     const ffi::AnyBuffer indices = *call.args.get<ffi::AnyBuffer>(kNumState + 1);
-    const auto dims = var.dimensions();
-    num_rows = dims[0];
-    row_size = 1;
-    for (size_t d = 1; d < dims.size(); ++d) row_size *= dims[d];
+    const Rows rows = RowsOf(*call.args.get<ffi::AnyBuffer>(0));
+    num_rows = rows.num_rows;
+    row_size = rows.row_size;
     IndexError error;
     if (!groups.Build(reinterpret_cast<const Index*>(indices.untyped_data()),
                       static_cast<int64_t>(indices.element_count()), num_rows, &error)) {
@@ -231,6 +243,11 @@ ffi::Error Update(ffi::ThreadPool* pool, const CallBuffers& call, bool flag) {
   if constexpr (kSparse) {
     if (Optimizer::ChangesNothing(h) || row_size == 0) return ffi::Error::Success();
     cpu::SparseApply<Optimizer>(h, flag, state, grad_data, row_size, groups, parallel_for);
+  } else if constexpr (Optimizer::kRowwise) {
+    if (Optimizer::ChangesNothing(h)) return ffi::Error::Success();
+    const Rows rows = RowsOf(*call.args.get<ffi::AnyBuffer>(0));
+    cpu::RowwiseApply<Optimizer>(h, flag, state, grad_data, rows.num_rows, rows.row_size,
+                                 parallel_for);
   } else {
     if (Optimizer::ChangesNothing(h)) return ffi::Error::Success();
     cpu::Apply<Optimizer>(h, flag, state, grad_data,
@@ -376,13 +393,12 @@ ffi::Error UpdateOnGpu(cudaStream_t stream, ffi::ScratchAllocator* scratch,
   const ffi::AnyBuffer grad = *call.args.get<ffi::AnyBuffer>(kNumState);
   const T* grad_data = reinterpret_cast<const T*>(grad.untyped_data());
   if constexpr (kSparse) {
-    const auto dims = call.args.get<ffi::AnyBuffer>(0)->dimensions();
+    const Rows var_rows = RowsOf(*call.args.get<ffi::AnyBuffer>(0));
     const ffi::AnyBuffer indices = *call.args.get<ffi::AnyBuffer>(kNumState + 1);
-    int64_t row_size = 1;
-    for (size_t d = 1; d < dims.size(); ++d) row_size *= dims[d];
     const gpu::SparseRows<Index> rows{reinterpret_cast<const Index*>(indices.untyped_data()),
-                                      static_cast<int64_t>(indices.element_count()), dims[0],
-                                      Optimizer::ChangesNothing(h) ? 0 : row_size};
+                                      static_cast<int64_t>(indices.element_count()),
+                                      var_rows.num_rows,
+                                      Optimizer::ChangesNothing(h) ? 0 : var_rows.row_size};
     if (rows.num_indices > gpu::kMaxSparseIndices) {
       return ffi::Error::InvalidArgument(Cat("indices has ", rows.num_indices,
                                              " elements but the GPU kernel takes at most ",
@@ -411,6 +427,12 @@ ffi::Error UpdateOnGpu(cudaStream_t stream, ffi::ScratchAllocator* scratch,
                                              " is not in [0, ", rows.num_rows, ")"));
     }
     return ffi::Error::Success();
+  } else if constexpr (Optimizer::kRowwise) {
+    if (Optimizer::ChangesNothing(h)) return ffi::Error::Success();
+    const Rows var_rows = RowsOf(*call.args.get<ffi::AnyBuffer>(0));
+    return CudaError(gpu::RowwiseApply<Optimizer>(h, flag, state, grad_data, var_rows.num_rows,
+                                                  var_rows.row_size, stream),
+                     "The dense row-wise update");
   } else {
     if (Optimizer::ChangesNothing(h)) return ffi::Error::Success();
     return CudaError(gpu::Apply<Optimizer>(h, flag, state, grad_data,
@@ -478,6 +500,7 @@ bool RegisterHandlers() {
 #define TF_FTRL_REGISTER_HANDLERS(Optimizer) RegisterHandlers<Optimizer>();
 [[maybe_unused]] const bool registered = [] {
   TF_FTRL_FOR_EACH_OPTIMIZER(TF_FTRL_REGISTER_HANDLERS)
+  TF_FTRL_FOR_EACH_ROWWISE_OPTIMIZER(TF_FTRL_REGISTER_HANDLERS)
   return true;
 }();
 #undef TF_FTRL_REGISTER_HANDLERS

@@ -1,5 +1,5 @@
-// The XLA lowering of the element-wise fused ops (FusedResourceApply<Name> and
-// FusedResourceSparseApply<Name> of each optimizer of TF_FTRL_FOR_EACH_OPTIMIZER): under
+// The XLA lowering of the fused ops (FusedResourceApply<Name> and FusedResourceSparseApply<Name>
+// of each optimizer of TF_FTRL_FOR_EACH_OPTIMIZER and TF_FTRL_FOR_EACH_ROWWISE_OPTIMIZER): under
 // `tf.function(jit_compile=True)` (or Keras's `jit_compile`), each op becomes one XLA custom call
 // of the target "tf_ftrl_" + the op's name (xla_custom_calls.cc), which runs the CPU loops.
 //
@@ -45,23 +45,47 @@ std::string FlagAttribute(const char* name, bool value) {
   return absl::StrCat("{", name, " = ", value ? "true" : "false", "}");
 }
 
-// The dtype rule of the OpKernels (training_kernels.h, LockedVariables), with their messages:
-// the state variables share one dtype, var's (float: the registration's only T) or, narrower,
-// bfloat16 or half. `earlier` holds the dtypes of arrays [0, i).
-template <typename Optimizer>
-absl::Status CheckStateDtype(int i, DataType type, DataType var_type,
-                             const std::vector<DataType>& earlier) {
-  if (i > 1 && type != earlier[1]) {
+// The rules of the OpKernels (training_kernels.h, LockedVariables) for state variable `name` of
+// var `var`, with their messages. Its dtype: the state variables share one, the first one's
+// (`first`, of `first_type`), which is var's or, narrower, bfloat16 or half (the registrations
+// take float vars only).
+absl::Status CheckStateDtype(const std::string& name, DataType type, const std::string& first,
+                             DataType first_type, const std::string& var, DataType var_type) {
+  if (type != first_type) {
     return absl::InvalidArgumentError(absl::StrCat(
-        Optimizer::kStateNames[i], " has dtype ", DataTypeString(type), " but ",
-        Optimizer::kStateNames[1], " has dtype ", DataTypeString(earlier[1]),
-        ": the optimizer's state variables share one dtype"));
+        name, " has dtype ", DataTypeString(type), " but ", first, " has dtype ",
+        DataTypeString(first_type), ": the optimizer's state variables share one dtype"));
   }
   if (type != var_type && type != DT_BFLOAT16 && type != DT_HALF) {
     return absl::InvalidArgumentError(absl::StrCat(
-        Optimizer::kStateNames[i], " has dtype ", DataTypeString(type), " but var has dtype ",
+        name, " has dtype ", DataTypeString(type), " but ", var, " has dtype ",
         DataTypeString(var_type),
         ": the state has var's dtype, or bfloat16 or half for a float var"));
+  }
+  return absl::OkStatus();
+}
+
+// Its shape: var's, or for a per-row array (Optimizer::kPerRow) one value per row of var.
+absl::Status CheckStateShape(const std::string& name, bool per_row, const TensorShape& shape,
+                             const std::string& var, const TensorShape& var_shape) {
+  if (per_row) {
+    if (var_shape.dims() < 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          var, " must be at least 1-D for a row-wise update, got shape ",
+          var_shape.DebugString()));
+    }
+    if (shape.dims() != 1 || shape.dim_size(0) != var_shape.dim_size(0)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          name, " must hold one value per row of ", var, ", shape [", var_shape.dim_size(0),
+          "], but has shape ", shape.DebugString()));
+    }
+    return absl::OkStatus();
+  }
+  if (!shape.IsSameSize(var_shape)) {
+    return absl::InvalidArgumentError(absl::StrCat(var, " and ", name,
+                                                   " do not have the same shape: ",
+                                                   var_shape.DebugString(), " vs ",
+                                                   shape.DebugString()));
   }
   return absl::OkStatus();
 }
@@ -103,11 +127,11 @@ class FusedApplyXlaOp : public XlaOpKernel {
                         "var has dtype ", DataTypeString(type),
                         " but grad and the hyperparameters have dtype ", DataTypeString(dtype))));
       } else {
-        OP_REQUIRES(ctx, shape.IsSameSize(var_shape),
-                    absl::InvalidArgumentError(absl::StrCat(
-                        "var and ", Optimizer::kStateNames[i], " do not have the same shape: ",
-                        var_shape.DebugString(), " vs ", shape.DebugString())));
-        OP_REQUIRES_OK(ctx, CheckStateDtype<Optimizer>(i, type, dtype, state_dtypes));
+        const char* name = Optimizer::kStateNames[i];
+        OP_REQUIRES_OK(ctx, CheckStateShape(name, Optimizer::kPerRow[i], shape, "var",
+                                            var_shape));
+        OP_REQUIRES_OK(ctx, CheckStateDtype(name, type, Optimizer::kStateNames[1],
+                                            i == 1 ? type : state_dtypes[1], "var", dtype));
       }
       absl::StatusOr<xla::Shape> xla_shape = ctx->builder()->GetShape(value);
       OP_REQUIRES_OK(ctx, xla_shape.status());
@@ -218,6 +242,7 @@ void RegisterXlaKernels() {
 [[maybe_unused]] const bool registered = [] {
   XlaOpRegistry::RegisterCompilationKernels();
   TF_FTRL_FOR_EACH_OPTIMIZER(TF_FTRL_REGISTER_XLA_OPS)
+  TF_FTRL_FOR_EACH_ROWWISE_OPTIMIZER(TF_FTRL_REGISTER_XLA_OPS)
   return true;
 }();
 #undef TF_FTRL_REGISTER_XLA_OPS

@@ -218,10 +218,74 @@ def test_low_precision_state_is_one_custom_call_with_the_bits_of_the_op(
     for i, (a, b) in enumerate(zip(plain, compiled)):
         np.testing.assert_array_equal(b, a, err_msg=f"state {i}")
     assert not np.array_equal(compiled[1], initial[1].numpy().view(np.uint16))
-    op = ("FusedResourceSparseApply" if sparse else "FusedResourceApply") + (
-        "Ftrl" if name == "ftrl" else "Adagrad")
+    op = ("FusedResourceSparseApply" if sparse else "FusedResourceApply") + _camel(name)
     assert f'custom_call_target="tf_ftrl_{op}"' in hlo
     assert "output_to_operand_aliasing={" in hlo and hlo.count("custom-call(") == 1
+
+
+def _camel(name):
+    """"rowwise_ftrl" -> "RowwiseFtrl", as the ops name it."""
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+@needs_lowering
+@pytest.mark.parametrize("rounding", ["float32", "bfloat16", "float16", "bfloat16_stochastic",
+                                      "float16_stochastic"])
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+@pytest.mark.parametrize("shape", [(30,), (30, 16), (20, 4, 3)], ids=str)
+@pytest.mark.parametrize("name", ["rowwise_ftrl", "rowwise_adagrad"])
+def test_rowwise_op_is_one_custom_call_with_the_bits_of_the_op(rng, name, shape, sparse,
+                                                               rounding):
+    state_dtype = tf.as_dtype(rounding.split("_")[0])
+    initial = _variant_state(rng, name, shape, state_dtype)
+    tensors = [tf.constant(rng.normal(size=shape).astype(np.float32))]
+    if sparse:
+        indices = rng.integers(0, shape[0], size=24)  # duplicates included
+        tensors = [tf.constant(rng.normal(size=(24,) + shape[1:]).astype(np.float32)),
+                   tf.constant(indices)]
+    seed_and_step = (tf.constant(rng.integers(0, 2**40, size=2), tf.int64)
+                     if rounding.endswith("stochastic") else None)
+    plain, _ = _variant_run(name, initial, tensors, seed_and_step, jit_compile=False)
+    compiled, hlo = _variant_run(name, initial, tensors, seed_and_step, jit_compile=True)
+    for i, (a, b) in enumerate(zip(plain, compiled)):
+        np.testing.assert_array_equal(b, a, err_msg=f"state {i}")
+    assert compiled[1].shape == shape[:1]  # the per-row accumulator
+    if sparse:
+        untouched = np.setdiff1d(np.arange(shape[0]), indices)
+        np.testing.assert_array_equal(compiled[0][untouched],
+                                      initial[0].numpy()[untouched].view(np.uint32))
+    op = ("FusedResourceSparseApply" if sparse else "FusedResourceApply") + _camel(name)
+    assert f'custom_call_target="tf_ftrl_{op}"' in hlo
+    assert "output_to_operand_aliasing={" in hlo and hlo.count("custom-call(") == 1
+
+
+@needs_lowering
+@pytest.mark.parametrize("bad", [-1, 40], ids=["negative", "rows"])
+def test_rowwise_bad_index_fails_the_call_and_writes_nothing(rng, bad):
+    initial = _variant_state(rng, "rowwise_adagrad", (40, 8), tf.float32)
+    state = [tf.Variable(x) for x in initial]
+    grad = tf.constant(rng.normal(size=(3, 8)).astype(np.float32))
+    step = tf.function(lambda g, i: ops.sparse_apply_rowwise_adagrad(
+        *state, g, i, **VARIANTS["adagrad"]) and None, jit_compile=True)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=rf"indices\[2\] = {bad} is not in \[0, 40\)"):
+        step(grad, tf.constant([3, 5, bad]))
+    for variable, value in zip(state, initial):
+        np.testing.assert_array_equal(variable.numpy(), value.numpy())
+
+
+@needs_lowering
+def test_rowwise_accumulator_of_another_shape_is_rejected_as_by_the_op(rng):
+    var, _, linear = _variant_state(rng, "ftrl", (10, 4), tf.float32)
+    # (Of unknown shape to the graph: the op's shape function would reject it first.)
+    state = [tf.Variable(var), tf.Variable(tf.ones((9,)), shape=tf.TensorShape(None)),
+             tf.Variable(linear)]
+    step = tf.function(lambda g: ops.apply_rowwise_ftrl(*state, g, **VARIANTS["ftrl"]) and None,
+                       jit_compile=True)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"accum must hold one value per row of var, shape \[10\], but has "
+                             r"shape \[9\]"):
+        step(tf.ones((10, 4)))
 
 
 @needs_lowering
@@ -356,8 +420,8 @@ def test_one_log_line_says_which_path(caplog, monkeypatch):
     with caplog.at_level(logging.INFO, logger="tf_ftrl"):
         assert ops._load_xla_lowering()
     assert [r.getMessage() for r in caplog.records] == [
-        "tf_ftrl: under XLA (jit_compile=True) the element-wise float32 updates run the fused "
-        "CPU kernels as XLA custom calls"]
+        "tf_ftrl: under XLA (jit_compile=True) the float32 updates run the fused CPU kernels as "
+        "XLA custom calls"]
     caplog.clear()
     monkeypatch.setenv("TF_FTRL_XLA_CUSTOM_CALL", "0")
     with caplog.at_level(logging.INFO, logger="tf_ftrl"):
@@ -482,6 +546,8 @@ OPTIMIZER_VARIANTS = {
     "adagrad_float16": (tf_ftrl.Adagrad, dict(state_dtype="float16")),
     "ftrl_bfloat16_to_nearest": (tf_ftrl.Ftrl, dict(state_dtype="bfloat16",
                                                     stochastic_rounding=False)),
+    "rowwise_ftrl": (tf_ftrl.Ftrl, dict(rowwise=True)),
+    "rowwise_adagrad_bfloat16": (tf_ftrl.Adagrad, dict(rowwise=True, state_dtype="bfloat16")),
 }
 
 

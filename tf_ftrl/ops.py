@@ -2,8 +2,8 @@
 
 This module is the one place that loads the op library (`_tf_ftrl_ops.so`, beside this file). It
 is loaded on first use, and only from the installed package's own directory. The XLA lowering of
-the element-wise ops (`_tf_ftrl_xla_ops.so`: under `jit_compile=True` each op becomes an XLA
-custom call of the same CPU kernels) loads with it where it is there and TensorFlow takes it; one
+the ops (`_tf_ftrl_xla_ops.so`: under `jit_compile=True` each op becomes an XLA custom call of
+the same CPU kernels) loads with it where it is there and TensorFlow takes it; one
 log line (logger "tf_ftrl") says which path XLA-compiled updates take.
 
 Every op updates its variables in place, in one pass over var, slots and grad, and validates all
@@ -34,8 +34,9 @@ _REBUILD_HINT = (
 _XLA_LIBRARY_FILE = "_tf_ftrl_xla_ops.so"
 # The ops the XLA lowering takes, for float32 variables with state of _XLA_STATE_DTYPES
 # (kernels/xla_ops.cc).
-_XLA_LOWERED_OPS = frozenset({"FusedResourceApplyFtrl", "FusedResourceSparseApplyFtrl",
-                              "FusedResourceApplyAdagrad", "FusedResourceSparseApplyAdagrad"})
+_XLA_LOWERED_OPS = frozenset(
+    f"FusedResource{kind}{name}" for kind in ("Apply", "SparseApply")
+    for name in ("Ftrl", "Adagrad", "RowwiseFtrl", "RowwiseAdagrad"))
 _XLA_STATE_DTYPES = (tf.float32, tf.bfloat16, tf.float16)
 
 _library = None
@@ -109,8 +110,8 @@ def _load_xla_lowering():
         except (tf.errors.NotFoundError, OSError) as e:
             why = f"{path} failed to load: {e}"
         else:
-            _logger.info("tf_ftrl: under XLA (jit_compile=True) the element-wise float32 updates "
-                         "run the fused CPU kernels as XLA custom calls")
+            _logger.info("tf_ftrl: under XLA (jit_compile=True) the float32 updates run the "
+                         "fused CPU kernels as XLA custom calls")
             return True
     _logger.info("tf_ftrl: under XLA (jit_compile=True) the updates run as plain TensorFlow ops "
                  "(%s)", why)

@@ -378,7 +378,7 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
         lr = tf.cast(learning_rate, var.dtype)
         # Plain TensorFlow ops where the fused kernels cannot run: for dtypes they are not
         # compiled for, and inside XLA unless the ops lower to custom calls there
-        # (ops.has_xla_lowering: element-wise float32 updates on the CPU).
+        # (ops.has_xla_lowering: float32 variables on the CPU).
         xla = in_xla_context()
         fused = ops.has_fused_kernels(var.dtype) and (
             not xla or _xla_lowers(self._spec_for(variable), var, slots[0].dtype))
