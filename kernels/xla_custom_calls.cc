@@ -6,7 +6,8 @@
 //
 // A call's operands: the state arrays (var first), grad, (indices,) the hyperparameters (scalars
 // of var's type), and optionally [seed, step] (int64) for stochastic rounding; its results: the
-// state arrays, each aliased to its operand; its attribute: the optimizer's flag. Every input is
+// state arrays, each aliased to its operand; its attribute: the optimizer's flag. A multi-tensor
+// call (MultiUpdate) has the same for N variables, each kind of operand N times. Every input is
 // checked before anything is written: a bad index or hyperparameter fails the call with an
 // InvalidArgument error, which the XLA runtime reports, and leaves the state as it was.
 //
@@ -22,6 +23,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "kernels/cpu_loops.h"
 #include "kernels/optimizers.h"
@@ -176,6 +178,29 @@ struct CallBuffers {
   ffi::RemainingRets rets;
 };
 
+// The hyperparameters at operands [first, first + kNumHyperparams) (host memory), checked.
+template <typename Optimizer, typename T>
+ffi::Error ReadHyperparams(const CallBuffers& call, int64_t first,
+                           typename Optimizer::template Hyperparams<AccumulateType<T>>* h) {
+  T scalars[Optimizer::kNumHyperparams];
+  for (int i = 0; i < Optimizer::kNumHyperparams; ++i) {
+    scalars[i] = *reinterpret_cast<const T*>(
+        call.args.get<ffi::AnyBuffer>(first + i)->untyped_data());
+  }
+  return CheckedHyperparams<Optimizer>(scalars, h);
+}
+
+// The buffer of result `index`, holding operand `index`'s values: the results are aliased to
+// the state operands, so XLA hands the same buffer; where it did not, the operand is copied.
+void* ResultHoldingOperand(const CallBuffers& call, int64_t index) {
+  const ffi::AnyBuffer in = *call.args.get<ffi::AnyBuffer>(index);
+  ffi::Result<ffi::AnyBuffer> out = *call.rets.get<ffi::AnyBuffer>(index);
+  if (out->untyped_data() != in.untyped_data()) {
+    std::memcpy(out->untyped_data(), in.untyped_data(), in.size_bytes());
+  }
+  return out->untyped_data();
+}
+
 // The update of `Optimizer` (sparse with Index when Index is not void) on a var of storage type T
 // and state of storage type S.
 template <typename Optimizer, typename T, typename S, typename Index>
@@ -186,13 +211,9 @@ ffi::Error Update(ffi::ThreadPool* pool, const CallBuffers& call, bool flag) {
   constexpr int kFirstHyperparam = kNumState + 1 + kSparse;
 
   const ffi::AnyBuffer grad = *call.args.get<ffi::AnyBuffer>(kNumState);
-  T scalars[Optimizer::kNumHyperparams];
-  for (int i = 0; i < Optimizer::kNumHyperparams; ++i) {
-    scalars[i] = *reinterpret_cast<const T*>(
-        call.args.get<ffi::AnyBuffer>(kFirstHyperparam + i)->untyped_data());
-  }
   typename Optimizer::template Hyperparams<A> h;
-  if (ffi::Error error = CheckedHyperparams<Optimizer>(scalars, &h); error.failure()) {
+  if (ffi::Error error = ReadHyperparams<Optimizer, T>(call, kFirstHyperparam, &h);
+      error.failure()) {
     return error;
   }
 
@@ -223,19 +244,9 @@ ffi::Error Update(ffi::ThreadPool* pool, const CallBuffers& call, bool flag) {
     }
   }
 
-  // The results are aliased to the state operands, so XLA hands the same buffers; where it did
-  // not, the result starts as a copy of the operand.
-  for (int i = 0; i < kNumState; ++i) {
-    const ffi::AnyBuffer in = *call.args.get<ffi::AnyBuffer>(i);
-    ffi::Result<ffi::AnyBuffer> out = *call.rets.get<ffi::AnyBuffer>(i);
-    if (out->untyped_data() != in.untyped_data()) {
-      std::memcpy(out->untyped_data(), in.untyped_data(), in.size_bytes());
-    }
-    if (i == 0) {
-      state.var = reinterpret_cast<T*>(out->untyped_data());
-    } else {
-      state.slots[i - 1] = reinterpret_cast<S*>(out->untyped_data());
-    }
+  state.var = static_cast<T*>(ResultHoldingOperand(call, 0));
+  for (int i = 1; i < kNumState; ++i) {
+    state.slots[i - 1] = static_cast<S*>(ResultHoldingOperand(call, i));
   }
 
   const cpu::ParallelFor parallel_for = PoolShards::Make(pool);
@@ -313,6 +324,81 @@ XLA_FFI_Error* Handler(XLA_FFI_CallFrame* call_frame) {
   return handler->Call(call_frame);
 }
 
+// The multi-tensor dense update of `Optimizer` (FusedResourceMultiApply<Name>) on `count`
+// variables, var of storage type T and state of S: operand i * count + g is state i of variable
+// g, then come the count grads, the hyperparameters and optionally each variable's [seed, step]
+// ([count, 2] int64); result i * count + g is the new state i of variable g, in that operand's
+// buffer.
+template <typename Optimizer, typename T, typename S>
+ffi::Error MultiUpdate(ffi::ThreadPool* pool, const CallBuffers& call, int64_t count,
+                       bool flag) {
+  constexpr int kNumState = Optimizer::kNumState;
+  const int64_t first_grad = kNumState * count;
+  const int64_t first_hyperparam = first_grad + count;
+  const int64_t first_rounding = first_hyperparam + Optimizer::kNumHyperparams;
+  typename Optimizer::template Hyperparams<AccumulateType<T>> h;
+  if (ffi::Error error = ReadHyperparams<Optimizer, T>(call, first_hyperparam, &h);
+      error.failure()) {
+    return error;
+  }
+  const int64_t* pairs = nullptr;
+  if (static_cast<int64_t>(call.args.size()) > first_rounding) {
+    pairs = reinterpret_cast<const int64_t*>(
+        call.args.get<ffi::AnyBuffer>(first_rounding)->untyped_data());
+  }
+  std::vector<StateArrays<T, kNumState, S>> states(count);
+  std::vector<const T*> grads(count);
+  std::vector<int64_t> sizes(count);
+  for (int64_t g = 0; g < count; ++g) {
+    states[g].rounding = StateRounding();
+    if (pairs != nullptr) {
+      states[g].rounding.stochastic = true;
+      states[g].rounding.key = RoundingKey(pairs[2 * g], pairs[2 * g + 1]);
+    }
+    states[g].var = static_cast<T*>(ResultHoldingOperand(call, g));
+    for (int i = 1; i < kNumState; ++i) {
+      states[g].slots[i - 1] = static_cast<S*>(ResultHoldingOperand(call, i * count + g));
+    }
+    const ffi::AnyBuffer grad = *call.args.get<ffi::AnyBuffer>(first_grad + g);
+    grads[g] = reinterpret_cast<const T*>(grad.untyped_data());
+    sizes[g] = static_cast<int64_t>(grad.element_count());
+  }
+  if (Optimizer::ChangesNothing(h)) return ffi::Error::Success();
+  cpu::MultiApply<Optimizer>(h, flag, states.data(), grads.data(), sizes.data(), count,
+                             PoolShards::Make(pool));
+  return ffi::Error::Success();
+}
+
+// The number of variables of a multi-tensor call: kNumState results each.
+template <typename Optimizer>
+int64_t MultiCount(const ffi::RemainingRets& rets) {
+  return static_cast<int64_t>(rets.size()) / Optimizer::kNumState;
+}
+
+template <typename Optimizer>
+ffi::Error MultiDispatch(ffi::ThreadPool pool, ffi::RemainingArgs args, ffi::RemainingRets rets,
+                         bool flag) {
+  const CallBuffers call{args, rets};
+  const int64_t count = MultiCount<Optimizer>(rets);
+  return WithStateTypes(args.get<ffi::AnyBuffer>(0)->element_type(),
+                        args.get<ffi::AnyBuffer>(count)->element_type(), [&](auto t, auto s) {
+                          return MultiUpdate<Optimizer, decltype(t), decltype(s)>(&pool, call,
+                                                                                  count, flag);
+                        });
+}
+
+template <typename Optimizer>
+XLA_FFI_Error* MultiHandler(XLA_FFI_CallFrame* call_frame) {
+  static auto* handler = ffi::Ffi::Bind()
+                             .Ctx<ffi::ThreadPool>()
+                             .RemainingArgs()
+                             .RemainingRets()
+                             .template Attr<bool>(Optimizer::kFlag.name)
+                             .To(MultiDispatch<Optimizer>)
+                             .release();
+  return handler->Call(call_frame);
+}
+
 #if GOOGLE_CUDA
 // The same update on XLA's CUDA platform: the buffers are device memory, the work goes to the
 // call's stream through the CUDA launchers (gpu_kernels.h) the OpKernels use. The launchers take
@@ -324,6 +410,19 @@ ffi::Error CudaError(cudaError_t status, const char* what) {
   if (status == cudaSuccess) return ffi::Error::Success();
   return ffi::Error::Internal(Cat(what, " failed on the GPU: ", cudaGetErrorName(status), ": ",
                                   cudaGetErrorString(status)));
+}
+
+// The device buffer of result `index`, holding operand `index`'s values: the same buffer where
+// XLA aliased them, else a copy queued on `stream`.
+ffi::Error ResultHoldingOperandOnGpu(cudaStream_t stream, const CallBuffers& call, int64_t index,
+                                     void** data) {
+  const ffi::AnyBuffer in = *call.args.get<ffi::AnyBuffer>(index);
+  ffi::Result<ffi::AnyBuffer> out = *call.rets.get<ffi::AnyBuffer>(index);
+  *data = out->untyped_data();
+  if (out->untyped_data() == in.untyped_data()) return ffi::Error::Success();
+  return CudaError(cudaMemcpyAsync(out->untyped_data(), in.untyped_data(), in.size_bytes(),
+                                   cudaMemcpyDeviceToDevice, stream),
+                   "Copying the state");
 }
 
 template <typename Optimizer, typename T, typename S, typename Index>
@@ -371,22 +470,15 @@ ffi::Error UpdateOnGpu(cudaStream_t stream, ffi::ScratchAllocator* scratch,
     state.rounding.stochastic = true;
     state.rounding.key = RoundingKey(seed_and_step[0], seed_and_step[1]);
   }
+  // (A copy comes before the sparse launcher's index check: the variables' buffers are not
+  // written, as they are not the copies.)
   for (int i = 0; i < kNumState; ++i) {
-    const ffi::AnyBuffer in = *call.args.get<ffi::AnyBuffer>(i);
-    ffi::Result<ffi::AnyBuffer> out = *call.rets.get<ffi::AnyBuffer>(i);
+    void* data = nullptr;
+    if (auto e = ResultHoldingOperandOnGpu(stream, call, i, &data); e.failure()) return e;
     if (i == 0) {
-      state.var = reinterpret_cast<T*>(out->untyped_data());
+      state.var = static_cast<T*>(data);
     } else {
-      state.slots[i - 1] = reinterpret_cast<S*>(out->untyped_data());
-    }
-    if (out->untyped_data() == in.untyped_data()) continue;
-    // (Before the sparse launcher's index check: the variables' buffers are not written, as
-    // they are not these.)
-    if (auto e = CudaError(cudaMemcpyAsync(out->untyped_data(), in.untyped_data(),
-                                           in.size_bytes(), cudaMemcpyDeviceToDevice, stream),
-                           "Copying the state");
-        e.failure()) {
-      return e;
+      state.slots[i - 1] = static_cast<S*>(data);
     }
   }
 
@@ -463,6 +555,105 @@ ffi::Error DispatchOnGpu(cudaStream_t stream, ffi::ScratchAllocator scratch,
   });
 }
 
+// MultiUpdate on the GPU: the hyperparameters and the [seed, step] pairs are copied to the host
+// (one synchronization), then one launch of the CUDA multi-tensor update (gpu::MultiApply), its
+// table of pointers in scratch memory.
+template <typename Optimizer, typename T, typename S>
+ffi::Error MultiUpdateOnGpu(cudaStream_t stream, ffi::ScratchAllocator* scratch,
+                            const CallBuffers& call, int64_t count, bool flag) {
+  constexpr int kNumState = Optimizer::kNumState;
+  const int64_t first_grad = kNumState * count;
+  const int64_t first_hyperparam = first_grad + count;
+  const int64_t first_rounding = first_hyperparam + Optimizer::kNumHyperparams;
+  const bool stochastic = static_cast<int64_t>(call.args.size()) > first_rounding;
+  T scalars[Optimizer::kNumHyperparams];
+  std::vector<int64_t> pairs(stochastic ? 2 * count : 0);
+  for (int i = 0; i < Optimizer::kNumHyperparams; ++i) {
+    const void* scalar = call.args.get<ffi::AnyBuffer>(first_hyperparam + i)->untyped_data();
+    if (auto e = CudaError(cudaMemcpyAsync(&scalars[i], scalar, sizeof(T),
+                                           cudaMemcpyDeviceToHost, stream),
+                           "Copying a hyperparameter");
+        e.failure()) {
+      return e;
+    }
+  }
+  if (stochastic) {
+    const void* device = call.args.get<ffi::AnyBuffer>(first_rounding)->untyped_data();
+    if (auto e = CudaError(cudaMemcpyAsync(pairs.data(), device, pairs.size() * sizeof(int64_t),
+                                           cudaMemcpyDeviceToHost, stream),
+                           "Copying stochastic_rounding");
+        e.failure()) {
+      return e;
+    }
+  }
+  if (auto e = CudaError(cudaStreamSynchronize(stream), "Reading the hyperparameters");
+      e.failure()) {
+    return e;
+  }
+  typename Optimizer::template Hyperparams<AccumulateType<T>> h;
+  if (ffi::Error error = CheckedHyperparams<Optimizer>(scalars, &h); error.failure()) {
+    return error;
+  }
+  std::vector<StateArrays<T, kNumState, S>> states(count);
+  std::vector<const T*> grads(count);
+  std::vector<int64_t> sizes(count);
+  for (int64_t g = 0; g < count; ++g) {
+    states[g].rounding = StateRounding();
+    if (stochastic) {
+      states[g].rounding.stochastic = true;
+      states[g].rounding.key = RoundingKey(pairs[2 * g], pairs[2 * g + 1]);
+    }
+    for (int i = 0; i < kNumState; ++i) {
+      void* data = nullptr;
+      if (auto e = ResultHoldingOperandOnGpu(stream, call, i * count + g, &data); e.failure()) {
+        return e;
+      }
+      if (i == 0) {
+        states[g].var = static_cast<T*>(data);
+      } else {
+        states[g].slots[i - 1] = static_cast<S*>(data);
+      }
+    }
+    const ffi::AnyBuffer grad = *call.args.get<ffi::AnyBuffer>(first_grad + g);
+    grads[g] = reinterpret_cast<const T*>(grad.untyped_data());
+    sizes[g] = static_cast<int64_t>(grad.element_count());
+  }
+  if (Optimizer::ChangesNothing(h)) return ffi::Error::Success();
+  const size_t bytes = gpu::MultiApplyWorkspaceBytes<Optimizer, T, S>(count);
+  std::optional<void*> workspace = scratch->Allocate(std::max<size_t>(bytes, 1));
+  if (!workspace.has_value()) {
+    return ffi::Error::Internal(Cat("could not allocate ", bytes, " bytes of workspace"));
+  }
+  return CudaError(gpu::MultiApply<Optimizer>(h, flag, states.data(), grads.data(), sizes.data(),
+                                              count, *workspace, bytes, stream),
+                   "The multi-tensor update");
+}
+
+template <typename Optimizer>
+ffi::Error MultiDispatchOnGpu(cudaStream_t stream, ffi::ScratchAllocator scratch,
+                              ffi::RemainingArgs args, ffi::RemainingRets rets, bool flag) {
+  const CallBuffers call{args, rets};
+  const int64_t count = MultiCount<Optimizer>(rets);
+  return WithStateTypes(args.get<ffi::AnyBuffer>(0)->element_type(),
+                        args.get<ffi::AnyBuffer>(count)->element_type(), [&](auto t, auto s) {
+                          return MultiUpdateOnGpu<Optimizer, decltype(t), decltype(s)>(
+                              stream, &scratch, call, count, flag);
+                        });
+}
+
+template <typename Optimizer>
+XLA_FFI_Error* MultiGpuHandler(XLA_FFI_CallFrame* call_frame) {
+  static auto* handler = ffi::Ffi::Bind()
+                             .Ctx<ffi::PlatformStream<cudaStream_t>>()
+                             .Ctx<ffi::ScratchAllocator>()
+                             .RemainingArgs()
+                             .RemainingRets()
+                             .template Attr<bool>(Optimizer::kFlag.name)
+                             .To(MultiDispatchOnGpu<Optimizer>)
+                             .release();
+  return handler->Call(call_frame);
+}
+
 template <typename Optimizer, bool kSparse>
 XLA_FFI_Error* GpuHandler(XLA_FFI_CallFrame* call_frame) {
   static auto* handler = ffi::Ffi::Bind()
@@ -497,12 +688,32 @@ bool RegisterHandlers() {
   return true;
 }
 
+// The multi-tensor op of an element-wise optimizer.
+template <typename Optimizer>
+bool RegisterMultiHandlers() {
+  const std::string target = std::string("tf_ftrl_FusedResourceMultiApply") + Optimizer::kName;
+  if (ffi::Ffi::RegisterStaticHandler(XLA_FFI_GetApi(), target, "Host",
+                                      MultiHandler<Optimizer>) != nullptr) {
+    return false;
+  }
+#if GOOGLE_CUDA
+  if (ffi::Ffi::RegisterStaticHandler(XLA_FFI_GetApi(), target, "CUDA",
+                                      MultiGpuHandler<Optimizer>) != nullptr) {
+    return false;
+  }
+#endif
+  return true;
+}
+
 #define TF_FTRL_REGISTER_HANDLERS(Optimizer) RegisterHandlers<Optimizer>();
+#define TF_FTRL_REGISTER_MULTI_HANDLERS(Optimizer) RegisterMultiHandlers<Optimizer>();
 [[maybe_unused]] const bool registered = [] {
   TF_FTRL_FOR_EACH_OPTIMIZER(TF_FTRL_REGISTER_HANDLERS)
   TF_FTRL_FOR_EACH_ROWWISE_OPTIMIZER(TF_FTRL_REGISTER_HANDLERS)
+  TF_FTRL_FOR_EACH_OPTIMIZER(TF_FTRL_REGISTER_MULTI_HANDLERS)
   return true;
 }();
+#undef TF_FTRL_REGISTER_MULTI_HANDLERS
 #undef TF_FTRL_REGISTER_HANDLERS
 
 }  // namespace

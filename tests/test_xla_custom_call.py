@@ -337,6 +337,62 @@ print("accum", accum.numpy()[0])
     assert "accum 2.0" in result.stdout
 
 
+@needs_lowering
+@pytest.mark.parametrize("rounding", ["float32", "bfloat16", "float16_stochastic"])
+@pytest.mark.parametrize("name", ["ftrl", "adagrad"])
+def test_multi_tensor_op_is_one_custom_call_with_the_bits_of_the_op(rng, name, rounding):
+    state_dtype = tf.as_dtype(rounding.split("_")[0])
+    shapes = [(37,), (4, 5), (3, 2, 2), (1,)]
+    initial = [_variant_state(rng, name, shape, state_dtype) for shape in shapes]
+    grads = [tf.constant(rng.normal(size=shape).astype(np.float32)) for shape in shapes]
+    pairs = (tf.constant(rng.integers(0, 2**40, size=(len(shapes), 2)), tf.int64)
+             if rounding.endswith("stochastic") else None)
+    op = getattr(ops, "multi_apply_" + name)
+    results = []
+    for jit in (False, True):
+        state = [[tf.Variable(x) for x in variable] for variable in initial]
+
+        @tf.function(jit_compile=jit)
+        def step(grads):
+            op(*[list(column) for column in zip(*state)], grads, **VARIANTS[name],
+               stochastic_rounding=pairs)
+
+        step(grads)
+        results.append([v.numpy().view(np.uint16 if v.dtype.size == 2 else np.uint32)
+                        for variable in state for v in variable])
+    for i, (a, b) in enumerate(zip(*results)):
+        np.testing.assert_array_equal(b, a, err_msg=f"array {i}")
+    hlo = _hlo(step, grads)
+    assert hlo.count(f'custom_call_target="tf_ftrl_FusedResourceMultiApply{_camel(name)}"') == 1
+    assert hlo.count("custom-call(") == 1 and "output_to_operand_aliasing={" in hlo
+
+
+@needs_lowering
+def test_multi_tensor_bad_hyperparameter_fails_and_writes_nothing(rng):
+    initial = [_variant_state(rng, "adagrad", shape, tf.float32) for shape in [(5,), (2, 3)]]
+    state = [[tf.Variable(x) for x in variable] for variable in initial]
+    step = tf.function(lambda lr: ops.multi_apply_adagrad(
+        *[list(c) for c in zip(*state)], [tf.ones((5,)), tf.ones((2, 3))], lr, epsilon=1e-7)
+        and None, jit_compile=True)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="lr must be non-negative"):
+        step(tf.constant(-1.0))
+    for variable, values in zip(state, initial):
+        for v, x in zip(variable, values):
+            np.testing.assert_array_equal(v.numpy(), x.numpy())
+
+
+@needs_lowering
+def test_multi_tensor_shapes_are_checked_with_the_ops_names(rng):
+    var = [tf.Variable(tf.ones((5,))), tf.Variable(tf.ones((2, 3)))]
+    # (Of unknown shape to the graph: the op's shape function would reject it first.)
+    accum = [tf.Variable(tf.ones((5,))), tf.Variable(tf.ones((3, 2)), shape=tf.TensorShape(None))]
+    step = tf.function(lambda: ops.multi_apply_adagrad(
+        var, accum, [tf.ones((5,)), tf.ones((2, 3))], 0.1) and None, jit_compile=True)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"var\[1\] and accum\[1\] do not have the same shape"):
+        step()
+
+
 # ------------------------------------------------------------------------- the Keras optimizers
 
 
@@ -367,9 +423,11 @@ def test_optimizer_step_under_xla_is_the_custom_call_dense_and_sparse(rng, make)
         optimizer.apply(tape.gradient(loss, variables), variables)
 
     hlo = _hlo(step, x, y)
-    sparse_op = "SparseApply" + type(optimizer).__name__
-    assert f'custom_call_target="tf_ftrl_FusedResource{sparse_op}"' in hlo
-    assert f'custom_call_target="tf_ftrl_FusedResourceApply{type(optimizer).__name__}"' in hlo
+    name = type(optimizer).__name__
+    assert f'custom_call_target="tf_ftrl_FusedResourceSparseApply{name}"' in hlo
+    # The dense kernels and biases: one multi-tensor call.
+    assert hlo.count(f'custom_call_target="tf_ftrl_FusedResourceMultiApply{name}"') == 1
+    assert hlo.count("custom-call(") == 2
     step(x, y)
     used = optimizer.kernels_used()
     assert any("(XLA custom call)" in update for update in used.values()), used
@@ -516,7 +574,7 @@ def test_legacy_optimizers_run_under_xla_with_the_bits_of_the_op(rng, name):
     initial = rng.normal(size=(20, 4)).astype(np.float32)
     grad = tf.IndexedSlices(tf.constant(rng.normal(size=(5, 4)).astype(np.float32)),
                             tf.constant([1, 2, 1, 7, 19]), tf.constant([20, 4]))
-    # And two dense variables, which outside XLA take the multi-tensor op (not lowered).
+    # And two dense variables, which take the multi-tensor op.
     dense_initial = [rng.normal(size=shape).astype(np.float32) for shape in ((4, 3), (3,))]
     dense_grads = [tf.constant(rng.normal(size=v.shape).astype(np.float32))
                    for v in dense_initial]
@@ -536,8 +594,8 @@ def test_legacy_optimizers_run_under_xla_with_the_bits_of_the_op(rng, name):
     assert not np.array_equal(results[1][1], dense_initial[0])
     op = name.lower()
     assert kernels == {"table": f"sparse_apply_{op} (XLA custom call)",
-                       "kernel": f"apply_{op} (XLA custom call)",
-                       "bias": f"apply_{op} (XLA custom call)"}
+                       "kernel": f"multi_apply_{op} (XLA custom call)",
+                       "bias": f"multi_apply_{op} (XLA custom call)"}
 
 
 # The optimizers' variants whose updates lower to custom calls too.

@@ -35,8 +35,9 @@ _XLA_LIBRARY_FILE = "_tf_ftrl_xla_ops.so"
 # The ops the XLA lowering takes, for float32 variables with state of _XLA_STATE_DTYPES
 # (kernels/xla_ops.cc).
 _XLA_LOWERED_OPS = frozenset(
-    f"FusedResource{kind}{name}" for kind in ("Apply", "SparseApply")
-    for name in ("Ftrl", "Adagrad", "RowwiseFtrl", "RowwiseAdagrad"))
+    [f"FusedResource{kind}{name}" for kind in ("Apply", "SparseApply")
+     for name in ("Ftrl", "Adagrad", "RowwiseFtrl", "RowwiseAdagrad")]
+    + [f"FusedResourceMultiApply{name}" for name in ("Ftrl", "Adagrad")])
 _XLA_STATE_DTYPES = (tf.float32, tf.bfloat16, tf.float16)
 
 _library = None
@@ -118,11 +119,12 @@ def _load_xla_lowering():
     return False
 
 
-def has_xla_lowering(spec, dtype, state_dtype):
-    """Whether `spec`'s fused ops (an `_specs.OptimizerSpec`) run inside XLA for a variable of
-    `dtype` with state of `state_dtype`: as custom calls on XLA's CPU (host) platform."""
+def has_xla_lowering(spec, dtype, state_dtype, multi=False):
+    """Whether `spec`'s fused ops (an `_specs.OptimizerSpec`; with `multi`, its multi-tensor op)
+    run inside XLA for a variable of `dtype` with state of `state_dtype`: as custom calls on
+    XLA's CPU (host) platform."""
     load_library()
-    return (_xla_lowering and spec.dense_op in _XLA_LOWERED_OPS
+    return (_xla_lowering and (spec.multi_op if multi else spec.dense_op) in _XLA_LOWERED_OPS
             and tf.as_dtype(dtype).base_dtype == tf.float32
             and tf.as_dtype(state_dtype).base_dtype in _XLA_STATE_DTYPES)
 
