@@ -312,14 +312,16 @@ ffi::Error Dispatch(ffi::ThreadPool pool, ffi::RemainingArgs args, ffi::Remainin
   return WithStateTypes(var_type, state_type, with_index);
 }
 
-template <typename Optimizer, bool kSparse>
+// The handler on XLA's host platform that decodes a call for `kDispatch` (Dispatch or
+// MultiDispatch of Optimizer): the intra-op thread pool, the buffers and the optimizer's flag.
+template <typename Optimizer, auto kDispatch>
 XLA_FFI_Error* Handler(XLA_FFI_CallFrame* call_frame) {
   static auto* handler = ffi::Ffi::Bind()
                              .Ctx<ffi::ThreadPool>()
                              .RemainingArgs()
                              .RemainingRets()
                              .template Attr<bool>(Optimizer::kFlag.name)
-                             .To(Dispatch<Optimizer, kSparse>)
+                             .To(kDispatch)
                              .release();
   return handler->Call(call_frame);
 }
@@ -387,18 +389,6 @@ ffi::Error MultiDispatch(ffi::ThreadPool pool, ffi::RemainingArgs args, ffi::Rem
                         });
 }
 
-template <typename Optimizer>
-XLA_FFI_Error* MultiHandler(XLA_FFI_CallFrame* call_frame) {
-  static auto* handler = ffi::Ffi::Bind()
-                             .Ctx<ffi::ThreadPool>()
-                             .RemainingArgs()
-                             .RemainingRets()
-                             .template Attr<bool>(Optimizer::kFlag.name)
-                             .To(MultiDispatch<Optimizer>)
-                             .release();
-  return handler->Call(call_frame);
-}
-
 #if GOOGLE_CUDA
 // The same update on XLA's CUDA platform: the buffers are device memory, the work goes to the
 // call's stream through the CUDA launchers (gpu_kernels.h) the OpKernels use. The launchers take
@@ -425,20 +415,16 @@ ffi::Error ResultHoldingOperandOnGpu(cudaStream_t stream, const CallBuffers& cal
                    "Copying the state");
 }
 
-template <typename Optimizer, typename T, typename S, typename Index>
-ffi::Error UpdateOnGpu(cudaStream_t stream, ffi::ScratchAllocator* scratch,
-                       const CallBuffers& call, bool flag) {
-  using A = AccumulateType<T>;
-  constexpr int kNumState = Optimizer::kNumState;
-  constexpr bool kSparse = !std::is_void_v<Index>;
-  constexpr int kFirstHyperparam = kNumState + 1 + kSparse;
-  const int first_rounding = kFirstHyperparam + Optimizer::kNumHyperparams;
-  const bool stochastic = call.args.size() > static_cast<size_t>(first_rounding);
-
+// The hyperparameters at operands [first, first + kNumHyperparams) and, when `num_pairs` > 0,
+// the [seed, step] pairs of operand `rounding` (num_pairs of them, into `pairs`), copied from the
+// device (one synchronization of `stream`), the hyperparameters checked.
+template <typename Optimizer, typename T>
+ffi::Error ReadHyperparamsOnGpu(cudaStream_t stream, const CallBuffers& call, int64_t first,
+                                int64_t rounding, int64_t num_pairs, int64_t* pairs,
+                                typename Optimizer::template Hyperparams<AccumulateType<T>>* h) {
   T scalars[Optimizer::kNumHyperparams];
-  int64_t seed_and_step[2] = {0, 0};
   for (int i = 0; i < Optimizer::kNumHyperparams; ++i) {
-    const void* scalar = call.args.get<ffi::AnyBuffer>(kFirstHyperparam + i)->untyped_data();
+    const void* scalar = call.args.get<ffi::AnyBuffer>(first + i)->untyped_data();
     if (auto e = CudaError(cudaMemcpyAsync(&scalars[i], scalar, sizeof(T),
                                            cudaMemcpyDeviceToHost, stream),
                            "Copying a hyperparameter");
@@ -446,9 +432,9 @@ ffi::Error UpdateOnGpu(cudaStream_t stream, ffi::ScratchAllocator* scratch,
       return e;
     }
   }
-  if (stochastic) {
-    const void* pair = call.args.get<ffi::AnyBuffer>(first_rounding)->untyped_data();
-    if (auto e = CudaError(cudaMemcpyAsync(seed_and_step, pair, sizeof(seed_and_step),
+  if (num_pairs > 0) {
+    const void* device = call.args.get<ffi::AnyBuffer>(rounding)->untyped_data();
+    if (auto e = CudaError(cudaMemcpyAsync(pairs, device, 2 * num_pairs * sizeof(int64_t),
                                            cudaMemcpyDeviceToHost, stream),
                            "Copying stochastic_rounding");
         e.failure()) {
@@ -459,8 +445,24 @@ ffi::Error UpdateOnGpu(cudaStream_t stream, ffi::ScratchAllocator* scratch,
       e.failure()) {
     return e;
   }
+  return CheckedHyperparams<Optimizer>(scalars, h);
+}
+
+template <typename Optimizer, typename T, typename S, typename Index>
+ffi::Error UpdateOnGpu(cudaStream_t stream, ffi::ScratchAllocator* scratch,
+                       const CallBuffers& call, bool flag) {
+  using A = AccumulateType<T>;
+  constexpr int kNumState = Optimizer::kNumState;
+  constexpr bool kSparse = !std::is_void_v<Index>;
+  constexpr int kFirstHyperparam = kNumState + 1 + kSparse;
+  const int first_rounding = kFirstHyperparam + Optimizer::kNumHyperparams;
+  const bool stochastic = call.args.size() > static_cast<size_t>(first_rounding);
+
+  int64_t seed_and_step[2] = {0, 0};
   typename Optimizer::template Hyperparams<A> h;
-  if (ffi::Error error = CheckedHyperparams<Optimizer>(scalars, &h); error.failure()) {
+  if (ffi::Error error = ReadHyperparamsOnGpu<Optimizer, T>(
+          stream, call, kFirstHyperparam, first_rounding, stochastic ? 1 : 0, seed_and_step, &h);
+      error.failure()) {
     return error;
   }
 
@@ -566,32 +568,12 @@ ffi::Error MultiUpdateOnGpu(cudaStream_t stream, ffi::ScratchAllocator* scratch,
   const int64_t first_hyperparam = first_grad + count;
   const int64_t first_rounding = first_hyperparam + Optimizer::kNumHyperparams;
   const bool stochastic = static_cast<int64_t>(call.args.size()) > first_rounding;
-  T scalars[Optimizer::kNumHyperparams];
   std::vector<int64_t> pairs(stochastic ? 2 * count : 0);
-  for (int i = 0; i < Optimizer::kNumHyperparams; ++i) {
-    const void* scalar = call.args.get<ffi::AnyBuffer>(first_hyperparam + i)->untyped_data();
-    if (auto e = CudaError(cudaMemcpyAsync(&scalars[i], scalar, sizeof(T),
-                                           cudaMemcpyDeviceToHost, stream),
-                           "Copying a hyperparameter");
-        e.failure()) {
-      return e;
-    }
-  }
-  if (stochastic) {
-    const void* device = call.args.get<ffi::AnyBuffer>(first_rounding)->untyped_data();
-    if (auto e = CudaError(cudaMemcpyAsync(pairs.data(), device, pairs.size() * sizeof(int64_t),
-                                           cudaMemcpyDeviceToHost, stream),
-                           "Copying stochastic_rounding");
-        e.failure()) {
-      return e;
-    }
-  }
-  if (auto e = CudaError(cudaStreamSynchronize(stream), "Reading the hyperparameters");
-      e.failure()) {
-    return e;
-  }
   typename Optimizer::template Hyperparams<AccumulateType<T>> h;
-  if (ffi::Error error = CheckedHyperparams<Optimizer>(scalars, &h); error.failure()) {
+  if (ffi::Error error = ReadHyperparamsOnGpu<Optimizer, T>(
+          stream, call, first_hyperparam, first_rounding, stochastic ? count : 0, pairs.data(),
+          &h);
+      error.failure()) {
     return error;
   }
   std::vector<StateArrays<T, kNumState, S>> states(count);
@@ -641,20 +623,9 @@ ffi::Error MultiDispatchOnGpu(cudaStream_t stream, ffi::ScratchAllocator scratch
                         });
 }
 
-template <typename Optimizer>
-XLA_FFI_Error* MultiGpuHandler(XLA_FFI_CallFrame* call_frame) {
-  static auto* handler = ffi::Ffi::Bind()
-                             .Ctx<ffi::PlatformStream<cudaStream_t>>()
-                             .Ctx<ffi::ScratchAllocator>()
-                             .RemainingArgs()
-                             .RemainingRets()
-                             .template Attr<bool>(Optimizer::kFlag.name)
-                             .To(MultiDispatchOnGpu<Optimizer>)
-                             .release();
-  return handler->Call(call_frame);
-}
-
-template <typename Optimizer, bool kSparse>
+// Handler on platform "CUDA", for DispatchOnGpu or MultiDispatchOnGpu: the call's stream and
+// scratch memory instead of the thread pool.
+template <typename Optimizer, auto kDispatch>
 XLA_FFI_Error* GpuHandler(XLA_FFI_CallFrame* call_frame) {
   static auto* handler = ffi::Ffi::Bind()
                              .Ctx<ffi::PlatformStream<cudaStream_t>>()
@@ -662,7 +633,7 @@ XLA_FFI_Error* GpuHandler(XLA_FFI_CallFrame* call_frame) {
                              .RemainingArgs()
                              .RemainingRets()
                              .template Attr<bool>(Optimizer::kFlag.name)
-                             .To(DispatchOnGpu<Optimizer, kSparse>)
+                             .To(kDispatch)
                              .release();
   return handler->Call(call_frame);
 }
@@ -676,12 +647,14 @@ bool RegisterHandlers() {
                                Optimizer::kName;
     XLA_FFI_Error* error = ffi::Ffi::RegisterStaticHandler(
         XLA_FFI_GetApi(), target, "Host",
-        sparse ? Handler<Optimizer, true> : Handler<Optimizer, false>);
+        sparse ? Handler<Optimizer, Dispatch<Optimizer, true>>
+               : Handler<Optimizer, Dispatch<Optimizer, false>>);
     if (error != nullptr) return false;
 #if GOOGLE_CUDA
     error = ffi::Ffi::RegisterStaticHandler(
         XLA_FFI_GetApi(), target, "CUDA",
-        sparse ? GpuHandler<Optimizer, true> : GpuHandler<Optimizer, false>);
+        sparse ? GpuHandler<Optimizer, DispatchOnGpu<Optimizer, true>>
+               : GpuHandler<Optimizer, DispatchOnGpu<Optimizer, false>>);
     if (error != nullptr) return false;
 #endif
   }
@@ -693,12 +666,13 @@ template <typename Optimizer>
 bool RegisterMultiHandlers() {
   const std::string target = std::string("tf_ftrl_FusedResourceMultiApply") + Optimizer::kName;
   if (ffi::Ffi::RegisterStaticHandler(XLA_FFI_GetApi(), target, "Host",
-                                      MultiHandler<Optimizer>) != nullptr) {
+                                      Handler<Optimizer, MultiDispatch<Optimizer>>) != nullptr) {
     return false;
   }
 #if GOOGLE_CUDA
   if (ffi::Ffi::RegisterStaticHandler(XLA_FFI_GetApi(), target, "CUDA",
-                                      MultiGpuHandler<Optimizer>) != nullptr) {
+                                      GpuHandler<Optimizer, MultiDispatchOnGpu<Optimizer>>) !=
+                                          nullptr) {
     return false;
   }
 #endif

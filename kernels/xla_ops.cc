@@ -92,6 +92,22 @@ absl::Status CheckStateShape(const std::string& name, bool per_row, const Tensor
   return absl::OkStatus();
 }
 
+// Appends the hyperparameters, inputs [first, first + kNumHyperparams), to `operands`: run-time
+// scalars, each checked to be a scalar.
+template <typename Optimizer>
+absl::Status AddHyperparams(XlaOpKernelContext* ctx, int first,
+                            std::vector<xla::XlaOp>* operands) {
+  for (int i = 0; i < Optimizer::kNumHyperparams; ++i) {
+    const TensorShape shape = ctx->InputShape(first + i);
+    if (!TensorShapeUtils::IsScalar(shape)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          Optimizer::kHyperparams[i].name, " is not a scalar: ", shape.DebugString()));
+    }
+    operands->push_back(ctx->Input(first + i));
+  }
+  return absl::OkStatus();
+}
+
 template <typename Optimizer, bool kSparse>
 class FusedApplyXlaOp : public XlaOpKernel {
  public:
@@ -150,14 +166,7 @@ class FusedApplyXlaOp : public XlaOpKernel {
       OP_REQUIRES_OK(ctx, tf_ftrl_checks::CheckDenseGrad(var_shape, grad_shape));
     }
     for (int i = kNumState; i < kFirstHyperparam; ++i) operands.push_back(ctx->Input(i));
-    for (int i = 0; i < Optimizer::kNumHyperparams; ++i) {
-      const TensorShape shape = ctx->InputShape(kFirstHyperparam + i);
-      OP_REQUIRES(ctx, TensorShapeUtils::IsScalar(shape),
-                  absl::InvalidArgumentError(absl::StrCat(Optimizer::kHyperparams[i].name,
-                                                          " is not a scalar: ",
-                                                          shape.DebugString())));
-      operands.push_back(ctx->Input(kFirstHyperparam + i));
-    }
+    OP_REQUIRES_OK(ctx, AddHyperparams<Optimizer>(ctx, kFirstHyperparam, &operands));
     const int first_rounding = kFirstHyperparam + Optimizer::kNumHyperparams;
     const int num_rounding = ctx->num_inputs() - first_rounding;
     OP_REQUIRES(ctx, num_rounding <= 1,
@@ -262,14 +271,7 @@ class FusedMultiApplyXlaOp : public XlaOpKernel {
       operands.push_back(ctx->Input(num_arrays + g));
     }
     const int first_hyperparam = num_arrays + num_;
-    for (int i = 0; i < Optimizer::kNumHyperparams; ++i) {
-      const TensorShape shape = ctx->InputShape(first_hyperparam + i);
-      OP_REQUIRES(ctx, TensorShapeUtils::IsScalar(shape),
-                  absl::InvalidArgumentError(absl::StrCat(Optimizer::kHyperparams[i].name,
-                                                          " is not a scalar: ",
-                                                          shape.DebugString())));
-      operands.push_back(ctx->Input(first_hyperparam + i));
-    }
+    OP_REQUIRES_OK(ctx, AddHyperparams<Optimizer>(ctx, first_hyperparam, &operands));
     const int first_rounding = first_hyperparam + Optimizer::kNumHyperparams;
     const int num_rounding = ctx->num_inputs() - first_rounding;
     const std::string expected =

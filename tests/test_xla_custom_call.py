@@ -489,33 +489,6 @@ def test_one_log_line_says_which_path(caplog, monkeypatch):
         "(TF_FTRL_XLA_CUSTOM_CALL=0)"]
 
 
-@pytest.mark.parametrize("make", [lambda: tf_ftrl.Ftrl(learning_rate=0.1,
-                                                       l1_regularization_strength=0.01,
-                                                       l2_regularization_strength=0.02),
-                                  lambda: tf_ftrl.Adagrad(learning_rate=0.1)],
-                         ids=["ftrl", "adagrad"])
-@needs_lowering
-def test_optimizer_step_under_xla_equals_the_step_without_bit_for_bit(rng, make):
-    table = rng.normal(size=(60, 16)).astype(np.float32)
-    kernel = rng.normal(size=(16, 8)).astype(np.float32)
-    indices = rng.integers(0, 60, size=40)  # duplicates included
-    sparse = tf.IndexedSlices(tf.constant(rng.normal(size=(40, 16)).astype(np.float32)),
-                              tf.constant(indices), tf.constant([60, 16], tf.int64))
-    dense = tf.constant(rng.normal(size=(16, 8)).astype(np.float32))
-    results = []
-    for jit in (False, True):
-        variables = [keras.Variable(table), keras.Variable(kernel)]
-        optimizer = make()
-        optimizer.build(variables)
-        step = tf.function(lambda: optimizer.apply([sparse, dense], variables),
-                           jit_compile=jit)
-        step()
-        step()
-        results.append([v.numpy() for v in variables] + [v.numpy() for v in optimizer.variables])
-    for i, (plain, compiled) in enumerate(zip(*results)):
-        np.testing.assert_array_equal(compiled, plain, err_msg=f"variable {i}")
-
-
 @needs_lowering
 def test_checkpoint_and_saved_model_after_jit_compiled_fit(tmp_path):
     from tests.support import saving_worker
@@ -599,6 +572,11 @@ def test_legacy_optimizers_run_under_xla_with_the_bits_of_the_op(rng, name):
 
 
 # The optimizers' variants whose updates lower to custom calls too.
+PLAIN_OPTIMIZERS = {
+    "ftrl": (tf_ftrl.Ftrl, dict(l1_regularization_strength=0.01,
+                                l2_regularization_strength=0.02)),
+    "adagrad": (tf_ftrl.Adagrad, {}),
+}
 OPTIMIZER_VARIANTS = {
     "ftrl_bfloat16": (tf_ftrl.Ftrl, dict(state_dtype="bfloat16")),
     "adagrad_float16": (tf_ftrl.Adagrad, dict(state_dtype="float16")),
@@ -610,10 +588,10 @@ OPTIMIZER_VARIANTS = {
 
 
 @needs_lowering
-@pytest.mark.parametrize("variant", OPTIMIZER_VARIANTS)
-def test_optimizer_variants_under_xla_take_the_custom_call_with_the_bits_of_the_step(
+@pytest.mark.parametrize("variant", {**PLAIN_OPTIMIZERS, **OPTIMIZER_VARIANTS})
+def test_optimizer_step_under_xla_takes_the_custom_call_with_the_bits_of_the_step(
         rng, variant):
-    cls, options = OPTIMIZER_VARIANTS[variant]
+    cls, options = {**PLAIN_OPTIMIZERS, **OPTIMIZER_VARIANTS}[variant]
     table = rng.normal(size=(60, 16)).astype(np.float32)
     kernel = rng.normal(size=(16, 8)).astype(np.float32)
     indices = rng.integers(0, 60, size=40)  # duplicates included
@@ -685,3 +663,25 @@ def test_legacy_variants_run_under_xla_with_the_bits_of_the_op(rng, variant):
         np.testing.assert_array_equal(compiled, uncompiled)
     assert all(u.endswith("(XLA custom call)") for u in kernels.values()), kernels
     assert "custom-call(" in _hlo(step)
+
+
+@needs_lowering
+@pytest.mark.parametrize("front_end", ["keras3", "legacy"])
+def test_multi_tensor_call_under_xla_leaves_out_the_huge_page_advice(front_end):
+    # The advice's op has no XLA kernel: with huge_pages=True the compiled step still builds.
+    grads = [tf.ones((4, 3)), tf.ones((3,))]
+    if front_end == "keras3":
+        variables = [keras.Variable(np.ones((4, 3), np.float32), name="kernel"),
+                     keras.Variable(np.ones((3,), np.float32), name="bias")]
+        optimizer = tf_ftrl.Ftrl(learning_rate=0.1, huge_pages=True)
+        optimizer.build(variables)
+        step = tf.function(lambda: optimizer.apply(grads, variables), jit_compile=True)
+    else:
+        legacy = pytest.importorskip("tf_ftrl.legacy")
+        variables = [tf.Variable(np.ones((4, 3), np.float32), name="kernel"),
+                     tf.Variable(np.ones((3,), np.float32), name="bias")]
+        optimizer = legacy.Ftrl(learning_rate=0.1, huge_pages=True)
+        step = tf.function(lambda: optimizer.apply_gradients(zip(grads, variables)) and None,
+                           jit_compile=True)
+    step()
+    assert set(optimizer.kernels_used().values()) == {"multi_apply_ftrl (XLA custom call)"}
