@@ -1,5 +1,6 @@
-// The XLA lowering of the element-wise fused ops (FusedResourceApply<Name> and
-// FusedResourceSparseApply<Name> of each optimizer of TF_FTRL_FOR_EACH_OPTIMIZER): under
+// The XLA lowering of the fused ops (FusedResourceApply<Name> and FusedResourceSparseApply<Name>
+// of each optimizer of TF_FTRL_FOR_EACH_OPTIMIZER and TF_FTRL_FOR_EACH_ROWWISE_OPTIMIZER, and
+// FusedResourceMultiApply<Name> of the element-wise ones): under
 // `tf.function(jit_compile=True)` (or Keras's `jit_compile`), each op becomes one XLA custom call
 // of the target "tf_ftrl_" + the op's name (xla_custom_calls.cc), which runs the CPU loops.
 //
@@ -15,6 +16,7 @@
 //
 // Registered for XLA's CPU JIT device (targets on XLA's host platform), and when built with CUDA
 // (--config=cuda) for its GPU JIT device too (targets on platform "CUDA").
+#include <algorithm>
 #include <string>
 #include <utility>
 #include <vector>
@@ -43,6 +45,67 @@ namespace {
 // XLA FFI decodes into the handler's attributes).
 std::string FlagAttribute(const char* name, bool value) {
   return absl::StrCat("{", name, " = ", value ? "true" : "false", "}");
+}
+
+// The rules of the OpKernels (training_kernels.h, LockedVariables) for state variable `name` of
+// var `var`, with their messages. Its dtype: the state variables share one, the first one's
+// (`first`, of `first_type`), which is var's or, narrower, bfloat16 or half (the registrations
+// take float vars only).
+absl::Status CheckStateDtype(const std::string& name, DataType type, const std::string& first,
+                             DataType first_type, const std::string& var, DataType var_type) {
+  if (type != first_type) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, " has dtype ", DataTypeString(type), " but ", first, " has dtype ",
+        DataTypeString(first_type), ": the optimizer's state variables share one dtype"));
+  }
+  if (type != var_type && type != DT_BFLOAT16 && type != DT_HALF) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, " has dtype ", DataTypeString(type), " but ", var, " has dtype ",
+        DataTypeString(var_type),
+        ": the state has var's dtype, or bfloat16 or half for a float var"));
+  }
+  return absl::OkStatus();
+}
+
+// Its shape: var's, or for a per-row array (Optimizer::kPerRow) one value per row of var.
+absl::Status CheckStateShape(const std::string& name, bool per_row, const TensorShape& shape,
+                             const std::string& var, const TensorShape& var_shape) {
+  if (per_row) {
+    if (var_shape.dims() < 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          var, " must be at least 1-D for a row-wise update, got shape ",
+          var_shape.DebugString()));
+    }
+    if (shape.dims() != 1 || shape.dim_size(0) != var_shape.dim_size(0)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          name, " must hold one value per row of ", var, ", shape [", var_shape.dim_size(0),
+          "], but has shape ", shape.DebugString()));
+    }
+    return absl::OkStatus();
+  }
+  if (!shape.IsSameSize(var_shape)) {
+    return absl::InvalidArgumentError(absl::StrCat(var, " and ", name,
+                                                   " do not have the same shape: ",
+                                                   var_shape.DebugString(), " vs ",
+                                                   shape.DebugString()));
+  }
+  return absl::OkStatus();
+}
+
+// Appends the hyperparameters, inputs [first, first + kNumHyperparams), to `operands`: run-time
+// scalars, each checked to be a scalar.
+template <typename Optimizer>
+absl::Status AddHyperparams(XlaOpKernelContext* ctx, int first,
+                            std::vector<xla::XlaOp>* operands) {
+  for (int i = 0; i < Optimizer::kNumHyperparams; ++i) {
+    const TensorShape shape = ctx->InputShape(first + i);
+    if (!TensorShapeUtils::IsScalar(shape)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          Optimizer::kHyperparams[i].name, " is not a scalar: ", shape.DebugString()));
+    }
+    operands->push_back(ctx->Input(first + i));
+  }
+  return absl::OkStatus();
 }
 
 template <typename Optimizer, bool kSparse>
@@ -82,17 +145,12 @@ class FusedApplyXlaOp : public XlaOpKernel {
                         "var has dtype ", DataTypeString(type),
                         " but grad and the hyperparameters have dtype ", DataTypeString(dtype))));
       } else {
-        OP_REQUIRES(ctx, shape.IsSameSize(var_shape),
-                    absl::InvalidArgumentError(absl::StrCat(
-                        "var and ", Optimizer::kStateNames[i], " do not have the same shape: ",
-                        var_shape.DebugString(), " vs ", shape.DebugString())));
+        const char* name = Optimizer::kStateNames[i];
+        OP_REQUIRES_OK(ctx, CheckStateShape(name, Optimizer::kPerRow[i], shape, "var",
+                                            var_shape));
+        OP_REQUIRES_OK(ctx, CheckStateDtype(name, type, Optimizer::kStateNames[1],
+                                            i == 1 ? type : state_dtypes[1], "var", dtype));
       }
-      // The custom call is compiled for float var and state (xla_custom_calls.cc); tf_ftrl's
-      // optimizers only take this path for those.
-      OP_REQUIRES(ctx, type == DT_FLOAT,
-                  absl::UnimplementedError(absl::StrCat(
-                      "tf_ftrl's XLA custom call takes float variables, but ",
-                      Optimizer::kStateNames[i], " has dtype ", DataTypeString(type))));
       absl::StatusOr<xla::Shape> xla_shape = ctx->builder()->GetShape(value);
       OP_REQUIRES_OK(ctx, xla_shape.status());
       state_shapes.push_back(*xla_shape);
@@ -108,14 +166,7 @@ class FusedApplyXlaOp : public XlaOpKernel {
       OP_REQUIRES_OK(ctx, tf_ftrl_checks::CheckDenseGrad(var_shape, grad_shape));
     }
     for (int i = kNumState; i < kFirstHyperparam; ++i) operands.push_back(ctx->Input(i));
-    for (int i = 0; i < Optimizer::kNumHyperparams; ++i) {
-      const TensorShape shape = ctx->InputShape(kFirstHyperparam + i);
-      OP_REQUIRES(ctx, TensorShapeUtils::IsScalar(shape),
-                  absl::InvalidArgumentError(absl::StrCat(Optimizer::kHyperparams[i].name,
-                                                          " is not a scalar: ",
-                                                          shape.DebugString())));
-      operands.push_back(ctx->Input(kFirstHyperparam + i));
-    }
+    OP_REQUIRES_OK(ctx, AddHyperparams<Optimizer>(ctx, kFirstHyperparam, &operands));
     const int first_rounding = kFirstHyperparam + Optimizer::kNumHyperparams;
     const int num_rounding = ctx->num_inputs() - first_rounding;
     OP_REQUIRES(ctx, num_rounding <= 1,
@@ -151,6 +202,112 @@ class FusedApplyXlaOp : public XlaOpKernel {
   }
 
  private:
+  bool flag_;
+};
+
+// The lowering of the multi-tensor dense op of an element-wise optimizer
+// (FusedResourceMultiApply<Name>): one custom call of the target "tf_ftrl_" + the op's name for
+// all N variables. Its operands: state i of variable g at i * N + g (the op's input order), the N
+// grads, the hyperparameters and the optional [N, 2] stochastic_rounding; its results: the
+// N * kNumState state arrays, each aliased to its operand. The checks are the OpKernel's
+// (FusedMultiApplyOp), with its names ("accum[3]").
+template <typename Optimizer>
+class FusedMultiApplyXlaOp : public XlaOpKernel {
+ public:
+  static constexpr int kNumState = Optimizer::kNumState;
+
+  explicit FusedMultiApplyXlaOp(OpKernelConstruction* ctx) : XlaOpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("N", &num_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr(Optimizer::kFlag.name, &flag_));
+  }
+
+  void Compile(XlaOpKernelContext* ctx) override {
+    const int num_arrays = kNumState * num_;  // the state inputs, then the grads
+    const DataType dtype = ctx->input_type(num_arrays);
+    const auto name = [&](int input) {
+      return absl::StrCat(Optimizer::kStateNames[input / num_], "[", input % num_, "]");
+    };
+    std::vector<std::pair<XlaResource*, int>> by_resource(num_arrays);
+    for (int k = 0; k < num_arrays; ++k) {
+      OP_REQUIRES_OK(ctx, ctx->GetResourceInput(k, &by_resource[k].first));
+      by_resource[k].second = k;
+    }
+    std::sort(by_resource.begin(), by_resource.end());
+    for (int k = 1; k < num_arrays; ++k) {
+      OP_REQUIRES(ctx, by_resource[k].first != by_resource[k - 1].first,
+                  absl::InvalidArgumentError(absl::StrCat(
+                      name(std::min(by_resource[k].second, by_resource[k - 1].second)), " and ",
+                      name(std::max(by_resource[k].second, by_resource[k - 1].second)),
+                      " must be different variables")));
+    }
+    std::vector<xla::XlaOp> operands(num_arrays);
+    std::vector<xla::Shape> state_shapes(num_arrays);
+    std::vector<DataType> types(num_arrays);
+    std::vector<TensorShape> shapes(num_arrays);
+    for (int k = 0; k < num_arrays; ++k) {
+      OP_REQUIRES_OK(ctx, ctx->GetVariableTypeAndShape(k, &types[k], &shapes[k]));
+      OP_REQUIRES_OK(ctx, ctx->ReadVariableInput(k, types[k], &shapes[k], &operands[k]));
+      absl::StatusOr<xla::Shape> xla_shape = ctx->builder()->GetShape(operands[k]);
+      OP_REQUIRES_OK(ctx, xla_shape.status());
+      state_shapes[k] = *xla_shape;
+    }
+    for (int g = 0; g < num_; ++g) {
+      OP_REQUIRES(ctx, types[g] == dtype,
+                  absl::InvalidArgumentError(absl::StrCat(
+                      name(g), " has dtype ", DataTypeString(types[g]),
+                      " but grad and the hyperparameters have dtype ", DataTypeString(dtype))));
+      for (int i = 1; i < kNumState; ++i) {
+        const int k = i * num_ + g;
+        OP_REQUIRES_OK(ctx, CheckStateShape(name(k), Optimizer::kPerRow[i], shapes[k], name(g),
+                                            shapes[g]));
+        OP_REQUIRES_OK(ctx, CheckStateDtype(name(k), types[k], name(num_), types[num_], name(g),
+                                            dtype));
+      }
+      const TensorShape grad_shape = ctx->InputShape(num_arrays + g);
+      OP_REQUIRES(ctx, shapes[g].IsSameSize(grad_shape),
+                  absl::InvalidArgumentError(absl::StrCat(
+                      "var[", g, "] and grad[", g, "] do not have the same shape: ",
+                      shapes[g].DebugString(), " vs ", grad_shape.DebugString())));
+      operands.push_back(ctx->Input(num_arrays + g));
+    }
+    const int first_hyperparam = num_arrays + num_;
+    OP_REQUIRES_OK(ctx, AddHyperparams<Optimizer>(ctx, first_hyperparam, &operands));
+    const int first_rounding = first_hyperparam + Optimizer::kNumHyperparams;
+    const int num_rounding = ctx->num_inputs() - first_rounding;
+    const std::string expected =
+        absl::StrCat("[N, 2] int64, each variable's [seed, step], with N = ", num_);
+    OP_REQUIRES(ctx, num_rounding <= 1,
+                absl::InvalidArgumentError(absl::StrCat(
+                    "stochastic_rounding takes at most one tensor (", expected, "), got ",
+                    num_rounding)));
+    if (num_rounding == 1) {
+      const TensorShape shape = ctx->InputShape(first_rounding);
+      OP_REQUIRES(ctx, shape.dims() == 2 && shape.dim_size(0) == num_ && shape.dim_size(1) == 2,
+                  absl::InvalidArgumentError(absl::StrCat(
+                      "stochastic_rounding must be ", expected, ", got shape ",
+                      shape.DebugString())));
+      OP_REQUIRES(ctx, types[num_] != dtype,
+                  absl::InvalidArgumentError(absl::StrCat(
+                      "stochastic_rounding rounds state narrower than var (bfloat16 or half "
+                      "state of a float var), but the state has var's dtype, ",
+                      DataTypeString(types[num_]))));
+      operands.push_back(ctx->Input(first_rounding));
+    }
+
+    std::vector<std::pair<xla::ShapeIndex, std::pair<int64_t, xla::ShapeIndex>>> aliasing;
+    for (int k = 0; k < num_arrays; ++k) aliasing.push_back({{k}, {k, {}}});
+    xla::XlaOp call = xla::CustomCall(
+        ctx->builder(), absl::StrCat("tf_ftrl_", type_string()), operands,
+        xla::ShapeUtil::MakeTupleShape(state_shapes), FlagAttribute(Optimizer::kFlag.name, flag_),
+        /*has_side_effect=*/false, aliasing, /*literal=*/nullptr,
+        xla::CustomCallSchedule::SCHEDULE_NONE, xla::CustomCallApiVersion::API_VERSION_TYPED_FFI);
+    for (int k = 0; k < num_arrays; ++k) {
+      OP_REQUIRES_OK(ctx, ctx->AssignVariable(k, types[k], xla::GetTupleElement(call, k)));
+    }
+  }
+
+ private:
+  int num_;
   bool flag_;
 };
 
@@ -198,12 +355,25 @@ void RegisterXlaKernels() {
   }
 }
 
+// The multi-tensor op of an element-wise optimizer.
+template <typename Optimizer>
+void RegisterMultiXlaKernel() {
+  for (const char* device : XlaDevices()) {
+    RegisterXlaKernel<FusedMultiApplyXlaOp<Optimizer>>(
+        device, std::string("FusedResourceMultiApply") + Optimizer::kName, false);
+  }
+}
+
 #define TF_FTRL_REGISTER_XLA_OPS(Optimizer) RegisterXlaKernels<tf_ftrl::Optimizer>();
+#define TF_FTRL_REGISTER_MULTI_XLA_OP(Optimizer) RegisterMultiXlaKernel<tf_ftrl::Optimizer>();
 [[maybe_unused]] const bool registered = [] {
   XlaOpRegistry::RegisterCompilationKernels();
   TF_FTRL_FOR_EACH_OPTIMIZER(TF_FTRL_REGISTER_XLA_OPS)
+  TF_FTRL_FOR_EACH_ROWWISE_OPTIMIZER(TF_FTRL_REGISTER_XLA_OPS)
+  TF_FTRL_FOR_EACH_OPTIMIZER(TF_FTRL_REGISTER_MULTI_XLA_OP)
   return true;
 }();
+#undef TF_FTRL_REGISTER_MULTI_XLA_OP
 #undef TF_FTRL_REGISTER_XLA_OPS
 
 }  // namespace

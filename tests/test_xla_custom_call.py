@@ -161,6 +161,155 @@ def test_bad_shapes_fail_at_compile_time_with_the_ops_message(rng):
         step(tf.ones((10, 3)))
 
 
+# ------------------------------------------------------------ low-precision state and row-wise
+
+# (optimizer, hyperparameters and flag): the element-wise and row-wise ops of each.
+VARIANTS = {
+    "ftrl": dict(FTRL, lr_power=-0.5),
+    "adagrad": dict(lr=0.1, epsilon=1e-7),
+}
+
+
+def _variant_state(rng, name, shape, state_dtype):
+    """var (float32) and the slots (in state_dtype; a row-wise accumulator one value per row)."""
+    var = rng.normal(size=shape).astype(np.float32)
+    accum = rng.uniform(0.1, 1.0, size=shape[:1] if name.startswith("rowwise") else shape)
+    slots = [accum] + ([rng.normal(size=shape)] if name.endswith("ftrl") else [])
+    return [tf.constant(var)] + [tf.cast(tf.constant(s, tf.float32), state_dtype) for s in slots]
+
+
+def _variant_run(name, initial, tensors, rounding, jit_compile):
+    """The state's bits after the op of `name` (sparse when `tensors` has indices), and its HLO
+    when compiled."""
+    state = [tf.Variable(x) for x in initial]
+    op = getattr(ops, ("sparse_apply_" if len(tensors) > 1 else "apply_") + name)
+    kwargs = VARIANTS[name.replace("rowwise_", "")]
+
+    @tf.function(jit_compile=jit_compile)
+    def step(*tensors):
+        op(*state, *tensors, **kwargs, stochastic_rounding=rounding)
+
+    step(*tensors)
+    bits = [v.numpy().view(np.uint16 if v.dtype.size == 2 else np.uint32) for v in state]
+    return bits, _hlo(step, *tensors) if jit_compile else None
+
+
+@needs_lowering
+@pytest.mark.parametrize("stochastic", [False, True], ids=["to_nearest", "stochastic"])
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+@pytest.mark.parametrize("state_dtype", [tf.bfloat16, tf.float16], ids=lambda d: d.name)
+@pytest.mark.parametrize("name", ["ftrl", "adagrad"])
+def test_low_precision_state_is_one_custom_call_with_the_bits_of_the_op(
+        rng, name, state_dtype, sparse, stochastic):
+    shape = (30, 16)
+    initial = _variant_state(rng, name, shape, state_dtype)
+    tensors = [tf.constant(rng.normal(size=shape).astype(np.float32))]
+    if sparse:
+        indices = rng.integers(0, shape[0], size=24)  # duplicates included
+        tensors = [tf.constant(rng.normal(size=(24, shape[1])).astype(np.float32)),
+                   tf.constant(indices)]
+    rounding = (tf.constant(rng.integers(0, 2**40, size=2), tf.int64) if stochastic else None)
+    plain, _ = _variant_run(name, initial, tensors, rounding, jit_compile=False)
+    compiled, hlo = _variant_run(name, initial, tensors, rounding, jit_compile=True)
+    for i, (a, b) in enumerate(zip(plain, compiled)):
+        np.testing.assert_array_equal(b, a, err_msg=f"state {i}")
+    assert not np.array_equal(compiled[1], initial[1].numpy().view(np.uint16))
+    op = ("FusedResourceSparseApply" if sparse else "FusedResourceApply") + _camel(name)
+    assert f'custom_call_target="tf_ftrl_{op}"' in hlo
+    assert "output_to_operand_aliasing={" in hlo and hlo.count("custom-call(") == 1
+
+
+def _camel(name):
+    """"rowwise_ftrl" -> "RowwiseFtrl", as the ops name it."""
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+@needs_lowering
+@pytest.mark.parametrize("rounding", ["float32", "bfloat16", "float16", "bfloat16_stochastic",
+                                      "float16_stochastic"])
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+@pytest.mark.parametrize("shape", [(30,), (30, 16), (20, 4, 3)], ids=str)
+@pytest.mark.parametrize("name", ["rowwise_ftrl", "rowwise_adagrad"])
+def test_rowwise_op_is_one_custom_call_with_the_bits_of_the_op(rng, name, shape, sparse,
+                                                               rounding):
+    state_dtype = tf.as_dtype(rounding.split("_")[0])
+    initial = _variant_state(rng, name, shape, state_dtype)
+    tensors = [tf.constant(rng.normal(size=shape).astype(np.float32))]
+    if sparse:
+        indices = rng.integers(0, shape[0], size=24)  # duplicates included
+        tensors = [tf.constant(rng.normal(size=(24,) + shape[1:]).astype(np.float32)),
+                   tf.constant(indices)]
+    seed_and_step = (tf.constant(rng.integers(0, 2**40, size=2), tf.int64)
+                     if rounding.endswith("stochastic") else None)
+    plain, _ = _variant_run(name, initial, tensors, seed_and_step, jit_compile=False)
+    compiled, hlo = _variant_run(name, initial, tensors, seed_and_step, jit_compile=True)
+    for i, (a, b) in enumerate(zip(plain, compiled)):
+        np.testing.assert_array_equal(b, a, err_msg=f"state {i}")
+    assert compiled[1].shape == shape[:1]  # the per-row accumulator
+    if sparse:
+        untouched = np.setdiff1d(np.arange(shape[0]), indices)
+        np.testing.assert_array_equal(compiled[0][untouched],
+                                      initial[0].numpy()[untouched].view(np.uint32))
+    op = ("FusedResourceSparseApply" if sparse else "FusedResourceApply") + _camel(name)
+    assert f'custom_call_target="tf_ftrl_{op}"' in hlo
+    assert "output_to_operand_aliasing={" in hlo and hlo.count("custom-call(") == 1
+
+
+@needs_lowering
+@pytest.mark.parametrize("bad", [-1, 40], ids=["negative", "rows"])
+def test_rowwise_bad_index_fails_the_call_and_writes_nothing(rng, bad):
+    initial = _variant_state(rng, "rowwise_adagrad", (40, 8), tf.float32)
+    state = [tf.Variable(x) for x in initial]
+    grad = tf.constant(rng.normal(size=(3, 8)).astype(np.float32))
+    step = tf.function(lambda g, i: ops.sparse_apply_rowwise_adagrad(
+        *state, g, i, **VARIANTS["adagrad"]) and None, jit_compile=True)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=rf"indices\[2\] = {bad} is not in \[0, 40\)"):
+        step(grad, tf.constant([3, 5, bad]))
+    for variable, value in zip(state, initial):
+        np.testing.assert_array_equal(variable.numpy(), value.numpy())
+
+
+@needs_lowering
+def test_rowwise_accumulator_of_another_shape_is_rejected_as_by_the_op(rng):
+    var, _, linear = _variant_state(rng, "ftrl", (10, 4), tf.float32)
+    # (Of unknown shape to the graph: the op's shape function would reject it first.)
+    state = [tf.Variable(var), tf.Variable(tf.ones((9,)), shape=tf.TensorShape(None)),
+             tf.Variable(linear)]
+    step = tf.function(lambda g: ops.apply_rowwise_ftrl(*state, g, **VARIANTS["ftrl"]) and None,
+                       jit_compile=True)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"accum must hold one value per row of var, shape \[10\], but has "
+                             r"shape \[9\]"):
+        step(tf.ones((10, 4)))
+
+
+@needs_lowering
+def test_low_precision_state_bad_index_fails_the_call_and_writes_nothing(rng):
+    initial = _variant_state(rng, "ftrl", (40, 8), tf.bfloat16)
+    state = [tf.Variable(x) for x in initial]
+    grad = tf.constant(rng.normal(size=(3, 8)).astype(np.float32))
+    step = tf.function(lambda g, i: ops.sparse_apply_ftrl(
+        *state, g, i, **VARIANTS["ftrl"], stochastic_rounding=tf.constant([1, 2], tf.int64))
+        and None, jit_compile=True)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"indices\[1\] = 40 is not in"):
+        step(grad, tf.constant([3, 40, 5]))
+    for variable, value in zip(state, initial):
+        np.testing.assert_array_equal(variable.numpy(), value.numpy())
+
+
+@needs_lowering
+def test_mixed_state_dtypes_are_rejected_as_by_the_op(rng):
+    var, accum, linear = _variant_state(rng, "ftrl", (10, 4), tf.bfloat16)
+    state = [tf.Variable(var), tf.Variable(accum), tf.Variable(tf.cast(linear, tf.float16))]
+    step = tf.function(lambda g: ops.apply_ftrl(*state, g, **VARIANTS["ftrl"]) and None,
+                       jit_compile=True)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="linear has dtype half but accum has dtype bfloat16: the "
+                             "optimizer's state variables share one dtype"):
+        step(tf.ones((10, 4)))
+
+
 @needs_lowering
 def test_the_lowering_registers_after_an_earlier_xla_compilation():
     # XlaOpRegistry makes its kernels once, at the first XLA compilation: a library loaded later
@@ -182,6 +331,62 @@ print("accum", accum.numpy()[0])
                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "accum 2.0" in result.stdout
+
+
+@needs_lowering
+@pytest.mark.parametrize("rounding", ["float32", "bfloat16", "float16_stochastic"])
+@pytest.mark.parametrize("name", ["ftrl", "adagrad"])
+def test_multi_tensor_op_is_one_custom_call_with_the_bits_of_the_op(rng, name, rounding):
+    state_dtype = tf.as_dtype(rounding.split("_")[0])
+    shapes = [(37,), (4, 5), (3, 2, 2), (1,)]
+    initial = [_variant_state(rng, name, shape, state_dtype) for shape in shapes]
+    grads = [tf.constant(rng.normal(size=shape).astype(np.float32)) for shape in shapes]
+    pairs = (tf.constant(rng.integers(0, 2**40, size=(len(shapes), 2)), tf.int64)
+             if rounding.endswith("stochastic") else None)
+    op = getattr(ops, "multi_apply_" + name)
+    results = []
+    for jit in (False, True):
+        state = [[tf.Variable(x) for x in variable] for variable in initial]
+
+        @tf.function(jit_compile=jit)
+        def step(grads):
+            op(*[list(column) for column in zip(*state)], grads, **VARIANTS[name],
+               stochastic_rounding=pairs)
+
+        step(grads)
+        results.append([v.numpy().view(np.uint16 if v.dtype.size == 2 else np.uint32)
+                        for variable in state for v in variable])
+    for i, (a, b) in enumerate(zip(*results)):
+        np.testing.assert_array_equal(b, a, err_msg=f"array {i}")
+    hlo = _hlo(step, grads)
+    assert hlo.count(f'custom_call_target="tf_ftrl_FusedResourceMultiApply{_camel(name)}"') == 1
+    assert hlo.count("custom-call(") == 1 and "output_to_operand_aliasing={" in hlo
+
+
+@needs_lowering
+def test_multi_tensor_bad_hyperparameter_fails_and_writes_nothing(rng):
+    initial = [_variant_state(rng, "adagrad", shape, tf.float32) for shape in [(5,), (2, 3)]]
+    state = [[tf.Variable(x) for x in variable] for variable in initial]
+    step = tf.function(lambda lr: ops.multi_apply_adagrad(
+        *[list(c) for c in zip(*state)], [tf.ones((5,)), tf.ones((2, 3))], lr, epsilon=1e-7)
+        and None, jit_compile=True)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="lr must be non-negative"):
+        step(tf.constant(-1.0))
+    for variable, values in zip(state, initial):
+        for v, x in zip(variable, values):
+            np.testing.assert_array_equal(v.numpy(), x.numpy())
+
+
+@needs_lowering
+def test_multi_tensor_shapes_are_checked_with_the_ops_names(rng):
+    var = [tf.Variable(tf.ones((5,))), tf.Variable(tf.ones((2, 3)))]
+    # (Of unknown shape to the graph: the op's shape function would reject it first.)
+    accum = [tf.Variable(tf.ones((5,))), tf.Variable(tf.ones((3, 2)), shape=tf.TensorShape(None))]
+    step = tf.function(lambda: ops.multi_apply_adagrad(
+        var, accum, [tf.ones((5,)), tf.ones((2, 3))], 0.1) and None, jit_compile=True)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"var\[1\] and accum\[1\] do not have the same shape"):
+        step()
 
 
 # ------------------------------------------------------------------------- the Keras optimizers
@@ -214,9 +419,11 @@ def test_optimizer_step_under_xla_is_the_custom_call_dense_and_sparse(rng, make)
         optimizer.apply(tape.gradient(loss, variables), variables)
 
     hlo = _hlo(step, x, y)
-    sparse_op = "SparseApply" + type(optimizer).__name__
-    assert f'custom_call_target="tf_ftrl_FusedResource{sparse_op}"' in hlo
-    assert f'custom_call_target="tf_ftrl_FusedResourceApply{type(optimizer).__name__}"' in hlo
+    name = type(optimizer).__name__
+    assert f'custom_call_target="tf_ftrl_FusedResourceSparseApply{name}"' in hlo
+    # The dense kernels and biases: one multi-tensor call.
+    assert hlo.count(f'custom_call_target="tf_ftrl_FusedResourceMultiApply{name}"') == 1
+    assert hlo.count("custom-call(") == 2
     step(x, y)
     used = optimizer.kernels_used()
     assert any("(XLA custom call)" in update for update in used.values()), used
@@ -267,8 +474,8 @@ def test_one_log_line_says_which_path(caplog, monkeypatch):
     with caplog.at_level(logging.INFO, logger="tf_ftrl"):
         assert ops._load_xla_lowering()
     assert [r.getMessage() for r in caplog.records] == [
-        "tf_ftrl: under XLA (jit_compile=True) the element-wise float32 updates run the fused "
-        "CPU kernels as XLA custom calls"]
+        "tf_ftrl: under XLA (jit_compile=True) the float32 updates run the fused CPU kernels as "
+        "XLA custom calls"]
     caplog.clear()
     monkeypatch.setenv("TF_FTRL_XLA_CUSTOM_CALL", "0")
     with caplog.at_level(logging.INFO, logger="tf_ftrl"):
@@ -305,16 +512,6 @@ def _two_steps(make, initial, grads, jit_compile):
     step()
     step()
     return [v.numpy() for v in variables + list(optimizer.variables)], step, optimizer
-
-
-@pytest.mark.parametrize("make", REGULARIZED.values(), ids=REGULARIZED.keys())
-@needs_lowering
-def test_optimizer_step_under_xla_equals_the_step_without_bit_for_bit(rng, make):
-    initial, grads = _table_and_kernel(rng)
-    plain, _, _ = _two_steps(make, initial, grads, jit_compile=False)
-    compiled, _, _ = _two_steps(make, initial, grads, jit_compile=True)
-    for i, (a, b) in enumerate(zip(plain, compiled)):
-        np.testing.assert_array_equal(b, a, err_msg=f"variable {i}")
 
 
 @needs_lowering
@@ -375,7 +572,7 @@ def test_legacy_optimizers_run_under_xla_with_the_bits_of_the_op(rng, name):
     initial = rng.normal(size=(20, 4)).astype(np.float32)
     grad = tf.IndexedSlices(tf.constant(rng.normal(size=(5, 4)).astype(np.float32)),
                             tf.constant([1, 2, 1, 7, 19]), tf.constant([20, 4]))
-    # And two dense variables, which outside XLA take the multi-tensor op (not lowered).
+    # And two dense variables, which take the multi-tensor op.
     dense_initial = [rng.normal(size=shape).astype(np.float32) for shape in ((4, 3), (3,))]
     dense_grads = [tf.constant(rng.normal(size=v.shape).astype(np.float32))
                    for v in dense_initial]
@@ -395,8 +592,124 @@ def test_legacy_optimizers_run_under_xla_with_the_bits_of_the_op(rng, name):
     assert not np.array_equal(results[1][1], dense_initial[0])
     op = name.lower()
     assert kernels == {"table": f"sparse_apply_{op} (XLA custom call)",
-                       "kernel": f"apply_{op} (XLA custom call)",
-                       "bias": f"apply_{op} (XLA custom call)"}
+                       "kernel": f"multi_apply_{op} (XLA custom call)",
+                       "bias": f"multi_apply_{op} (XLA custom call)"}
+
+
+# The optimizers' variants whose updates lower to custom calls too.
+PLAIN_OPTIMIZERS = {
+    "ftrl": (tf_ftrl.Ftrl, dict(l1_regularization_strength=0.01,
+                                l2_regularization_strength=0.02)),
+    "adagrad": (tf_ftrl.Adagrad, {}),
+}
+OPTIMIZER_VARIANTS = {
+    "ftrl_bfloat16": (tf_ftrl.Ftrl, dict(state_dtype="bfloat16")),
+    "adagrad_float16": (tf_ftrl.Adagrad, dict(state_dtype="float16")),
+    "ftrl_bfloat16_to_nearest": (tf_ftrl.Ftrl, dict(state_dtype="bfloat16",
+                                                    stochastic_rounding=False)),
+    "rowwise_ftrl": (tf_ftrl.Ftrl, dict(rowwise=True)),
+    "rowwise_adagrad_bfloat16": (tf_ftrl.Adagrad, dict(rowwise=True, state_dtype="bfloat16")),
+}
+
+
+@needs_lowering
+@pytest.mark.parametrize("variant", {**PLAIN_OPTIMIZERS, **OPTIMIZER_VARIANTS})
+def test_optimizer_step_under_xla_takes_the_custom_call_with_the_bits_of_the_step(
+        rng, variant):
+    cls, options = {**PLAIN_OPTIMIZERS, **OPTIMIZER_VARIANTS}[variant]
+    table = rng.normal(size=(60, 16)).astype(np.float32)
+    kernel = rng.normal(size=(16, 8)).astype(np.float32)
+    indices = rng.integers(0, 60, size=40)  # duplicates included
+    sparse = tf.IndexedSlices(tf.constant(rng.normal(size=(40, 16)).astype(np.float32)),
+                              tf.constant(indices), tf.constant([60, 16], tf.int64))
+    dense = tf.constant(rng.normal(size=(16, 8)).astype(np.float32))
+    results = []
+    for jit in (False, True):
+        # Named: stochastic rounding's seed is a checksum of the variable's path.
+        variables = [keras.Variable(table, name="table"), keras.Variable(kernel, name="kernel")]
+        optimizer = cls(learning_rate=0.1, **options)
+        optimizer.build(variables)
+        step = tf.function(lambda: optimizer.apply([sparse, dense], variables),
+                           jit_compile=jit)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)  # no "fused kernels cannot run"
+            step()
+            step()
+        results.append([v.numpy() for v in variables] + [v.numpy() for v in optimizer.variables])
+    for i, (plain, compiled) in enumerate(zip(*results)):
+        np.testing.assert_array_equal(compiled, plain, err_msg=f"variable {i}")
+    assert all(u.endswith("(XLA custom call)") for u in optimizer.kernels_used().values()), (
+        optimizer.kernels_used())
+    hlo = _hlo(step)
+    assert hlo.count('custom_call_target="tf_ftrl_FusedResource') == 2
+
+
+@needs_lowering
+@pytest.mark.parametrize("variant", OPTIMIZER_VARIANTS)
+def test_jit_compiled_fit_of_a_variant_takes_the_custom_call(variant):
+    cls, options = OPTIMIZER_VARIANTS[variant]
+    data = np.random.default_rng(5)
+    x = data.integers(0, 200, size=(64, 4)).astype(np.int32)
+    y = (x.sum(axis=1, keepdims=True) % 2).astype(np.float32)
+    model = _model()
+    optimizer = cls(learning_rate=0.1, **options)
+    model.compile(optimizer=optimizer, loss="mse", jit_compile=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no "fused kernels cannot run"
+        history = model.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    used = optimizer.kernels_used()
+    assert used and all(u.endswith("(XLA custom call)") for u in used.values()), used
+
+
+@needs_lowering
+@pytest.mark.parametrize("variant", OPTIMIZER_VARIANTS)
+def test_legacy_variants_run_under_xla_with_the_bits_of_the_op(rng, variant):
+    legacy = pytest.importorskip("tf_ftrl.legacy")
+    cls, options = OPTIMIZER_VARIANTS[variant]
+    initial = rng.normal(size=(20, 4)).astype(np.float32)
+    grad = tf.IndexedSlices(tf.constant(rng.normal(size=(5, 4)).astype(np.float32)),
+                            tf.constant([1, 2, 1, 7, 19]), tf.constant([20, 4]))
+    dense_initial = rng.normal(size=(4, 3)).astype(np.float32)
+    dense_grad = tf.constant(rng.normal(size=(4, 3)).astype(np.float32))
+    results = []
+    for jit in (False, True):
+        var = tf.Variable(initial, name="table")
+        dense = tf.Variable(dense_initial, name="kernel")
+        optimizer = getattr(legacy, cls.__name__)(learning_rate=0.1, **options)
+        step = tf.function(lambda: optimizer.apply_gradients(
+            [(grad, var), (dense_grad, dense)]) and None, jit_compile=jit)
+        step()
+        step()
+        results.append([var.numpy(), dense.numpy()] + [
+            v.numpy() for v in optimizer.variables()])
+        kernels = optimizer.kernels_used()
+    for compiled, uncompiled in zip(results[1], results[0]):
+        np.testing.assert_array_equal(compiled, uncompiled)
+    assert all(u.endswith("(XLA custom call)") for u in kernels.values()), kernels
+    assert "custom-call(" in _hlo(step)
+
+
+@needs_lowering
+@pytest.mark.parametrize("front_end", ["keras3", "legacy"])
+def test_multi_tensor_call_under_xla_leaves_out_the_huge_page_advice(front_end):
+    # The advice's op has no XLA kernel: with huge_pages=True the compiled step still builds.
+    grads = [tf.ones((4, 3)), tf.ones((3,))]
+    if front_end == "keras3":
+        variables = [keras.Variable(np.ones((4, 3), np.float32), name="kernel"),
+                     keras.Variable(np.ones((3,), np.float32), name="bias")]
+        optimizer = tf_ftrl.Ftrl(learning_rate=0.1, huge_pages=True)
+        optimizer.build(variables)
+        step = tf.function(lambda: optimizer.apply(grads, variables), jit_compile=True)
+    else:
+        legacy = pytest.importorskip("tf_ftrl.legacy")
+        variables = [tf.Variable(np.ones((4, 3), np.float32), name="kernel"),
+                     tf.Variable(np.ones((3,), np.float32), name="bias")]
+        optimizer = legacy.Ftrl(learning_rate=0.1, huge_pages=True)
+        step = tf.function(lambda: optimizer.apply_gradients(zip(grads, variables)) and None,
+                           jit_compile=True)
+    step()
+    assert set(optimizer.kernels_used().values()) == {"multi_apply_ftrl (XLA custom call)"}
 
 
 # ------------------------------------- without the lowering (TensorFlow 2.16-2.19): plain ops

@@ -2,8 +2,8 @@
 
 This module is the one place that loads the op library (`_tf_ftrl_ops.so`, beside this file). It
 is loaded on first use, and only from the installed package's own directory. The XLA lowering of
-the element-wise ops (`_tf_ftrl_xla_ops.so`: under `jit_compile=True` each op becomes an XLA
-custom call of the same CPU kernels) loads with it where it is there and TensorFlow takes it; one
+the ops (`_tf_ftrl_xla_ops.so`: under `jit_compile=True` each op becomes an XLA custom call of
+the same CPU kernels) loads with it where it is there and TensorFlow takes it; one
 log line (logger "tf_ftrl") says which path XLA-compiled updates take.
 
 Every op updates its variables in place, in one pass over var, slots and grad, and validates all
@@ -35,9 +35,13 @@ _XLA_LIBRARY_FILE = "_tf_ftrl_xla_ops.so"
 # XLA's typed FFI, which kernels/xla_custom_calls.cc is written with: setup.py does not build
 # the lowering against a TensorFlow whose headers lack it.
 _XLA_FFI_HEADER = os.path.join("xla", "ffi", "api", "ffi.h")
-# The ops the XLA lowering takes, for float32 variables and state (kernels/xla_ops.cc).
-_XLA_LOWERED_OPS = frozenset({"FusedResourceApplyFtrl", "FusedResourceSparseApplyFtrl",
-                              "FusedResourceApplyAdagrad", "FusedResourceSparseApplyAdagrad"})
+# The ops the XLA lowering takes, for float32 variables with state of _XLA_STATE_DTYPES
+# (kernels/xla_ops.cc).
+_XLA_LOWERED_OPS = frozenset(
+    [f"FusedResource{kind}{name}" for kind in ("Apply", "SparseApply")
+     for name in ("Ftrl", "Adagrad", "RowwiseFtrl", "RowwiseAdagrad")]
+    + [f"FusedResourceMultiApply{name}" for name in ("Ftrl", "Adagrad")])
+_XLA_STATE_DTYPES = (tf.float32, tf.bfloat16, tf.float16)
 
 _library = None
 _xla_lowering = False  # whether the XLA lowering is loaded (set with _library)
@@ -113,8 +117,8 @@ def _load_xla_lowering():
         except (tf.errors.NotFoundError, OSError) as e:
             why = f"{path} failed to load: {e}"
         else:
-            _logger.info("tf_ftrl: under XLA (jit_compile=True) the element-wise float32 updates "
-                         "run the fused CPU kernels as XLA custom calls")
+            _logger.info("tf_ftrl: under XLA (jit_compile=True) the float32 updates run the "
+                         "fused CPU kernels as XLA custom calls")
             return True
     _logger.info("tf_ftrl: under XLA (jit_compile=True) the updates run as plain TensorFlow ops "
                  "(%s)", why)
@@ -127,13 +131,14 @@ def _has_xla_ffi_header():
     return os.path.isfile(os.path.join(tf.sysconfig.get_include(), _XLA_FFI_HEADER))
 
 
-def has_xla_lowering(spec, dtype, state_dtype):
-    """Whether `spec`'s fused ops (an `_specs.OptimizerSpec`) run inside XLA for a variable of
-    `dtype` with state of `state_dtype`: as custom calls on XLA's CPU (host) platform."""
+def has_xla_lowering(spec, dtype, state_dtype, multi=False):
+    """Whether `spec`'s fused ops (an `_specs.OptimizerSpec`; with `multi`, its multi-tensor op)
+    run inside XLA for a variable of `dtype` with state of `state_dtype`: as custom calls on
+    XLA's CPU (host) platform."""
     load_library()
-    return (_xla_lowering and spec.dense_op in _XLA_LOWERED_OPS
+    return (_xla_lowering and (spec.multi_op if multi else spec.dense_op) in _XLA_LOWERED_OPS
             and tf.as_dtype(dtype).base_dtype == tf.float32
-            and tf.as_dtype(state_dtype).base_dtype == tf.float32)
+            and tf.as_dtype(state_dtype).base_dtype in _XLA_STATE_DTYPES)
 
 
 # The dtypes the fused kernels are compiled for. The optimizers update variables of other dtypes

@@ -10,7 +10,8 @@ tests/test_rowwise_optimizers.py checks as one JSON line:
 - `file`: a model saved after one epoch (.keras for Keras 3, .h5 for tf_keras) and loaded;
 - `conversion`: state saved with the other `rowwise` setting, loaded and converted;
 - `mirrored`: model.fit under MirroredStrategy with two replicas against one device;
-- `xla` (Keras 3): the step compiled by XLA (plain TF ops) against the fused ops.
+- `xla` (Keras 3): the step compiled by XLA (custom calls where the lowering is loaded, else
+  plain TF ops) against the fused ops.
 """
 
 import contextlib

@@ -140,10 +140,12 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
             return super()._distributed_apply(distribution, others, apply_state, name)
 
     def _multi_tensor_eligible(self, grad, var):
-        # (Not inside XLA: the multi-tensor ops have no XLA lowering.)
+        # (Inside XLA only where the multi-tensor op lowers to a custom call.)
+        in_xla = tf.__internal__.get_enclosing_xla_context() is not None
         return (self._multi_tensor
                 and type(self)._resource_apply_dense is FusedOptimizerV2._resource_apply_dense
-                and tf.__internal__.get_enclosing_xla_context() is None
+                and (not in_xla or ops.has_xla_lowering(
+                    self._spec, var.dtype, self._state_dtype_for(var.dtype), multi=True))
                 and not isinstance(grad, tf.IndexedSlices)
                 and not isinstance(var, tf.Tensor) and var.constraint is None
                 and not self._is_rowwise(var) and ops.has_fused_kernels(var.dtype))
@@ -152,9 +154,10 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
         """The update of many variables with dense gradients, in one multi-tensor op call (this
         replica's copies under tf.distribute)."""
         variables = [first_var] + list(other_vars)
+        in_xla = tf.__internal__.get_enclosing_xla_context() is not None
+        update = self._spec.multi_function + (" (XLA custom call)" if in_xla else "")
         for var in variables:
-            self._update_log.record(self.__class__.__name__, var, self._spec.multi_function,
-                                    *self._spec.functions)
+            self._update_log.record(self.__class__.__name__, var, update, *self._spec.functions)
         slots = [[self.get_slot(var, slot) for var in variables] for slot in
                  self._spec.slot_names]
         dtype = first_var.dtype.base_dtype
@@ -167,8 +170,9 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
             variables, *slots, list(grads), **self._op_values(first_var, apply_state),
             **self._flag_keywords(), use_locking=self._use_locking,
             stochastic_rounding=rounding)
-        advised = _huge_pages.chosen(variables + [s for column in slots for s in column],
-                                     self.huge_pages)
+        # (Not inside XLA, where the advice's op has no kernel.)
+        advised = [] if in_xla else _huge_pages.chosen(
+            variables + [s for column in slots for s in column], self.huge_pages)
         if not advised:
             return update
         advice = advise_on_first_step(advised, self.iterations, update)

@@ -47,11 +47,11 @@ def in_xla_context():
     return tf.__internal__.get_enclosing_xla_context() is not None
 
 
-def _xla_lowers(spec, var, state_dtype):
-    """Whether `spec`'s fused op on `var` runs inside XLA, as a custom call: the lowering is
-    there for its dtypes, and the update is compiled for the CPU (XLA's host platform; on a GPU
-    the op has no XLA kernel)."""
-    if not ops.has_xla_lowering(spec, var.dtype, state_dtype):
+def _xla_lowers(spec, var, state_dtype, multi=False):
+    """Whether `spec`'s fused op (with `multi`, its multi-tensor op) on `var` runs inside XLA, as
+    a custom call: the lowering is there for its dtypes, and the update is compiled for the CPU
+    (XLA's host platform; on a GPU the op has no XLA kernel)."""
+    if not ops.has_xla_lowering(spec, var.dtype, state_dtype, multi):
         return False
     device_type = tf.DeviceSpec.from_string(var.device or "").device_type
     if device_type is None:
@@ -341,8 +341,10 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
     def _multi_tensor_eligible(self, gradient, variable):
         return (self._multi_tensor and type(self).update_step is FusedOptimizer.update_step
                 and gradient is not None and not isinstance(gradient, tf.IndexedSlices) and not in_stateless_scope()
-                and not in_xla_context() and not self._is_rowwise(variable)
-                and ops.has_fused_kernels(variable.dtype))
+                and not self._is_rowwise(variable) and ops.has_fused_kernels(variable.dtype)
+                and (not in_xla_context() or _xla_lowers(
+                    self._spec, tf_variable(variable), self._state_dtype_for(variable.dtype),
+                    multi=True)))
 
     def _multi_update_step(self, first_variable, other_variables, grads, learning_rate):
         """The update of many variables with dense gradients, in one multi-tensor op call (this
@@ -358,15 +360,18 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
             rounding = tf.stack([
                 self._rounding(self._variable_path(v), dtype, state_dtype,
                                tf_variable(self.iterations)) for v in variables])
+        update = self._spec.multi_function + (" (XLA custom call)" if in_xla_context() else "")
         for variable, var, grad in zip(variables, var_list, grads):
             self._update_log.record(
                 self.__class__.__name__, _Named(self._variable_path(variable), var.shape),
-                self._spec.multi_function, *self._spec.functions)
+                update, *self._spec.functions)
         ops.wrapper(self._spec.multi_function)(
             var_list, *[list(column) for column in zip(*slots)],
             [tf.cast(g, dtype) for g in grads], **self._op_keywords(lr),
             stochastic_rounding=rounding)
-        advised = _huge_pages.chosen(var_list + [s for ss in slots for s in ss], self.huge_pages)
+        # (Not inside XLA, where the advice's op has no kernel.)
+        advised = [] if in_xla_context() else _huge_pages.chosen(
+            var_list + [s for ss in slots for s in ss], self.huge_pages)
         if advised:
             advise_on_first_step(advised, self.iterations)
 
@@ -378,7 +383,7 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
         lr = tf.cast(learning_rate, var.dtype)
         # Plain TensorFlow ops where the fused kernels cannot run: for dtypes they are not
         # compiled for, and inside XLA unless the ops lower to custom calls there
-        # (ops.has_xla_lowering: element-wise float32 updates on the CPU).
+        # (ops.has_xla_lowering: float32 variables on the CPU).
         xla = in_xla_context()
         fused = ops.has_fused_kernels(var.dtype) and (
             not xla or _xla_lowers(self._spec_for(variable), var, slots[0].dtype))
