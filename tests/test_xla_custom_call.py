@@ -617,12 +617,7 @@ OPTIMIZER_VARIANTS = {
 def test_optimizer_step_under_xla_takes_the_custom_call_with_the_bits_of_the_step(
         rng, variant):
     cls, options = {**PLAIN_OPTIMIZERS, **OPTIMIZER_VARIANTS}[variant]
-    table = rng.normal(size=(60, 16)).astype(np.float32)
-    kernel = rng.normal(size=(16, 8)).astype(np.float32)
-    indices = rng.integers(0, 60, size=40)  # duplicates included
-    sparse = tf.IndexedSlices(tf.constant(rng.normal(size=(40, 16)).astype(np.float32)),
-                              tf.constant(indices), tf.constant([60, 16], tf.int64))
-    dense = tf.constant(rng.normal(size=(16, 8)).astype(np.float32))
+    (table, kernel), (sparse, dense) = _table_and_kernel(rng)
     results = []
     for jit in (False, True):
         # Named: stochastic rounding's seed is a checksum of the variable's path.
