@@ -132,18 +132,18 @@ class LockedVariables {
     const int num_inputs = num_states * num_groups;
     // Compare the variables themselves: fetching a variable's tensor for a dense update may copy
     // it, so two inputs naming one variable would not show up as one buffer.
-    std::vector<core::RefCountPtr<Var>> resources(num_inputs);
+    resources_.resize(num_inputs);
     std::vector<std::pair<const Var*, int>> by_address(num_inputs);
     for (int input = 0; input < num_inputs; ++input) {
       const absl::Status found = LookupResource(ctx, HandleFromInput(ctx, input),
-                                                &resources[input]);
+                                                &resources_[input]);
       if (!found.ok()) {
         status_ = absl::FailedPreconditionError(absl::StrCat(
             "Could not read variable ", Name(names, input), "; it may be uninitialized: ",
             found.message()));
         return;
       }
-      by_address[input] = {resources[input].get(), input};
+      by_address[input] = {resources_[input].get(), input};
     }
     std::sort(by_address.begin(), by_address.end());
     for (int k = 1; k < num_inputs; ++k) {
@@ -163,37 +163,54 @@ class LockedVariables {
     // takes the dense path: an exclusive lock, and a copy only while a reader still holds the
     // buffer. (The mode only ever switches on, so a stale check at worst costs that copy.)
     bool shared = false;
-    for (const auto& resource : resources) {
+    for (const auto& resource : resources_) {
       shared = shared || (sparse && resource->copy_on_read_mode.load());
     }
     // TensorFlow's helpers copy a variable as their element type T, and the state may be of
     // another type than var: each variable is prepared with its own. (A variable's dtype never
     // changes; a dtype the ops do not take is reported below, after the lock.)
     if (shared) {
-      for (const auto& resource : resources) {
+      for (const auto& resource : resources_) {
         WithElementType(resource->tensor()->dtype(), absl::OkStatus(), [&](auto x) {
           return EnsureSparseVariableAccess<Device, decltype(x)>(ctx, resource.get());
         }).IgnoreError();
       }
     }
-    lock_.emplace(MaybeLockVariableInputMutexesInOrder<Device, T>(ctx, use_locking, shared,
-                                                                   InputIds(num_inputs)));
+    // Every variable's mutex, locked once in address order as TensorFlow's training ops lock
+    // theirs (so no deadlock against them): exclusively, or shared for a sparse update of
+    // variables in copy-on-read mode without use_locking. (TensorFlow's helper for this looks
+    // every variable up a second time and finds repeated mutexes in quadratic time: a tenth of a
+    // multi-tensor call on 240 variables. Inputs naming one variable were refused above.)
+    const bool exclusive = !shared || use_locking;
+    if (exclusive) {
+      locks_.reserve(num_inputs);
+    } else {
+      shared_locks_.reserve(num_inputs);
+    }
+    for (const auto& entry : by_address) {
+      mutex* mu = resources_[entry.second]->mu();
+      if (exclusive) {
+        locks_.emplace_back(*mu);
+      } else {
+        shared_locks_.emplace_back(*mu);
+      }
+    }
     tensors_.resize(num_inputs);
     for (int input = 0; input < num_inputs; ++input) {
       if (shared) {
-        tensors_[input] = *resources[input]->tensor();
+        tensors_[input] = *resources_[input]->tensor();
       } else {
         // Held exclusively: update in place unless a reader still holds the buffer (the buffer's
         // reference count tells). TensorFlow's helper also copies every variable that its sparse
         // ops switched to copy-on-read mode, on every dense update; under the exclusive lock no
         // sparse update or read can be running, so the reference count is all that matters.
-        Tensor* tensor = resources[input]->tensor();
+        Tensor* tensor = resources_[input]->tensor();
         status_ = WithElementType(tensor->dtype(), absl::OkStatus(), [&](auto x) {
           return PrepareToUpdateVariable<Device, decltype(x)>(ctx, tensor,
                                                               /*copy_on_read_mode=*/false);
         });
         if (!status_.ok()) return;
-        tensors_[input] = *resources[input]->tensor();
+        tensors_[input] = *resources_[input]->tensor();
       }
       if (!tensors_[input].IsInitialized()) {
         status_ = absl::FailedPreconditionError(absl::StrCat(
@@ -222,12 +239,6 @@ class LockedVariables {
   }
 
  private:
-  static std::vector<int> InputIds(int n) {
-    std::vector<int> ids(n);
-    for (int i = 0; i < n; ++i) ids[i] = i;
-    return ids;
-  }
-
   // The name of variable input `input`: "accum", or "accum[3]" with several groups.
   std::string Name(const std::vector<std::string>& names, int input) const {
     if (num_groups_ == 1) return names[input];
@@ -283,7 +294,10 @@ class LockedVariables {
   }
 
   int num_groups_;
-  std::optional<VariableInputLockHolder> lock_;
+  // The variables, kept until the locks (declared after them, so released first) are released.
+  std::vector<core::RefCountPtr<Var>> resources_;
+  std::vector<mutex_lock> locks_;
+  std::vector<tf_shared_lock> shared_locks_;
   std::vector<Tensor> tensors_;
   absl::Status status_;
 };

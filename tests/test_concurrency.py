@@ -7,6 +7,7 @@ final accumulator counts the calls that took effect.
 """
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -23,11 +24,11 @@ def session_for(graph):
     return tf.compat.v1.Session(graph=graph, config=config)
 
 
-def run_concurrently(session, fetches, calls):
+def run_concurrently(session, fetches, calls, deadline_s=600):
     """Runs session.run(fetches[i]) `calls` times on thread i, all threads started together.
 
     An exception in any thread fails the test (a thread's exception would otherwise only be
-    printed).
+    printed), and so does a thread still running after `deadline_s` (a deadlock).
     """
     errors = []
     start = threading.Barrier(len(fetches))
@@ -40,11 +41,13 @@ def run_concurrently(session, fetches, calls):
         except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
-    pool = [threading.Thread(target=worker, args=(fetch,)) for fetch in fetches]
+    pool = [threading.Thread(target=worker, args=(fetch,), daemon=True) for fetch in fetches]
     for t in pool:
         t.start()
+    deadline = time.monotonic() + deadline_s
     for t in pool:
-        t.join()
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in pool), f"still running after {deadline_s} s: deadlocked"
     assert not errors, errors
 
 
@@ -153,3 +156,39 @@ def test_sparse_ftrl_and_adagrad_on_one_table_without_locking():
         assert np.all(accum >= np.float32(0.1)), name
         # 1200 calls of 512 random rows each touch every row hundreds of times.
         assert np.all(accum > 1.0), name
+
+
+def test_multi_tensor_and_built_in_ops_on_shared_variables_lock_in_one_order():
+    # The multi-tensor op locks all its variables at once. Threads call it with the variables in
+    # opposite orders, while others run TensorFlow's own ResourceApplyAdagradV2 (which locks var
+    # and accum by address) on single variables, all with use_locking. Locking in the order of
+    # the inputs would deadlock (run_concurrently fails at its deadline); with
+    # grad = 1 every update adds exactly 1 to each accumulator element, so every one is counted.
+    count, size, calls = 12, 256, 300
+    graph = tf.Graph()
+    with graph.as_default():
+        variables = [tf.Variable(tf.zeros([size])) for _ in range(count)]
+        accums = [tf.Variable(tf.zeros([size])) for _ in range(count)]
+        grads = [tf.ones([size])] * count
+
+        def multi(order):
+            return tf_ftrl.ops.multi_apply_adagrad([variables[i] for i in order],
+                                                   [accums[i] for i in order], grads, lr=0.01,
+                                                   use_locking=True)
+
+        def built_in(i):
+            return tf.raw_ops.ResourceApplyAdagradV2(
+                var=variables[i].handle, accum=accums[i].handle, lr=0.01, epsilon=1e-7,
+                grad=grads[i], use_locking=True)
+
+        forward = multi(range(count))
+        backward = multi(list(reversed(range(count))))
+        singles = [tf.group(*[built_in(i) for i in range(k, count, 3)]) for k in range(3)]
+        fetches = [forward, backward, forward, backward] + singles
+        with session_for(graph) as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            run_concurrently(session, fetches, calls, deadline_s=300)
+            final = session.run([a.read_value() for a in accums])
+    # Four multi-tensor threads update every variable, one built-in thread each variable.
+    for accum in final:
+        np.testing.assert_array_equal(accum, np.full([size], 5 * calls, np.float32))

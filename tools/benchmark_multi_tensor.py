@@ -9,8 +9,9 @@ The variables are `--layers` Dense(width, width) kernels and their biases (240 v
 float32 by default). Each case is timed two ways, interleaved in one process (medians):
 - "per call": one `optimizer.apply` per call of a `tf.function`, which also pays for passing every
   variable into the function (the same for every case, and for `model.fit`'s train step);
-- "in the graph": `--inner` applies written out one after the other in one call, per apply: what
-  the update itself costs inside a training step;
+- "in the graph": what one more apply costs inside a training step: a call of `--inner` applies
+  written out one after the other, less a call of one apply, over `--inner` - 1 (the call's fixed
+  cost of passing the variables in, ~4 ms for 720 variables here, cancels out);
 - "in a loop": the same applies in a `tf.range` loop, per apply, which also pays for carrying
   every captured variable and gradient through each iteration (four executor nodes each: ~3,800
   node runs per iteration for 240 variables), a cost a training step does not have.
@@ -110,7 +111,8 @@ def timed(apply, inner):
 
 def median_ms(cases, repeats, inner):
     """{case: (per call ms, in the graph ms per apply, in a loop ms per apply)}, the cases'
-    calls interleaved."""
+    calls interleaved; in the graph: the difference of the medians of `inner` applies written
+    out and one apply per call, per apply added."""
     fns = {name: timed(apply, inner) for name, apply in cases.items()}
     times = {name: ([], [], []) for name in cases}
     for functions in fns.values():
@@ -119,12 +121,15 @@ def median_ms(cases, repeats, inner):
             fn()
     for _ in range(repeats):
         for name, functions in fns.items():
-            for fn, series, applies in zip(functions, times[name], (1, inner, inner)):
+            for fn, series in zip(functions, times[name]):
                 start = time.perf_counter()
                 fn()
-                series.append((time.perf_counter() - start) * 1e3 / applies)
-    return {name: tuple(statistics.median(series) for series in all_series)
-            for name, all_series in times.items()}
+                series.append((time.perf_counter() - start) * 1e3)
+    results = {}
+    for name, all_series in times.items():
+        once, unrolled, loop = (statistics.median(series) for series in all_series)
+        results[name] = (once, (unrolled - once) / (inner - 1), loop / inner)
+    return results
 
 
 def fit_steps_per_s(make_optimizer, layers, width, batch, steps, multi_tensor=True):
@@ -157,6 +162,8 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
+    if args.inner < 2:
+        parser.error("--inner must be at least 2")
     shapes = shapes_of(args.layers, args.width)
     rng = np.random.default_rng(0)
     gradients = [tf.constant(rng.normal(size=s).astype(np.float32)) for s in shapes]
