@@ -290,6 +290,23 @@ def test_ctr_job_on_a_parameter_server_cluster(tmp_path, loop):
     assert_serves_like_the_chief_measured(out, tmp_path)
 
 
+def test_parameter_server_fit_loop_resumes_after_an_epoch(tmp_path):
+    """--ps-loop fit: 1 epoch, then the same command with --resume and 2 epochs restores the
+    epoch's checkpoint (its report row, the iterations) and trains only the second epoch."""
+    out = tmp_path / "out"
+    cluster_args = ("--workers", "2", "--ps", "2")
+    _, first, _ = run_job("ps", out, *cluster_args, loop="fit", extra=["--epochs", "1"])
+    stdout, resumed, cluster = run_job("ps", out, *cluster_args, loop="fit", extra=["--resume"])
+    latest = out / "checkpoints" / "ps" / "ckpt-1"
+    assert f"[chief] Resuming at epoch 2, step 0 ({latest})" in stdout
+    assert "epoch 1/2" not in stdout  # not trained again
+    rows = resumed["results"]["tf_ftrl"]
+    assert [row["epoch"] for row in rows] == [1, 2]
+    assert rows[0] == first["results"]["tf_ftrl"][0]
+    assert cluster["wide_iterations"] == cluster["deep_iterations"] == 2 * (10_000 // 128)
+    assert_trained(resumed, out, min_auc=0.56, log_loss_margin=0.05)
+
+
 @pytest.fixture(scope="module")
 def two_workers_run(tmp_path_factory):
     """The multi-worker job, 2 epochs straight: (out, stdout, report, cluster report)."""
