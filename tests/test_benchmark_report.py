@@ -149,3 +149,18 @@ def test_benchmark_multi_tensor_runs_every_case(tmp_path):
         assert np.isfinite(r["in_graph_ms"]), r
     assert [f["optimizer"] for f in data["fit"]] == ["ftrl", "adagrad"]
     assert all(f[case] > 0 for f in data["fit"] for case in ("tf_ftrl", "per_variable", "keras"))
+
+
+def test_benchmark_ps_step_times_every_part():
+    # Tiny sizes: each part runs in its own process (input, local, a real 1 worker + 1 ps
+    # cluster) and the summary line carries every figure (no timing is asserted).
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "benchmark_ps_step.py"),
+                           "--buckets", "1000", "--batch-size", "64", "--steps", "3"],
+                          check=True, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    result = json.loads(line[len("RESULT "):])
+    assert set(result) == {"input_ms", "local_step_ms", "updates_ms",
+                           "cluster_step_in_memory_ms", "cluster_step_with_input_ms",
+                           "cluster_pipelined_in_memory_ms", "cluster_pipelined_with_input_ms"}
+    assert all(value > 0 for value in result.values()), result
+    assert "| RPC and coordination (cluster in memory - local) |" in done.stdout
