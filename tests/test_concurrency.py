@@ -187,7 +187,7 @@ def test_multi_tensor_and_built_in_ops_on_shared_variables_lock_in_one_order():
         fetches = [forward, backward, forward, backward] + singles
         with session_for(graph) as session:
             session.run(tf.compat.v1.global_variables_initializer())
-            run_concurrently(session, fetches, calls, deadline_s=300)
+            run_concurrently(session, fetches, calls, deadline_s=120)
             final = session.run([a.read_value() for a in accums])
     # Four multi-tensor threads update every variable, one built-in thread each variable.
     for accum in final:
