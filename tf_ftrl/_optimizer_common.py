@@ -13,6 +13,11 @@ from tf_ftrl._update_log import KERNELS_USED_DOC
 STATE_DTYPES = ("bfloat16", "float16")
 
 
+def in_xla_context():
+    """Whether the ops being built will be compiled by XLA."""
+    return tf.__internal__.get_enclosing_xla_context() is not None
+
+
 def checked_state_dtype(state_dtype):
     """`state_dtype` as a dtype name ("bfloat16", "float16"), or None (the variable's dtype)."""
     if state_dtype is None:

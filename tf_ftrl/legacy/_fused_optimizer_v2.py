@@ -13,7 +13,7 @@ from tf_ftrl import ops
 from tf_ftrl._arguments import (check_learning_rate, checked_learning_rate,
                                 describe_learning_rate)
 from tf_ftrl._slot_conversion import cast_message, convert_slot, converted_message, converting
-from tf_ftrl._optimizer_common import SpecDispatch, checked_state_dtype
+from tf_ftrl._optimizer_common import SpecDispatch, checked_state_dtype, in_xla_context
 from tf_ftrl._update_log import UpdateLog
 from tf_ftrl import huge_pages as _huge_pages
 from tf_ftrl.huge_pages import advise_on_first_step
@@ -141,7 +141,7 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
 
     def _multi_tensor_eligible(self, grad, var):
         # (Inside XLA only where the multi-tensor op lowers to a custom call.)
-        in_xla = tf.__internal__.get_enclosing_xla_context() is not None
+        in_xla = in_xla_context()
         return (self._multi_tensor
                 and type(self)._resource_apply_dense is FusedOptimizerV2._resource_apply_dense
                 and (not in_xla or ops.has_xla_lowering(
@@ -154,7 +154,7 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
         """The update of many variables with dense gradients, in one multi-tensor op call (this
         replica's copies under tf.distribute)."""
         variables = [first_var] + list(other_vars)
-        in_xla = tf.__internal__.get_enclosing_xla_context() is not None
+        in_xla = in_xla_context()
         update = self._spec.multi_function + (" (XLA custom call)" if in_xla else "")
         for var in variables:
             self._update_log.record(self.__class__.__name__, var, update, *self._spec.functions)
@@ -199,7 +199,7 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
         dense_op, sparse_op = self._spec_for(var).functions
         if ops.has_fused_kernels(var.dtype):
             update = sparse_op if sparse else dense_op
-            if tf.__internal__.get_enclosing_xla_context() is not None:
+            if in_xla_context():
                 update += " (XLA custom call)"  # (the ops fail where they are not lowered)
         else:
             update = (f"tensorflow ops (no fused kernel for {var.dtype.base_dtype.name}, "
@@ -212,7 +212,7 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
         step after its updates) by the huge-page advice for var and its slots if `huge_pages`."""
         slots = [self.get_slot(var, name) for name in self.get_slot_names()]
         # (Not inside XLA, where the advice's op has no kernel.)
-        in_xla = tf.__internal__.get_enclosing_xla_context() is not None
+        in_xla = in_xla_context()
         advised = [] if in_xla else _huge_pages.chosen([var] + slots, self.huge_pages)
         if not advised:
             return update

@@ -20,7 +20,7 @@ from tf_ftrl._arguments import (check_arguments, check_learning_rate, checked_le
                                 describe_learning_rate)
 from tf_ftrl._slot_conversion import cast_message, convert_slot, converted_message
 from tf_ftrl._slot_conversion import converting
-from tf_ftrl._optimizer_common import (SpecDispatch, checked_state_dtype,
+from tf_ftrl._optimizer_common import (SpecDispatch, checked_state_dtype, in_xla_context,
                                        rows_update_in_state_dtype)
 from tf_ftrl._update_log import UpdateLog
 from tf_ftrl import huge_pages as _huge_pages
@@ -40,11 +40,6 @@ def constructor_arguments(arguments, but=()):
 def tf_variable(variable):
     """The tf.Variable behind a Keras variable (this replica's under tf.distribute)."""
     return variable.value if isinstance(variable, keras.Variable) else variable
-
-
-def in_xla_context():
-    """True while the update is being compiled by XLA, where custom ops have no kernels."""
-    return tf.__internal__.get_enclosing_xla_context() is not None
 
 
 def _xla_lowers(spec, var, state_dtype, multi=False):
