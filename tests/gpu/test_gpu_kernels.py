@@ -144,14 +144,29 @@ def bits(array):
     return array.view(np.dtype(f"uint{8 * array.itemsize}"))
 
 
-def assert_same_as_cpu(gpu, cpu, state, exact):
+def assert_same_as_cpu(gpu, cpu, state, exact, magnitudes=None):
+    """GPU and CPU results bit for bit, or (not exact) within 4 tolerances of the dtype, the
+    absolute one scaled by magnitudes[name] where given (see ftrl_linear_magnitude)."""
     for name in cpu:
         if exact:
             np.testing.assert_array_equal(bits(gpu[name]), bits(cpu[name]),
                                           err_msg=f"{name}: GPU vs CPU, bit for bit")
         else:
             assert_close(to_float64(gpu[name], state.dtype), to_float64(cpu[name], state.dtype),
-                         state.dtype, scale=4, what=f"{name}: GPU vs CPU")
+                         state.dtype, scale=4, what=f"{name}: GPU vs CPU",
+                         magnitude=(magnitudes or {}).get(name, 1.0))
+
+
+def ftrl_linear_magnitude(cpu, state, hyper):
+    """The size of the terms that FTRL's linear update cancels, accum'^-p * |var| / lr (no / lr
+    with multiply_linear_by_lr): with lr_power != -0.5, CUDA's powf and the C library's differ by
+    up to a few units in the last place of accum^-p, and that difference, times var / lr, lands
+    on linear whatever linear's own size. Seen on an H200: 1.4e-5 on 5 of 1M elements. One
+    magnitude per element."""
+    accum = to_float64(cpu["accum"], state.dtype)
+    var = to_float64(state.start["var"], state.dtype)
+    per_lr = 1.0 if hyper.get("multiply_linear_by_lr") else 1.0 / hyper["lr"]
+    return {"linear": accum ** -hyper["lr_power"] * np.abs(var) * per_lr}
 
 
 def check_against_reference(state, results, reference_check):
@@ -174,7 +189,8 @@ def test_apply_ftrl(driver, device, rng, dtype, size, lr_power, multiply_linear_
         dtype, p["var"], p["accum"], p["linear"], p["grad"], size, **hyper))
     cpu = run_on_cpu(s, lambda a: driver.apply_ftrl(a["var"], a["accum"], a["linear"], s.grad,
                                                     **hyper))
-    assert_same_as_cpu(gpu, cpu, s, exact=lr_power == -0.5)
+    assert_same_as_cpu(gpu, cpu, s, exact=lr_power == -0.5,
+                       magnitudes=ftrl_linear_magnitude(cpu, s, hyper))
     check_against_reference(s, gpu, lambda st: check_ftrl(
         st, ftrl_reference(st, to_float64(st.grad, dtype), hyper), hyper))
 
@@ -226,7 +242,8 @@ def test_sparse_apply_ftrl(driver, device, rng, dtype, index_dtype, shape, lr_po
     gpu = sparse_ftrl_on_gpu(driver, device, s, indices, hyper, index_dtype)
     cpu = run_on_cpu(s, lambda a: driver.sparse_apply_ftrl(
         a["var"], a["accum"], a["linear"], s.grad, indices, **hyper))
-    assert_same_as_cpu(gpu, cpu, s, exact=lr_power == -0.5)
+    assert_same_as_cpu(gpu, cpu, s, exact=lr_power == -0.5,
+                       magnitudes=ftrl_linear_magnitude(cpu, s, hyper))
     grad64 = densify(to_float64(s.grad, dtype), indices, shape[0])
     touched = np.unique(indices)
     untouched = np.setdiff1d(np.arange(shape[0]), touched)

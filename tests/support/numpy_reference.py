@@ -91,14 +91,18 @@ def to_float64(array, dtype):
 
 def assert_close(actual, expected, dtype, mask=None, scale=1.0, what="", magnitude=1.0):
     """actual == expected within TOLERANCE of dtype (a name, or anything with a .name) times
-    scale, on the elements selected by mask. `magnitude` scales the absolute tolerance, for
-    results that cancel terms of that size (rounding errors follow the terms, not the result)."""
+    scale, on the elements selected by mask. `magnitude` (a number, or an array of actual's
+    shape for one per element) scales the absolute tolerance, for results that cancel terms of
+    that size (rounding errors follow the terms, not the result)."""
     rtol, atol = TOLERANCE[getattr(dtype, "name", dtype)]
     actual, expected = np.asarray(actual), np.asarray(expected)
+    magnitude = np.maximum(1.0, magnitude)
     if mask is not None:
         actual, expected = actual[mask], expected[mask]
+        if magnitude.ndim:
+            magnitude = magnitude[mask]
     np.testing.assert_allclose(actual, expected, rtol=rtol * scale,
-                               atol=atol * scale * max(1.0, magnitude), err_msg=what)
+                               atol=atol * scale * magnitude, err_msg=what)
 
 
 def _row_mean_square(grad, rows):
