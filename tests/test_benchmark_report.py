@@ -27,7 +27,9 @@ def gpu_results_file(path):
     rows = [benchmark_gpu.result("ftrl", "dense", 10**8, 1.1, 1.0, 28 * 10**8, copy_gbps),
             benchmark_gpu.result("adagrad", "sparse", 16384, 0.04, 0.03, 20 * 16384 * 64,
                                  copy_gbps, rows=2_000_000, dim=64, id_distribution="zipf 1.1",
-                                 unique_ids=9000, most_repeated_id=1100)]
+                                 unique_ids=9000, most_repeated_id=1100),
+            benchmark_gpu.result("adagrad", "multi", 499_200, 0.03, 0.02, 20 * 499_200,
+                                 copy_gbps, variables=240, one_launch_each_ms=0.9)]
     path.write_text(json.dumps({"device": "Example GPU", "buffers": "cupy", "dtype": "float32",
                                 "copy": {}, "copy_bandwidth_gbps": copy_gbps, "results": rows}))
     return rows
@@ -73,6 +75,8 @@ def test_quick_report_has_every_part(tmp_path):
     assert "| optimizer.apply, 2 Dense 64 x 64 |" in markdown
     assert "GPU: Example GPU, float32" in markdown
     assert "| adagrad | sparse | 2,000,000 x 64, 16,384 zipf 1.1 ids | 0.0400 |" in markdown
+    assert ("| adagrad | multi | 240 variables, 499,200 elements (one launch each: 0.9000 ms) | "
+            "0.0300 |") in markdown
     updated = docs.read_text()
     before, rest = updated.split(BEGIN + "\n")
     generated, after = rest.split(END)

@@ -7,10 +7,11 @@ import pytest
 
 from tests.support.kernel_driver import (
     ADAGRAD_HYPER, FTRL_HYPER, SUBNORMAL_GRADS, State, adagrad_reference, assert_close,
-    check_adagrad, check_ftrl, ftrl_reference, load_driver, random_indices, rounded_hyper,
-    rowwise_state)
+    check_adagrad, check_ftrl, ftrl_reference, load_driver, narrow_state, random_indices,
+    rounded_hyper, rowwise_state)
 from tests.support.numpy_reference import (
-    DTYPE_NAMES, INDEX_DTYPE_NAMES, densify, rowwise_adagrad, rowwise_ftrl, to_float64)
+    DTYPE_NAMES, INDEX_DTYPE_NAMES, densify, rowwise_adagrad, rowwise_ftrl, to_float64,
+    to_storage)
 
 DENSE_SHAPES = [(1,), (37,), (5, 13), (1001,)]
 SPARSE_SHAPES = [(50,), (40, 9), (12, 3, 5), (64, 16)]
@@ -200,4 +201,120 @@ def test_rowwise_accumulator_of_the_wrong_shape_is_rejected(driver, rng):
     s = State(rng, (10, 4), "float32", ("accum",))
     with pytest.raises(ValueError, match="accum must hold one value per row of var"):
         driver.apply_rowwise_adagrad(s.arrays["var"], s.arrays["accum"], s.grad, lr=0.1)
+    s.assert_unchanged()
+
+
+# ------------------------------------------------------------------------ narrower state
+
+NARROW_LAYOUTS = ["dense", "sparse", "rowwise_dense", "rowwise_sparse"]
+
+
+def apply_layout(driver, optimizer, layout, arrays, grad, indices, **kwargs):
+    """One update of `layout` ("dense", "sparse", "rowwise_...") on arrays (var first)."""
+    name = f"rowwise_{optimizer}" if layout.startswith("rowwise") else optimizer
+    hyper = dict(FTRL_HYPER, l2_shrinkage=0.05) if optimizer == "ftrl" else dict(ADAGRAD_HYPER)
+    if layout.endswith("sparse"):
+        getattr(driver, f"sparse_apply_{name}")(*arrays, grad, indices, **hyper, **kwargs)
+    else:
+        getattr(driver, f"apply_{name}")(*arrays, grad, **hyper, **kwargs)
+
+
+def narrow_case(rng, optimizer, layout, state_dtype):
+    shape = (60, 33)
+    slots = ("accum", "linear") if optimizer == "ftrl" else ("accum",)
+    indices, grad_shape = None, None
+    if layout.endswith("sparse"):
+        indices = random_indices(rng, shape[0], 2 * shape[0] + 3, "int32")
+        grad_shape = (len(indices),) + shape[1:]
+    s = narrow_state(rng, shape, state_dtype, slots, grad_shape, layout.startswith("rowwise"))
+    return s, ("var",) + slots, indices
+
+
+def wide_result(driver, s, names, optimizer, layout, indices):
+    """The update with the narrow state widened to float32 (exactly): float32 results."""
+    wide = [s.start["var"].copy()] + [
+        to_float64(s.start[n], "bfloat16" if s.start[n].dtype == np.uint16 else "float16")
+        .astype(np.float32) for n in names[1:]]
+    apply_layout(driver, optimizer, layout, wide, s.grad, indices)
+    return dict(zip(names, wide))
+
+
+@pytest.mark.parametrize("state_dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("layout", NARROW_LAYOUTS)
+@pytest.mark.parametrize("optimizer", ["ftrl", "adagrad"])
+def test_narrow_state_rounds_once_to_nearest(driver, rng, state_dtype, layout, optimizer):
+    """bfloat16 / float16 state: the float32 math on the widened state, each slot rounded once to
+    nearest when stored; var exactly the float32 result."""
+    s, names, indices = narrow_case(rng, optimizer, layout, state_dtype)
+    apply_layout(driver, optimizer, layout, [s.arrays[n] for n in names], s.grad, indices)
+    wide = wide_result(driver, s, names, optimizer, layout, indices)
+    np.testing.assert_array_equal(s.arrays["var"], wide["var"], err_msg="var")
+    for n in names[1:]:
+        expected = to_storage(wide[n], state_dtype)
+        # float16 subnormals: the kernels flush the half types' as TensorFlow does.
+        normal = np.abs(wide[n]) >= (2.0**-14 if state_dtype == "float16" else 0.0)
+        np.testing.assert_array_equal(s.arrays[n][normal], expected[normal], err_msg=n)
+
+
+def bfloat16_neighbours(values):
+    """The bfloat16 bit patterns just below and above float32 values in magnitude."""
+    low = (values.astype(np.float32).view(np.uint32) >> np.uint32(16)).astype(np.uint16)
+    exact = (values.astype(np.float32).view(np.uint32) & np.uint32(0xFFFF)) == 0
+    return low, np.where(exact, low, low + np.uint16(1))
+
+
+@pytest.mark.parametrize("layout", NARROW_LAYOUTS)
+@pytest.mark.parametrize("optimizer", ["ftrl", "adagrad"])
+def test_narrow_state_rounds_stochastically_by_key(driver, rng, layout, optimizer):
+    """Stochastic rounding stores one of the two bfloat16 neighbours of the float32 result, the
+    same ones again for the same key, other ones for another key."""
+    s, names, indices = narrow_case(rng, optimizer, layout, "bfloat16")
+    key = int(rng.integers(0, 2**63))
+    runs = []
+    for k in (key, key, key ^ 1):
+        arrays = [s.start[n].copy() for n in names]
+        apply_layout(driver, optimizer, layout, arrays, s.grad, indices, stochastic=True,
+                     rounding_key=k)
+        runs.append(dict(zip(names, arrays)))
+    wide = wide_result(driver, s, names, optimizer, layout, indices)
+    np.testing.assert_array_equal(runs[0]["var"], wide["var"], err_msg="var")
+    for n in names[1:]:
+        low, high = bfloat16_neighbours(wide[n])
+        stored = runs[0][n]
+        assert np.all((stored == low) | (stored == high)), n
+        np.testing.assert_array_equal(runs[1][n], stored, err_msg=f"{n}: same key")
+    assert any(not np.array_equal(runs[2][n], runs[0][n]) for n in names[1:]), "another key"
+
+
+@pytest.mark.parametrize("dtype,state_dtype", [
+    ("float32", None), ("float64", None), ("float16", None), ("bfloat16", None),
+    ("float32", "bfloat16"), ("float32", "float16")])
+@pytest.mark.parametrize("optimizer", ["ftrl", "adagrad"])
+def test_multi_apply_same_bits_as_one_call_each(driver, rng, dtype, state_dtype, optimizer):
+    slots = ("accum", "linear") if optimizer == "ftrl" else ("accum",)
+    names = ("var",) + slots
+    sizes = [1001, 0, 1, 7, 8, 37, 4099, 70_001, 3]
+    states = [narrow_state(rng, (n,), state_dtype, slots) if state_dtype else
+              State(rng, (n,), dtype, slots) for n in sizes]
+    hyper = dict(FTRL_HYPER, l2_shrinkage=0.05) if optimizer == "ftrl" else dict(ADAGRAD_HYPER)
+    stochastic = state_dtype is not None
+    keys = [int(k) for k in rng.integers(0, 2**63, size=len(sizes))]
+    getattr(driver, f"multi_apply_{optimizer}")(
+        [tuple(s.arrays[n] for n in names) for s in states], [s.grad for s in states], **hyper,
+        stochastic=stochastic, rounding_keys=keys)
+    for v, (s, key) in enumerate(zip(states, keys)):
+        one = {n: s.start[n].copy() for n in names}
+        getattr(driver, f"apply_{optimizer}")(*(one[n] for n in names), s.grad, **hyper,
+                                              stochastic=stochastic, rounding_key=key)
+        for n in names:
+            np.testing.assert_array_equal(s.arrays[n], one[n], err_msg=f"variable {v} {n}")
+        if sizes[v] >= 7:
+            assert not np.array_equal(s.arrays["var"], s.start["var"]), f"variable {v}"
+
+
+def test_state_of_another_dtype_is_rejected(driver, rng):
+    s = narrow_state(rng, (8,), "bfloat16", ("accum", "linear"))
+    with pytest.raises(TypeError, match="linear has dtype float32 but accum has bfloat16"):
+        driver.apply_ftrl(s.arrays["var"], s.arrays["accum"], s.start["var"].copy(), s.grad,
+                          **FTRL_HYPER)
     s.assert_unchanged()

@@ -10,6 +10,15 @@ What it measures (one dtype per run, float32 by default):
   1.1: the hottest id comes back about 2,000 times per call; its rows are summed in chunks of 32,
   each chunk by its own group of threads, then the chunk sums in order). Each sparse call copies its index check to the host and synchronizes once
   (see gpu_kernels.h): that latency is part of what is measured. The workspace is allocated once.
+* Row-wise (`--only rowwise`, and by default): the sparse update of the row-wise optimizers
+  (one accumulator value per row) on the same table and ids, against the element-wise one.
+* Multi-tensor (`--only multi`, and by default): one `gpu_multi_apply_*` launch over
+  `--multi-layers` Dense(64, 64) kernels and their biases against one `gpu_apply_*` launch per
+  variable. Both go through the driver's Python calls, whose argument parsing (microseconds per
+  call) is part of what is measured: the per-variable figure is the cost of a launch per variable
+  from a host program, not the GPU's time alone.
+* `--state-dtype bfloat16` (or float16) keeps the optimizer's slots in that type for a float32
+  var (the traffic counted with the narrower slots).
 * Copy: `cudaMemcpy` device to device of a large buffer (default 1 GiB), the reference for
   "% of copy bandwidth".
 
@@ -49,8 +58,10 @@ DRIVER_PATH = ROOT / "build" / "kernel_driver" / (
 
 LR, L1, L2, L2_SHRINKAGE, LR_POWER, EPSILON = 0.01, 0.001, 0.001, 0.0, -0.5, 1e-7
 ACCUM_INIT = 0.1
-# Element accesses per updated element (reads + writes), for the effective bandwidth.
+# Element accesses per updated element (reads + writes), for the effective bandwidth: var read
+# and written and grad read (3), the rest the slots'.
 ACCESSES = {"ftrl": 7, "adagrad": 5}
+SLOTS = {"ftrl": ("accum", "linear"), "adagrad": ("accum",)}
 # NumPy storage of each element type (bfloat16 as its bit patterns) and its size.
 STORAGE = {"float32": np.float32, "float64": np.float64, "float16": np.float16,
            "bfloat16": np.uint16}
@@ -170,7 +181,7 @@ def result(op, kind, size, median_ms, min_ms, traffic_bytes, copy_gbps, **extra)
     gbps = traffic_bytes / (median_ms * 1e-3) / 1e9
     row = dict(op=op, kind=kind, size=size, median_ms=median_ms, min_ms=min_ms, gbps=gbps,
                percent_of_copy=100.0 * gbps / copy_gbps, **extra)
-    print(f"{kind:6s} {op:7s} {size:>12,d}  {median_ms:9.4f} ms  {gbps:8.1f} GB/s  "
+    print(f"{kind:6s} {op:16s} {size:>12,d}  {median_ms:9.4f} ms  {gbps:8.1f} GB/s  "
           f"{row['percent_of_copy']:5.1f}% of copy  {extra.get('id_distribution', '')}")
     return row
 
@@ -186,78 +197,122 @@ def bench_copy(backend, args):
     return gbps, dict(bytes=nbytes, median_ms=median_ms, min_ms=min_ms, gbps=gbps)
 
 
-def state_buffers(backend, n, dtype, rng, op, grad_rows=None):
-    """var, accum[, linear] of n elements and a random gradient of grad_rows or n elements."""
-    buffers = {"var": backend.full(n, 0.0, dtype), "accum": backend.full(n, ACCUM_INIT, dtype)}
+def state_buffers(backend, n, dtype, rng, op, grad_rows=None, state_dtype=None,
+                  accum_size=None):
+    """var, accum[, linear] of n elements (slots of state_dtype, accum of accum_size when it is
+    per row) and a random gradient of grad_rows or n elements."""
+    slot_dtype = state_dtype or dtype
+    buffers = {"var": backend.full(n, 0.0, dtype),
+               "accum": backend.full(accum_size or n, ACCUM_INIT, slot_dtype)}
     if op == "ftrl":
-        buffers["linear"] = backend.full(n, 0.0, dtype)
+        buffers["linear"] = backend.full(n, 0.0, slot_dtype)
     grad_size = n if grad_rows is None else grad_rows
     buffers["grad"] = backend.put(to_storage(0.01 * rng.standard_normal(grad_size), dtype))
     return buffers
 
 
+def element_bytes(op, args):
+    """The minimum traffic per updated element: var and grad of the var's type, slots of theirs."""
+    item = np.dtype(STORAGE[args.dtype]).itemsize
+    slot_item = np.dtype(STORAGE[args.state_dtype or args.dtype]).itemsize
+    return 3 * item + (ACCESSES[op] - 3) * slot_item
+
+
+def hyperparameters(op):
+    return (LR, L1, L2, L2_SHRINKAGE, LR_POWER) if op == "ftrl" else (LR, EPSILON)
+
+
 def bench_dense(driver, backend, args, copy_gbps, rng):
     rows = []
-    itemsize = np.dtype(STORAGE[args.dtype]).itemsize
     for size in args.dense_sizes:
         for op in ("ftrl", "adagrad"):
-            b = state_buffers(backend, size, args.dtype, rng, op)
+            b = state_buffers(backend, size, args.dtype, rng, op, state_dtype=args.state_dtype)
             p = {name: pointer for name, (_, pointer) in b.items()}
-            if op == "ftrl":
-                def call():
-                    driver.gpu_apply_ftrl(args.dtype, p["var"], p["accum"], p["linear"],
-                                          p["grad"], size, LR, L1, L2, L2_SHRINKAGE, LR_POWER,
-                                          stream=backend.stream)
-            else:
-                def call():
-                    driver.gpu_apply_adagrad(args.dtype, p["var"], p["accum"], p["grad"], size,
-                                             LR, EPSILON, stream=backend.stream)
+            apply = getattr(driver, f"gpu_apply_{op}")
+
+            def call():
+                apply(args.dtype, p["var"], *(p[n] for n in SLOTS[op]), p["grad"], size,
+                      *hyperparameters(op), stream=backend.stream, state_dtype=args.state_dtype)
             median_ms, min_ms = time_calls(backend, call, args)
             rows.append(result(op, "dense", size, median_ms, min_ms,
-                               ACCESSES[op] * itemsize * size, copy_gbps))
+                               element_bytes(op, args) * size, copy_gbps))
             del b
     return rows
 
 
-def bench_sparse(driver, backend, args, copy_gbps, rng):
+def bench_sparse(driver, backend, args, copy_gbps, rng, rowwise=False):
     rows = []
     for zipf_exponent in zipf_exponents(args.sparse_zipf):
         indices = id_sampler(rng, args.sparse_rows, zipf_exponent)(args.sparse_ids)
         rows += bench_sparse_ids(driver, backend, args, copy_gbps, rng, indices,
-                                 distribution_name(zipf_exponent))
+                                 distribution_name(zipf_exponent), rowwise)
     return rows
 
 
-def bench_sparse_ids(driver, backend, args, copy_gbps, rng, indices, distribution):
+def bench_sparse_ids(driver, backend, args, copy_gbps, rng, indices, distribution, rowwise):
+    """The sparse update (with rowwise, the row-wise optimizers') of every id's row."""
     rows = []
-    itemsize = np.dtype(STORAGE[args.dtype]).itemsize
     num_rows, dim, ids = args.sparse_rows, args.sparse_dim, args.sparse_ids
     _, counts = np.unique(indices, return_counts=True)
     index_buffer, index_ptr = backend.put(indices)
-    workspace_bytes = driver.gpu_sparse_workspace_bytes(args.dtype, "int32", ids, dim)
+    workspace_bytes = driver.gpu_sparse_workspace_bytes(args.dtype, "int32", ids, dim,
+                                                        rowwise=rowwise)
     workspace, workspace_ptr = backend.put(np.zeros(max(workspace_bytes, 1), np.uint8))
     common = dict(stream=backend.stream, workspace=workspace_ptr,
-                  workspace_bytes=workspace_bytes)
+                  workspace_bytes=workspace_bytes, state_dtype=args.state_dtype)
+    slot_item = np.dtype(STORAGE[args.state_dtype or args.dtype]).itemsize
     for op in ("ftrl", "adagrad"):
-        b = state_buffers(backend, num_rows * dim, args.dtype, rng, op, grad_rows=ids * dim)
+        b = state_buffers(backend, num_rows * dim, args.dtype, rng, op, grad_rows=ids * dim,
+                          state_dtype=args.state_dtype, accum_size=num_rows if rowwise else None)
         p = {name: pointer for name, (_, pointer) in b.items()}
-        if op == "ftrl":
-            def call():
-                driver.gpu_sparse_apply_ftrl(args.dtype, "int32", p["var"], p["accum"],
-                                             p["linear"], p["grad"], index_ptr, ids, num_rows,
-                                             dim, LR, L1, L2, L2_SHRINKAGE, LR_POWER, **common)
-        else:
-            def call():
-                driver.gpu_sparse_apply_adagrad(args.dtype, "int32", p["var"], p["accum"],
-                                                p["grad"], index_ptr, ids, num_rows, dim, LR,
-                                                EPSILON, **common)
+        apply = getattr(driver, f"gpu_sparse_apply_{'rowwise_' if rowwise else ''}{op}")
+
+        def call():
+            apply(args.dtype, "int32", p["var"], *(p[n] for n in SLOTS[op]), p["grad"],
+                  index_ptr, ids, num_rows, dim, *hyperparameters(op), **common)
         median_ms, min_ms = time_calls(backend, call, args)
-        rows.append(result(op, "sparse", ids, median_ms, min_ms,
-                           ACCESSES[op] * itemsize * ids * dim, copy_gbps, rows=num_rows,
-                           dim=dim, id_distribution=distribution, unique_ids=int(counts.size),
+        traffic = element_bytes(op, args) * ids * dim
+        if rowwise:  # the accumulator's two accesses per element become two per row
+            traffic -= 2 * slot_item * ids * (dim - 1)
+        rows.append(result(f"{'rowwise ' if rowwise else ''}{op}", "sparse", ids, median_ms,
+                           min_ms, traffic, copy_gbps, rows=num_rows, dim=dim,
+                           id_distribution=distribution, unique_ids=int(counts.size),
                            most_repeated_id=int(counts.max())))
         del b
     del index_buffer, workspace
+    return rows
+
+
+def bench_multi(driver, backend, args, copy_gbps, rng):
+    """One multi-tensor launch over the layers' kernels and biases, against one launch each."""
+    rows = []
+    sizes = [64 * 64, 64] * args.multi_layers
+    for op in ("ftrl", "adagrad"):
+        buffers = [state_buffers(backend, n, args.dtype, rng, op, state_dtype=args.state_dtype)
+                   for n in sizes]
+        pointers = [{name: pointer for name, (_, pointer) in b.items()} for b in buffers]
+        states = [(p["var"],) + tuple(p[n] for n in SLOTS[op]) for p in pointers]
+        grads = [p["grad"] for p in pointers]
+        hyper = hyperparameters(op)
+        multi_apply = getattr(driver, f"gpu_multi_apply_{op}")
+        apply = getattr(driver, f"gpu_apply_{op}")
+
+        def multi():
+            multi_apply(args.dtype, states, grads, sizes, *hyper, stream=backend.stream,
+                        state_dtype=args.state_dtype)
+
+        def each():
+            for state, grad, size in zip(states, grads, sizes):
+                apply(args.dtype, *state, grad, size, *hyper, stream=backend.stream,
+                      state_dtype=args.state_dtype)
+        each_ms, _ = time_calls(backend, each, args)
+        median_ms, min_ms = time_calls(backend, multi, args)
+        rows.append(result(op, "multi", sum(sizes), median_ms, min_ms,
+                           element_bytes(op, args) * sum(sizes), copy_gbps,
+                           variables=len(sizes), one_launch_each_ms=each_ms,
+                           id_distribution=f"{len(sizes)} variables; one launch each "
+                                           f"{each_ms:.4f} ms ({each_ms / median_ms:.1f}x)"))
+        del buffers
     return rows
 
 
@@ -268,7 +323,9 @@ def parse_sizes(text):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dtype", default="float32", choices=sorted(STORAGE))
-    parser.add_argument("--only", choices=["dense", "sparse"])
+    parser.add_argument("--state-dtype", choices=["bfloat16", "float16"],
+                        help="keep the slots in this type (a float32 var only)")
+    parser.add_argument("--only", choices=["dense", "sparse", "rowwise", "multi"])
     parser.add_argument("--dense-sizes", type=parse_sizes, default=parse_sizes("1e6,1e7,1e8"))
     parser.add_argument("--sparse-rows", type=lambda x: int(float(x)), default=2_000_000)
     parser.add_argument("--sparse-dim", type=int, default=64)
@@ -276,6 +333,8 @@ def main():
     parser.add_argument("--sparse-zipf", type=float, default=1.1,
                         help="exponent of the second sparse case's Zipf-distributed ids (0: "
                              "uniform ids only)")
+    parser.add_argument("--multi-layers", type=int, default=120,
+                        help="Dense(64, 64) layers of the multi-tensor case (2 variables each)")
     parser.add_argument("--copy-mb", type=int, default=1024,
                         help="size of the copied buffer in MiB")
     parser.add_argument("--warmup", type=int, default=3)
@@ -284,21 +343,28 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
+    if args.state_dtype and args.dtype != "float32":
+        parser.error("--state-dtype needs --dtype float32")
 
     driver = load_driver()
     backend = make_backend()
     rng = np.random.default_rng(args.seed)
-    print(f"{backend.device_name}, {backend.name}, dtype {args.dtype}")
+    print(f"{backend.device_name}, {backend.name}, dtype {args.dtype}"
+          f"{', state ' + args.state_dtype if args.state_dtype else ''}")
     copy_gbps, copy = bench_copy(backend, args)
     results = []
     if args.only in (None, "dense"):
         results += bench_dense(driver, backend, args, copy_gbps, rng)
     if args.only in (None, "sparse"):
         results += bench_sparse(driver, backend, args, copy_gbps, rng)
+    if args.only in (None, "rowwise"):
+        results += bench_sparse(driver, backend, args, copy_gbps, rng, rowwise=True)
+    if args.only in (None, "multi"):
+        results += bench_multi(driver, backend, args, copy_gbps, rng)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": backend.device_name, "buffers": backend.name,
-                       "dtype": args.dtype, "copy": copy, "copy_bandwidth_gbps": copy_gbps,
+                       "dtype": args.dtype, "state_dtype": args.state_dtype, "copy": copy, "copy_bandwidth_gbps": copy_gbps,
                        "results": results}, f, indent=2)
 
 

@@ -142,14 +142,20 @@ def markdown(report):
                      f"{r['keras_steps_per_s']:.1f} | "
                      f"{r['tf_ftrl_steps_per_s'] / r['keras_steps_per_s']:.1f}x |")
     for gpu in report.get("gpu") or []:
-        lines += ["", f"### GPU benchmark, {gpu['dtype']}", "",
+        state = f", {gpu['state_dtype']} state" if gpu.get("state_dtype") else ""
+        lines += ["", f"### GPU benchmark, {gpu['dtype']}{state}", "",
                   f"GPU: {gpu['device']}, {gpu['dtype']} ({gpu['buffers']} buffers); "
                   f"device-to-device copy {gpu['copy_bandwidth_gbps']:.1f} GB/s", "",
                   "| op | kind | size | median ms | GB/s | % of copy |", "|---|---|---|---|---|---|"]
         for r in gpu["results"]:
-            size = (f"{r['size']:,}" if r["kind"] == "dense" else
-                    f"{r['rows']:,} x {r['dim']}, {r['size']:,} "
-                    f"{r.get('id_distribution', 'uniform')} ids")
+            if r["kind"] == "dense":
+                size = f"{r['size']:,}"
+            elif r["kind"] == "multi":
+                size = (f"{r['variables']} variables, {r['size']:,} elements (one launch each: "
+                        f"{r['one_launch_each_ms']:.4f} ms)")
+            else:
+                size = (f"{r['rows']:,} x {r['dim']}, {r['size']:,} "
+                        f"{r.get('id_distribution', 'uniform')} ids")
             lines.append(f"| {r['op']} | {r['kind']} | {size} | {r['median_ms']:.4f} | "
                          f"{r['gbps']:.1f} | {r['percent_of_copy']:.1f}% |")
     if report.get("cpu_limit"):

@@ -9,7 +9,8 @@
 # sanitizers, which are the slowest: on a machine lent for minutes, the numbers come back first.
 #   build      the kernel driver with the CUDA kernels (tools/build_kernel_driver.sh --cuda)
 #   test       tests/gpu (GPU vs CPU kernels vs float64 reference) and tests/test_kernel_driver.py
-#   bench      tools/benchmark_gpu.py, float32 and bfloat16 (JSON and the printed tables)
+#   bench      tools/benchmark_gpu.py, float32, bfloat16, and float32 with bfloat16 state (JSON
+#              and the printed tables)
 #   memcheck   compute-sanitizer --tool memcheck on tests/gpu
 #   racecheck  compute-sanitizer --tool racecheck on the sparse GPU tests (CUB's shared memory)
 #   synccheck  compute-sanitizer --tool synccheck on the sparse GPU tests
@@ -104,7 +105,9 @@ for step in "${steps[@]}"; do
     bench)
       run bench-float32 "$PYTHON" tools/benchmark_gpu.py --json "$out/bench_float32.json"
       run bench-bfloat16 "$PYTHON" tools/benchmark_gpu.py --dtype bfloat16 \
-        --json "$out/bench_bfloat16.json" ;;
+        --json "$out/bench_bfloat16.json"
+      run bench-bfloat16-state "$PYTHON" tools/benchmark_gpu.py --state-dtype bfloat16 \
+        --json "$out/bench_float32_bfloat16_state.json" ;;
     *) echo "unknown step: $step" >&2; exit 2 ;;
   esac
 done

@@ -7,11 +7,18 @@
 // arrays in place with the loops of cpu_loops.h. Element types: float32, float64, float16, and
 // bfloat16 as uint16 arrays holding its bit patterns.
 // A row-wise optimizer's (rowwise_math.h) per-row arrays have shape [var.shape[0]].
+// multi_apply_x(states, grads, H..., F) is the dense update of several variables in one call
+// (states[v]: variable v's arrays, var first; not for row-wise optimizers).
+// The state after var may be narrower than var (bfloat16 or float16 state of a float32 var,
+// StateArrays): the CPU functions take it from the arrays' dtypes, the GPU ones from
+// state_dtype=; both take stochastic=False and rounding_key=0 (rounding_keys=[...], one per
+// variable, for the multi-tensor ones) for how it rounds (StateRounding).
 // GPU (only when built with TF_FTRL_DRIVER_WITH_CUDA; `has_cuda` says which):
 // gpu_apply_x(dtype, S..., grad, size, H..., F, stream=0) (a row-wise optimizer's takes
-// num_rows, row_size instead of size) and gpu_sparse_apply_x(dtype,
+// num_rows, row_size instead of size), gpu_sparse_apply_x(dtype,
 // index_dtype, S..., grad, indices, num_indices, num_rows, row_size, H..., F, stream=0,
-// workspace=0, workspace_bytes=0) run the launchers of gpu_kernels.h on device pointers passed as
+// workspace=0, workspace_bytes=0) and gpu_multi_apply_x(dtype, states, grads, sizes, H..., F,
+// stream=0, ...) run the launchers of gpu_kernels.h on device pointers passed as
 // integers (CuPy's `.data.ptr`, PyTorch's `.data_ptr()`), with the element type named by a
 // string and an optional stream (an integer cudaStream_t, default the legacy default stream).
 // Arguments go by position or keyword, as in Python; H and F have the description's defaults
@@ -31,6 +38,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -73,6 +81,24 @@ void WithStorageType(const std::string& dtype, Fn&& fn) {
   throw py::value_error("dtype must be float32, float64, float16 or bfloat16; got " + dtype);
 }
 
+// Calls fn(T(), S()) with T the var's storage type `dtype` and S the state's, `state_dtype`
+// ("" for T's): only a float32 var keeps narrower (bfloat16 or float16) state.
+template <typename Fn>
+void WithStorageTypes(const std::string& dtype, const std::string& state_dtype, Fn&& fn) {
+  if (state_dtype.empty() || state_dtype == dtype) {
+    return WithStorageType(dtype, [&](auto type) { fn(type, type); });
+  }
+  if (dtype == "float32" && state_dtype == "bfloat16") return fn(float(), bfloat16());
+  if (dtype == "float32" && state_dtype == "float16") return fn(float(), float16());
+  throw py::value_error("state_dtype " + state_dtype + " with var of " + dtype +
+                        ": only a float32 var keeps bfloat16 or float16 state");
+}
+
+// A state_dtype argument: None for the var's own.
+std::string StateDtypeArgument(const py::object& value) {
+  return value.is_none() ? std::string() : py::cast<std::string>(value);
+}
+
 template <typename Fn>
 void WithIndexType(const std::string& dtype, Fn&& fn) {
   if (dtype == "int32") return fn(int32_t());
@@ -107,18 +133,28 @@ void CheckContiguous(const py::array& a, const char* name, bool writeable) {
   if (writeable && !a.writeable()) throw py::value_error(std::string(name) + " is read-only");
 }
 
-// The arrays' common storage type, after checking they share it and var's shape (`grad` may have
-// another first dimension when sparse; a per-row array has shape [var.shape[0]]).
-std::string CheckArrays(const std::vector<std::pair<const char*, py::array>>& state,
-                        const std::vector<bool>& per_row, const py::array& grad, bool sparse) {
+// The storage types of var (and grad) and of the state after var, after checking that the state
+// arrays share theirs and var's shape (`grad` may have another first dimension when sparse; a
+// per-row array has shape [var.shape[0]]).
+std::pair<std::string, std::string> CheckArrays(
+    const std::vector<std::pair<const char*, py::array>>& state, const std::vector<bool>& per_row,
+    const py::array& grad, bool sparse) {
   const py::array& var = state.front().second;
   const std::string dtype = StorageName(var);
+  const std::string state_dtype = state.size() > 1 ? StorageName(state[1].second) : dtype;
+  const bool narrower =
+      dtype == "float32" && (state_dtype == "bfloat16" || state_dtype == "float16");
+  if (state_dtype != dtype && !narrower) {
+    throw py::type_error(std::string(state[1].first) + " has dtype " + state_dtype +
+                         " but var has " + dtype + " (only a float32 var keeps bfloat16 or "
+                         "float16 state)");
+  }
   for (size_t i = 0; i < state.size(); ++i) {
     const auto& [name, array] = state[i];
     CheckContiguous(array, name, /*writeable=*/true);
-    if (StorageName(array) != dtype) {
-      throw py::type_error(std::string(name) + " has dtype " + StorageName(array) +
-                           " but var has " + dtype);
+    if (i > 0 && StorageName(array) != state_dtype) {
+      throw py::type_error(std::string(name) + " has dtype " + StorageName(array) + " but " +
+                           state[1].first + " has " + state_dtype);
     }
     if (per_row[i]) {
       if (var.ndim() < 1 || array.ndim() != 1 || array.shape(0) != var.shape(0)) {
@@ -141,7 +177,7 @@ std::string CheckArrays(const std::vector<std::pair<const char*, py::array>>& st
     throw py::value_error(sparse ? "var and grad do not agree beyond the first dimension"
                                  : "var and grad do not have the same shape");
   }
-  return dtype;
+  return {dtype, state_dtype};
 }
 
 template <typename T>
@@ -260,6 +296,15 @@ std::vector<Param> HyperparamParams() {
   return params;
 }
 
+// How narrower state rounds (StateRounding): stochastic=False, rounding_key=0.
+std::vector<Param> RoundingParams() {
+  return {{"stochastic", py::bool_(false)}, {"rounding_key", py::int_(0)}};
+}
+
+StateRounding RoundingOf(const py::object& stochastic, const py::object& key) {
+  return StateRounding{py::cast<bool>(stochastic), py::cast<uint64_t>(key)};
+}
+
 std::vector<Param> Concat(std::vector<std::vector<Param>> lists) {
   std::vector<Param> params;
   for (auto& list : lists) params.insert(params.end(), list.begin(), list.end());
@@ -283,7 +328,8 @@ py::array ArrayArgument(const py::object& value, const std::string& name) {
 
 // ------------------------------------------------------------------------------------------ CPU
 
-// apply_x(S..., grad, H..., F) or sparse_apply_x(S..., grad, indices, H..., F).
+// apply_x(S..., grad, H..., F, stochastic=False, rounding_key=0) or sparse_apply_x(S..., grad,
+// indices, H..., F, ...). The state after var may be narrower than var (StateArrays).
 template <typename Optimizer>
 void ApplyCpu(const std::string& function, bool sparse, const py::args& args,
               const py::kwargs& kwargs) {
@@ -291,28 +337,32 @@ void ApplyCpu(const std::string& function, bool sparse, const py::args& args,
   std::vector<Param> inputs = StateParams<Optimizer>();
   inputs.push_back({"grad", py::object()});
   if (sparse) inputs.push_back({"indices", py::object()});
-  const std::vector<py::object> values =
-      BindArguments(function, Concat({inputs, HyperparamParams<Optimizer>()}), args, kwargs);
+  const std::vector<py::object> values = BindArguments(
+      function, Concat({inputs, HyperparamParams<Optimizer>(), RoundingParams()}), args, kwargs);
   std::vector<std::pair<const char*, py::array>> state;
   for (int i = 0; i < kNumState; ++i) {
     state.emplace_back(Optimizer::kStateNames[i],
                        ArrayArgument(values[i], Optimizer::kStateNames[i]));
   }
   const py::array grad = ArrayArgument(values[kNumState], "grad");
-  const std::string dtype = CheckArrays(
+  const auto [dtype, state_dtype] = CheckArrays(
       state, std::vector<bool>(std::begin(Optimizer::kPerRow), std::end(Optimizer::kPerRow)),
       grad, sparse);
   const py::array& var = state.front().second;
   RowGroups groups;
   if (sparse) groups = GroupIndices(ArrayArgument(values[kNumState + 1], "indices"), var, grad);
   const py::object* hyper = values.data() + inputs.size();
-  const bool flag = py::cast<bool>(values.back());
-  WithStorageType(dtype, [&](auto type) {
+  const size_t after = inputs.size() + Optimizer::kNumHyperparams;
+  const bool flag = py::cast<bool>(values[after]);
+  const StateRounding rounding = RoundingOf(values[after + 1], values[after + 2]);
+  WithStorageTypes(dtype, state_dtype, [&](auto type, auto state_type) {
     using T = decltype(type);
+    using S = decltype(state_type);
     const auto h = HyperparamsOf<Optimizer, T>(hyper);
-    StateArrays<T, kNumState> arrays;
+    StateArrays<T, kNumState, S> arrays;
     arrays.var = Data<T>(state[0].second);
-    for (int i = 1; i < kNumState; ++i) arrays.slots[i - 1] = Data<T>(state[i].second);
+    for (int i = 1; i < kNumState; ++i) arrays.slots[i - 1] = Data<S>(state[i].second);
+    arrays.rounding = rounding;
     py::gil_scoped_release release;
     ScopedFlushDenormals flush;
     if (sparse) {
@@ -325,6 +375,81 @@ void ApplyCpu(const std::string& function, bool sparse, const py::args& args,
       cpu::Apply<Optimizer>(h, flag, arrays, ConstData<T>(grad), grad.size(),
                             cpu::SerialParallelFor);
     }
+  });
+}
+
+// The rounding keys of a multi-tensor call: one per variable, or None for 0 each.
+std::vector<uint64_t> RoundingKeys(const py::object& keys, size_t count) {
+  std::vector<uint64_t> result(count, 0);
+  if (keys.is_none()) return result;
+  const py::sequence sequence = py::reinterpret_borrow<py::sequence>(keys);
+  if (sequence.size() != count) {
+    throw py::value_error("rounding_keys must hold one key per variable");
+  }
+  for (size_t v = 0; v < count; ++v) result[v] = py::cast<uint64_t>(sequence[v]);
+  return result;
+}
+
+// multi_apply_x(states, grads, H..., F, stochastic=False, rounding_keys=None): the dense update
+// of several variables in one call (cpu::MultiApply); states[v] is the sequence of variable v's
+// arrays (var first), grads[v] its gradient, rounding_keys[v] its StateRounding key.
+template <typename Optimizer>
+void MultiApplyCpu(const std::string& function, const py::args& args, const py::kwargs& kwargs) {
+  constexpr int kNumState = Optimizer::kNumState;
+  const std::vector<Param> inputs = {{"states", py::object()}, {"grads", py::object()}};
+  const std::vector<py::object> values = BindArguments(
+      function,
+      Concat({inputs, HyperparamParams<Optimizer>(),
+              {{"stochastic", py::bool_(false)}, {"rounding_keys", py::none()}}}),
+      args, kwargs);
+  const py::sequence state_lists = py::reinterpret_borrow<py::sequence>(values[0]);
+  const py::sequence grad_list = py::reinterpret_borrow<py::sequence>(values[1]);
+  const size_t count = state_lists.size();
+  if (grad_list.size() != count) throw py::value_error("states and grads differ in length");
+  std::vector<std::vector<std::pair<const char*, py::array>>> states(count);
+  std::vector<py::array> grads(count);
+  std::string dtype, state_dtype;
+  for (size_t v = 0; v < count; ++v) {
+    const py::sequence arrays = py::reinterpret_borrow<py::sequence>(state_lists[v]);
+    if (arrays.size() != kNumState) {
+      throw py::value_error("each variable has " + std::to_string(kNumState) + " arrays");
+    }
+    for (int i = 0; i < kNumState; ++i) {
+      states[v].emplace_back(Optimizer::kStateNames[i],
+                             ArrayArgument(arrays[i], Optimizer::kStateNames[i]));
+    }
+    grads[v] = ArrayArgument(grad_list[v], "grad");
+    const auto types = CheckArrays(states[v], std::vector<bool>(kNumState, false), grads[v],
+                                   /*sparse=*/false);
+    if (v > 0 && types != std::make_pair(dtype, state_dtype)) {
+      throw py::type_error("every variable must have the first one's dtypes");
+    }
+    std::tie(dtype, state_dtype) = types;
+  }
+  if (count == 0) return;
+  const py::object* hyper = values.data() + inputs.size();
+  const size_t after = inputs.size() + Optimizer::kNumHyperparams;
+  const bool flag = py::cast<bool>(values[after]);
+  const bool stochastic = py::cast<bool>(values[after + 1]);
+  const std::vector<uint64_t> keys = RoundingKeys(values[after + 2], count);
+  WithStorageTypes(dtype, state_dtype, [&](auto type, auto state_type) {
+    using T = decltype(type);
+    using S = decltype(state_type);
+    const auto h = HyperparamsOf<Optimizer, T>(hyper);
+    std::vector<StateArrays<T, kNumState, S>> arrays(count);
+    std::vector<const T*> grad_pointers(count);
+    std::vector<int64_t> sizes(count);
+    for (size_t v = 0; v < count; ++v) {
+      arrays[v].var = Data<T>(states[v][0].second);
+      for (int i = 1; i < kNumState; ++i) arrays[v].slots[i - 1] = Data<S>(states[v][i].second);
+      arrays[v].rounding = StateRounding{stochastic, keys[v]};
+      grad_pointers[v] = ConstData<T>(grads[v]);
+      sizes[v] = grads[v].size();
+    }
+    py::gil_scoped_release release;
+    ScopedFlushDenormals flush;
+    cpu::MultiApply<Optimizer>(h, flag, arrays.data(), grad_pointers.data(), sizes.data(),
+                               static_cast<int64_t>(count), cpu::SerialParallelFor);
   });
 }
 
@@ -405,7 +530,8 @@ class Workspace {
   bool owned_ = false;
 };
 
-// gpu_apply_x(dtype, S..., grad, size, H..., F, stream=0).
+// gpu_apply_x(dtype, S..., grad, size, H..., F, stream=0, state_dtype=None, stochastic=False,
+// rounding_key=0).
 template <typename Optimizer>
 void ApplyGpu(const std::string& function, const py::args& args, const py::kwargs& kwargs) {
   constexpr int kNumState = Optimizer::kNumState;
@@ -418,20 +544,27 @@ void ApplyGpu(const std::string& function, const py::args& args, const py::kwarg
       Concat({{{"dtype", py::object()}}, StateParams<Optimizer>(), {{"grad", py::object()}},
               sizes});
   const std::vector<py::object> values = BindArguments(
-      function, Concat({inputs, HyperparamParams<Optimizer>(), {{"stream", py::int_(0)}}}), args,
-      kwargs);
+      function,
+      Concat({inputs, HyperparamParams<Optimizer>(),
+              {{"stream", py::int_(0)}, {"state_dtype", py::none()}}, RoundingParams()}),
+      args, kwargs);
   const py::object* hyper = values.data() + inputs.size();
-  const bool flag = py::cast<bool>(values[values.size() - 2]);
-  WithStorageType(py::cast<std::string>(values[0]), [&](auto type) {
+  const size_t after = inputs.size() + Optimizer::kNumHyperparams;
+  const bool flag = py::cast<bool>(values[after]);
+  const cudaStream_t stream = Stream(py::cast<uintptr_t>(values[after + 1]));
+  const StateRounding rounding = RoundingOf(values[after + 3], values[after + 4]);
+  WithStorageTypes(py::cast<std::string>(values[0]), StateDtypeArgument(values[after + 2]),
+                   [&](auto type, auto state_type) {
     using T = decltype(type);
-    StateArrays<T, kNumState> state;
+    using S = decltype(state_type);
+    StateArrays<T, kNumState, S> state;
     state.var = DevicePointer<T>(py::cast<uintptr_t>(values[1]));
     for (int i = 1; i < kNumState; ++i) {
-      state.slots[i - 1] = DevicePointer<T>(py::cast<uintptr_t>(values[1 + i]));
+      state.slots[i - 1] = DevicePointer<S>(py::cast<uintptr_t>(values[1 + i]));
     }
+    state.rounding = rounding;
     const T* grad = DevicePointer<const T>(py::cast<uintptr_t>(values[1 + kNumState]));
     const auto h = HyperparamsOf<Optimizer, T>(hyper);
-    const cudaStream_t stream = Stream(py::cast<uintptr_t>(values.back()));
     if constexpr (Optimizer::kRowwise) {
       CheckCuda(gpu::RowwiseApply<Optimizer>(h, flag, state, grad,
                                              py::cast<int64_t>(values[2 + kNumState]),
@@ -446,7 +579,8 @@ void ApplyGpu(const std::string& function, const py::args& args, const py::kwarg
 }
 
 // gpu_sparse_apply_x(dtype, index_dtype, S..., grad, indices, num_indices, num_rows, row_size,
-// H..., F, stream=0, workspace=0, workspace_bytes=0); raises on a bad index.
+// H..., F, stream=0, workspace=0, workspace_bytes=0, state_dtype=None, stochastic=False,
+// rounding_key=0); raises on a bad index.
 template <typename Optimizer>
 void SparseApplyGpu(const std::string& function, const py::args& args,
                     const py::kwargs& kwargs) {
@@ -463,7 +597,9 @@ void SparseApplyGpu(const std::string& function, const py::args& args,
                                                                HyperparamParams<Optimizer>(),
                                                                {{"stream", py::int_(0)},
                                                                 {"workspace", py::int_(0)},
-                                                                {"workspace_bytes", py::int_(0)}}}),
+                                                                {"workspace_bytes", py::int_(0)},
+                                                                {"state_dtype", py::none()}},
+                                                               RoundingParams()}),
                                                        args, kwargs);
   const py::object* hyper = values.data() + inputs.size();
   const size_t after = inputs.size() + Optimizer::kNumHyperparams;
@@ -471,23 +607,28 @@ void SparseApplyGpu(const std::string& function, const py::args& args,
   const uintptr_t stream = py::cast<uintptr_t>(values[after + 1]);
   const uintptr_t workspace = py::cast<uintptr_t>(values[after + 2]);
   const size_t workspace_bytes = py::cast<size_t>(values[after + 3]);
+  const std::string state_dtype = StateDtypeArgument(values[after + 4]);
+  const StateRounding rounding = RoundingOf(values[after + 5], values[after + 6]);
   const int grad_at = 2 + kNumState;  // then indices, num_indices, num_rows, row_size
   const int64_t num_indices = py::cast<int64_t>(values[grad_at + 2]);
   const int64_t num_rows = py::cast<int64_t>(values[grad_at + 3]);
   const int64_t row_size = py::cast<int64_t>(values[grad_at + 4]);
   IndexError error;
-  WithStorageType(py::cast<std::string>(values[0]), [&](auto type) {
+  WithStorageTypes(py::cast<std::string>(values[0]), state_dtype,
+                   [&](auto type, auto state_type) {
     WithIndexType(py::cast<std::string>(values[1]), [&](auto index) {
       using T = decltype(type);
+      using S = decltype(state_type);
       using Index = decltype(index);
       const gpu::SparseRows<Index> rows{
           DevicePointer<const Index>(py::cast<uintptr_t>(values[grad_at + 1])), num_indices,
           num_rows, row_size};
-      StateArrays<T, kNumState> state;
+      StateArrays<T, kNumState, S> state;
       state.var = DevicePointer<T>(py::cast<uintptr_t>(values[2]));
       for (int i = 1; i < kNumState; ++i) {
-        state.slots[i - 1] = DevicePointer<T>(py::cast<uintptr_t>(values[2 + i]));
+        state.slots[i - 1] = DevicePointer<S>(py::cast<uintptr_t>(values[2 + i]));
       }
+      state.rounding = rounding;
       const T* grad = DevicePointer<const T>(py::cast<uintptr_t>(values[grad_at]));
       const auto h = HyperparamsOf<Optimizer, T>(hyper);
       size_t needed = 0;
@@ -506,6 +647,72 @@ void SparseApplyGpu(const std::string& function, const py::args& args,
     });
   });
   if (error.position >= 0) ThrowIndexError(error, num_rows);
+}
+
+// gpu_multi_apply_x(dtype, states, grads, sizes, H..., F, stream=0, state_dtype=None,
+// stochastic=False, rounding_keys=None, workspace=0, workspace_bytes=0): gpu::MultiApply on
+// states[v] (variable v's device pointers, var first), grads[v] and sizes[v] elements.
+template <typename Optimizer>
+void MultiApplyGpu(const std::string& function, const py::args& args, const py::kwargs& kwargs) {
+  constexpr int kNumState = Optimizer::kNumState;
+  const std::vector<Param> inputs = {{"dtype", py::object()},
+                                     {"states", py::object()},
+                                     {"grads", py::object()},
+                                     {"sizes", py::object()}};
+  const std::vector<py::object> values = BindArguments(
+      function,
+      Concat({inputs, HyperparamParams<Optimizer>(),
+              {{"stream", py::int_(0)},
+               {"state_dtype", py::none()},
+               {"stochastic", py::bool_(false)},
+               {"rounding_keys", py::none()},
+               {"workspace", py::int_(0)},
+               {"workspace_bytes", py::int_(0)}}}),
+      args, kwargs);
+  const py::sequence state_lists = py::reinterpret_borrow<py::sequence>(values[1]);
+  const py::sequence grad_list = py::reinterpret_borrow<py::sequence>(values[2]);
+  const py::sequence size_list = py::reinterpret_borrow<py::sequence>(values[3]);
+  const size_t count = state_lists.size();
+  if (grad_list.size() != count || size_list.size() != count) {
+    throw py::value_error("states, grads and sizes differ in length");
+  }
+  const py::object* hyper = values.data() + inputs.size();
+  const size_t after = inputs.size() + Optimizer::kNumHyperparams;
+  const bool flag = py::cast<bool>(values[after]);
+  const cudaStream_t stream = Stream(py::cast<uintptr_t>(values[after + 1]));
+  const bool stochastic = py::cast<bool>(values[after + 3]);
+  const std::vector<uint64_t> keys = RoundingKeys(values[after + 4], count);
+  const uintptr_t workspace = py::cast<uintptr_t>(values[after + 5]);
+  const size_t workspace_bytes = py::cast<size_t>(values[after + 6]);
+  WithStorageTypes(py::cast<std::string>(values[0]), StateDtypeArgument(values[after + 2]),
+                   [&](auto type, auto state_type) {
+    using T = decltype(type);
+    using S = decltype(state_type);
+    std::vector<StateArrays<T, kNumState, S>> states(count);
+    std::vector<const T*> grads(count);
+    std::vector<int64_t> sizes(count);
+    for (size_t v = 0; v < count; ++v) {
+      const py::sequence pointers = py::reinterpret_borrow<py::sequence>(state_lists[v]);
+      if (pointers.size() != kNumState) {
+        throw py::value_error("each variable has " + std::to_string(kNumState) + " arrays");
+      }
+      states[v].var = DevicePointer<T>(py::cast<uintptr_t>(pointers[0]));
+      for (int i = 1; i < kNumState; ++i) {
+        states[v].slots[i - 1] = DevicePointer<S>(py::cast<uintptr_t>(pointers[i]));
+      }
+      states[v].rounding = StateRounding{stochastic, keys[v]};
+      grads[v] = DevicePointer<const T>(py::cast<uintptr_t>(grad_list[v]));
+      sizes[v] = py::cast<int64_t>(size_list[v]);
+    }
+    const size_t needed =
+        gpu::MultiApplyWorkspaceBytes<Optimizer, T, S>(static_cast<int64_t>(count));
+    const Workspace buffer(workspace, workspace_bytes, needed, stream);
+    CheckCuda(gpu::MultiApply<Optimizer>(HyperparamsOf<Optimizer, T>(hyper), flag, states.data(),
+                                         grads.data(), sizes.data(),
+                                         static_cast<int64_t>(count), buffer.pointer(),
+                                         buffer.bytes(), stream),
+              function.c_str());
+  });
 }
 
 #endif  // TF_FTRL_DRIVER_WITH_CUDA
@@ -530,6 +737,18 @@ void DefineFunctions(py::module_& m) {
     SparseApplyGpu<Optimizer>(sparse, args, kwargs);
   });
 #endif
+  if constexpr (!Optimizer::kRowwise) {
+    const std::string multi = "multi_apply_" + snake;
+    m.def(multi.c_str(), [multi](const py::args& args, const py::kwargs& kwargs) {
+      MultiApplyCpu<Optimizer>(multi, args, kwargs);
+    });
+#if TF_FTRL_DRIVER_WITH_CUDA
+    const std::string gpu_multi = "gpu_multi_apply_" + snake;
+    m.def(gpu_multi.c_str(), [gpu_multi](const py::args& args, const py::kwargs& kwargs) {
+      MultiApplyGpu<Optimizer>(gpu_multi, args, kwargs);
+    });
+#endif
+  }
 }
 
 }  // namespace

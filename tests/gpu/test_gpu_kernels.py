@@ -23,7 +23,8 @@ import pytest
 
 from tests.support.kernel_driver import (
     ADAGRAD_HYPER, FTRL_HYPER, SUBNORMAL_GRADS, State, adagrad_reference, assert_close,
-    check_adagrad, check_ftrl, ftrl_reference, load_driver, random_indices, rowwise_state)
+    check_adagrad, check_ftrl, ftrl_reference, load_driver, narrow_state, random_indices,
+    rowwise_state)
 from tests.support.numpy_reference import DTYPE_NAMES, INDEX_DTYPE_NAMES, densify, to_float64
 
 
@@ -530,3 +531,124 @@ def test_rowwise_workspace_holds_the_summed_rows(driver):
     rowwise = driver.gpu_sparse_workspace_bytes("float32", "int32", 1000, 64, rowwise=True)
     # n summed rows of the accumulate type and n rows' coefficients.
     assert rowwise >= plain + 1000 * 64 * 4 + 1000 * 16
+
+
+# ------------------------------------------------------------------------ narrower state
+
+
+def apply_narrow(driver, device, s, optimizer, layout, indices, state_dtype, stochastic, key):
+    """(GPU results, CPU results) of one update of `layout` on s, slots of state_dtype."""
+    slots = [name for name in s.start if name != "var"]
+    rowwise = layout.startswith("rowwise")
+    name = f"rowwise_{optimizer}" if rowwise else optimizer
+    hyper = dict(FTRL_HYPER, l2_shrinkage=0.05) if optimizer == "ftrl" else dict(ADAGRAD_HYPER)
+    rounding = dict(stochastic=stochastic, rounding_key=key)
+    rows, row_size = s.start["var"].shape[0], int(np.prod(s.start["var"].shape[1:]))
+    if layout.endswith("sparse"):
+        gpu = run_on_gpu(device, s, lambda p: getattr(driver, f"gpu_sparse_apply_{name}")(
+            "float32", "int32", p["var"], *(p[n] for n in slots), p["grad"], p["indices"],
+            len(indices), rows, row_size, **hyper, state_dtype=state_dtype, **rounding),
+            indices=indices)
+        cpu = run_on_cpu(s, lambda a: getattr(driver, f"sparse_apply_{name}")(
+            a["var"], *(a[n] for n in slots), s.grad, indices, **hyper, **rounding))
+    else:
+        sizes = (rows, row_size) if rowwise else (rows * row_size,)
+        gpu = run_on_gpu(device, s, lambda p: getattr(driver, f"gpu_apply_{name}")(
+            "float32", p["var"], *(p[n] for n in slots), p["grad"], *sizes, **hyper,
+            state_dtype=state_dtype, **rounding))
+        cpu = run_on_cpu(s, lambda a: getattr(driver, f"apply_{name}")(
+            a["var"], *(a[n] for n in slots), s.grad, **hyper, **rounding))
+    return gpu, cpu
+
+
+@pytest.mark.parametrize("state_dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("stochastic", [False, True])
+@pytest.mark.parametrize("layout", ["dense", "sparse", "rowwise_dense", "rowwise_sparse"])
+@pytest.mark.parametrize("optimizer", ["ftrl", "adagrad"])
+def test_narrow_state_same_bits_as_cpu(driver, device, rng, state_dtype, stochastic, layout,
+                                       optimizer):
+    """bfloat16 / float16 state of a float32 var: the GPU stores the CPU's bits, rounded to
+    nearest or stochastically (the same bits for the same key, array and position)."""
+    shape = (300, 33)  # rows that are not whole vectors, over 2^13 elements of each array
+    slots = ("accum", "linear") if optimizer == "ftrl" else ("accum",)
+    rowwise = layout.startswith("rowwise")
+    indices = None
+    grad_shape = None
+    if layout.endswith("sparse"):
+        indices = random_indices(rng, shape[0], 2 * shape[0] + 3, "int32")
+        grad_shape = (len(indices),) + shape[1:]
+    s = narrow_state(rng, shape, state_dtype, slots, grad_shape, rowwise)
+    key = int(rng.integers(0, 2**63))
+    gpu, cpu = apply_narrow(driver, device, s, optimizer, layout, indices, state_dtype,
+                            stochastic, key)
+    for name in cpu:
+        np.testing.assert_array_equal(bits(gpu[name]), bits(cpu[name]),
+                                      err_msg=f"{name}: GPU vs CPU, bit for bit")
+    if indices is not None:
+        untouched = np.setdiff1d(np.arange(shape[0]), indices)
+        for name, values in s.start.items():
+            np.testing.assert_array_equal(gpu[name][untouched], values[untouched], err_msg=name)
+    if stochastic:
+        # The flag reaches the kernels: rounding to nearest stores other bits somewhere.
+        _, nearest = apply_narrow(driver, device, s, optimizer, layout, indices, state_dtype,
+                                  False, key)
+        assert any(not np.array_equal(cpu[name], nearest[name]) for name in slots)
+
+
+def put_state(device, state, offset):
+    """Device copies of state's start values and gradient: ({name: buffer}, {name: address})."""
+    buffers, pointers = {}, {}
+    for name, values in list(state.start.items()) + [("grad", state.grad)]:
+        buffers[name], pointers[name] = device.put(values, offset)
+    return buffers, pointers
+
+
+@pytest.mark.parametrize("dtype,state_dtype", [
+    ("float32", None), ("float64", None), ("float16", None), ("bfloat16", None),
+    ("float32", "bfloat16"), ("float32", "float16")])
+@pytest.mark.parametrize("optimizer", ["ftrl", "adagrad"])
+def test_multi_apply_same_bits_as_one_launch_each_and_cpu(driver, device, rng, dtype,
+                                                          state_dtype, optimizer):
+    """One launch over many variables (a device table of their pointers and sizes) gives each
+    the bits of its own launch and of the CPU's multi-tensor loop: sizes around the vector
+    widths and blocks, an empty variable, and unaligned ones (the scalar path)."""
+    slots = ("accum", "linear") if optimizer == "ftrl" else ("accum",)
+    sizes = [1001, 0, 1, 7, 8, 37, 4099, 70_001, 3, 256 * 8, 5]
+    offsets = [0, 0, 0, 1, 0, 0, 1, 0, 0, 0, 1]
+    states = []
+    for size in sizes:
+        if state_dtype:
+            states.append(narrow_state(rng, (size,), state_dtype, slots))
+        else:
+            states.append(State(rng, (size,), dtype, slots))
+    hyper = dict(FTRL_HYPER, l2_shrinkage=0.05) if optimizer == "ftrl" else dict(ADAGRAD_HYPER)
+    stochastic = state_dtype is not None
+    keys = [int(k) for k in rng.integers(0, 2**63, size=len(sizes))]
+    names = ("var",) + slots
+
+    placed = [put_state(device, s, offset) for s, offset in zip(states, offsets)]
+    getattr(driver, f"gpu_multi_apply_{optimizer}")(
+        dtype, [tuple(p[n] for n in names) for _, p in placed], [p["grad"] for _, p in placed],
+        sizes, **hyper, state_dtype=state_dtype, stochastic=stochastic, rounding_keys=keys)
+    device.synchronize()
+    multi = [{n: device.get(b[n], s.start[n], offset) for n in names}
+             for (b, _), s, offset in zip(placed, states, offsets)]
+
+    cpu = [{n: s.start[n].copy() for n in names} for s in states]
+    getattr(driver, f"multi_apply_{optimizer}")(
+        [tuple(a[n] for n in names) for a in cpu], [s.grad for s in states], **hyper,
+        stochastic=stochastic, rounding_keys=keys)
+
+    for v, (s, offset, key) in enumerate(zip(states, offsets, keys)):
+        one = run_on_gpu(device, s, lambda p: getattr(driver, f"gpu_apply_{optimizer}")(
+            dtype, *(p[n] for n in names), p["grad"], sizes[v], **hyper,
+            state_dtype=state_dtype, stochastic=stochastic, rounding_key=key), offset=offset)
+        for n in names:
+            np.testing.assert_array_equal(bits(multi[v][n]), bits(one[n]),
+                                          err_msg=f"variable {v} {n}: multi vs one launch")
+            np.testing.assert_array_equal(bits(multi[v][n]), bits(cpu[v][n]),
+                                          err_msg=f"variable {v} {n}: GPU vs CPU")
+    # Every variable of 7 or more elements changed (the launch reached the last of them too).
+    for v, s in enumerate(states):
+        if sizes[v] >= 7:
+            assert not np.array_equal(multi[v]["var"], s.start["var"]), f"variable {v}"

@@ -102,3 +102,13 @@ def rowwise_state(rng, shape, dtype, slots, grad_shape=None):
     accum = to_storage(numpy_reference.random_start(rng, "accum", (shape[0],)), dtype)
     state.arrays["accum"], state.start["accum"] = accum, accum.copy()
     return state
+
+
+def narrow_state(rng, shape, state_dtype, slots, grad_shape=None, rowwise=False):
+    """A float32 State whose slots are stored in state_dtype, bfloat16 or float16 (bfloat16 as
+    its bit patterns); with rowwise, the accumulator holds one value per row."""
+    s = (rowwise_state if rowwise else State)(rng, shape, "float32", slots, grad_shape)
+    for name in slots:
+        narrow = to_storage(to_float64(s.start[name], "float32"), state_dtype)
+        s.arrays[name], s.start[name] = narrow, narrow.copy()
+    return s
