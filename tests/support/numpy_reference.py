@@ -101,8 +101,20 @@ def assert_close(actual, expected, dtype, mask=None, scale=1.0, what="", magnitu
         actual, expected = actual[mask], expected[mask]
         if magnitude.ndim:
             magnitude = magnitude[mask]
-    np.testing.assert_allclose(actual, expected, rtol=rtol * scale,
-                               atol=atol * scale * magnitude, err_msg=what)
+    if not magnitude.ndim:
+        np.testing.assert_allclose(actual, expected, rtol=rtol * scale,
+                                   atol=atol * scale * float(magnitude), err_msg=what)
+        return
+    # One absolute tolerance per element (NumPy's assert_allclose takes a number only).
+    allowed = atol * scale * magnitude + rtol * scale * np.abs(expected)
+    bad = ~((np.abs(actual - expected) <= allowed) | (np.isnan(actual) & np.isnan(expected)))
+    if bad.any():
+        where = np.flatnonzero(bad)
+        shown = ", ".join(f"[{i}]: {actual.flat[i]!r} vs {expected.flat[i]!r} (allowed "
+                          f"{allowed.flat[i]:.3g})" for i in where[:5])
+        raise AssertionError(f"{what}: {where.size} of {actual.size} elements differ beyond "
+                             f"rtol={rtol * scale:g} and atol={atol * scale:g} times their "
+                             f"magnitude: {shown}")
 
 
 def _row_mean_square(grad, rows):
