@@ -388,12 +388,15 @@ TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void SparseThreadWork(
 //
 // A row-wise update needs the mean of the whole row's squared gradient before any element of the
 // row changes, and a group's lanes each hold only some of the row's columns. So the sparse update
-// takes three passes after the chunk sums, each thread's work reading only what earlier passes
+// takes four passes after the chunk sums, each thread's work reading only what earlier passes
 // wrote: the groups at run starts write each run's summed gradient row to the workspace
-// (RowSumThreadWork); one thread per run computes the row's mean square (RowSumOfSquares, the
-// CPU loops' order), updates the row's per-row values in place and writes the row's
-// coefficients (RowBeginThreadWork); the groups then update the row's elements
-// (RowwiseSparseThreadWork). The dense update gives each row to one thread.
+// (RowSumThreadWork); groups of kRowSumLanes threads compute each run's partial sums of squares
+// (RowSquaresThreadWork: RowSumOfSquares's partial sums, the CPU loops' order, a group reading
+// the row in order); these two write only the workspace, so they run before the index check's
+// wait. Then one thread per run adds the partial sums (in RowSumOfSquares's order), updates the
+// row's per-row values in place and writes the row's coefficients (RowBeginThreadWork); the
+// groups then update the row's elements (RowwiseSparseThreadWork). The dense update gives each
+// row to one thread.
 
 // The bytes of the workspace kept per sorted position for a row's coefficients (a Step::Row:
 // at most four values of the accumulate type).
@@ -486,21 +489,40 @@ TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void RowSumThreadWork(
       });
 }
 
-// Sparse, next: one thread per sorted position; the thread at the start of each run computes the
-// row's mean square from its summed gradient, updates the row's per-row values in place and
-// writes the row's coefficients to slot `begin` of `coefficients`.
+// Sparse, next: groups of kRowSumLanes threads (num_threads a multiple of it), a group per sorted
+// position; at the start of each run, lane k of the group writes partial sum k of the summed
+// row's squares (RowSquaresPartial) to squares[begin * kRowSumLanes + k].
+template <typename Index, typename A>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void RowSquaresThreadWork(
+    int64_t row_size, const SortedPairs<Index>& sorted, const A* summed, A* squares,
+    int64_t thread, int64_t num_threads) {
+  const int64_t num_groups = num_threads / kRowSumLanes;
+  const int lane = static_cast<int>(thread % kRowSumLanes);
+  for (int64_t begin = thread / kRowSumLanes; begin < sorted.n; begin += num_groups) {
+    if (begin > 0 && sorted.indices[begin - 1] == sorted.indices[begin]) continue;
+    squares[begin * kRowSumLanes + lane] =
+        RowSquaresPartial<A>(summed + begin * row_size, row_size, lane);
+  }
+}
+
+// Sparse, after the index check: one thread per sorted position; the thread at the start of each
+// run adds the row's partial sums of squares into its mean square, updates the row's per-row
+// values in place and writes the row's coefficients to slot `begin` of `coefficients`.
 template <typename Step, typename State, typename Index, typename T = typename State::Var>
 TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void RowBeginThreadWork(
     const Step& step, const State& state, int64_t row_size,
-    const SortedPairs<Index>& sorted, const AccumulateType<T>* summed,
+    const SortedPairs<Index>& sorted, const AccumulateType<T>* squares,
     typename Step::Row* coefficients, int64_t thread, int64_t num_threads) {
   using A = AccumulateType<T>;
   for (int64_t begin = thread; begin < sorted.n; begin += num_threads) {
     const Index index = sorted.indices[begin];
     if (begin > 0 && sorted.indices[begin - 1] == index) continue;
-    coefficients[begin] = BeginRowInPlace(
-        step, state, static_cast<int64_t>(index),
-        RowSumOfSquares<A>(summed + begin * row_size, row_size) / static_cast<A>(row_size));
+    A partial[kRowSumLanes];
+    TF_FTRL_UNROLL
+    for (int k = 0; k < kRowSumLanes; ++k) partial[k] = squares[begin * kRowSumLanes + k];
+    coefficients[begin] =
+        BeginRowInPlace(step, state, static_cast<int64_t>(index),
+                        AddRowSquaresPartials(partial) / static_cast<A>(row_size));
   }
 }
 

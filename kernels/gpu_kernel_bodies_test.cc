@@ -281,8 +281,13 @@ void TestRowwiseShape(std::mt19937_64& rng, int64_t rows, int64_t row_size, int6
           gpu::RowSumThreadWork<kWidth>(gpu.grad.data(), row_size, lanes, sorted,
                                         partials.data(), summed.data(), t, num_threads);
         }
+        AlignedBuffer<A> squares(n * kRowSumLanes);
         for (int64_t t = 0; t < num_threads; ++t) {
-          gpu::RowBeginThreadWork(step, ArraysOf<T, Step>(gpu), row_size, sorted, summed.data(),
+          gpu::RowSquaresThreadWork(row_size, sorted, summed.data(), squares.data(), t,
+                                    num_threads);
+        }
+        for (int64_t t = 0; t < num_threads; ++t) {
+          gpu::RowBeginThreadWork(step, ArraysOf<T, Step>(gpu), row_size, sorted, squares.data(),
                                   coefficients.data(), t, num_threads);
         }
         for (int64_t t = 0; t < num_threads; ++t) {
@@ -583,8 +588,13 @@ void TestLowPrecisionOptimizer(std::mt19937_64& rng, const std::string& name,
         gpu::RowSumThreadWork<kWidth>(sparse_grad.data(), row_size, lanes, sorted,
                                       partials.data(), summed.data(), t, num_threads);
       }
+      AlignedBuffer<A> squares(n * kRowSumLanes);
       for (int64_t t = 0; t < num_threads; ++t) {
-        gpu::RowBeginThreadWork(step, gpu.Arrays(rounding), row_size, sorted, summed.data(),
+        gpu::RowSquaresThreadWork(row_size, sorted, summed.data(), squares.data(), t,
+                                  num_threads);
+      }
+      for (int64_t t = 0; t < num_threads; ++t) {
+        gpu::RowBeginThreadWork(step, gpu.Arrays(rounding), row_size, sorted, squares.data(),
                                 coefficients.data(), t, num_threads);
       }
       for (int64_t t = 0; t < num_threads; ++t) {

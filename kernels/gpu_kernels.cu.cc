@@ -104,6 +104,7 @@ struct SparseBuffers {
   unsigned long long* first_invalid;  // lowest position of an out-of-range index, or ~0
   void* partials;             // NumPartialSlots(n) rows of the accumulate type
   void* summed;               // row-wise only: n rows of the accumulate type
+  void* squares;              // row-wise only: n x kRowSumLanes partial sums of squares
   void* coefficients;         // row-wise only: n rows' coefficients (RowCoefficientBytes)
   void* sort_temp;
   size_t sort_temp_bytes;
@@ -157,6 +158,9 @@ cudaError_t LayOutSparseBuffers(void* base, int64_t n, int64_t row_size, bool ro
   char* summed = nullptr;
   carve(&summed, static_cast<size_t>(summed_rows) * static_cast<size_t>(row_size) * kPartialBytes);
   buffers->summed = summed;
+  char* squares = nullptr;
+  carve(&squares, static_cast<size_t>(summed_rows) * kRowSumLanes * kPartialBytes);
+  buffers->squares = squares;
   char* coefficients = nullptr;
   carve(&coefficients, static_cast<size_t>(summed_rows) * RowCoefficientBytes<T>());
   buffers->coefficients = coefficients;
@@ -221,12 +225,20 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
                            static_cast<int64_t>(gridDim.x) * blockDim.x);
 }
 
+template <typename Index, typename A>
+__global__ void __launch_bounds__(kThreadsPerBlock)
+    RowSquaresKernel(int64_t row_size, SortedPairs<Index> sorted, const A* summed, A* squares) {
+  RowSquaresThreadWork(row_size, sorted, summed, squares,
+                       static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x,
+                       static_cast<int64_t>(gridDim.x) * blockDim.x);
+}
+
 template <typename Step, typename State, typename Index, typename T = typename State::Var>
 __global__ void __launch_bounds__(kThreadsPerBlock)
     RowBeginKernel(Step step, State state, int64_t row_size,
-                   SortedPairs<Index> sorted, const AccumulateType<T>* summed,
+                   SortedPairs<Index> sorted, const AccumulateType<T>* squares,
                    typename Step::Row* coefficients) {
-  RowBeginThreadWork(step, state, row_size, sorted, summed, coefficients,
+  RowBeginThreadWork(step, state, row_size, sorted, squares, coefficients,
                      static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x,
                      static_cast<int64_t>(gridDim.x) * blockDim.x);
 }
@@ -270,15 +282,21 @@ cudaError_t LaunchSparseUpdates(const Step& step, const State& state,
   return cudaGetLastError();
 }
 
-// The row-wise passes after the chunk sums (see gpu_kernel_bodies.h): the summed rows (which
-// write only the workspace, so they go before the wait for the index check), then, after it, the
-// rows' per-row values and coefficients and the elements.
+// The row-wise passes after the chunk sums (see gpu_kernel_bodies.h): the summed rows and their
+// partial sums of squares (which write only the workspace, so they go before the wait for the
+// index check), then, after it, the rows' per-row values and coefficients and the elements.
 template <int kWidth, typename T, typename Index>
 cudaError_t LaunchRowSums(const T* grad, int64_t row_size, int lanes,
                           const SortedPairs<Index>& sorted, const AccumulateType<T>* partials,
-                          AccumulateType<T>* summed, cudaStream_t stream) {
+                          AccumulateType<T>* summed, AccumulateType<T>* squares,
+                          cudaStream_t stream) {
   RowSumKernel<kWidth><<<SparseBlocks(sorted.n, lanes), kThreadsPerBlock, 0, stream>>>(
       grad, row_size, lanes, sorted, partials, summed);
+  TF_FTRL_RETURN_IF_CUDA_ERROR(cudaGetLastError());
+  // Whole blocks, so that the threads make whole groups of kRowSumLanes.
+  static_assert(kThreadsPerBlock % kRowSumLanes == 0, "blocks of whole groups");
+  RowSquaresKernel<<<SparseBlocks(sorted.n, kRowSumLanes), kThreadsPerBlock, 0, stream>>>(
+      row_size, sorted, static_cast<const AccumulateType<T>*>(summed), squares);
   return cudaGetLastError();
 }
 
@@ -286,13 +304,14 @@ template <int kWidth, typename Step, typename State, typename Index,
           typename T = typename State::Var>
 cudaError_t LaunchRowwiseUpdates(const Step& step, const State& state,
                                  int64_t row_size, int lanes, const SortedPairs<Index>& sorted,
-                                 const AccumulateType<T>* summed, void* coefficients,
+                                 const AccumulateType<T>* summed,
+                                 const AccumulateType<T>* squares, void* coefficients,
                                  cudaStream_t stream) {
   static_assert(sizeof(typename Step::Row) <= RowCoefficientBytes<T>(),
                 "a row's coefficients fit their workspace slot");
   auto* const rows = static_cast<typename Step::Row*>(coefficients);
   RowBeginKernel<<<NumBlocks(sorted.n, kThreadsPerBlock), kThreadsPerBlock, 0, stream>>>(
-      step, state, row_size, sorted, summed, rows);
+      step, state, row_size, sorted, squares, rows);
   TF_FTRL_RETURN_IF_CUDA_ERROR(cudaGetLastError());
   RowwiseSparseKernel<kWidth><<<SparseBlocks(sorted.n, lanes), kThreadsPerBlock, 0, stream>>>(
       step, state, row_size, lanes, sorted, summed, rows);
@@ -382,6 +401,7 @@ cudaError_t LaunchSparse(const Step& step, const State& state,
   const int lanes = LanesPerRow(vectors);
   auto* const partials = static_cast<AccumulateType<T>*>(buffers.partials);
   auto* const summed = static_cast<AccumulateType<T>*>(buffers.summed);
+  auto* const squares = static_cast<AccumulateType<T>*>(buffers.squares);
   if (rows.row_size > 0) {
     TF_FTRL_RETURN_IF_CUDA_ERROR(
         aligned ? LaunchChunkSums<kWidth>(grad, rows.row_size, lanes, sorted, partials, stream)
@@ -389,9 +409,9 @@ cudaError_t LaunchSparse(const Step& step, const State& state,
     if constexpr (kRowwise) {
       TF_FTRL_RETURN_IF_CUDA_ERROR(
           aligned ? LaunchRowSums<kWidth>(grad, rows.row_size, lanes, sorted, partials, summed,
-                                          stream)
+                                          squares, stream)
                   : LaunchRowSums<1>(grad, rows.row_size, lanes, sorted, partials, summed,
-                                     stream));
+                                     squares, stream));
     }
   }
   TF_FTRL_RETURN_IF_CUDA_ERROR(WaitForCheck(rows, buffers, stream, error));
@@ -399,9 +419,9 @@ cudaError_t LaunchSparse(const Step& step, const State& state,
   if constexpr (kRowwise) {
     if (aligned) {
       return LaunchRowwiseUpdates<kWidth>(step, state, rows.row_size, lanes, sorted, summed,
-                                          buffers.coefficients, stream);
+                                          squares, buffers.coefficients, stream);
     }
-    return LaunchRowwiseUpdates<1>(step, state, rows.row_size, lanes, sorted, summed,
+    return LaunchRowwiseUpdates<1>(step, state, rows.row_size, lanes, sorted, summed, squares,
                                    buffers.coefficients, stream);
   } else {
     if (aligned) {

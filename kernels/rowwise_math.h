@@ -34,6 +34,29 @@ namespace tf_ftrl {
 // vector copies and the CUDA kernels all give the same bits.
 constexpr int kRowSumLanes = 16;
 
+// Partial sum `lane` of RowSumOfSquares: the squares of elements lane, lane + kRowSumLanes, ...
+// in order. (The CUDA kernels compute the partial sums by groups of kRowSumLanes threads, each
+// reading every kRowSumLanes-th element, so that a group reads the row in order.)
+template <typename A, typename G>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE A RowSquaresPartial(const G* __restrict__ grad, int64_t n,
+                                                       int lane) {
+  A partial = A(0);
+  for (int64_t i = lane; i < n; i += kRowSumLanes) {
+    const A g = static_cast<A>(Load(grad[i]));
+    partial += g * g;
+  }
+  return partial;
+}
+
+// The partial sums added pairwise (overwrites them): RowSumOfSquares's last step.
+template <typename A>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE A AddRowSquaresPartials(A (&partial)[kRowSumLanes]) {
+  for (int width = kRowSumLanes / 2; width > 0; width /= 2) {
+    for (int k = 0; k < width; ++k) partial[k] += partial[k + width];
+  }
+  return partial[0];
+}
+
 template <typename A, typename G>
 TF_FTRL_HOST_DEVICE TF_FTRL_INLINE A RowSumOfSquares(const G* __restrict__ grad, int64_t n) {
   A partial[kRowSumLanes];
@@ -49,10 +72,7 @@ TF_FTRL_HOST_DEVICE TF_FTRL_INLINE A RowSumOfSquares(const G* __restrict__ grad,
     const A g = static_cast<A>(Load(grad[i + k]));
     partial[k] += g * g;
   }
-  for (int width = kRowSumLanes / 2; width > 0; width /= 2) {
-    for (int k = 0; k < width; ++k) partial[k] += partial[k + width];
-  }
-  return partial[0];
+  return AddRowSquaresPartials(partial);
 }
 
 template <bool kUpdateSlots, typename A>
