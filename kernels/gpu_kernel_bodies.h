@@ -431,6 +431,31 @@ TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void UpdateRowElements(const Step& step,
   packs.StoreTo(state, offset, Step::kNumWritten, per_element);
 }
 
+// Row `row`'s per-row values (0 for the others), as BeginRow takes them.
+template <typename Step, typename State, typename A>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void LoadRowValues(const State& state, int64_t row,
+                                                      A (&values)[Step::kNumState]) {
+  values[0] = A(0);  // var is never per row
+  TF_FTRL_UNROLL
+  for (int i = 1; i < Step::kNumState; ++i) {
+    values[i] = Step::PerRow(i) ? static_cast<A>(Load(state.slots[i - 1][row])) : A(0);
+  }
+}
+
+// Stores the per-row values BeginRow wrote back to row `row`.
+template <typename Step, typename State, typename A>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void StoreRowValues(const State& state, int64_t row,
+                                                       const A (&values)[Step::kNumState]) {
+  using T = typename State::Var;
+  using S = typename State::Slot;
+  TF_FTRL_UNROLL
+  for (int i = 1; i < Step::kNumWritten; ++i) {
+    if (Step::PerRow(i)) {
+      state.slots[i - 1][row] = StoreState<T, S>(state.rounding, values[i], i, row);
+    }
+  }
+}
+
 // BeginRow for row `row` from the mean of its squared gradient: reads and writes the per-row
 // values in place and returns the row's coefficients.
 template <typename Step, typename State, typename A>
@@ -438,39 +463,50 @@ TF_FTRL_HOST_DEVICE TF_FTRL_INLINE typename Step::Row BeginRowInPlace(const Step
                                                                       const State& state,
                                                                       int64_t row,
                                                                       A mean_square) {
-  using T = typename State::Var;
-  using S = typename State::Slot;
   A values[Step::kNumState];
-  values[0] = A(0);  // var is never per row
-  TF_FTRL_UNROLL
-  for (int i = 1; i < Step::kNumState; ++i) {
-    values[i] = Step::PerRow(i) ? static_cast<A>(Load(state.slots[i - 1][row])) : A(0);
-  }
+  LoadRowValues<Step>(state, row, values);
   const typename Step::Row coefficients = step.BeginRow(mean_square, values);
-  TF_FTRL_UNROLL
-  for (int i = 1; i < Step::kNumWritten; ++i) {
-    if (Step::PerRow(i)) {
-      state.slots[i - 1][row] = StoreState<T, S>(state.rounding, values[i], i, row);
-    }
-  }
+  StoreRowValues<Step>(state, row, values);
   return coefficients;
 }
 
-// Dense: thread `thread` of `num_threads` strides over the rows, each row whole: its mean
-// square, BeginRow, then its elements one at a time.
+// Dense: a group of kRowSumLanes threads per row (the grid strides over the rest), so that a
+// group reads its row in order. A row takes three steps; the kernel runs them with the lanes
+// exchanging their partial sums by warp shuffles after the first, and the host tests run them
+// lane by lane:
+// 1. lane k computes partial sum k of the row's squared gradient (RowSquaresPartial);
+// 2. every lane adds the kRowSumLanes partial sums in RowSumOfSquares's order and computes the
+//    row's coefficients and new per-row values from the stored ones (RowwiseDenseBegin); once
+//    every lane has read them, lane 0 alone stores the new ones (StoreRowValues);
+// 3. lane k updates elements k, k + kRowSumLanes, ... of the row (RowwiseDenseElements).
+template <typename Step, typename A>
+struct RowwiseBegin {
+  typename Step::Row coefficients;
+  A values[Step::kNumState];  // the row's new per-row values (others unused)
+};
+
+template <typename Step, typename State, typename A>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE RowwiseBegin<Step, A> RowwiseDenseBegin(
+    const Step& step, const State& state, int64_t row, const A (&partials)[kRowSumLanes],
+    int64_t row_size) {
+  A partial[kRowSumLanes];
+  TF_FTRL_UNROLL
+  for (int k = 0; k < kRowSumLanes; ++k) partial[k] = partials[k];
+  RowwiseBegin<Step, A> begin;
+  LoadRowValues<Step>(state, row, begin.values);
+  begin.coefficients =
+      step.BeginRow(AddRowSquaresPartials(partial) / static_cast<A>(row_size), begin.values);
+  return begin;
+}
+
 template <typename Step, typename State, typename T = typename State::Var>
-TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void RowwiseDenseThreadWork(
-    const Step& step, const State& state, const T* __restrict__ grad,
-    int64_t num_rows, int64_t row_size, int64_t thread, int64_t num_threads) {
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE void RowwiseDenseElements(
+    const Step& step, const typename Step::Row& coefficients, const State& state,
+    const T* __restrict__ grad, int64_t row, int64_t row_size, int lane) {
   using A = AccumulateType<T>;
-  for (int64_t r = thread; r < num_rows; r += num_threads) {
-    const T* const grad_row = grad + r * row_size;
-    const typename Step::Row row = BeginRowInPlace(
-        step, state, r, RowSumOfSquares<A>(grad_row, row_size) / static_cast<A>(row_size));
-    for (int64_t j = 0; j < row_size; ++j) {
-      const A g[1] = {Load(grad_row[j])};
-      UpdateRowElements<1>(step, row, state, r * row_size + j, g);
-    }
+  for (int64_t j = lane; j < row_size; j += kRowSumLanes) {
+    const A g[1] = {Load(grad[row * row_size + j])};
+    UpdateRowElements<1>(step, coefficients, state, row * row_size + j, g);
   }
 }
 

@@ -65,6 +65,30 @@ void ForEachStep(Fn&& fn, double epsilon = 1e-7) {
   }
 }
 
+// The dense row-wise kernel's work, lane by lane as a group of kRowSumLanes threads does it (the
+// kernel exchanges the partial sums by warp shuffles): every row's partial sums, every lane's
+// coefficients from them, the per-row values stored by lane 0 after all lanes have read them,
+// then every lane's elements.
+template <typename Step, typename State, typename T>
+void RowwiseDenseByGroups(const Step& step, const State& state, const T* grad, int64_t rows,
+                          int64_t row_size) {
+  using A = AccumulateType<T>;
+  for (int64_t r = 0; r < rows; ++r) {
+    A partials[kRowSumLanes];
+    for (int k = 0; k < kRowSumLanes; ++k) {
+      partials[k] = RowSquaresPartial<A>(grad + r * row_size, row_size, k);
+    }
+    std::vector<gpu::RowwiseBegin<Step, A>> begins;
+    for (int k = 0; k < kRowSumLanes; ++k) {
+      begins.push_back(gpu::RowwiseDenseBegin(step, state, r, partials, row_size));
+    }
+    gpu::StoreRowValues<Step>(state, r, begins[0].values);
+    for (int k = 0; k < kRowSumLanes; ++k) {
+      gpu::RowwiseDenseElements(step, begins[k].coefficients, state, grad, r, row_size, k);
+    }
+  }
+}
+
 template <typename T, typename Step>
 StateArrays<T, Step::kNumState> ArraysOf(State<T>& s) {
   if constexpr (Step::kNumState == 3) {
@@ -255,17 +279,11 @@ void TestRowwiseShape(std::mt19937_64& rng, int64_t rows, int64_t row_size, int6
                              std::to_string(row_size) + ", width " + std::to_string(kWidth) +
                              (Step::kNumState == 3 ? " FTRL" : " Adagrad");
     if (kWidth == 1) {
-      for (int64_t num_threads : {int64_t{7}, kThreadsPerBlock}) {
-        State<T> gpu = start, cpu = start;
-        for (int64_t t = 0; t < num_threads; ++t) {
-          gpu::RowwiseDenseThreadWork(step, ArraysOf<T, Step>(gpu), dense_grad.data(), rows,
-                                      row_size, t, num_threads);
-        }
-        cpu::RowwiseApply<Optimizer>(h, flag, ArraysOf<T, Step>(cpu), dense_grad.data(), rows,
-                                     row_size, cpu::SerialParallelFor);
-        Check(SameState(gpu, cpu), "row-wise dense " + what + ", threads " +
-                                       std::to_string(num_threads));
-      }
+      State<T> gpu = start, cpu = start;
+      RowwiseDenseByGroups(step, ArraysOf<T, Step>(gpu), dense_grad.data(), rows, row_size);
+      cpu::RowwiseApply<Optimizer>(h, flag, ArraysOf<T, Step>(cpu), dense_grad.data(), rows,
+                                   row_size, cpu::SerialParallelFor);
+      Check(SameState(gpu, cpu), "row-wise dense " + what);
     }
     for (int lanes : {best_lanes, 1, gpu::kWarpSize}) {
       for (int64_t num_threads : {kThreadsPerBlock, 2 * kThreadsPerBlock}) {
@@ -559,10 +577,7 @@ void TestLowPrecisionOptimizer(std::mt19937_64& rng, const std::string& name,
     // Dense.
     Copy gpu{var0, slots0}, cpu{var0, slots0};
     if constexpr (Optimizer::kRowwise) {
-      for (int64_t t = 0; t < num_threads; ++t) {
-        gpu::RowwiseDenseThreadWork(step, gpu.Arrays(rounding), dense_grad.data(), rows,
-                                    row_size, t, num_threads);
-      }
+      RowwiseDenseByGroups(step, gpu.Arrays(rounding), dense_grad.data(), rows, row_size);
       cpu::RowwiseApply<Optimizer>(h, flag, cpu.Arrays(rounding), dense_grad.data(), rows,
                                    row_size, cpu::SerialParallelFor);
     } else {

@@ -206,13 +206,32 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
                            static_cast<int64_t>(gridDim.x) * blockDim.x);
 }
 
+// A group of kRowSumLanes threads per row (see RowwiseDenseBegin); blocks of whole groups.
 template <typename Step, typename State, typename T = typename State::Var>
 __global__ void __launch_bounds__(kThreadsPerBlock)
     RowwiseDenseKernel(Step step, State state, const T* __restrict__ grad, int64_t num_rows,
                        int64_t row_size) {
-  RowwiseDenseThreadWork(step, state, grad, num_rows, row_size,
-                         static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x,
-                         static_cast<int64_t>(gridDim.x) * blockDim.x);
+  using A = AccumulateType<T>;
+  static_assert(kThreadsPerBlock % kRowSumLanes == 0 && kWarpSize % kRowSumLanes == 0,
+                "groups within blocks and warps");
+  const int lane = static_cast<int>(threadIdx.x % kRowSumLanes);
+  // The group's lanes of the warp: all of them take the same rows, so they reach every shuffle.
+  const unsigned group_mask = ((1u << kRowSumLanes) - 1)
+                              << (threadIdx.x % kWarpSize / kRowSumLanes * kRowSumLanes);
+  const int64_t num_groups = static_cast<int64_t>(gridDim.x) * blockDim.x / kRowSumLanes;
+  for (int64_t r = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / kRowSumLanes;
+       r < num_rows; r += num_groups) {
+    const A mine = RowSquaresPartial<A>(grad + r * row_size, row_size, lane);
+    A partials[kRowSumLanes];
+#pragma unroll
+    for (int k = 0; k < kRowSumLanes; ++k) {
+      partials[k] = __shfl_sync(group_mask, mine, k, kRowSumLanes);
+    }
+    const RowwiseBegin<Step, A> begin = RowwiseDenseBegin(step, state, r, partials, row_size);
+    __syncwarp(group_mask);  // every lane has read the row's per-row values
+    if (lane == 0) StoreRowValues<Step>(state, r, begin.values);
+    RowwiseDenseElements(step, begin.coefficients, state, grad, r, row_size, lane);
+  }
 }
 
 template <int kWidth, typename T, typename Index>
@@ -495,7 +514,8 @@ cudaError_t RowwiseApply(const typename Optimizer::template Hyperparams<Accumula
                          cudaStream_t stream) {
   if (num_rows == 0 || row_size == 0) return cudaSuccess;
   return Optimizer::WithStep(h, flag, [&](const auto& step) {
-    RowwiseDenseKernel<<<NumBlocks(num_rows, kThreadsPerBlock), kThreadsPerBlock, 0, stream>>>(
+    RowwiseDenseKernel<<<NumBlocks(num_rows * kRowSumLanes, kThreadsPerBlock), kThreadsPerBlock,
+                         0, stream>>>(
         step, state, grad, num_rows, row_size);
     return cudaGetLastError();
   });

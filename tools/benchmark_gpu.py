@@ -10,8 +10,9 @@ What it measures (one dtype per run, float32 by default):
   1.1: the hottest id comes back about 2,000 times per call; its rows are summed in chunks of 32,
   each chunk by its own group of threads, then the chunk sums in order). Each sparse call copies its index check to the host and synchronizes once
   (see gpu_kernels.h): that latency is part of what is measured. The workspace is allocated once.
-* Row-wise (`--only rowwise`, and by default): the sparse update of the row-wise optimizers
-  (one accumulator value per row) on the same table and ids, against the element-wise one.
+* Row-wise (`--only rowwise`, and by default): the dense update of the row-wise optimizers (one
+  accumulator value per row) on the whole table, and their sparse update on the same table and
+  ids, against the element-wise ones.
 * Multi-tensor (`--only multi`, and by default): one `gpu_multi_apply_*` launch over
   `--multi-layers` Dense(64, 64) kernels and their biases against one `gpu_apply_*` launch per
   variable. Both go through the driver's Python calls, whose argument parsing (microseconds per
@@ -240,6 +241,28 @@ def bench_dense(driver, backend, args, copy_gbps, rng):
     return rows
 
 
+def bench_rowwise_dense(driver, backend, args, copy_gbps, rng):
+    """The dense update of the row-wise optimizers on the sparse case's table (every row)."""
+    rows = []
+    num_rows, dim = args.sparse_rows, args.sparse_dim
+    slot_item = np.dtype(STORAGE[args.state_dtype or args.dtype]).itemsize
+    for op in ("ftrl", "adagrad"):
+        b = state_buffers(backend, num_rows * dim, args.dtype, rng, op,
+                          state_dtype=args.state_dtype, accum_size=num_rows)
+        p = {name: pointer for name, (_, pointer) in b.items()}
+        apply = getattr(driver, f"gpu_apply_rowwise_{op}")
+
+        def call():
+            apply(args.dtype, p["var"], *(p[n] for n in SLOTS[op]), p["grad"], num_rows, dim,
+                  *hyperparameters(op), stream=backend.stream, state_dtype=args.state_dtype)
+        median_ms, min_ms = time_calls(backend, call, args)
+        traffic = (element_bytes(op, args) * dim - 2 * slot_item * (dim - 1)) * num_rows
+        rows.append(result(f"rowwise {op}", "dense", num_rows * dim, median_ms, min_ms, traffic,
+                           copy_gbps))
+        del b
+    return rows
+
+
 def bench_sparse(driver, backend, args, copy_gbps, rng, rowwise=False):
     rows = []
     for zipf_exponent in zipf_exponents(args.sparse_zipf):
@@ -358,6 +381,7 @@ def main():
     if args.only in (None, "sparse"):
         results += bench_sparse(driver, backend, args, copy_gbps, rng)
     if args.only in (None, "rowwise"):
+        results += bench_rowwise_dense(driver, backend, args, copy_gbps, rng)
         results += bench_sparse(driver, backend, args, copy_gbps, rng, rowwise=True)
     if args.only in (None, "multi"):
         results += bench_multi(driver, backend, args, copy_gbps, rng)
