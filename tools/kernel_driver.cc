@@ -81,17 +81,28 @@ void WithStorageType(const std::string& dtype, Fn&& fn) {
   throw py::value_error("dtype must be float32, float64, float16 or bfloat16; got " + dtype);
 }
 
+// Whether a var of `dtype` may keep state of `state_dtype`: its own, or a float32 var's
+// narrower (bfloat16 or float16) state.
+bool StateDtypeAllowed(const std::string& dtype, const std::string& state_dtype) {
+  return state_dtype == dtype ||
+         (dtype == "float32" && (state_dtype == "bfloat16" || state_dtype == "float16"));
+}
+
+constexpr const char* kStateDtypeRule = "only a float32 var keeps bfloat16 or float16 state";
+
 // Calls fn(T(), S()) with T the var's storage type `dtype` and S the state's, `state_dtype`
-// ("" for T's): only a float32 var keeps narrower (bfloat16 or float16) state.
+// ("" for T's).
 template <typename Fn>
 void WithStorageTypes(const std::string& dtype, const std::string& state_dtype, Fn&& fn) {
   if (state_dtype.empty() || state_dtype == dtype) {
     return WithStorageType(dtype, [&](auto type) { fn(type, type); });
   }
-  if (dtype == "float32" && state_dtype == "bfloat16") return fn(float(), bfloat16());
-  if (dtype == "float32" && state_dtype == "float16") return fn(float(), float16());
-  throw py::value_error("state_dtype " + state_dtype + " with var of " + dtype +
-                        ": only a float32 var keeps bfloat16 or float16 state");
+  if (!StateDtypeAllowed(dtype, state_dtype)) {
+    throw py::value_error("state_dtype " + state_dtype + " with var of " + dtype + ": " +
+                          kStateDtypeRule);
+  }
+  if (state_dtype == "bfloat16") return fn(float(), bfloat16());
+  return fn(float(), float16());
 }
 
 // A state_dtype argument: None for the var's own.
@@ -142,12 +153,9 @@ std::pair<std::string, std::string> CheckArrays(
   const py::array& var = state.front().second;
   const std::string dtype = StorageName(var);
   const std::string state_dtype = state.size() > 1 ? StorageName(state[1].second) : dtype;
-  const bool narrower =
-      dtype == "float32" && (state_dtype == "bfloat16" || state_dtype == "float16");
-  if (state_dtype != dtype && !narrower) {
+  if (!StateDtypeAllowed(dtype, state_dtype)) {
     throw py::type_error(std::string(state[1].first) + " has dtype " + state_dtype +
-                         " but var has " + dtype + " (only a float32 var keeps bfloat16 or "
-                         "float16 state)");
+                         " but var has " + dtype + " (" + kStateDtypeRule + ")");
   }
   for (size_t i = 0; i < state.size(); ++i) {
     const auto& [name, array] = state[i];
