@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from tests.support import ROOT
 
@@ -168,3 +169,35 @@ def test_benchmark_ps_step_times_every_part():
                            "cluster_pipelined_in_memory_ms", "cluster_pipelined_with_input_ms"}
     assert all(value > 0 for value in result.values()), result
     assert "| RPC and coordination (cluster in memory - local) |" in done.stdout
+
+
+def test_benchmark_rowwise_times_every_update_per_call_and_in_the_graph():
+    # Tiny sizes, in a fresh process: every state layout of both optimizers and the built-in
+    # ops with deduplication get a row with both times, and the footer compares with the
+    # built-in (no timing is asserted).
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "benchmark_rowwise.py"),
+                           "--rows", "1000", "--dim", "8", "--ids", "64", "--repeats", "2",
+                           "--inner", "3", "--builtin"],
+                          check=True, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1]
+            for line in done.stdout.splitlines()
+            if line.startswith("| ") and not line.startswith("| update")}
+    assert set(rows) == {f"{prefix}{op}{suffix}" for op in ("ftrl", "adagrad")
+                         for prefix in ("", "rowwise_") for suffix in ("", " bfloat16")} | {
+                             "built-in ftrl + dedup", "built-in adagrad + dedup"}
+    for name, cells in rows.items():
+        per_call, in_graph = float(cells[1]), float(cells[2])
+        assert per_call > 0 and np.isfinite(in_graph), (name, cells)
+    # Row-wise state: 4 / D bytes of accumulator per parameter (D = 8).
+    assert float(rows["rowwise_adagrad"][0]) == 0.5 and float(rows["rowwise_ftrl"][0]) == 4.5
+    assert sum("against the built-in + dedup" in line for line in done.stdout.splitlines()) == 2
+
+
+def test_time_in_graph_needs_a_batch_per_update():
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    try:
+        import benchmark_ops
+    finally:
+        sys.path.pop(0)
+    with pytest.raises(ValueError, match="more than inner=4 batches"):
+        benchmark_ops.time_in_graph({}, 1, [(1,)] * 4, 4)

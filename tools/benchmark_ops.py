@@ -229,6 +229,58 @@ def time_interleaved(functions, repeats, warmup=WARMUP_CALLS, batches=None):
     return times
 
 
+def time_in_graph(functions, repeats, batches, inner, warmup=WARMUP_CALLS):
+    """Each of `functions` (tf.functions of one update on a batch, e.g. (grad, ids)) timed per
+    call and in the graph: {name: (ms per call, ms per update in the graph)}, medians. In the
+    graph is what one more update costs inside a training step: a call of `inner` updates
+    written out one after the other, each on its own batch, less a call of one update, over
+    `inner` - 1, so the call's fixed cost (its dispatch from Python, the captured variables
+    passed in) cancels out. The calls interleave as in time_interleaved and take the next
+    batches in turn (at least `inner` + 1 of them, so no call updates the rows of the one
+    before)."""
+    if len(batches) <= inner:
+        raise ValueError(f"time_in_graph needs more than inner={inner} batches, "
+                         f"got {len(batches)}")
+    timed = {}
+    for name, fn in functions.items():
+        update = fn.python_function
+
+        def written_out(*flat, update=update):
+            for k in range(inner):
+                update(*flat[k * len(batches[0]):(k + 1) * len(batches[0])])
+
+        timed[name] = graph_function(update)
+        timed[(name, inner)] = graph_function(written_out)
+    next_batch = [0]
+
+    def arguments(key):
+        count = inner if isinstance(key, tuple) else 1
+        picked = [batches[(next_batch[0] + k) % len(batches)] for k in range(count)]
+        next_batch[0] += count
+        return tuple(t for batch in picked for t in batch)
+
+    def call(key):
+        args = arguments(key)
+        start = time.perf_counter()
+        timed[key](*args)
+        return (time.perf_counter() - start) * 1e3
+
+    keys = list(timed)
+    for _ in range(warmup):
+        for key in keys:
+            call(key)
+    times = {key: [] for key in keys}
+    for round_index in range(repeats):
+        shift = round_index % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            times[key].append(call(key))
+    results = {}
+    for name in functions:
+        once = statistics.median(times[name])
+        results[name] = (once, (statistics.median(times[(name, inner)]) - once) / (inner - 1))
+    return results
+
+
 def release(functions):
     """Drops the functions and, with them, their variables before the next case allocates its own
     (tf.functions sit in reference cycles, so this takes a garbage collection)."""

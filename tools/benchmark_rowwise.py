@@ -1,16 +1,23 @@
 """Row-wise and low-precision against element-wise float32 optimizer state: the sparse update of
 a 2M x 64 float32 table with 16,384 uniform ids per call, timed interleaved in one process
-(medians of tf.function calls, each call on ids its predecessors did not just touch), and the
-state bytes per parameter.
+(medians; each call on ids its predecessors did not just touch), and the state bytes per
+parameter.
 
     .venv/bin/python tools/benchmark_rowwise.py [--rows 2000000] [--dim 64] [--ids 16384]
                                                 [--state-dtypes float32,bfloat16]
-                                                [--huge-pages auto|off]
+                                                [--huge-pages auto|off] [--inner 8] [--builtin]
 
 Element-wise FTRL keeps accumulator and linear per element (8 bytes per float32 parameter),
 row-wise FTRL the accumulator per row (4 + 4 / D); Adagrad 4 against 4 / D; bfloat16 state
 halves each (stored with stochastic rounding, the optimizers' default). Traffic per touched row:
 element-wise reads and writes var and every slot row; row-wise one accumulator value.
+
+Each update is timed two ways (benchmark_ops.time_in_graph): per call of a `tf.function` of one
+update (which also pays the call's fixed cost: its dispatch from Python and the captured
+variables passed in), and in the graph: what one more update costs inside a call, from a call of
+`--inner` updates written out (as a training step runs it, the call's cost shared by the step).
+`--builtin` adds TensorFlow's built-in sparse ops with the duplicates summed first
+(`tf.unique` + `unsorted_segment_sum`), on element-wise float32 state, for the speed-up over them.
 
 `--huge-pages auto` (the default) advises huge pages for the variables the optimizers advise by
 default (`huge_pages="auto"`: 16 MiB or more), so the figures are what a user of the optimizers
@@ -19,7 +26,6 @@ gets; `off` leaves every variable on the default pages.
 
 import argparse
 import os
-import statistics
 import sys
 
 import numpy as np
@@ -33,7 +39,7 @@ import tf_ftrl  # noqa: E402
 LR, L1, L2, SHRINKAGE, EPSILON = 0.05, 0.001, 0.001, 0.0, 1e-7
 
 
-def functions(rows, dim, state_dtypes, huge_pages):
+def functions(rows, dim, state_dtypes, huge_pages, builtin=False):
     def variables(per_row, state_dtype):
         var = tf.Variable(tf.random.normal((rows, dim), seed=1))
         accum = tf.Variable(tf.cast(tf.fill((rows,) if per_row else (rows, dim), 0.1),
@@ -60,36 +66,68 @@ def functions(rows, dim, state_dtypes, huge_pages):
                     def run(g, i, fn=fn, v=(var, accum), r=rounding):
                         fn(*v, g, i, LR, epsilon=EPSILON, stochastic_rounding=r)
                 made[key] = benchmark_ops.graph_function(run)
+        if builtin:
+            var, accum, linear = variables(False, tf.float32)
+            if op == "ftrl":
+                def run(g, i, v=var, a=accum, n=linear):
+                    unique_g, unique_i = benchmark_ops.dedup(g, i)
+                    tf.raw_ops.ResourceSparseApplyFtrlV2(
+                        var=v.handle, accum=a.handle, linear=n.handle, grad=unique_g,
+                        indices=unique_i, lr=LR, l1=L1, l2=L2, l2_shrinkage=SHRINKAGE,
+                        lr_power=-0.5)
+            else:
+                del linear
+                def run(g, i, v=var, a=accum):
+                    unique_g, unique_i = benchmark_ops.dedup(g, i)
+                    tf.raw_ops.ResourceSparseApplyAdagradV2(
+                        var=v.handle, accum=a.handle, lr=LR, epsilon=EPSILON, grad=unique_g,
+                        indices=unique_i)
+            made[f"built-in {op} + dedup"] = benchmark_ops.graph_function(run)
     return made
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--ids", type=int, default=16_384)
     parser.add_argument("--repeats", type=int, default=60)
+    parser.add_argument("--inner", type=int, default=8,
+                        help="updates written out in one call for the in-graph time")
     parser.add_argument("--state-dtypes", default="float32,bfloat16",
                         help="comma-separated dtypes of the state (default: %(default)s)")
     parser.add_argument("--huge-pages", choices=("auto", "off"), default="auto",
                         help="advise huge pages as the optimizers do by default, or not")
-    args = parser.parse_args()
+    parser.add_argument("--builtin", action="store_true",
+                        help="also time TensorFlow's built-in sparse ops with deduplication")
+    args = parser.parse_args(argv)
     state_dtypes = [tf.as_dtype(d) for d in args.state_dtypes.split(",")]
     rng = np.random.default_rng(0)
     batches = [(tf.constant(rng.uniform(-1, 1, (args.ids, args.dim)).astype(np.float32)),
-                tf.constant(rng.integers(0, args.rows, args.ids))) for _ in range(16)]
+                tf.constant(rng.integers(0, args.rows, args.ids)))
+               for _ in range(max(16, 2 * args.inner))]
     made = functions(args.rows, args.dim, state_dtypes,
-                     "auto" if args.huge_pages == "auto" else False)
-    times = benchmark_ops.time_interleaved(made, args.repeats, batches=batches)
+                     "auto" if args.huge_pages == "auto" else False, builtin=args.builtin)
+    times = benchmark_ops.time_in_graph(made, args.repeats, batches, args.inner)
     d = args.dim
     print(f"{args.rows:,} x {d} float32, {args.ids:,} uniform ids per call, "
-          f"{args.repeats} interleaved calls each, huge pages {args.huge_pages}\n")
-    print("| update | state bytes per parameter | median ms | GB/s | against element-wise "
-          "float32 |")
-    print("|---|---|---|---|---|")
-    medians = {name: statistics.median(t) for name, t in times.items()}
-    unique = statistics.mean(len(np.unique(ids.numpy())) for _, ids in batches)
-    for name in made:
+          f"{args.repeats} interleaved calls each, huge pages {args.huge_pages}; in the graph: "
+          f"{args.inner} updates written out in a call\n")
+    print("| update | state bytes per parameter | per call ms | in the graph ms | GB/s in the "
+          "graph | against element-wise float32, per call | in the graph |")
+    print("|---|---|---|---|---|---|---|")
+    unique = np.mean([len(np.unique(ids.numpy())) for _, ids in batches])
+    footer = []
+    for name, (per_call, in_graph) in times.items():
+        if name.startswith("built-in"):
+            op = name.split()[1]
+            print(f"| {name} | {4 * (2 if op == 'ftrl' else 1):.3f} | {per_call:.3f} | "
+                  f"{in_graph:.3f} | | {times[op][0] / per_call:.2f}x | "
+                  f"{times[op][1] / in_graph:.2f}x |")
+            footer.append(f"tf_ftrl's element-wise {op} against the built-in + dedup: "
+                          f"{per_call / times[op][0]:.2f}x per call, "
+                          f"{in_graph / times[op][1]:.2f}x in the graph")
+            continue
         op, _, dtype = name.partition(" ")
         size = tf.as_dtype(dtype or "float32").size
         per_element_slots = {"ftrl": 2, "rowwise_ftrl": 1, "adagrad": 1, "rowwise_adagrad": 0}[op]
@@ -97,10 +135,13 @@ def main():
         state_bytes = size * (per_element_slots + per_row_slots / d)
         # Gradient read, var read and written, each slot read and written.
         row_bytes = 4 * d * 3 + 2 * size * (per_element_slots * d + per_row_slots)
-        gbps = unique * row_bytes / (medians[name] * 1e-3) / 1e9
-        base = op.replace("rowwise_", "")
-        speedup = "" if name == base else f"{medians[base] / medians[name]:.2f}x"
-        print(f"| {name} | {state_bytes:.3f} | {medians[name]:.3f} | {gbps:.1f} | {speedup} |")
+        gbps = unique * row_bytes / (in_graph * 1e-3) / 1e9
+        base = times[op.replace("rowwise_", "")]
+        ratios = ("| |" if name == op.replace("rowwise_", "")
+                  else f"| {base[0] / per_call:.2f}x | {base[1] / in_graph:.2f}x |")
+        print(f"| {name} | {state_bytes:.3f} | {per_call:.3f} | {in_graph:.3f} | {gbps:.1f} "
+              f"{ratios}")
+    print("\n".join([""] + footer) if footer else "")
 
 
 if __name__ == "__main__":
