@@ -218,14 +218,20 @@ def time_interleaved(functions, repeats, warmup=WARMUP_CALLS, batches=None):
         functions[name](*args)
         return (time.perf_counter() - start) * 1e3
 
+    return interleaved_rounds(names, call, repeats, warmup)
+
+
+def interleaved_rounds(keys, call, repeats, warmup):
+    """call(key) (returning milliseconds) `warmup` times for every key, then `repeats` rounds
+    of one call each, the order rotating from round to round: {key: [milliseconds, ...]}."""
     for _ in range(warmup):
-        for name in names:
-            call(name)
-    times = {name: [] for name in names}
+        for key in keys:
+            call(key)
+    times = {key: [] for key in keys}
     for round_index in range(repeats):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
-            times[name].append(call(name))
+        shift = round_index % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            times[key].append(call(key))
     return times
 
 
@@ -265,15 +271,7 @@ def time_in_graph(functions, repeats, batches, inner, warmup=WARMUP_CALLS):
         timed[key](*args)
         return (time.perf_counter() - start) * 1e3
 
-    keys = list(timed)
-    for _ in range(warmup):
-        for key in keys:
-            call(key)
-    times = {key: [] for key in keys}
-    for round_index in range(repeats):
-        shift = round_index % len(keys)
-        for key in keys[shift:] + keys[:shift]:
-            times[key].append(call(key))
+    times = interleaved_rounds(list(timed), call, repeats, warmup)
     results = {}
     for name in functions:
         once = statistics.median(times[name])
