@@ -191,6 +191,7 @@ def test_benchmark_rowwise_times_every_update_per_call_and_in_the_graph():
     # Row-wise state: 4 / D bytes of accumulator per parameter (D = 8).
     assert float(rows["rowwise_adagrad"][0]) == 0.5 and float(rows["rowwise_ftrl"][0]) == 4.5
     assert sum("against the built-in + dedup" in line for line in done.stdout.splitlines()) == 2
+    assert "ms per update for passing its batch into the call" in done.stdout
 
 
 def test_time_in_graph_needs_a_batch_per_update():

@@ -237,23 +237,26 @@ def interleaved_rounds(keys, call, repeats, warmup):
 
 def time_in_graph(functions, repeats, batches, inner, warmup=WARMUP_CALLS):
     """Each of `functions` (tf.functions of one update on a batch, e.g. (grad, ids)) timed per
-    call and in the graph: {name: (ms per call, ms per update in the graph)}, medians. In the
-    graph is what one more update costs inside a training step: a call of `inner` updates
-    written out one after the other, each on its own batch, less a call of one update, over
-    `inner` - 1, so the call's fixed cost (its dispatch from Python, the captured variables
-    passed in) cancels out. The calls interleave as in time_interleaved and take the next
-    batches in turn (at least `inner` + 1 of them, so no call updates the rows of the one
-    before)."""
+    call and in the graph. In the graph is what one more update costs inside a training step: a
+    call of `inner` updates written out one after the other, each on its own batch, less a call
+    of one update, over `inner` - 1, so the call's fixed cost (its dispatch from Python, the
+    captured variables passed in) cancels out; so does the cost of passing a batch into a call
+    (a training step makes its gradients inside), measured by a function of the same arguments
+    that does nothing. The calls interleave as in time_interleaved and take the next batches in
+    turn (at least `inner` + 1 of them, so no call updates the rows of the one before).
+    Returns ({name: (ms per call, ms per update in the graph)}, ms to pass a batch), medians."""
     if len(batches) <= inner:
         raise ValueError(f"time_in_graph needs more than inner={inner} batches, "
                          f"got {len(batches)}")
+    width = len(batches[0])
+    passing = object()  # the key of the function that only takes the batches
+    updates = {name: fn.python_function for name, fn in functions.items()}
+    updates[passing] = lambda *batch: None
     timed = {}
-    for name, fn in functions.items():
-        update = fn.python_function
-
+    for name, update in updates.items():
         def written_out(*flat, update=update):
             for k in range(inner):
-                update(*flat[k * len(batches[0]):(k + 1) * len(batches[0])])
+                update(*flat[k * width:(k + 1) * width])
 
         timed[name] = graph_function(update)
         timed[(name, inner)] = graph_function(written_out)
@@ -272,11 +275,14 @@ def time_in_graph(functions, repeats, batches, inner, warmup=WARMUP_CALLS):
         return (time.perf_counter() - start) * 1e3
 
     times = interleaved_rounds(list(timed), call, repeats, warmup)
-    results = {}
-    for name in functions:
+
+    def per_update(name):
         once = statistics.median(times[name])
-        results[name] = (once, (statistics.median(times[(name, inner)]) - once) / (inner - 1))
-    return results
+        return once, (statistics.median(times[(name, inner)]) - once) / (inner - 1)
+
+    pass_ms = per_update(passing)[1]
+    return {name: (per_update(name)[0], per_update(name)[1] - pass_ms)
+            for name in functions}, pass_ms
 
 
 def release(functions):

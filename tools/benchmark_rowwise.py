@@ -15,7 +15,8 @@ element-wise reads and writes var and every slot row; row-wise one accumulator v
 Each update is timed two ways (benchmark_ops.time_in_graph): per call of a `tf.function` of one
 update (which also pays the call's fixed cost: its dispatch from Python and the captured
 variables passed in), and in the graph: what one more update costs inside a call, from a call of
-`--inner` updates written out (as a training step runs it, the call's cost shared by the step).
+`--inner` updates written out (as a training step runs it, the call's cost shared by the step),
+less the cost of passing a batch into the call (a step makes its gradients inside).
 `--builtin` adds TensorFlow's built-in sparse ops with the duplicates summed first
 (`tf.unique` + `unsorted_segment_sum`), on element-wise float32 state, for the speed-up over them.
 
@@ -108,11 +109,12 @@ def main(argv=None):
                for _ in range(max(16, 2 * args.inner))]
     made = functions(args.rows, args.dim, state_dtypes,
                      "auto" if args.huge_pages == "auto" else False, builtin=args.builtin)
-    times = benchmark_ops.time_in_graph(made, args.repeats, batches, args.inner)
+    times, pass_ms = benchmark_ops.time_in_graph(made, args.repeats, batches, args.inner)
     d = args.dim
     print(f"{args.rows:,} x {d} float32, {args.ids:,} uniform ids per call, "
           f"{args.repeats} interleaved calls each, huge pages {args.huge_pages}; in the graph: "
-          f"{args.inner} updates written out in a call\n")
+          f"{args.inner} updates written out in a call, less {pass_ms:.3f} ms per update for passing "
+          f"its batch into the call\n")
     print("| update | state bytes per parameter | per call ms | in the graph ms | GB/s in the "
           "graph | against element-wise float32, per call | in the graph |")
     print("|---|---|---|---|---|---|---|")
