@@ -263,6 +263,33 @@ def assert_serves_like_the_chief_measured(out, tmp_path):
         report["results"]["tf_ftrl"][-1]["test_auc"], abs=1e-4)
 
 
+def assert_keras_file_holds_the_trained_model(out, tmp_path, steps=None):
+    """model.keras (after assert_serves_like_the_chief_measured, which leaves served.npy in
+    tmp_path) loads with tf_ftrl's optimizers: its predictions are the served ones, both
+    optimizers counted the same steps (`steps` of them, where given), and their accumulators
+    moved from their initial value."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from tf_ftrl.examples import criteo_data
+    from tf_ftrl.examples import ctr  # noqa: F401  (registers WideAndDeep and the optimizers)
+    model = keras.saving.load_model(out / "model.keras")
+    counted = int(model.wide_optimizer.iterations)
+    assert counted > 0 and counted == int(model.deep_optimizer.iterations)
+    assert steps is None or counted == steps
+    for optimizer in (model.wide_optimizer, model.deep_optimizer):
+        assert type(optimizer).__module__.startswith("tf_ftrl."), type(optimizer)
+        accumulators = [v for v in optimizer.variables if "accumulator" in v.path]
+        assert accumulators and all(
+            np.any(v.numpy() != optimizer.initial_accumulator_value) for v in accumulators)
+    lines = [line.split("\t", 1)[1] for line in (out / "test.txt").read_text().splitlines()]
+    features = criteo_data.parse_unlabeled_lines(
+        tf.constant(lines), criteo_data.HashingConfig(buckets=model.buckets))
+    np.testing.assert_allclose(tf.sigmoid(model(features)).numpy().ravel(),
+                               np.load(tmp_path / "served.npy"), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("loop", ["coordinator", "fit"])
 def test_ctr_job_on_a_parameter_server_cluster(tmp_path, loop):
     out = tmp_path / "out"
@@ -327,6 +354,7 @@ def test_ctr_job_on_two_workers(two_workers_run, tmp_path):
     assert not (out / "worker_1" / "serving").exists()  # the chief alone exports
     assert "still running" not in stdout  # worker 1 left with the chief, unkilled
     assert_serves_like_the_chief_measured(out, tmp_path)
+    assert_keras_file_holds_the_trained_model(out, tmp_path, 2 * cluster["steps_per_epoch"])
 
 
 def test_two_workers_resume_after_an_epoch_as_if_never_stopped(two_workers_run, tmp_path):
@@ -373,6 +401,7 @@ def test_ctr_job_mirrored_over_two_logical_cpus(tmp_path):
     # Every example counted once, whichever replica trained it.
     assert [row["train_examples"] for row in report["results"]["tf_ftrl"]] == [10_000, 10_000]
     assert_serves_like_the_chief_measured(out, tmp_path)
+    assert_keras_file_holds_the_trained_model(out, tmp_path)
 
 
 @pytest.mark.skipif(

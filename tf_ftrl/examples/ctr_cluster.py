@@ -16,7 +16,8 @@ Which Keras front end each strategy uses, and why:
 
 Whatever the strategy, the chief writes the same reports and the same serving SavedModel as one
 process: the trained weights (shards concatenated) are copied into a plain Keras 3 model, which
-is exported as `--strategy none` exports it. `model.keras` is written by `--strategy none` only.
+is exported as `--strategy none` exports it. `model.keras` (the model with its optimizers' state)
+is written by every strategy but ps, whose tables and slots are sharded tf_keras variables.
 
 Checkpoints (--resume): `--strategy none` writes one at every epoch end; multiworker too, every
 worker under its --out, and every worker restores the chief's (a filesystem they share); ps
@@ -635,6 +636,10 @@ def main(parser, args, argv):
         model, history, details = train_ps(args, strategy, cluster, hashing, data, test_dataset,
                                            test_labels)
     results = {"tf_ftrl": history}
+    if args.strategy != "ps":
+        # The Keras 3 model with its optimizers and their slots, as one process saves it; every
+        # worker saves (a save may read variables with collectives), each under its own --out.
+        model.save(os.path.join(args.out, "model.keras"))
     if is_chief:
         write_outputs(model, hashing, data, results, details, args, argv)
     if args.strategy == "multiworker":
@@ -648,7 +653,8 @@ def write_outputs(model, hashing, data, results, details, args, argv):
     """The chief's serving SavedModel and reports."""
     export_model = plain_copy(model, args)
     ctr.export_serving(export_model, hashing, os.path.join(args.out, "serving"))
-    print(f"SavedModel for serving: {args.out}/serving/")
+    keras_file = "" if args.strategy == "ps" else f"Model: {args.out}/model.keras, "
+    print(f"{keras_file}SavedModel for serving: {args.out}/serving/")
     print("\n" + ctr.write_reports(results, data, args, argv))
     with open(os.path.join(args.out, "cluster_report.json"), "w") as f:
         json.dump({"strategy": args.strategy, **details}, f, indent=2)
