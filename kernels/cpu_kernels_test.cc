@@ -807,6 +807,16 @@ void TestStochasticRounding(std::mt19937_64& rng, const char* name) {
 
 // Runs Optimizer's dense update (no groups) or sparse update on var (float) and state arrays of
 // type S.
+// x rounded stochastically to S with `bits`.
+template <typename S>
+S StochasticRound(float x, uint32_t bits) {
+  if constexpr (std::is_same_v<S, bfloat16>) {
+    return S{FloatToBFloat16Stochastic(x, bits)};
+  } else {
+    return S{FloatToHalfStochastic(x, bits)};
+  }
+}
+
 template <typename Optimizer, typename S>
 void RunOn(cpu::internal::VectorCopy copy,
            const typename Optimizer::template Hyperparams<float>& h, bool flag,
@@ -895,7 +905,7 @@ void TestLowPrecisionOptimizer(std::mt19937_64& rng, const std::string& name,
                             g);
         ok = SameBitsOrBothNan(var_s, var_f);
         int64_t differ_from_nearest = 0;
-        bool untouched_kept = true;
+        bool untouched_kept = true, exact_bits = true;
         for (int i = 0; i < kSlots; ++i) {
           for (size_t k = 0; k < stochastic[i].size(); ++k) {
             ok = ok && IsNeighbour(stochastic[i][k], wide[i][k]) &&
@@ -904,6 +914,11 @@ void TestLowPrecisionOptimizer(std::mt19937_64& rng, const std::string& name,
             const int64_t row = Optimizer::kPerRow[i + 1] ? int64_t(k) : int64_t(k) / row_size;
             if (sparse && !touched[row]) {
               untouched_kept = untouched_kept && stochastic[i][k].bits == slots0[i][k].bits;
+            } else {
+              // Element k of array i + 1 (a per-row array's row k) rounds with its own bits.
+              exact_bits = exact_bits &&
+                           stochastic[i][k].bits ==
+                               StochasticRound<S>(wide[i][k], StochasticBits(key, i + 1, k)).bits;
             }
           }
         }
@@ -911,6 +926,9 @@ void TestLowPrecisionOptimizer(std::mt19937_64& rng, const std::string& name,
               "low-precision state, stochastic: a neighbour of the float result, the same bits "
               "for the same key, " + what + " (" + std::to_string(differ_from_nearest) +
                   " rounded away from nearest)");
+        Check(exact_bits,
+              "low-precision state, stochastic: each value rounded with StochasticBits of its "
+              "key, array and position, " + what);
         Check(untouched_kept, "low-precision state: untouched rows keep their bits, " + what);
         if (c == static_cast<int>(VectorCopy::kBaseline)) {
           first = stochastic;
@@ -937,6 +955,62 @@ void TestLowPrecisionOptimizer(std::mt19937_64& rng, const std::string& name,
       }
     }
   }
+}
+
+// Positions on both sides of a multiple of 2^32 (arrays of more than 2^32 elements): the
+// element-wise loop and a row-wise row that straddle it store each value with the bits of its
+// own position, as StochasticBits gives them (the loops hash the low 32 bits and key the high
+// ones once per run).
+template <typename S>
+void TestStochasticPositionsAcross2To32(std::mt19937_64& rng, const char* name) {
+  const uint64_t key = RoundingKey(static_cast<int64_t>(rng() >> 1), 11);
+  const FtrlHyperparams<float> ftrl{0.1f, 0.01f, 0.02f, 0.03f, -0.5f};
+  constexpr int64_t kTwo32 = int64_t{1} << 32;
+  // Element-wise Adagrad over positions [2^32 - 21, 2^32 + 27).
+  const int64_t n = 48, position = kTwo32 - 21;
+  const auto var0 = Random<float>(rng, n, -1, 1);
+  const auto accum0 = Random<S>(rng, n, 0.1, 2);
+  const auto grad = Random<float>(rng, n, -1, 1);
+  const tf_ftrl::AdagradStep<true, float> adagrad{{0.1f, 1e-3f}};
+  std::vector<float> var = var0, var_f = var0, accum_f;
+  for (const S& x : accum0) accum_f.push_back(Load(x));
+  std::vector<S> accum = accum0;
+  cpu::internal::StepLoopRounding<true, decltype(adagrad), float>(
+      std::make_index_sequence<2>(), adagrad, key, position, grad.data(), n, var.data(),
+      accum.data());
+  cpu::internal::StepLoopRounding<false, decltype(adagrad), float>(
+      std::make_index_sequence<2>(), adagrad, key, position, grad.data(), n, var_f.data(),
+      accum_f.data());
+  bool ok = SameBitsOrBothNan(var, var_f);
+  for (int64_t i = 0; i < n; ++i) {
+    ok = ok && accum[i].bits ==
+                   StochasticRound<S>(accum_f[i], StochasticBits(key, 1, position + i)).bits;
+  }
+  Check(ok, std::string("stochastic bits across 2^32, element-wise, ") + name);
+  // A row-wise FTRL row of 48 whose elements straddle 2^32 (row * 48 < 2^32 < row * 48 + 48):
+  // linear per element, the accumulator per row.
+  const int64_t row = kTwo32 / n;
+  Check(row * n < kTwo32 && kTwo32 < row * n + n, "the row straddles 2^32");
+  const tf_ftrl::RowwiseFtrlStep<true, false, float> rowwise{ftrl};
+  const auto linear0 = Random<S>(rng, n, -1, 1);
+  std::vector<float> rvar = var0, rvar_f = var0, linear_f;
+  for (const S& x : linear0) linear_f.push_back(Load(x));
+  std::vector<S> linear = linear0;
+  S row_accum = Store<S>(0.75f);
+  float row_accum_f = Load(row_accum);
+  cpu::internal::RowLoopRounding<true, decltype(rowwise), float>(
+      std::make_index_sequence<3>(), rowwise, key, row, grad.data(), n, rvar.data(), &row_accum,
+      linear.data());
+  cpu::internal::RowLoopRounding<false, decltype(rowwise), float>(
+      std::make_index_sequence<3>(), rowwise, key, row, grad.data(), n, rvar_f.data(),
+      &row_accum_f, linear_f.data());
+  ok = SameBitsOrBothNan(rvar, rvar_f) &&
+       row_accum.bits == StochasticRound<S>(row_accum_f, StochasticBits(key, 1, row)).bits;
+  for (int64_t i = 0; i < n; ++i) {
+    ok = ok && linear[i].bits ==
+                   StochasticRound<S>(linear_f[i], StochasticBits(key, 2, row * n + i)).bits;
+  }
+  Check(ok, std::string("stochastic bits across 2^32, row-wise, ") + name);
 }
 
 template <typename S>
@@ -1094,6 +1168,10 @@ int main() {
   Case("StochasticRounding/float16", [&] { TestStochasticRounding<float16>(rng, "float16"); });
   Case("LowPrecisionState/bfloat16", [&] { TestLowPrecisionState<bfloat16>(rng, "bfloat16"); });
   Case("LowPrecisionState/float16", [&] { TestLowPrecisionState<float16>(rng, "float16"); });
+  Case("StochasticPositionsAcross2To32/bfloat16",
+       [&] { TestStochasticPositionsAcross2To32<bfloat16>(rng, "bfloat16"); });
+  Case("StochasticPositionsAcross2To32/float16",
+       [&] { TestStochasticPositionsAcross2To32<float16>(rng, "float16"); });
   each_type("MultiApply", [&](auto type, const char* name) {
     TestMultiApply<decltype(type)>(rng, name);
   });

@@ -25,24 +25,55 @@ namespace internal {
 
 // Applies `step` to elements [0, n) of `arrays` (var, of type T, and the state arrays) with grad
 // (of type T, or the accumulate type for summed duplicate rows); the elements are
-// [position, position + n) of their arrays (for stochastic rounding). The arrays come as
-// separate restrict pointers, so that the compiler knows they do not overlap and vectorises the
-// loop; the rounding is chosen once, outside it, for the same reason.
+// [position, position + n) of their arrays, and their high 32 bits are the same (for stochastic
+// rounding: `keyed[I]` is array I's StochasticKeyed). The arrays come as separate restrict
+// pointers, so that the compiler knows they do not overlap and vectorises the loop; the rounding
+// is chosen once, outside it, for the same reason.
 template <bool kStochastic, typename Step, typename T, typename G, size_t... I,
           typename... Arrays>
-TF_FTRL_INLINE void StepLoopRounding(std::index_sequence<I...>, const Step& step, uint64_t key,
-                                     int64_t position, const G* __restrict grad, int64_t n,
-                                     Arrays* __restrict... arrays) {
+TF_FTRL_INLINE void StepLoopKeyed(std::index_sequence<I...>, const Step& step,
+                                  const uint32_t* keyed, uint32_t position_low,
+                                  const G* __restrict grad, int64_t n,
+                                  Arrays* __restrict... arrays) {
   using A = AccumulateType<T>;
-  for (int64_t i = 0; i < n; ++i) {
+  // The low half's share of StochasticBits, position by position (a vector add).
+  uint32_t scaled = position_low * kStochasticPositionFactor;
+  for (int64_t i = 0; i < n; ++i, scaled += kStochasticPositionFactor) {
     A values[Step::kNumState] = {static_cast<A>(Load(arrays[i]))...};
     step(static_cast<A>(Load(grad[i])), values);
     ((I < Step::kNumWritten
-          ? void(arrays[i] = StoreStateAs<T, Arrays, kStochastic>(key, values[I], I,
-                                                                  position + i))
+          ? void(arrays[i] = StoreStateMixed<T, Arrays, kStochastic>(keyed[I] ^ scaled,
+                                                                     values[I]))
           : void()),
      ...);
   }
+}
+
+// fn(offset, count, high, low) for each run [position + offset, position + offset + count) of
+// [position, position + n) whose positions share their high 32 bits `high` (one run unless the
+// elements straddle a multiple of 2^32), `low` the low half of its first position: loops over a
+// run hash 32-bit positions only (StochasticKeyed once per run).
+template <typename Fn>
+TF_FTRL_INLINE void ForEachKeyedRun(int64_t position, int64_t n, Fn&& fn) {
+  for (int64_t done = 0; done < n;) {
+    const uint64_t p = static_cast<uint64_t>(position + done);
+    const int64_t run = static_cast<int64_t>(
+        std::min<uint64_t>(n - done, (uint64_t{1} << 32) - (p & 0xffffffffu)));
+    fn(done, run, static_cast<uint32_t>(p >> 32), static_cast<uint32_t>(p));
+    done += run;
+  }
+}
+
+template <bool kStochastic, typename Step, typename T, typename G, size_t... I,
+          typename... Arrays>
+TF_FTRL_INLINE void StepLoopRounding(std::index_sequence<I...> seq, const Step& step,
+                                     uint64_t key, int64_t position, const G* __restrict grad,
+                                     int64_t n, Arrays* __restrict... arrays) {
+  ForEachKeyedRun(position, n, [&](int64_t done, int64_t run, uint32_t high, uint32_t low) {
+    const uint32_t keyed[] = {StochasticKeyed(key, static_cast<int>(I), high)...};
+    StepLoopKeyed<kStochastic, Step, T>(seq, step, keyed, low, grad + done, run,
+                                        (arrays + done)...);
+  });
 }
 
 // Whether any of the arrays is narrower state than T (so that its stores may round
@@ -131,13 +162,37 @@ struct StepRows {
   }
 };
 
+// Elements [0, n) of one row of a row-wise update with the row's coefficients and per-row values
+// (RowLoopRounding), as StepLoopKeyed does them: their positions share their high 32 bits
+// (`keyed[I]`: array I's StochasticKeyed), position_low is the first one's low half; a per-row
+// array is not read or written here.
+template <bool kStochastic, typename Step, typename T, typename G, typename Coefficients,
+          size_t... I, typename... Arrays>
+TF_FTRL_INLINE void RowElementsKeyed(std::index_sequence<I...>, const Step& step,
+                                     const Coefficients& coefficients,
+                                     const AccumulateType<T>* row_values, const uint32_t* keyed,
+                                     uint32_t position_low, const G* __restrict grad, int64_t n,
+                                     Arrays* __restrict... arrays) {
+  using A = AccumulateType<T>;
+  uint32_t scaled = position_low * kStochasticPositionFactor;
+  for (int64_t i = 0; i < n; ++i, scaled += kStochasticPositionFactor) {
+    A values[Step::kNumState] = {(Step::kPerRow[I] ? row_values[I] : A(Load(arrays[i])))...};
+    step(coefficients, static_cast<A>(Load(grad[i])), values);
+    ((!Step::kPerRow[I] && I < Step::kNumWritten
+          ? void(arrays[i] = StoreStateMixed<T, Arrays, kStochastic>(keyed[I] ^ scaled,
+                                                                     values[I]))
+          : void()),
+     ...);
+  }
+}
+
 // One row of a row-wise update (a Step with kPerRow: rowwise_math.h): the mean of the squares of
 // the row's gradient, BeginRow (which updates the per-row values and gives the row's
 // coefficients), then each element's update. `arrays` point at row `row`: one value of a per-row
 // array, n of the others.
 template <bool kStochastic, typename Step, typename T, typename G, size_t... I,
           typename... Arrays>
-TF_FTRL_INLINE void RowLoopRounding(std::index_sequence<I...>, const Step& step, uint64_t key,
+TF_FTRL_INLINE void RowLoopRounding(std::index_sequence<I...> seq, const Step& step, uint64_t key,
                                     int64_t row, const G* __restrict grad, int64_t n,
                                     Arrays* __restrict... arrays) {
   using A = AccumulateType<T>;
@@ -148,16 +203,12 @@ TF_FTRL_INLINE void RowLoopRounding(std::index_sequence<I...>, const Step& step,
         ? void(arrays[0] = StoreStateAs<T, Arrays, kStochastic>(key, row_values[I], I, row))
         : void()),
    ...);
-  const int64_t position = row * n;
-  for (int64_t i = 0; i < n; ++i) {
-    A values[Step::kNumState] = {(Step::kPerRow[I] ? row_values[I] : A(Load(arrays[i])))...};
-    step(coefficients, static_cast<A>(Load(grad[i])), values);
-    ((!Step::kPerRow[I] && I < Step::kNumWritten
-          ? void(arrays[i] = StoreStateAs<T, Arrays, kStochastic>(key, values[I], I,
-                                                                  position + i))
-          : void()),
-     ...);
-  }
+  ForEachKeyedRun(row * n, n, [&](int64_t done, int64_t run, uint32_t high, uint32_t low) {
+    const uint32_t keyed[] = {StochasticKeyed(key, static_cast<int>(I), high)...};
+    RowElementsKeyed<kStochastic, Step, T>(seq, step, coefficients, row_values, keyed, low,
+                                           grad + done, run,
+                                           (Step::kPerRow[I] ? arrays : arrays + done)...);
+  });
 }
 
 template <typename Step, typename T, typename G, size_t... I, typename... Arrays>

@@ -156,19 +156,33 @@ TF_FTRL_HOST_DEVICE TF_FTRL_INLINE uint64_t RoundingKey(int64_t seed, int64_t st
 // whichever thread, loop or device stores the element. MurmurHash3's 32-bit finalizer of the
 // position (its high half folded in) keyed by the key: 32-bit multiplies, which vectorise on
 // every x86 vector unit (the CPU loops' stochastic stores cost a quarter more with a 64-bit mix).
-TF_FTRL_HOST_DEVICE TF_FTRL_INLINE uint32_t StochasticBits(uint64_t key, int array,
-                                                           int64_t position) {
-  const uint64_t p = static_cast<uint64_t>(position);
-  uint32_t h = static_cast<uint32_t>(key) ^
-               (static_cast<uint32_t>(p) * 0x9e3779b1u) ^
-               (static_cast<uint32_t>(p >> 32) * 0x85ebca77u) ^
-               (static_cast<uint32_t>(key >> 32) + static_cast<uint32_t>(array) * 0xc2b2ae3du);
+// In parts, for loops over consecutive positions: StochasticKeyed, what the key, the array and
+// the position's high 32 bits give (one value for up to 2^32 positions); xored with the low 32
+// bits times kStochasticPositionFactor (a loop adds the factor per position), the finalizer
+// StochasticBitsMixed gives the bits. StochasticBits is the parts in one.
+constexpr uint32_t kStochasticPositionFactor = 0x9e3779b1u;
+
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE uint32_t StochasticKeyed(uint64_t key, int array,
+                                                            uint32_t position_high) {
+  return static_cast<uint32_t>(key) ^ (position_high * 0x85ebca77u) ^
+         (static_cast<uint32_t>(key >> 32) + static_cast<uint32_t>(array) * 0xc2b2ae3du);
+}
+
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE uint32_t StochasticBitsMixed(uint32_t mixed) {
+  uint32_t h = mixed;
   h ^= h >> 16;
   h *= 0x85ebca6bu;
   h ^= h >> 13;
   h *= 0xc2b2ae35u;
   h ^= h >> 16;
   return h;
+}
+
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE uint32_t StochasticBits(uint64_t key, int array,
+                                                           int64_t position) {
+  const uint64_t p = static_cast<uint64_t>(position);
+  return StochasticBitsMixed(StochasticKeyed(key, array, static_cast<uint32_t>(p >> 32)) ^
+                             (static_cast<uint32_t>(p) * kStochasticPositionFactor));
 }
 
 // Math in the accumulate type, the same overloads on host and device.
@@ -213,22 +227,31 @@ struct StateRounding {
 };
 
 // Stores `x` into an array of type S whose var has type T: the state of var's own type stores as
-// Store does; narrower state rounds to nearest, or stochastically with kStochastic (bits from
-// `key`, the array and the position).
+// Store does; narrower state rounds to nearest, or stochastically with kStochastic, with the bits
+// StochasticBitsMixed(mixed) (see StochasticBits).
 template <typename T, typename S, bool kStochastic>
-TF_FTRL_HOST_DEVICE TF_FTRL_INLINE S StoreStateAs(uint64_t key, AccumulateType<T> x, int array,
-                                                  int64_t position) {
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE S StoreStateMixed(uint32_t mixed, AccumulateType<T> x) {
   if constexpr (std::is_same_v<S, T>) {
     return Store<S>(x);
   } else if constexpr (std::is_same_v<S, bfloat16>) {
-    return bfloat16{kStochastic
-                        ? FloatToBFloat16Stochastic(x, StochasticBits(key, array, position))
-                        : FloatToBFloat16(x)};
+    return bfloat16{kStochastic ? FloatToBFloat16Stochastic(x, StochasticBitsMixed(mixed))
+                                : FloatToBFloat16(x)};
   } else {
     static_assert(std::is_same_v<S, float16>, "state narrower than var is bfloat16 or float16");
-    return float16{kStochastic ? FloatToHalfStochastic(x, StochasticBits(key, array, position))
+    return float16{kStochastic ? FloatToHalfStochastic(x, StochasticBitsMixed(mixed))
                                : FloatToHalf(x)};
   }
+}
+
+// StoreStateMixed with the bits of `key`, the array and the position (StochasticBits).
+template <typename T, typename S, bool kStochastic>
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE S StoreStateAs(uint64_t key, AccumulateType<T> x, int array,
+                                                  int64_t position) {
+  const uint64_t p = static_cast<uint64_t>(position);
+  return StoreStateMixed<T, S, kStochastic>(
+      StochasticKeyed(key, array, static_cast<uint32_t>(p >> 32)) ^
+          (static_cast<uint32_t>(p) * kStochasticPositionFactor),
+      x);
 }
 
 // StoreStateAs as `rounding` says (a branch per store: the CUDA kernels', where every thread of

@@ -420,6 +420,19 @@ int main(int argc, char** argv) {
     cpu::SparseApply<RowwiseAdagrad>(adagrad, true, {table.data(), {row_accum.data()}},
                                      grads[k].data(), dim, groups[k], ThreadedParallelFor);
   });
+  // bfloat16 state (a float32 table's accumulator in 16 bits), rounded to nearest and
+  // stochastically (the optimizers' default).
+  std::vector<tf_ftrl::bfloat16, CacheLineAllocator<tf_ftrl::bfloat16>> table_accum16(
+      rows * dim, tf_ftrl::Store<tf_ftrl::bfloat16>(0.3f));
+  for (const bool stochastic : {false, true}) {
+    sparse_cases.push_back([&, stochastic] {
+      const int k = next++ % kIdSets;
+      StateArrays<float, 2, tf_ftrl::bfloat16> state{table.data(), {table_accum16.data()}};
+      state.rounding = {stochastic, tf_ftrl::RoundingKey(1, next)};
+      cpu::SparseApply<Adagrad>(adagrad, true, state, grads[k].data(), dim, groups[k],
+                                ThreadedParallelFor);
+    });
+  }
   const std::vector<double> sparse_s = InterleavedMedianSeconds(3 * kIdSets, sparse_cases);
   Report("sparse FTRL 2M x 64, 16,384 ids (update)", sparse_s[0], sparse_bytes_ftrl, copy_gbps);
   Report("sparse Adagrad 2M x 64, 16,384 ids (update)", sparse_s[1], sparse_bytes_adagrad,
@@ -438,6 +451,9 @@ int main(int argc, char** argv) {
   Report("sparse row-wise Adagrad (update)", sparse_s[7], (12.0 * dim + 8) * ids, copy_gbps);
   std::printf("%-44s %9.2fx FTRL, %.2fx Adagrad\n", "row-wise speed-up", sparse_s[0] / sparse_s[6],
               sparse_s[1] / sparse_s[7]);
+  // Bytes per touched element: grad, var read and written, the accumulator's 2 read and written.
+  Report("sparse Adagrad, bfloat16 state, to nearest", sparse_s[8], 16.0 * ids * dim, copy_gbps);
+  Report("sparse Adagrad, bfloat16 state, stochastic", sparse_s[9], 16.0 * ids * dim, copy_gbps);
 
   // The same update in the conditions of a training step or of a benchmark that alternates
   // implementations, timed in turn within each round: after the CPUs idled 20 us or 10 ms, and
