@@ -178,11 +178,17 @@ TF_FTRL_HOST_DEVICE TF_FTRL_INLINE uint32_t StochasticBitsMixed(uint32_t mixed) 
   return h;
 }
 
+// What StochasticBitsMixed takes for `position`.
+TF_FTRL_HOST_DEVICE TF_FTRL_INLINE uint32_t StochasticMixed(uint64_t key, int array,
+                                                            int64_t position) {
+  const uint64_t p = static_cast<uint64_t>(position);
+  return StochasticKeyed(key, array, static_cast<uint32_t>(p >> 32)) ^
+         (static_cast<uint32_t>(p) * kStochasticPositionFactor);
+}
+
 TF_FTRL_HOST_DEVICE TF_FTRL_INLINE uint32_t StochasticBits(uint64_t key, int array,
                                                            int64_t position) {
-  const uint64_t p = static_cast<uint64_t>(position);
-  return StochasticBitsMixed(StochasticKeyed(key, array, static_cast<uint32_t>(p >> 32)) ^
-                             (static_cast<uint32_t>(p) * kStochasticPositionFactor));
+  return StochasticBitsMixed(StochasticMixed(key, array, position));
 }
 
 // Math in the accumulate type, the same overloads on host and device.
@@ -247,11 +253,7 @@ TF_FTRL_HOST_DEVICE TF_FTRL_INLINE S StoreStateMixed(uint32_t mixed, AccumulateT
 template <typename T, typename S, bool kStochastic>
 TF_FTRL_HOST_DEVICE TF_FTRL_INLINE S StoreStateAs(uint64_t key, AccumulateType<T> x, int array,
                                                   int64_t position) {
-  const uint64_t p = static_cast<uint64_t>(position);
-  return StoreStateMixed<T, S, kStochastic>(
-      StochasticKeyed(key, array, static_cast<uint32_t>(p >> 32)) ^
-          (static_cast<uint32_t>(p) * kStochasticPositionFactor),
-      x);
+  return StoreStateMixed<T, S, kStochastic>(StochasticMixed(key, array, position), x);
 }
 
 // StoreStateAs as `rounding` says (a branch per store: the CUDA kernels', where every thread of
