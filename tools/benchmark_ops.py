@@ -281,8 +281,8 @@ def time_in_graph(functions, repeats, batches, inner, warmup=WARMUP_CALLS):
         return once, (statistics.median(times[(name, inner)]) - once) / (inner - 1)
 
     pass_ms = per_update(passing)[1]
-    return {name: (per_update(name)[0], per_update(name)[1] - pass_ms)
-            for name in functions}, pass_ms
+    results = {name: per_update(name) for name in functions}
+    return {name: (once, in_graph - pass_ms) for name, (once, in_graph) in results.items()}, pass_ms
 
 
 def release(functions):

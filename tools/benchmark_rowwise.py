@@ -69,20 +69,12 @@ def functions(rows, dim, state_dtypes, huge_pages, builtin=False):
                 made[key] = benchmark_ops.graph_function(run)
         if builtin:
             var, accum, linear = variables(False, tf.float32)
-            if op == "ftrl":
-                def run(g, i, v=var, a=accum, n=linear):
-                    unique_g, unique_i = benchmark_ops.dedup(g, i)
-                    tf.raw_ops.ResourceSparseApplyFtrlV2(
-                        var=v.handle, accum=a.handle, linear=n.handle, grad=unique_g,
-                        indices=unique_i, lr=LR, l1=L1, l2=L2, l2_shrinkage=SHRINKAGE,
-                        lr_power=-0.5)
-            else:
-                del linear
-                def run(g, i, v=var, a=accum):
-                    unique_g, unique_i = benchmark_ops.dedup(g, i)
-                    tf.raw_ops.ResourceSparseApplyAdagradV2(
-                        var=v.handle, accum=a.handle, lr=LR, epsilon=EPSILON, grad=unique_g,
-                        indices=unique_i)
+            state = {"var": var, "accum": accum, **({"linear": linear} if op == "ftrl" else {})}
+            apply = getattr(benchmark_ops, f"builtin_sparse_{op}")
+
+            def run(g, i, state=state, apply=apply):
+                apply(state, *benchmark_ops.dedup(g, i))
+
             made[f"built-in {op} + dedup"] = benchmark_ops.graph_function(run)
     return made
 
