@@ -10,6 +10,7 @@
 #include <limits>
 #include <type_traits>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <algorithm>
 #include <random>
@@ -261,7 +262,9 @@ std::pair<std::vector<AccumulateType<T>>, std::vector<bool>> SumIntoRows(
 template <typename T>
 void TestSparseRowSizesAndCopies(std::mt19937_64& rng, const char* name) {
   using A = AccumulateType<T>;
+  using cpu::internal::RowPrefetch;
   using cpu::internal::VectorCopy;
+  const RowPrefetch default_prefetch = cpu::internal::g_row_prefetch.load();
   const VectorCopy best = cpu::internal::BestVectorCopy();
   for (int64_t row_size : {1, 3, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100}) {
     const int64_t rows = 700, n = 900;
@@ -286,10 +289,15 @@ void TestSparseRowSizesAndCopies(std::mt19937_64& rng, const char* name) {
     const auto var0 = Random<T>(rng, rows * row_size, -1, 1);
     const auto accum0 = Random<T>(rng, rows * row_size, 0.0, 2);
     const auto linear0 = Random<T>(rng, rows * row_size, -0.02, 0.02);
-    for (int c = static_cast<int>(VectorCopy::kBaseline); c <= static_cast<int>(best); ++c) {
+    // Each vector copy with the rows prefetched into L1 and into L2 (a hint: the same bits).
+    for (int k = 0; k <= 2 * static_cast<int>(best) + 1; ++k) {
+      const int c = k / 2;
       const VectorCopy copy = static_cast<VectorCopy>(c);
+      const RowPrefetch into = k % 2 ? RowPrefetch::kIntoL2 : RowPrefetch::kIntoL1;
+      cpu::internal::g_row_prefetch.store(into);
       const std::string what = std::string(name) + " copy " + std::to_string(c) +
-                               " row size " + std::to_string(row_size);
+                               " row size " + std::to_string(row_size) + " prefetch into L" +
+                               std::to_string(k % 2 + 1);
       for (double power : {-0.5, -0.3}) {
         for (bool by_lr : {false, true}) {
           const FtrlHyperparams<A> h{A(0.05), A(0.01), A(0.02), A(0.03), A(power)};
@@ -329,6 +337,35 @@ void TestSparseRowSizesAndCopies(std::mt19937_64& rng, const char* name) {
                   (update_slots ? "" : " (slots fixed)"));
       }
     }
+  }
+  cpu::internal::g_row_prefetch.store(default_prefetch);
+}
+
+// TF_FTRL_ROW_PREFETCH chooses where rows are prefetched ("l1", "l2"); without it, or with
+// anything else, Intel CPUs prefetch into L2 and others into L1.
+void TestRowPrefetchChoice() {
+  using cpu::internal::DefaultRowPrefetch;
+  using cpu::internal::RowPrefetch;
+  const char* const saved = std::getenv("TF_FTRL_ROW_PREFETCH");
+  const std::string kept = saved ? saved : "";
+  unsetenv("TF_FTRL_ROW_PREFETCH");
+  bool intel = false;
+#if defined(__x86_64__) && defined(__GNUC__)
+  __builtin_cpu_init();
+  intel = __builtin_cpu_is("intel");
+#endif
+  const RowPrefetch vendor = intel ? RowPrefetch::kIntoL2 : RowPrefetch::kIntoL1;
+  Check(DefaultRowPrefetch() == vendor, "unset: the CPU vendor's default");
+  setenv("TF_FTRL_ROW_PREFETCH", "l1", 1);
+  Check(DefaultRowPrefetch() == RowPrefetch::kIntoL1, "l1: into L1");
+  setenv("TF_FTRL_ROW_PREFETCH", "l2", 1);
+  Check(DefaultRowPrefetch() == RowPrefetch::kIntoL2, "l2: into L2");
+  setenv("TF_FTRL_ROW_PREFETCH", "L3", 1);
+  Check(DefaultRowPrefetch() == vendor, "another value: the CPU vendor's default");
+  if (saved) {
+    setenv("TF_FTRL_ROW_PREFETCH", kept.c_str(), 1);
+  } else {
+    unsetenv("TF_FTRL_ROW_PREFETCH");
   }
 }
 
@@ -1157,6 +1194,7 @@ int main() {
   each_type("SparseRowSizesAndCopies", [&](auto type, const char* name) {
     TestSparseRowSizesAndCopies<decltype(type)>(rng, name);
   });
+  Case("RowPrefetchChoice", [&] { TestRowPrefetchChoice(); });
   Case("AnotherOptimizer", [&] { TestAnotherOptimizer(rng); });
   each_type("Rowwise", [&](auto type, const char* name) {
     TestRowwise<decltype(type)>(rng, name);

@@ -136,9 +136,10 @@ struct TrafficRows {
   float* var;
   float* accum;
   float* linear;
-  TF_FTRL_INLINE void Prefetch(int64_t row, int64_t row_size) const {
+  TF_FTRL_INLINE void Prefetch(int64_t row, int64_t row_size,
+                               cpu::internal::RowPrefetch into) const {
     for (float* table : {var, accum, linear}) {
-      cpu::internal::PrefetchRow(table + row * row_size, row_size);
+      cpu::internal::PrefetchRow(table + row * row_size, row_size, into);
     }
   }
   template <typename G>
@@ -433,6 +434,19 @@ int main(int argc, char** argv) {
                                 ThreadedParallelFor);
     });
   }
+  // The first four updates again with the rows prefetched into the other cache than this CPU's
+  // default (cpu::internal::DefaultRowPrefetch).
+  using cpu::internal::RowPrefetch;
+  const RowPrefetch chosen = cpu::internal::g_row_prefetch.load();
+  const RowPrefetch other_target =
+      chosen == RowPrefetch::kIntoL2 ? RowPrefetch::kIntoL1 : RowPrefetch::kIntoL2;
+  for (const int c : {0, 1, 6, 7}) {
+    sparse_cases.push_back([&, c] {
+      cpu::internal::g_row_prefetch.store(other_target);
+      sparse_cases[c]();
+      cpu::internal::g_row_prefetch.store(chosen);
+    });
+  }
   const std::vector<double> sparse_s = InterleavedMedianSeconds(3 * kIdSets, sparse_cases);
   Report("sparse FTRL 2M x 64, 16,384 ids (update)", sparse_s[0], sparse_bytes_ftrl, copy_gbps);
   Report("sparse Adagrad 2M x 64, 16,384 ids (update)", sparse_s[1], sparse_bytes_adagrad,
@@ -454,6 +468,19 @@ int main(int argc, char** argv) {
   // Bytes per touched element: grad, var read and written, the accumulator's 2 read and written.
   Report("sparse Adagrad, bfloat16 state, to nearest", sparse_s[8], 16.0 * ids * dim, copy_gbps);
   Report("sparse Adagrad, bfloat16 state, stochastic", sparse_s[9], 16.0 * ids * dim, copy_gbps);
+  const auto target_name = [](RowPrefetch into) {
+    return into == RowPrefetch::kIntoL2 ? "L2 (PREFETCHT1)" : "L1 (PREFETCHT0)";
+  };
+  std::printf("rows prefetched into %s (this CPU's default) against into %s:\n",
+              target_name(chosen), target_name(other_target));
+  const char* const prefetched[] = {"sparse FTRL", "sparse Adagrad", "sparse row-wise FTRL",
+                                    "sparse row-wise Adagrad"};
+  const int default_case[] = {0, 1, 6, 7};
+  for (int k = 0; k < 4; ++k) {
+    std::printf("    %-24s %7.3f ms against %7.3f ms: %.2fx\n", prefetched[k],
+                sparse_s[default_case[k]] * 1e3, sparse_s[10 + k] * 1e3,
+                sparse_s[10 + k] / sparse_s[default_case[k]]);
+  }
 
   // The same update in the conditions of a training step or of a benchmark that alternates
   // implementations, timed in turn within each round: after the CPUs idled 20 us or 10 ms, and
