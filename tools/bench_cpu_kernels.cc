@@ -440,7 +440,8 @@ int main(int argc, char** argv) {
   const RowPrefetch chosen = cpu::internal::g_row_prefetch.load();
   const RowPrefetch other_target =
       chosen == RowPrefetch::kIntoL2 ? RowPrefetch::kIntoL1 : RowPrefetch::kIntoL2;
-  for (const int c : {0, 1, 6, 7}) {
+  constexpr int kComparedCases[] = {0, 1, 6, 7};
+  for (const int c : kComparedCases) {
     sparse_cases.push_back([&, c] {
       cpu::internal::g_row_prefetch.store(other_target);
       sparse_cases[c]();
@@ -475,11 +476,10 @@ int main(int argc, char** argv) {
               target_name(chosen), target_name(other_target));
   const char* const prefetched[] = {"sparse FTRL", "sparse Adagrad", "sparse row-wise FTRL",
                                     "sparse row-wise Adagrad"};
-  const int default_case[] = {0, 1, 6, 7};
   for (int k = 0; k < 4; ++k) {
     std::printf("    %-24s %7.3f ms against %7.3f ms: %.2fx\n", prefetched[k],
-                sparse_s[default_case[k]] * 1e3, sparse_s[10 + k] * 1e3,
-                sparse_s[10 + k] / sparse_s[default_case[k]]);
+                sparse_s[kComparedCases[k]] * 1e3, sparse_s[10 + k] * 1e3,
+                sparse_s[10 + k] / sparse_s[kComparedCases[k]]);
   }
 
   // The same update in the conditions of a training step or of a benchmark that alternates
