@@ -42,7 +42,7 @@ class RowGroups {
 
   int64_t num_unique() const { return static_cast<int64_t>(rows_.size()); }
   // How many indices were grouped.
-  int64_t num_positions() const { return static_cast<int64_t>(next_.size()); }
+  int64_t num_positions() const { return num_positions_; }
   // The row of unique group u.
   int64_t row(int64_t u) const { return rows_[u]; }
   // The lowest position of group u; next_position() walks the others in ascending order, ending
@@ -71,13 +71,11 @@ class RowGroups {
   std::vector<int64_t> last_;  // the highest position of each group (while building)
   std::vector<int64_t> next_;
   std::vector<ChunkStart> chunk_starts_;
-  // Open-addressing table: the row held by a slot (-1 if empty) next to its group, so a probe
-  // touches one cache line.
-  struct Slot {
-    int64_t row;
-    int64_t group;
-  };
-  std::vector<Slot> slots_;
+  int64_t num_positions_ = 0;
+  // Open-addressing table: the group whose row hashes to a slot (-1 if empty); its row is in
+  // rows_. Eight bytes a slot, not sixteen with the row beside it: the table is cold at every
+  // call, and grouping 16,384 ids so after a pass over 32 MiB took 0.19 ms instead of 0.26.
+  std::vector<int64_t> slots_;
 };
 
 template <typename Index>
@@ -96,37 +94,45 @@ bool RowGroups::Build(const Index* indices, int64_t n, int64_t num_rows, IndexEr
   count_.clear();
   last_.clear();
   chunk_starts_.clear();
-  next_.assign(n, -1);
+  // Every position's entry is written when it is appended (-1: the last of its group so far).
+  if (static_cast<int64_t>(next_.size()) < n) next_.resize(n);
+  num_positions_ = n;
   if (n == 0) return true;
 
   // At most a quarter of the slots are used (half beyond 2**20 indices, to bound the memory):
-  // grouping 16,384 ids took 0.079 ms so, 0.108 ms at half full (longer probe runs).
+  // half full took longer (longer probe runs), and so did leaving the table uncleared between
+  // calls with tags that tell one call's slots from the last's (it is cold after an update has
+  // streamed the rows through the caches; clearing it sequentially brings it in fastest).
   const int64_t min_slots = n <= (int64_t{1} << 20) ? 4 * n : 2 * n;
   int log2_slots = 1;
   while ((int64_t{1} << log2_slots) < min_slots) ++log2_slots;
   const uint64_t mask = (uint64_t{1} << log2_slots) - 1;
-  slots_.assign(mask + 1, Slot{-1, 0});
+  slots_.assign(mask + 1, -1);
   rows_.reserve(n);
   first_.reserve(n);
   count_.reserve(n);
   last_.reserve(n);
 
+  int64_t* const slots = slots_.data();
+  const int64_t* const rows = rows_.data();  // reserved: appending does not move it
+  int64_t* const next = next_.data();
   // Walk positions from first to last and append each to its group's list, so the lists come
   // out in ascending order of position and a position's place in its list is known when it is
   // appended (groups are numbered in order of first appearance).
   for (int64_t i = 0; i < n; ++i) {
     const int64_t row = static_cast<int64_t>(indices[i]);
     uint64_t slot = (static_cast<uint64_t>(row) * 0x9e3779b97f4a7c15ull) >> (64 - log2_slots);
-    while (slots_[slot].row != row && slots_[slot].row != -1) slot = (slot + 1) & mask;
-    if (slots_[slot].row == -1) {
-      slots_[slot] = Slot{row, static_cast<int64_t>(rows_.size())};
+    while (slots[slot] != -1 && rows[slots[slot]] != row) slot = (slot + 1) & mask;
+    next[i] = -1;
+    if (slots[slot] == -1) {
+      slots[slot] = static_cast<int64_t>(rows_.size());
       rows_.push_back(row);
       first_.push_back(i);
       last_.push_back(i);
       count_.push_back(1);
     } else {
-      const int64_t group = slots_[slot].group;
-      next_[last_[group]] = i;
+      const int64_t group = slots[slot];
+      next[last_[group]] = i;
       last_[group] = i;
       if (count_[group]++ % kDuplicateChunkRows == 0) chunk_starts_.push_back({group, i});
     }

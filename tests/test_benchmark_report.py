@@ -202,3 +202,15 @@ def test_time_in_graph_needs_a_batch_per_update():
         sys.path.pop(0)
     with pytest.raises(ValueError, match="more than inner=4 batches"):
         benchmark_ops.time_in_graph({}, 1, [(1,)] * 4, 4)
+
+
+def test_compare_op_libraries_runs_the_library_against_itself():
+    # The tool that checks a kernel change (docs/benchmarks.md, "Old against new library") runs
+    # the current ops' signatures: the library against itself in two processes gives the same
+    # bits in every result array.
+    library = os.path.join(ROOT, "tf_ftrl", "_tf_ftrl_ops.so")
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "compare_op_libraries.py"),
+                           library, library, "--rounds", "0"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "bits: 1212 arrays compared, 0 differ" in done.stdout
