@@ -247,3 +247,66 @@ def test_auto_chooses_variables_of_at_least_the_threshold_and_bad_options_are_na
     with pytest.raises(ValueError, match=r'`huge_pages` must be True, False or "auto". '
                                          r"Received: huge_pages='yes'"):
         tf_ftrl.Adagrad(huge_pages="yes")
+
+
+def test_auto_chooses_the_slots_of_a_chosen_variable_whatever_their_size():
+    # A row-wise accumulator (4 bytes a row) is far below the threshold, and read at every row
+    # its table is: "auto" advises it with the table, and nothing of a small table.
+    rows = tf_ftrl.huge_pages.AUTO_MIN_BYTES // 4 // 8
+    table, accum = tf.Variable(tf.zeros([rows, 8])), tf.Variable(tf.zeros([rows]))
+    small, small_accum = tf.Variable(tf.zeros([1000, 8])), tf.Variable(tf.zeros([1000]))
+    chosen_for = tf_ftrl.huge_pages.chosen_for
+    assert chosen_for(table, [accum], "auto") == [table, accum]
+    assert chosen_for(small, [small_accum], "auto") == []
+    assert chosen_for(small, [small_accum], True) == [small, small_accum]
+    assert chosen_for(table, [accum], False) == []
+
+
+@pytest.mark.parametrize("flavour", ["keras", "legacy"])
+def test_rowwise_accumulator_of_a_large_table_is_advised_by_default(flavour):
+    # In a fresh process: model.fit of an Embedding(4M, 4) (64 MB) with row-wise Adagrad, first
+    # with huge_pages=False, then with the default "auto", which advises its 16 MB accumulator
+    # (below the threshold by itself) with the table.
+    plain, auto = workers.run_for_result(
+        "-c", ROWWISE_ADVICE_CHECK, flavour, timeout=300,
+        env=workers.environment(TF_USE_LEGACY_KERAS="1" if flavour == "legacy" else "0"))
+    rows = 4_000_000
+    assert plain["accum_shape"] == auto["accum_shape"] == [rows]
+    assert rows * 4 < tf_ftrl.huge_pages.AUTO_MIN_BYTES < rows * 4 * 4
+    assert plain["advised_bytes"] == 0
+    if flavour == "keras":  # (tf_keras's first steps may replace the table's buffer)
+        assert plain["pages"] == [False, False]
+    if thp_mode() == "never":
+        return
+    # The table alone would be at most 64 MB.
+    assert auto["advised_bytes"] >= rows * 4 * 4 + rows * 4 - 8 * MIB > rows * 4 * 4
+    if flavour == "keras":
+        assert auto["pages"] == [True, True]
+
+
+ROWWISE_ADVICE_CHECK = """
+import sys
+import numpy as np, tensorflow as tf, tf_ftrl
+from tests.support.workers import print_result
+sys.path.insert(0, "tests")
+from test_huge_pages import advised_bytes_in_process, huge_pages_of
+if sys.argv[1] == "legacy":
+    import tf_keras as keras, tf_ftrl.legacy
+    optimizer_class = tf_ftrl.legacy.Adagrad
+else:
+    import keras
+    optimizer_class = tf_ftrl.Adagrad
+out = []
+for huge_pages in (False, "auto"):
+    inputs = keras.Input((4,), dtype="int32")
+    embedded = keras.layers.Embedding(4_000_000, 4)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(embedded)))
+    optimizer = optimizer_class(learning_rate=0.1, rowwise=True, huge_pages=huge_pages)
+    model.compile(optimizer=optimizer, loss="mse")
+    model.fit(np.arange(64 * 4).reshape(64, 4), np.ones((64, 1)), batch_size=16, verbose=0)
+    table = model.trainable_variables[0]
+    accum = optimizer.get_slot(table, "accumulator")
+    out.append({"accum_shape": list(accum.shape), "advised_bytes": advised_bytes_in_process(),
+                "pages": [huge_pages_of(table)[0], huge_pages_of(accum)[0]]})
+print_result(out)
+"""

@@ -4,8 +4,8 @@ Sparse updates of large embedding tables are bound by page walks when the tables
 pages, as TensorFlow's allocations do unless the process started with
 `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`. `advise_huge_pages` asks Linux to back them with 2 MiB
 pages; the optimizers call `advise_on_first_step` from within their first step for the variables
-their `huge_pages` option chooses (by default "auto": those of at least 16 MiB). Values never
-change.
+their `huge_pages` option chooses (by default "auto": those of at least 16 MiB, and the slots of
+those). Values never change.
 """
 
 import tensorflow as tf
@@ -35,6 +35,17 @@ def chosen(variables, huge_pages):
                 if v.shape.num_elements() is not None
                 and v.shape.num_elements() * tf.as_dtype(v.dtype).size >= AUTO_MIN_BYTES]
     return list(variables) if huge_pages else []
+
+
+def chosen_for(var, slots, huge_pages):
+    """`chosen` for one variable and its optimizer slots: with "auto", all of them where var is
+    chosen, since a sparse update reads its slots at the rows it reads var (a row-wise
+    accumulator, 4 bytes a row, is below AUTO_MIN_BYTES up to 4M rows, and its 4 KiB pages then
+    cost a page walk per row: advised with its table, row-wise Adagrad's update of 2M x 64 was
+    3-4% faster, docs/benchmarks.md "Transparent huge pages")."""
+    if huge_pages == "auto" and chosen([var], huge_pages):
+        return [var] + list(slots)
+    return chosen([var] + list(slots), huge_pages)
 
 
 def advise_huge_pages(variables, collapse=True):

@@ -155,6 +155,36 @@ struct TrafficRows {
   }
 };
 
+// The traffic of the other sparse updates, no math: row tables (var and element-wise slots) read
+// and written whole, and per-row tables (row-wise accumulators) one value per row; null tables
+// are left out. The same prefetching as the kernels' rows (RowwiseRows for per-row tables).
+struct TrafficOf {
+  float* var;
+  float* row_table;  // a second row table (Adagrad's or FTRL's linear), or null
+  float* third_row_table;
+  float* per_row;
+  TF_FTRL_INLINE void Prefetch(int64_t row, int64_t row_size,
+                               cpu::internal::RowPrefetch into) const {
+    for (float* table : {var, row_table, third_row_table}) {
+      if (table != nullptr) cpu::internal::PrefetchRow(table + row * row_size, row_size, into);
+    }
+    if (per_row != nullptr) {
+      cpu::internal::PrefetchLine(reinterpret_cast<const char*>(per_row + row), into);
+    }
+  }
+  template <typename G>
+  TF_FTRL_INLINE void Update(int64_t row, const G* __restrict g, int64_t row_size) const {
+    float* __restrict v = var + row * row_size;
+    for (int64_t j = 0; j < row_size; ++j) v[j] += g[j];
+    for (float* table : {row_table, third_row_table}) {
+      if (table == nullptr) continue;
+      float* __restrict t = table + row * row_size;
+      for (int64_t j = 0; j < row_size; ++j) t[j] += g[j];
+    }
+    if (per_row != nullptr) per_row[row] += g[0];
+  }
+};
+
 // The kernels' sparse loop (cpu::SparseApply's schedule and shards) over `rows`, with the row
 // loops compiled for row size `compiled` (0: the loops for any size).
 template <typename Rows>
@@ -449,6 +479,19 @@ int main(int argc, char** argv) {
                                 ThreadedParallelFor);
     });
   }
+  // The no-math limits of the other three sparse updates (cases 10-12): what their traffic costs
+  // through the same loop, so that each update and the row-wise speed-ups compare with theirs.
+  const TrafficOf no_math[] = {
+      {table.data(), table_accum.data(), nullptr, nullptr},
+      {table.data(), table_linear.data(), nullptr, row_accum.data()},
+      {table.data(), nullptr, nullptr, row_accum.data()},
+  };
+  for (const TrafficOf& traffic : no_math) {
+    sparse_cases.push_back([&, traffic] {
+      const int k = next++ % kIdSets;
+      SparseLoop(groups[k], grads[k].data(), dim, dim, ThreadedParallelFor, traffic);
+    });
+  }
   // The first four updates again with the rows prefetched into the other cache than this CPU's
   // default (cpu::internal::DefaultRowPrefetch).
   using cpu::internal::RowPrefetch;
@@ -469,8 +512,6 @@ int main(int argc, char** argv) {
          copy_gbps);
   Report("same rows and traffic as sparse FTRL, no math", sparse_s[2], sparse_bytes_ftrl,
          copy_gbps);
-  std::printf("%-44s %9.0f%%\n", "sparse FTRL, % of the no-math time",
-              100 * sparse_s[2] / sparse_s[0]);
   Report("sparse FTRL, loops for any row size", sparse_s[3], sparse_bytes_ftrl, copy_gbps);
   Report("sparse Adagrad, loops for any row size", sparse_s[4], sparse_bytes_adagrad, copy_gbps);
   std::printf("%-44s %9.3f ms (%lld unique rows)\n", "sparse FTRL, 16,384 Zipf 1.1 ids (update)",
@@ -484,6 +525,16 @@ int main(int argc, char** argv) {
   // Bytes per touched element: grad, var read and written, the accumulator's 2 read and written.
   Report("sparse Adagrad, bfloat16 state, to nearest", sparse_s[8], 16.0 * ids * dim, copy_gbps);
   Report("sparse Adagrad, bfloat16 state, stochastic", sparse_s[9], 16.0 * ids * dim, copy_gbps);
+  Report("same rows and traffic as sparse Adagrad, no math", sparse_s[10], sparse_bytes_adagrad,
+         copy_gbps);
+  Report("same as row-wise FTRL, no math", sparse_s[11], (20.0 * dim + 8) * ids, copy_gbps);
+  Report("same as row-wise Adagrad, no math", sparse_s[12], (12.0 * dim + 8) * ids, copy_gbps);
+  std::printf("%-44s %9.0f%% FTRL, %.0f%% Adagrad, %.0f%% row-wise FTRL, %.0f%% row-wise "
+              "Adagrad\n", "each update's no-math time, % of its time", 100 * sparse_s[2] /
+              sparse_s[0], 100 * sparse_s[10] / sparse_s[1], 100 * sparse_s[11] / sparse_s[6],
+              100 * sparse_s[12] / sparse_s[7]);
+  std::printf("%-44s %9.2fx FTRL, %.2fx Adagrad\n", "row-wise speed-up of the no-math loops",
+              sparse_s[2] / sparse_s[11], sparse_s[10] / sparse_s[12]);
   const auto target_name = [](RowPrefetch into) {
     return into == RowPrefetch::kIntoL2 ? "L2 (PREFETCHT1)" : "L1 (PREFETCHT0)";
   };
@@ -493,8 +544,8 @@ int main(int argc, char** argv) {
                                     "sparse row-wise Adagrad"};
   for (int k = 0; k < 4; ++k) {
     std::printf("    %-24s %7.3f ms against %7.3f ms: %.2fx\n", prefetched[k],
-                sparse_s[kComparedCases[k]] * 1e3, sparse_s[10 + k] * 1e3,
-                sparse_s[10 + k] / sparse_s[kComparedCases[k]]);
+                sparse_s[kComparedCases[k]] * 1e3, sparse_s[13 + k] * 1e3,
+                sparse_s[13 + k] / sparse_s[kComparedCases[k]]);
   }
 
   // The same update in the conditions of a training step or of a benchmark that alternates

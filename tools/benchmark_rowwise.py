@@ -47,7 +47,7 @@ def functions(rows, dim, state_dtypes, huge_pages, builtin=False):
                                     state_dtype))
         linear = tf.Variable(tf.zeros((rows, dim), state_dtype))
         tf_ftrl.huge_pages.advise_huge_pages(
-            tf_ftrl.huge_pages.chosen([var, accum, linear], huge_pages))
+            tf_ftrl.huge_pages.chosen_for(var, [accum, linear], huge_pages))
         return var, accum, linear
 
     made = {}

@@ -213,7 +213,7 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
         slots = [self.get_slot(var, name) for name in self.get_slot_names()]
         # (Not inside XLA, where the advice's op has no kernel.)
         in_xla = in_xla_context()
-        advised = [] if in_xla else _huge_pages.chosen([var] + slots, self.huge_pages)
+        advised = [] if in_xla else _huge_pages.chosen_for(var, slots, self.huge_pages)
         if not advised:
             return update
         advice = advise_on_first_step(advised, self.iterations, update)

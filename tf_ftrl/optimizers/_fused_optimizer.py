@@ -401,7 +401,8 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
             else:
                 self._plain_dense_update(var, slots, grad, lr)
         # (Not inside XLA, where the advice's op has no kernel.)
-        advised = _huge_pages.chosen([var] + slots, self.huge_pages) if fused and not xla else []
+        advised = (_huge_pages.chosen_for(var, slots, self.huge_pages) if fused and not xla
+                   else [])
         if advised:
             # After the update (ops on one variable run in program order).
             advise_on_first_step(advised, self.iterations)
