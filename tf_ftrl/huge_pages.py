@@ -41,8 +41,8 @@ def chosen_for(var, slots, huge_pages):
     """`chosen` for one variable and its optimizer slots: with "auto", all of them where var is
     chosen, since a sparse update reads its slots at the rows it reads var (a row-wise
     accumulator, 4 bytes a row, is below AUTO_MIN_BYTES up to 4M rows, and its 4 KiB pages then
-    cost a page walk per row: advised with its table, row-wise Adagrad's update of 2M x 64 was
-    3-4% faster, docs/benchmarks.md "Transparent huge pages")."""
+    cost a page walk per row: advised with its table, the row-wise sparse updates of 2M x 64 were
+    about 3% faster, docs/benchmarks.md "Transparent huge pages")."""
     if huge_pages == "auto" and chosen([var], huge_pages):
         return [var] + list(slots)
     return chosen([var] + list(slots), huge_pages)
