@@ -175,6 +175,13 @@ class Cluster:
             status = chief.process.poll()
             if status is not None:
                 chief.copier.join(timeout=1)  # a grandchild may hold the pipe
+                # A task killed while this loop slept, which the chief reported first, is named
+                # before the chief's exit, as it is when the loop sees it first.
+                for name, task in self.tasks.items():
+                    other = task.process.poll()
+                    if name != self.chief_name and other is not None and other < 0:
+                        self.say(f"{name} was killed by {signal.Signals(-other).name}: the "
+                                 f"chief has {self.args.grace:g} s to report it")
                 self.say(f"{self.chief_name} exited with status {status}")
                 return status
             for name, task in self.tasks.items():
