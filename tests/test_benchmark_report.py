@@ -137,18 +137,20 @@ def test_benchmark_ids():
 
 
 def test_benchmark_multi_tensor_runs_every_case(tmp_path):
-    # Tiny sizes, in a fresh process: every case of both optimizers is timed three ways, and
-    # model.fit runs for each optimizer (no timing is asserted).
+    # Tiny sizes, in a fresh process: every case of both optimizers (the bare op in 1, 2 and 3
+    # calls too) is timed three ways, and model.fit runs for each optimizer (no timing is
+    # asserted).
     out = tmp_path / "multi.json"
     subprocess.run([sys.executable, os.path.join(ROOT, "tools", "benchmark_multi_tensor.py"),
                     "--layers", "3", "--width", "8", "--repeats", "2", "--inner", "3",
-                    "--fit-steps", "4", "--batch", "16", "--json", str(out)],
+                    "--fit-steps", "4", "--batch", "16", "--calls", "2,3", "--json", str(out)],
                    check=True, cwd=ROOT, capture_output=True, timeout=600)
     data = json.loads(out.read_text())
     cases = {(r["optimizer"], r["case"]) for r in data["results"]}
     assert cases == {(o, c) for o in ("ftrl", "adagrad")
                      for c in ("tf_ftrl", "tf_ftrl one op per variable", "keras.optimizers",
-                               "bare multi-tensor op", "one buffer, one op")}
+                               "bare multi-tensor op", "bare multi-tensor op, 2 calls",
+                               "bare multi-tensor op, 3 calls", "one buffer, one op")}
     for r in data["results"]:
         assert r["per_call_ms"] > 0 and r["in_loop_ms"] > 0, r
         assert np.isfinite(r["in_graph_ms"]), r

@@ -11,7 +11,7 @@ import tensorflow as tf
 from tensorflow.python.framework import op_def_registry
 
 import tf_ftrl
-from tf_ftrl import _specs
+from tf_ftrl import _optimizer_common, _specs
 from tests.support import workers
 from tests.support.numpy_reference import ftrl as reference_ftrl
 
@@ -165,6 +165,39 @@ def test_the_ops_shape_function_checks_each_variable():
         step.get_concrete_function([tf.TensorSpec((2, 3)), tf.TensorSpec((5,))])
 
 
+@pytest.mark.parametrize("parts", [1, 2, 3, 7, 50])
+def test_split_by_elements_cuts_consecutive_runs_of_about_equal_size(rng, parts):
+    for n in (1, 2, 5, 40, 240):
+        sizes = [int(s) for s in rng.integers(1, 5000, n)]
+        runs = _optimizer_common.split_by_elements(sizes, parts)
+        assert len(runs) == min(parts, n)
+        assert runs[0][0] == 0 and runs[-1][1] == n
+        assert all(begin < end for begin, end in runs)
+        assert all(a[1] == b[0] for a, b in zip(runs, runs[1:]))
+        # Each cut is where the running total comes closest to its share of the total (within
+        # half a variable of it), unless that would leave a run empty.
+        total = sum(sizes)
+        for k, (_, end) in enumerate(runs[:-1], start=1):
+            target = total * k / len(runs)
+            best = min(range(k, n - len(runs) + k + 1),
+                       key=lambda e: (abs(sum(sizes[:e]) - target), e))
+            assert end == best, (sizes, runs, k)
+
+
+def test_multi_tensor_calls_one_per_cpu_thread_one_on_a_gpu():
+    calls = _optimizer_common.multi_tensor_calls
+    cpu = "/job:localhost/replica:0/task:0/device:CPU:0"
+    minimum = _optimizer_common.MIN_VARIABLES_PER_CALL
+    assert calls(240, cpu, threads=2) == 2
+    assert calls(240, cpu, threads=64) == 240 // minimum
+    assert calls(minimum * 2 - 1, cpu, threads=8) == 1
+    assert calls(240, "/job:worker/task:1/device:GPU:0", threads=8) == 1
+    assert calls(240, "/device:GPU:1", threads=8) == 1
+    # Unplaced: on the CPU here (the tests see no GPU).
+    assert calls(240, "", threads=4) == 4
+    assert _optimizer_common.intra_op_threads() >= 1
+
+
 @pytest.fixture(scope="module", params=["keras3", "tf_keras"])
 def trained(request):
     env = workers.environment(TF_USE_LEGACY_KERAS="1" if request.param == "tf_keras" else None)
@@ -195,6 +228,22 @@ def test_dense_variables_take_the_multi_tensor_op_and_tables_their_sparse_one(tr
         assert f"apply_{op}" in outcome["kernels_off"], case
         if rowwise:  # the Dense kernels' row-wise state keeps its own op
             assert f"apply_rowwise_{op}" in outcome["kernels_on"], case
+
+
+def test_a_group_is_cut_into_calls_that_cover_every_variable_once(trained):
+    # The model's 6 dense variables (3 Dense kernels and biases; row-wise: the 3 biases), cut
+    # into calls of at least 2 variables, at most 3 calls: 3 calls, or 1 for the row-wise
+    # cases' biases, each trace of the step (and each replica under MirroredStrategy).
+    _, result = trained
+    for case, outcome in result.items():
+        if case == "override":
+            continue
+        calls = outcome["multi_calls"]
+        group = 3 if "rowwise" in case else 6
+        per_trace = 1 if "rowwise" in case else 3
+        traces = sum(calls) // group
+        assert traces >= 1 and sum(calls) == traces * group, (case, calls)
+        assert len(calls) == traces * per_trace, (case, calls)
 
 
 def test_a_subclass_overriding_the_per_variable_update_gets_every_variable(trained):

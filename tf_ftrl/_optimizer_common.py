@@ -2,6 +2,9 @@
 each variable's update, its fused op, the dtype of its state and how that state rounds, and the
 record of which ran."""
 
+import bisect
+import itertools
+import os
 import zlib
 
 import tensorflow as tf
@@ -30,6 +33,64 @@ def checked_state_dtype(state_dtype):
         raise ValueError(f"`state_dtype` must be None, \"bfloat16\" or \"float16\". Received: "
                          f"state_dtype={state_dtype!r}")
     return name
+
+
+# A multi-tensor group on the CPU is applied in one op call per intra-op thread, and in no more
+# calls than one per this many variables. One call validates and locks all its variables on one
+# thread before its elements are split over the pool, and the next call (the next step's) waits
+# for it; several calls overlap one's checks with another's elements. On a 2-core VM, 240 small
+# variables took 0.33 ms per apply in one call and 0.20 ms in two (the same elements in one
+# variable: 0.20 ms).
+MIN_VARIABLES_PER_CALL = 16
+
+
+def intra_op_threads():
+    """The number of threads of TensorFlow's intra-op pool."""
+    configured = tf.config.threading.get_intra_op_parallelism_threads()
+    if configured:
+        return configured
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # (not on every platform)
+        return os.cpu_count() or 1
+
+
+def multi_tensor_calls(num_variables, device, threads=None):
+    """How many op calls a multi-tensor group of `num_variables` variables on `device` (a device
+    string, "" where unplaced) takes: one per intra-op thread on the CPU, but no more than one
+    per MIN_VARIABLES_PER_CALL variables; one on a GPU (one launch), inside XLA, and for an
+    unplaced group where TensorFlow sees a GPU."""
+    if in_xla_context():
+        return 1
+    kind = tf.DeviceSpec.from_string(device).device_type if device else None
+    if kind is not None and kind.upper() != "CPU":
+        return 1
+    if kind is None and tf.config.list_logical_devices("GPU"):
+        return 1
+    threads = intra_op_threads() if threads is None else threads
+    return max(1, min(threads, num_variables // MIN_VARIABLES_PER_CALL))
+
+
+def split_by_elements(sizes, parts):
+    """`range(len(sizes))` cut into `min(parts, len(sizes))` runs of consecutive indices with
+    about equal sums of `sizes` (each run non-empty), as `[(begin, end)]`: run k ends where the
+    running sum comes closest to k / parts of the total."""
+    n = len(sizes)
+    parts = max(1, min(parts, n))
+    prefix = list(itertools.accumulate(sizes, initial=0))
+    runs = []
+    begin = 0
+    for part in range(1, parts):
+        target = prefix[n] * part / parts
+        # At least one index in this run and one for each later run.
+        lowest, highest = begin + 1, n - (parts - part)
+        end = min(max(bisect.bisect_left(prefix, target), lowest), highest)
+        if end > lowest and target - prefix[end - 1] <= prefix[end] - target:
+            end -= 1
+        runs.append((begin, end))
+        begin = end
+    runs.append((begin, n))
+    return runs
 
 
 class SpecDispatch:
@@ -67,7 +128,8 @@ class SpecDispatch:
 
     def _multi_tensor_groups(self, grads_and_vars, eligible):
         """The pairs of `grads_and_vars` that `eligible(grad, var)` takes, grouped for the
-        multi-tensor ops by the variable's dtype, its state's dtype and its device, as
+        multi-tensor ops by the variable's dtype, its state's dtype and its device (and each
+        group cut into `multi_tensor_calls` runs of about equal numbers of elements), as
         `[(grads, variables)]`; and the other pairs, as they came."""
         groups = {}
         others = []
@@ -83,7 +145,13 @@ class SpecDispatch:
             grads, variables = groups.setdefault(key, ([], []))
             grads.append(grad)
             variables.append(var)
-        return list(groups.values()), others
+        calls = []
+        for (_, _, device), (grads, variables) in groups.items():
+            sizes = [tf.TensorShape(var.shape).num_elements() or 1 for var in variables]
+            for begin, end in split_by_elements(
+                    sizes, multi_tensor_calls(len(variables), device)):
+                calls.append((grads[begin:end], variables[begin:end]))
+        return calls, others
 
     def _op(self, variable, sparse):
         """The fused op wrapper of `variable`'s update (`tf_ftrl.ops`)."""

@@ -69,7 +69,7 @@ KERNELS_USED_DOC = """Which update each variable's step runs, as `{variable name
 
         An update is the name of the fused op in `tf_ftrl.ops` (`"sparse_apply_adagrad"`: the
         sparse kernel, which touches only the rows the batch looked up; `"multi_apply_adagrad"`:
-        the dense kernel, every element, in one op call with the step's other dense variables;
+        the dense kernel, every element, in one op call with other dense variables of the step;
         `"apply_rowwise_adagrad"`: a row-wise variable's dense kernel), followed by
         `" (XLA custom call)"` where XLA runs it, or `"tensorflow ops (...)"` where the fused
         kernels cannot run, saying why (inside XLA, a dtype they are not compiled for). It is recorded as each

@@ -1,9 +1,11 @@
 """Multi-tensor dense apply: `optimizer.apply` of dense gradients to many small variables (the
-deep part of a CTR model), tf_ftrl's one op call for all of them against one op call per variable
-and against Keras's own optimizers, with the same bytes in one buffer as the floor.
+deep part of a CTR model), tf_ftrl's multi-tensor op calls (one per intra-op thread on the CPU)
+against one op call per variable and against Keras's own optimizers, with the same bytes in one
+buffer as the floor.
 
     .venv/bin/python tools/benchmark_multi_tensor.py [--layers 120] [--width 64]
-                                                     [--repeats 30] [--inner 20] [--json PATH]
+                                                     [--repeats 30] [--inner 20] [--calls 2,4]
+                                                     [--json PATH]
 
 The variables are `--layers` Dense(width, width) kernels and their biases (240 variables of
 float32 by default). Each case is timed two ways, interleaved in one process (medians):
@@ -16,7 +18,9 @@ float32 by default). Each case is timed two ways, interleaved in one process (me
   every captured variable and gradient through each iteration (four executor nodes each: ~3,800
   node runs per iteration for 240 variables), a cost a training step does not have.
 Cases: tf_ftrl (multi-tensor, the default), tf_ftrl with one op per variable, keras.optimizers,
-the bare multi-tensor op, and one fused dense op on one variable holding all the elements.
+the bare multi-tensor op (one call for all the variables; with `--calls`, also cut into that many
+calls as the optimizers cut a group), and one fused dense op on one variable holding all the
+elements.
 """
 
 import argparse
@@ -32,6 +36,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tf_ftrl  # noqa: E402
+from tf_ftrl._optimizer_common import split_by_elements  # noqa: E402
 
 LR = 0.01
 
@@ -53,17 +58,22 @@ def optimizer_case(make_optimizer, shapes, gradients, inner, multi_tensor=True):
     return apply
 
 
-def bare_multi_case(name, shapes, gradients, inner):
+def bare_multi_case(name, shapes, gradients, inner, calls=1):
+    """The multi-tensor op on its own: `calls` calls of consecutive variables with about equal
+    numbers of elements (as the optimizers cut a group)."""
     states = [[tf.Variable(tf.random.uniform(s, -0.05, 0.05)) for s in shapes],
               [tf.Variable(tf.fill(s, 0.1)) for s in shapes]]
     if name == "ftrl":
         states.append([tf.Variable(tf.zeros(s)) for s in shapes])
+    runs = split_by_elements([int(np.prod(s)) for s in shapes], calls)
 
     def apply():
-        if name == "ftrl":
-            tf_ftrl.ops.multi_apply_ftrl(*states, gradients, lr=LR, l1=0.0, l2=0.0)
-        else:
-            tf_ftrl.ops.multi_apply_adagrad(*states, gradients, lr=LR)
+        for begin, end in runs:
+            part = [state[begin:end] for state in states]
+            if name == "ftrl":
+                tf_ftrl.ops.multi_apply_ftrl(*part, gradients[begin:end], lr=LR, l1=0.0, l2=0.0)
+            else:
+                tf_ftrl.ops.multi_apply_adagrad(*part, gradients[begin:end], lr=LR)
 
     return apply
 
@@ -160,10 +170,14 @@ def main(argv=None):
     parser.add_argument("--fit-steps", type=int, default=200,
                         help="model.fit steps per case (0: skip the fit measurement)")
     parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--calls", default="",
+                        help="comma-separated numbers of calls to also time the bare op in, "
+                             "e.g. 2,4,8 (the optimizers: one per intra-op thread)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     if args.inner < 2:
         parser.error("--inner must be at least 2")
+    calls = [int(k) for k in args.calls.split(",") if k]
     shapes = shapes_of(args.layers, args.width)
     rng = np.random.default_rng(0)
     gradients = [tf.constant(rng.normal(size=s).astype(np.float32)) for s in shapes]
@@ -181,6 +195,8 @@ def main(argv=None):
             "keras.optimizers": optimizer_case(lambda: theirs(LR), shapes, gradients,
                                                args.inner),
             "bare multi-tensor op": bare_multi_case(name, shapes, gradients, args.inner),
+            **{f"bare multi-tensor op, {k} calls": bare_multi_case(
+                name, shapes, gradients, args.inner, calls=k) for k in calls},
             "one buffer, one op": one_buffer_case(name, shapes, args.inner),
         }
         ms = median_ms(cases, args.repeats, args.inner)

@@ -7,8 +7,10 @@ front end of this process and prints what tests/test_multi_tensor.py checks as o
 For Ftrl and Adagrad (element-wise float32 state, and bfloat16 state rounded stochastically;
 row-wise too): `model.fit` for a few steps on one device and under MirroredStrategy with two
 replicas, with `_multi_tensor` True and False; whether every weight and slot is the same bit for
-bit, and which kernels ran. And a subclass that overrides the per-variable update (update_step,
-or tf_keras's _resource_apply_dense): which variables reach it, and which kernels ran.
+bit, which kernels ran, and how many variables each multi-tensor op call took (each group is cut
+into up to 3 calls here, as on a CPU with 3 intra-op threads). And a subclass that overrides the
+per-variable update (update_step, or tf_keras's _resource_apply_dense): which variables reach
+it, and which kernels ran.
 """
 
 import os
@@ -40,6 +42,18 @@ def main(seed):
         tf.config.list_physical_devices("CPU")[0],
         [tf.config.LogicalDeviceConfiguration()] * 2)
     keras, front = _front_end()
+    from tf_ftrl import _optimizer_common, ops
+
+    # Each multi-tensor group cut into up to 3 op calls of at least 2 variables, as on a CPU
+    # with 3 intra-op threads and more variables; every call's variables are recorded.
+    _optimizer_common.MIN_VARIABLES_PER_CALL = 2
+    _optimizer_common.intra_op_threads = lambda: 3
+    calls = []
+    for function in ("multi_apply_ftrl", "multi_apply_adagrad"):
+        def recording(var, *args, __op=ops._WRAPPERS[function], **kwargs):
+            calls.append(len(var))
+            return __op(var, *args, **kwargs)
+        ops._WRAPPERS[function] = recording
     rng = np.random.default_rng(seed)
     x = rng.integers(0, ROWS, (BATCH * 4, FIELDS)).astype(np.int32)
     y = rng.integers(0, 2, (BATCH * 4, 1)).astype(np.float32)
@@ -78,13 +92,15 @@ def main(seed):
                                ("bfloat16", {"state_dtype": "bfloat16"}),
                                ("rowwise", {"rowwise": True})):
             for where, strategy in strategies.items():
+                del calls[:]
                 on, trained, kernels_on = train(name, options, True, strategy)
+                calls_on = list(calls)
                 off, _, kernels_off = train(name, options, False, strategy)
                 result[f"{name} {label} {where}"] = {
                     "same": len(on) == len(off) and all(
                         a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
                         for a, b in zip(on, off)),
-                    "trained": trained,
+                    "trained": trained, "multi_calls": calls_on,
                     "kernels_on": kernels_on, "kernels_off": kernels_off}
     result["override"] = _override(keras, front, model, x, y)
     print_result(result)

@@ -108,10 +108,11 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
             converting(slot_variable, self.__class__.__name__)
         super()._restore_slot_variable(slot_name, variable, slot_variable)
 
-    # Whether dense gradients of element-wise variables go to the multi-tensor ops (one op call per
-    # dtype and device for all of them); off, each variable has its own op call, with the same
-    # results bit for bit (the benchmarks compare the two). A subclass that overrides
-    # _resource_apply_dense gets every dense variable there: the multi-tensor path is off for it.
+    # Whether dense gradients of element-wise variables go to the multi-tensor ops (per dtype and
+    # device: one op call on a GPU, one per intra-op thread on the CPU, see _optimizer_common);
+    # off, each variable has its own op call, with the same results bit for bit (the benchmarks
+    # compare the two). A subclass that overrides _resource_apply_dense gets every dense variable
+    # there: the multi-tensor path is off for it.
     _multi_tensor = True
 
     def _flag_keywords(self):

@@ -317,10 +317,11 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
         return BaseOptimizer.stateless_apply(self, optimizer_variables, grads,
                                              trainable_variables)
 
-    # Whether dense gradients of element-wise variables go to the multi-tensor ops (one op call per
-    # dtype and device for all of them); off, each variable has its own op call, with the same
-    # results bit for bit (the benchmarks compare the two). A subclass that overrides update_step
-    # gets every variable there: the multi-tensor path is off for it.
+    # Whether dense gradients of element-wise variables go to the multi-tensor ops (per dtype and
+    # device: one op call on a GPU, one per intra-op thread on the CPU, see _optimizer_common);
+    # off, each variable has its own op call, with the same results bit for bit (the benchmarks
+    # compare the two). A subclass that overrides update_step gets every variable there: the
+    # multi-tensor path is off for it.
     _multi_tensor = True
 
     def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
