@@ -42,6 +42,21 @@ def tf_variable(variable):
     return variable.value if isinstance(variable, keras.Variable) else variable
 
 
+def _in_mirrored_replica():
+    """Whether this runs in a replica of a strategy that keeps a copy of every variable on each
+    replica (MirroredStrategy, MultiWorkerMirroredStrategy): there a variable's `handle` is the
+    replica's own copy."""
+    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
+        return False
+    return isinstance(tf.distribute.get_strategy(),
+                      (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy))
+
+
+def _read_local(variable):
+    """The value of this replica's copy of `variable`."""
+    return tf.raw_ops.ReadVariableOp(resource=variable.handle, dtype=variable.dtype)
+
+
 def _xla_lowers(spec, var, state_dtype, multi=False):
     """Whether `spec`'s fused op (with `multi`, its multi-tensor op) on `var` runs inside XLA, as
     a custom call: the lowering is there for its dtypes, and the update is compiled for the CPU
@@ -299,12 +314,94 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
         return grads
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        return super()._backend_update_step(grads, trainable_variables,
+                                            self._checked_learning_rate(learning_rate))
+
+    def _checked_learning_rate(self, learning_rate):
         # A schedule, a callable or an assigned learning-rate variable can give any value; the
         # error then says which, and at which step, before any update runs.
-        learning_rate = checked_learning_rate(
+        return checked_learning_rate(
             learning_rate, self.__class__.__name__, describe_learning_rate(self._learning_rate),
             self.iterations)
-        return super()._backend_update_step(grads, trainable_variables, learning_rate)
+
+    # ------------------------------------------- gradient accumulation and EMA under a strategy
+    #
+    # Keras runs the update of an accumulation step and the EMA overwrite inside a `cond`, and
+    # under MirroredStrategy (or MultiWorkerMirroredStrategy) their updates go through
+    # `merge_call`, which TensorFlow refuses inside a `cond` in a replica's function: Keras's own
+    # optimizers then fail in `model.fit`. Here, in a replica of such a strategy, the gradients
+    # are summed over the replicas first (outside the `cond`), and then each replica updates
+    # its own copy of every variable the same way (the fused ops, the accumulators and the
+    # weights through each replica's handle), which keeps the copies equal without a
+    # `merge_call`. The result is a single device's: the accumulated gradient is the replicas'
+    # sum, clipped after summing.
+
+    def _backend_apply_gradients(self, grads, trainable_variables):
+        if not (self.gradient_accumulation_steps and _in_mirrored_replica()):
+            return super()._backend_apply_gradients(grads, trainable_variables)
+        variables = [tf_variable(v) for v in trainable_variables]
+        grads = [g for g, _ in self._all_reduce_sum_gradients(list(zip(grads, variables)))]
+        steps = self.gradient_accumulation_steps
+        accumulators = [tf_variable(self._accumulated_gradients[self._get_variable_index(v)])
+                        for v in trainable_variables]
+
+        def update():
+            summed = [(tf.convert_to_tensor(g) + _read_local(a)) / steps
+                      for g, a in zip(grads, accumulators)]
+            summed = self._clip_gradients(summed)
+            self._apply_weight_decay_locally(variables)
+            self._update_locally(summed, variables, self._checked_learning_rate(
+                self.learning_rate))
+            for a in accumulators:
+                tf.raw_ops.AssignVariableOp(resource=a.handle, value=tf.zeros(a.shape, a.dtype))
+
+        def accumulate():
+            for g, a in zip(grads, accumulators):
+                if isinstance(g, tf.IndexedSlices):
+                    # Only the touched rows, each index's rows summed first: the bits of
+                    # adding the densified gradient.
+                    g = deduplicate(g)
+                    tf.raw_ops.ResourceScatterAdd(resource=a.handle, indices=g.indices,
+                                                  updates=tf.cast(g.values, a.dtype))
+                else:
+                    tf.raw_ops.AssignAddVariableOp(resource=a.handle, value=tf.cast(g, a.dtype))
+
+        tf.cond((self._iterations + 1) % steps == 0, update, accumulate)
+        if self.use_ema:
+            self._update_model_variables_moving_average(self._trainable_variables)
+            if self.ema_overwrite_frequency:
+                tf.cond((self.iterations + 1) % self.ema_overwrite_frequency == 0,
+                        lambda: self._overwrite_model_variables_with_average_value(
+                            self._trainable_variables), lambda: None)
+
+    def _overwrite_model_variables_with_average_value(self, trainable_variables):
+        if not _in_mirrored_replica():
+            return super()._overwrite_model_variables_with_average_value(trainable_variables)
+        for var, average in zip(trainable_variables, self._model_variables_moving_average):
+            var = tf_variable(var)
+            tf.raw_ops.AssignVariableOp(resource=var.handle,
+                                        value=_read_local(tf_variable(average)))
+
+    def _apply_weight_decay_locally(self, variables):
+        if self.weight_decay is None:
+            return
+        for var in variables:
+            if self._use_weight_decay(var):
+                # (Keras's order of the products, for its bits.)
+                decay = (_read_local(var) * tf.cast(self.weight_decay, var.dtype)
+                         * tf.cast(self.learning_rate, var.dtype))
+                tf.raw_ops.AssignSubVariableOp(resource=var.handle, value=decay)
+
+    def _update_locally(self, grads, variables, learning_rate):
+        """`_distributed_tf_update_step` on this replica's copies, in its replica context."""
+        groups, others = self._multi_tensor_groups(list(zip(grads, variables)),
+                                                   self._multi_tensor_eligible)
+        for group_grads, group_variables in groups:
+            self._multi_update_step(group_variables[0], group_variables[1:], group_grads,
+                                    learning_rate)
+        for grad, var in others:
+            if grad is not None:
+                self.update_step(grad, var, learning_rate)
 
     def stateless_apply(self, optimizer_variables, grads, trainable_variables):
         """Returns `(trainable_variables, optimizer_variables)` updated, assigning nothing.
