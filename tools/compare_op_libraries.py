@@ -4,11 +4,12 @@
 
 For a change that must not change results (a refactoring, a new loop), build the library before
 and after (keep a copy of tf_ftrl/_tf_ftrl_ops.so) and run this. Each library runs in its own
-process (both register the same ops). Step 1 runs the four fused ops on 400 seeded random cases
-(four dtypes, dense and sparse, both optimizers and flags, int32 and int64 indices, duplicates and
-hot ids, lr 0, rows of 1 to 100 elements) and on 20,000 x 64 tables with Zipf ids (the thread
-pool's paths: pieces of equal work, hot rows summed ahead), and compares every resulting bit
-pattern. Step 2 times sparse and dense updates of both libraries in alternating processes and
+process (both register the same ops). Step 1 runs the four element-wise fused ops on 400 seeded random
+cases (four dtypes, dense and sparse, both optimizers and flags, int32 and int64 indices,
+duplicates and hot ids, lr 0, rows of 1 to 100 elements) and on 20,000 x 64 tables with Zipf ids
+(the thread pool's paths: pieces of equal work, hot rows summed ahead), the row-wise ops and
+bfloat16 and float16 state (rounded to nearest and stochastically) on 240 more, the multi-tensor
+ops on 40 lists of variables, and compares every resulting bit pattern. Step 2 times sparse and dense updates of both libraries in alternating processes and
 prints the medians (a VM's speed drifts, so only alternating runs compare); `--rounds 0` skips
 it.
 """
@@ -103,7 +104,77 @@ def run_cases(library, out_path):
                     lib.fused_resource_apply_adagrad(*handles, dense_grad, *hyper)
             for i, v in enumerate(state):
                 out[f"zipf_{dtype.name}_{'ftrl' if ftrl else 'adagrad'}_{i}"] = _bits(tf, v)
+    run_state_cases(tf, tf.load_op_library(library), rng, out)
     np.savez(out_path, **out)
+
+
+def run_state_cases(tf, lib, rng, out):
+    """The other ops on seeded random cases, into `out`: the row-wise ops (dense and sparse,
+    four dtypes, one accumulator value per row), float32 variables with bfloat16 or float16 state
+    rounded to nearest or stochastically, and the multi-tensor ops on lists of variables."""
+    def hyper(ftrl, dtype):
+        scalar = lambda v: tf.cast(v, dtype)  # noqa: E731
+        if ftrl:
+            return [scalar(rng.choice([0.0, 0.01, 0.3])), scalar(rng.choice([0, 0.01, 0.5])),
+                    scalar(rng.choice([0, 0.1])), scalar(rng.choice([0, 0.02])),
+                    scalar(rng.choice([-0.5, -0.3]))]
+        return [scalar(rng.choice([0.0, 0.05])), scalar(rng.choice([0, 1e-7, 0.1]))]
+
+    def flag(ftrl):
+        name = "multiply_linear_by_lr" if ftrl else "update_slots"
+        return {name: bool(rng.random() < 0.5)}
+
+    def rounding():
+        return [] if rng.random() < 0.3 else [tf.constant(rng.integers(0, 2**40, 2), tf.int64)]
+
+    for case in range(240):
+        ftrl, sparse, rowwise = case % 2 == 0, (case // 2) % 2 == 1, (case // 4) % 2 == 1
+        low = (case // 8) % 3  # 0: state of the variable's dtype; 1, 2: bfloat16, float16 state
+        dtype = (tf.float32, tf.float64, tf.float16, tf.bfloat16)[(case // 24) % 4] if not low \
+            else tf.float32
+        state_dtype = (dtype, tf.bfloat16, tf.float16)[low]
+        rows = int(rng.integers(1, 200))
+        width = int(rng.choice([1, 3, 16, 17, 64]))
+        n = int(rng.integers(0, 3 * rows + 1))
+        indices = rng.integers(0, rows, size=n)
+        if rng.random() < 0.3 and n:
+            indices[: n // 2] = indices[0]
+        indices = tf.constant(indices, tf.int64 if case % 3 else tf.int32)
+        var = tf.Variable(tf.cast(rng.normal(size=(rows, width)), dtype))
+        accum = tf.Variable(tf.cast(rng.uniform(0.01, 2, size=(rows,) if rowwise
+                                                else (rows, width)), state_dtype))
+        linear = tf.Variable(tf.cast(rng.normal(size=(rows, width)), state_dtype))
+        state = [var, accum, linear] if ftrl else [var, accum]
+        grad = tf.cast(rng.normal(size=(n if sparse else rows, width))
+                       * rng.choice([1e-3, 1, 30]), dtype)
+        name = (f"fused_resource_{'sparse_' if sparse else ''}apply_"
+                f"{'rowwise_' if rowwise else ''}{'ftrl' if ftrl else 'adagrad'}")
+        getattr(lib, name)(*[v.handle for v in state], grad, *([indices] if sparse else []),
+                           *hyper(ftrl, dtype), stochastic_rounding=rounding() if low else [],
+                           **flag(ftrl))
+        for i, v in enumerate(state):
+            out[f"state{case}_{i}"] = _bits(tf, v)
+    for case in range(40):
+        ftrl, low = case % 2 == 0, (case // 2) % 3
+        dtype = tf.float32 if low else (tf.float32, tf.float64)[(case // 6) % 2]
+        state_dtype = (dtype, tf.bfloat16, tf.float16)[low]
+        shapes = [tuple(int(d) for d in rng.integers(1, 70, size=int(rng.integers(1, 3))))
+                  for _ in range(int(rng.integers(1, 12)))]
+        columns = [[tf.Variable(tf.cast(rng.normal(size=s), dtype)) for s in shapes],
+                   [tf.Variable(tf.cast(rng.uniform(0.01, 2, size=s), state_dtype))
+                    for s in shapes]]
+        if ftrl:
+            columns.append([tf.Variable(tf.cast(rng.normal(size=s), state_dtype))
+                            for s in shapes])
+        grads = [tf.cast(rng.normal(size=s), dtype) for s in shapes]
+        stochastic = [tf.constant(rng.integers(0, 2**40, (len(shapes), 2)), tf.int64)] \
+            if low and rng.random() < 0.7 else []
+        getattr(lib, f"fused_resource_multi_apply_{'ftrl' if ftrl else 'adagrad'}")(
+            *[[v.handle for v in column] for column in columns], grads, *hyper(ftrl, dtype),
+            stochastic_rounding=stochastic, **flag(ftrl))
+        for i, column in enumerate(columns):
+            for j, v in enumerate(column):
+                out[f"multi{case}_{i}_{j}"] = _bits(tf, v)
 
 
 def time_updates(library):
