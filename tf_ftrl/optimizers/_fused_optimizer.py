@@ -394,14 +394,8 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
 
     def _update_locally(self, grads, variables, learning_rate):
         """`_distributed_tf_update_step` on this replica's copies, in its replica context."""
-        groups, others = self._multi_tensor_groups(list(zip(grads, variables)),
-                                                   self._multi_tensor_eligible)
-        for group_grads, group_variables in groups:
-            self._multi_update_step(group_variables[0], group_variables[1:], group_grads,
-                                    learning_rate)
-        for grad, var in others:
-            if grad is not None:
-                self.update_step(grad, var, learning_rate)
+        self._route_updates(list(zip(grads, variables)), learning_rate,
+                            lambda variable, fn, args: fn(variable, *args))
 
     def stateless_apply(self, optimizer_variables, grads, trainable_variables):
         """Returns `(trainable_variables, optimizer_variables)` updated, assigning nothing.
@@ -422,14 +416,26 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
     _multi_tensor = True
 
     def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
+        # One update on the first variable's devices, which unwraps the others of a multi-tensor
+        # group (and the gradients) to each replica's copy too, as it unwraps a single
+        # variable's arguments.
+        self._route_updates(
+            grads_and_vars, learning_rate,
+            lambda variable, fn, args: distribution.extended.update(variable, fn, args=args,
+                                                                    group=False))
+
+    def _route_updates(self, grads_and_vars, learning_rate, on_copies):
+        """Each multi-tensor group to `_multi_update_step`, each other pair to `update_step`,
+        through `on_copies(variable, fn, args)`, which runs `fn(variable, *args)` on the copies
+        of `variable` (and of the Python arguments) that the caller updates."""
         groups, others = self._multi_tensor_groups(grads_and_vars, self._multi_tensor_eligible)
         for grads, variables in groups:
-            # One update on the first variable's devices, which unwraps the others (and the
-            # gradients) to each replica's copy too, as it unwraps a single variable's arguments.
-            distribution.extended.update(
-                variables[0], self._multi_update_step,
-                args=(variables[1:], grads, learning_rate), group=False)
-        return super()._distributed_tf_update_step(distribution, others, learning_rate)
+            on_copies(variables[0], self._multi_update_step,
+                      (variables[1:], grads, learning_rate))
+        for grad, var in others:
+            if grad is not None:
+                on_copies(var, lambda v, g, lr: self.update_step(g, v, lr),
+                          (grad, learning_rate))
 
     def _multi_tensor_eligible(self, gradient, variable):
         return (self._multi_tensor and type(self).update_step is FusedOptimizer.update_step
