@@ -216,3 +216,28 @@ def test_compare_op_libraries_runs_the_library_against_itself():
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "bits: 2391 arrays compared, 0 differ" in done.stdout
+
+
+def test_interleaved_rounds_shuffles_the_order_of_every_round():
+    # A rotation of one order keeps each key after the same one (a call after a heavy one pays
+    # for its dirty rows): every key is timed `repeats` times, and over the rounds each comes
+    # after several different keys.
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    try:
+        import benchmark_ops
+    finally:
+        sys.path.pop(0)
+    calls = []
+    keys = ["a", "b", "c", "d", "e"]
+    times = benchmark_ops.interleaved_rounds(keys, lambda key: calls.append(key) or 1.0,
+                                             repeats=40, warmup=2)
+    assert {key: len(t) for key, t in times.items()} == {key: 40 for key in keys}
+    timed = calls[2 * len(keys):]
+    rounds = [timed[k:k + len(keys)] for k in range(0, len(timed), len(keys))]
+    assert all(sorted(r) == keys for r in rounds)
+    before = {key: {r[r.index(key) - 1] for r in rounds if r.index(key) > 0} for key in keys}
+    assert all(len(b) >= 3 for b in before.values()), before
+    # Seeded: the same order again.
+    again = []
+    benchmark_ops.interleaved_rounds(keys, lambda key: again.append(key) or 1.0, 40, 2)
+    assert again == calls

@@ -44,6 +44,7 @@ import gc
 import json
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -221,16 +222,21 @@ def time_interleaved(functions, repeats, warmup=WARMUP_CALLS, batches=None):
     return interleaved_rounds(names, call, repeats, warmup)
 
 
-def interleaved_rounds(keys, call, repeats, warmup):
+def interleaved_rounds(keys, call, repeats, warmup, seed=0):
     """call(key) (returning milliseconds) `warmup` times for every key, then `repeats` rounds
-    of one call each, the order rotating from round to round: {key: [milliseconds, ...]}."""
+    of one call each, in a new order every round (a seeded shuffle): {key: [milliseconds, ...]}.
+    Not a rotation of one order: that keeps each key after the same one, and a call after a
+    heavy one pays for what that one left behind (its dirty rows written back, its working set in
+    the caches): in tools/benchmark_rowwise.py, row-wise FTRL per call always came after a call
+    of eight FTRL updates and FTRL after one that did nothing, and row-wise FTRL came out 0.82-0.84x
+    FTRL per call; shuffled, 1.12-1.13x (docs/benchmarks.md, "Row-wise state")."""
     for _ in range(warmup):
         for key in keys:
             call(key)
     times = {key: [] for key in keys}
-    for round_index in range(repeats):
-        shift = round_index % len(keys)
-        for key in keys[shift:] + keys[:shift]:
+    order = random.Random(seed)
+    for _ in range(repeats):
+        for key in order.sample(keys, len(keys)):
             times[key].append(call(key))
     return times
 
