@@ -146,6 +146,62 @@ void TestIndexValidation() {
   Check(ascending, "positions of each row visited in ascending order");
 }
 
+// RowGroups' grouping checked against its definition, with the four- and the eight-byte hash
+// slots (the second are taken from 2^32 - 1 indices on): every position in exactly one group,
+// the group of its row; groups numbered in order of first appearance; each group's positions
+// ascending, its count, and a later chunk start at each kDuplicateChunkRows-th of them. One
+// RowGroups is reused across calls of different sizes, as the kernels reuse theirs.
+void TestRowGroupsSlotWidths(std::mt19937_64& rng) {
+  RowGroups narrow, wide;
+  wide.set_wide_slots_from_for_testing(0);
+  bool ok = true;
+  for (const int64_t n : {1, 7, 100, 5000, 100000, 300}) {
+    for (const int64_t num_rows : {int64_t{3}, int64_t{1000}, int64_t{1} << 40}) {
+      std::vector<int64_t> indices(n);
+      // Half the ids from a few hot rows (chunks beyond the first), half uniform.
+      for (auto& x : indices) {
+        x = rng() % 2 ? static_cast<int64_t>(rng() % std::min<int64_t>(num_rows, 5))
+                      : static_cast<int64_t>(rng() % num_rows);
+      }
+      IndexError error;
+      ok = ok && narrow.Build(indices.data(), n, num_rows, &error) &&
+           wide.Build(indices.data(), n, num_rows, &error);
+      for (const RowGroups* g : {&narrow, &wide}) {
+        std::vector<int> seen(n, 0);
+        std::vector<ChunkStart> expected_chunks;
+        int64_t last_first = -1;
+        for (int64_t u = 0; u < g->num_unique(); ++u) {
+          ok = ok && g->first_position(u) > last_first;
+          last_first = g->first_position(u);
+          int64_t count = 0, previous = -1;
+          for (int64_t p = g->first_position(u); p >= 0; p = g->next_position(p)) {
+            ok = ok && p > previous && indices[p] == g->row(u);
+            ++seen[p];
+            if (count > 0 && count % kDuplicateChunkRows == 0) expected_chunks.push_back({u, p});
+            previous = p;
+            ++count;
+          }
+          ok = ok && count == g->count(u);
+        }
+        for (const int s : seen) ok = ok && s == 1;
+        std::sort(expected_chunks.begin(), expected_chunks.end(),
+                  [](const ChunkStart& a, const ChunkStart& b) { return a.position < b.position; });
+        const auto& chunks = g->later_chunk_starts();
+        ok = ok && chunks.size() == expected_chunks.size() && g->num_positions() == n;
+        for (size_t k = 0; ok && k < chunks.size(); ++k) {
+          ok = chunks[k].group == expected_chunks[k].group &&
+               chunks[k].position == expected_chunks[k].position;
+        }
+      }
+      ok = ok && narrow.num_unique() == wide.num_unique();
+      for (int64_t u = 0; ok && u < narrow.num_unique(); ++u) {
+        ok = narrow.row(u) == wide.row(u) && narrow.first_position(u) == wide.first_position(u);
+      }
+    }
+  }
+  Check(ok, "RowGroups with four- and eight-byte slots: the groups of their definition");
+}
+
 void TestHalfConversions() {
   bool round_trip = true;
   for (uint32_t bits = 0; bits < 0x10000; ++bits) {
@@ -1185,6 +1241,7 @@ int main() {
     TestSparseAdagradWithDuplicates<decltype(type)>(rng, name);
   });
   Case("IndexValidation", [&] { TestIndexValidation(); });
+  Case("RowGroupsSlotWidths", [&] { TestRowGroupsSlotWidths(rng); });
   Case("HalfConversions", [&] { TestHalfConversions(); });
   Case("RunEnd", [&] { TestRunEnd(rng); });
   Case("WeightedPieces", [&] { TestWeightedPieces(rng); });
