@@ -596,6 +596,12 @@ def main(parser, args, argv):
                 return serve(resolver, len(cluster["worker"]))
             is_chief = True
         else:
+            workers = len(cluster.get("chief", [])) + len(cluster.get("worker", []))
+            if args.state_dtype == "bfloat16" and workers > 1:
+                ctr.fail(parser, f"--state-dtype bfloat16 does not work under --strategy "
+                         f"multiworker with {workers} workers (TensorFlow's broadcast of initial "
+                         f"values has no bfloat16): --state-dtype float16 keeps the state as "
+                         f"small and works there, as do --strategy ps and mirrored")
             is_chief = resolver.task_type == "chief" or (
                 resolver.task_type == "worker" and resolver.task_id == 0
                 and "chief" not in cluster)

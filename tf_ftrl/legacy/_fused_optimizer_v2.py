@@ -68,6 +68,7 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
         # rely on. A slot starts at its initial value argument (kept as `_<name>`, as tf_keras
         # keeps it), or at zeros (add_slot's default); a per-row slot of the row-wise variant
         # has one value per row.
+        self._check_state_dtype_creatable(var_list)
         for var in var_list:
             spec = self._spec_for(var)
             if spec is not self._spec and not ops.has_fused_kernels(var.dtype):

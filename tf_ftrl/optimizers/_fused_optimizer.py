@@ -261,6 +261,8 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
         """The slots with `rowwise` or `state_dtype`: named as `_add_slots` names them (Keras
         3.10's way), with one value per row for the row-wise variant's per-row slots of variables
         of rank >= 2, in the dtype of `_state_dtype_for`; `initializers_of` as there."""
+        overwritten = getattr(self, "_overwrite_variable_with_gradient", lambda v: False)
+        self._check_state_dtype_creatable([var for var in var_list if not overwritten(var)])
         slots = tuple([] for _ in self._spec.slots)
         for var in var_list:
             if getattr(self, "_overwrite_variable_with_gradient", lambda v: False)(var):
