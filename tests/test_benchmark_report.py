@@ -1,5 +1,6 @@
 """The benchmark report on tiny sizes: its files and the structure of its JSON (no timings)."""
 
+import importlib
 import json
 import os
 import subprocess
@@ -11,19 +12,19 @@ import pytest
 from tests.support import ROOT
 
 
-def import_benchmark_gpu():
+def import_tool(name):
+    """The module tools/NAME.py (tools/ is no package)."""
     sys.path.insert(0, os.path.join(ROOT, "tools"))
     try:
-        import benchmark_gpu
+        return importlib.import_module(name)
     finally:
         sys.path.pop(0)
-    return benchmark_gpu
 
 
 def gpu_results_file(path):
     """A results file in the format of tools/benchmark_gpu.py --json (its own `result` builds the
     rows), as a GPU machine would send back; the timings are made up, there is no GPU here."""
-    benchmark_gpu = import_benchmark_gpu()
+    benchmark_gpu = import_tool("benchmark_gpu")
     copy_gbps = 3000.0
     rows = [benchmark_gpu.result("ftrl", "dense", 10**8, 1.1, 1.0, 28 * 10**8, copy_gbps),
             benchmark_gpu.result("adagrad", "sparse", 16384, 0.04, 0.03, 20 * 16384 * 64,
@@ -92,11 +93,7 @@ def test_quick_report_has_every_part(tmp_path):
 
 
 def test_docs_without_markers_fail_clearly(tmp_path):
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    try:
-        import benchmark_report
-    finally:
-        sys.path.pop(0)
+    benchmark_report = import_tool("benchmark_report")
     path = tmp_path / "notes.md"
     path.write_text("# Notes\n")
     try:
@@ -113,11 +110,7 @@ def test_docs_without_markers_fail_clearly(tmp_path):
 
 def test_benchmark_ids():
     # The sparse benchmarks' id sets: uniform, and Zipf with a hot head that stays hot.
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    try:
-        import benchmark_ids
-    finally:
-        sys.path.pop(0)
+    benchmark_ids = import_tool("benchmark_ids")
     rng = np.random.default_rng(0)
     uniform = benchmark_ids.id_sampler(rng, 2_000_000, 0.0)(16384)
     zipf_sampler = benchmark_ids.id_sampler(rng, 2_000_000, 1.1)
@@ -197,11 +190,7 @@ def test_benchmark_rowwise_times_every_update_per_call_and_in_the_graph():
 
 
 def test_time_in_graph_needs_a_batch_per_update():
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    try:
-        import benchmark_ops
-    finally:
-        sys.path.pop(0)
+    benchmark_ops = import_tool("benchmark_ops")
     with pytest.raises(ValueError, match="more than inner=4 batches"):
         benchmark_ops.time_in_graph({}, 1, [(1,)] * 4, 4)
 
@@ -222,11 +211,7 @@ def test_interleaved_rounds_shuffles_the_order_of_every_round():
     # A rotation of one order keeps each key after the same one (a call after a heavy one pays
     # for its dirty rows): every key is timed `repeats` times, and over the rounds each comes
     # after several different keys.
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    try:
-        import benchmark_ops
-    finally:
-        sys.path.pop(0)
+    benchmark_ops = import_tool("benchmark_ops")
     calls = []
     keys = ["a", "b", "c", "d", "e"]
     times = benchmark_ops.interleaved_rounds(keys, lambda key: calls.append(key) or 1.0,

@@ -587,28 +587,29 @@ def task_results(stdout):
                        stdout, re.M)}
 
 
+def state_task_results(state_dtype, flags):
+    """Both workers' results of tests.support.multiworker_state_task on a two-worker cluster;
+    the cluster succeeded."""
+    status, stdout, stderr = finish(launch(
+        "--strategy", "multiworker", "--workers", "2", "--module",
+        "tests.support.multiworker_state_task", "--", "--state-dtype", state_dtype, *flags),
+        timeout=180)
+    results = task_results(stdout)
+    assert status == 0 and sorted(results) == ["worker:0", "worker:1"], stdout + stderr[-3000:]
+    return results
+
+
 @pytest.mark.parametrize("legacy", [False, True], ids=["keras3", "legacy"])
 def test_multiworker_bfloat16_state_is_refused_and_float16_state_trains(legacy):
     # Under MultiWorkerMirroredStrategy with two workers TensorFlow broadcasts every new
     # variable's initial value, and its broadcast has no bfloat16: the optimizer says so before
     # it makes a slot, on every worker; float16 state (as small) is made and updated alike.
     flags = ["--legacy"] if legacy else []
-    status, stdout, stderr = finish(launch(
-        "--strategy", "multiworker", "--workers", "2", "--module",
-        "tests.support.multiworker_state_task", "--", "--state-dtype", "bfloat16", *flags),
-        timeout=180)
-    results = task_results(stdout)
-    assert status == 0 and sorted(results) == ["worker:0", "worker:1"], stdout + stderr[-3000:]
-    for result in results.values():
+    for result in state_task_results("bfloat16", flags).values():
         assert "MultiWorkerMirroredStrategy with 2 workers" in result["refused"]
         assert "CollectiveBcastSend" in result["refused"] and "float16" in result["refused"]
 
-    status, stdout, stderr = finish(launch(
-        "--strategy", "multiworker", "--workers", "2", "--module",
-        "tests.support.multiworker_state_task", "--", "--state-dtype", "float16", *flags),
-        timeout=180)
-    results = task_results(stdout)
-    assert status == 0 and sorted(results) == ["worker:0", "worker:1"], stdout + stderr[-3000:]
+    results = state_task_results("float16", flags)
     first, second = results["worker:0"], results["worker:1"]
     assert "refused" not in first and first["slot_dtypes"] == ["float16"]
     assert first["table"] == second["table"] and first["kernel"] == second["kernel"]
