@@ -55,6 +55,8 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
         self._set_hyper("decay", self._initial_decay)
         self._initial_accumulator_value = initial_accumulator_value
         self._update_log = UpdateLog()
+        # Each variable with slots, by OptimizerV2's key of its slots (for SavedModels).
+        self._slot_owners = {}
 
     def _prepare_local(self, var_device, var_dtype, apply_state):
         super()._prepare_local(var_device, var_dtype, apply_state)
@@ -87,6 +89,7 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
     def add_slot(self, var, slot_name, initializer="zeros", shape=None):
         """Adds a slot variable of `var`, in the state dtype (`state_dtype` for float32
         variables)."""
+        self._slot_owners.setdefault(_var_key(var), var)
         with _slots_of_dtype(var, self._state_dtype_for(var.dtype)):
             return super().add_slot(var, slot_name, initializer, shape=shape)
 
@@ -108,6 +111,51 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
         if len(slot_variable.shape) >= 1:
             converting(slot_variable, self.__class__.__name__)
         super()._restore_slot_variable(slot_name, variable, slot_variable)
+
+    # SavedModels. TensorFlow saves an optimizer_v2's slots as slot variables (checkpoint keys
+    # `<variable>/.OPTIMIZER_SLOT/<optimizer>/<slot>`), and loading a SavedModel remakes each one
+    # with tf_keras's RestoredOptimizer.add_slot: in its variable's shape and dtype. A row-wise
+    # accumulator (one value per row) or a slot in a narrower state dtype then fails the load of
+    # the whole SavedModel, for serving too ("Received incompatible tensor with shape (50,) when
+    # attempting to restore variable with shape (50, 4)", "expected dtype float does not equal
+    # original dtype bfloat16"). So where any slot differs from its variable in shape or dtype,
+    # a SavedModel holds the slots as ordinary variables of the optimizer instead, remade from
+    # their saved shape and dtype. TensorFlow lists an object's children (_trackable_children,
+    # with the save type) before it gathers slot variables (from objects whose dir() lists
+    # get_slot_names), for the SavedModel's graph and again, from the same cached children, for
+    # its checkpoint: so the save type of the last listing decides, and checkpoints, which list
+    # children as "checkpoint", keep slot variables.
+
+    def _trackable_children(self, save_type="checkpoint", **kwargs):
+        children = super()._trackable_children(save_type, **kwargs)
+        self._slots_as_children = (save_type == "savedmodel"
+                                   and self._has_slots_a_saved_model_cannot_remake())
+        if self._slots_as_children:
+            children = dict(children)
+            children.update(self._slots_by_name())
+        return children
+
+    def __dir__(self):
+        names = super().__dir__()
+        if getattr(self, "_slots_as_children", False):
+            return [name for name in names if name != "get_slot_names"]
+        return names
+
+    def _has_slots_a_saved_model_cannot_remake(self):
+        return any(slot.shape != var.shape or slot.dtype.base_dtype != var.dtype.base_dtype
+                   for var_key, var in self._slot_owners.items()
+                   for slot in self._slots.get(var_key, {}).values())
+
+    def _slots_by_name(self):
+        """Every slot variable under a name of its own: its slot name and its variable's."""
+        named = {}
+        for var_key, var in self._slot_owners.items():
+            for slot_name, slot in self._slots.get(var_key, {}).items():
+                name = f"{slot_name}:{_replica_free_name(var)}"
+                while name in named:
+                    name += "_"
+                named[name] = slot
+        return named
 
     # Whether dense gradients of element-wise variables go to the multi-tensor ops (per dtype and
     # device: one op call on a GPU, one per intra-op thread on the CPU, see _optimizer_common);
