@@ -374,3 +374,38 @@ def test_object_based_checkpoint_named_as_tf1_is_refused(run):
         convert_checkpoint.read(run["sources"]["keras3_ftrl"]["path"], "tf1")
     with pytest.raises(ValueError, match="holds tf_keras .*OptimizerV2.*pass --from tf_keras"):
         convert_checkpoint.read(run["sources"]["tf_keras_legacy_adagrad"]["path"], "keras3")
+
+
+@pytest.mark.parametrize("state_dtype", ["bfloat16", "float16"])
+def test_tf1_target_takes_row_wise_and_narrow_state_element_wise(tmp_path, state_dtype):
+    """TF1's optimizers keep each slot in its variable's shape and dtype: tf_ftrl's row-wise
+    accumulators (one value per row) repeat each row's value, and 16-bit state widens exactly;
+    the report says so, and TF1's FtrlOptimizer restores the result and trains on."""
+    import tf_ftrl
+    seed = 11
+    model = worker.build_model("keras3", seed)
+    optimizer = tf_ftrl.Ftrl(rowwise=True, state_dtype=state_dtype,
+                             **worker.optimizer_arguments("ftrl", "keras3"))
+    worker.train(model, optimizer, worker.batches(seed)[:worker.FIRST])
+    source = tf.train.Checkpoint(model=model, optimizer=optimizer).write(str(tmp_path / "k3"))
+    saved = convert_checkpoint.read(source, "keras3")
+    dst = str(tmp_path / "tf1")
+
+    report = convert_checkpoint.convert(source, dst, from_="keras3", to="tf1")
+
+    assert report.complete
+    for name in worker.NAMES:
+        variable = tf.train.load_variable(dst, name)
+        accumulator = tf.train.load_variable(dst, f"{name}/Ftrl")
+        linear = tf.train.load_variable(dst, f"{name}/Ftrl_1")
+        assert accumulator.dtype == linear.dtype == variable.dtype == np.float32
+        row_wise = saved.slots[name]["accumulator"].astype(np.float32)
+        expected = (np.broadcast_to(row_wise[:, None], variable.shape) if variable.ndim == 2
+                    else row_wise)
+        np.testing.assert_array_equal(accumulator, expected, err_msg=name)
+        np.testing.assert_array_equal(
+            linear, saved.slots[name]["linear"].astype(np.float32), err_msg=name)
+        assert f"{name} (linear): {state_dtype} -> float32" in report.converted
+    assert sum("other layout" in line for line in report.converted) == 2  # table and kernel
+    _, step = _resume_tf1("ftrl", dst, seed)
+    assert step == worker.FIRST + worker.THEN

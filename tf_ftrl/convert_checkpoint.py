@@ -542,6 +542,21 @@ def restore(src, model, optimizer, *, from_, mapping=(), iterations=None, tf1_na
     return report
 
 
+def _tf1_slot(value, variable, what, converted):
+    """A slot as TF1's optimizers keep it: element-wise, in its variable's dtype. tf_ftrl's
+    row-wise accumulators (one value per row) repeat each row's value, and bfloat16 or float16
+    state is widened exactly; `converted` gets a line for each."""
+    from tf_ftrl._slot_conversion import convert_slot
+    value, variable = np.asarray(value), np.asarray(variable)
+    if value.shape != variable.shape:
+        value = convert_slot(value, variable.shape, what)
+        converted.append(f"{what}: shape {value.shape} from the checkpoint's other layout")
+    if value.dtype != variable.dtype:
+        converted.append(f"{what}: {value.dtype} -> {variable.dtype}")
+        value = value.astype(variable.dtype)
+    return value
+
+
 def _write_tf1(state, dst, rules, tf1_name, iterations, report):
     import tensorflow as tf
     slot_names = _tf1_slot_names(tf1_name)
@@ -561,7 +576,8 @@ def _write_tf1(state, dst, rules, tf1_name, iterations, report):
         report.variables[source_name] = target
         slots = state.slots.get(source_name, {})
         for slot, value_of_slot in slots.items():
-            tensors[f"{target}/{slot_suffixes[slot]}"] = value_of_slot
+            tensors[f"{target}/{slot_suffixes[slot]}"] = _tf1_slot(
+                value_of_slot, value, f"{target} ({slot})", report.converted)
         report.slots[target] = list(slots)
     step = iterations if iterations is not None else state.iterations
     if step is not None:
