@@ -227,3 +227,26 @@ def test_state_dtype_keeps_the_optimizers_state_in_bfloat16(tmp_path, capsys):
         for variable in optimizer._trainable_variables:
             accumulator = optimizer.get_slot(variable, "accumulator")
             assert accumulator.dtype == "bfloat16", variable.path
+
+
+def test_mirrored_resume_continues_after_the_last_epoch(tmp_path):
+    """--strategy mirrored (two logical CPUs), with row-wise bfloat16 state: 1 epoch, then
+    --epochs 2 --resume, ends exactly where a straight 2-epoch run does (model, both optimizers'
+    state)."""
+    job = ["-m", "tf_ftrl.examples.ctr", "--strategy", "mirrored", "--train-examples", "600",
+           "--test-examples", "200", "--no-compare", "--rowwise", "--state-dtype", "bfloat16",
+           "--no-progress"] + TINY[:-3]
+    workers.run(*job, "--epochs", "1", "--out", tmp_path / "resumed", timeout=300)
+    done = workers.run(*job, "--epochs", "2", "--resume", "--out", tmp_path / "resumed",
+                       timeout=300)
+    assert "Resuming after epoch 1" in done.stdout
+    workers.run(*job, "--epochs", "2", "--out", tmp_path / "straight", timeout=300)
+
+    reports = [json.loads((tmp_path / run / "ctr_report.json").read_text())["results"]["tf_ftrl"]
+               for run in ("resumed", "straight")]
+    assert [r["test_auc"] for r in reports[0]] == [r["test_auc"] for r in reports[1]]
+    assert json.loads((tmp_path / "straight" / "cluster_report.json").read_text())[
+        "replicas"] == 2
+    for a, b in zip(weights_of(tmp_path / "resumed" / "model.keras"),
+                    weights_of(tmp_path / "straight" / "model.keras"), strict=True):
+        np.testing.assert_array_equal(a, b)

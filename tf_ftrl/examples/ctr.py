@@ -423,8 +423,7 @@ def build_parser():
                      help="then train the same model with keras.optimizers, for comparison "
                      "(default: on synthetic data only; it takes several times as long)")
     job.add_argument("--resume", action="store_true",
-                     help="continue from the last checkpoint under --out (--strategy none, "
-                     "multiworker and ps)")
+                     help="continue from the last checkpoint under --out")
     job.add_argument("--checkpoint-steps", metavar="N", type=int, default=0,
                      help="--strategy ps: a checkpoint every N steps too, not only at epoch "
                      "ends (default: epoch ends only)")

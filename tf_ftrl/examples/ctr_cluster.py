@@ -19,10 +19,10 @@ process: the trained weights (shards concatenated) are copied into a plain Keras
 is exported as `--strategy none` exports it. `model.keras` (the model with its optimizers' state)
 is written by every strategy but ps, whose tables and slots are sharded tf_keras variables.
 
-Checkpoints (--resume): `--strategy none` writes one at every epoch end; multiworker too, every
-worker under its --out, and every worker restores the chief's (a filesystem they share); ps
-writes one at every epoch end and every --checkpoint-steps steps, under --out/checkpoints/ps/,
-and any number of parameter servers restores it. A lost parameter server ends the ps job with
+Checkpoints (--resume): `--strategy none` and mirrored write one at every epoch end;
+multiworker too, every worker under its --out, and every worker restores the chief's (a
+filesystem they share); ps writes one at every epoch end and every --checkpoint-steps steps,
+under --out/checkpoints/ps/, and any number of parameter servers restores it. A lost parameter server ends the ps job with
 one line naming it; the same command with --resume continues from the last checkpoint. A lost
 ps worker is not an error: the coordinator gives its steps to the other workers and takes it
 back once it serves again (tf_ftrl.examples.local_cluster starts it again).
@@ -565,9 +565,6 @@ def train_ps(args, strategy, cluster, hashing, data, test_dataset, test_labels):
 
 
 def main(parser, args, argv):
-    if args.resume and args.strategy == "mirrored":
-        ctr.fail(parser, "--resume works with --strategy none, multiworker and ps. Received: "
-                 "--strategy mirrored")
     if args.checkpoint_steps < 0:
         ctr.fail(parser, f"--checkpoint-steps must be 0 or more. Received: "
                  f"{args.checkpoint_steps}")
