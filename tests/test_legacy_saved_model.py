@@ -1,5 +1,6 @@
 """SavedModels of models whose optimizer keeps row-wise or low-precision state
-(tests/support/legacy_saved_model_worker.py). tf_keras with tf_ftrl.legacy: they load and serve
+(tests/support/legacy_saved_model_worker.py). tf_keras with tf_ftrl.legacy (on one device, under
+MirroredStrategy, and under ParameterServerStrategy with sharded tables): they load and serve
 in a process without tf_ftrl, tf_keras's load_model loads them, they hold every slot, and a
 tf.train.Checkpoint written afterwards still keeps the slots as slot variables (loading such a
 SavedModel failed: tf_keras remakes an optimizer_v2's slot variables in their variable's shape
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.support import workers
-from tests.support.legacy_saved_model_worker import CASES, KERAS3_CASE
+from tests.support.legacy_saved_model_worker import CASES, KERAS3_CASE, PS_CASE
 
 WORKER = "tests.support.legacy_saved_model_worker"
 # Slot shapes or dtypes that differ from their variables'.
@@ -31,10 +32,18 @@ def saved_keras3(saved):
 
 
 @pytest.fixture(scope="module")
-def served(saved, saved_keras3):
+def saved_ps(saved):
+    out, _ = saved
+    return workers.run_for_result("-m", WORKER, "save_ps", out, timeout=300,
+                                  env=workers.environment(TF_USE_LEGACY_KERAS="1"))[PS_CASE]
+
+
+@pytest.fixture(scope="module")
+def served(saved, saved_keras3, saved_ps):
     out, _ = saved
     return workers.run_for_result("-m", WORKER, "serve",
-                                  *(out / case for case in [*CASES, KERAS3_CASE]), timeout=300)
+                                  *(out / case for case in [*CASES, KERAS3_CASE, PS_CASE]),
+                                  timeout=300)
 
 
 def test_the_cases_keep_the_state_they_name(saved):
@@ -97,3 +106,12 @@ def test_keras3_saved_model_serves_and_restores_row_wise_bfloat16_state(saved_ke
     np.testing.assert_allclose(served["predictions"][KERAS3_CASE], saved_keras3["predictions"],
                                rtol=1e-6, atol=1e-7)
     assert saved_keras3["saved_model_restores_slots"]
+
+
+def test_parameter_server_saved_model_serves(saved_ps, served):
+    """Row-wise bfloat16 state of a table sharded over two parameter servers (each shard's
+    accumulator one value per row of the shard)."""
+    assert saved_ps["table_shards"] == 2
+    assert [20] in saved_ps["slot_shapes"] and saved_ps["slot_dtypes"] == ["bfloat16"]
+    np.testing.assert_allclose(served["predictions"][PS_CASE], saved_ps["predictions"],
+                               rtol=1e-6, atol=1e-7)

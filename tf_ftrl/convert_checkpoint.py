@@ -599,7 +599,9 @@ def convert(src, dst, *, from_, to, model=None, optimizer=None, mapping=(), iter
 
     For `to="tf1"` no model is needed: the variables keep their names (after `mapping`), the
     slots become `<name>/Ftrl`, `<name>/Ftrl_1` or `<name>/Adagrad` (`tf1_name` instead of the
-    optimizer's name, or "ACCUM,LINEAR" for the slots' names), the step count `global_step`; a `tf.compat.v1.train.Saver` restores it.
+    optimizer's name, or "ACCUM,LINEAR" for the slots' names), element-wise in the variable's
+    dtype as TF1 keeps them (row-wise or 16-bit slots converted, and reported), the step count
+    `global_step`; a `tf.compat.v1.train.Saver` restores it.
     For "tf_keras" and "keras3", `model` and `optimizer` are those to resume training with (the
     optimizer's hyperparameters are saved with it); the state is assigned to them as `restore`
     does, and `tf.train.Checkpoint(model=model, optimizer=optimizer)` is written to `dst`.

@@ -2,6 +2,7 @@
 tests/test_legacy_saved_model.py, which reads the JSON line each mode prints:
 
     TF_USE_LEGACY_KERAS=1 python -m tests.support.legacy_saved_model_worker save OUT_DIR
+    TF_USE_LEGACY_KERAS=1 python -m tests.support.legacy_saved_model_worker save_ps OUT_DIR
     python -m tests.support.legacy_saved_model_worker save_keras3 OUT_DIR
     python -m tests.support.legacy_saved_model_worker serve DIR [DIR ...]
 
@@ -11,6 +12,9 @@ tests/test_legacy_saved_model.py, which reads the JSON line each mode prints:
   reports its predictions, its optimizer's slots, what the SavedModel's checkpoint holds, a
   tf.train.Checkpoint written after the SavedModels and restored into a fresh optimizer, and
   the model loaded back with tf_keras.models.load_model and trained on;
+- `save_ps`: a model with row-wise bfloat16 state trained under ParameterServerStrategy (an
+  in-process cluster of one worker and two parameter servers, its table sharded over them)
+  and saved with tf.saved_model.save (OUT_DIR/PS_CASE);
 - `save_keras3`: the same for a Keras 3 model with tf_ftrl.Ftrl(rowwise=True,
   state_dtype="bfloat16") (OUT_DIR/KERAS3_CASE), whose slots a SavedModel holds as Keras 3
   saves any optimizer's variables, restored from the SavedModel's checkpoint into a fresh model;
@@ -118,6 +122,40 @@ def save(out_dir):
     print_result(result)
 
 
+PS_CASE = "ps_ftrl_rowwise_bfloat16"
+
+
+def save_ps(out_dir):
+    import tensorflow as tf
+    import tf_keras
+
+    import tf_ftrl.legacy as legacy
+    from tf_ftrl.examples import parameter_server
+    resolver = parameter_server.start_in_process_cluster(1, 2)
+    partitioner = tf.distribute.experimental.partitioners.FixedShardsPartitioner(2)
+    strategy = tf.distribute.experimental.ParameterServerStrategy(
+        resolver, variable_partitioner=partitioner)
+    ids, clicks = _data()
+    with strategy.scope():
+        model = _model(tf_keras)
+        model.compile(optimizer=legacy.Ftrl(0.5, rowwise=True, state_dtype="bfloat16"),
+                      loss="binary_crossentropy")
+
+    def dataset_fn(_):
+        return tf.data.Dataset.from_tensor_slices((ids, clicks)).repeat().batch(64)
+
+    model.fit(tf_keras.utils.experimental.DatasetCreator(dataset_fn), epochs=1,
+              steps_per_epoch=8, verbose=0)
+    tf.saved_model.save(model, os.path.join(out_dir, PS_CASE, "saved_model"))
+    slots = [v for v in model.optimizer.variables() if v.shape.rank != 0]
+    print_result({PS_CASE: {
+        "table_shards": len(model.layers[0].embeddings.variables),
+        "slot_shapes": sorted(list(v.shape) for v in slots),
+        "slot_dtypes": sorted({v.dtype.name for v in slots}),
+        "predictions": model.predict(ids, verbose=0).ravel().tolist(),
+    }})
+
+
 KERAS3_CASE = "keras3_ftrl_rowwise_bfloat16"
 
 
@@ -165,4 +203,5 @@ def serve(*directories):
 
 
 if __name__ == "__main__":
-    {"save": save, "save_keras3": save_keras3, "serve": serve}[sys.argv[1]](*sys.argv[2:])
+    {"save": save, "save_ps": save_ps, "save_keras3": save_keras3,
+     "serve": serve}[sys.argv[1]](*sys.argv[2:])
