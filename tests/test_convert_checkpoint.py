@@ -409,3 +409,26 @@ def test_tf1_target_takes_row_wise_and_narrow_state_element_wise(tmp_path, state
     assert sum("other layout" in line for line in report.converted) == 2  # table and kernel
     _, step = _resume_tf1("ftrl", dst, seed)
     assert step == worker.FIRST + worker.THEN
+
+
+def test_the_save_count_of_checkpoint_save_is_no_model_variable(tmp_path):
+    """tf.train.Checkpoint.save and CheckpointManager (not .write) also save their count of
+    saves, `save_counter`: it was read as a model variable, left unmapped in every Keras target
+    (a --strict conversion failed) and written into TF1 checkpoints."""
+    import keras
+    seed = 5
+    model = worker.build_model("keras3", seed)
+    optimizer = keras.optimizers.Ftrl(**worker.optimizer_arguments("ftrl", "keras3"))
+    worker.train(model, optimizer, worker.batches(seed)[:worker.FIRST])
+    source = tf.train.CheckpointManager(tf.train.Checkpoint(model=model, optimizer=optimizer),
+                                        str(tmp_path / "k3"), max_to_keep=1).save()
+    assert "save_counter" in {name.split("/")[0] for name, _ in tf.train.list_variables(source)}
+
+    assert sorted(convert_checkpoint.read(source, "keras3").variables) == sorted(worker.NAMES)
+    dst = str(tmp_path / "tf1")
+    report = convert_checkpoint.convert(source, dst, from_="keras3", to="tf1")
+    assert report.complete, report.not_mapped
+    assert "save_counter" not in {name for name, _ in tf.train.list_variables(dst)}
+    target = worker.build_model("keras3")
+    target_optimizer = keras.optimizers.Ftrl(**worker.optimizer_arguments("ftrl", "keras3"))
+    assert convert_checkpoint.restore(source, target, target_optimizer, from_="keras3").complete

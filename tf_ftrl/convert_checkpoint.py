@@ -274,8 +274,10 @@ def _read_object_based(reader):
                 own.setdefault(item.node_id, None)
     slot_of = {s.slot_variable_node_id: (s.original_variable_node_id, s.slot_name)
                for s in optimizer.slot_variables}
+    # tf.train.Checkpoint.save's (and CheckpointManager's) count of saves: no model's variable.
+    save_counter = {c.node_id for c in graph.nodes[0].children if c.local_name == "save_counter"}
     for node_id, (key, full_name) in variables.items():
-        if node_id in slot_of or node_id in own:
+        if node_id in slot_of or node_id in own or node_id in save_counter:
             continue
         state.variables[full_name] = reader.get_tensor(key)
     by_id = {node_id: full for node_id, (_, full) in variables.items()}
