@@ -22,10 +22,11 @@ is written by every strategy but ps, whose tables and slots are sharded tf_keras
 Checkpoints (--resume): `--strategy none` and mirrored write one at every epoch end;
 multiworker too, every worker under its --out, and every worker restores the chief's (a
 filesystem they share); ps writes one at every epoch end and every --checkpoint-steps steps,
-under --out/checkpoints/ps/, and any number of parameter servers restores it. A lost parameter server ends the ps job with
-one line naming it; the same command with --resume continues from the last checkpoint. A lost
-ps worker is not an error: the coordinator gives its steps to the other workers and takes it
-back once it serves again (tf_ftrl.examples.local_cluster starts it again).
+under --out/checkpoints/ps/, and any number of parameter servers restores it. A lost parameter
+server ends the ps job with one line naming it; the same command with --resume continues from
+the last checkpoint. A lost ps worker is not an error: the coordinator gives its steps to the
+other workers and takes it back once it serves again (tf_ftrl.examples.local_cluster starts it
+again).
 """
 
 import json
