@@ -453,18 +453,26 @@ def _slot(optimizer, variable, slot):
     return lists[optimizer._get_variable_index(variable)]
 
 
-def _assign(target, value, what, converted):
+def _in_layout(value, shape, dtype, what, converted):
+    """`value` (a saved variable or slot) in `shape`: an accumulator saved with the other
+    `rowwise` setting converted (`convert_slot`; any other mismatch a clear error). That, and a
+    dtype other than `dtype` (a tf.DType, which the caller casts to), go into `converted`."""
     import tensorflow as tf
     from tf_ftrl._slot_conversion import convert_slot
     value = np.asarray(value)
-    shape = tuple(target.shape)
+    shape = tuple(shape)
     if value.shape != shape:
-        value = convert_slot(value, shape, what)  # rowwise <-> element-wise, or a clear error
+        value = convert_slot(value, shape, what)
         converted.append(f"{what}: shape {np.shape(value)} from the checkpoint's other layout")
-    dtype = tf.as_dtype(target.dtype)
     if tf.as_dtype(value.dtype) != dtype:
         converted.append(f"{what}: {value.dtype} -> {dtype.name}")
-    target.assign(tf.cast(value, dtype))
+    return value
+
+
+def _assign(target, value, what, converted):
+    import tensorflow as tf
+    dtype = tf.as_dtype(target.dtype)
+    target.assign(tf.cast(_in_layout(value, target.shape, dtype, what, converted), dtype))
 
 
 def restore(src, model, optimizer, *, from_, mapping=(), iterations=None, tf1_name=None):
@@ -548,15 +556,10 @@ def _tf1_slot(value, variable, what, converted):
     """A slot as TF1's optimizers keep it: element-wise, in its variable's dtype. tf_ftrl's
     row-wise accumulators (one value per row) repeat each row's value, and bfloat16 or float16
     state is widened exactly; `converted` gets a line for each."""
-    from tf_ftrl._slot_conversion import convert_slot
-    value, variable = np.asarray(value), np.asarray(variable)
-    if value.shape != variable.shape:
-        value = convert_slot(value, variable.shape, what)
-        converted.append(f"{what}: shape {value.shape} from the checkpoint's other layout")
-    if value.dtype != variable.dtype:
-        converted.append(f"{what}: {value.dtype} -> {variable.dtype}")
-        value = value.astype(variable.dtype)
-    return value
+    import tensorflow as tf
+    variable = np.asarray(variable)
+    return _in_layout(value, variable.shape, tf.as_dtype(variable.dtype), what,
+                      converted).astype(variable.dtype)
 
 
 def _write_tf1(state, dst, rules, tf1_name, iterations, report):

@@ -265,7 +265,7 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
         self._check_state_dtype_creatable([var for var in var_list if not overwritten(var)])
         slots = tuple([] for _ in self._spec.slots)
         for var in var_list:
-            if getattr(self, "_overwrite_variable_with_gradient", lambda v: False)(var):
+            if overwritten(var):
                 for slot_list in slots:
                     slot_list.append(None)
                 continue
