@@ -133,8 +133,9 @@ constexpr int64_t kMaxPrefetchBytesPerRow = 512;
 // On an Intel Xeon VM (Sapphire Rapids class, 2 cores) every sparse update of a 2M x 64 table ran
 // 8-17% faster with its rows prefetched into L2 (tools/bench_cpu_kernels.cc times both in one
 // run): prefetched into L1, two thirds of the row-wise Adagrad loop's samples sat on the
-// prefetch instructions themselves, waiting for the core's L1 miss buffers. Zen 4 also takes
-// PREFETCHT1 into L2, but it is not measured here, so CPUs other than Intel's keep PREFETCHT0.
+// prefetch instructions themselves, waiting for the core's L1 miss buffers. On a Zen 5 VM
+// PREFETCHT0 was the faster (1.01-1.14x over the four sparse updates, docs/benchmarks.md), so
+// CPUs other than Intel's keep it.
 enum class RowPrefetch { kIntoL1, kIntoL2 };
 
 // TF_FTRL_ROW_PREFETCH=l1 or l2 in the environment chooses instead (to compare them).

@@ -80,13 +80,21 @@ struct CacheLineAllocator {
 using Buffer = std::vector<float, CacheLineAllocator<float>>;
 
 // Median seconds of each of `cases` over `rounds` rounds, each round calling every case once
-// (after one warm-up round).
+// (after one warm-up round), in a new order every round (a seeded shuffle). Not one fixed order:
+// a case then always follows the same one and pays for what that one leaves behind. In a fixed
+// order, the first bfloat16 Adagrad case (whichever rounding it had) took ~0.2 ms longer than
+// the second, on the Zen 5 VM: it followed row-wise Adagrad (docs/benchmarks.md, "Low-precision
+// state").
 std::vector<double> InterleavedMedianSeconds(int rounds,
                                              const std::vector<std::function<void()>>& cases) {
   for (const auto& c : cases) c();
   std::vector<std::vector<double>> times(cases.size());
+  std::vector<size_t> order(cases.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::mt19937_64 shuffler(0);
   for (int r = 0; r < rounds; ++r) {
-    for (size_t i = 0; i < cases.size(); ++i) {
+    std::shuffle(order.begin(), order.end(), shuffler);
+    for (const size_t i : order) {
       const auto start = Clock::now();
       cases[i]();
       times[i].push_back(std::chrono::duration<double>(Clock::now() - start).count());
