@@ -7,6 +7,9 @@
 // only vectorise and shard the same IEEE operations), every other element must be untouched, and
 // nothing may be read or written outside the buffers (the sanitizers see to that).
 //
+// The row-wise updates (rowwise_math.h) and 16-bit state of float32 vars (rounded to nearest or
+// stochastically) are fuzzed the same way, with an oracle that updates one row at a time.
+//
 // TF_FTRL_FUZZ_SEED=<n> replays one run; TF_FTRL_FUZZ_ITERATIONS=<n> runs longer.
 #include <algorithm>
 #include <cinttypes>
@@ -19,6 +22,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/cpu_loops.h"
@@ -432,6 +436,226 @@ void AdversarialRowGroups(std::mt19937_64& rng) {
   CheckAccepted<int32_t>(&groups, all_same, 6, "50000 duplicates of one row");
 }
 
+// ---------------------------------------------------- row-wise updates and 16-bit state (any S)
+
+template <typename Step, typename = void>
+constexpr bool kIsRowwise = false;
+template <typename Step>
+constexpr bool kIsRowwise<Step, std::void_t<decltype(Step::kPerRow)>> = true;
+
+// One row of an update outside the loops: the oracle for state of type S (var's, or 16-bit for
+// a float var). Row-wise: the row's mean square (RowSumOfSquares, the loops' order), BeginRow,
+// the per-row values stored, then each element with the row's coefficients; element-wise: each
+// element's step. Every store as StoreState does it (rounding by the array and the position: an
+// element's index in its array, a per-row value's row), the var's in its own type.
+template <typename Step, typename T, typename S>
+void OracleRow(const Step& step, const StateRounding& rounding, int64_t row, int64_t row_size,
+               const AccumulateType<T>* grad, T* var, S* const* slots) {
+  using A = AccumulateType<T>;
+  constexpr int kN = Step::kNumState;
+  const auto per_row = [](int i) {
+    if constexpr (kIsRowwise<Step>) {
+      return Step::kPerRow[i];
+    } else {
+      return false;
+    }
+  };
+  A row_values[kN] = {};
+  // Every element of the row with `update(grad, values)`, the step with the row's coefficients.
+  const auto elements = [&](const auto& update) {
+    for (int64_t j = 0; j < row_size; ++j) {
+      const int64_t k = row * row_size + j;
+      A values[kN];
+      values[0] = static_cast<A>(Load(var[k]));
+      for (int i = 1; i < kN; ++i) {
+        values[i] = per_row(i) ? row_values[i] : static_cast<A>(Load(slots[i - 1][k]));
+      }
+      update(grad[j], values);
+      var[k] = StoreState<T, T>(rounding, values[0], 0, k);
+      for (int i = 1; i < Step::kNumWritten; ++i) {
+        if (!per_row(i)) slots[i - 1][k] = StoreState<T, S>(rounding, values[i], i, k);
+      }
+    }
+  };
+  if constexpr (kIsRowwise<Step>) {
+    for (int i = 1; i < kN; ++i) {
+      if (per_row(i)) row_values[i] = static_cast<A>(Load(slots[i - 1][row]));
+    }
+    const A mean_square = RowSumOfSquares<A>(grad, row_size) / static_cast<A>(row_size);
+    const auto coefficients = step.BeginRow(mean_square, row_values);
+    for (int i = 1; i < Step::kNumWritten; ++i) {
+      if (per_row(i)) slots[i - 1][row] = StoreState<T, S>(rounding, row_values[i], i, row);
+    }
+    elements([&](A g, A(&values)[kN]) { step(coefficients, g, values); });
+  } else {
+    elements([&](A g, A(&values)[kN]) { step(g, values); });
+  }
+}
+
+template <typename Optimizer, typename A>
+typename Optimizer::template Hyperparams<A> RandomHyperparams(std::mt19937_64& rng) {
+  if constexpr (std::is_same_v<typename Optimizer::template Hyperparams<A>,
+                               FtrlHyperparams<A>>) {
+    return RandomFtrlHyperparams<A>(rng);
+  } else {
+    return RandomAdagradHyperparams<A>(rng);
+  }
+}
+
+// The state of one fuzz case: var (T) and the slots (S; per-row ones one value per row), the
+// accumulator non-negative; for 16-bit state, a random rounding.
+template <typename Optimizer, typename T, typename S>
+struct FuzzState {
+  static constexpr int kNumSlots = Optimizer::kNumState - 1;
+  std::vector<T> var;
+  std::vector<S> slots[kNumSlots];
+  StateRounding rounding;
+
+  FuzzState(std::mt19937_64& rng, int64_t rows, int64_t row_size, double special_rate) {
+    var = RandomVector<T>(rng, rows * row_size, special_rate);
+    for (int i = 0; i < kNumSlots; ++i) {
+      slots[i] = RandomVector<S>(rng, PerRow(i + 1) ? rows : rows * row_size, special_rate,
+                                 /*non_negative=*/i == 0);
+    }
+    if (!std::is_same_v<S, T>) {
+      const bool stochastic = rng() % 2 == 0;
+      const uint64_t seed = rng();
+      rounding = {stochastic, RoundingKey(static_cast<int64_t>(seed), rng() % 100000)};
+    }
+  }
+  static bool PerRow(int i) {
+    if constexpr (Optimizer::kRowwise) {
+      return Optimizer::kPerRow[i];
+    } else {
+      return false;
+    }
+  }
+  StateArrays<T, Optimizer::kNumState, S> Arrays() {
+    StateArrays<T, Optimizer::kNumState, S> arrays{var.data(), {}, rounding};
+    for (int i = 0; i < kNumSlots; ++i) arrays.slots[i] = slots[i].data();
+    return arrays;
+  }
+  bool SameAs(const FuzzState& other) const {
+    bool same = var.size() == other.var.size();
+    for (size_t k = 0; same && k < var.size(); ++k) same = SameValue(var[k], other.var[k]);
+    for (int i = 0; i < kNumSlots; ++i) {
+      same = same && slots[i].size() == other.slots[i].size();
+      for (size_t k = 0; same && k < slots[i].size(); ++k) {
+        same = SameValue(slots[i][k], other.slots[i][k]);
+      }
+    }
+    return same;
+  }
+};
+
+template <typename Optimizer, typename T, typename S>
+std::string DescribeState(const char* kind, int64_t rows, int64_t row_size, int64_t n,
+                          const char* pattern, const StateRounding& rounding) {
+  return Describe(kind, TypeName<T>(), rows, row_size, n, pattern) + " " + Optimizer::kName +
+         " state " + TypeName<S>() + (rounding.stochastic ? " stochastic" : "");
+}
+
+template <typename Optimizer, typename T, typename S, typename Index>
+void FuzzSparseState(std::mt19937_64& rng, int64_t rows, int64_t row_size, int64_t n,
+                     Pattern pattern, double special_rate, RowGroups* groups) {
+  using A = AccumulateType<T>;
+  const auto indices = RandomIndices<Index>(rng, rows, n, pattern);
+  FuzzState<Optimizer, T, S> expected(rng, rows, row_size, special_rate);
+  const auto grad = RandomVector<T>(rng, n * row_size, special_rate);
+  const auto h = RandomHyperparams<Optimizer, A>(rng);
+  const bool flag = rng() % 2 == 0;
+  const std::string what = DescribeState<Optimizer, T, S>(
+      "sparse", rows, row_size, n, PatternName(pattern), expected.rounding);
+  IndexError error;
+  if (!groups->Build(indices.data(), n, rows, &error)) {
+    Check(false, what + ": in-range indices rejected");
+    return;
+  }
+  auto actual = expected;
+  cpu::SparseApply<Optimizer>(h, flag, actual.Arrays(), grad.data(), row_size, *groups,
+                              RandomThreads(rng));
+  S* slots[FuzzState<Optimizer, T, S>::kNumSlots + 1];
+  for (int i = 0; i < FuzzState<Optimizer, T, S>::kNumSlots; ++i) {
+    slots[i] = expected.slots[i].data();
+  }
+  Optimizer::WithStep(h, flag, [&](const auto& step) {
+    for (const auto& [row, sum] : SummedRows(indices, grad, row_size)) {
+      OracleRow<std::decay_t<decltype(step)>, T, S>(step, expected.rounding, row, row_size,
+                                                    sum.data(), expected.var.data(), slots);
+    }
+  });
+  Check(actual.SameAs(expected), what);
+}
+
+template <typename Optimizer, typename T, typename S>
+void FuzzDenseState(std::mt19937_64& rng, int64_t rows, int64_t row_size, double special_rate) {
+  using A = AccumulateType<T>;
+  FuzzState<Optimizer, T, S> expected(rng, rows, row_size, special_rate);
+  const auto grad = RandomVector<T>(rng, rows * row_size, special_rate);
+  const auto h = RandomHyperparams<Optimizer, A>(rng);
+  const bool flag = rng() % 2 == 0;
+  auto actual = expected;
+  if constexpr (Optimizer::kRowwise) {
+    cpu::RowwiseApply<Optimizer>(h, flag, actual.Arrays(), grad.data(), rows, row_size,
+                                 ThreadedParallelFor);
+  } else {
+    cpu::Apply<Optimizer>(h, flag, actual.Arrays(), grad.data(), rows * row_size,
+                          ThreadedParallelFor);
+  }
+  S* slots[FuzzState<Optimizer, T, S>::kNumSlots + 1];
+  for (int i = 0; i < FuzzState<Optimizer, T, S>::kNumSlots; ++i) {
+    slots[i] = expected.slots[i].data();
+  }
+  std::vector<A> grad_row(row_size);
+  Optimizer::WithStep(h, flag, [&](const auto& step) {
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t j = 0; j < row_size; ++j) grad_row[j] = Load(grad[r * row_size + j]);
+      OracleRow<std::decay_t<decltype(step)>, T, S>(step, expected.rounding, r, row_size,
+                                                    grad_row.data(), expected.var.data(), slots);
+    }
+  });
+  Check(actual.SameAs(expected), DescribeState<Optimizer, T, S>("dense", rows, row_size, 0,
+                                                                "all rows", expected.rounding));
+}
+
+// Random sparse and dense cases of Optimizer with state S. Row-wise updates take rows of at
+// least one element (the ops return before the loops for rows of none).
+template <typename Optimizer, typename T, typename S>
+void FuzzWithState(std::mt19937_64& rng, int iterations) {
+  static const int64_t kRowSizes[] = {0, 1, 2, 3, 8, 16, 17, 32, 64, 129};
+  RowGroups groups;
+  for (int i = 0; i < iterations; ++i) {
+    int64_t row_size = kRowSizes[rng() % std::size(kRowSizes)];
+    if (Optimizer::kRowwise && row_size == 0) row_size = 1;
+    int64_t rows = std::uniform_int_distribution<int64_t>(0, 40)(rng);
+    int64_t n = std::uniform_int_distribution<int64_t>(0, 60)(rng);
+    if (rng() % 8 == 0) {  // enough unique rows to be split over the threads
+      rows = 4000;
+      const int64_t parallel = cpu::kMinElementsToParallelize / std::max<int64_t>(row_size, 1);
+      n = std::min<int64_t>(rows, std::max<int64_t>(600, parallel + 1));
+    }
+    const Pattern pattern = static_cast<Pattern>(rng() % 4);
+    if (rows == 0) n = 0;
+    if (pattern == Pattern::kUnique) n = std::min(n, rows);
+    const double special_rate = std::uniform_int_distribution<int>(0, 2)(rng) * 0.1;
+    if (i % 2) {
+      FuzzSparseState<Optimizer, T, S, int32_t>(rng, rows, row_size, n, pattern, special_rate,
+                                                &groups);
+    } else {
+      FuzzSparseState<Optimizer, T, S, int64_t>(rng, rows, row_size, n, pattern, special_rate,
+                                                &groups);
+    }
+    if (i % 4 == 0) {
+      // Dense: a few rows, or enough elements for the thread pool.
+      const int64_t dense_rows =
+          rng() % 4 ? rows : cpu::kMinElementsToParallelize / std::max<int64_t>(row_size, 1) + 3;
+      FuzzDenseState<Optimizer, T, S>(rng, dense_rows, row_size, special_rate);
+    }
+  }
+  // 5000 duplicates of one row.
+  FuzzSparseState<Optimizer, T, S, int64_t>(rng, 3, 17, 5000, Pattern::kAllSame, 0.0, &groups);
+}
+
 // ---------------------------------------------------------------------------------------- runs
 
 template <typename T>
@@ -504,6 +728,35 @@ int main() {
   Case("Fuzz/float64", [&] { FuzzType<double>(rng, iterations); });
   Case("Fuzz/float16", [&] { FuzzType<float16>(rng, iterations); });
   Case("Fuzz/bfloat16", [&] { FuzzType<bfloat16>(rng, iterations); });
+  Case("FuzzRowwise/float32", [&] {
+    FuzzWithState<RowwiseFtrl, float, float>(rng, iterations);
+    FuzzWithState<RowwiseAdagrad, float, float>(rng, iterations);
+  });
+  Case("FuzzRowwise/float64", [&] {
+    FuzzWithState<RowwiseFtrl, double, double>(rng, iterations);
+    FuzzWithState<RowwiseAdagrad, double, double>(rng, iterations);
+  });
+  Case("FuzzRowwise/float16", [&] {
+    FuzzWithState<RowwiseFtrl, float16, float16>(rng, iterations);
+    FuzzWithState<RowwiseAdagrad, float16, float16>(rng, iterations);
+  });
+  Case("FuzzRowwise/bfloat16", [&] {
+    FuzzWithState<RowwiseFtrl, bfloat16, bfloat16>(rng, iterations);
+    FuzzWithState<RowwiseAdagrad, bfloat16, bfloat16>(rng, iterations);
+  });
+  // 16-bit state of float32 vars, element-wise and row-wise.
+  Case("Fuzz16BitState/bfloat16", [&] {
+    FuzzWithState<Ftrl, float, bfloat16>(rng, iterations);
+    FuzzWithState<Adagrad, float, bfloat16>(rng, iterations);
+    FuzzWithState<RowwiseFtrl, float, bfloat16>(rng, iterations);
+    FuzzWithState<RowwiseAdagrad, float, bfloat16>(rng, iterations);
+  });
+  Case("Fuzz16BitState/float16", [&] {
+    FuzzWithState<Ftrl, float, float16>(rng, iterations);
+    FuzzWithState<Adagrad, float, float16>(rng, iterations);
+    FuzzWithState<RowwiseFtrl, float, float16>(rng, iterations);
+    FuzzWithState<RowwiseAdagrad, float, float16>(rng, iterations);
+  });
   std::printf("seed %" PRIu64 "\n", seed);
   return testing::Finish();
 }

@@ -1,9 +1,11 @@
-"""Property-based fuzzing of the four ops with hypothesis.
+"""Property-based fuzzing of the ops with hypothesis: FTRL and Adagrad, dense and sparse,
+element-wise and row-wise (one accumulator value per row of var).
 
-Random shapes (0 and 1 elements, odd sizes, now and then one big enough for the thread pool),
-dtypes, index dtypes, hyperparameters (boundaries, invalid values, NaN and infinities, values
-that overflow the dtype), indices (in range, duplicated, out of range, int extremes), and
-gradients with NaN and infinities. Every example must either
+Random shapes (0 and 1 elements, odd sizes, now and then one big enough for the thread pool), dtypes
+(a float32 var's state also in bfloat16 or float16, rounded to nearest or stochastically), index
+dtypes, hyperparameters (boundaries, invalid values, NaN and infinities, values that overflow the
+dtype), indices (in range, duplicated, out of range, int extremes), row-wise accumulators of the
+wrong shape, and gradients with NaN and infinities. Every example must either
 
 - succeed, with the touched elements equal to the float64 NumPy reference (rounded to the dtype)
   within a bound derived from the magnitudes involved, NaN and infinities exactly where the
@@ -17,7 +19,7 @@ the example) instead of ending the run; the worker is restarted for the next one
 
     HYPOTHESIS_PROFILE=long FUZZ_EXAMPLES=18000 python -m pytest -s tests/test_fuzz_ops.py
 
-runs a long fuzz (tools/fuzz_ops.sh: 72,000 examples in about 6 minutes on 2 cores). Run as `python -m tests.test_fuzz_ops`, this file is the
+runs a long fuzz (tools/fuzz_ops.sh). Run as `python -m tests.test_fuzz_ops`, this file is the
 worker.
 """
 
@@ -51,7 +53,8 @@ settings.register_profile("long", max_examples=int(os.environ.get("FUZZ_EXAMPLES
                           **_COMMON)
 PROFILE = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "fuzz_ops"))
 
-OPS = ["ftrl", "sparse_ftrl", "adagrad", "sparse_adagrad"]
+OPS = ["ftrl", "sparse_ftrl", "adagrad", "sparse_adagrad",
+       "rowwise_ftrl", "sparse_rowwise_ftrl", "rowwise_adagrad", "sparse_rowwise_adagrad"]
 HYPERPARAMETERS = {"ftrl": ["lr", "l1", "l2", "l2_shrinkage", "lr_power"],
                    "adagrad": ["lr", "epsilon"]}
 WORKER_START_SECONDS = 180
@@ -111,11 +114,14 @@ def _run_example(example):
     import tf_ftrl
 
     dtype = tf.as_dtype(example["dtype"])
+    state_dtype = tf.as_dtype(example.get("state_dtype", example["dtype"]))
     kind = "ftrl" if "ftrl" in example["op"] else "adagrad"
     sparse = example["op"].startswith("sparse")
+    rowwise = "rowwise" in example["op"]
 
     def make_variables():
-        return {name: tf.Variable(tf.cast(example["state"][name], dtype))
+        return {name: tf.Variable(tf.cast(example["state"][name],
+                                          dtype if name == "var" else state_dtype))
                 for name in ["var"] + (["accum", "linear"] if kind == "ftrl" else ["accum"])}
 
     variables = make_variables()
@@ -129,10 +135,12 @@ def _run_example(example):
     result = {"before": before, "rounded_hyper": rounded, "grad": _as_float64(grad)}
     flags = ({"multiply_linear_by_lr": example["multiply_linear_by_lr"]} if kind == "ftrl" else
              {"update_slots": example["update_slots"]})
-    op = getattr(tf_ftrl.ops, ("sparse_apply_" if sparse else "apply_") + kind)
+    op = getattr(tf_ftrl.ops, ("sparse_apply_" if sparse else "apply_") +
+                 ("rowwise_" if rowwise else "") + kind)
     args = [variables[name] for name in variables] + [grad] + ([indices] if sparse else [])
     try:
-        op(*args, use_locking=example["use_locking"], **hyper, **flags)
+        op(*args, use_locking=example["use_locking"], **hyper, **flags,
+           stochastic_rounding=example.get("stochastic_rounding"))
         result["error"] = None
     except tf.errors.InvalidArgumentError as e:
         result["error"] = e.message
@@ -140,8 +148,10 @@ def _run_example(example):
         result["error"] = None
         result["unexpected"] = f"{type(e).__name__}: {e}"
     result["after"] = _snapshot(variables)
+    # TensorFlow's own ops: element-wise, with the state in var's dtype.
     if result["error"] is None and "unexpected" not in result and example["dtype"] in (
-            "float32", "float64") and not _ftrl_at_zero_learning_rate(example, rounded):
+            "float32", "float64") and not rowwise and state_dtype == dtype and (
+            not _ftrl_at_zero_learning_rate(example, rounded)):
         result["builtin"] = _run_builtin(example, make_variables(), grad, indices, flags)
     return result
 
@@ -244,9 +254,9 @@ COUNTS = collections.Counter()
 
 
 def describe(example):
-    lines = [f"{k}={example[k]!r}" for k in ("op", "dtype", "index_dtype", "hyper",
-                                             "multiply_linear_by_lr", "update_slots",
-                                             "use_locking") if k in example]
+    lines = [f"{k}={example[k]!r}" for k in ("op", "dtype", "state_dtype", "stochastic_rounding",
+                                             "index_dtype", "hyper", "multiply_linear_by_lr",
+                                             "update_slots", "use_locking") if k in example]
     state = example.get("state", {})
     lines += [f"{name}: shape {np.shape(v)} {np.asarray(v).ravel()[:8].tolist()}..."
               for name, v in state.items()]
@@ -322,8 +332,17 @@ def rare(draw, one_in):
 def examples(draw, op):
     kind = "ftrl" if "ftrl" in op else "adagrad"
     sparse = op.startswith("sparse")
+    rowwise = "rowwise" in op
     dtype = draw(st.sampled_from(DTYPE_NAMES))
     example = Example(op=op, dtype=dtype, use_locking=draw(st.booleans()))
+    state_dtype = dtype
+    if dtype == "float32":  # a float32 var's state may be 16-bit (the optimizers' state_dtype)
+        state_dtype = draw(st.sampled_from(["float32", "bfloat16", "float16"]))
+        if state_dtype != dtype:
+            example["state_dtype"] = state_dtype
+            if draw(st.booleans()):
+                example["stochastic_rounding"] = [draw(st.integers(-(2**63), 2**63 - 1)),
+                                                  draw(st.integers(0, 2**40))]
     if kind == "ftrl":
         example["multiply_linear_by_lr"] = draw(st.booleans())
     else:
@@ -356,20 +375,29 @@ def examples(draw, op):
         if big:
             var_shape = [40_000]
         else:
-            var_shape = draw(st.lists(st.sampled_from(SIZES), max_size=3))
+            # Row-wise updates take var of rank >= 1: a scalar one now and then.
+            at_least = 1 if rowwise and not rare(draw, 20) else 0
+            var_shape = draw(st.lists(st.sampled_from(SIZES), min_size=at_least, max_size=3))
         grad_shape = list(var_shape)
         if var_shape and rare(draw, 30):  # a grad of another shape
             grad_shape[-1] += 1
         seed = draw(st.integers(0, 2**32 - 1))
         rng = np.random.default_rng(seed)
 
-    def stored(values):  # exactly representable in the dtype
-        return numpy_reference.to_float64(numpy_reference.to_storage(values, dtype), dtype)
+    def stored(values, in_dtype=dtype):  # exactly representable in the dtype
+        return numpy_reference.to_float64(numpy_reference.to_storage(values, in_dtype),
+                                          in_dtype)
 
+    accum_shape = var_shape
+    if rowwise:
+        # One value per row; now and then the element-wise shape, or a row too many.
+        accum_shape = var_shape[:1]
+        if var_shape and rare(draw, 30):
+            accum_shape = draw(st.sampled_from([var_shape, [var_shape[0] + 1], []]))
     state = {"var": stored(random_values(rng, var_shape)),
-             "accum": stored(random_values(rng, var_shape, non_negative=True))}
+             "accum": stored(random_values(rng, accum_shape, non_negative=True), state_dtype)}
     if kind == "ftrl":
-        state["linear"] = stored(random_values(rng, var_shape))
+        state["linear"] = stored(random_values(rng, var_shape), state_dtype)
     grad = stored(random_values(rng, grad_shape))
     if grad.size:
         for position, value in draw(st.lists(st.tuples(st.integers(0, grad.size - 1),
@@ -412,6 +440,12 @@ def expected_errors(example, rounded):
             patterns.append(rf"{name} must be non-negative but got")
     var_shape = np.shape(example["state"]["var"])
     grad_shape = np.shape(example["grad"])
+    if "rowwise" in example["op"]:
+        if not var_shape:
+            patterns.append(r"var must be at least 1-D for a row-wise update")
+        elif np.shape(example["state"]["accum"]) != var_shape[:1]:
+            patterns.append(rf"accum must hold one value per row of var, shape "
+                            rf"\[{var_shape[0]}\], but has shape")
     if example["op"].startswith("sparse"):
         if grad_shape[0] != len(example["indices"]):
             patterns.append("grad must be the same size as indices in the first dimension")
@@ -425,13 +459,35 @@ def expected_errors(example, rounded):
     return patterns
 
 
+def _rowwise_accumulators(example, dense_grad, abs_grad):
+    """A row-wise example's accumulators (one per row) after the step, and each one's error
+    bound over eps: the row's mean of squares added (rows of no elements add nothing)."""
+    accum = np.asarray(example["state"]["accum"], np.float64)
+    rows = accum.shape[0]
+    if dense_grad.size == 0 or ("adagrad" in example["op"] and not example["update_slots"]):
+        return accum, 0 * accum
+    mean_square = np.mean(dense_grad.reshape(rows, -1) ** 2, axis=1)
+    return accum + mean_square, accum + np.mean(abs_grad.reshape(rows, -1) ** 2, axis=1)
+
+
 def reference_update(example, rounded, dense_grad, abs_grad):
     """The float64 reference of the touched elements, and each element's error bound (before
-    the result is rounded to the dtype)."""
+    the result is rounded to the dtype). Row-wise: the element-wise step's math with the row's
+    accumulator, before and after, at every element of the row."""
     dtype = example["dtype"]
     state = example["state"]
     eps = SLACK * COMPUTE_EPS[dtype]
+    rowwise = "rowwise" in example["op"]
+    var_shape = np.shape(state["var"])
+
+    def per_element(per_row):
+        return np.broadcast_to(np.reshape(per_row, var_shape[:1] + (1,) * (len(var_shape) - 1)),
+                               var_shape)
+
     with np.errstate(all="ignore"):
+        if rowwise:
+            new_accum, accum_scale = _rowwise_accumulators(example, dense_grad, abs_grad)
+            old_e, new_e = per_element(state["accum"]), per_element(new_accum)
         if "ftrl" in example["op"]:
             h = {name: rounded[name] for name in HYPERPARAMETERS["ftrl"]}
             by_lr = example["multiply_linear_by_lr"]
@@ -443,22 +499,30 @@ def reference_update(example, rounded, dense_grad, abs_grad):
             l2_terms = [h["l2"], 2 * h["l2"]] + ([2 * h["l2"] * h["lr"]] if by_lr else [])
             if any(0 < abs(term) < smallest_normal for term in l2_terms):
                 h["l2"] = 0.0
-            var, accum, linear = numpy_reference.ftrl(
-                state["var"], state["accum"], state["linear"], dense_grad,
-                multiply_linear_by_lr=by_lr, **h)
             power = -h["lr_power"]
             lr = h["lr"]
-            both_powers = accum ** power + state["accum"] ** power
+            if rowwise:
+                var, accum, linear = state["var"], new_accum, state["linear"]
+                if np.size(var):  # (numpy_reference takes no rows of zero elements)
+                    var, accum, linear = numpy_reference.rowwise_ftrl(
+                        state["var"], state["accum"], state["linear"], dense_grad,
+                        multiply_linear_by_lr=by_lr, **h)
+            else:
+                var, accum, linear = numpy_reference.ftrl(
+                    state["var"], state["accum"], state["linear"], dense_grad,
+                    multiply_linear_by_lr=by_lr, **h)
+                old_e, new_e = state["accum"], accum
+            both_powers = new_e ** power + old_e ** power
             abs_var = np.abs(state["var"])
             shrunk = abs_grad + 2 * h["l2_shrinkage"] * abs_var
             if by_lr:
                 terms = np.abs(state["linear"]) + shrunk * lr + both_powers * abs_var
                 threshold = h["l1"] * lr
-                denominator = accum ** power + 2 * h["l2"] * lr
+                denominator = new_e ** power + 2 * h["l2"] * lr
             else:
                 terms = np.abs(state["linear"]) + shrunk + both_powers / lr * abs_var
                 threshold = h["l1"]
-                denominator = accum ** power / lr + 2 * h["l2"]
+                denominator = new_e ** power / lr + 2 * h["l2"]
             linear_error = eps * (1 + power) * terms
             near_clip = (np.abs(np.abs(linear) - threshold) <=
                          2 * linear_error + eps * threshold)
@@ -467,14 +531,23 @@ def reference_update(example, rounded, dense_grad, abs_grad):
                 (4 * linear_error + 2 * eps * threshold) / denominator + np.abs(var),
                 (linear_error + eps * (threshold + np.abs(linear))) / denominator +
                 eps * np.abs(var))
-            accum_error = eps * (state["accum"] + abs_grad**2)
+            accum_error = eps * (accum_scale if rowwise else state["accum"] + abs_grad**2)
             return ({"var": var, "accum": accum, "linear": linear},
                     {"var": var_error, "accum": accum_error, "linear": linear_error})
-        var, accum = numpy_reference.adagrad(state["var"], state["accum"], dense_grad,
-                                             update_slots=example["update_slots"],
-                                             lr=rounded["lr"], epsilon=rounded["epsilon"])
-        accum_error = eps * (state["accum"] + abs_grad**2) if example["update_slots"] else 0 * var
-        step = abs_grad * rounded["lr"] / (np.sqrt(accum) + rounded["epsilon"])
+        if rowwise:
+            var, accum, accum_error = state["var"], new_accum, eps * accum_scale
+            if np.size(var):
+                var, accum = numpy_reference.rowwise_adagrad(
+                    state["var"], state["accum"], dense_grad, update_slots=example["update_slots"],
+                    lr=rounded["lr"], epsilon=rounded["epsilon"])
+        else:
+            var, accum = numpy_reference.adagrad(state["var"], state["accum"], dense_grad,
+                                                 update_slots=example["update_slots"],
+                                                 lr=rounded["lr"], epsilon=rounded["epsilon"])
+            new_e = accum
+            accum_error = (eps * (state["accum"] + abs_grad**2) if example["update_slots"]
+                           else 0 * var)
+        step = abs_grad * rounded["lr"] / (np.sqrt(new_e) + rounded["epsilon"])
         var_error = eps * (np.abs(state["var"]) + step)
         return {"var": var, "accum": accum}, {"var": var_error, "accum": accum_error}
 
@@ -483,12 +556,20 @@ def special_pattern(values):
     return np.stack([np.isnan(values), np.isposinf(values), np.isneginf(values)])
 
 
-def check_touched(name, actual, expected, error, dtype, builtin=None):
+def check_touched(name, actual, expected, error, dtype, builtin=None, stochastic=False):
     """actual (the op's result, as stored) against the reference: NaN and infinities at the same
-    elements, finite elements within error plus the dtype's rounding."""
+    elements, finite elements within error plus the dtype's rounding (stochastic: either
+    neighbour, so one spacing of the dtype)."""
     actual, expected = np.ravel(actual), np.ravel(expected)
     error = np.broadcast_to(np.ravel(error), expected.shape)
     builtin = None if builtin is None else np.ravel(builtin)
+    if stochastic:
+        # Near the largest finite value, rounding up may give infinity where the nearest is
+        # finite: those elements are not compared.
+        largest = float(np.finfo(np.float16).max) if dtype == "float16" else 3.3e38
+        compared = ~(np.abs(expected) > 0.99 * largest)
+        actual, expected, error = actual[compared], expected[compared], error[compared]
+        error = error + STORAGE_EPS[dtype] * np.abs(expected)
     with np.errstate(over="ignore"):  # values beyond the dtype's range are inf once stored
         stored = numpy_reference.to_float64(numpy_reference.to_storage(expected, dtype), dtype)
     mismatch = np.any(special_pattern(actual) != special_pattern(stored), axis=0)
@@ -527,7 +608,8 @@ def check_example(worker, example):
         for name, (before, _) in reply["before"].items():
             assert reply["after"][name][0] == before, f"the error changed {name}"
         return
-    COUNTS[example["op"] + ":ok"] += 1
+    narrow = f" {example['state_dtype']} state" if "state_dtype" in example else ""
+    COUNTS[example["op"] + narrow + ":ok"] += 1
     assert not patterns, f"invalid example accepted; expected an error like {patterns}"
     if _ftrl_at_zero_learning_rate(example, rounded):
         for name, (before, _) in reply["before"].items():
@@ -535,6 +617,7 @@ def check_example(worker, example):
         return
 
     dtype = example["dtype"]
+    state_dtype = example.get("state_dtype", dtype)
     grad = reply["grad"]
     after = {name: np.asarray(values) for name, (_, values) in reply["after"].items()}
     before = reply["before"]
@@ -560,8 +643,10 @@ def check_example(worker, example):
     for name in expected:
         shape = after[name].shape
         check_touched(name, after[name][touched], np.asarray(expected[name])[touched],
-                      np.broadcast_to(errors[name], shape)[touched], dtype,
-                      None if builtin is None else np.asarray(builtin[name])[touched])
+                      np.broadcast_to(errors[name], shape)[touched],
+                      dtype if name == "var" else state_dtype,
+                      None if builtin is None else np.asarray(builtin[name])[touched],
+                      stochastic=name != "var" and "stochastic_rounding" in example)
 
 
 # --------------------------------------------------------------------------------- the tests
