@@ -1,5 +1,7 @@
 """Property-based fuzzing of the ops with hypothesis: FTRL and Adagrad, dense and sparse,
-element-wise and row-wise (one accumulator value per row of var).
+element-wise and row-wise (one accumulator value per row of var), and the multi-tensor ops
+(`multi_apply_*`: each variable must get the one-variable op's bits, and a bad input, of any
+one variable, the one-variable op's error with nothing written).
 
 Random shapes (0 and 1 elements, odd sizes, now and then one big enough for the thread pool), dtypes
 (a float32 var's state also in bfloat16 or float16, rounded to nearest or stochastically), index
@@ -81,7 +83,8 @@ def _worker_main():
             return
         if request.get("crash"):  # for the test of the worker itself
             os.abort()
-        _send(replies, _run_example(request))
+        run = _run_multi_example if request["op"].startswith("multi") else _run_example
+        _send(replies, run(request))
 
 
 def _send(stream, message):
@@ -106,6 +109,20 @@ def _as_float64(value):
     import tensorflow as tf
 
     return tf.cast(value, tf.float64).numpy()
+
+
+def _outcome(call):
+    """{"error": None} once call() returns, or its InvalidArgumentError's message; any other
+    exception as "unexpected" too, a failure the parent reports."""
+    import tensorflow as tf
+
+    try:
+        call()
+        return {"error": None}
+    except tf.errors.InvalidArgumentError as e:
+        return {"error": e.message}
+    except Exception as e:  # noqa: BLE001 - reported by the parent
+        return {"error": None, "unexpected": f"{type(e).__name__}: {e}"}
 
 
 def _run_example(example):
@@ -138,21 +155,61 @@ def _run_example(example):
     op = getattr(tf_ftrl.ops, ("sparse_apply_" if sparse else "apply_") +
                  ("rowwise_" if rowwise else "") + kind)
     args = [variables[name] for name in variables] + [grad] + ([indices] if sparse else [])
-    try:
-        op(*args, use_locking=example["use_locking"], **hyper, **flags,
-           stochastic_rounding=example.get("stochastic_rounding"))
-        result["error"] = None
-    except tf.errors.InvalidArgumentError as e:
-        result["error"] = e.message
-    except Exception as e:  # noqa: BLE001 - any other exception is a failure the parent reports
-        result["error"] = None
-        result["unexpected"] = f"{type(e).__name__}: {e}"
+    result.update(_outcome(lambda: op(*args, use_locking=example["use_locking"], **hyper,
+                                      **flags,
+                                      stochastic_rounding=example.get("stochastic_rounding"))))
     result["after"] = _snapshot(variables)
     # TensorFlow's own ops: element-wise, with the state in var's dtype.
     if result["error"] is None and "unexpected" not in result and example["dtype"] in (
             "float32", "float64") and not rowwise and state_dtype == dtype and (
             not _ftrl_at_zero_learning_rate(example, rounded)):
         result["builtin"] = _run_builtin(example, make_variables(), grad, indices, flags)
+    return result
+
+
+def _run_multi_example(example):
+    """Runs one multi-tensor example: the multi op on all the variables, then the one-variable
+    op on a fresh copy of each; returns what happened, with every variable before and after."""
+    import tensorflow as tf
+    import tf_ftrl
+
+    dtype = tf.as_dtype(example["dtype"])
+    kind = example["op"].split("_", 1)[1]
+    names = ["var"] + (["accum", "linear"] if kind == "ftrl" else ["accum"])
+    count = len(example["states"])
+    state_dtypes = [tf.as_dtype(example.get("state_dtype", example["dtype"]))] * count
+    if "mixed" in example:  # one variable's state in another dtype
+        state_dtypes[example["mixed"]] = tf.as_dtype(example["mixed_dtype"])
+
+    def make_variables(i):
+        return {name: tf.Variable(tf.cast(example["states"][i][name],
+                                          dtype if name == "var" else state_dtypes[i]))
+                for name in names}
+
+    variables = [make_variables(i) for i in range(count)]
+    lists = {name: [v[name] for v in variables] for name in names}
+    if "twice" in example:  # one list names a variable twice
+        name, k = example["twice"]
+        lists[name][k] = lists[name][k + 1]
+    grads = [tf.cast(g, dtype) for g in example["grads"]]
+    hyper = example["hyper"]
+    flags = ({"multiply_linear_by_lr": example["multiply_linear_by_lr"]} if kind == "ftrl" else
+             {"update_slots": example["update_slots"]})
+    rounding = example.get("stochastic_rounding")
+    result = {"before": [_snapshot(v) for v in variables]}
+    result.update(_outcome(lambda: getattr(tf_ftrl.ops, f"multi_apply_{kind}")(
+        *[lists[name] for name in names], grads, use_locking=example["use_locking"], **hyper,
+        **flags, stochastic_rounding=rounding)))
+    result["after"] = [_snapshot(v) for v in variables]
+    result["singles"] = []
+    for i in range(count):
+        fresh = make_variables(i)
+        single = _outcome(lambda: getattr(tf_ftrl.ops, f"apply_{kind}")(
+            *[fresh[name] for name in names], grads[i], use_locking=example["use_locking"],
+            **hyper, **flags, stochastic_rounding=None if rounding is None else rounding[i]))
+        if "unexpected" in single:
+            result["unexpected"] = f"apply_{kind} on variable {i}: {single['unexpected']}"
+        result["singles"].append((single["error"], None if single["error"] else _snapshot(fresh)))
     return result
 
 
@@ -409,6 +466,69 @@ def examples(draw, op):
     return example
 
 
+MULTI_OPS = ["multi_ftrl", "multi_adagrad"]
+
+
+@st.composite
+def multi_examples(draw, op):
+    """A multi-tensor call on 1 to 6 variables of random shapes sharing the hyperparameters, with
+    at most one problem: an invalid hyperparameter, one variable's gradient of another shape,
+    one list naming a variable twice, or one variable's state in another dtype."""
+    kind = op.split("_", 1)[1]
+    dtype = draw(st.sampled_from(DTYPE_NAMES))
+    example = Example(op=op, dtype=dtype, use_locking=draw(st.booleans()))
+    if kind == "ftrl":
+        example["multiply_linear_by_lr"] = draw(st.booleans())
+    else:
+        example["update_slots"] = draw(st.booleans())
+    count = draw(st.integers(1, 6))
+    state_dtype = dtype
+    if dtype == "float32":
+        state_dtype = draw(st.sampled_from(["float32", "bfloat16", "float16"]))
+        if state_dtype != dtype:
+            example["state_dtype"] = state_dtype
+            if draw(st.booleans()):
+                example["stochastic_rounding"] = [
+                    [draw(st.integers(-(2**63), 2**63 - 1)), draw(st.integers(0, 2**40))]
+                    for _ in range(count)]
+    problems = ["hyper", "grad shape"] + (["twice", "mixed"] if count > 1 else [])
+    problem = draw(st.sampled_from(problems)) if rare(draw, 4) else None
+    bad_hyper = draw(st.sampled_from(HYPERPARAMETERS[kind])) if problem == "hyper" else None
+    example["hyper"] = {name: draw(INVALID[name] if name == bad_hyper else VALID[name])
+                        for name in HYPERPARAMETERS[kind]}
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    big = rare(draw, 30)  # one variable large enough for the thread pool
+
+    def stored(values, in_dtype):
+        return numpy_reference.to_float64(numpy_reference.to_storage(values, in_dtype),
+                                          in_dtype)
+
+    states, grads = [], []
+    for i in range(count):
+        shape = ([40_000] if big and i == 0 else
+                 draw(st.lists(st.sampled_from(SIZES), max_size=3)))
+        state = {"var": stored(random_values(rng, shape), dtype),
+                 "accum": stored(random_values(rng, shape, non_negative=True), state_dtype)}
+        if kind == "ftrl":
+            state["linear"] = stored(random_values(rng, shape), state_dtype)
+        states.append(state)
+        grads.append(stored(random_values(rng, shape), dtype))
+    k = draw(st.integers(0, count - 1))
+    if problem == "grad shape":
+        shape = list(np.shape(grads[k]))
+        grads[k] = np.zeros(shape[:-1] + [shape[-1] + 1] if shape else [1])
+    elif problem == "twice":
+        k = min(k, count - 2)
+        example["twice"] = (draw(st.sampled_from(["var", "accum"])), k)
+    elif problem == "mixed":
+        example["mixed"] = max(k, 1)
+        example["mixed_dtype"] = "float16" if state_dtype == "bfloat16" else "bfloat16"
+    if problem:
+        example["problem"] = problem
+    example["states"], example["grads"] = states, grads
+    return example
+
+
 # ------------------------------------------------------------------------------ the checks
 
 # Unit roundoff of the arithmetic (float32 for every type but float64) and of the storage, and
@@ -649,15 +769,56 @@ def check_example(worker, example):
                       stochastic=name != "var" and "stochastic_rounding" in example)
 
 
+def _message(error):
+    """An error's message without the op's name and the variables' list positions ("var[3]"),
+    so that a multi-tensor op's message compares with the one-variable op's."""
+    message = re.sub(r"\s*\[Op:[^\]]*\]", "", error.split("}}")[-1])
+    return re.sub(r"\[\d+\]", "", message).strip()
+
+
+def check_multi_example(worker, example):
+    """The multi-tensor op gives each variable the one-variable op's bits, or, where some input
+    is bad, raises the error the one-variable op raises for it (the list names a variable twice,
+    or the state dtypes differ: its own) and writes nothing."""
+    reply = worker.run(example)
+    assert "unexpected" not in reply, reply["unexpected"]
+    problem = example.get("problem")
+    single_errors = [error for error, _ in reply["singles"] if error is not None]
+    if reply["error"] is not None:
+        COUNTS[f"{example['op']} error: {problem}"] += 1
+        for i, (before, after) in enumerate(zip(reply["before"], reply["after"])):
+            for name, (bits, _) in before.items():
+                assert after[name][0] == bits, f"the error changed {name} of variable {i}"
+        if problem == "twice":
+            assert "must be different variables" in reply["error"], reply["error"]
+        elif problem == "mixed":
+            assert "share one dtype" in reply["error"], reply["error"]
+        else:
+            assert single_errors, f"valid example rejected: {reply['error']}"
+            assert _message(reply["error"]) in {_message(e) for e in single_errors}, (
+                f"{reply['error']!r} is none of the one-variable op's errors {single_errors}")
+        return
+    assert problem not in ("twice", "mixed"), f"a call with {problem} accepted"
+    assert not single_errors, f"accepted where the one-variable op raised {single_errors}"
+    COUNTS[example["op"] + ":ok"] += 1
+    for i, (after, (_, single)) in enumerate(zip(reply["after"], reply["singles"])):
+        for name, (bits, _) in single.items():
+            assert after[name][0] == bits, (
+                f"variable {i}: {name} differs from the one-variable op's bits")
+
+
 # --------------------------------------------------------------------------------- the tests
 
 
-@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("op", OPS + MULTI_OPS)
 def test_fuzz(worker, op):
+    multi = op in MULTI_OPS
+    check = check_multi_example if multi else check_example
+
     @PROFILE
-    @given(example=examples(op))
+    @given(example=(multi_examples if multi else examples)(op))
     def run(example):
-        check_example(worker, example)
+        check(worker, example)
 
     run()
 
