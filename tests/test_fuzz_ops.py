@@ -379,6 +379,28 @@ def random_values(rng, shape, non_negative=False):
     return values
 
 
+def stored_in(values, dtype):
+    """values rounded to dtype, as float64: exactly representable in it."""
+    return numpy_reference.to_float64(numpy_reference.to_storage(values, dtype), dtype)
+
+
+def draw_state_dtype(draw, example, pairs=None):
+    """The state dtype of `example`: its var's, or for a float32 var now and then bfloat16 or
+    float16 (the optimizers' state_dtype), rounded to nearest or stochastically (a [seed, step]
+    pair, or `pairs` of them for a multi-tensor call); noted in the example when 16-bit."""
+    dtype = example["dtype"]
+    if dtype != "float32":
+        return dtype
+    state_dtype = draw(st.sampled_from(["float32", "bfloat16", "float16"]))
+    if state_dtype != dtype:
+        example["state_dtype"] = state_dtype
+        if draw(st.booleans()):
+            drawn = [[draw(st.integers(-(2**63), 2**63 - 1)), draw(st.integers(0, 2**40))]
+                     for _ in range(pairs or 1)]
+            example["stochastic_rounding"] = drawn if pairs else drawn[0]
+    return state_dtype
+
+
 def rare(draw, one_in):
     """True about once in `one_in` draws. (hypothesis draws an integer range's ends far more
     often than its middle, and shrinks towards 0: False.)"""
@@ -392,14 +414,7 @@ def examples(draw, op):
     rowwise = "rowwise" in op
     dtype = draw(st.sampled_from(DTYPE_NAMES))
     example = Example(op=op, dtype=dtype, use_locking=draw(st.booleans()))
-    state_dtype = dtype
-    if dtype == "float32":  # a float32 var's state may be 16-bit (the optimizers' state_dtype)
-        state_dtype = draw(st.sampled_from(["float32", "bfloat16", "float16"]))
-        if state_dtype != dtype:
-            example["state_dtype"] = state_dtype
-            if draw(st.booleans()):
-                example["stochastic_rounding"] = [draw(st.integers(-(2**63), 2**63 - 1)),
-                                                  draw(st.integers(0, 2**40))]
+    state_dtype = draw_state_dtype(draw, example)
     if kind == "ftrl":
         example["multiply_linear_by_lr"] = draw(st.booleans())
     else:
@@ -441,21 +456,17 @@ def examples(draw, op):
         seed = draw(st.integers(0, 2**32 - 1))
         rng = np.random.default_rng(seed)
 
-    def stored(values, in_dtype=dtype):  # exactly representable in the dtype
-        return numpy_reference.to_float64(numpy_reference.to_storage(values, in_dtype),
-                                          in_dtype)
-
     accum_shape = var_shape
     if rowwise:
         # One value per row; now and then the element-wise shape, or a row too many.
         accum_shape = var_shape[:1]
         if var_shape and rare(draw, 30):
             accum_shape = draw(st.sampled_from([var_shape, [var_shape[0] + 1], []]))
-    state = {"var": stored(random_values(rng, var_shape)),
-             "accum": stored(random_values(rng, accum_shape, non_negative=True), state_dtype)}
+    state = {"var": stored_in(random_values(rng, var_shape), dtype),
+             "accum": stored_in(random_values(rng, accum_shape, non_negative=True), state_dtype)}
     if kind == "ftrl":
-        state["linear"] = stored(random_values(rng, var_shape), state_dtype)
-    grad = stored(random_values(rng, grad_shape))
+        state["linear"] = stored_in(random_values(rng, var_shape), state_dtype)
+    grad = stored_in(random_values(rng, grad_shape), dtype)
     if grad.size:
         for position, value in draw(st.lists(st.tuples(st.integers(0, grad.size - 1),
                                                        st.sampled_from(GRAD_SPECIALS)),
@@ -482,15 +493,7 @@ def multi_examples(draw, op):
     else:
         example["update_slots"] = draw(st.booleans())
     count = draw(st.integers(1, 6))
-    state_dtype = dtype
-    if dtype == "float32":
-        state_dtype = draw(st.sampled_from(["float32", "bfloat16", "float16"]))
-        if state_dtype != dtype:
-            example["state_dtype"] = state_dtype
-            if draw(st.booleans()):
-                example["stochastic_rounding"] = [
-                    [draw(st.integers(-(2**63), 2**63 - 1)), draw(st.integers(0, 2**40))]
-                    for _ in range(count)]
+    state_dtype = draw_state_dtype(draw, example, count)
     problems = ["hyper", "grad shape"] + (["twice", "mixed"] if count > 1 else [])
     problem = draw(st.sampled_from(problems)) if rare(draw, 4) else None
     bad_hyper = draw(st.sampled_from(HYPERPARAMETERS[kind])) if problem == "hyper" else None
@@ -499,20 +502,16 @@ def multi_examples(draw, op):
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     big = rare(draw, 30)  # one variable large enough for the thread pool
 
-    def stored(values, in_dtype):
-        return numpy_reference.to_float64(numpy_reference.to_storage(values, in_dtype),
-                                          in_dtype)
-
     states, grads = [], []
     for i in range(count):
         shape = ([40_000] if big and i == 0 else
                  draw(st.lists(st.sampled_from(SIZES), max_size=3)))
-        state = {"var": stored(random_values(rng, shape), dtype),
-                 "accum": stored(random_values(rng, shape, non_negative=True), state_dtype)}
+        state = {"var": stored_in(random_values(rng, shape), dtype),
+                 "accum": stored_in(random_values(rng, shape, non_negative=True), state_dtype)}
         if kind == "ftrl":
-            state["linear"] = stored(random_values(rng, shape), state_dtype)
+            state["linear"] = stored_in(random_values(rng, shape), state_dtype)
         states.append(state)
-        grads.append(stored(random_values(rng, shape), dtype))
+        grads.append(stored_in(random_values(rng, shape), dtype))
     k = draw(st.integers(0, count - 1))
     if problem == "grad shape":
         shape = list(np.shape(grads[k]))
