@@ -530,6 +530,7 @@ struct FuzzState {
       return false;
     }
   }
+  // The arrays as the loops and the oracle take them.
   StateArrays<T, Optimizer::kNumState, S> Arrays() {
     StateArrays<T, Optimizer::kNumState, S> arrays{var.data(), {}, rounding};
     for (int i = 0; i < kNumSlots; ++i) arrays.slots[i] = slots[i].data();
@@ -574,14 +575,11 @@ void FuzzSparseState(std::mt19937_64& rng, int64_t rows, int64_t row_size, int64
   auto actual = expected;
   cpu::SparseApply<Optimizer>(h, flag, actual.Arrays(), grad.data(), row_size, *groups,
                               RandomThreads(rng));
-  S* slots[FuzzState<Optimizer, T, S>::kNumSlots + 1];
-  for (int i = 0; i < FuzzState<Optimizer, T, S>::kNumSlots; ++i) {
-    slots[i] = expected.slots[i].data();
-  }
+  const auto oracle = expected.Arrays();
   Optimizer::WithStep(h, flag, [&](const auto& step) {
     for (const auto& [row, sum] : SummedRows(indices, grad, row_size)) {
-      OracleRow<std::decay_t<decltype(step)>, T, S>(step, expected.rounding, row, row_size,
-                                                    sum.data(), expected.var.data(), slots);
+      OracleRow<std::decay_t<decltype(step)>, T, S>(step, oracle.rounding, row, row_size,
+                                                    sum.data(), oracle.var, oracle.slots);
     }
   });
   Check(actual.SameAs(expected), what);
@@ -602,16 +600,13 @@ void FuzzDenseState(std::mt19937_64& rng, int64_t rows, int64_t row_size, double
     cpu::Apply<Optimizer>(h, flag, actual.Arrays(), grad.data(), rows * row_size,
                           ThreadedParallelFor);
   }
-  S* slots[FuzzState<Optimizer, T, S>::kNumSlots + 1];
-  for (int i = 0; i < FuzzState<Optimizer, T, S>::kNumSlots; ++i) {
-    slots[i] = expected.slots[i].data();
-  }
+  const auto oracle = expected.Arrays();
   std::vector<A> grad_row(row_size);
   Optimizer::WithStep(h, flag, [&](const auto& step) {
     for (int64_t r = 0; r < rows; ++r) {
       for (int64_t j = 0; j < row_size; ++j) grad_row[j] = Load(grad[r * row_size + j]);
-      OracleRow<std::decay_t<decltype(step)>, T, S>(step, expected.rounding, r, row_size,
-                                                    grad_row.data(), expected.var.data(), slots);
+      OracleRow<std::decay_t<decltype(step)>, T, S>(step, oracle.rounding, r, row_size,
+                                                    grad_row.data(), oracle.var, oracle.slots);
     }
   });
   Check(actual.SameAs(expected), DescribeState<Optimizer, T, S>("dense", rows, row_size, 0,
