@@ -83,7 +83,7 @@ using Buffer = std::vector<float, CacheLineAllocator<float>>;
 // (after one warm-up round), in a new order every round (a seeded shuffle). Not one fixed order:
 // a case then always follows the same one and pays for what that one leaves behind. In a fixed
 // order, the first bfloat16 Adagrad case (whichever rounding it had) took ~0.2 ms longer than
-// the second, on the Zen 5 VM: it followed row-wise Adagrad (docs/benchmarks.md, "Low-precision
+// the second, on the Zen 5 VM: it followed row-wise Adagrad (docs/benchmarks.md, "Row-wise
 // state").
 std::vector<double> InterleavedMedianSeconds(int rounds,
                                              const std::vector<std::function<void()>>& cases) {
