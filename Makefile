@@ -17,6 +17,10 @@ GPU_PYTHON ?= python3
 CPU_KERNEL_TESTS := //kernels:cpu_kernels_test //kernels:cpu_kernels_fuzz_test \
 	//kernels:gpu_kernel_bodies_test
 
+# pytest's worker processes (pytest-xdist): one per core, at most 4 (--maxprocesses), since some
+# tests start clusters of processes or a table of 8.6 GB; PYTEST_WORKERS=0 runs them in one.
+PYTEST_WORKERS ?= auto
+
 .PHONY: setup build train test test-gpu gpu-checks bench bench-gpu bench-optimizers
 
 setup:
@@ -37,7 +41,7 @@ ifneq ($(NVCC),)
 	$(BAZEL) build $(BAZEL_CACHE) --config=cuda --symlink_prefix=/ //kernels:_tf_ftrl_ops.so \
 	  //kernels:_tf_ftrl_xla_ops.so
 endif
-	$(PYTHON) -m pytest -q --durations=15 tests
+	$(PYTHON) -m pytest -q -n $(PYTEST_WORKERS) --maxprocesses 4 --durations=15 tests
 
 # The CUDA kernels against the CPU kernels, through the TensorFlow-free driver (GPU machine).
 test-gpu:

@@ -14,8 +14,21 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+    # Under pytest-xdist (`make test` runs `-n`), a worker takes the run's seed from the
+    # controller (pytest_configure_node): a seed of its own would give inputs that the seed in
+    # the header does not.
+    worker_input = getattr(config, "workerinput", None)
+    if worker_input is not None and "rng_run_seed" in worker_input:
+        config.rng_run_seed = worker_input["rng_run_seed"]
+        return
     seed = config.getoption("rng_seed")
     config.rng_run_seed = secrets.randbits(32) if seed is None else seed
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """pytest-xdist, in the controller: hands each worker the run's seed."""
+    node.workerinput["rng_run_seed"] = node.config.rng_run_seed
 
 
 def pytest_report_header(config):

@@ -28,12 +28,12 @@ fi
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"
 
-if ! python -c "import tensorflow, pytest, numpy, absl, pybind11, hypothesis, matplotlib, tf_keras" >/dev/null 2>&1; then
+if ! python -c "import tensorflow, pytest, xdist, numpy, absl, pybind11, hypothesis, matplotlib, tf_keras" >/dev/null 2>&1; then
   echo "[setup] installing $TF_PACKAGE and the test dependencies"
   python -m pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
   # shellcheck disable=SC2086  # KERAS_PACKAGE is one word or none
   python -m pip install -q --disable-pip-version-check "$TF_PACKAGE" "$TF_KERAS_PACKAGE" \
-    $KERAS_PACKAGE pytest numpy absl-py pybind11 hypothesis matplotlib
+    $KERAS_PACKAGE pytest pytest-xdist numpy absl-py pybind11 hypothesis matplotlib
 fi
 
 # DeepCTR, for tests/test_sparse_regularizers.py (a real third-party CTR model). Without its
