@@ -30,9 +30,10 @@ def _assert_same_state(loaded, saved):
 
 
 def _assert_loaded(loaded, saved, fmt):
-    """An .h5 file gives back the optimizer's weights; a SavedModel, in tf_keras, only its class
-    and config (its load_model compiles a fresh optimizer: the same with tf_keras's own)."""
-    if fmt == "h5":
+    """An .h5 or .keras file gives back the optimizer's weights (tf_keras's own legacy optimizers
+    keep none in a .keras file); a SavedModel, in tf_keras, only its class and config (its
+    load_model compiles a fresh optimizer: the same with tf_keras's own)."""
+    if fmt in ("h5", "keras"):
         _assert_same_state(loaded, saved)
     else:
         assert (loaded["class"], loaded["learning_rate"]) == (saved["class"],
@@ -88,7 +89,10 @@ def test_custom_objects_load_tf_keras_models(legacy_saved):
     assert loaded["tf_keras_in_use"] == "tf_keras"
     for name in OPTIMIZERS:
         for fmt in front_end_worker.LEGACY_FORMATS:
-            assert f"Unknown optimizer: 'tf_ftrl>{name}'" in loaded[f"{name}/{fmt}/without"]
+            if fmt == "keras":  # tf_keras's .keras files name the module to import
+                assert loaded[f"{name}/{fmt}/without"] is None
+            else:
+                assert f"Unknown optimizer: 'tf_ftrl>{name}'" in loaded[f"{name}/{fmt}/without"]
             _assert_loaded(loaded[f"{name}/{fmt}"], saved[name], fmt)
 
 
@@ -106,3 +110,28 @@ def test_keras_3_custom_objects():
     assert tf_ftrl.optimizers.custom_objects == {
         "tf_ftrl>Ftrl": tf_ftrl.Ftrl, "Ftrl": tf_ftrl.Ftrl,
         "tf_ftrl>Adagrad": tf_ftrl.Adagrad, "Adagrad": tf_ftrl.Adagrad}
+
+
+def test_keras_files_keep_legacy_state_under_mirrored_strategy(tmp_path):
+    pytest.importorskip("tf_keras")
+    result = _run("legacy_keras_file_resume", tmp_path, legacy_keras=True)
+    for name in OPTIMIZERS:
+        out = result[name]
+        # 96 examples in batches of 16: 6 steps in the epoch before the save.
+        assert out["iterations"] == [6, 6]
+        assert out["weights_equal"] and out["state_equal"]
+        # iterations, then each variable's slots: all exact (bfloat16 into float32).
+        assert len(out["converted_exactly"]) == (7 if name == "Ftrl" else 4)
+        assert all(out["converted_exactly"]), out["converted_exactly"]
+        assert any("rowwise=True" in w for w in out["conversion_warnings"])
+        assert any("another dtype" in w for w in out["conversion_warnings"])
+        # The other model's own 6 steps, its state not taken from the file.
+        assert out["other_model"]["iterations"] == 6
+        assert any(f"{name}: the optimizer state in the Keras file was not loaded: it holds "
+                   f"{len(out['converted_exactly'])} values" in w
+                   for w in out["other_model"]["warnings"]), out["other_model"]["warnings"]
+        # tf_keras's own optimizers' files and ours do not load into each other (other layouts).
+        assert out["stock_file"]["iterations"] == 6
+        assert any(f"{name}: the optimizer state in the Keras file was not loaded: another "
+                   "optimizer wrote it" in w for w in out["stock_file"]["warnings"])
+        assert out["stock_file"]["stock_iterations"] == 6

@@ -11,6 +11,8 @@ load sees only what its own imports registered:
     python -m tests.support.front_end_worker load_legacy DIR   # TF_USE_LEGACY_KERAS=1
     python -m tests.support.front_end_worker load_legacy_custom_objects DIR  # import tf_keras
     python -m tests.support.front_end_worker load_keras_custom_objects DIR
+    # tf_keras: row-wise bfloat16 state through a .keras file under MirroredStrategy
+    python -m tests.support.front_end_worker legacy_keras_file_resume DIR  # TF_USE_LEGACY_KERAS=1
 """
 
 import os
@@ -19,9 +21,10 @@ import sys
 from tests.support.workers import print_result
 
 OPTIMIZERS = ("Ftrl", "Adagrad")
-# format: (file name, tf_keras save_format)
-# (tf_keras's own .keras files name the module to import, and load without registration.)
-LEGACY_FORMATS = {"h5": ("model.h5", "h5"), "saved_model": ("saved_model", "tf")}
+# format: (file name, tf_keras save_format). tf_keras's .keras files name the module to import,
+# and load without registration too.
+LEGACY_FORMATS = {"h5": ("model.h5", "h5"), "keras": ("model.keras", None),
+                  "saved_model": ("saved_model", "tf")}
 
 
 def _data():
@@ -60,6 +63,122 @@ def _keras_state(model):
     import numpy as np
 
     return _described(model.optimizer, [np.asarray(v) for v in model.optimizer.variables])
+
+
+def _bits(values):
+    import numpy as np
+
+    return np.asarray(values).tobytes().hex()
+
+
+def _fit_one_epoch(model, x, y):
+    model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+
+
+def legacy_keras_file_resume(directory):
+    """tf_keras `.keras` files keep tf_ftrl.legacy's state (row-wise, bfloat16) under a
+    MirroredStrategy of two logical CPUs: a model trained one epoch, saved and loaded, then
+    trained one more epoch, against the model that went on without the file (weights and state,
+    bit for bit); the step count right after loading; the file loaded into an element-wise
+    float32 optimizer (load_weights before its slots exist: converted when they are made); and
+    into a model with other variables (the state is not loaded, with a warning)."""
+    import warnings
+
+    import numpy as np
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import tf_keras
+
+    import tf_ftrl
+
+    rng = np.random.default_rng(11)
+    x = rng.integers(0, 50, size=(96, 3)).astype("int32")
+    y = rng.normal(size=(96, 1)).astype("float32")
+
+    def model(extra_layer=False):
+        layers = [tf_keras.Input((3,), dtype="int32"), tf_keras.layers.Embedding(50, 8),
+                  tf_keras.layers.Flatten()]
+        if extra_layer:
+            layers.append(tf_keras.layers.Dense(4))
+        return tf_keras.Sequential(layers + [tf_keras.layers.Dense(1)])
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    result = {}
+    for name in OPTIMIZERS:
+        cls = getattr(tf_ftrl.legacy, name)
+        out = result[name] = {}
+        with strategy.scope():
+            trained = model()
+            trained.compile(cls(learning_rate=0.3, rowwise=True, state_dtype="bfloat16"), "mse")
+        _fit_one_epoch(trained, x, y)
+        path = os.path.join(directory, f"{name}.keras")
+        trained.save(path)
+        saved_state = trained.optimizer.get_weights()
+        with strategy.scope():
+            loaded = tf_keras.models.load_model(path)
+        out["iterations"] = [int(loaded.optimizer.iterations.numpy()),
+                             int(trained.optimizer.iterations.numpy())]
+        for m in (trained, loaded):
+            _fit_one_epoch(m, x, y)
+        out["weights_equal"] = ([_bits(w) for w in loaded.get_weights()]
+                                == [_bits(w) for w in trained.get_weights()])
+        out["state_equal"] = ([_bits(w) for w in loaded.optimizer.get_weights()]
+                              == [_bits(w) for w in trained.optimizer.get_weights()])
+
+        # Into element-wise float32 state, before the slots exist.
+        target = model()
+        target.compile(cls(learning_rate=0.3), "mse")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            target.load_weights(path)
+            target.optimizer._create_all_weights(target.trainable_variables)
+        converted = []
+        for i, (saved, now) in enumerate(zip(saved_state, target.optimizer.get_weights())):
+            saved = np.asarray(saved).astype(now.dtype)
+            if saved.shape != now.shape:  # a row-wise accumulator: each row's value repeated
+                saved = np.broadcast_to(saved.reshape((-1,) + (1,) * (now.ndim - 1)), now.shape)
+            # (The step count first; then the slots, now float32.)
+            converted.append((i == 0 or now.dtype == np.float32) and np.array_equal(saved, now))
+        out["converted_exactly"] = converted
+        out["conversion_warnings"] = [str(w.message) for w in caught
+                                      if "rowwise=True" in str(w.message)
+                                      or "another dtype" in str(w.message)]
+
+        # Into a model with other variables: nothing loaded, and a warning says so.
+        other = model(extra_layer=True)
+        other.compile(cls(learning_rate=0.3), "mse")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            other.load_weights(path, skip_mismatch=True)
+            _fit_one_epoch(other, x, y)
+        out["other_model"] = {
+            "iterations": int(other.optimizer.iterations.numpy()),
+            "warnings": [str(w.message) for w in caught if "was not loaded" in str(w.message)]}
+
+        # A file of tf_keras's own (new) optimizer: its state is in another layout, not loaded;
+        # ours in its optimizer: not loaded either (it logs), and nothing fails.
+        stock = model()
+        stock.compile(getattr(tf_keras.optimizers, name)(learning_rate=0.3), "mse")
+        _fit_one_epoch(stock, x, y)
+        stock_path = os.path.join(directory, f"stock_{name}.keras")
+        stock.save(stock_path)
+        ours = model()
+        ours.compile(cls(learning_rate=0.3), "mse")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ours.load_weights(stock_path)
+            _fit_one_epoch(ours, x, y)
+        stock_again = model()
+        stock_again.compile(getattr(tf_keras.optimizers, name)(learning_rate=0.3), "mse")
+        stock_again.load_weights(path)
+        _fit_one_epoch(stock_again, x, y)
+        out["stock_file"] = {
+            "iterations": int(ours.optimizer.iterations.numpy()),
+            "warnings": [str(w.message) for w in caught if "was not loaded" in str(w.message)],
+            "stock_iterations": int(stock_again.optimizer.iterations.numpy())}
+    return result
 
 
 def wrong_class():
@@ -108,8 +227,9 @@ def load_legacy(directory, custom_objects=False):
     paths = {f"{name}/{fmt}": os.path.join(directory, f"{name}_{filename}")
              for name in OPTIMIZERS for fmt, (filename, _) in LEGACY_FORMATS.items()}
     if custom_objects:
-        # Before tf_ftrl.custom_objects is read: reading it imports tf_ftrl.legacy.
-        for key, path in paths.items():
+        # Before tf_ftrl.custom_objects is read: reading it imports tf_ftrl.legacy. The .keras
+        # files last: loading one imports it too.
+        for key, path in sorted(paths.items(), key=lambda item: item[0].endswith("/keras")):
             try:
                 keras.models.load_model(path)
                 result[f"{key}/without"] = None
@@ -152,7 +272,8 @@ def load_keras_custom_objects(directory):
 def main(mode, *args):
     runs = {"wrong_class": wrong_class, "save_legacy": save_legacy, "load_legacy": load_legacy,
             "load_legacy_custom_objects": lambda d: load_legacy(d, custom_objects=True),
-            "save_keras": save_keras, "load_keras_custom_objects": load_keras_custom_objects}
+            "save_keras": save_keras, "load_keras_custom_objects": load_keras_custom_objects,
+            "legacy_keras_file_resume": legacy_keras_file_resume}
     if mode not in runs:
         raise SystemExit(f"unknown mode {mode!r}; expected one of {sorted(runs)}")
     print_result(runs[mode](*args))

@@ -292,6 +292,10 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
         one by the mean of each row, a row-wise one into an element-wise one by repeating each
         row's value. Slots saved in another dtype (another `state_dtype`) are cast to the slots'
         dtype. A warning says what was converted."""
+        return super().set_weights(self._converted_weights(weights, stacklevel=3))
+
+    def _converted_weights(self, weights, stacklevel):
+        """`weights` for self.weights, converted (set_weights) where their number matches."""
         params = self.weights
         if len(params) == len(weights):
             converted, cast = [], []
@@ -310,11 +314,76 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
                     weights[i] = tf.cast(np.asarray(weights[i]), param.dtype.base_dtype).numpy()
             if converted:
                 warnings.warn(converted_message(self.__class__.__name__, self.rowwise,
-                                                converted), UserWarning, stacklevel=2)
+                                                converted), UserWarning, stacklevel=stacklevel)
             if cast:
                 warnings.warn(cast_message(self.__class__.__name__, cast), UserWarning,
-                              stacklevel=2)
-        return super().set_weights(weights)
+                              stacklevel=stacklevel)
+        return weights
+
+    # `.keras` files (tf_keras's saving_lib: model.save("x.keras"), load_model, save_weights and
+    # load_weights of ".weights.h5"). tf_keras saves the state of the objects it takes for its own
+    # (layers, its new optimizers, metrics, losses) and skips optimizer_v2's: a `.keras` file of a
+    # model with tf_keras's legacy optimizers holds no optimizer state, and its load_model starts
+    # them anew (FTRL's weights then restart from linear = 0 at their next update). Ours are
+    # visited too (_keep_state_in_keras_files) and save their weights (get_weights: iterations,
+    # then the slots) under their index, as tf_keras's new optimizers do. A load before the slots
+    # exist (load_model compiles a new optimizer and tf_keras builds none of optimizer_v2's)
+    # keeps the state until the slots are made for the first update, then sets it as set_weights
+    # would: converted where it was saved with another `rowwise` or `state_dtype`.
+
+    # Beside the values, a key that says they are ours: tf_keras's new optimizers keep theirs in
+    # another order (each slot for every variable in turn, and the learning rate).
+    _KERAS_FILE_KEY = "tf_ftrl.legacy"
+
+    def save_own_variables(self, store):
+        store[self._KERAS_FILE_KEY] = np.int64(1)
+        for i, value in enumerate(self.get_weights()):
+            store[str(i)] = value
+
+    def load_own_variables(self, store):
+        keys = set(store.keys())
+        if not keys:
+            return
+        if self._KERAS_FILE_KEY not in keys:
+            warnings.warn(
+                f"{self.__class__.__name__}: the optimizer state in the Keras file was not "
+                "loaded: another optimizer wrote it (python -m tf_ftrl.convert_checkpoint moves "
+                "tf_keras's optimizer state from a TensorFlow checkpoint).",
+                UserWarning, stacklevel=2)
+            return
+        weights = [np.asarray(store[str(i)]) for i in range(len(keys) - 1)]
+        if not weights:
+            return
+        if len(self.weights) > 1:  # the slots exist
+            self._set_loaded_weights(weights)
+            return
+        # The step count at once (what `optimizer.iterations` reads before the first step).
+        self._loaded_weights = (weights, self.iterations.numpy())
+        self.iterations.assign(weights[0])
+
+    def _create_all_weights(self, var_list):
+        super()._create_all_weights(var_list)
+        loaded = getattr(self, "_loaded_weights", None)
+        if loaded is not None:
+            self._loaded_weights = None
+            weights, iterations_before = loaded
+            if not self._set_loaded_weights(weights):
+                _assign_each_copy(self.iterations, iterations_before)
+
+    def _set_loaded_weights(self, weights):
+        """Sets the loaded weights (as set_weights would); False, with a warning and nothing
+        set, where their number is not the optimizer's."""
+        if len(weights) != len(self.weights):
+            warnings.warn(
+                f"{self.__class__.__name__}: the optimizer state in the Keras file was not "
+                f"loaded: it holds {len(weights)} values (the step count, then the slots), the "
+                f"optimizer has {len(self.weights)} for the variables it updates.",
+                UserWarning, stacklevel=3)
+            return False
+        weights = self._converted_weights(weights, stacklevel=4)
+        for param, value in zip(self.weights, weights):
+            _assign_each_copy(param, value)
+        return True
 
     def get_config(self):
         config = super().get_config()
@@ -332,6 +401,39 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
             config["state_dtype"] = self.state_dtype
             config["stochastic_rounding"] = self.stochastic_rounding
         return config
+
+
+def _assign_each_copy(variable, value):
+    """Assigns value to each copy of a distributed variable on its own (to variable itself
+    otherwise): slots are first made inside a step, where a MirroredVariable's own assign needs
+    the cross-replica context."""
+    for copy in getattr(variable, "values", (variable,)):
+        copy.assign(value)
+
+
+def _keep_state_in_keras_files():
+    """Makes tf_keras's `.keras` saving visit our optimizers (it visits the objects its
+    `_is_keras_trackable` names: its layers, new optimizers, metrics and losses), so that
+    save_own_variables and load_own_variables above run. Other objects are judged as before.
+    (A tf_keras without that function keeps its own behaviour: no optimizer state in `.keras`
+    files; tests/test_front_ends.py fails there.)"""
+    try:
+        from tf_keras.src.saving import saving_lib
+
+        judge = saving_lib._is_keras_trackable
+    except (ImportError, AttributeError):
+        return
+    if getattr(judge, "_tf_ftrl", False):
+        return
+
+    def is_keras_trackable(obj):
+        return isinstance(obj, FusedOptimizerV2) or judge(obj)
+
+    is_keras_trackable._tf_ftrl = True
+    saving_lib._is_keras_trackable = is_keras_trackable
+
+
+_keep_state_in_keras_files()
 
 
 def _replica_free_name(variable):
