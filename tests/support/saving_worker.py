@@ -65,10 +65,10 @@ def dataset_arrays():
     return ids, targets
 
 
-def make_model():
+def make_model(sequential=False):
     import numpy as np
 
-    model = embedding_regression_model(VOCABULARY, EMBEDDING_DIM, IDS_PER_EXAMPLE)
+    model = embedding_regression_model(VOCABULARY, EMBEDDING_DIM, IDS_PER_EXAMPLE, sequential)
     rng = np.random.default_rng(5)
     model.set_weights([rng.uniform(-0.2, 0.2, size=w.shape).astype("float32")
                        for w in model.get_weights()])

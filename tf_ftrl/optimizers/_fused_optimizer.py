@@ -459,7 +459,7 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
         rounding = None
         if self.stochastic_rounding and state_dtype != dtype:
             rounding = tf.stack([
-                self._rounding(self._variable_path(v), dtype, state_dtype,
+                self._rounding(self._rounding_name(v), dtype, state_dtype,
                                tf_variable(self.iterations)) for v in variables])
         update = self._spec.multi_function + (" (XLA custom call)" if in_xla_context() else "")
         for variable, var, grad in zip(variables, var_list, grads):
@@ -491,7 +491,7 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
         if xla and not fused:
             _warn_once_about_xla(self.__class__.__name__)
         self._record_update(variable, var, gradient, fused, xla)
-        rounding = (self._rounding(self._variable_path(variable), var.dtype, slots[0].dtype,
+        rounding = (self._rounding(self._rounding_name(variable), var.dtype, slots[0].dtype,
                                    tf_variable(self.iterations)) if fused else None)
         if isinstance(gradient, tf.IndexedSlices):
             values = tf.cast(gradient.values, var.dtype)
@@ -526,6 +526,15 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
         self._update_log.record(
             self.__class__.__name__, _Named(self._variable_path(variable), var.shape), update,
             *((None, None) if sparse else (dense_op, sparse_op)))
+
+    def _rounding_name(self, variable):
+        """What seeds the stochastic rounding of variable's state (_rounding): the variable's
+        index among the optimizer's variables and its shape, which a model loaded from a
+        `.keras` file keeps. Not its path, which such a model may give otherwise
+        ("embedding/embeddings" where a Sequential model's was
+        "sequential/embedding/embeddings"), nor the optimizer's name, numbered in order of
+        creation: training would go on with other random bits than the model that was saved."""
+        return f"{self._get_variable_index(variable)}:{list(variable.shape)}"
 
     def _variable_path(self, variable):
         """A Keras variable's path ("dense/kernel"); a tf.Variable's name."""
