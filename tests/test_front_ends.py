@@ -135,3 +135,6 @@ def test_keras_files_keep_legacy_state_under_mirrored_strategy(tmp_path):
         assert any(f"{name}: the optimizer state in the Keras file was not loaded: another "
                    "optimizer wrote it" in w for w in out["stock_file"]["warnings"])
         assert out["stock_file"]["stock_iterations"] == 6
+        # Under mixed precision (tf_keras's LossScaleOptimizer around ours) too.
+        assert out["mixed"]["wrapper"] == "LossScaleOptimizer"
+        assert out["mixed"]["iterations"] == 6 and out["mixed"]["state_equal"]

@@ -178,6 +178,25 @@ def legacy_keras_file_resume(directory):
             "iterations": int(ours.optimizer.iterations.numpy()),
             "warnings": [str(w.message) for w in caught if "was not loaded" in str(w.message)],
             "stock_iterations": int(stock_again.optimizer.iterations.numpy())}
+
+        # Mixed precision: tf_keras wraps ours in its LossScaleOptimizer.
+        tf_keras.mixed_precision.set_global_policy("mixed_float16")
+        try:
+            mixed = model()
+            mixed.compile(cls(learning_rate=0.3, rowwise=True, state_dtype="bfloat16"), "mse")
+            _fit_one_epoch(mixed, x, y)
+            mixed_path = os.path.join(directory, f"mixed_{name}.keras")
+            mixed.save(mixed_path)
+            mixed_loaded = tf_keras.models.load_model(mixed_path)
+            out["mixed"] = {"wrapper": type(mixed_loaded.optimizer).__name__,
+                            "iterations": int(mixed_loaded.optimizer.iterations.numpy())}
+            for m in (mixed, mixed_loaded):
+                _fit_one_epoch(m, x, y)
+            out["mixed"]["state_equal"] = (
+                [_bits(w) for w in mixed_loaded.optimizer.inner_optimizer.get_weights()]
+                == [_bits(w) for w in mixed.optimizer.inner_optimizer.get_weights()])
+        finally:
+            tf_keras.mixed_precision.set_global_policy("float32")
     return result
 
 

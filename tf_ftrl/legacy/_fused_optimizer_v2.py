@@ -418,16 +418,23 @@ def _keep_state_in_keras_files():
     (A tf_keras without that function keeps its own behaviour: no optimizer state in `.keras`
     files; tests/test_front_ends.py fails there.)"""
     try:
+        from tf_keras.src.mixed_precision import loss_scale_optimizer
         from tf_keras.src.saving import saving_lib
 
         judge = saving_lib._is_keras_trackable
+        wrapper = loss_scale_optimizer.LossScaleOptimizer
     except (ImportError, AttributeError):
         return
     if getattr(judge, "_tf_ftrl", False):
         return
 
     def is_keras_trackable(obj):
-        return isinstance(obj, FusedOptimizerV2) or judge(obj)
+        # Ours, or the LossScaleOptimizer that tf_keras's mixed precision wraps around it (whose
+        # inner optimizer is then visited; its loss scale is not saved, and starts anew).
+        return (isinstance(obj, FusedOptimizerV2)
+                or (isinstance(obj, wrapper)
+                    and isinstance(obj.inner_optimizer, FusedOptimizerV2))
+                or judge(obj))
 
     is_keras_trackable._tf_ftrl = True
     saving_lib._is_keras_trackable = is_keras_trackable
