@@ -29,7 +29,8 @@ if [ $# -gt 0 ] && [ "$1" != "--" ]; then
 fi
 if [ "${1:-}" = "--" ]; then shift; fi
 PYTEST_ARGS=("$@")
-if [ ${#PYTEST_ARGS[@]} -eq 0 ]; then PYTEST_ARGS=(-q tests); fi
+# (In worker processes, as `make test` runs it.)
+if [ ${#PYTEST_ARGS[@]} -eq 0 ]; then PYTEST_ARGS=(-q -n auto --maxprocesses 4 tests); fi
 
 WORK=${COMPAT_DIR:-$ROOT/build/compat}/tf-$TF_VERSION-keras-${KERAS_VERSION:-resolved}
 rm -rf "$WORK"
