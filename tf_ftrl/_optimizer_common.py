@@ -139,9 +139,10 @@ class SpecDispatch:
                 f"ParameterServerStrategy and MirroredStrategy.")
 
     def _rounding(self, name, var_dtype, state_dtype, step):
-        """The fused ops' `stochastic_rounding` for a variable named `name`: [seed, step], the
-        seed a checksum of the name (so that tables do not share random bits, and replicas of
-        one variable do), or None where its state rounds to nearest."""
+        """The fused ops' `stochastic_rounding` for a variable keyed `name` (Keras 3: its index
+        among the optimizer's variables and its shape; tf_keras: its replica-free name):
+        [seed, step], the seed a checksum of the key (so that tables do not share random bits,
+        and replicas of one variable do), or None where its state rounds to nearest."""
         if not self.stochastic_rounding or tf.as_dtype(state_dtype) == tf.as_dtype(var_dtype):
             return None
         seed = zlib.crc32(str(name).encode())
