@@ -694,6 +694,48 @@ void TestAnotherOptimizer(std::mt19937_64& rng) {
 // statement of their formulas (the row's accumulator grows by the mean of its squared gradient),
 // in every vector copy, at row sizes the sparse loops compile for and others; the copies agree
 // bit for bit, and rows not indexed keep their bits.
+// The sum of a row's squares as the CPU loops compute it (VectorRowSumOfSquares, in a vector
+// per copy) against RowSumOfSquares, the order the CUDA kernels and the references follow, bit
+// for bit: grad in T and in the accumulate type (summed duplicates), in every vector copy, at
+// sizes below, at and around multiples of the 16 partial sums, with values over many binades so
+// that another order of additions would round differently.
+template <typename T, typename G>
+struct SumOfSquaresKernel {
+  const G* grad;
+  int64_t n;
+  AccumulateType<T>* out;
+  TF_FTRL_INLINE void operator()() const {
+    *out = cpu::internal::VectorRowSumOfSquares<AccumulateType<T>>(grad, n);
+  }
+};
+
+template <typename T>
+void TestRowSumOfSquaresInVectors(std::mt19937_64& rng, const char* name) {
+  using A = AccumulateType<T>;
+  using cpu::internal::VectorCopy;
+  std::uniform_real_distribution<double> exponent(-8, 8);
+  for (int64_t n : {1, 2, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 257}) {
+    std::vector<T> grad = Random<T>(rng, n, -1, 1);
+    for (auto& g : grad) g = FromDouble<T>(ToDouble(g) * std::exp2(exponent(rng)));
+    std::vector<A> wide(n);
+    for (int64_t i = 0; i < n; ++i) wide[i] = Load(grad[i]);
+    const A expected = RowSumOfSquares<A>(grad.data(), n);
+    const A expected_wide = RowSumOfSquares<A>(wide.data(), n);
+    for (int c = 0; c <= static_cast<int>(cpu::internal::BestVectorCopy()); ++c) {
+      A got = A(-1), got_wide = A(-1);
+      cpu::internal::RunIn(static_cast<VectorCopy>(c),
+                           SumOfSquaresKernel<T, T>{grad.data(), n, &got});
+      cpu::internal::RunIn(static_cast<VectorCopy>(c),
+                           SumOfSquaresKernel<T, A>{wide.data(), n, &got_wide});
+      const std::string what = std::string(name) + " copy " + std::to_string(c) + " n " +
+                               std::to_string(n);
+      Check(std::memcmp(&got, &expected, sizeof(A)) == 0, "row's sum of squares, " + what);
+      Check(std::memcmp(&got_wide, &expected_wide, sizeof(A)) == 0,
+            "summed row's sum of squares, " + what);
+    }
+  }
+}
+
 template <typename T>
 void TestRowwise(std::mt19937_64& rng, const char* name) {
   using A = AccumulateType<T>;
@@ -1253,6 +1295,9 @@ int main() {
   });
   Case("RowPrefetchChoice", [&] { TestRowPrefetchChoice(); });
   Case("AnotherOptimizer", [&] { TestAnotherOptimizer(rng); });
+  each_type("RowSumOfSquaresInVectors", [&](auto type, const char* name) {
+    TestRowSumOfSquaresInVectors<decltype(type)>(rng, name);
+  });
   each_type("Rowwise", [&](auto type, const char* name) {
     TestRowwise<decltype(type)>(rng, name);
   });

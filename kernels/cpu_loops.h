@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <string_view>
 #include <type_traits>
 #include <utility>
@@ -72,6 +73,12 @@ template <bool kStochastic, typename Step, typename T, typename G, size_t... I,
 TF_FTRL_INLINE void StepLoopRounding(std::index_sequence<I...> seq, const Step& step,
                                      uint64_t key, int64_t position, const G* __restrict grad,
                                      int64_t n, Arrays* __restrict... arrays) {
+  if constexpr (!kStochastic) {
+    // No position is hashed: one loop of n elements (n is a constant where the row size is
+    // compiled in, and the loop is unrolled whole).
+    const uint32_t unused[sizeof...(I)] = {};
+    return StepLoopKeyed<false, Step, T>(seq, step, unused, 0, grad, n, arrays...);
+  }
   ForEachKeyedRun(position, n, [&](int64_t done, int64_t run, uint32_t high, uint32_t low) {
     const uint32_t keyed[] = {StochasticKeyed(key, static_cast<int>(I), high)...};
     StepLoopKeyed<kStochastic, Step, T>(seq, step, keyed, low, grad + done, run,
@@ -220,6 +227,48 @@ TF_FTRL_INLINE void RowElementsKeyed(std::index_sequence<I...>, const Step& step
   }
 }
 
+// RowSumOfSquares (rowwise_math.h) with its kRowSumLanes partial sums in one vector of GCC's
+// vector extensions: the same operations in the same order, so the same bits. RowSumOfSquares's
+// pairwise sum of the partials compiles to a loop through the stack (16 loads and stores per
+// row); here each level adds a vector's upper half to its lower half (vextract and vaddps).
+// With the row's elements in one loop (RowLoopRounding), the row-wise sparse updates took
+// 0.84-1.00x their time before (docs/benchmarks.md, "Row-wise state").
+template <typename A, typename G>
+TF_FTRL_INLINE A VectorRowSumOfSquares(const G* __restrict grad, int64_t n) {
+  static_assert(kRowSumLanes == 16, "the halves below are written for 16 partial sums");
+  typedef A Lanes16 __attribute__((vector_size(16 * sizeof(A))));
+  typedef A Lanes8 __attribute__((vector_size(8 * sizeof(A))));
+  typedef A Lanes4 __attribute__((vector_size(4 * sizeof(A))));
+  typedef A Lanes2 __attribute__((vector_size(2 * sizeof(A))));
+  Lanes16 partial = {};
+  int64_t i = 0;
+  for (; i + kRowSumLanes <= n; i += kRowSumLanes) {
+    Lanes16 g;
+    for (int k = 0; k < kRowSumLanes; ++k) g[k] = static_cast<A>(Load(grad[i + k]));
+    partial += g * g;
+  }
+  for (int k = 0; i + k < n; ++k) {
+    const A g = static_cast<A>(Load(grad[i + k]));
+    partial[k] += g * g;
+  }
+  // Lanes k and k + width added, for width 8, 4, 2, 1 (AddRowSquaresPartials's order): the upper
+  // half of the vector added to its lower half. (No helper function: one taking or returning
+  // these vectors would have another ABI in each vector copy.)
+  Lanes8 low8, high8;
+  std::memcpy(&low8, &partial, sizeof(low8));
+  std::memcpy(&high8, reinterpret_cast<const char*>(&partial) + sizeof(low8), sizeof(high8));
+  const Lanes8 eight = low8 + high8;
+  Lanes4 low4, high4;
+  std::memcpy(&low4, &eight, sizeof(low4));
+  std::memcpy(&high4, reinterpret_cast<const char*>(&eight) + sizeof(low4), sizeof(high4));
+  const Lanes4 four = low4 + high4;
+  Lanes2 low2, high2;
+  std::memcpy(&low2, &four, sizeof(low2));
+  std::memcpy(&high2, reinterpret_cast<const char*>(&four) + sizeof(low2), sizeof(high2));
+  const Lanes2 two = low2 + high2;
+  return two[0] + two[1];
+}
+
 // One row of a row-wise update (a Step with kPerRow: rowwise_math.h): the mean of the squares of
 // the row's gradient, BeginRow (which updates the per-row values and gives the row's
 // coefficients), then each element's update. `arrays` point at row `row`: one value of a per-row
@@ -230,13 +279,18 @@ TF_FTRL_INLINE void RowLoopRounding(std::index_sequence<I...> seq, const Step& s
                                     int64_t row, const G* __restrict grad, int64_t n,
                                     Arrays* __restrict... arrays) {
   using A = AccumulateType<T>;
-  const A sum_of_squares = RowSumOfSquares<A>(grad, n);
+  const A sum_of_squares = VectorRowSumOfSquares<A>(grad, n);
   A row_values[Step::kNumState] = {(Step::kPerRow[I] ? A(Load(arrays[0])) : A(0))...};
   const auto coefficients = step.BeginRow(sum_of_squares / static_cast<A>(n), row_values);
   ((Step::kPerRow[I] && I < Step::kNumWritten
         ? void(arrays[0] = StoreStateAs<T, Arrays, kStochastic>(key, row_values[I], I, row))
         : void()),
    ...);
+  if constexpr (!kStochastic) {
+    const uint32_t unused[sizeof...(I)] = {};
+    return RowElementsKeyed<false, Step, T>(seq, step, coefficients, row_values, unused, 0, grad,
+                                            n, arrays...);
+  }
   ForEachKeyedRun(row * n, n, [&](int64_t done, int64_t run, uint32_t high, uint32_t low) {
     const uint32_t keyed[] = {StochasticKeyed(key, static_cast<int>(I), high)...};
     RowElementsKeyed<kStochastic, Step, T>(seq, step, coefficients, row_values, keyed, low,
