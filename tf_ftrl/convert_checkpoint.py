@@ -145,7 +145,9 @@ def _detected_format(reader):
     if any(node.slot_variables for node in graph.nodes) or "iter" in children:
         return "tf_keras", "OptimizerV2"
     if "_trainable_variables" in children:
-        return "keras3", "keras.optimizers"
+        # keras.optimizers and tf_ftrl.Ftrl/Adagrad save the same layout, by design: nothing in
+        # the file tells them apart.
+        return "keras3", "keras.optimizers or tf_ftrl"
     return "tf_keras", "tf_keras.optimizers (default)"
 
 
