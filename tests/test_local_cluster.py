@@ -291,10 +291,63 @@ def assert_keras_file_holds_the_trained_model(out, tmp_path, steps=None):
                                np.load(tmp_path / "served.npy"), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("loop", ["coordinator", "fit"])
-def test_ctr_job_on_a_parameter_server_cluster(tmp_path, loop):
+def assert_keras_file_holds_the_checkpointed_state(out, rowwise):
+    """Under ps, model.keras is the sharded model copied whole: every weight, slot and step
+    count equals the chief's last checkpoint (written at the last epoch's end, after which
+    nothing trains), bit for bit, in the slots' own shapes and dtypes."""
+    import keras
+    import tensorflow as tf
+
+    from tf_ftrl.examples import ctr, ctr_cluster  # noqa: F401  (ctr registers the model)
+    checkpoint = tf.train.latest_checkpoint(out / "checkpoints" / "ps")
+    saved = dict(tf.train.list_variables(checkpoint))
+    model = keras.saving.load_model(out / "model.keras")
+    value = "/.ATTRIBUTES/VARIABLE_VALUE"
+    compared = 0
+    for name, variable in ctr_cluster._weights(model).items():
+        key = "model/" + name.replace("wide_weights", "wide_weights/embeddings").replace(
+            "deep_embedding", "deep_embedding/embeddings").replace("hidden_", "hidden/")
+        np.testing.assert_array_equal(variable.numpy(), tf.train.load_variable(checkpoint,
+                                                                             key + value))
+        part = "wide" if name.startswith("wide") else "deep"
+        optimizer = getattr(model, f"{part}_optimizer")
+        for slot in optimizer.get_slot_names():
+            expected = tf.train.load_variable(
+                checkpoint, f"{key}/.OPTIMIZER_SLOT/{part}_optimizer/{slot}{value}")
+            actual = optimizer.get_slot(variable, slot).numpy()
+            assert actual.dtype == expected.dtype == (
+                np.float32 if not rowwise else tf.bfloat16.as_numpy_dtype), (name, slot)
+            if rowwise and slot == "accumulator" and len(variable.shape) == 2:
+                assert actual.shape == (variable.shape[0],), (name, actual.shape)
+            np.testing.assert_array_equal(actual.view(np.uint16 if rowwise else np.uint32),
+                                          expected.view(np.uint16 if rowwise else np.uint32),
+                                          err_msg=f"{name} ({slot})")
+            compared += 1
+        assert int(optimizer.iterations) == tf.train.load_variable(
+            checkpoint, f"{part}_optimizer/iter{value}")
+    assert compared == 2 * 2 + 5 and len(saved) > compared  # FTRL's 2 weights' two slots each
+    # And it trains on in one process, with fit, from where the cluster stopped.
+    from tf_ftrl.examples import criteo_data
+    table = model.deep_embedding.embeddings
+    accumulator = model.deep_optimizer.get_slot(table, "accumulator")
+    before = accumulator.numpy().astype(np.float32)
+    steps = int(model.wide_optimizer.iterations)
+    dataset = criteo_data.read_dataset([str(out / "train.txt")],
+                                       criteo_data.HashingConfig(buckets=model.buckets), 128)
+    # Of a known length: with an unknown one, Keras 3.15's fit counts one step more than it
+    # takes (the iterations of any optimizer; the weights are those of the steps taken).
+    model.fit(dataset.take(3).apply(tf.data.experimental.assert_cardinality(3)), verbose=0)
+    assert int(model.wide_optimizer.iterations) == int(model.deep_optimizer.iterations) == steps + 3
+    after = accumulator.numpy().astype(np.float32)
+    assert np.all(after >= before) and np.any(after > before)
+
+
+@pytest.mark.parametrize("loop, state", [("coordinator", []),
+                                         ("fit", ["--rowwise", "--state-dtype", "bfloat16"])])
+def test_ctr_job_on_a_parameter_server_cluster(tmp_path, loop, state):
     out = tmp_path / "out"
-    stdout, report, cluster = run_job("ps", out, "--workers", "2", "--ps", "2", loop=loop)
+    stdout, report, cluster = run_job("ps", out, "--workers", "2", "--ps", "2", loop=loop,
+                                      extra=state)
     assert cluster["front_end"] == {
         "coordinator": "tf_keras, custom loop (ClusterCoordinator.schedule)",
         "fit": "tf_keras, model.fit (DatasetCreator)"}[loop]
@@ -309,13 +362,17 @@ def test_ctr_job_on_a_parameter_server_cluster(tmp_path, loop):
             assert set(shard["slots"].values()) == {shard["shard"]}, shard
     # The updates: the fused kernels, on the servers, nothing else.
     ops = {tuple(op) for op in cluster["update_ops"]}
-    for op_type in ("FusedResourceSparseApplyFtrl", "FusedResourceSparseApplyAdagrad"):
+    rowwise = "Rowwise" if state else ""
+    for op_type in (f"FusedResourceSparseApply{rowwise}Ftrl",
+                    f"FusedResourceSparseApply{rowwise}Adagrad"):
         assert {(op_type, device) for device in PS} <= ops, ops
     assert all(op_type.startswith("FusedResource") and device in PS for op_type, device in ops)
     assert cluster["wide_iterations"] == cluster["deep_iterations"] == 2 * (10_000 // 128)
     for name in ("ps:0", "ps:1", "worker:0", "worker:1"):
         assert f"[{name}] ctr: {name} serving at 127.0.0.1:" in stdout
     assert_serves_like_the_chief_measured(out, tmp_path)
+    assert_keras_file_holds_the_trained_model(out, tmp_path, steps=2 * (10_000 // 128))
+    assert_keras_file_holds_the_checkpointed_state(out, rowwise=bool(state))
 
 
 def test_parameter_server_fit_loop_resumes_after_an_epoch(tmp_path):

@@ -16,8 +16,9 @@ Which Keras front end each strategy uses, and why:
 
 Whatever the strategy, the chief writes the same reports and the same serving SavedModel as one
 process: the trained weights (shards concatenated) are copied into a plain Keras 3 model, which
-is exported as `--strategy none` exports it. `model.keras` (the model with its optimizers' state)
-is written by every strategy but ps, whose tables and slots are sharded tf_keras variables.
+is exported as `--strategy none` exports it. So is `model.keras`, the model with its optimizers'
+state: under ps, the sharded tf_keras tables and slots are copied whole into that Keras 3 model
+with `tf_ftrl.Ftrl`/`tf_ftrl.Adagrad`, step counts included, so it trains on in one process.
 
 Checkpoints (--resume): `--strategy none` and mirrored write one at every epoch end;
 multiworker too, every worker under its --out, and every worker restores the chief's (a
@@ -87,15 +88,8 @@ def serve(resolver, num_workers):
 # --- the model's weights by name, in both front ends ---
 
 
-def named_weights(model):
-    """{name: array} of a WideAndDeep (Keras 3) or LegacyWideAndDeep (tf_keras), sharded
-    variables concatenated along their rows."""
-    def value(variable):
-        shards = getattr(variable, "variables", None)
-        if shards is not None and len(shards) > 1:
-            return np.concatenate([shard.numpy() for shard in shards], axis=0)
-        return np.asarray(variable.numpy() if hasattr(variable, "numpy") else variable)
-
+def _weights(model):
+    """{name: variable} of a WideAndDeep (Keras 3) or LegacyWideAndDeep (tf_keras)."""
     weights = {"wide_weights": model.wide_weights.embeddings, "wide_bias": model.wide_bias,
                "deep_embedding": model.deep_embedding.embeddings,
                "deep_output/kernel": model.deep_output.kernel,
@@ -103,29 +97,58 @@ def named_weights(model):
     for i, layer in enumerate(model.hidden):
         weights[f"hidden_{i}/kernel"] = layer.kernel
         weights[f"hidden_{i}/bias"] = layer.bias
-    return {name: value(variable) for name, variable in weights.items()}
+    return weights
 
 
-def plain_copy(model, args):
+def _whole(parts):
+    """One array of a variable's shards (or of the variable itself), concatenated along rows."""
+    values = [np.asarray(part.numpy() if hasattr(part, "numpy") else part) for part in parts]
+    return values[0] if len(values) == 1 else np.concatenate(values, axis=0)
+
+
+def _shards(variable):
+    shards = getattr(variable, "variables", None)
+    return list(shards) if shards else [variable]
+
+
+def named_weights(model):
+    """{name: array} of a WideAndDeep (Keras 3) or LegacyWideAndDeep (tf_keras), sharded
+    variables concatenated along their rows."""
+    return {name: _whole(_shards(variable)) for name, variable in _weights(model).items()}
+
+
+def plain_copy(model, args, optimizers=None):
     """A Keras 3 WideAndDeep outside any strategy, with model's trained weights: what is
-    exported for serving, whatever trained it."""
+    exported for serving, whatever trained it. With `optimizers`, the (wide, deep) tf_keras
+    optimizers that trained a LegacyWideAndDeep, their state too (slots with their shards
+    concatenated, and step counts), so that the copy's model.keras trains on from there."""
     wide, deep = ctr.make_optimizers("tf_ftrl", args)
     copy = ctr.WideAndDeep(args.buckets, args.embedding_dim, wide, deep,
                            hidden_units=args.hidden_units)
     copy.build_optimizers()
-    source = named_weights(model)
-    targets = {"wide_weights": copy.wide_weights.embeddings, "wide_bias": copy.wide_bias,
-               "deep_embedding": copy.deep_embedding.embeddings,
-               "deep_output/kernel": copy.deep_output.kernel,
-               "deep_output/bias": copy.deep_output.bias}
-    for i, layer in enumerate(copy.hidden):
-        targets[f"hidden_{i}/kernel"] = layer.kernel
-        targets[f"hidden_{i}/bias"] = layer.bias
+    sources, targets = _weights(model), _weights(copy)
     for name, variable in targets.items():
-        if tuple(variable.shape) != source[name].shape:
-            raise ValueError(f"{name}: trained shape {source[name].shape} vs serving shape "
+        value = _whole(_shards(sources[name]))
+        if tuple(variable.shape) != value.shape:
+            raise ValueError(f"{name}: trained shape {value.shape} vs serving shape "
                              f"{tuple(variable.shape)}")
-        variable.assign(source[name])
+        variable.assign(value)
+    if optimizers is not None:
+        wide_names = {"wide_weights", "wide_bias"}
+        pairs = ((optimizers[0], copy.wide_optimizer), (optimizers[1], copy.deep_optimizer))
+        for name, variable in targets.items():
+            source, target = pairs[0] if name in wide_names else pairs[1]
+            for slot in target.get_slot_names():
+                value = _whole([source.get_slot(shard, slot) for shard in _shards(sources[name])])
+                target_slot = target.get_slot(variable, slot)
+                if (tuple(target_slot.shape) != value.shape
+                        or str(target_slot.dtype) != str(value.dtype)):
+                    raise ValueError(
+                        f"{name} ({slot}): trained {value.dtype} {value.shape} vs "
+                        f"{target_slot.dtype} {tuple(target_slot.shape)} in the Keras 3 copy")
+                target_slot.assign(value)
+        for source, target in pairs:
+            target.iterations.assign(int(source.iterations.numpy()))
     return copy
 
 
@@ -552,7 +575,13 @@ def train_ps(args, strategy, cluster, hashing, data, test_dataset, test_labels):
              "slots": {slot: optimizer.get_slot(shard, slot).device
                        for slot in optimizer.get_slot_names()}}
             for shard in getattr(table, "variables", [table])]
-    return model, history, {
+    # The Keras 3 model that model.keras holds, as the other strategies save theirs: the tables
+    # whole, the optimizers' slots and step counts with them.
+    # Compiled as one process compiles its model, so that the file trains on with fit.
+    keras_model = plain_copy(model, args, (wide_optimizer, deep_optimizer))
+    keras_model.compile(optimizer=keras_model.wide_optimizer,
+                        loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    return keras_model, history, {
         "workers": num_workers, "ps": num_ps, "steps_per_epoch": steps,
         "front_end": ("tf_keras, model.fit (DatasetCreator)" if args.ps_loop == "fit"
                       else "tf_keras, custom loop (ClusterCoordinator.schedule)"),
@@ -640,10 +669,10 @@ def main(parser, args, argv):
         model, history, details = train_ps(args, strategy, cluster, hashing, data, test_dataset,
                                            test_labels)
     results = {"tf_ftrl": history}
-    if args.strategy != "ps":
-        # The Keras 3 model with its optimizers and their slots, as one process saves it; every
-        # worker saves (a save may read variables with collectives), each under its own --out.
-        model.save(os.path.join(args.out, "model.keras"))
+    # The Keras 3 model with its optimizers and their slots, as one process saves it; every
+    # worker saves (a save may read variables with collectives), each under its own --out. Under
+    # ps the chief saves the whole-table copy that train_ps made of the sharded model.
+    model.save(os.path.join(args.out, "model.keras"))
     if is_chief:
         write_outputs(model, hashing, data, results, details, args, argv)
     if args.strategy == "multiworker":
@@ -657,8 +686,7 @@ def write_outputs(model, hashing, data, results, details, args, argv):
     """The chief's serving SavedModel and reports."""
     export_model = plain_copy(model, args)
     ctr.export_serving(export_model, hashing, os.path.join(args.out, "serving"))
-    keras_file = "" if args.strategy == "ps" else f"Model: {args.out}/model.keras, "
-    print(f"{keras_file}SavedModel for serving: {args.out}/serving/")
+    print(f"Model: {args.out}/model.keras, SavedModel for serving: {args.out}/serving/")
     print("\n" + ctr.write_reports(results, data, args, argv))
     with open(os.path.join(args.out, "cluster_report.json"), "w") as f:
         json.dump({"strategy": args.strategy, **details}, f, indent=2)
