@@ -267,8 +267,8 @@ def assert_serves_like_the_chief_measured(out, tmp_path):
 def assert_keras_file_holds_the_trained_model(out, tmp_path, steps=None):
     """model.keras (after assert_serves_like_the_chief_measured, which leaves served.npy in
     tmp_path) loads with tf_ftrl's optimizers: its predictions are the served ones, both
-    optimizers counted the same steps (`steps` of them, where given), and their accumulators
-    moved from their initial value."""
+    optimizers counted the same steps (`steps` of them, where given), their accumulators
+    moved from their initial value, and it trains on with fit."""
     import keras
     import numpy as np
     import tensorflow as tf
@@ -289,6 +289,7 @@ def assert_keras_file_holds_the_trained_model(out, tmp_path, steps=None):
         tf.constant(lines), criteo_data.HashingConfig(buckets=model.buckets))
     np.testing.assert_allclose(tf.sigmoid(model(features)).numpy().ravel(),
                                np.load(tmp_path / "served.npy"), rtol=1e-5, atol=1e-6)
+    assert_keras_file_trains_on(model, out)
 
 
 def assert_keras_file_holds_the_checkpointed_state(out, rowwise):
@@ -326,7 +327,12 @@ def assert_keras_file_holds_the_checkpointed_state(out, rowwise):
         assert int(optimizer.iterations) == tf.train.load_variable(
             checkpoint, f"{part}_optimizer/iter{value}")
     assert compared == 2 * 2 + 5 and len(saved) > compared  # FTRL's 2 weights' two slots each
-    # And it trains on in one process, with fit, from where the cluster stopped.
+
+
+def assert_keras_file_trains_on(model, out):
+    """A loaded model.keras trains on with fit in one process, from where the job stopped."""
+    import tensorflow as tf
+
     from tf_ftrl.examples import criteo_data
     table = model.deep_embedding.embeddings
     accumulator = model.deep_optimizer.get_slot(table, "accumulator")

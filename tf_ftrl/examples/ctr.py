@@ -253,6 +253,13 @@ def make_optimizers(kind, args):
     return wide, deep
 
 
+def compile_for_fit(model):
+    """Compiles a WideAndDeep for fit, whose train_step applies both of its optimizers (Keras
+    takes one: the wide one)."""
+    model.compile(optimizer=model.wide_optimizer,
+                  loss=keras.losses.BinaryCrossentropy(from_logits=True))
+
+
 def train(kind, args, hashing, data, test_dataset, test_labels, strategy=None):
     """Trains the model with one kind of optimizers (under strategy's scope, if any); returns it
     and its per-epoch results."""
@@ -267,8 +274,7 @@ def train(kind, args, hashing, data, test_dataset, test_labels, strategy=None):
         model = WideAndDeep(args.buckets, args.embedding_dim, wide_optimizer, deep_optimizer,
                             hidden_units=args.hidden_units)
         model.build_optimizers()
-        model.compile(optimizer=wide_optimizer,
-                      loss=keras.losses.BinaryCrossentropy(from_logits=True))
+        compile_for_fit(model)
     checkpoint = EpochCheckpoint(os.path.join(args.out, "checkpoints", kind), model)
     history = checkpoint.restore() if args.resume else []
     if args.resume:

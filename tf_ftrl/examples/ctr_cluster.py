@@ -189,6 +189,7 @@ def train_multiworker(args, strategy, hashing, data, test_dataset, test_labels, 
         model = ctr.WideAndDeep(args.buckets, args.embedding_dim, wide_optimizer,
                                 deep_optimizer, hidden_units=args.hidden_units)
         model.build_optimizers()
+        ctr.compile_for_fit(model)  # not for this loop: so that model.keras trains on with fit
     wide, deep = model.wide_variables, model.deep_variables
 
     def replica_step(features, labels):
@@ -579,8 +580,7 @@ def train_ps(args, strategy, cluster, hashing, data, test_dataset, test_labels):
     # whole, the optimizers' slots and step counts with them.
     # Compiled as one process compiles its model, so that the file trains on with fit.
     keras_model = plain_copy(model, args, (wide_optimizer, deep_optimizer))
-    keras_model.compile(optimizer=keras_model.wide_optimizer,
-                        loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    ctr.compile_for_fit(keras_model)
     return keras_model, history, {
         "workers": num_workers, "ps": num_ps, "steps_per_epoch": steps,
         "front_end": ("tf_keras, model.fit (DatasetCreator)" if args.ps_loop == "fit"
