@@ -70,11 +70,25 @@ def test_quick_report_has_every_part(tmp_path):
                    for r in report["optimizers"][key])
     assert [r["optimizer"] for r in report["optimizers"]["fit"]] == ["ftrl", "adagrad"]
     markdown = (tmp_path / "benchmark.md").read_text()
-    assert "| optimizer.apply, Embedding" in markdown and "| model.fit |" in markdown
-    for op in ("ftrl", "adagrad"):
+    assert "| Embedding 5,000 x 16, gradient of 256 ids | tf_ftrl ms |" in markdown
+    assert "| `model.fit` on the embedding |" in markdown
+    assert "| `optimizer.apply`, FTRL |" in markdown
+    for op in ("FTRL", "Adagrad"):
+        for size in ("1,000", "20,000"):
+            assert f"| dense {op} | {size} |" in markdown
+        for versus in ("built-in without dedup", "unique + segment_sum + built-in"):
+            assert f"| sparse {op}, 2,000 x 64, 200 uniform ids per call (~" in markdown
+            assert f"unique) | vs {versus}" in markdown
         for ids in ("uniform", "zipf 1.1"):
-            assert f"| {op} | sparse | 200 {ids} ids | builtin_dedup |" in markdown
-    assert "| optimizer.apply, 2 Dense 64 x 64 |" in markdown
+            assert f"| {op}, 2,000 x 64, 200 ids per call | {ids} (~" in markdown
+    # Every speed-up is the other implementation's time over ours, from the same run.
+    results = {(r["op"], r["kind"], r.get("id_distribution"), r["size"], r["implementation"]):
+               r["median_ms"] for r in ops_results}
+    builtin, ours = (results[("adagrad", "dense", None, 20000, kind)]
+                     for kind in ("builtin", "tf_ftrl"))
+    assert (f"| dense Adagrad | 20,000 | {ours:.3f} | {builtin:.3f} |" in markdown
+            and f"| {builtin / ours:.2f}x |" in markdown)
+    assert "| 2 Dense layers 64 x 64, dense gradients |" in markdown
     assert "GPU: Example GPU, float32" in markdown
     assert "| adagrad | sparse | 2,000,000 x 64, 16,384 zipf 1.1 ids | 0.0400 |" in markdown
     assert ("| adagrad | multi | 240 variables, 499,200 elements (one launch each: 0.9000 ms) | "
@@ -90,6 +104,19 @@ def test_quick_report_has_every_part(tmp_path):
     assert before == original.split(BEGIN)[0] and after == original.split(END)[1]
     for name in ("dense_time.png", "dense_bandwidth.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cpu_limit_lines_are_read_by_name_and_indented_comparisons_skipped():
+    benchmark_report = import_tool("benchmark_report")
+    output = ("threads: 2\n"
+              "memcpy 3e7 float32                               3.945 ms    60.8 GB/s (read + write)\n"
+              "group 16,384 ids                                 0.056 ms (16318 unique rows)\n"
+              "row-wise speed-up                                 1.37x FTRL, 1.27x Adagrad\n"
+              "rows prefetched into L2 (PREFETCHT1) (this CPU's default) against into L1:\n"
+              "    sparse FTRL                0.875 ms against   0.901 ms: 1.03x\n")
+    assert benchmark_report.parse_cpu_limit(output) == {
+        "memcpy 3e7 float32": {"ms": 3.945, "gbps": 60.8},
+        "group 16,384 ids": {"ms": 0.056, "gbps": None}}
 
 
 def test_docs_without_markers_fail_clearly(tmp_path):

@@ -55,9 +55,15 @@ def cpu_limit():
         return None
     output = subprocess.run([CPU_LIMIT_BINARY, str(os.cpu_count())], check=True,
                             capture_output=True, text=True).stdout
-    pattern = re.compile(r"^(.+?)\s{2,}([\d.]+) ms(?:\s+([\d.]+) GB/s)?")
+    return parse_cpu_limit(output)
+
+
+def parse_cpu_limit(output):
+    """{name: {"ms", "gbps"}} of the TensorFlow-free benchmark's timed lines."""
+    pattern = re.compile(r"^(\S.+?)\s{2,}([\d.]+) ms(?:\s+([\d.]+) GB/s)?")
     lines = {}
     for line in output.splitlines():
+        # Indented lines compare two variants of a case named above them, not a case of their own.
         match = pattern.match(line)
         if match:
             lines[match.group(1).strip()] = {
@@ -110,37 +116,98 @@ def plot(report, out_dir):
     return paths
 
 
+def _sparse_title(r):
+    return (f"sparse {OP_NAMES[r['op']]}, {r['rows']:,} x {r['dim']}, {r['ids']:,} "
+            f"{r['id_distribution']} ids per call (~{r['unique_ids']:,} unique)")
+
+
+OP_NAMES = {"ftrl": "FTRL", "adagrad": "Adagrad"}
+
+
+def ops_tables(ops_results):
+    """The fused ops against the built-in ones: one row per case and comparison, with the
+    speed-up (the built-in's time over ours) taken in the same run."""
+    by_case = {}
+    for r in ops_results["results"]:
+        case = (r["kind"], r["op"], r.get("id_distribution", ""), r["size"])
+        by_case.setdefault(case, {})[r["implementation"]] = r
+    dense = [case for case in by_case if case[0] == "dense"]
+    dense.sort(key=lambda case: (case[3], case[1] != "ftrl"))
+    lines = ["| op | size | tf_ftrl ms | built-in ms | tf_ftrl GB/s | built-in GB/s | speed-up |",
+             "|---|---|---|---|---|---|---|"]
+    for case in dense:
+        ours, builtin = by_case[case]["tf_ftrl"], by_case[case]["builtin"]
+        lines.append(f"| dense {OP_NAMES[case[1]]} | {case[3]:,} | {ours['median_ms']:.3f} | "
+                     f"{builtin['median_ms']:.3f} | {ours['gbps']:.1f} | {builtin['gbps']:.1f} | "
+                     f"{builtin['median_ms'] / ours['median_ms']:.2f}x |")
+    comparisons = (("builtin", "vs built-in without dedup"),
+                   ("builtin_dedup", "vs unique + segment_sum + built-in"))
+    for case in [c for c in by_case if c[0] == "sparse" and c[2] == "uniform"]:
+        ours = by_case[case]["tf_ftrl"]
+        for implementation, versus in comparisons:
+            other = by_case[case][implementation]
+            lines.append(f"| {_sparse_title(ours)} | {versus} | {ours['median_ms']:.3f} | "
+                         f"{other['median_ms']:.3f} | {ours['gbps']:.1f} | {other['gbps']:.1f} | "
+                         f"{other['median_ms'] / ours['median_ms']:.2f}x |")
+    lines += ["", "Only the deduplicated built-in is equivalent to ours; the plain one applies "
+              "duplicates one after another. The smallest dense sizes are dominated by the fixed "
+              "cost of a `tf.function` call for both. Each sparse call gets new ids and gradients "
+              "(batches drawn up front), so its rows come from memory as in training.", "",
+              f"NumPy copy bandwidth (2 threads, read + write, same run): "
+              f"{ops_results['copy_bandwidth_gbps']:.1f} GB/s", ""]
+    zipf = [case for case in by_case if case[0] == "sparse" and case[2] != "uniform"]
+    if zipf:
+        lines += ["### Sparse updates with Zipf-distributed ids", "",
+                  "Ids in click logs are far from uniform. `tools/benchmark_ops.py` also draws "
+                  "them from a Zipf law (`--sparse-zipf`; the hottest ids come back thousands of "
+                  "times per call and stay hot from call to call):", "",
+                  "| sparse update | ids | tf_ftrl ms | unique + segment_sum + built-in ms | "
+                  "speed-up |", "|---|---|---|---|---|"]
+        for op in ("ftrl", "adagrad"):
+            for case in [c for c in by_case if c[0] == "sparse" and c[1] == op]:
+                ours, other = by_case[case]["tf_ftrl"], by_case[case]["builtin_dedup"]
+                lines.append(f"| {OP_NAMES[op]}, {ours['rows']:,} x {ours['dim']}, "
+                             f"{ours['ids']:,} ids per call | {case[2]} "
+                             f"(~{ours['unique_ids']:,} unique) | {ours['median_ms']:.3f} | "
+                             f"{other['median_ms']:.3f} | "
+                             f"{other['median_ms'] / ours['median_ms']:.2f}x |")
+        lines.append("")
+    return lines
+
+
 def markdown(report):
     ops_results = report["ops"]
     machine = ops_results["machine"]
     lines = [f"Machine: {machine.get('nproc')} CPUs ({machine.get('cpu_model')}), TensorFlow "
-             f"{machine.get('tensorflow')}. Command: `{report['command']}`", ""]
+             f"{machine.get('tensorflow')} CPU. Command: `.venv/bin/python {report['command']}`",
+             ""]
     # The headings are link targets (README.md links to them): keep their wording.
     lines += ["### Fused ops against TensorFlow's built-in ops", ""]
-    lines += ["| op | kind | size | implementation | median ms | GB/s |", "|---|---|---|---|---|---|"]
-    for r in ops_results["results"]:
-        size = f"{r['size']:,}" + (f" {r['id_distribution']} ids" if "id_distribution" in r else "")
-        lines.append(f"| {r['op']} | {r['kind']} | {size} | {r['implementation']} | "
-                     f"{r['median_ms']:.3f} | {r['gbps']:.1f} |")
-    lines += ["", f"NumPy copy bandwidth (same run): {ops_results['copy_bandwidth_gbps']:.1f} GB/s",
-              ""]
+    lines += ops_tables(ops_results)
     config = report["optimizers"]["config"]
     lines += ["### The Keras optimizers against `keras.optimizers`", ""]
-    for key, title in (("apply", f"optimizer.apply, Embedding {config['rows']:,} x "
-                                 f"{config['dim']}, {config['ids']:,} ids"),
-                       ("dense_apply", f"optimizer.apply, {config['mlp_layers']} Dense "
-                                       f"{config['mlp_width']} x {config['mlp_width']}")):
-        lines += [f"| {title} | tf_ftrl ms | keras ms | speed-up | bare op ms |",
+    for key, title in (("apply", f"Embedding {config['rows']:,} x {config['dim']}, gradient of "
+                                 f"{config['ids']:,} ids"),
+                       ("dense_apply", f"{config['mlp_layers']} Dense layers "
+                                       f"{config['mlp_width']} x {config['mlp_width']}, dense "
+                                       f"gradients")):
+        lines += [f"| {title} | tf_ftrl ms | keras.optimizers ms | speed-up | bare fused op ms |",
                   "|---|---|---|---|---|"]
         for r in report["optimizers"][key]:
-            lines.append(f"| {r['optimizer']} | {r['tf_ftrl_ms']:.3f} | {r['keras_ms']:.1f} | "
+            lines.append(f"| `optimizer.apply`, {OP_NAMES[r['optimizer']]} | "
+                         f"{r['tf_ftrl_ms']:.3f} | {r['keras_ms']:.1f} | "
                          f"{r['keras_ms'] / r['tf_ftrl_ms']:.1f}x | {r['bare_op_ms']:.3f} |")
         lines.append("")
-    lines += ["| model.fit | tf_ftrl steps/s | keras steps/s | speed-up |", "|---|---|---|---|"]
+    lines += ["| `model.fit` on the embedding | tf_ftrl steps/s | keras.optimizers steps/s | "
+              "speed-up |", "|---|---|---|---|"]
     for r in report["optimizers"]["fit"]:
-        lines.append(f"| {r['optimizer']} | {r['tf_ftrl_steps_per_s']:.1f} | "
+        lines.append(f"| {OP_NAMES[r['optimizer']]} | {r['tf_ftrl_steps_per_s']:.1f} | "
                      f"{r['keras_steps_per_s']:.1f} | "
                      f"{r['tf_ftrl_steps_per_s'] / r['keras_steps_per_s']:.1f}x |")
+    lines += ["", "Keras 3's optimizers densify a sparse gradient and rewrite the whole table. On "
+              "dense variables, such as the deep part of a CTR model, they run several TensorFlow "
+              "ops per variable where ours run one fused op. \"Bare fused op\": the op alone, "
+              "without the optimizer around it."]
     for gpu in report.get("gpu") or []:
         state = f", {gpu['state_dtype']} state" if gpu.get("state_dtype") else ""
         lines += ["", f"### GPU benchmark, {gpu['dtype']}{state}", "",
@@ -160,7 +227,9 @@ def markdown(report):
                          f"{r['gbps']:.1f} | {r['percent_of_copy']:.1f}% |")
     if report.get("cpu_limit"):
         lines += ["", "### The memory-bandwidth limit (TensorFlow-free)", "",
-                  "| TensorFlow-free (C++) | ms | GB/s |", "|---|---|---|"]
+                  "`bazel run -c opt //tools:bench_cpu_kernels -- 2` in the same run: the kernels "
+                  "alone, and loops with the same traffic and no math (the limits).", "",
+                  "| TensorFlow-free (C++), 2 threads, float32 | ms | GB/s |", "|---|---|---|"]
         for name, r in report["cpu_limit"].items():
             gbps = f"{r['gbps']:.1f}" if r["gbps"] is not None else ""
             lines.append(f"| {name} | {r['ms']:.3f} | {gbps} |")
