@@ -1,11 +1,14 @@
-"""The op library is loaded from the package only, and a missing or mismatched library says
-which TensorFlow versions are involved and how to rebuild."""
+"""The op library is loaded from the package only, at import, and a missing or mismatched
+library says which TensorFlow versions are involved and how to rebuild."""
 
+import json
 import os
+import sys
 
 import pytest
 import tensorflow as tf
 
+from tests.support import workers
 from tf_ftrl import ops
 
 
@@ -49,3 +52,82 @@ def test_library_is_not_taken_from_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(ops, "_library", None)
     assert ops.load_library() is not None
+
+
+SAVE_TRAINER = """
+import json, sys
+import numpy as np, tensorflow as tf
+import tf_ftrl
+
+class Trainer(tf.Module):
+    def __init__(self):
+        self.table = tf.Variable(tf.random.stateless_normal([1000, 8], seed=[1, 2]))
+        self.optimizer = tf_ftrl.Ftrl(0.1, rowwise=True, state_dtype="bfloat16")
+        self.optimizer.build([self.table])
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.float32)])
+    def train(self, ids, labels):
+        with tf.GradientTape() as tape:
+            logits = tf.reduce_sum(tf.gather(self.table, ids), axis=1)
+            loss = tf.reduce_mean(
+                tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
+        self.optimizer.apply(tape.gradient(loss, [self.table]), [self.table])
+        return loss
+
+trainer = Trainer()
+ids = tf.constant(np.random.RandomState(0).randint(0, 1000, 64), tf.int64)
+labels = tf.constant(np.random.RandomState(1).randint(0, 2, 64), tf.float32)
+trainer.train(ids, labels)
+tf.saved_model.save(trainer, sys.argv[1])
+# What the loaded function must give: the next step here, from the saved state.
+loss = float(trainer.train(ids, labels))
+print("RESULT_JSON:" + json.dumps({"loss": loss, "table": trainer.table.numpy().tolist()}))
+"""
+
+LOAD_TRAINER = """
+import json, sys
+import numpy as np, tensorflow as tf
+import tf_ftrl  # nothing else of tf_ftrl is used: the import must make its ops known
+
+trainer = tf.saved_model.load(sys.argv[1])
+ids = tf.constant(np.random.RandomState(0).randint(0, 1000, 64), tf.int64)
+labels = tf.constant(np.random.RandomState(1).randint(0, 2, 64), tf.float32)
+loss = float(trainer.train(ids, labels))
+print("RESULT_JSON:" + json.dumps({"loss": loss, "table": trainer.table.numpy().tolist()}))
+"""
+
+
+def test_saved_training_function_runs_after_import_alone(tmp_path):
+    """A SavedModel whose function holds a fused op (row-wise FTRL, bfloat16 state) loads and
+    trains in a new process that only imports tf_ftrl, to the bits of the process that saved
+    it; without the import TensorFlow does not know the op."""
+    path = str(tmp_path / "trainer")
+    saved = json.loads(workers.run("-c", SAVE_TRAINER, path, timeout=120).stdout.split(
+        workers.RESULT_PREFIX)[-1])
+    loaded = json.loads(workers.run("-c", LOAD_TRAINER, path, timeout=120).stdout.split(
+        workers.RESULT_PREFIX)[-1])
+    assert loaded["loss"] == saved["loss"]
+    assert loaded["table"] == saved["table"]
+    without = workers.run("-c", LOAD_TRAINER.replace("import tf_ftrl  #", "#"), path,
+                          timeout=120, status=1)
+    assert "Op type not registered 'FusedResourceSparseApplyRowwiseFtrl'" in without.stderr
+
+
+def test_import_with_a_library_that_cannot_load_defers_the_error(tmp_path):
+    """`import tf_ftrl` does not fail where the library cannot load (here: built for another
+    TensorFlow); its first use raises the error that names both versions."""
+    package = tmp_path / "tf_ftrl"
+    package.mkdir()
+    source = os.path.dirname(ops.__file__)
+    for name in os.listdir(source):
+        if name.endswith(".py") or name in ("optimizers", "legacy", "examples"):
+            os.symlink(os.path.join(source, name), package / name)
+    (package / "_tf_ftrl_ops.so").write_bytes(
+        b"\x7fELF...tf_ftrl:built_against_tensorflow=2.99.0;...")
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); import tf_ftrl\n"
+              "assert tf_ftrl.__file__.startswith(sys.argv[1]), tf_ftrl.__file__\n"
+              "print('imported')\n"
+              "tf_ftrl.ops.load_library()\n")
+    done = workers.run("-c", script, tmp_path, timeout=120, status=1)
+    assert "imported" in done.stdout
+    assert "built against TensorFlow 2.99.0" in done.stderr and tf.__version__ in done.stderr

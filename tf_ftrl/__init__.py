@@ -3,7 +3,9 @@
 `tf_ftrl.Ftrl` and `tf_ftrl.Adagrad` are drop-in Keras 3 optimizers; `tf_ftrl.ops` holds the
 fused ops on `tf.Variable`s, `tf_ftrl.huge_pages` the transparent-huge-page advice for large
 tables, and `tf_ftrl.sparse_regularizers` keeps regularized embedding tables' updates sparse.
-The op library is loaded on first use. `tf_ftrl.legacy` (the optimizers for Keras 2,
+The op library is loaded at import, so that SavedModels and graphs whose functions hold its ops
+load after `import tf_ftrl` alone; one that cannot load (missing, or built for another
+TensorFlow) raises its `ImportError` at first use instead. `tf_ftrl.legacy` (the optimizers for Keras 2,
 `tf_keras`) is imported on first access, so that `import tf_ftrl` does not import tf_keras;
 when tf_keras is in use (`TF_USE_LEGACY_KERAS=1`, or tf_keras already imported) it is imported
 at once, so that models saved with its optimizers load after `import tf_ftrl` alone.
@@ -37,6 +39,14 @@ def __getattr__(name):
         return dict(front_end.custom_objects)
     raise AttributeError(f"module 'tf_ftrl' has no attribute {name!r}")
 
+
+# TensorFlow looks a function's ops up by name when it loads a SavedModel or graph, and finds
+# ours only once the library is loaded. A library that cannot load is no error here: its first
+# use raises the ImportError that says why (and how to rebuild).
+try:
+    ops.load_library()
+except ImportError:
+    pass
 
 # Importing tf_ftrl.legacy registers its classes (as 'tf_ftrl>Ftrl', 'tf_ftrl>Adagrad') with
 # tf_keras's serialization, which load_model needs. Where tf-keras is not installed, tf.keras
