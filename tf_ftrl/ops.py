@@ -1,7 +1,8 @@
 """The fused FTRL and Adagrad ops on `tf.Variable`s.
 
-This module is the one place that loads the op library (`_tf_ftrl_ops.so`, beside this file). It
-is loaded on first use, and only from the installed package's own directory. The XLA lowering of
+This module is the one place that loads the op library (`_tf_ftrl_ops.so`, beside this file):
+`import tf_ftrl` loads it (a library that cannot load raises at first use instead), only from
+the installed package's own directory. The XLA lowering of
 the ops (`_tf_ftrl_xla_ops.so`: under `jit_compile=True` each op becomes an XLA custom call of
 the same CPU kernels) loads with it where it is there and TensorFlow takes it; one
 log line (logger "tf_ftrl") says which path XLA-compiled updates take.
