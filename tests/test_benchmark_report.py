@@ -109,7 +109,7 @@ def test_quick_report_has_every_part(tmp_path):
 def test_cpu_limit_lines_are_read_by_name_and_indented_comparisons_skipped():
     benchmark_report = import_tool("benchmark_report")
     output = ("threads: 2\n"
-              "memcpy 3e7 float32                               3.945 ms    60.8 GB/s (read + write)\n"
+              "memcpy 3e7 float32                          3.945 ms    60.8 GB/s (read + write)\n"
               "group 16,384 ids                                 0.056 ms (16318 unique rows)\n"
               "row-wise speed-up                                 1.37x FTRL, 1.27x Adagrad\n"
               "rows prefetched into L2 (PREFETCHT1) (this CPU's default) against into L1:\n"

@@ -65,7 +65,8 @@ class Trainer(tf.Module):
         self.optimizer = tf_ftrl.Ftrl(0.1, rowwise=True, state_dtype="bfloat16")
         self.optimizer.build([self.table])
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.float32)])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64),
+                                  tf.TensorSpec([None], tf.float32)])
     def train(self, ids, labels):
         with tf.GradientTape() as tape:
             logits = tf.reduce_sum(tf.gather(self.table, ids), axis=1)

@@ -6,9 +6,9 @@ tables, and `tf_ftrl.sparse_regularizers` keeps regularized embedding tables' up
 The op library is loaded at import, so that SavedModels and graphs whose functions hold its ops
 load after `import tf_ftrl` alone; one that cannot load (missing, or built for another
 TensorFlow) raises its `ImportError` at first use instead. `tf_ftrl.legacy` (the optimizers for
-Keras 2, `tf_keras`) is imported on first access, so that `import tf_ftrl` does not import tf_keras;
-when tf_keras is in use (`TF_USE_LEGACY_KERAS=1`, or tf_keras already imported) it is imported
-at once, so that models saved with its optimizers load after `import tf_ftrl` alone.
+Keras 2, `tf_keras`) is imported on first access, so that `import tf_ftrl` does not import
+tf_keras; when tf_keras is in use (`TF_USE_LEGACY_KERAS=1`, or tf_keras already imported) it is
+imported at once, so that models saved with its optimizers load after `import tf_ftrl` alone.
 `tf_ftrl.custom_objects` maps the optimizers' saved names to the classes of the Keras in use.
 """
 

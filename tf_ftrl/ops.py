@@ -2,10 +2,10 @@
 
 This module is the one place that loads the op library (`_tf_ftrl_ops.so`, beside this file):
 `import tf_ftrl` loads it (a library that cannot load raises at first use instead), only from
-the installed package's own directory. The XLA lowering of
-the ops (`_tf_ftrl_xla_ops.so`: under `jit_compile=True` each op becomes an XLA custom call of
-the same CPU kernels) loads with it where it is there and TensorFlow takes it; one
-log line (logger "tf_ftrl") says which path XLA-compiled updates take.
+the installed package's own directory. The XLA lowering of the ops (`_tf_ftrl_xla_ops.so`: under
+`jit_compile=True` each op becomes an XLA custom call of the same CPU kernels) loads with it
+where it is there and TensorFlow takes it; one log line (logger "tf_ftrl") says which path
+XLA-compiled updates take.
 
 Every op updates its variables in place, in one pass over var, slots and grad, and validates all
 of its inputs before it writes anything: a bad shape, dtype, hyperparameter or index raises

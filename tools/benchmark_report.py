@@ -116,12 +116,12 @@ def plot(report, out_dir):
     return paths
 
 
+OP_NAMES = {"ftrl": "FTRL", "adagrad": "Adagrad"}
+
+
 def _sparse_title(r):
     return (f"sparse {OP_NAMES[r['op']]}, {r['rows']:,} x {r['dim']}, {r['ids']:,} "
             f"{r['id_distribution']} ids per call (~{r['unique_ids']:,} unique)")
-
-
-OP_NAMES = {"ftrl": "FTRL", "adagrad": "Adagrad"}
 
 
 def ops_tables(ops_results):

@@ -577,8 +577,8 @@ def train_ps(args, strategy, cluster, hashing, data, test_dataset, test_labels):
                        for slot in optimizer.get_slot_names()}}
             for shard in getattr(table, "variables", [table])]
     # The Keras 3 model that model.keras holds, as the other strategies save theirs: the tables
-    # whole, the optimizers' slots and step counts with them.
-    # Compiled as one process compiles its model, so that the file trains on with fit.
+    # whole, the optimizers' slots and step counts with them, compiled as one process compiles
+    # its model, so that the file trains on with fit.
     keras_model = plain_copy(model, args, (wide_optimizer, deep_optimizer))
     ctr.compile_for_fit(keras_model)
     return keras_model, history, {
