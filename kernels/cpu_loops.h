@@ -232,7 +232,11 @@ TF_FTRL_INLINE void RowElementsKeyed(std::index_sequence<I...>, const Step& step
 // pairwise sum of the partials compiles to a loop through the stack (16 loads and stores per
 // row); here each level adds a vector's upper half to its lower half (vextract and vaddps).
 // With the row's elements in one loop (RowLoopRounding), the row-wise sparse updates took
-// 0.84-1.00x their time before (docs/benchmarks.md, "Row-wise state").
+// 0.84-1.00x their time before (docs/benchmarks.md, "Row-wise state"). Rows whose stores round
+// stochastically keep RowSumOfSquares: with this sum there, the row-wise FTRL update with
+// bfloat16 state took 0.89-1.50x (median 1.30x) its time with RowSumOfSquares over seven builds
+// of tools/ab_cpu_loops.sh, and 0.56-0.93 ms against 0.59-0.63 in the graph from one process to
+// the next; with RowSumOfSquares 0.97-1.06x, and 0.60 ms in every process.
 template <typename A, typename G>
 TF_FTRL_INLINE A VectorRowSumOfSquares(const G* __restrict grad, int64_t n) {
   static_assert(kRowSumLanes == 16, "the halves below are written for 16 partial sums");
@@ -279,7 +283,9 @@ TF_FTRL_INLINE void RowLoopRounding(std::index_sequence<I...> seq, const Step& s
                                     int64_t row, const G* __restrict grad, int64_t n,
                                     Arrays* __restrict... arrays) {
   using A = AccumulateType<T>;
-  const A sum_of_squares = VectorRowSumOfSquares<A>(grad, n);
+  // The same bits either way; which is faster depends on the loop (VectorRowSumOfSquares).
+  const A sum_of_squares =
+      kStochastic ? RowSumOfSquares<A>(grad, n) : VectorRowSumOfSquares<A>(grad, n);
   A row_values[Step::kNumState] = {(Step::kPerRow[I] ? A(Load(arrays[0])) : A(0))...};
   const auto coefficients = step.BeginRow(sum_of_squares / static_cast<A>(n), row_values);
   ((Step::kPerRow[I] && I < Step::kNumWritten
