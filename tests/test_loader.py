@@ -1,9 +1,7 @@
 """The op library is loaded from the package only, at import, and a missing or mismatched
 library says which TensorFlow versions are involved and how to rebuild."""
 
-import json
 import os
-import sys
 
 import pytest
 import tensorflow as tf
@@ -55,9 +53,10 @@ def test_library_is_not_taken_from_the_working_directory(tmp_path, monkeypatch):
 
 
 SAVE_TRAINER = """
-import json, sys
+import sys
 import numpy as np, tensorflow as tf
 import tf_ftrl
+from tests.support import workers
 
 class Trainer(tf.Module):
     def __init__(self):
@@ -82,19 +81,20 @@ trainer.train(ids, labels)
 tf.saved_model.save(trainer, sys.argv[1])
 # What the loaded function must give: the next step here, from the saved state.
 loss = float(trainer.train(ids, labels))
-print("RESULT_JSON:" + json.dumps({"loss": loss, "table": trainer.table.numpy().tolist()}))
+workers.print_result({"loss": loss, "table": trainer.table.numpy().tolist()})
 """
 
 LOAD_TRAINER = """
-import json, sys
+import sys
 import numpy as np, tensorflow as tf
 import tf_ftrl  # nothing else of tf_ftrl is used: the import must make its ops known
+from tests.support import workers
 
 trainer = tf.saved_model.load(sys.argv[1])
 ids = tf.constant(np.random.RandomState(0).randint(0, 1000, 64), tf.int64)
 labels = tf.constant(np.random.RandomState(1).randint(0, 2, 64), tf.float32)
 loss = float(trainer.train(ids, labels))
-print("RESULT_JSON:" + json.dumps({"loss": loss, "table": trainer.table.numpy().tolist()}))
+workers.print_result({"loss": loss, "table": trainer.table.numpy().tolist()})
 """
 
 
@@ -103,10 +103,8 @@ def test_saved_training_function_runs_after_import_alone(tmp_path):
     trains in a new process that only imports tf_ftrl, to the bits of the process that saved
     it; without the import TensorFlow does not know the op."""
     path = str(tmp_path / "trainer")
-    saved = json.loads(workers.run("-c", SAVE_TRAINER, path, timeout=120).stdout.split(
-        workers.RESULT_PREFIX)[-1])
-    loaded = json.loads(workers.run("-c", LOAD_TRAINER, path, timeout=120).stdout.split(
-        workers.RESULT_PREFIX)[-1])
+    saved = workers.run_for_result("-c", SAVE_TRAINER, path, timeout=120)
+    loaded = workers.run_for_result("-c", LOAD_TRAINER, path, timeout=120)
     assert loaded["loss"] == saved["loss"]
     assert loaded["table"] == saved["table"]
     without = workers.run("-c", LOAD_TRAINER.replace("import tf_ftrl  #", "#"), path,
