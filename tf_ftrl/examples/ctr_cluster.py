@@ -684,7 +684,8 @@ def main(parser, args, argv):
 
 def write_outputs(model, hashing, data, results, details, args, argv):
     """The chief's serving SavedModel and reports."""
-    export_model = plain_copy(model, args)
+    # train_ps returns the plain copy already; the other strategies' models are under theirs.
+    export_model = model if args.strategy == "ps" else plain_copy(model, args)
     ctr.export_serving(export_model, hashing, os.path.join(args.out, "serving"))
     print(f"Model: {args.out}/model.keras, SavedModel for serving: {args.out}/serving/")
     print("\n" + ctr.write_reports(results, data, args, argv))
