@@ -492,6 +492,9 @@ int main(int argc, char** argv) {
       cpu::internal::g_row_prefetch.store(chosen);
     });
   }
+  // Case 17: the var row alone (SGD's traffic), so that the row-wise Adagrad no-math loop, which
+  // adds one scattered line per row (its accumulator value), shows what that access costs.
+  push_no_math(TrafficRows<1, false>{{table.data()}, nullptr});
   const std::vector<double> sparse_s = InterleavedMedianSeconds(3 * kIdSets, sparse_cases);
   Report("sparse FTRL 2M x 64, 16,384 ids (update)", sparse_s[0], sparse_bytes_ftrl, copy_gbps);
   Report("sparse Adagrad 2M x 64, 16,384 ids (update)", sparse_s[1], sparse_bytes_adagrad,
@@ -521,6 +524,10 @@ int main(int argc, char** argv) {
               100 * sparse_s[12] / sparse_s[7]);
   std::printf("%-44s %9.2fx FTRL, %.2fx Adagrad\n", "row-wise speed-up of the no-math loops",
               sparse_s[2] / sparse_s[11], sparse_s[10] / sparse_s[12]);
+  Report("the var row alone (SGD's traffic), no math", sparse_s[17], 12.0 * dim * ids, copy_gbps);
+  std::printf("%-44s %9.3f ms per update (row-wise Adagrad's no-math loop less the var row "
+              "alone)\n", "the accumulator value's scattered line",
+              (sparse_s[12] - sparse_s[17]) * 1e3);
   const auto target_name = [](RowPrefetch into) {
     return into == RowPrefetch::kIntoL2 ? "L2 (PREFETCHT1)" : "L1 (PREFETCHT0)";
   };
