@@ -216,6 +216,42 @@ def test_benchmark_rowwise_times_every_update_per_call_and_in_the_graph():
     assert "ms per update for passing its batch into the call" in done.stdout
 
 
+def test_benchmark_rowwise_can_make_the_gradients_in_the_call():
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "benchmark_rowwise.py"),
+                           "--rows", "1000", "--dim", "8", "--ids", "64", "--repeats", "2",
+                           "--inner", "3", "--state-dtypes", "float32", "--made-gradients"],
+                          check=True, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert "gradients made in the call just before each update" in done.stdout
+    assert "for passing its batch into the call and making its gradient" in done.stdout
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines()
+            if line.startswith("| ") and not line.startswith("| update")]
+    assert [cells[0].strip() for cells in rows] == [
+        "ftrl", "rowwise_ftrl", "adagrad", "rowwise_adagrad"]
+    assert all(float(cells[2]) > 0 for cells in rows), rows
+
+
+def test_time_in_graph_makes_every_update_its_gradient():
+    # With `make`, each update (alone in a call, or written out `inner` times) takes what make
+    # returns: here ten times the batch, so the sum of what the updates saw is ten times the
+    # number of updates run (warm-up calls and timed rounds, per call and written out).
+    import tensorflow as tf
+
+    benchmark_ops = import_tool("benchmark_ops")
+    seen = tf.Variable(tf.zeros(3))
+
+    def update(grad):
+        seen.assign_add(grad)
+
+    warmup, repeats, inner = 1, 2, 3
+    batches = [(tf.ones(3),)] * (inner + 1)
+    times, pass_ms = benchmark_ops.time_in_graph(
+        {"update": benchmark_ops.graph_function(update)}, repeats, batches, inner,
+        warmup=warmup, make=lambda grad: (grad * 10.0,))
+    assert set(times) == {"update"} and np.isfinite(pass_ms)
+    updates_run = (warmup + repeats) * (1 + inner)
+    np.testing.assert_array_equal(seen.numpy(), np.full(3, 10.0 * updates_run, np.float32))
+
+
 def test_time_in_graph_needs_a_batch_per_update():
     benchmark_ops = import_tool("benchmark_ops")
     with pytest.raises(ValueError, match="more than inner=4 batches"):

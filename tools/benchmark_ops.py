@@ -241,7 +241,7 @@ def interleaved_rounds(keys, call, repeats, warmup, seed=0):
     return times
 
 
-def time_in_graph(functions, repeats, batches, inner, warmup=WARMUP_CALLS):
+def time_in_graph(functions, repeats, batches, inner, warmup=WARMUP_CALLS, make=None):
     """Each of `functions` (tf.functions of one update on a batch, e.g. (grad, ids)) timed per
     call and in the graph. In the graph is what one more update costs inside a training step: a
     call of `inner` updates written out one after the other, each on its own batch, less a call
@@ -250,6 +250,13 @@ def time_in_graph(functions, repeats, batches, inner, warmup=WARMUP_CALLS):
     (a training step makes its gradients inside), measured by a function of the same arguments
     that does nothing. The calls interleave as in time_interleaved and take the next batches in
     turn (at least `inner` + 1 of them, so no call updates the rows of the one before).
+
+    With `make` (a function of a batch's tensors returning new tensors of the same structure),
+    every update takes make(*batch) made inside the call, just before it, as a training step's
+    update takes the gradient its backward pass has just written (in cache, where a batch passed
+    in has not been touched since the last round); the function that measures the passing makes
+    them too, and every function returns what it made, so that the making is subtracted as well.
+
     Returns ({name: (ms per call, ms per update in the graph)}, ms to pass a batch), medians."""
     if len(batches) <= inner:
         raise ValueError(f"time_in_graph needs more than inner={inner} batches, "
@@ -260,11 +267,31 @@ def time_in_graph(functions, repeats, batches, inner, warmup=WARMUP_CALLS):
     updates[passing] = lambda *batch: None
     timed = {}
     for name, update in updates.items():
-        def written_out(*flat, update=update):
-            for k in range(inner):
-                update(*flat[k * width:(k + 1) * width])
+        def once(*batch, update=update):
+            if make is None:
+                return update(*batch)
+            made = make(*batch)
+            update(*made)
+            return made
 
-        timed[name] = graph_function(update)
+        def written_out(*flat, update=once):
+            if make is None:
+                for k in range(inner):
+                    update(*flat[k * width:(k + 1) * width])
+                return None
+            # Each making waits for the update before it, as a step's backward pass comes before
+            # its update: unordered, the executor makes them all first, in parallel, and they no
+            # longer fit in the caches.
+            graph = tf.compat.v1.get_default_graph()
+            made, after = [], []
+            for k in range(inner):
+                with tf.control_dependencies(after):
+                    first = len(graph.get_operations())
+                    made.append(update(*flat[k * width:(k + 1) * width]))
+                    after = graph.get_operations()[first:]
+            return made
+
+        timed[name] = graph_function(once)
         timed[(name, inner)] = graph_function(written_out)
     next_batch = [0]
 

@@ -6,6 +6,7 @@ parameter.
     .venv/bin/python tools/benchmark_rowwise.py [--rows 2000000] [--dim 64] [--ids 16384]
                                                 [--state-dtypes float32,bfloat16]
                                                 [--huge-pages auto|off] [--inner 8] [--builtin]
+                                                [--made-gradients]
 
 Element-wise FTRL keeps accumulator and linear per element (8 bytes per float32 parameter),
 row-wise FTRL the accumulator per row (4 + 4 / D); Adagrad 4 against 4 / D; bfloat16 state
@@ -17,6 +18,10 @@ update (which also pays the call's fixed cost: its dispatch from Python and the 
 variables passed in), and in the graph: what one more update costs inside a call, from a call of
 `--inner` updates written out (as a training step runs it, the call's cost shared by the step),
 less the cost of passing a batch into the call (a step makes its gradients inside).
+`--made-gradients` makes each update's gradient in the call just before the update (the batch's
+times a constant, after the update before it), as a step's backward pass writes the gradient its
+update then reads, in cache; the making is subtracted too. Without it the gradient is a batch
+passed in, untouched since the round before, so each update also reads it from memory.
 `--builtin` adds TensorFlow's built-in sparse ops with the duplicates summed first
 (`tf.unique` + `unsorted_segment_sum`), on element-wise float32 state, for the speed-up over them.
 
@@ -38,6 +43,8 @@ import benchmark_ops  # noqa: E402  (timing helpers of the op benchmark)
 import tf_ftrl  # noqa: E402
 
 LR, L1, L2, SHRINKAGE, EPSILON = 0.05, 0.001, 0.001, 0.0, 1e-7
+# --made-gradients: the gradient made in the call is the batch's times this.
+MADE_GRADIENT_SCALE = 0.5
 
 
 def functions(rows, dim, state_dtypes, huge_pages, builtin=False):
@@ -91,6 +98,10 @@ def main(argv=None):
                         help="comma-separated dtypes of the state (default: %(default)s)")
     parser.add_argument("--huge-pages", choices=("auto", "off"), default="auto",
                         help="advise huge pages as the optimizers do by default, or not")
+    parser.add_argument("--made-gradients", action="store_true",
+                        help="make each update's gradient inside the call just before it (as a "
+                             "training step's backward pass does, so it is in cache), instead of "
+                             "passing it in untouched")
     parser.add_argument("--builtin", action="store_true",
                         help="also time TensorFlow's built-in sparse ops with deduplication")
     args = parser.parse_args(argv)
@@ -101,12 +112,21 @@ def main(argv=None):
                for _ in range(max(16, 2 * args.inner))]
     made = functions(args.rows, args.dim, state_dtypes,
                      "auto" if args.huge_pages == "auto" else False, builtin=args.builtin)
-    times, pass_ms = benchmark_ops.time_in_graph(made, args.repeats, batches, args.inner)
+    make = None
+    if args.made_gradients:
+        def make(grad, ids):
+            return grad * MADE_GRADIENT_SCALE, ids
+    times, pass_ms = benchmark_ops.time_in_graph(made, args.repeats, batches, args.inner,
+                                                 make=make)
     d = args.dim
+    gradients, less = "passed in", "passing its batch into the call"
+    if args.made_gradients:
+        gradients = "made in the call just before each update"
+        less += " and making its gradient"
     print(f"{args.rows:,} x {d} float32, {args.ids:,} uniform ids per call, "
-          f"{args.repeats} interleaved calls each, huge pages {args.huge_pages}; in the graph: "
-          f"{args.inner} updates written out in a call, less {pass_ms:.3f} ms per update for passing "
-          f"its batch into the call\n")
+          f"{args.repeats} interleaved calls each, huge pages {args.huge_pages}, gradients "
+          f"{gradients}; in the graph: {args.inner} updates written out in a call, less "
+          f"{pass_ms:.3f} ms per update for {less}\n")
     print("| update | state bytes per parameter | per call ms | in the graph ms | GB/s in the "
           "graph | against element-wise float32, per call | in the graph |")
     print("|---|---|---|---|---|---|---|")
