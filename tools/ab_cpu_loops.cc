@@ -17,6 +17,7 @@
 
 #include "kernels/cpu_loops.h"
 #include "kernels/optimizers.h"
+#include "tools/started_threads.h"
 #include "kernels_old/cpu_loops.h"
 #include "kernels_old/optimizers.h"
 
@@ -27,13 +28,7 @@ constexpr int kThreads = 2;
 
 void ThreadedParallelFor(int64_t total, int64_t,
                          const std::function<void(int64_t, int64_t)>& fn) {
-  const int64_t shards = std::min<int64_t>(kThreads, total);
-  std::vector<std::thread> threads;
-  for (int64_t s = 1; s < shards; ++s) {
-    threads.emplace_back([&, s] { fn(total * s / shards, total * (s + 1) / shards); });
-  }
-  if (shards > 0) fn(0, total / shards);
-  for (auto& t : threads) t.join();
+  tf_ftrl_tools::RunOnStartedThreads(kThreads, total, fn);
 }
 
 // Cache-line aligned, as TensorFlow allocates tensors.

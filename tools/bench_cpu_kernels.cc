@@ -17,6 +17,7 @@
 
 #include "kernels/cpu_loops.h"
 #include "kernels/optimizers.h"
+#include "tools/started_threads.h"
 
 namespace {
 
@@ -31,15 +32,8 @@ using tf_ftrl::StateArrays;
 
 int g_threads = 2;
 
-// One std::thread per shard; with 2-4 threads the spawn cost (~20 us) is small next to the work.
 void ThreadedParallelFor(int64_t total, int64_t, const std::function<void(int64_t, int64_t)>& fn) {
-  const int64_t shards = std::min<int64_t>(g_threads, total);
-  std::vector<std::thread> threads;
-  for (int64_t s = 1; s < shards; ++s) {
-    threads.emplace_back([&, s] { fn(total * s / shards, total * (s + 1) / shards); });
-  }
-  if (shards > 0) fn(0, total / shards);
-  for (auto& t : threads) t.join();
+  tf_ftrl_tools::RunOnStartedThreads(g_threads, total, fn);
 }
 
 // Median seconds of `repeats` calls of fn after one warm-up call.

@@ -23,6 +23,7 @@
 
 #include "kernels/cpu_loops.h"
 #include "kernels/optimizers.h"
+#include "tools/started_threads.h"
 
 namespace {
 
@@ -31,13 +32,7 @@ using Clock = std::chrono::steady_clock;
 
 void ThreadedParallelFor(int64_t total, int64_t,
                          const std::function<void(int64_t, int64_t)>& fn) {
-  const int64_t shards = std::min<int64_t>(2, total);
-  std::vector<std::thread> threads;
-  for (int64_t s = 1; s < shards; ++s) {
-    threads.emplace_back([&, s] { fn(total * s / shards, total * (s + 1) / shards); });
-  }
-  if (shards > 0) fn(0, total / shards);
-  for (auto& t : threads) t.join();
+  tf_ftrl_tools::RunOnStartedThreads(2, total, fn);
 }
 
 // 2 MiB aligned and advised for huge pages, as the optimizers advise large variables.
