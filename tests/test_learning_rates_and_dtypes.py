@@ -211,6 +211,50 @@ def test_schedule_with_a_bad_learning_rate_names_itself_and_the_step(rng, name, 
         np.testing.assert_array_equal(a, b)
 
 
+class BadAfterTwoSteps(keras.optimizers.schedules.LearningRateSchedule):
+    def __init__(self, bad):
+        self.bad = bad
+
+    def __call__(self, step):
+        return tf.where(step < 2, 0.1, self.bad)
+
+    def get_config(self):
+        return {"bad": self.bad}
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan")], ids=["negative", "nan"])
+@pytest.mark.parametrize("rowwise", [False, True], ids=["elementwise", "rowwise"])
+@pytest.mark.parametrize("name", ["Ftrl", "Adagrad"])
+@pytest.mark.parametrize("kind", ["dense", "sparse"])
+def test_bad_scheduled_learning_rate_inside_xla_changes_nothing(rng, bad, rowwise, name, kind):
+    # XLA drops the learning rate's assertion. float64 runs as plain TensorFlow ops inside XLA
+    # (as every update does on a GPU): the bad step must write nothing rather than wrong
+    # weights or NaN. float32 on the CPU runs the fused ops as custom calls, whose own check
+    # stops the step.
+    for dtype in [tf.float64, tf.float32]:
+        optimizer = getattr(tf_ftrl, name)(learning_rate=BadAfterTwoSteps(bad), rowwise=rowwise)
+        variable = tf.Variable(rng.normal(size=(ROWS, ROW_SIZE)).astype(dtype.as_numpy_dtype))
+        make = _sparse if kind == "sparse" else _dense
+        for _ in range(2):
+            _apply(optimizer, make(rng.normal(size=(len(INDICES), ROW_SIZE)), dtype), variable,
+                   jit_compile=True)
+        def state():
+            return [variable.numpy()] + [v.numpy() for v in optimizer.variables
+                                         if len(v.shape) >= 1]
+
+        before = state()
+        assert len(before) == (3 if name == "Ftrl" else 2)
+        gradient = make(rng.normal(size=(len(INDICES), ROW_SIZE)), dtype)
+        if dtype == tf.float32:
+            with pytest.raises(tf.errors.InvalidArgumentError, match="lr must be"):
+                _apply(optimizer, gradient, variable, jit_compile=True)
+        else:
+            _apply(optimizer, gradient, variable, jit_compile=True)
+            assert "inside XLA" in optimizer.kernels_used()[variable.name.split(":")[0]]
+        for a, b in zip(state(), before):
+            np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("dtype", [tf.complex64, tf.complex128], ids=lambda d: d.name)
 @pytest.mark.parametrize("front_end", ["keras", "legacy"])
 @pytest.mark.parametrize("kind", ["dense", "sparse"])

@@ -542,10 +542,21 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
         return getattr(model_variable, "path", None) or model_variable.name
 
     def _rows_update_of_state(self, var, slots, grad, lr):
-        """`_rows_update` on slots of any state dtype (rounded to nearest when narrower)."""
+        """`_rows_update` on slots of any state dtype (rounded to nearest when narrower).
+
+        Inside XLA, which drops the assertion of `checked_learning_rate` (a compiled step cannot
+        stop with an error), a learning rate that is negative or not finite gives back the
+        values it was given: that step changes nothing, where it would write wrong weights or
+        NaN. (The fused ops' custom calls check the rate themselves and stop the step.)"""
         if all(slot.dtype == var.dtype for slot in slots):
-            return self._rows_update(var, slots, grad, lr)
-        return rows_update_in_state_dtype(self._rows_update, var, slots, grad, lr)
+            new = self._rows_update(var, slots, grad, lr)
+        else:
+            new = rows_update_in_state_dtype(self._rows_update, var, slots, grad, lr)
+        if not in_xla_context():
+            return new
+        rate = tf.math.real(lr) if lr.dtype.is_complex else lr
+        valid = tf.logical_and(tf.math.is_finite(rate), rate >= 0)
+        return tuple(tf.where(valid, value, old) for value, old in zip(new, [var] + list(slots)))
 
     def _plain_dense_update(self, var, slots, grad, lr):
         new = self._rows_update_of_state(var.read_value(), [s.read_value() for s in slots], grad,
