@@ -10,7 +10,16 @@
 // madvise(MADV_COLLAPSE) (Linux 6.1+) to move the pages that are already there into huge pages
 // now rather than whenever khugepaged gets to them. Neither changes a value; the variable stays
 // usable from other threads throughout.
+//
+// With `once`, the op remembers each buffer it advised (its address and size, for the life of the
+// process) and leaves it alone when it sees it again: the optimizers run it in every step, which
+// then costs a lookup, so the first step of any process advises the buffers (a model loaded to
+// resume training, whose step count is no longer 0, too), and so does the step after one that
+// gave a variable a new buffer. A buffer freed and another mapped at the same address with the
+// same size is taken for the old one (it then misses the advice; nothing else changes).
 #include <cstdint>
+#include <set>
+#include <utility>
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -21,6 +30,7 @@
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/resource_mgr.h"
 #include "tensorflow/core/framework/resource_var.h"
+#include "tensorflow/core/platform/mutex.h"
 
 namespace tensorflow {
 namespace {
@@ -29,10 +39,30 @@ constexpr uintptr_t kHugePageBytes = uintptr_t{2} << 20;
 // Linux's value; older C libraries do not define the name.
 constexpr int kMadviseCollapse = 25;
 
+// The buffers advised with `once`, as (address, size).
+class AdvisedBuffers {
+ public:
+  // Whether (begin, size) was not yet in the set; adds it.
+  bool Insert(uintptr_t begin, size_t size) {
+    mutex_lock lock(mu_);
+    return buffers_.insert({begin, size}).second;
+  }
+
+ private:
+  mutex mu_;
+  std::set<std::pair<uintptr_t, size_t>> buffers_ TF_GUARDED_BY(mu_);
+};
+
+AdvisedBuffers& AdvisedOnce() {
+  static auto* buffers = new AdvisedBuffers;
+  return *buffers;
+}
+
 class FusedAdviseHugePagesOp : public OpKernel {
  public:
   explicit FusedAdviseHugePagesOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("collapse", &collapse_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("once", &once_));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -56,7 +86,7 @@ class FusedAdviseHugePagesOp : public OpKernel {
       const uintptr_t first = (begin + kHugePageBytes - 1) / kHugePageBytes * kHugePageBytes;
       const uintptr_t last = end / kHugePageBytes * kHugePageBytes;
 #if defined(__linux__)
-      if (last > first) {
+      if (last > first && (!once_ || AdvisedOnce().Insert(begin, data.size()))) {
         void* start = reinterpret_cast<void*>(first);
         const size_t length = last - first;
         // EINVAL: the kernel has no transparent huge pages (or they are off). Nothing is
@@ -79,6 +109,7 @@ class FusedAdviseHugePagesOp : public OpKernel {
 
  private:
   bool collapse_;
+  bool once_;
 };
 
 }  // namespace

@@ -9,6 +9,7 @@ REGISTER_OP("FusedAdviseHugePages")
     .Output("advised_bytes: int64")
     .Output("collapsed: bool")
     .Attr("collapse: bool = true")
+    .Attr("once: bool = false")
     .SetIsStateful()
     .SetShapeFn([](shape_inference::InferenceContext* c) {
       c->set_output(0, c->Scalar());
@@ -18,7 +19,9 @@ REGISTER_OP("FusedAdviseHugePages")
     .Doc(R"doc(
 Asks Linux to back the variable's buffer with transparent huge pages (madvise MADV_HUGEPAGE on
 its 2 MiB-aligned part) and, if collapse, to collapse the pages it already has into huge pages now
-(MADV_COLLAPSE, Linux 6.1+). Values are unchanged.
+(MADV_COLLAPSE, Linux 6.1+). Values are unchanged. With once, a buffer this process has already
+advised with once is left alone (advised_bytes 0): the optimizers run it in every step, so that
+each buffer is advised once, whichever step of the process first sees it.
 
 advised_bytes: the bytes advised (0 for a buffer that holds no whole 2 MiB page, or a kernel
   without transparent huge pages).

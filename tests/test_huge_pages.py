@@ -89,6 +89,25 @@ def test_buffer_moves_to_huge_pages_and_keeps_its_values():
         assert huge == advised
 
 
+def test_once_advises_each_buffer_once_and_the_plain_call_every_time():
+    # What the optimizers run in every step (`once`): each buffer's first call advises it, later
+    # ones leave it alone; a new buffer of the same variable is advised in turn.
+    advise = tf_ftrl.ops.load_library().fused_advise_huge_pages
+    var = tf.Variable(tf.random.stateless_uniform((ROWS, DIM), seed=(3, 4)))
+    before = var.numpy()
+    first = [int(advise(var=var.handle, once=True)[0]) for _ in range(3)]
+    again = int(advise(var=var.handle)[0])
+    other = tf.Variable(tf.zeros((ROWS, DIM)))
+    np.testing.assert_array_equal(var.numpy(), before)
+    if thp_mode() == "never":
+        assert first == [0, 0, 0] and again == 0
+        return
+    assert first[0] >= ROWS * DIM * 4 - 4 * MIB and first[1:] == [0, 0]
+    assert again == first[0]  # without `once`: every call, as advise_huge_pages documents
+    assert int(advise(var=other.handle, once=True)[0]) == first[0]
+    assert huge_pages_of(var)[0] and huge_pages_of(other)[0]
+
+
 def test_updates_of_an_advised_table_are_unchanged():
     rows, dim, n = 300_000, 16, 5_000
     rng = np.random.default_rng(7)
@@ -310,3 +329,70 @@ for huge_pages in (False, "auto"):
                 "pages": [huge_pages_of(table)[0], huge_pages_of(accum)[0]]})
 print_result(out)
 """
+
+
+RESUMED_CHECK = """
+import sys
+import numpy as np, tensorflow as tf, tf_ftrl
+from tests.support.workers import print_result
+sys.path.insert(0, "tests")
+from test_huge_pages import ROWS, DIM, advised_bytes_in_process, huge_pages_of
+flavour, mode, path = sys.argv[1], sys.argv[2], sys.argv[3]
+if flavour == "legacy":
+    import tf_keras as keras, tf_ftrl.legacy
+    optimizer_class = tf_ftrl.legacy.Ftrl
+else:
+    import keras
+    optimizer_class = tf_ftrl.Ftrl
+x = np.arange(64 * 4).reshape(64, 4) % ROWS
+y = np.ones((64, 1))
+if mode == "load":
+    model = keras.models.load_model(path)
+else:
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((4,), dtype="int32")
+    embedded = keras.layers.Embedding(ROWS, DIM)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(embedded)))
+    model.compile(optimizer=optimizer_class(learning_rate=0.1), loss="mse",
+                  jit_compile=mode == "xla")
+iterations = int(model.optimizer.iterations.numpy())
+model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+if mode == "save":
+    model.save(path)
+optimizer = model.optimizer
+table = model.trainable_variables[0]
+slots = [optimizer.get_slot(table, slot) for slot in optimizer.get_slot_names()]
+print_result({"iterations": [iterations, int(optimizer.iterations.numpy())],
+              "advised_bytes": advised_bytes_in_process(),
+              "kernels": sorted(set(optimizer.kernels_used().values())),
+              # (tf_keras's Embedding reads its table in copy-on-read mode: a copy, not the
+              # buffer; the process's advised bytes count it.)
+              "pages": [huge_pages_of(v)[0] for v in [table, *slots]]
+                       if flavour == "keras" else None})
+"""
+
+
+@pytest.mark.parametrize("flavour", ["keras", "legacy"])
+def test_training_resumed_or_compiled_by_xla_gets_the_advice(tmp_path, flavour):
+    # The default huge_pages="auto" advises in the first step of each process: a model loaded
+    # to train on (its step count no longer 0; it used to get no advice at all) and a step
+    # compiled by XLA (where the advice's op has no kernel: it runs while the step is traced).
+    # Each in a fresh process, where no memory carries advice yet.
+    env = workers.environment(TF_USE_LEGACY_KERAS="1" if flavour == "legacy" else "0")
+    path = str(tmp_path / "model.keras")
+    results = {mode: workers.run_for_result("-c", RESUMED_CHECK, flavour, mode, path,
+                                            timeout=300, env=env)
+               for mode in ("save", "load", "xla")}
+    assert results["save"]["iterations"] == [0, 8]
+    assert results["load"]["iterations"] == [8, 16]
+    assert results["xla"]["iterations"] == [0, 8]
+    assert all("XLA custom call" in k for k in results["xla"]["kernels"]), results["xla"]
+    assert not any("XLA" in k for k in results["load"]["kernels"]), results["load"]
+    if thp_mode() == "never":
+        return
+    table_bytes = ROWS * DIM * 4
+    for mode, result in results.items():
+        # The table and its two slots, less at most 4 MiB of unaligned edges each.
+        assert result["advised_bytes"] >= 3 * (table_bytes - 4 * MIB), (mode, result)
+        if flavour == "keras":
+            assert result["pages"] == [True, True, True], (mode, result)

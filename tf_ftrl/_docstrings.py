@@ -71,8 +71,8 @@ multiply_linear_by_lr: If True, the `linear` slot stores `lr` times its usual va
     kernel's variant, better behaved when the learning rate changes). The slots are then
     not interchangeable with the stock optimizer's. Defaults to `False`.""",
     "huge_pages_arg": """\
-huge_pages: `"auto"` (the default), True or False. The first step asks Linux to back
-    variables and their slots with transparent huge pages
+huge_pages: `"auto"` (the default), True or False. The first step of each process
+    (a resumed training's too) asks Linux to back variables and their slots with transparent huge pages
     (`tf_ftrl.huge_pages.advise_huge_pages`): with True all of them, with `"auto"` those of
     16 MiB or more (`tf_ftrl.huge_pages.AUTO_MIN_BYTES`) and all their slots (a row-wise
     accumulator is read at the same rows as its table), with False none. Sparse updates

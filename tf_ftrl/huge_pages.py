@@ -3,8 +3,8 @@
 Sparse updates of large embedding tables are bound by page walks when the tables sit in 4 KiB
 pages, as TensorFlow's allocations do unless the process started with
 `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`. `advise_huge_pages` asks Linux to back them with 2 MiB
-pages; the optimizers call `advise_on_first_step` from within their first step for the variables
-their `huge_pages` option chooses (by default "auto": those of at least 16 MiB, and the slots of
+pages; the optimizers call `advise_in_step` from within their steps (each buffer is advised once
+per process) for the variables their `huge_pages` option chooses (by default "auto": those of at least 16 MiB, and the slots of
 those). Values never change.
 """
 
@@ -58,7 +58,7 @@ def advise_huge_pages(variables, collapse=True):
     `advise_huge_pages(model.trainable_variables + optimizer.variables)`, before `model.fit`
     (which otherwise creates the slots inside its first traced step: they have no buffer to
     advise until that step runs), or pass `huge_pages=True` to the optimizers, which advise from
-    within the first step. Values do not change.
+    within their steps. Values do not change.
     A variable whose buffer TensorFlow later replaces (its own dense ops copy a variable in
     copy-on-read mode) loses the advice; memory that TensorFlow frees and reuses keeps it.
     Variables on other devices than the CPU, and buffers holding no whole 2 MiB page, are left
@@ -75,26 +75,45 @@ def advise_huge_pages(variables, collapse=True):
     return 0 if advised is None else int(advised)
 
 
-def advise_on_first_step(variables, iterations, after=None):
-    """For the optimizers' `huge_pages` option: advises the CPU variables among `variables` while
-    `iterations` is 0, after `after` (the step's update of them, which may move a buffer that a
-    reader still held; None eagerly). Not at build time: Keras's model.fit creates the slots inside
-    its first traced step, where they get their buffers only when that step runs. Returns the
-    advice's op (None eagerly)."""
+def advise_in_step(variables, after=None):
+    """For the optimizers' `huge_pages` option: advises the CPU variables among `variables` from
+    within a training step, after `after` (the step's update of them, which may move a buffer
+    that a reader still held; None eagerly). It runs in every step, and the op advises each
+    buffer once per process (`once`), so the first step of any process advises them: a fresh
+    model's, and a model's loaded to train on (it used to run while the step count was 0 only,
+    and resumed training never got the advice), and a buffer that TensorFlow replaced is advised
+    at the next step. Not at build time: a tf.function that creates the slots gives them their
+    buffers only when it runs.
 
-    def advise():
-        advised = [_advised_bytes(v) for v in variables]
-        return tf.add_n([a for a in advised if a is not None] or [tf.constant(0, tf.int64)])
-
+    Inside XLA, where the op has no kernel, the advice runs eagerly while the step is traced,
+    for the variables that hold a value by then (Keras's `fit` builds the optimizer before it
+    traces the step; XLA keeps updating the buffers in place). Returns the advice's op (None
+    eagerly or inside XLA)."""
+    if tf.__internal__.get_enclosing_xla_context() is not None:
+        with tf.init_scope():
+            for variable in variables:
+                if _holds_value(variable):
+                    _advised_bytes(variable, once=True)
+        return None
     with tf.control_dependencies([after] if after is not None else []):
-        advice = tf.cond(tf.equal(iterations, 0), advise, lambda: tf.constant(0, tf.int64))
+        advised = [_advised_bytes(v, once=True) for v in variables]
+        advice = tf.add_n([a for a in advised if a is not None] or [tf.constant(0, tf.int64)])
     return None if tf.executing_eagerly() else advice.op
 
 
-def _advised_bytes(variable, collapse=True):
+def _holds_value(variable):
+    """Eagerly: whether `variable` has been initialized."""
+    try:
+        return bool(variable.is_initialized())
+    except (AttributeError, tf.errors.OpError):
+        return False
+
+
+def _advised_bytes(variable, collapse=True, once=False):
     """The bytes FusedAdviseHugePages advises for one variable (a tensor inside tf.function), or
     None for a variable that is not on the CPU (the op has only a CPU kernel)."""
     handle = getattr(variable, "handle", variable)  # this replica's under tf.distribute
     if tf.DeviceSpec.from_string(handle.device or "").device_type not in (None, "CPU"):
         return None
-    return ops.load_library().fused_advise_huge_pages(var=handle, collapse=collapse).advised_bytes
+    return ops.load_library().fused_advise_huge_pages(var=handle, collapse=collapse,
+                                                    once=once).advised_bytes

@@ -16,7 +16,7 @@ from tf_ftrl._slot_conversion import cast_message, convert_slot, converted_messa
 from tf_ftrl._optimizer_common import SpecDispatch, checked_state_dtype, in_xla_context
 from tf_ftrl._update_log import UpdateLog
 from tf_ftrl import huge_pages as _huge_pages
-from tf_ftrl.huge_pages import advise_on_first_step
+from tf_ftrl.huge_pages import advise_in_step
 
 
 def _var_key(variable):
@@ -220,12 +220,11 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
             variables, *slots, list(grads), **self._op_values(first_var, apply_state),
             **self._flag_keywords(), use_locking=self._use_locking,
             stochastic_rounding=rounding)
-        # (Not inside XLA, where the advice's op has no kernel.)
-        advised = [] if in_xla else _huge_pages.chosen(
-            variables + [s for column in slots for s in column], self.huge_pages)
+        advised = _huge_pages.chosen(variables + [s for column in slots for s in column],
+                                     self.huge_pages)
         if not advised:
             return update
-        advice = advise_on_first_step(advised, self.iterations, update)
+        advice = advise_in_step(advised, update)
         return advice if advice is not None else update
 
     def _resource_apply_sparse_duplicate_indices(self, grad, handle, indices, **kwargs):
@@ -258,15 +257,13 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
                                 *((None, None) if sparse else (dense_op, sparse_op)))
 
     def _advising_huge_pages(self, var, update):
-        """`update`, followed on the first step (iterations still 0: apply_gradients counts the
-        step after its updates) by the huge-page advice for var and its slots if `huge_pages`."""
+        """`update`, followed by the huge-page advice for var and its slots if `huge_pages`
+        chooses them (`advise_in_step`: each buffer once per process)."""
         slots = [self.get_slot(var, name) for name in self.get_slot_names()]
-        # (Not inside XLA, where the advice's op has no kernel.)
-        in_xla = in_xla_context()
-        advised = [] if in_xla else _huge_pages.chosen_for(var, slots, self.huge_pages)
+        advised = _huge_pages.chosen_for(var, slots, self.huge_pages)
         if not advised:
             return update
-        advice = advise_on_first_step(advised, self.iterations, update)
+        advice = advise_in_step(advised, update)
         return advice if advice is not None else update
 
     def _op(self, variable, sparse):

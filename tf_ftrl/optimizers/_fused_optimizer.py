@@ -24,7 +24,7 @@ from tf_ftrl._optimizer_common import (SpecDispatch, checked_state_dtype, in_xla
                                        rows_update_in_state_dtype)
 from tf_ftrl._update_log import UpdateLog
 from tf_ftrl import huge_pages as _huge_pages
-from tf_ftrl.huge_pages import advise_on_first_step
+from tf_ftrl.huge_pages import advise_in_step
 
 
 def constructor_arguments(arguments, but=()):
@@ -470,11 +470,9 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
             var_list, *[list(column) for column in zip(*slots)],
             [tf.cast(g, dtype) for g in grads], **self._op_keywords(lr),
             stochastic_rounding=rounding)
-        # (Not inside XLA, where the advice's op has no kernel.)
-        advised = [] if in_xla_context() else _huge_pages.chosen(
-            var_list + [s for ss in slots for s in ss], self.huge_pages)
+        advised = _huge_pages.chosen(var_list + [s for ss in slots for s in ss], self.huge_pages)
         if advised:
-            advise_on_first_step(advised, self.iterations)
+            advise_in_step(advised)
 
     def update_step(self, gradient, variable, learning_rate):
         if in_stateless_scope():
@@ -506,12 +504,10 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
                 self._fused_update(var, slots, grad, None, lr, rounding)
             else:
                 self._plain_dense_update(var, slots, grad, lr)
-        # (Not inside XLA, where the advice's op has no kernel.)
-        advised = (_huge_pages.chosen_for(var, slots, self.huge_pages) if fused and not xla
-                   else [])
+        advised = _huge_pages.chosen_for(var, slots, self.huge_pages) if fused else []
         if advised:
             # After the update (ops on one variable run in program order).
-            advise_on_first_step(advised, self.iterations)
+            advise_in_step(advised)
 
     def _record_update(self, variable, var, gradient, fused, xla):
         dense_op, sparse_op = self._spec_for(var).functions
