@@ -16,8 +16,11 @@
 // then costs a lookup, so the first step of any process advises the buffers (a model loaded to
 // resume training, whose step count is no longer 0, too), and so does the step after one that
 // gave a variable a new buffer. A buffer freed and another mapped at the same address with the
-// same size is taken for the old one (it then misses the advice; nothing else changes).
+// same size is taken for the old one (it then misses the advice; nothing else changes). A
+// variable whose buffer kept changing would be collapsed at every step: after
+// kMaxBuffersPerVariable of its buffers, `once` leaves its new ones alone.
 #include <cstdint>
+#include <map>
 #include <set>
 #include <utility>
 
@@ -39,18 +42,27 @@ constexpr uintptr_t kHugePageBytes = uintptr_t{2} << 20;
 // Linux's value; older C libraries do not define the name.
 constexpr int kMadviseCollapse = 25;
 
-// The buffers advised with `once`, as (address, size).
+constexpr int kMaxBuffersPerVariable = 8;
+
+// The buffers advised with `once`, as (address, size), and how many each variable had.
 class AdvisedBuffers {
  public:
-  // Whether (begin, size) was not yet in the set; adds it.
-  bool Insert(uintptr_t begin, size_t size) {
+  // Whether `variable`'s buffer (begin, size) is to be advised: not yet in the set, and the
+  // variable below kMaxBuffersPerVariable buffers. Adds it then.
+  bool Insert(const Var* variable, uintptr_t begin, size_t size) {
     mutex_lock lock(mu_);
-    return buffers_.insert({begin, size}).second;
+    if (buffers_.count({begin, size}) > 0) return false;
+    int& count = per_variable_[variable];
+    if (count >= kMaxBuffersPerVariable) return false;
+    ++count;
+    buffers_.insert({begin, size});
+    return true;
   }
 
  private:
   mutex mu_;
   std::set<std::pair<uintptr_t, size_t>> buffers_ TF_GUARDED_BY(mu_);
+  std::map<const Var*, int> per_variable_ TF_GUARDED_BY(mu_);
 };
 
 AdvisedBuffers& AdvisedOnce() {
@@ -86,7 +98,7 @@ class FusedAdviseHugePagesOp : public OpKernel {
       const uintptr_t first = (begin + kHugePageBytes - 1) / kHugePageBytes * kHugePageBytes;
       const uintptr_t last = end / kHugePageBytes * kHugePageBytes;
 #if defined(__linux__)
-      if (last > first && (!once_ || AdvisedOnce().Insert(begin, data.size()))) {
+      if (last > first && (!once_ || AdvisedOnce().Insert(var.get(), begin, data.size()))) {
         void* start = reinterpret_cast<void*>(first);
         const size_t length = last - first;
         // EINVAL: the kernel has no transparent huge pages (or they are off). Nothing is

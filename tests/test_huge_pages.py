@@ -108,6 +108,26 @@ def test_once_advises_each_buffer_once_and_the_plain_call_every_time():
     assert huge_pages_of(var)[0] and huge_pages_of(other)[0]
 
 
+def test_once_stops_after_eight_buffers_of_one_variable():
+    # A variable whose buffer kept changing would be collapsed at every step: `once` advises at
+    # most eight of its buffers.
+    advise = tf_ftrl.ops.load_library().fused_advise_huge_pages
+    var = tf.Variable(tf.zeros((300_000, 8)))  # 9.6 MB: whole 2 MiB pages inside
+    values = [tf.fill((300_000, 8), float(k)) for k in range(11)]  # held: no address reused
+    advised, addresses = [int(advise(var=var.handle, once=True)[0])], set()
+    for value in values:
+        var.assign(value)
+        addresses.add(buffer_address(var.value()))
+        advised.append(int(advise(var=var.handle, once=True)[0]))
+    np.testing.assert_array_equal(var.numpy(), values[-1].numpy())
+    assert len(addresses) == len(values)  # every assignment gave var a new buffer
+    if thp_mode() == "never":
+        assert advised == [0] * 12
+        return
+    assert all(a > 0 for a in advised[:8]) and advised[8:] == [0] * 4, advised
+    assert int(advise(var=var.handle)[0]) > 0  # the plain call still advises
+
+
 def test_updates_of_an_advised_table_are_unchanged():
     rows, dim, n = 300_000, 16, 5_000
     rng = np.random.default_rng(7)
