@@ -116,7 +116,8 @@ stochastic_rounding: With `state_dtype`, round each stored value up or down at r
     name, the step and the element's position, the same on CPU and GPU). An accumulator
     rounded to nearest stops growing once its updates fall below half its step, which
     bfloat16's 8 bits reach within a few hundred updates of a row. Defaults to `True`.
-    (The plain TensorFlow path under XLA rounds to nearest.)""",
+    (The plain TensorFlow path, inside XLA where the fused ops are not lowered and in
+    `stateless_apply`, rounds with the same bits.)""",
 }
 
 _PLACEHOLDER = re.compile(r"^( *)\{\{(\w+)\}\}$", re.MULTILINE)

@@ -9,7 +9,7 @@ import zlib
 
 import tensorflow as tf
 
-from tf_ftrl import ops
+from tf_ftrl import _state_rounding, ops
 from tf_ftrl._update_log import KERNELS_USED_DOC
 
 # The dtypes `state_dtype` takes: the state of float32 variables in 16 bits.
@@ -185,9 +185,45 @@ class SpecDispatch:
     kernels_used.__doc__ = KERNELS_USED_DOC
 
 
-def rows_update_in_state_dtype(rows_update, var, slots, grad, lr):
+def rows_update_in_state_dtype(rows_update, var, slots, grad, lr, rounding=None):
     """`rows_update` (the plain TensorFlow ops' update) on slots of a narrower dtype than var: the
-    math in var's dtype, the new slots rounded to nearest into theirs."""
+    math in var's dtype, the new slots rounded into theirs: to nearest, or, with `rounding`
+    (StochasticPlaces), stochastically with the fused kernels' bits."""
     dtypes = [slot.dtype for slot in slots]
     new = rows_update(var, [tf.cast(slot, var.dtype) for slot in slots], grad, lr)
-    return (new[0],) + tuple(tf.cast(value, dtype) for value, dtype in zip(new[1:], dtypes))
+    if rounding is None:
+        return (new[0],) + tuple(tf.cast(value, dtype) for value, dtype in zip(new[1:], dtypes))
+    return (new[0],) + tuple(
+        rounding.round(value, dtype, array, per_row=len(value.shape) < len(var.shape))
+        for array, (value, dtype) in enumerate(zip(new[1:], dtypes), start=1))
+
+
+class StochasticPlaces:
+    """Where the plain ops' values of an update sit in their state arrays, for stochastic
+    rounding with the fused kernels' bits (`_state_rounding`): `seed_and_step` as the ops take
+    it, the var's shape, and `indices` for the rows of a sparse update (None: every row)."""
+
+    def __init__(self, seed_and_step, var_shape, indices=None):
+        self._key = _state_rounding.rounding_key(seed_and_step)
+        self._shape = tf.TensorShape(var_shape)
+        self._indices = None if indices is None else tf.cast(indices, tf.int64)
+
+    def _rows(self):
+        if self._indices is None:
+            return tf.range(self._shape[0], dtype=tf.int64)
+        return self._indices
+
+    def round(self, values, dtype, array, per_row):
+        """`values` of state array `array` stored as dtype; per_row: one value per row."""
+        if len(self._shape) == 0:
+            return _state_rounding.round_stochastically(
+                values, dtype, self._key, array, tf.zeros([], tf.int64))
+        rows = self._rows()
+        if per_row or len(self._shape) == 1:
+            positions = rows
+        else:
+            row_size = self._shape[1:].num_elements()
+            positions = tf.reshape(
+                rows[:, None] * row_size + tf.range(row_size, dtype=tf.int64)[None, :],
+                tf.shape(values))
+        return _state_rounding.round_stochastically(values, dtype, self._key, array, positions)

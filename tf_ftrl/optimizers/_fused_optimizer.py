@@ -21,7 +21,7 @@ from tf_ftrl._arguments import (check_arguments, check_learning_rate, checked_le
 from tf_ftrl._slot_conversion import cast_message, convert_slot, converted_message
 from tf_ftrl._slot_conversion import converting
 from tf_ftrl._optimizer_common import (SpecDispatch, checked_state_dtype, in_xla_context,
-                                       rows_update_in_state_dtype)
+                                       StochasticPlaces, rows_update_in_state_dtype)
 from tf_ftrl._update_log import UpdateLog
 from tf_ftrl import huge_pages as _huge_pages
 from tf_ftrl.huge_pages import advise_in_step
@@ -489,21 +489,23 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
         if xla and not fused:
             _warn_once_about_xla(self.__class__.__name__)
         self._record_update(variable, var, gradient, fused, xla)
-        rounding = (self._rounding(self._rounding_name(variable), var.dtype, slots[0].dtype,
-                                   tf_variable(self.iterations)) if fused else None)
+        # [seed, step] where the state rounds stochastically (the plain ops round with the
+        # fused kernels' bits too).
+        rounding = self._rounding(self._rounding_name(variable), var.dtype, slots[0].dtype,
+                                  tf_variable(self.iterations))
         if isinstance(gradient, tf.IndexedSlices):
             values = tf.cast(gradient.values, var.dtype)
             if fused:
                 self._fused_update(var, slots, values, gradient.indices, lr, rounding)
             else:
                 self._plain_sparse_update(var, slots, tf.IndexedSlices(
-                    values, gradient.indices, gradient.dense_shape), lr)
+                    values, gradient.indices, gradient.dense_shape), lr, rounding)
         else:
             grad = tf.cast(gradient, var.dtype)
             if fused:
                 self._fused_update(var, slots, grad, None, lr, rounding)
             else:
-                self._plain_dense_update(var, slots, grad, lr)
+                self._plain_dense_update(var, slots, grad, lr, rounding)
         advised = _huge_pages.chosen_for(var, slots, self.huge_pages) if fused else []
         if advised:
             # After the update (ops on one variable run in program order).
@@ -537,8 +539,9 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
         model_variable = self._trainable_variables[self._get_variable_index(variable)]
         return getattr(model_variable, "path", None) or model_variable.name
 
-    def _rows_update_of_state(self, var, slots, grad, lr):
-        """`_rows_update` on slots of any state dtype (rounded to nearest when narrower).
+    def _rows_update_of_state(self, var, slots, grad, lr, places=None):
+        """`_rows_update` on slots of any state dtype: rounded into narrower state to nearest,
+        or stochastically with `places` (`StochasticPlaces`: the fused kernels' bits).
 
         Inside XLA, which drops the assertion of `checked_learning_rate` (a compiled step cannot
         stop with an error), a learning rate that is negative or not finite gives back the
@@ -547,25 +550,28 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
         if all(slot.dtype == var.dtype for slot in slots):
             new = self._rows_update(var, slots, grad, lr)
         else:
-            new = rows_update_in_state_dtype(self._rows_update, var, slots, grad, lr)
+            new = rows_update_in_state_dtype(self._rows_update, var, slots, grad, lr, places)
         if not in_xla_context():
             return new
         rate = tf.math.real(lr) if lr.dtype.is_complex else lr
         valid = tf.logical_and(tf.math.is_finite(rate), rate >= 0)
         return tuple(tf.where(valid, value, old) for value, old in zip(new, [var] + list(slots)))
 
-    def _plain_dense_update(self, var, slots, grad, lr):
+    def _plain_dense_update(self, var, slots, grad, lr, rounding=None):
+        places = None if rounding is None else StochasticPlaces(rounding, var.shape)
         new = self._rows_update_of_state(var.read_value(), [s.read_value() for s in slots], grad,
-                                         lr)
+                                         lr, places)
         for variable, value in zip([var] + slots, new):
             variable.assign(value)
 
-    def _plain_sparse_update(self, var, slots, gradient, lr):
+    def _plain_sparse_update(self, var, slots, gradient, lr, rounding=None):
         # Every position computes its row's update from the row's summed gradient, so positions
-        # of one index scatter identical values.
+        # of one index scatter identical values (their random bits too: those of the row).
         indices = gradient.indices
+        places = None if rounding is None else StochasticPlaces(rounding, var.shape, indices)
         rows = [tf.gather(v, indices) for v in [var] + slots]
-        new = self._rows_update_of_state(rows[0], rows[1:], summed_per_position(gradient), lr)
+        new = self._rows_update_of_state(rows[0], rows[1:], summed_per_position(gradient), lr,
+                                         places)
         for variable, value in zip([var] + slots, new):
             variable.scatter_update(tf.IndexedSlices(value, indices, gradient.dense_shape))
 
@@ -577,18 +583,23 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
         targets = [model_variable] + list(self._slots(variable))
         values = [keras.ops.convert_to_tensor(v) for v in targets]
         lr = tf.cast(learning_rate, values[0].dtype)
+        rounding = self._rounding(self._rounding_name(variable), values[0].dtype,
+                                  values[1].dtype, keras.ops.convert_to_tensor(self.iterations))
         if isinstance(gradient, tf.IndexedSlices):
+            places = None if rounding is None else StochasticPlaces(
+                rounding, values[0].shape, gradient.indices)
             gradient = tf.IndexedSlices(tf.cast(gradient.values, values[0].dtype),
                                         gradient.indices, gradient.dense_shape)
             rows = tf.expand_dims(gradient.indices, 1)
             new_rows = self._rows_update_of_state(
                 tf.gather(values[0], gradient.indices),
                 [tf.gather(v, gradient.indices) for v in values[1:]],
-                summed_per_position(gradient), lr)
+                summed_per_position(gradient), lr, places)
             new = [tf.tensor_scatter_nd_update(v, rows, r) for v, r in zip(values, new_rows)]
         else:
+            places = None if rounding is None else StochasticPlaces(rounding, values[0].shape)
             new = self._rows_update_of_state(values[0], values[1:],
-                                             tf.cast(gradient, values[0].dtype), lr)
+                                             tf.cast(gradient, values[0].dtype), lr, places)
         for target, value in zip(targets, new):
             target.assign(value)
 
