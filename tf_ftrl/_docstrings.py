@@ -83,8 +83,10 @@ rowwise: If True, variables of rank 2 and more (embedding tables, kernels) keep 
     accumulator value per row instead of one per element: the row's accumulator grows
     by the mean of the row's squared gradient (duplicate ids summed first), and every
     element of the row steps with it (`tf_ftrl.ops.apply_rowwise_*`). The accumulator
-    then has shape `[rows]`. Rank-1 variables keep element-wise state. Defaults to
-    `False`.""",
+    then has shape `[rows]`. Rank-1 variables keep element-wise state. A list of regular
+    expressions instead (e.g. `["embedding"]`) makes row-wise only the variables of rank 2
+    and more whose path (Keras 3; tf_keras: name) one of them finds (`re.search`): the
+    embedding tables, not the dense kernels. Defaults to `False`.""",
     "warm_start": """\
 Warm start. FTRL computes the weights from its `linear` slot z, so a variable's own values
 (pretrained, loaded, set) are lost on the first update of each row, which recomputes it from

@@ -5,8 +5,10 @@ record of which ran."""
 import bisect
 import itertools
 import os
+import re
 import zlib
 
+import numpy as np
 import tensorflow as tf
 
 from tf_ftrl import _state_rounding, ops
@@ -19,6 +21,31 @@ STATE_DTYPES = ("bfloat16", "float16")
 def in_xla_context():
     """Whether the ops being built will be compiled by XLA."""
     return tf.__internal__.get_enclosing_xla_context() is not None
+
+
+def checked_rowwise(rowwise):
+    """`rowwise` as the optimizers keep it: True, False, or a tuple of regular expressions, which
+    choose the variables (of rank 2 and more) whose state is row-wise by their names."""
+    if isinstance(rowwise, (bool, np.bool_)):
+        return bool(rowwise)
+    if (isinstance(rowwise, (list, tuple)) and rowwise
+            and all(isinstance(pattern, str) and pattern for pattern in rowwise)):
+        for pattern in rowwise:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"`rowwise` takes regular expressions; {pattern!r} is not one: "
+                                 f"{error}.") from None
+        return tuple(rowwise)
+    raise ValueError(
+        f"`rowwise` must be True, False or a non-empty list of regular expressions (strings) "
+        f"naming the variables whose state is row-wise, e.g. [\"embedding\"]. Received: "
+        f"rowwise={rowwise!r}")
+
+
+def rowwise_config(rowwise):
+    """`rowwise` for a config (JSON): a list where it is patterns."""
+    return list(rowwise) if isinstance(rowwise, tuple) else rowwise
 
 
 def checked_state_dtype(state_dtype):
@@ -103,8 +130,19 @@ class SpecDispatch:
     stochastic_rounding = True
 
     def _is_rowwise(self, variable):
-        """Whether `variable`'s state is row-wise: with `rowwise`, for rank 2 and more."""
-        return self.rowwise and len(variable.shape) >= 2
+        """Whether `variable`'s state is row-wise: for rank 2 and more, with `rowwise=True` all
+        of them, with patterns those whose name (`_rowwise_name`) one of them finds
+        (`re.search`)."""
+        if not self.rowwise or len(variable.shape) < 2:
+            return False
+        if self.rowwise is True:
+            return True
+        name = self._rowwise_name(variable)
+        return any(re.search(pattern, name) for pattern in self.rowwise)
+
+    def _rowwise_name(self, variable):
+        """The name `rowwise`'s patterns are matched against (each front end's own)."""
+        return variable.name.split(":")[0]
 
     def _spec_for(self, variable):
         return self._rowwise_spec if self._is_rowwise(variable) else self._spec

@@ -13,7 +13,8 @@ from tf_ftrl import ops
 from tf_ftrl._arguments import (check_learning_rate, checked_learning_rate,
                                 describe_learning_rate)
 from tf_ftrl._slot_conversion import cast_message, convert_slot, converted_message, converting
-from tf_ftrl._optimizer_common import SpecDispatch, checked_state_dtype, in_xla_context
+from tf_ftrl._optimizer_common import (SpecDispatch, checked_rowwise, checked_state_dtype,
+                                       in_xla_context, rowwise_config)
 from tf_ftrl._update_log import UpdateLog
 from tf_ftrl import huge_pages as _huge_pages
 from tf_ftrl.huge_pages import advise_in_step
@@ -44,7 +45,7 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
                  rowwise=False, state_dtype=None, stochastic_rounding=True, **kwargs):
         super().__init__(name, **kwargs)
         self.huge_pages = _huge_pages.checked_option(huge_pages)
-        self.rowwise = bool(rowwise)
+        self.rowwise = checked_rowwise(rowwise)
         self.state_dtype = checked_state_dtype(state_dtype)
         self.stochastic_rounding = bool(stochastic_rounding)
         # `lr` is OptimizerV2's deprecated alias (validated and warned about there); tf_keras's
@@ -266,6 +267,11 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
         advice = advise_in_step(advised, update)
         return advice if advice is not None else update
 
+    def _rowwise_name(self, variable):
+        # The same for every replica's copy, and for every shard of a table that
+        # ParameterServerStrategy partitions ("embeddings/part_1").
+        return re.sub(r"/part_\d+$", "", _replica_free_name(variable))
+
     def _op(self, variable, sparse):
         """The fused op of `variable`'s update, with its `stochastic_rounding` bound."""
         op = super()._op(variable, sparse)
@@ -295,13 +301,14 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
         """`weights` for self.weights, converted (set_weights) where their number matches."""
         params = self.weights
         if len(params) == len(weights):
-            converted, cast = [], []
+            converted, cast = {True: [], False: []}, []
             weights = list(weights)
             for i, (param, value) in enumerate(zip(params, weights)):
                 if tuple(np.shape(value)) != tuple(param.shape):
                     weights[i] = convert_slot(value, tuple(param.shape), param.name)
-                    converted.append(f"{param.name} {tuple(np.shape(value))} -> "
-                                     f"{tuple(param.shape)}")
+                    # Into a per-row accumulator (rank 1), or out of one.
+                    converted[len(param.shape) == 1].append(
+                        f"{param.name} {tuple(np.shape(value))} -> {tuple(param.shape)}")
                 if np.asarray(weights[i]).dtype == np.dtype("V2"):
                     # HDF5 has no bfloat16: .h5 files keep it as raw 2-byte values.
                     weights[i] = np.asarray(weights[i]).view(tf.bfloat16.as_numpy_dtype)
@@ -309,9 +316,10 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
                 if saved_dtype != param.dtype.base_dtype:
                     cast.append(f"{param.name} {saved_dtype.name} -> {param.dtype.base_dtype.name}")
                     weights[i] = tf.cast(np.asarray(weights[i]), param.dtype.base_dtype).numpy()
-            if converted:
-                warnings.warn(converted_message(self.__class__.__name__, self.rowwise,
-                                                converted), UserWarning, stacklevel=stacklevel)
+            for rowwise, entries in converted.items():
+                if entries:
+                    warnings.warn(converted_message(self.__class__.__name__, rowwise, entries),
+                                  UserWarning, stacklevel=stacklevel)
             if cast:
                 warnings.warn(cast_message(self.__class__.__name__, cast), UserWarning,
                               stacklevel=stacklevel)
@@ -393,7 +401,7 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
         if self.huge_pages != "auto":
             config["huge_pages"] = self.huge_pages
         if self.rowwise:
-            config["rowwise"] = True
+            config["rowwise"] = rowwise_config(self.rowwise)
         if self.state_dtype:
             config["state_dtype"] = self.state_dtype
             config["stochastic_rounding"] = self.stochastic_rounding

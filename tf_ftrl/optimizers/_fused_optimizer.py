@@ -20,8 +20,9 @@ from tf_ftrl._arguments import (check_arguments, check_learning_rate, checked_le
                                 describe_learning_rate)
 from tf_ftrl._slot_conversion import cast_message, convert_slot, converted_message
 from tf_ftrl._slot_conversion import converting
-from tf_ftrl._optimizer_common import (SpecDispatch, checked_state_dtype, in_xla_context,
-                                       StochasticPlaces, rows_update_in_state_dtype)
+from tf_ftrl._optimizer_common import (SpecDispatch, checked_rowwise, checked_state_dtype,
+                                       in_xla_context, rowwise_config, StochasticPlaces,
+                                       rows_update_in_state_dtype)
 from tf_ftrl._update_log import UpdateLog
 from tf_ftrl import huge_pages as _huge_pages
 from tf_ftrl.huge_pages import advise_in_step
@@ -180,7 +181,7 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
         check_learning_rate(learning_rate)
         super().__init__(learning_rate=learning_rate, **kwargs)
         self.huge_pages = _huge_pages.checked_option(huge_pages)
-        self.rowwise = bool(rowwise)
+        self.rowwise = checked_rowwise(rowwise)
         self.state_dtype = checked_state_dtype(state_dtype)
         self.stochastic_rounding = bool(stochastic_rounding)
         self._update_log = UpdateLog()
@@ -191,7 +192,7 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
     def get_config(self):
         config = super().get_config()
         config["huge_pages"] = self.huge_pages
-        config["rowwise"] = self.rowwise
+        config["rowwise"] = rowwise_config(self.rowwise)
         config["state_dtype"] = self.state_dtype
         config["stochastic_rounding"] = self.stochastic_rounding
         config.update({argument.name: getattr(self, argument.name)
@@ -534,6 +535,17 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
         creation: training would go on with other random bits than the model that was saved."""
         return f"{self._get_variable_index(variable)}:{list(variable.shape)}"
 
+    def _rowwise_name(self, variable):
+        # The model variable's path ("sequential/embedding/embeddings"): update_step gets the
+        # tf.Variable behind it.
+        path = getattr(variable, "path", None)
+        if path is not None:
+            return path
+        try:
+            return self._variable_path(variable)
+        except (KeyError, ValueError):
+            return super()._rowwise_name(variable)
+
     def _variable_path(self, variable):
         """A Keras variable's path ("dense/kernel"); a tf.Variable's name."""
         model_variable = self._trainable_variables[self._get_variable_index(variable)]
@@ -619,21 +631,24 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
         """
         if len(store.keys()) != len(self.variables):
             return super().load_own_variables(store)
-        converted, cast = [], []
+        converted, cast = {True: [], False: []}, []
         for i, variable in enumerate(self.variables):
             value = store[str(i)]
             if tuple(value.shape) != tuple(variable.shape):
                 value = convert_slot(np.asarray(value), tuple(variable.shape), variable.path)
-                converted.append(f"{variable.path} {tuple(np.shape(store[str(i)]))} -> "
-                                 f"{tuple(variable.shape)}")
+                # Into a per-row accumulator (rank 1), or out of one.
+                converted[len(variable.shape) == 1].append(
+                    f"{variable.path} {tuple(np.shape(store[str(i)]))} -> "
+                    f"{tuple(variable.shape)}")
             saved_dtype = tf.as_dtype(np.asarray(value).dtype)
             if saved_dtype != tf.as_dtype(variable.dtype):
                 cast.append(f"{variable.path} {saved_dtype.name} -> {variable.dtype}")
                 value = tf.cast(np.asarray(value), variable.dtype)
             variable.assign(value)
-        if converted:
-            warnings.warn(converted_message(self.__class__.__name__, self.rowwise, converted),
-                          UserWarning, stacklevel=2)
+        for rowwise, entries in converted.items():
+            if entries:
+                warnings.warn(converted_message(self.__class__.__name__, rowwise, entries),
+                              UserWarning, stacklevel=2)
         if cast:
             warnings.warn(cast_message(self.__class__.__name__, cast), UserWarning,
                           stacklevel=2)

@@ -78,5 +78,7 @@ class Adagrad(FusedOptimizer):
 
     def _rows_update(self, var, slots, grad, lr):
         (accum,) = slots
-        update = _row_math.rowwise_adagrad if self._is_rowwise(var) else _row_math.adagrad
+        # A per-row accumulator has a lower rank than its rows.
+        rowwise = len(accum.shape) < len(var.shape)
+        update = _row_math.rowwise_adagrad if rowwise else _row_math.adagrad
         return update(var, accum, grad, lr, tf.cast(self.epsilon, var.dtype))

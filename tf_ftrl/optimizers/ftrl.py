@@ -149,7 +149,9 @@ class Ftrl(FusedOptimizer):
 
     def _rows_update(self, var, slots, grad, lr):
         accum, linear = slots
-        update = _row_math.rowwise_ftrl if self._is_rowwise(var) else _row_math.ftrl
+        # A per-row accumulator has a lower rank than its rows.
+        rowwise = len(accum.shape) < len(var.shape)
+        update = _row_math.rowwise_ftrl if rowwise else _row_math.ftrl
         new = update(var, accum, linear, grad,
                              multiply_linear_by_lr=self.multiply_linear_by_lr,
                              **self._hyperparameters(lr))
