@@ -13,10 +13,9 @@ pytest process already runs Keras 3, so tests/test_legacy.py runs this script in
 import copy
 import json
 import sys
-import tempfile
 import warnings
 
-from tests.support.workers import print_result
+from tests.support.workers import print_result, scratch_directory
 
 ROWS, COLUMNS = 8, 3
 STEPS = 4
@@ -190,7 +189,7 @@ def checkpoints():
                 writer.apply_gradients([(tf.IndexedSlices(values, indices, [ROWS, COLUMNS]),
                                          var)])
             path = tf.train.Checkpoint(optimizer=writer, var=var).write(
-                tempfile.mkdtemp() + "/ckpt")
+                scratch_directory() + "/ckpt")
             values, indices = grads[-1]
             writer.apply_gradients([(tf.IndexedSlices(values, indices, [ROWS, COLUMNS]), var)])
 

@@ -17,11 +17,10 @@ tests/test_rowwise_optimizers.py checks as one JSON line:
 import contextlib
 import os
 import sys
-import tempfile
 
 import numpy as np
 
-from tests.support.workers import print_result
+from tests.support.workers import print_result, scratch_directory
 
 ROWS, DIM = 40, 4
 FTRL = dict(learning_rate=0.1, l1_regularization_strength=0.01, l2_regularization_strength=0.02,
@@ -95,7 +94,7 @@ def main(seed):
             "from_config_rowwise": type(optimizer).from_config(optimizer.get_config()).rowwise,
         }
         # A checkpoint after the first step, restored into a fresh optimizer and variables.
-        directory = tempfile.mkdtemp()
+        directory = scratch_directory()
         optimizer, variables = make(), _variables(tf, start)
         _apply(tf, optimizer, variables, grads[0])
         path = tf.train.Checkpoint(optimizer=optimizer, variables=variables).save(
@@ -139,7 +138,7 @@ def _file_round_trip(keras, make, rng, front_end):
     model = _model(keras)
     model.compile(make(), "mse")
     model.fit(x, y, batch_size=64, verbose=0)
-    path = os.path.join(tempfile.mkdtemp(), "model.keras" if front_end == "keras3" else "model.h5")
+    path = os.path.join(scratch_directory(), "model.keras" if front_end == "keras3" else "model.h5")
     model.save(path)
     loaded = keras.models.load_model(path)
     saved = [v.numpy() for v in _optimizer_variables(model.optimizer)]
@@ -169,7 +168,7 @@ def _conversion(keras, cls, arguments, rng, front_end):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if front_end == "keras3":
-                path = os.path.join(tempfile.mkdtemp(), "source.keras")
+                path = os.path.join(scratch_directory(), "source.keras")
                 source.save(path)
                 target.optimizer.build(target.trainable_variables)
                 target.load_weights(path)
@@ -207,7 +206,7 @@ def _checkpoint_conversion(tf, keras, cls, arguments, rng):
     source.compile(cls(**arguments), "mse")
     source.fit(x, y, batch_size=64, verbose=0)
     path = tf.train.Checkpoint(model=source, optimizer=source.optimizer).save(
-        os.path.join(tempfile.mkdtemp(), "ckpt"))
+        os.path.join(scratch_directory(), "ckpt"))
     table = source.layers[0].embeddings
     saved = source.optimizer.get_slot(table, "accumulator").numpy()
     out = {}

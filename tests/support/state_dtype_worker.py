@@ -18,12 +18,11 @@ For Ftrl and Adagrad, element-wise and row-wise:
 
 import os
 import sys
-import tempfile
 import warnings
 
 import numpy as np
 
-from tests.support.workers import print_result
+from tests.support.workers import print_result, scratch_directory
 
 ROWS, DIM = 40, 4
 FTRL = dict(learning_rate=0.1, l1_regularization_strength=0.01, l2_regularization_strength=0.02,
@@ -146,7 +145,7 @@ def _checkpoint(tf, front_end, make, start, grads, names):
     """A tf.train.Checkpoint of bfloat16 state restored into bfloat16 (bits equal), float32 state
     into bfloat16 (cast, said) and bfloat16 into float32 (exact), with the optimizer built
     before the restore and not (tf_keras makes the slots as it restores them)."""
-    directory = tempfile.mkdtemp()
+    directory = scratch_directory()
     out = {}
 
     def saved(state_dtype):
@@ -197,7 +196,7 @@ def _file(keras, front_end, make, rng):
         model = _model(keras)
         model.compile(make(state_dtype=state_dtype), "mse")
         model.fit(x, y, batch_size=64, verbose=0)
-        path = os.path.join(tempfile.mkdtemp(), suffix)
+        path = os.path.join(scratch_directory(), suffix)
         model.save(path)
         if state_dtype:
             loaded = keras.models.load_model(path)

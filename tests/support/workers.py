@@ -13,11 +13,23 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 
 from tests.support import ROOT
 
 # tf_ftrl.examples.parameter_server --json prints its result after the same prefix.
 RESULT_PREFIX = "RESULT_JSON:"
+
+_scratch = None
+
+
+def scratch_directory():
+    """A new empty directory for a worker's files, removed when the worker exits (all of them
+    sit in one temporary directory that the process deletes at exit)."""
+    global _scratch
+    if _scratch is None:
+        _scratch = tempfile.TemporaryDirectory(prefix="tf_ftrl_worker_")
+    return tempfile.mkdtemp(dir=_scratch.name)
 
 
 def print_result(result):
