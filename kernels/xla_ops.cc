@@ -18,6 +18,7 @@
 // (--config=cuda) for its GPU JIT device too (targets on platform "CUDA").
 #include <algorithm>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -108,6 +109,59 @@ absl::Status AddHyperparams(XlaOpKernelContext* ctx, int first,
   return absl::OkStatus();
 }
 
+// A sparse update's grad and indices made static where their first dimension is dynamic, as
+// inside XLA after tf.unique or a boolean mask (a bounded size, known only when the call runs),
+// which a custom call cannot take: the arrays at their bound, where the positions past the size
+// repeat the first index with gradient rows of -0.0, which leave that row's summed gradient
+// unchanged, bit for bit (x + -0.0 == x for every x). With no positions at all they hold index 0
+// with rows of +0.0, and `any` (a scalar pred, "some position is real") is set for the caller,
+// which makes the step one that changes nothing (FTRL: lr = 0; Adagrad's step with a zero
+// gradient writes back every value it read). Unchanged where nothing is dynamic (`any` stays
+// invalid).
+absl::Status StaticSparseRows(xla::XlaBuilder* builder, xla::XlaOp* grad, xla::XlaOp* indices,
+                              xla::XlaOp* any) {
+  absl::StatusOr<xla::Shape> grad_shape = builder->GetShape(*grad);
+  TF_RETURN_IF_ERROR(grad_shape.status());
+  absl::StatusOr<xla::Shape> index_shape = builder->GetShape(*indices);
+  TF_RETURN_IF_ERROR(index_shape.status());
+  const bool dynamic_grad = grad_shape->dimensions_size() >= 1 && grad_shape->is_dynamic_dimension(0);
+  const bool dynamic_indices = index_shape->dimensions_size() == 1 && index_shape->is_dynamic_dimension(0);
+  if (!dynamic_grad && !dynamic_indices) return absl::OkStatus();
+  for (int d = 1; d < grad_shape->dimensions_size(); ++d) {
+    if (grad_shape->is_dynamic_dimension(d)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "grad's dimension ", d, " has a dynamic size inside XLA; only the first (the number of "
+          "indices) may"));
+    }
+  }
+  const xla::XlaOp size = xla::GetDimensionSize(dynamic_indices ? *indices : *grad, 0);
+  xla::XlaOp rows = dynamic_indices ? xla::RemoveDynamicDimension(*indices, 0) : *indices;
+  xla::XlaOp values = dynamic_grad ? xla::RemoveDynamicDimension(*grad, 0) : *grad;
+  const int64_t bound = index_shape->dimensions(0);
+  std::vector<int64_t> grad_dims(grad_shape->dimensions().begin(),
+                                 grad_shape->dimensions().end());
+  *any = xla::Gt(size, xla::ConstantR0<int32_t>(builder, 0));
+  if (bound == 0) {
+    *indices = rows;
+    *grad = values;
+    return absl::OkStatus();
+  }
+  const xla::XlaOp real =
+      xla::Lt(xla::Iota(builder, xla::S32, bound), xla::Broadcast(size, {bound}));
+  const xla::XlaOp first = xla::Reshape(xla::Slice(rows, {0}, {1}, {1}), {});
+  const xla::XlaOp filler = xla::Select(
+      *any, first,
+      xla::ConvertElementType(xla::ConstantR0<int32_t>(builder, 0), index_shape->element_type()));
+  *indices = xla::Select(real, rows, xla::Broadcast(filler, {bound}));
+  const xla::XlaOp pad = xla::ConvertElementType(
+      xla::Select(*any, xla::ConstantR0<float>(builder, -0.0f),
+                  xla::ConstantR0<float>(builder, 0.0f)),
+      grad_shape->element_type());
+  *grad = xla::Select(xla::BroadcastInDim(real, grad_dims, {0}), values,
+                      xla::Broadcast(pad, grad_dims));
+  return absl::OkStatus();
+}
+
 template <typename Optimizer, bool kSparse>
 class FusedApplyXlaOp : public XlaOpKernel {
  public:
@@ -167,6 +221,22 @@ class FusedApplyXlaOp : public XlaOpKernel {
     }
     for (int i = kNumState; i < kFirstHyperparam; ++i) operands.push_back(ctx->Input(i));
     OP_REQUIRES_OK(ctx, AddHyperparams<Optimizer>(ctx, kFirstHyperparam, &operands));
+    if constexpr (kSparse) {
+      xla::XlaOp any;
+      OP_REQUIRES_OK(ctx, StaticSparseRows(ctx->builder(), &operands[kNumState],
+                                           &operands[kNumState + 1], &any));
+      // No position at all: a step at lr = 0 where that changes nothing (FTRL). lr is the first
+      // hyperparameter.
+      const float zeros[Optimizer::kNumHyperparams] = {};
+      if (any.valid() && std::string_view(Optimizer::kHyperparams[0].name) == "lr" &&
+          Optimizer::ChangesNothing(Optimizer::template FromValues<float>(zeros))) {
+        xla::XlaOp& lr = operands[kFirstHyperparam];
+        absl::StatusOr<xla::Shape> lr_shape = ctx->builder()->GetShape(lr);
+        OP_REQUIRES_OK(ctx, lr_shape.status());
+        lr = xla::Select(any, lr, xla::ConvertElementType(xla::ConstantR0<float>(ctx->builder(), 0.0f),
+                                                          lr_shape->element_type()));
+      }
+    }
     const int first_rounding = kFirstHyperparam + Optimizer::kNumHyperparams;
     const int num_rounding = ctx->num_inputs() - first_rounding;
     OP_REQUIRES(ctx, num_rounding <= 1,

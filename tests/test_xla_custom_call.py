@@ -219,6 +219,77 @@ def test_low_precision_state_is_one_custom_call_with_the_bits_of_the_op(
     assert "output_to_operand_aliasing={" in hlo and hlo.count("custom-call(") == 1
 
 
+@needs_lowering
+@pytest.mark.parametrize("kept", ["some", "none", "all"])
+@pytest.mark.parametrize("state_dtype", [tf.float32, tf.bfloat16], ids=lambda d: d.name)
+@pytest.mark.parametrize("name", ["ftrl", "adagrad", "rowwise_ftrl", "rowwise_adagrad"])
+def test_sparse_update_of_a_dynamic_number_of_indices(rng, name, state_dtype, kept):
+    # Inside XLA a boolean mask (or tf.unique, as tf_ftrl.sparse_regularizers uses) leaves the
+    # number of indices dynamic, which a custom call cannot take ("is not supported to have a
+    # dynamic dimension"): the lowering pads to the bound, with positions that change nothing.
+    # The bits are the uncompiled op's: with some positions, with all of them, and with none
+    # (FTRL's var, pretrained and not its closed form, must not be recomputed anywhere).
+    shape = (30, 8)
+    initial = _variant_state(rng, name, shape, state_dtype)
+    ids = tf.constant(rng.integers(0, shape[0], size=40))  # duplicates included
+    values = tf.constant(rng.normal(size=(40, shape[1])).astype(np.float32))
+    mask = tf.constant({"some": rng.random(40) < 0.4, "none": np.zeros(40, bool),
+                        "all": np.ones(40, bool)}[kept])
+    seed_and_step = (tf.constant(rng.integers(0, 2**40, size=2), tf.int64)
+                     if state_dtype != tf.float32 else None)
+    results = []
+    for jit_compile in (False, True):
+        state = [tf.Variable(x) for x in initial]
+        op = getattr(ops, "sparse_apply_" + name)
+        kwargs = VARIANTS[name.replace("rowwise_", "")]
+
+        @tf.function(jit_compile=jit_compile)
+        def step(ids, values, mask):
+            op(*state, tf.boolean_mask(values, mask), tf.boolean_mask(ids, mask), **kwargs,
+               stochastic_rounding=seed_and_step)
+
+        step(ids, values, mask)
+        results.append([v.numpy().view(np.uint16 if v.dtype.size == 2 else np.uint32)
+                        for v in state])
+    hlo = _hlo(step, ids, values, mask)
+    assert f'custom_call_target="tf_ftrl_FusedResourceSparseApply{_camel(name)}"' in hlo
+    for i, (a, b) in enumerate(zip(*results)):
+        np.testing.assert_array_equal(b, a, err_msg=f"state {i}")
+    start = [x.numpy().view(np.uint16 if x.dtype.size == 2 else np.uint32) for x in initial]
+    touched = np.unique(ids.numpy()[mask.numpy()])
+    untouched = np.setdiff1d(np.arange(shape[0]), touched)
+    for i, (after, before) in enumerate(zip(results[1], start)):
+        np.testing.assert_array_equal(after[untouched], before[untouched], err_msg=f"state {i}")
+    if kept != "none":
+        assert not np.array_equal(results[1][0][touched], start[0][touched])
+
+
+def test_sparse_regularizers_train_inside_xla_on_the_custom_calls(rng):
+    # tf_ftrl.sparse_regularizers penalizes the looked-up rows once each (tf.unique): inside XLA
+    # its gradient has a dynamic number of rows, which stopped model.fit with jit_compile=True.
+    x = rng.integers(0, 500, (512, 4)).astype("int32")
+    y = rng.integers(0, 2, (512, 1)).astype("float32")
+    weights = []
+    for jit_compile in (False, True):
+        keras.utils.set_random_seed(4)
+        model = keras.Sequential([
+            keras.Input((4,), dtype="int32"),
+            keras.layers.Embedding(500, 8, embeddings_regularizer=keras.regularizers.l2(1e-3)),
+            keras.layers.Flatten(), keras.layers.Dense(1, activation="sigmoid")])
+        tf_ftrl.sparse_regularizers(model)
+        model.compile(optimizer=tf_ftrl.Ftrl(learning_rate=0.1, rowwise=["embedding"]),
+                      loss="binary_crossentropy", jit_compile=jit_compile)
+        model.fit(x, y, batch_size=64, epochs=1, verbose=0, shuffle=False)
+        used = model.optimizer.kernels_used()
+        assert any(k.endswith("embeddings") and v == "sparse_apply_rowwise_ftrl" +
+                   (" (XLA custom call)" if jit_compile else "") for k, v in used.items()), used
+        weights.append(model.get_weights())
+    # The optimizer's bits are the same; XLA may compile the forward and backward passes
+    # differently.
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+
+
 def _camel(name):
     """"rowwise_ftrl" -> "RowwiseFtrl", as the ops name it."""
     return "".join(part.capitalize() for part in name.split("_"))
