@@ -124,8 +124,10 @@ absl::Status StaticSparseRows(xla::XlaBuilder* builder, xla::XlaOp* grad, xla::X
   TF_RETURN_IF_ERROR(grad_shape.status());
   absl::StatusOr<xla::Shape> index_shape = builder->GetShape(*indices);
   TF_RETURN_IF_ERROR(index_shape.status());
-  const bool dynamic_grad = grad_shape->dimensions_size() >= 1 && grad_shape->is_dynamic_dimension(0);
-  const bool dynamic_indices = index_shape->dimensions_size() == 1 && index_shape->is_dynamic_dimension(0);
+  const bool dynamic_grad =
+      grad_shape->dimensions_size() >= 1 && grad_shape->is_dynamic_dimension(0);
+  const bool dynamic_indices =
+      index_shape->dimensions_size() == 1 && index_shape->is_dynamic_dimension(0);
   if (!dynamic_grad && !dynamic_indices) return absl::OkStatus();
   for (int d = 1; d < grad_shape->dimensions_size(); ++d) {
     if (grad_shape->is_dynamic_dimension(d)) {
@@ -233,8 +235,9 @@ class FusedApplyXlaOp : public XlaOpKernel {
         xla::XlaOp& lr = operands[kFirstHyperparam];
         absl::StatusOr<xla::Shape> lr_shape = ctx->builder()->GetShape(lr);
         OP_REQUIRES_OK(ctx, lr_shape.status());
-        lr = xla::Select(any, lr, xla::ConvertElementType(xla::ConstantR0<float>(ctx->builder(), 0.0f),
-                                                          lr_shape->element_type()));
+        const xla::XlaOp zero = xla::ConvertElementType(
+            xla::ConstantR0<float>(ctx->builder(), 0.0f), lr_shape->element_type());
+        lr = xla::Select(any, lr, zero);
       }
     }
     const int first_rounding = kFirstHyperparam + Optimizer::kNumHyperparams;

@@ -117,7 +117,8 @@ def test_patterns_choose_the_rowwise_variables(tmp_path, flavour, name):
     assert np.shape(out["all"]["hidden/kernel"][1]) == (12,)  # (rowwise=True: per row)
     assert out["kernels"][table] == f"sparse_apply_rowwise_{name.lower()}"
     assert "rowwise" not in out["kernels"]["hidden/kernel"]
-    assert out["config"] == ["tab.e/embeddings$", "^nothing$"] and out["round_trip"] == out["config"]
+    assert out["config"] == ["tab.e/embeddings$", "^nothing$"]
+    assert out["round_trip"] == out["config"]
     # Two replicas: the replicas' gradients summed, the same layouts (tf_keras names each
     # replica's copy ".../replica_1": the patterns see the name without it).
     for key in out["patterns"]:

@@ -72,12 +72,13 @@ multiply_linear_by_lr: If True, the `linear` slot stores `lr` times its usual va
     not interchangeable with the stock optimizer's. Defaults to `False`.""",
     "huge_pages_arg": """\
 huge_pages: `"auto"` (the default), True or False. The first step of each process
-    (a resumed training's too) asks Linux to back variables and their slots with transparent huge pages
-    (`tf_ftrl.huge_pages.advise_huge_pages`): with True all of them, with `"auto"` those of
-    16 MiB or more (`tf_ftrl.huge_pages.AUTO_MIN_BYTES`) and all their slots (a row-wise
-    accumulator is read at the same rows as its table), with False none. Sparse updates
-    of large embedding tables then need far fewer page walks (20-25% faster on 2M x 64
-    tables here). CPU variables only (a parameter server's too); values never change.""",
+    (a resumed training's too) asks Linux to back variables and their slots with
+    transparent huge pages (`tf_ftrl.huge_pages.advise_huge_pages`): with True all of
+    them, with `"auto"` those of 16 MiB or more (`tf_ftrl.huge_pages.AUTO_MIN_BYTES`) and
+    all their slots (a row-wise accumulator is read at the same rows as its table), with
+    False none. Sparse updates of large embedding tables then need far fewer page walks
+    (20-25% faster on 2M x 64 tables here). CPU variables only (a parameter server's too);
+    values never change.""",
     "rowwise_arg": """\
 rowwise: If True, variables of rank 2 and more (embedding tables, kernels) keep one
     accumulator value per row instead of one per element: the row's accumulator grows

@@ -236,6 +236,13 @@ def rows_update_in_state_dtype(rows_update, var, slots, grad, lr, rounding=None)
         for array, (value, dtype) in enumerate(zip(new[1:], dtypes), start=1))
 
 
+def stochastic_places(seed_and_step, var_shape, indices=None):
+    """StochasticPlaces of an update, or None (round to nearest) without `seed_and_step`."""
+    if seed_and_step is None:
+        return None
+    return StochasticPlaces(seed_and_step, var_shape, indices)
+
+
 class StochasticPlaces:
     """Where the plain ops' values of an update sit in their state arrays, for stochastic
     rounding with the fused kernels' bits (`_state_rounding`): `seed_and_step` as the ops take

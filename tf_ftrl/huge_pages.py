@@ -4,13 +4,14 @@ Sparse updates of large embedding tables are bound by page walks when the tables
 pages, as TensorFlow's allocations do unless the process started with
 `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`. `advise_huge_pages` asks Linux to back them with 2 MiB
 pages; the optimizers call `advise_in_step` from within their steps (each buffer is advised once
-per process) for the variables their `huge_pages` option chooses (by default "auto": those of at least 16 MiB, and the slots of
-those). Values never change.
+per process) for the variables their `huge_pages` option chooses (by default "auto": those of
+at least 16 MiB, and the slots of those). Values never change.
 """
 
 import tensorflow as tf
 
 from tf_ftrl import ops
+from tf_ftrl._optimizer_common import in_xla_context
 
 # With the optimizers' default `huge_pages="auto"`, variables (and slots) of at least this many
 # bytes are advised: past the reach of the TLBs with 4 KiB pages (a few MiB), a sparse update's
@@ -89,7 +90,7 @@ def advise_in_step(variables, after=None):
     for the variables that hold a value by then (Keras's `fit` builds the optimizer before it
     traces the step; XLA keeps updating the buffers in place). Returns the advice's op (None
     eagerly or inside XLA)."""
-    if tf.__internal__.get_enclosing_xla_context() is not None:
+    if in_xla_context():
         with tf.init_scope():
             for variable in variables:
                 if _holds_value(variable):

@@ -21,8 +21,8 @@ from tf_ftrl._arguments import (check_arguments, check_learning_rate, checked_le
 from tf_ftrl._slot_conversion import cast_message, convert_slot, converted_message
 from tf_ftrl._slot_conversion import converting
 from tf_ftrl._optimizer_common import (SpecDispatch, checked_rowwise, checked_state_dtype,
-                                       in_xla_context, rowwise_config, StochasticPlaces,
-                                       rows_update_in_state_dtype)
+                                       in_xla_context, rowwise_config,
+                                       rows_update_in_state_dtype, stochastic_places)
 from tf_ftrl._update_log import UpdateLog
 from tf_ftrl import huge_pages as _huge_pages
 from tf_ftrl.huge_pages import advise_in_step
@@ -570,7 +570,7 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
         return tuple(tf.where(valid, value, old) for value, old in zip(new, [var] + list(slots)))
 
     def _plain_dense_update(self, var, slots, grad, lr, rounding=None):
-        places = None if rounding is None else StochasticPlaces(rounding, var.shape)
+        places = stochastic_places(rounding, var.shape)
         new = self._rows_update_of_state(var.read_value(), [s.read_value() for s in slots], grad,
                                          lr, places)
         for variable, value in zip([var] + slots, new):
@@ -580,7 +580,7 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
         # Every position computes its row's update from the row's summed gradient, so positions
         # of one index scatter identical values (their random bits too: those of the row).
         indices = gradient.indices
-        places = None if rounding is None else StochasticPlaces(rounding, var.shape, indices)
+        places = stochastic_places(rounding, var.shape, indices)
         rows = [tf.gather(v, indices) for v in [var] + slots]
         new = self._rows_update_of_state(rows[0], rows[1:], summed_per_position(gradient), lr,
                                          places)
@@ -598,8 +598,7 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
         rounding = self._rounding(self._rounding_name(variable), values[0].dtype,
                                   values[1].dtype, keras.ops.convert_to_tensor(self.iterations))
         if isinstance(gradient, tf.IndexedSlices):
-            places = None if rounding is None else StochasticPlaces(
-                rounding, values[0].shape, gradient.indices)
+            places = stochastic_places(rounding, values[0].shape, gradient.indices)
             gradient = tf.IndexedSlices(tf.cast(gradient.values, values[0].dtype),
                                         gradient.indices, gradient.dense_shape)
             rows = tf.expand_dims(gradient.indices, 1)
@@ -609,7 +608,7 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
                 summed_per_position(gradient), lr, places)
             new = [tf.tensor_scatter_nd_update(v, rows, r) for v, r in zip(values, new_rows)]
         else:
-            places = None if rounding is None else StochasticPlaces(rounding, values[0].shape)
+            places = stochastic_places(rounding, values[0].shape)
             new = self._rows_update_of_state(values[0], values[1:],
                                              tf.cast(gradient, values[0].dtype), lr, places)
         for target, value in zip(targets, new):
