@@ -13,9 +13,10 @@ NVCC := $(wildcard /usr/local/cuda/bin/nvcc)
 # The GPU machines have no TensorFlow: test-gpu and bench-gpu use their own Python, no set-up.
 GPU_PYTHON ?= python3
 # The TensorFlow-free C++ tests (the CPU loops, and the CUDA kernels' per-thread work on the
-# host), run as built and under ASan + UBSan (--config=asan, .bazelrc).
-CPU_KERNEL_TESTS := //kernels:cpu_kernels_test //kernels:cpu_kernels_fuzz_test \
-	//kernels:gpu_kernel_bodies_test
+# host), all under ASan + UBSan (--config=asan, .bazelrc: -O1, the loops' baseline copy), and
+# the CPU loops' tests again as built (-O3, every vector copy the CPU runs).
+CPU_KERNEL_TESTS := //kernels:cpu_kernels_test //kernels:cpu_kernels_fuzz_test
+SANITIZED_TESTS := $(CPU_KERNEL_TESTS) //kernels:gpu_kernel_bodies_test
 
 # pytest's worker processes (pytest-xdist): one per core, at most 4 (--maxprocesses), since some
 # tests start clusters of processes or a table of 8.6 GB; PYTEST_WORKERS=0 runs them in one.
@@ -33,7 +34,7 @@ train: setup
 	$(PYTHON) -m tf_ftrl.examples.ctr $(TRAIN_ARGS)
 
 test: setup
-	$(BAZEL) test $(BAZEL_CACHE) --config=asan $(CPU_KERNEL_TESTS) --test_output=errors \
+	$(BAZEL) test $(BAZEL_CACHE) --config=asan $(SANITIZED_TESTS) --test_output=errors \
 	  --nocache_test_results
 	$(BAZEL) test $(BAZEL_CACHE) $(CPU_KERNEL_TESTS) --test_output=errors --nocache_test_results
 ifneq ($(NVCC),)

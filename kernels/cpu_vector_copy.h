@@ -21,7 +21,9 @@ __attribute__((noinline)) void RunBaseline(const Kernel& kernel) {
   kernel();
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
+// TF_FTRL_BASELINE_COPY_ONLY (the sanitizer build's, .bazelrc) compiles the baseline copy alone:
+// the other copies make the same memory accesses from the same source, for wider registers.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(TF_FTRL_BASELINE_COPY_ONLY)
 #define TF_FTRL_HAVE_X86_COPIES 1
 
 inline VectorCopy BestVectorCopy() {
