@@ -63,8 +63,8 @@ if [ "$cuda" = 0 ] && [ -n "$cache_dir" ]; then
 fi
 
 # The CPU build's flags (.bazelrc): no contraction into FMA, loops free to vectorise. The
-# CPU-only driver serves the tests alone (small arrays), so it is built at -O1: a third of -O3's
-# compile time, and the same bits (IEEE operations in the same order at any level). The CUDA
+# CPU-only driver serves the tests alone (small arrays), so it is built at -O1: a quarter of
+# -O3's compile time, and the same bits (IEEE operations in the same order at any level). The CUDA
 # driver, which the GPU benchmark times, keeps -O3.
 opt=-O1
 [ "$cuda" = 1 ] && opt=-O3
