@@ -80,15 +80,19 @@ def train(strategy, make_optimizer, kind):
             optimizer.build([variable])
 
     def replica_step(step):
+        # Replica r's gradient at `step`, picked in the graph: one trace serves every step.
         replica = tf.distribute.get_replica_context().replica_id_in_sync_group
         gradient = tf.switch_case(replica, [
-            lambda r=r: _as_tensors(replica_gradient(step, r, kind)) for r in range(2)])
+            lambda r=r: tf.switch_case(step, [
+                lambda s=s: _as_tensors(replica_gradient(s, r, kind)) for s in range(STEPS)])
+            for r in range(2)])
         if kind == "sparse":
             gradient = tf.IndexedSlices(*gradient)
         optimizer.apply_gradients([(gradient, variable)])
 
+    run = tf.function(lambda step: strategy.run(replica_step, args=(step,)))
     for step in range(STEPS):
-        tf.function(lambda step=step: strategy.run(replica_step, args=(step,)))()
+        run(tf.constant(step))
     copies = [copy.numpy().tolist() for copy in variable.values]
     if isinstance(optimizer, keras.optimizers.Optimizer):
         slots = [v for v in optimizer.variables if v.shape == variable.shape]
