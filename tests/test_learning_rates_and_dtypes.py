@@ -2,6 +2,8 @@
 in both front ends (tf_ftrl's Keras 3 optimizers and tf_ftrl.legacy), against the stock
 optimizers.
 
+- The callbacks that set the learning rate between epochs (LearningRateScheduler,
+  ReduceLROnPlateau) under model.fit: the same rates and weights as the stock optimizers.
 - Adagrad at lr = 0 (where warm-up schedules start): the accumulator grows, the weights stay.
 - FTRL at lr = 0: the step changes nothing (its formula divides by lr; stock Keras writes NaN).
 - A constant learning rate that is negative, NaN or infinite, or a negative beta: a ValueError
@@ -144,6 +146,43 @@ def test_model_fit_with_a_warm_up_schedule_from_zero(optimizer):
         assert np.isfinite(w).all()
         assert not np.array_equal(w, b)
 
+
+
+@pytest.mark.parametrize("callback", ["LearningRateScheduler", "ReduceLROnPlateau"])
+@pytest.mark.parametrize("name", ["Ftrl", "Adagrad"])
+@pytest.mark.parametrize("front_end", ["keras", "legacy"])
+def test_model_fit_follows_learning_rate_callbacks_as_stock_does(front_end, name, callback):
+    # The callbacks assign optimizer.learning_rate between epochs, after the training function
+    # was traced: the fused kernels must read the new value, as the stock optimizers do.
+    k, ours, stock = ((keras, tf_ftrl, keras.optimizers) if front_end == "keras" else
+                      (tf_keras, tf_ftrl.legacy, tf_keras.optimizers.legacy))
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(64, 6)).astype("float32")
+    y = (x @ rng.normal(size=(6, 1))).astype("float32")
+    # Keras 3's Adagrad adds epsilon inside the square root, the kernels outside.
+    hyper = {"learning_rate": 0.1, **({"epsilon": 0.0} if (front_end, name) == ("keras", "Adagrad")
+                                      else {})}
+
+    def fit(optimizer):
+        k.utils.set_random_seed(3)
+        model = k.Sequential([k.Input((6,)), k.layers.Dense(1)])
+        model.compile(optimizer, "mse")
+        schedule = (k.callbacks.LearningRateScheduler(lambda epoch, lr: 0.1 * 0.3 ** epoch)
+                    if callback == "LearningRateScheduler" else
+                    # The first epoch sets the best loss; each later one is a plateau
+                    # (min_delta), and the rate halves after it.
+                    k.callbacks.ReduceLROnPlateau("loss", factor=0.5, patience=0, min_delta=1e9))
+        history = model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[schedule])
+        rates = history.history.get("learning_rate", history.history.get("lr"))
+        return model.get_weights(), [float(r) for r in rates]
+
+    weights, rates = fit(getattr(ours, name)(**hyper))
+    stock_weights, stock_rates = fit(getattr(stock, name)(**hyper))
+    expected = ([0.1, 0.03, 0.009] if callback == "LearningRateScheduler" else [0.1, 0.1, 0.05])
+    np.testing.assert_allclose(rates, expected, rtol=1e-6)
+    assert rates == stock_rates
+    for w, s in zip(weights, stock_weights, strict=True):
+        np.testing.assert_allclose(w, s, rtol=1e-6, atol=1e-6)
 
 CONSTRUCTORS = {"keras/Ftrl": tf_ftrl.Ftrl, "keras/Adagrad": tf_ftrl.Adagrad,
                 "legacy/Ftrl": tf_ftrl.legacy.Ftrl, "legacy/Adagrad": tf_ftrl.legacy.Adagrad}
