@@ -38,9 +38,10 @@ test: setup
 	  --nocache_test_results
 	$(BAZEL) test $(BAZEL_CACHE) $(CPU_KERNEL_TESTS) --test_output=errors --nocache_test_results
 ifneq ($(NVCC),)
-	# Its own output directory (.bazelrc) and no bazel-* links: bazel-bin stays the CPU build.
-	$(BAZEL) build $(BAZEL_CACHE) --config=cuda --symlink_prefix=/ //kernels:_tf_ftrl_ops.so \
-	  //kernels:_tf_ftrl_xla_ops.so
+	# A check, not a library to use (.bazelrc's cuda_check: its own output directory, the CPU
+	# loops' baseline copy only); no bazel-* links: bazel-bin stays the CPU build.
+	$(BAZEL) build $(BAZEL_CACHE) --config=cuda_check --symlink_prefix=/ \
+	  //kernels:_tf_ftrl_ops.so //kernels:_tf_ftrl_xla_ops.so
 endif
 	$(PYTHON) -m pytest -q -n $(PYTEST_WORKERS) --maxprocesses 4 --durations=15 tests
 
