@@ -1,7 +1,7 @@
 """model.fit's other ways of running a step, in both front ends: `run_eagerly=True` (the
 optimizer's ops called eagerly, as when debugging) and `steps_per_execution` (several steps in
 one traced call) train to the same bits as the default, one step per traced call (tf_keras's
-eager step within rounding: its gradients are computed without grappler's rewrites). With the
+eager step within rounding: it runs without grappler's graph rewrites). With the
 state in bfloat16 this includes the stochastic rounding's key (the optimizer's step and the
 variable's), which the three modes must hand the kernels alike.
 """
@@ -61,9 +61,10 @@ def test_eager_and_several_steps_per_execution_train_the_same_bits(front_end, na
         assert len(state) == len(expected), mode
         for i, (actual, wanted) in enumerate(zip(state, expected)):
             if (front_end, mode) == ("legacy", "run_eagerly"):
-                # tf_keras's traced step computes the gradients through grappler's rewrites
-                # (MatMul, BiasAdd and Relu fused), its eager step without: the stock tf_keras
-                # optimizers' eager run differs from their traced one in as many elements.
+                # tf_keras's traced step runs through grappler's graph rewrites, its eager step
+                # does not: the stock tf_keras optimizers' eager run differs from their traced
+                # one in as many elements, and with grappler off (disable_meta_optimizer) the
+                # two give the same bits.
                 np.testing.assert_allclose(actual, wanted, rtol=1e-5, atol=1e-8,
                                            err_msg=f"{mode}: array {i}")
             else:
