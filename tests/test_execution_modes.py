@@ -40,7 +40,7 @@ def _fit(front_end, name, options, **compile_options):
     model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
     variables = optimizer.variables() if callable(optimizer.variables) else optimizer.variables
     state = [np.array(w) for w in model.get_weights()] + [
-        np.array(tf.cast(v, tf.float32)) for v in variables if len(v.shape) >= 1]
+        tf.cast(v, tf.float32).numpy() for v in variables if len(v.shape) >= 1]
     assert all(not np.array_equal(a, b) for a, b in zip(model.get_weights(), before))
     return state, int(np.asarray(optimizer.iterations)), set(optimizer.kernels_used().values())
 
