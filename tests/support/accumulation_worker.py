@@ -74,20 +74,18 @@ def train(strategy, make_optimizer, kind):
         optimizer.build([variable])
     replicas = strategy.num_replicas_in_sync
 
-    def step_gradient(step, replicas):
+    def step_parts(step, replicas):
         # This step's gradient, picked in the graph: one trace serves every step, as in fit.
-        parts = tf.switch_case(step, [lambda s=s: _as_tensors(gradient(s, replicas, kind))
-                                      for s in range(STEPS)])
-        return tf.IndexedSlices(*parts) if kind == "sparse" else parts
+        return tf.switch_case(step, [lambda s=s: _as_tensors(gradient(s, replicas, kind))
+                                     for s in range(STEPS)])
 
     def replica_step(step):
         if replicas == 1:
-            grad = step_gradient(step, [0, 1])
+            parts = step_parts(step, [0, 1])
         else:
             replica = tf.distribute.get_replica_context().replica_id_in_sync_group
-            parts = tf.switch_case(replica, [
-                lambda r=r: _as_tensors(step_gradient(step, [r])) for r in range(2)])
-            grad = tf.IndexedSlices(*parts) if kind == "sparse" else parts
+            parts = tf.switch_case(replica, [lambda r=r: step_parts(step, [r]) for r in range(2)])
+        grad = tf.IndexedSlices(*parts) if kind == "sparse" else parts
         optimizer.apply_gradients([(grad, variable)])
 
     run = tf.function(lambda step: strategy.run(replica_step, args=(step,)))
