@@ -1,5 +1,5 @@
 """What the README and the optimizers' docstrings say differs from the stock optimizers stays
-true: repeated ids, regularized tables, and the warning under XLA."""
+true: repeated ids, rows no batch looks up, regularized tables, and the warning under XLA."""
 
 import warnings
 
@@ -90,3 +90,27 @@ def test_what_keras_3_does_with_a_sparse_gradient(name, rows_changed):
         expected = [0, 1, 2, 3, 4, 5] if source is keras.optimizers and rows_changed == "all" \
             else [1, 3]
         assert changed == expected, (source.__name__, changed)
+
+
+@pytest.mark.parametrize("initializer", ["random", "zeros"])
+def test_ftrl_rows_no_batch_looks_up(rng, initializer):
+    # The README: Keras 3's Ftrl sets a row never looked up to 0, ours keep it; from a table of
+    # zeros the two agree (ids without repeats, so that only that difference could show).
+    initial = (rng.normal(size=(8, 3)) if initializer == "random" else np.zeros((8, 3)))
+    initial = initial.astype("float32")
+    gradients = [tf.IndexedSlices(tf.constant(rng.normal(size=(3, 3)), tf.float32),
+                                  tf.constant([1, 4, 6] if step % 2 else [1, 2, 4]),
+                                  tf.constant([8, 3])) for step in range(3)]
+    tables = {}
+    for source in (keras.optimizers, tf_ftrl):
+        table = tf.Variable(initial)
+        optimizer = getattr(source, "Ftrl")(learning_rate=0.2, l1_regularization_strength=0.01)
+        for gradient in gradients:
+            optimizer.apply_gradients([(gradient, table)])
+        tables[source.__name__] = table.numpy()
+    never = [0, 3, 5, 7]
+    np.testing.assert_array_equal(tables["keras.optimizers"][never], 0)
+    np.testing.assert_array_equal(tables["tf_ftrl"][never], initial[never])
+    if initializer == "zeros":
+        np.testing.assert_allclose(tables["tf_ftrl"], tables["keras.optimizers"], rtol=1e-5,
+                                   atol=1e-7)

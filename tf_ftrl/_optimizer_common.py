@@ -23,6 +23,30 @@ def in_xla_context():
     return tf.__internal__.get_enclosing_xla_context() is not None
 
 
+def sparse_index_check(gradients, variables, names):
+    """The op that checks every index of a step's sparse gradients against its variable's rows,
+    or None where there is nothing to check: the step's writes are to wait for it, so that a
+    step with one bad index changes nothing (each fused op checks its own indices too, but other
+    updates of the step, the weight decay and the step count may have run by then).
+
+    Left out: inside XLA (the custom calls check, and the op has no XLA kernel) and variables on
+    a GPU (their indices would be copied to the host; the GPU kernels check their own)."""
+    if in_xla_context():
+        return None
+    checked = [(g, v, name) for g, v, name in zip(gradients, variables, names)
+               if isinstance(g, tf.IndexedSlices) and v is not None and v.shape.rank
+               and "GPU" not in (getattr(v, "device", "") or "").upper()]
+    if not checked:
+        return None
+    rows = [v.shape[0] if v.shape[0] is not None else tf.shape(v, out_type=tf.int64)[0]
+            for _, v, _ in checked]
+    rows = (tf.constant(rows, tf.int64) if all(isinstance(r, int) for r in rows)
+            else tf.stack([tf.cast(r, tf.int64) for r in rows]))
+    return ops.load_library().fused_check_sparse_indices(
+        indices=[g.indices for g, _, _ in checked], num_rows=rows,
+        names=[str(name) for _, _, name in checked])
+
+
 def checked_rowwise(rowwise):
     """`rowwise` as the optimizers keep it: True, False, or a tuple of regular expressions, which
     choose the variables (of rank 2 and more) whose state is row-wise by their names."""

@@ -11,7 +11,8 @@ Every op updates its variables in place, in one pass over var, slots and grad, a
 of its inputs before it writes anything: a bad shape, dtype, hyperparameter or index raises
 `tf.errors.InvalidArgumentError` and leaves the variables unchanged. Sparse ops sum duplicate
 indices before the update, so their result equals the dense op applied to the densified gradient
-(on the rows named by `indices`; every other row is left bit-identical).
+on the rows named by `indices` (bit for bit in float32 and float64; float16 and bfloat16 rows are
+summed in float32), and every other row is left bit-identical.
 """
 
 import collections

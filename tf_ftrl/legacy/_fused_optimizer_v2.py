@@ -14,7 +14,7 @@ from tf_ftrl._arguments import (check_learning_rate, checked_learning_rate,
                                 describe_learning_rate)
 from tf_ftrl._slot_conversion import cast_message, convert_slot, converted_message, converting
 from tf_ftrl._optimizer_common import (SpecDispatch, checked_rowwise, checked_state_dtype,
-                                       in_xla_context, rowwise_config)
+                                       in_xla_context, rowwise_config, sparse_index_check)
 from tf_ftrl._update_log import UpdateLog
 from tf_ftrl import huge_pages as _huge_pages
 from tf_ftrl.huge_pages import advise_in_step
@@ -168,6 +168,20 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
     def _flag_keywords(self):
         """The fused ops' flag, as the subclass passes it ({} for the op's default)."""
         return {}
+
+    def apply_gradients(self, grads_and_vars, name=None, experimental_aggregate_gradients=True):
+        """tf_keras's `apply_gradients`, after every index of the sparse gradients has been checked
+        (on the CPU, outside XLA): a bad one fails the step with nothing changed."""
+        grads_and_vars = list(grads_and_vars)
+        check = sparse_index_check([g for g, _ in grads_and_vars],
+                                   [v for _, v in grads_and_vars],
+                                   [_replica_free_name(v) for _, v in grads_and_vars])
+        if check is None:
+            return super().apply_gradients(grads_and_vars, name,
+                                           experimental_aggregate_gradients)
+        with tf.control_dependencies([check]):
+            return super().apply_gradients(grads_and_vars, name,
+                                           experimental_aggregate_gradients)
 
     def _distributed_apply(self, distribution, grads_and_vars, apply_state, name):
         groups, others = self._multi_tensor_groups(grads_and_vars, self._multi_tensor_eligible)

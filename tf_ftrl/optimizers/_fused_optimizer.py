@@ -12,6 +12,7 @@ import tensorflow as tf
 # Keras's stateless machinery has no public entry points for a TensorFlow-backend optimizer:
 # the TF backend refuses stateless_apply, so ours runs the backend-independent implementation and
 # needs to know when it is inside its StatelessScope.
+from keras.src import backend
 from keras.src.backend.common.stateless_scope import in_stateless_scope
 from keras.src.optimizers.base_optimizer import BaseOptimizer
 
@@ -22,7 +23,8 @@ from tf_ftrl._slot_conversion import cast_message, convert_slot, converted_messa
 from tf_ftrl._slot_conversion import converting
 from tf_ftrl._optimizer_common import (SpecDispatch, checked_rowwise, checked_state_dtype,
                                        in_xla_context, rowwise_config,
-                                       rows_update_in_state_dtype, stochastic_places)
+                                       rows_update_in_state_dtype, sparse_index_check,
+                                       stochastic_places)
 from tf_ftrl._update_log import UpdateLog
 from tf_ftrl import huge_pages as _huge_pages
 from tf_ftrl.huge_pages import advise_in_step
@@ -287,14 +289,37 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
 
         Keras 3 densifies sparse gradients when it clips them and fails when it unscales them
         (`loss_scale_factor`). Here both happen on the sparse gradients, exactly as they would
-        on their densified form: clipping sees each index's rows summed. Nothing on the
-        optimizer changes during a step: under a distribution strategy every replica runs this
-        on the same object at once.
+        on their densified form: clipping sees each index's rows summed. Every index of the
+        sparse gradients is checked before the step writes anything (on the CPU, outside XLA):
+        a bad one fails the step with nothing changed. Nothing on the optimizer changes during
+        a step: under a distribution strategy every replica runs this on the same object at
+        once.
         """
         if self.loss_scale_factor is not None:
             grads = [_UnscalableIndexedSlices(g.values, g.indices, g.dense_shape)
                      if isinstance(g, tf.IndexedSlices) else g for g in grads]
-        return super().apply(grads, trainable_variables)
+        grads = list(grads)
+        if trainable_variables is not None:
+            trainable_variables = list(trainable_variables)
+            if not self.built and grads:
+                # Built here, as Keras builds it, so that the slots are not made under the
+                # step's control dependency below.
+                with backend.name_scope(self.name, caller=self):
+                    self.build(trainable_variables)
+                self.built = True
+        variables = (self._trainable_variables if trainable_variables is None
+                     else trainable_variables)
+        check = None
+        if self.built and not in_stateless_scope() and len(variables) == len(grads):
+            check = sparse_index_check(
+                grads, [None if v is None else tf_variable(v) for v in variables],
+                [getattr(v, "path", None) or getattr(v, "name", "") for v in variables])
+        if check is None:
+            return super().apply(grads, trainable_variables)
+        # Every write of the step (weight decay, updates, constraints, the step count) after
+        # every index has been checked.
+        with tf.control_dependencies([check]):
+            return super().apply(grads, trainable_variables)
 
     def _clip_gradients(self, grads):
         if not any(isinstance(g, tf.IndexedSlices) for g in grads):
