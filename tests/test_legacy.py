@@ -201,6 +201,17 @@ def test_errors_are_tf_keras_errors(optimizers):
     assert kinds == {"ValueError", "TypeError"}
 
 
+def test_nan_and_infinite_arguments_are_rejected(optimizers):
+    # tf_keras lets NaN through; ours name the argument.
+    entries = optimizers["non_finite_errors"]
+    assert len(entries) == 16
+    for entry in entries:
+        assert entry["ours"] is not None, entry
+        assert "finite" in entry["ours"] and entry["argument"] in entry["ours"], entry
+        assert entry["value"] in entry["ours"], entry
+    assert any(entry["stock"] is None for entry in entries if entry["value"] == "nan")
+
+
 # --- the OptimizerV2 API, inherited ---
 
 

@@ -71,6 +71,23 @@ def test_ftrl_rejects_what_keras_rejects(kwargs, pattern):
         tf_ftrl.Ftrl(**kwargs)
 
 
+@pytest.mark.parametrize("name, argument", [
+    ("Ftrl", "initial_accumulator_value"), ("Ftrl", "learning_rate_power"),
+    ("Ftrl", "l1_regularization_strength"), ("Ftrl", "l2_regularization_strength"),
+    ("Ftrl", "l2_shrinkage_regularization_strength"), ("Ftrl", "beta"),
+    ("Adagrad", "initial_accumulator_value"), ("Adagrad", "epsilon")])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")],
+                         ids=["nan", "inf", "-inf"])
+def test_nan_and_infinite_arguments_are_rejected(name, argument, value):
+    # Keras lets NaN through (its bounds are comparisons); the ops would reject most at the first
+    # step, and nothing an initial accumulator value, whose weights then become NaN.
+    if value != value:
+        getattr(keras.optimizers, name)(**{argument: value})
+    with pytest.raises(ValueError, match=re.escape(
+            f"`{argument}` needs to be finite. Received: {argument}={value}.")):
+        getattr(tf_ftrl, name)(**{argument: value})
+
+
 def test_adagrad_rejects_negative_values():
     with pytest.raises(ValueError, match="`initial_accumulator_value` needs to be positive"):
         tf_ftrl.Adagrad(initial_accumulator_value=-0.1)

@@ -11,9 +11,15 @@ from tf_ftrl._specs import LEARNING_RATE
 
 def check_bound(argument, value):
     """Raises Keras's ValueError if `value` is outside the bound of `argument` (an Argument of
-    `_specs`)."""
+    `_specs`), and one in the same words if it is NaN or infinite, which Keras lets through: the
+    ops reject such hyperparameters only at the first step, and nothing rejects an initial
+    accumulator value of NaN, whose weights then become NaN."""
     if argument.numbers_only and not isinstance(value, numbers.Real):
         return
+    if (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and not math.isfinite(value)):
+        raise ValueError(f"`{argument.name}` needs to be finite. "
+                         f"Received: {argument.name}={value}.")
     if argument.bound.violated_by(value):
         raise ValueError(f"`{argument.name}` needs to be {argument.bound.keras_words}. "
                          f"Received: {argument.name}={value}.")

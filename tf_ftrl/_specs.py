@@ -26,7 +26,7 @@ class Bound:
     at_most_zero: bool
 
     def violated_by(self, value):
-        # A comparison, as Keras makes it: NaN passes (the ops reject it at the first step).
+        # A comparison, as Keras makes it (check_bound rejects NaN and infinities first).
         return value > 0.0 if self.at_most_zero else value < 0.0
 
 

@@ -294,6 +294,29 @@ def errors():
     return result
 
 
+def non_finite_errors():
+    """Our ValueError for NaN and infinite arguments, which tf_keras's optimizers let through."""
+    arguments = {
+        "Ftrl": ["initial_accumulator_value", "learning_rate_power", "l1_regularization_strength",
+                 "l2_regularization_strength", "l2_shrinkage_regularization_strength", "beta"],
+        "Adagrad": ["initial_accumulator_value", "epsilon"],
+    }
+    result = []
+    for name, names in arguments.items():
+        ours, stock = classes(name)
+        for argument in names:
+            for value in (float("nan"), float("inf")):
+                entry = {"optimizer": name, "argument": argument, "value": str(value)}
+                for side, cls in (("ours", ours), ("stock", stock)):
+                    try:
+                        cls(**{argument: value})
+                        entry[side] = None
+                    except ValueError as e:
+                        entry[side] = str(e)
+                result.append(entry)
+    return result
+
+
 def optimizer_api():
     """minimize, get_updates (graph mode), slots, weights, set_weights and model.fit, each for
     ours next to tf_keras's."""
@@ -489,6 +512,7 @@ def run_optimizers():
         "configs": configs(),
         "learning_rate_kwargs": learning_rate_kwargs(),
         "errors": errors(),
+        "non_finite_errors": non_finite_errors(),
         "api": optimizer_api(),
         "multiply_linear_by_lr": multiply_linear_by_lr(),
         "docstrings": {name: classes(name)[0].__doc__ for name in ("Ftrl", "Adagrad")},

@@ -1,5 +1,8 @@
 """`tf_ftrl.legacy.Adagrad`: tf_keras's legacy Adagrad optimizer on the fused kernels."""
 
+import math
+import numbers
+
 import tensorflow as tf
 import tf_keras
 
@@ -46,6 +49,11 @@ class Adagrad(FusedOptimizerV2):
         if initial_accumulator_value < 0.0:
             raise ValueError(
                 f"initial_accumulator_value must be non-negative: {initial_accumulator_value}")
+        # Which tf_keras lets through: NaN weights, or an error only at the first step.
+        for argument, value in (("initial_accumulator_value", initial_accumulator_value),
+                                ("epsilon", epsilon)):
+            if isinstance(value, numbers.Real) and not math.isfinite(value):
+                raise ValueError(f"{argument} must be finite: {value}")
         super().__init__(name, learning_rate, initial_accumulator_value, **kwargs)
         self.epsilon = epsilon or tf_keras.backend.epsilon()
 
