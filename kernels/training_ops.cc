@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+
 #include "kernels/optimizers.h"
 #include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
@@ -29,6 +31,13 @@ ShapeHandle VariableShape(InferenceContext* c, int input) {
   const auto* handle_data = c->input_handle_shapes_and_types(input);
   if (handle_data != nullptr && handle_data->size() == 1) return (*handle_data)[0].shape;
   return c->UnknownShape();
+}
+
+// A shape function's failure, opened with the words the kernels use for the same problem (the
+// shape function fails first, as a graph is built, with shape inference's own words after them).
+absl::Status Explained(const absl::Status& status, const std::string& what) {
+  if (status.ok()) return status;
+  return absl::InvalidArgumentError(absl::StrCat(what, ": ", status.message()));
 }
 
 absl::Status ScalarInputs(InferenceContext* c, int first, int end) {
@@ -54,53 +63,65 @@ absl::Status RoundingShapes(InferenceContext* c) {
   return absl::OkStatus();
 }
 
-// Merges the shapes of the variable inputs [1, per_row.size()) into var's `shape`; a per-row
-// variable holds one value per row of var (shape [var.shape[0]]).
+// Merges the shapes of the variable inputs [1, per_row.size()) (named `names`) into var's
+// `shape`; a per-row variable holds one value per row of var (shape [var.shape[0]]).
 absl::Status MergeVariables(InferenceContext* c, const std::vector<bool>& per_row,
-                            ShapeHandle* shape) {
+                            const std::vector<std::string>& names, ShapeHandle* shape) {
   *shape = VariableShape(c, 0);
   for (size_t i = 1; i < per_row.size(); ++i) {
     if (per_row[i]) {
-      TF_RETURN_IF_ERROR(c->WithRankAtLeast(*shape, 1, shape));
+      const std::string what = absl::StrCat(names[i], " must hold one value per row of var");
+      TF_RETURN_IF_ERROR(Explained(c->WithRankAtLeast(*shape, 1, shape), what));
       ShapeHandle rows;
-      TF_RETURN_IF_ERROR(c->WithRank(VariableShape(c, static_cast<int>(i)), 1, &rows));
+      TF_RETURN_IF_ERROR(
+          Explained(c->WithRank(VariableShape(c, static_cast<int>(i)), 1, &rows), what));
       shape_inference::DimensionHandle unused;
-      TF_RETURN_IF_ERROR(c->Merge(c->Dim(*shape, 0), c->Dim(rows, 0), &unused));
+      TF_RETURN_IF_ERROR(Explained(c->Merge(c->Dim(*shape, 0), c->Dim(rows, 0), &unused), what));
     } else {
-      TF_RETURN_IF_ERROR(c->Merge(*shape, VariableShape(c, static_cast<int>(i)), shape));
+      TF_RETURN_IF_ERROR(
+          Explained(c->Merge(*shape, VariableShape(c, static_cast<int>(i)), shape),
+                    absl::StrCat("var and ", names[i], " do not have the same shape")));
     }
   }
   return absl::OkStatus();
 }
 
 // Inputs [0, num_variables) are variables (of var's shape, or one value per row); grad follows.
-absl::Status DenseShapeFn(InferenceContext* c, const std::vector<bool>& per_row) {
+absl::Status DenseShapeFn(InferenceContext* c, const std::vector<bool>& per_row,
+                          const std::vector<std::string>& names) {
   const int num_variables = static_cast<int>(per_row.size());
   ShapeHandle shape;
-  TF_RETURN_IF_ERROR(MergeVariables(c, per_row, &shape));
-  TF_RETURN_IF_ERROR(c->Merge(shape, c->input(num_variables), &shape));
+  TF_RETURN_IF_ERROR(MergeVariables(c, per_row, names, &shape));
+  TF_RETURN_IF_ERROR(Explained(c->Merge(shape, c->input(num_variables), &shape),
+                               "var and grad do not have the same shape"));
   return ScalarInputs(c, num_variables + 1, c->num_inputs() - RoundingInputs(c));
 }
 
 // Inputs [0, num_variables) are variables (of var's shape, rank >= 1, or one value per row),
 // then grad, then indices:
 // grad is [len(indices)] + var.shape[1:].
-absl::Status SparseShapeFn(InferenceContext* c, const std::vector<bool>& per_row) {
+absl::Status SparseShapeFn(InferenceContext* c, const std::vector<bool>& per_row,
+                           const std::vector<std::string>& names) {
   const int num_variables = static_cast<int>(per_row.size());
   ShapeHandle shape;
-  TF_RETURN_IF_ERROR(MergeVariables(c, per_row, &shape));
-  TF_RETURN_IF_ERROR(c->WithRankAtLeast(shape, 1, &shape));
+  TF_RETURN_IF_ERROR(MergeVariables(c, per_row, names, &shape));
+  TF_RETURN_IF_ERROR(
+      Explained(c->WithRankAtLeast(shape, 1, &shape), "var must be at least 1-D"));
   ShapeHandle grad;
-  TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(num_variables), 1, &grad));
+  const char* const grad_rows = "grad must be the same size as indices in the first dimension";
+  TF_RETURN_IF_ERROR(Explained(c->WithRankAtLeast(c->input(num_variables), 1, &grad), grad_rows));
   ShapeHandle indices;
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(num_variables + 1), 1, &indices));
+  TF_RETURN_IF_ERROR(Explained(c->WithRank(c->input(num_variables + 1), 1, &indices),
+                               "indices must be a vector"));
   shape_inference::DimensionHandle unused_dim;
-  TF_RETURN_IF_ERROR(c->Merge(c->Dim(grad, 0), c->Dim(indices, 0), &unused_dim));
+  TF_RETURN_IF_ERROR(
+      Explained(c->Merge(c->Dim(grad, 0), c->Dim(indices, 0), &unused_dim), grad_rows));
   ShapeHandle var_row;
   ShapeHandle grad_row;
+  const char* const beyond = "var and grad do not agree beyond the first dimension";
   TF_RETURN_IF_ERROR(c->Subshape(shape, 1, &var_row));
   TF_RETURN_IF_ERROR(c->Subshape(grad, 1, &grad_row));
-  TF_RETURN_IF_ERROR(c->Merge(var_row, grad_row, &var_row));
+  TF_RETURN_IF_ERROR(Explained(c->Merge(var_row, grad_row, &var_row), beyond));
   return ScalarInputs(c, num_variables + 2, c->num_inputs() - RoundingInputs(c));
 }
 
@@ -138,9 +159,11 @@ void RegisterOps() {
             ": bool = " + (Optimizer::kFlag.default_value ? "true" : "false"));
     const std::vector<bool> per_row(std::begin(Optimizer::kPerRow),
                                     std::end(Optimizer::kPerRow));
-    op.SetShapeFn([per_row, sparse](InferenceContext* c) {
+    const std::vector<std::string> names(std::begin(Optimizer::kStateNames),
+                                         std::end(Optimizer::kStateNames));
+    op.SetShapeFn([per_row, names, sparse](InferenceContext* c) {
       TF_RETURN_IF_ERROR(RoundingShapes(c));
-      return sparse ? SparseShapeFn(c, per_row) : DenseShapeFn(c, per_row);
+      return sparse ? SparseShapeFn(c, per_row, names) : DenseShapeFn(c, per_row, names);
     });
     op.Doc(std::string("\nFused one-pass ") + Optimizer::kSummary + "\n" +
            (sparse ? "Only the rows named by indices change; duplicate indices are summed first, "
@@ -185,9 +208,14 @@ void RegisterMultiOp() {
     for (int g = 0; g < n; ++g) {
       ShapeHandle shape = VariableShape(c, g);
       for (int i = 1; i < num_states; ++i) {
-        TF_RETURN_IF_ERROR(c->Merge(shape, VariableShape(c, i * n + g), &shape));
+        TF_RETURN_IF_ERROR(Explained(
+            c->Merge(shape, VariableShape(c, i * n + g), &shape),
+            absl::StrCat("var[", g, "] and ", Optimizer::kStateNames[i], "[", g,
+                         "] do not have the same shape")));
       }
-      TF_RETURN_IF_ERROR(c->Merge(shape, c->input(num_states * n + g), &shape));
+      TF_RETURN_IF_ERROR(Explained(
+          c->Merge(shape, c->input(num_states * n + g), &shape),
+          absl::StrCat("var[", g, "] and grad[", g, "] do not have the same shape")));
     }
     const int first_rounding = c->num_inputs() - m;
     TF_RETURN_IF_ERROR(ScalarInputs(c, (num_states + 1) * n, first_rounding));

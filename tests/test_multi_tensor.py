@@ -161,8 +161,13 @@ def test_the_ops_shape_function_checks_each_variable():
     def step(g):
         tf_ftrl.ops.multi_apply_adagrad(v, a, g, lr=0.1)
 
-    with pytest.raises(ValueError, match="Shapes must be equal rank|Dimension"):
+    with pytest.raises(ValueError, match=r"var\[1\] and grad\[1\] do not have the same shape: "
+                                         r".*Dimension"):
         step.get_concrete_function([tf.TensorSpec((2, 3)), tf.TensorSpec((5,))])
+    a[1] = tf.Variable(tf.zeros((3,)))
+    with pytest.raises(ValueError, match=r"var\[1\] and accum\[1\] do not have the same "
+                                         r"shape: "):
+        step.get_concrete_function([tf.TensorSpec((2, 3)), tf.TensorSpec((4,))])
 
 
 @pytest.mark.parametrize("parts", [1, 2, 3, 7, 50])

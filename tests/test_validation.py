@@ -83,6 +83,45 @@ def test_grad_row_shape_must_match_var(rng, kind):
                     r"\[2,5\]", call, kind, x, indices=[0, 1])
 
 
+@pytest.mark.parametrize("kind, grad_shape, indices, words", [
+    ("sparse_ftrl", (2, 5), [0, 1], "var and grad do not agree beyond the first dimension"),
+    ("sparse_adagrad", (2, 4, 1), [0, 1],
+     "var and grad do not agree beyond the first dimension"),
+    ("sparse_ftrl", (3, 4), [0, 1, 2, 3],
+     "grad must be the same size as indices in the first dimension"),
+    ("sparse_adagrad", (2, 4), [[0, 1]], "indices must be a vector"),
+    ("ftrl", (10, 5), None, "var and grad do not have the same shape"),
+    ("adagrad", (4,), None, "var and grad do not have the same shape"),
+])
+def test_shape_errors_in_a_graph_open_with_the_kernels_words(rng, kind, grad_shape, indices,
+                                                             words):
+    # In a tf.function the op's shape function fails first, as the graph is built (a
+    # ValueError, as for TensorFlow's own ops); its message opens with what the kernel would say.
+    x = Inputs(rng, (10, 4), tf.float32, grad_shape=grad_shape, slots=slots(kind))
+    before = bits(x)
+
+    @tf.function
+    def step():
+        call(kind, x, indices=None if indices is None else tf.constant(indices))
+
+    with pytest.raises(ValueError, match=rf"{words}: "):
+        step()
+    assert bits(x) == before
+
+
+def test_rowwise_accumulator_shape_error_in_a_graph_names_it():
+    var = tf.Variable(tf.zeros((10, 4)))
+    accum = tf.Variable(tf.zeros((9,)))
+
+    @tf.function
+    def step():
+        tf_ftrl.ops.sparse_apply_rowwise_adagrad(var, accum, tf.ones((2, 4)), tf.constant([0, 1]),
+                                                 **ADAGRAD)
+
+    with pytest.raises(ValueError, match="accum must hold one value per row of var: "):
+        step()
+
+
 @pytest.mark.parametrize("kind", SPARSE)
 @pytest.mark.parametrize("index_dtype", [tf.int32, tf.int64], ids=lambda d: d.name)
 @pytest.mark.parametrize("indices, grad_shape, shape", [
