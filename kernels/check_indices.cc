@@ -3,11 +3,16 @@
 // every write of the step wait for it, so that a step with one bad index changes no variable, no
 // slot and no step count (each fused op checks its own indices too, but other updates of the
 // step may have run by then).
+#include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cpu_vector_copy.h"
+#include "kernels/numeric.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -38,16 +43,40 @@ names: each gradient's variable, for the error.
 
 namespace {
 
-// The first position of indices[0, n) outside [0, num_rows), or -1. The whole list is read in a
-// loop without an early exit (it vectorises); the position is looked for only when one exists.
+// The largest of indices[0, n) as an unsigned number of the index's width, where a negative
+// index is above every non-negative one: a max reduction, which vectorises, run in the widest
+// copy the CPU has (cpu_vector_copy.h; the baseline x86-64 copy has no unsigned vector max).
+template <typename Index>
+struct LargestUnsigned {
+  const Index* indices;
+  int64_t n;
+  std::make_unsigned_t<Index>* result;
+
+  TF_FTRL_INLINE void operator()() const {
+    using Unsigned = std::make_unsigned_t<Index>;
+    Unsigned largest = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const Unsigned value = static_cast<Unsigned>(indices[i]);
+      largest = value > largest ? value : largest;
+    }
+    *result = largest;
+  }
+};
+
+// The first position of indices[0, n) outside [0, num_rows), or -1. The whole list is reduced
+// first (26 lists of 4,096 int32 indices: 8 us in the AVX-512 copy, 79 for a loop that stops at
+// the first bad index); the position is looked for only when one exists.
 template <typename Index>
 int64_t FirstOutOfRange(const Index* indices, int64_t n, int64_t num_rows) {
+  if (n == 0) return -1;
   const uint64_t bound = static_cast<uint64_t>(num_rows < 0 ? 0 : num_rows);
-  bool any = false;
-  for (int64_t i = 0; i < n; ++i) {
-    any |= static_cast<uint64_t>(static_cast<int64_t>(indices[i])) >= bound;
-  }
-  if (!any) return -1;
+  // Non-negative indices are at most Index's maximum; negative ones are above it as unsigned.
+  const uint64_t limit =
+      std::min(bound, static_cast<uint64_t>(std::numeric_limits<Index>::max()) + 1);
+  std::make_unsigned_t<Index> largest = 0;
+  tf_ftrl::cpu::internal::RunIn(tf_ftrl::cpu::internal::BestVectorCopy(),
+                                LargestUnsigned<Index>{indices, n, &largest});
+  if (static_cast<uint64_t>(largest) < limit) return -1;
   for (int64_t i = 0; i < n; ++i) {
     if (static_cast<uint64_t>(static_cast<int64_t>(indices[i])) >= bound) return i;
   }

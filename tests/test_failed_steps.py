@@ -6,7 +6,10 @@ TF_USE_LEGACY_KERAS=1), eagerly, in a `tf.function`, and under MirroredStrategy 
 where only the second replica's batch holds the bad index.
 
 (Each fused op checks its own indices before it writes; without the optimizers' check of the
-whole step first, the step's other updates, run before the failing one, would stay applied.)"""
+whole step first, the step's other updates, run before the failing one, would stay applied.)
+The check op itself on the edges of its reduction: the first bad index anywhere in lists of
+several lengths, negative int32 indices of a table of more than 2^32 rows, int64 extremes, empty
+lists, and the list named."""
 
 import pytest
 
@@ -137,3 +140,68 @@ def test_the_steps_after_a_failed_one_are_those_of_a_run_without_it(failed_steps
     flavour, results = failed_steps
     for name, result in results.items():
         assert result["continued"], (flavour, name)
+
+
+# --- the check itself (FusedCheckSparseIndices), on the edges of its reduction ---
+
+
+def _check(indices, num_rows, names=None):
+    import tensorflow as tf
+
+    from tf_ftrl import ops
+
+    names = names or [f"v{i}" for i in range(len(indices))]
+    ops.load_library().fused_check_sparse_indices(
+        indices=indices, num_rows=tf.constant(num_rows, tf.int64), names=names)
+
+
+@pytest.mark.parametrize("dtype", ["int32", "int64"])
+@pytest.mark.parametrize("n", [1, 7, 64, 4099])
+def test_check_finds_the_first_bad_index_anywhere(rng, dtype, n):
+    import tensorflow as tf
+
+    rows = 1000
+    values = rng.integers(0, rows, n)
+    _check([tf.constant(values, dtype)], [rows])  # all in range
+    for bad in (rows, -1, rows + 12345):
+        position = int(rng.integers(0, n))
+        wrong = values.copy()
+        wrong[position] = bad
+        if position + 1 < n:  # a later bad one too: the first is named
+            wrong[int(rng.integers(position + 1, n))] = -7
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=rf"v0: indices\[{position}\] = {bad} is not in \[0, {rows}\)"):
+            _check([tf.constant(wrong, dtype)], [rows])
+
+
+def test_check_edges_of_the_index_types():
+    import tensorflow as tf
+
+    # int32 indices of a table with more rows than 2^32: a negative one is still caught (its
+    # unsigned value is below the row count).
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"indices\[1\] = -1 is not in"):
+        _check([tf.constant([5, -1], tf.int32)], [5_000_000_000])
+    _check([tf.constant([2**31 - 1], tf.int32)], [5_000_000_000])
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=rf"indices\[0\] = {2**40} is not in \[0, 10\)"):
+        _check([tf.constant([2**40], tf.int64)], [10])
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"indices\[0\] = -9223372036854775808"):
+        _check([tf.constant([-(2**63)], tf.int64)], [10])
+    _check([tf.constant([], tf.int32), tf.constant([0], tf.int64)], [0, 1])  # empty: nothing
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"indices\[0\] = 0 is not in \[0, 0\)"):
+        _check([tf.constant([0], tf.int32)], [0])
+
+
+def test_check_names_the_list_that_holds_the_bad_index():
+    import tensorflow as tf
+
+    lists = [tf.constant([0, 1], tf.int32), tf.constant([2, 3], tf.int64),
+             tf.constant([4, 9], tf.int32)]
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"the sparse gradient of deep/table: indices\[1\] = 9 is not in "
+                             r"\[0, 5\)"):
+        _check(lists, [5, 5, 5], names=["a", "b", "deep/table"])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="num_rows must be a vector of 3"):
+        _check(lists, [5, 5], names=["a", "b", "c"])
