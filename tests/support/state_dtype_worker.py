@@ -54,20 +54,23 @@ def _gradients(rng, steps):
         indices[:4] = indices[0]
         out.append({"table_values": rng.normal(size=(12, DIM)).astype(np.float32),
                     "table_indices": indices, "kernel": rng.normal(size=(6, 3)).astype(np.float32),
-                    "bias": rng.normal(size=3).astype(np.float32)})
+                    "bias": rng.normal(size=3).astype(np.float32),
+                    "scale": np.float32(rng.normal())})
     return out
 
 
 def _apply(tf, optimizer, variables, grads):
-    table, kernel, bias = variables
+    table, kernel, bias, scale = variables
     optimizer.apply_gradients([
         (tf.IndexedSlices(tf.constant(grads["table_values"]), tf.constant(grads["table_indices"]),
                           tf.constant([ROWS, DIM])), table),
-        (tf.constant(grads["kernel"]), kernel), (tf.constant(grads["bias"]), bias)])
+        (tf.constant(grads["kernel"]), kernel), (tf.constant(grads["bias"]), bias),
+        (tf.constant(grads["scale"]), scale)])
 
 
 def _variables(tf, start):
-    return [tf.Variable(start[k]) for k in ("table", "kernel", "bias")]
+    # A scalar among them: its state converts between dtypes too.
+    return [tf.Variable(start[k]) for k in ("table", "kernel", "bias", "scale")]
 
 
 def _slots(optimizer, variables, names):
@@ -97,7 +100,8 @@ def main(seed):
     rng = np.random.default_rng(seed)
     start = {"table": rng.normal(size=(ROWS, DIM)).astype(np.float32),
              "kernel": rng.normal(size=(6, 3)).astype(np.float32),
-             "bias": rng.normal(size=3).astype(np.float32)}
+             "bias": rng.normal(size=3).astype(np.float32),
+             "scale": np.float32(rng.normal())}
     grads = _gradients(rng, 2)
     result = {"front_end": front_end}
     for name, arguments in (("Ftrl", FTRL), ("Adagrad", ADAGRAD)):

@@ -108,9 +108,9 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
             slot_variable_position, slot_name, variable, slot_variable_shape)
 
     def _restore_slot_variable(self, slot_name, variable, slot_variable):
-        # Called by add_slot for every slot it makes, before any restore deferred to it.
-        if len(slot_variable.shape) >= 1:
-            converting(slot_variable, self.__class__.__name__)
+        # Called by add_slot for every slot it makes, before any restore deferred to it (a
+        # scalar variable's slots too: their state may have been saved in another dtype).
+        converting(slot_variable, self.__class__.__name__)
         super()._restore_slot_variable(slot_name, variable, slot_variable)
 
     # SavedModels. TensorFlow saves an optimizer_v2's slots as slot variables (checkpoint keys

@@ -236,6 +236,17 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
         "accumulator" and only Ftrl's linear slot after its variable. `initializers_of(var,
         initializers)`, if given, gives var's slots' initializers in place of those (Ftrl's
         `warm_start`: a checkpoint's deferred restore still overwrites them)."""
+        self._making_slots = True
+        try:
+            return self._add_slots_of(var_list, initializers_of)
+        finally:
+            self._making_slots = False
+
+    # Whether the variables being made are slots (`_track_variable` gives them a converting
+    # restore).
+    _making_slots = False
+
+    def _add_slots_of(self, var_list, initializers_of):
         names = self._spec.slot_names
         initializers = [keras.initializers.Constant(getattr(self, slot.initial_value))
                         if slot.initial_value else "zeros" for slot in self._spec.slots]
@@ -640,8 +651,11 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
             target.assign(value)
 
     def _track_variable(self, variable):
-        # Before Keras tracks it: a checkpoint's deferred restore runs as it is tracked.
-        if len(variable.shape) >= 1:
+        # Before Keras tracks it: a checkpoint's deferred restore runs as it is tracked. Every
+        # slot (a scalar variable's too, whose state may have been saved in another dtype) and
+        # every other variable of rank >= 1; not the optimizer's own scalars (the step count,
+        # the learning rate), which no setting changes.
+        if len(variable.shape) >= 1 or self._making_slots:
             converting(variable, self.__class__.__name__)
         return super()._track_variable(variable)
 
