@@ -226,6 +226,9 @@ def test_reports_hyperparameters_and_differences(run, tmp_path):
     adagrad = convert_checkpoint.convert(run["sources"]["tf1_adagrad"]["path"],
                                          str(tmp_path / "a"), from_="tf1", to="tf1")
     assert adagrad.optimizer == "adagrad" and adagrad.complete
+    # Its note on TF1's missing hyperparameters speaks of Adagrad only.
+    assert any("hold no hyperparameters" in line for line in adagrad.advice)
+    assert not any("Ftrl" in line or "beta" in line for line in adagrad.advice), adagrad.advice
 
 
 def test_tf1_target_with_named_slots(run, tmp_path):

@@ -372,8 +372,9 @@ def _advice(state, target_format, target_optimizer=None):
     advice = []
     if state.format == "tf1":
         advice.append("TF1 checkpoints hold no hyperparameters: give the target optimizer the "
-                      "TF1 run's arguments (FtrlOptimizer's names and defaults carry over; "
-                      "beta=None is beta=0.0).")
+                      "TF1 run's arguments" + (
+                          " (FtrlOptimizer's names and defaults carry over; beta=None is "
+                          "beta=0.0)." if state.optimizer == "ftrl" else "."))
     if state.optimizer == "adagrad" and state.format == "tf1" and target_format != "tf1":
         advice.append("TF1's AdagradOptimizer has no epsilon: use tf_ftrl.Adagrad(epsilon=0.0) "
                       "or keras.optimizers.Adagrad(epsilon=0.0) for its update exactly; "
