@@ -637,7 +637,13 @@ def test_lost_worker_is_started_again_and_its_steps_are_rescheduled(tmp_path):
     restarted = re.findall(r"^local_cluster: started worker:1 \(pid (\d+)\)$", rest, re.M)
     assert_nothing_left({**started_pids(before), "worker:1 again": [int(restarted[0])]})
     cluster = json.loads((out / "cluster_report.json").read_text())
-    assert cluster["wide_iterations"] == cluster["deep_iterations"] == STEPS
+    # TensorFlow's coordinator runs a step at least once: a step whose worker died after its
+    # updates reached the server runs again on another worker ("a function may be executed more
+    # than once", ClusterCoordinator's documentation; seen once in some twenty runs of this
+    # test), so each optimizer's step count may exceed the steps by one per failure. The steps
+    # and examples the coordinator counts are exact.
+    for name in ("wide_iterations", "deep_iterations"):
+        assert STEPS <= cluster[name] <= STEPS + len(lost), (name, cluster[name], lost)
     (row,) = json.loads((out / "ctr_report.json").read_text())["results"]["tf_ftrl"]
     assert row["train_examples"] == STEPS * 64
     assert row["test_auc"] > 0.6, row  # uninterrupted runs: 0.637-0.652 (3 runs)
