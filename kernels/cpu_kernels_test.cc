@@ -133,6 +133,22 @@ void TestIndexValidation() {
   const int64_t negative[] = {-5};
   Check(!groups.Build(negative, 1, 10, &error) && error.position == 0 && error.value == -5,
         "negative index reported");
+  // Found while grouping: the first bad position is reported, after duplicates, at the end, and
+  // past the int32 range, whatever the grouping had done before it.
+  const int64_t late[] = {7, 1, 7, 9, 1, 7, 12, -1};
+  Check(!groups.Build(late, 8, 10, &error) && error.position == 6 && error.value == 12 &&
+            groups.num_unique() == 0 && groups.num_positions() == 0,
+        "the first out-of-range index after duplicates reported, no groups left");
+  Check(!groups.Build(late, 6, 7, &error) && error.position == 0 && error.value == 7,
+        "an index equal to the row count reported");
+  const int64_t huge[] = {3, int64_t{1} << 33};
+  Check(!groups.Build(huge, 2, 10, &error) && error.position == 1 &&
+            error.value == (int64_t{1} << 33),
+        "an index past the int32 range reported");
+  const int32_t negative32[] = {1, 2, 2, -2147483647 - 1};
+  Check(!groups.Build(negative32, 4, 10, &error) && error.position == 3 &&
+            error.value == -2147483647 - 1,
+        "the lowest int32 index reported");
   const int64_t dup[] = {4, 1, 4, 4, 1};
   Check(groups.Build(dup, 5, 10, &error) && groups.num_unique() == 2, "two unique rows");
   bool ascending = true;
@@ -585,6 +601,60 @@ void TestWeightedPieces(std::mt19937_64& rng) {
   }
   Check(ok, "WeightedPieces: ordered pieces covering every row, none over its share + one row "
             "(hot rows split or not)");
+}
+
+// ScheduleUniqueRows gives every unique row to exactly one shard, whether it shares the rows out
+// in equal numbers (duplicates too few to unbalance them) or in weighted pieces after summing the
+// hot rows' later chunks; which of the two it takes follows kFewDuplicatesShare.
+void TestScheduleUniqueRows(std::mt19937_64& rng) {
+  using cpu::internal::kFewDuplicatesShare;
+  using cpu::internal::kUpdateCostInDuplicates;
+  bool ok = true;
+  for (int trial = 0; trial < 60; ++trial) {
+    const int64_t threads = int64_t{1} << (trial % 4);
+    const int64_t n = 4000 + static_cast<int64_t>(rng() % 20000);
+    // Uniform over many rows (a few duplicates), over fewer rows, or with a hot id.
+    const int64_t rows = trial % 3 == 0 ? 2'000'000 : trial % 3 == 1 ? 3 * n : 5 * n;
+    std::vector<int64_t> indices(n);
+    for (auto& i : indices) i = static_cast<int64_t>(rng() % rows);
+    if (trial % 3 == 2) {
+      for (int64_t p = 0; p < n; p += 5) indices[p] = 17;
+    }
+    RowGroups groups;
+    IndexError error;
+    ok = ok && groups.Build(indices.data(), n, rows, &error);
+    const int64_t num_unique = groups.num_unique();
+    const int64_t duplicates = n - num_unique;
+    const bool equal_numbers =
+        groups.later_chunk_starts().empty() &&
+        kFewDuplicatesShare * duplicates * threads <= num_unique * kUpdateCostInDuplicates;
+    std::vector<int64_t> totals;
+    const cpu::ParallelFor pool(
+        [&](int64_t total, int64_t, const std::function<void(int64_t, int64_t)>& fn) {
+          totals.push_back(total);
+          for (int64_t b = 0; b < total; b += 7) fn(b, std::min(total, b + 7));
+        },
+        threads);
+    const std::vector<float> grad(n * 64, 1.0f);
+    std::vector<int> seen(num_unique, 0);
+    bool split_seen = false;
+    cpu::internal::ScheduleUniqueRows(
+        groups, grad.data(), 64, 1, pool,
+        [&](int64_t begin, int64_t end, const cpu::internal::SplitSums<float>& split) {
+          split_seen = split_seen || split.num_groups > 0;
+          for (int64_t u = begin; u < end; ++u) ++seen[u];
+        });
+    for (int64_t u = 0; u < num_unique; ++u) ok = ok && seen[u] == 1;
+    // Rows in equal numbers: one call of the pool over the unique rows; weighted: at most
+    // kMaxWeightedPieces pieces, after a call summing the chunks where a hot row was split.
+    ok = ok && !totals.empty() &&
+         (equal_numbers ? totals.size() == 1 && totals[0] == num_unique && !split_seen
+                        : totals.back() <= cpu::internal::kMaxWeightedPieces);
+    if (trial % 3 == 0) ok = ok && equal_numbers;
+    if (trial % 3 == 2) ok = ok && !equal_numbers;
+  }
+  Check(ok, "ScheduleUniqueRows: every unique row in one shard, rows in equal numbers only where "
+            "the duplicates are few");
 }
 
 // RunEnd and RunBegin (the CUDA sparse kernels' runs and chunks) against std::upper_bound and
@@ -1287,6 +1357,7 @@ int main() {
   Case("HalfConversions", [&] { TestHalfConversions(); });
   Case("RunEnd", [&] { TestRunEnd(rng); });
   Case("WeightedPieces", [&] { TestWeightedPieces(rng); });
+  Case("ScheduleUniqueRows", [&] { TestScheduleUniqueRows(rng); });
   each_type("VectorCopiesAgree", [&](auto type, const char* name) {
     TestVectorCopiesAgree<decltype(type)>(rng, name);
   });
