@@ -205,6 +205,18 @@ def test_constant_zero_learning_rate_is_accepted(name):
     assert CONSTRUCTORS[name](learning_rate=0.0) is not None
 
 
+@pytest.mark.parametrize("name", sorted(CONSTRUCTORS))
+def test_stochastic_rounding_takes_only_true_or_false(name):
+    # Its truth value would make "no" (or "False" from a config file) mean True.
+    for value in ["no", "False", 0, None]:
+        with pytest.raises(ValueError, match=r"`stochastic_rounding` must be True or False. "
+                                             rf"Received: stochastic_rounding={value!r}"):
+            CONSTRUCTORS[name](stochastic_rounding=value)
+    for value in [False, np.bool_(True)]:
+        optimizer = CONSTRUCTORS[name](stochastic_rounding=value)
+        assert optimizer.stochastic_rounding is bool(value)
+
+
 @pytest.mark.parametrize("name", ["keras/Ftrl", "legacy/Ftrl"])
 def test_negative_beta_is_named(name):
     with pytest.raises(ValueError, match=r"`beta` needs to be positive or zero. "

@@ -358,6 +358,65 @@ def test_set_weights_and_own_variables_restore_state(rng):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
+@pytest.mark.parametrize("name", ["Ftrl", "Adagrad"])
+def test_set_weights_converts_the_other_layout_and_dtype(rng, name):
+    """Element-wise float32 state set into a row-wise bfloat16 optimizer, and that back into an
+    element-wise float32 one: accumulators by the row's mean and by repeating it, every slot
+    cast, with the warnings `load_own_variables` gives."""
+    cls = getattr(tf_ftrl, name)
+    init = rng.normal(size=(6, 4)).astype(np.float32)
+    source = cls(learning_rate=0.1)
+    source_var = keras.Variable(init)
+    for _ in range(3):
+        source.apply([rng.normal(size=(6, 4)).astype(np.float32)], [source_var])
+    saved = [v.numpy() for v in source.variables]
+
+    rowwise = cls(learning_rate=0.1, rowwise=True, state_dtype="bfloat16")
+    rowwise.build([keras.Variable(init)])
+    with pytest.warns(UserWarning) as caught:
+        rowwise.set_weights(saved)
+    messages = " ".join(str(w.message) for w in caught)
+    assert "element-wise accumulators became row-wise ones" in messages
+    assert "converted to the optimizer's `state_dtype`" in messages
+    per_row = [v for v in rowwise.variables if tuple(v.shape) == (6,)]
+    assert len(per_row) == 1 and per_row[0].dtype == "bfloat16"
+    for variable, value in zip(rowwise.variables, saved):
+        expected = value
+        if tuple(variable.shape) != value.shape:
+            expected = value.astype(np.float64).mean(axis=1).astype(np.float32)
+        expected = tf.cast(expected, variable.dtype).numpy()
+        np.testing.assert_array_equal(variable.numpy(), expected, err_msg=variable.path)
+
+    element_wise = cls(learning_rate=0.1)
+    element_wise.build([keras.Variable(init)])
+    rowwise_state = [v.numpy() for v in rowwise.variables]
+    with pytest.warns(UserWarning, match="row-wise accumulators became element-wise ones"):
+        element_wise.set_weights(rowwise_state)
+    for variable, value in zip(element_wise.variables, rowwise_state):
+        expected = tf.cast(value, variable.dtype).numpy()
+        if tuple(variable.shape) != value.shape:
+            expected = np.repeat(expected[:, None], 4, axis=1)
+        np.testing.assert_array_equal(variable.numpy(), expected, err_msg=variable.path)
+
+
+def test_set_weights_that_do_not_fit_change_nothing(rng):
+    variable = keras.Variable(rng.normal(size=(6, 4)).astype(np.float32))
+    optimizer = tf_ftrl.Ftrl(learning_rate=0.1)
+    optimizer.apply([rng.normal(size=(6, 4)).astype(np.float32)], [variable])
+    before = [v.numpy() for v in optimizer.variables]
+    # Every weight but the last fits: the step count and the first slots must not be set.
+    weights = [v + 1 for v in before]
+    weights[-1] = np.ones((5, 4), np.float32)
+    with pytest.raises(ValueError, match=r"has shape \(5, 4\), which cannot be converted"):
+        optimizer.set_weights(weights)
+    with pytest.raises(ValueError, match=f"got 2 weights for its {len(before)} variables"):
+        optimizer.set_weights(weights[:2])
+    for variable_after, value in zip(optimizer.variables, before):
+        np.testing.assert_array_equal(variable_after.numpy(), value, err_msg=variable_after.path)
+    with pytest.raises(ValueError, match="before it is built"):
+        tf_ftrl.Adagrad().set_weights([])
+
+
 def test_weight_decay_respects_exclusions(rng):
     decayed = keras.Variable(rng.normal(size=(3,)).astype(np.float32), name="decayed")
     excluded = keras.Variable(rng.normal(size=(3,)).astype(np.float32), name="excluded")

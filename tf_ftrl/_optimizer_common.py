@@ -72,6 +72,15 @@ def rowwise_config(rowwise):
     return list(rowwise) if isinstance(rowwise, tuple) else rowwise
 
 
+def checked_stochastic_rounding(stochastic_rounding):
+    """`stochastic_rounding` as a bool; anything but True or False (a string such as "no", a
+    number) is an error rather than its truth value."""
+    if isinstance(stochastic_rounding, (bool, np.bool_)):
+        return bool(stochastic_rounding)
+    raise ValueError(f"`stochastic_rounding` must be True or False. Received: "
+                     f"stochastic_rounding={stochastic_rounding!r}")
+
+
 def checked_state_dtype(state_dtype):
     """`state_dtype` as a dtype name ("bfloat16", "float16"), or None (the variable's dtype)."""
     if state_dtype is None:

@@ -14,6 +14,7 @@ from tf_ftrl._arguments import (check_learning_rate, checked_learning_rate,
                                 describe_learning_rate)
 from tf_ftrl._slot_conversion import cast_message, convert_slot, converted_message, converting
 from tf_ftrl._optimizer_common import (SpecDispatch, checked_rowwise, checked_state_dtype,
+                                       checked_stochastic_rounding,
                                        in_xla_context, rowwise_config, sparse_index_check)
 from tf_ftrl._update_log import UpdateLog
 from tf_ftrl import huge_pages as _huge_pages
@@ -47,7 +48,7 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
         self.huge_pages = _huge_pages.checked_option(huge_pages)
         self.rowwise = checked_rowwise(rowwise)
         self.state_dtype = checked_state_dtype(state_dtype)
-        self.stochastic_rounding = bool(stochastic_rounding)
+        self.stochastic_rounding = checked_stochastic_rounding(stochastic_rounding)
         # `lr` is OptimizerV2's deprecated alias (validated and warned about there); tf_keras's
         # Adagrad honours it, its Ftrl silently ignores it: both of ours honour it.
         learning_rate = kwargs.get("lr", learning_rate)
@@ -110,7 +111,7 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
     def _restore_slot_variable(self, slot_name, variable, slot_variable):
         # Called by add_slot for every slot it makes, before any restore deferred to it (a
         # scalar variable's slots too: their state may have been saved in another dtype).
-        converting(slot_variable, self.__class__.__name__)
+        converting(slot_variable, f"legacy.{self.__class__.__name__}")
         super()._restore_slot_variable(slot_name, variable, slot_variable)
 
     # SavedModels. TensorFlow saves an optimizer_v2's slots as slot variables (checkpoint keys
@@ -330,13 +331,13 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
                 if saved_dtype != param.dtype.base_dtype:
                     cast.append(f"{param.name} {saved_dtype.name} -> {param.dtype.base_dtype.name}")
                     weights[i] = tf.cast(np.asarray(weights[i]), param.dtype.base_dtype).numpy()
+            name = f"legacy.{self.__class__.__name__}"
             for rowwise, entries in converted.items():
                 if entries:
-                    warnings.warn(converted_message(self.__class__.__name__, rowwise, entries),
-                                  UserWarning, stacklevel=stacklevel)
+                    warnings.warn(converted_message(name, rowwise, entries), UserWarning,
+                                  stacklevel=stacklevel)
             if cast:
-                warnings.warn(cast_message(self.__class__.__name__, cast), UserWarning,
-                              stacklevel=stacklevel)
+                warnings.warn(cast_message(name, cast), UserWarning, stacklevel=stacklevel)
         return weights
 
     # `.keras` files (tf_keras's saving_lib: model.save("x.keras"), load_model, save_weights and

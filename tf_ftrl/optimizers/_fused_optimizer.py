@@ -22,6 +22,7 @@ from tf_ftrl._arguments import (check_arguments, check_learning_rate, checked_le
 from tf_ftrl._slot_conversion import cast_message, convert_slot, converted_message
 from tf_ftrl._slot_conversion import converting
 from tf_ftrl._optimizer_common import (SpecDispatch, checked_rowwise, checked_state_dtype,
+                                       checked_stochastic_rounding,
                                        in_xla_context, rowwise_config,
                                        rows_update_in_state_dtype, sparse_index_check,
                                        stochastic_places)
@@ -185,7 +186,7 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
         self.huge_pages = _huge_pages.checked_option(huge_pages)
         self.rowwise = checked_rowwise(rowwise)
         self.state_dtype = checked_state_dtype(state_dtype)
-        self.stochastic_rounding = bool(stochastic_rounding)
+        self.stochastic_rounding = checked_stochastic_rounding(stochastic_rounding)
         self._update_log = UpdateLog()
         check_arguments(self._spec, values)
         for name, value in values.items():
@@ -665,31 +666,56 @@ class FusedOptimizer(SpecDispatch, keras.optimizers.Optimizer):
         Slots saved with the other `rowwise` setting are converted: an element-wise accumulator
         into a row-wise one by the mean of each row, a row-wise one into an element-wise one by
         repeating each row's value. Slots saved in another dtype (another `state_dtype`) are
-        cast to the slots' dtype. A warning says what was converted.
+        cast to the slots' dtype. A warning says what was converted. Every value is checked
+        before any variable is set.
         """
         if len(store.keys()) != len(self.variables):
             return super().load_own_variables(store)
-        converted, cast = {True: [], False: []}, []
-        for i, variable in enumerate(self.variables):
-            value = store[str(i)]
-            if tuple(value.shape) != tuple(variable.shape):
+        self._assign_converted([store[str(i)] for i in range(len(self.variables))],
+                               stacklevel=3)
+
+    def set_weights(self, weights):
+        """Sets the optimizer's variables (`variables`' order, as `get_weights` returns them),
+        converting slots saved with the other `rowwise` setting or in another dtype as
+        `load_own_variables` does, with a warning. Every weight is checked before any variable is
+        set: a weight that fits no variable changes nothing."""
+        if not self.built:
+            raise ValueError(
+                f"set_weights() on tf_ftrl.{self.__class__.__name__} before it is built: call "
+                f"`optimizer.build(model.trainable_variables)` first, which makes its variables.")
+        weights = list(weights)
+        if len(weights) != len(self.variables):
+            paths = ", ".join(v.path for v in self.variables)
+            raise ValueError(
+                f"set_weights() on tf_ftrl.{self.__class__.__name__} got {len(weights)} weights "
+                f"for its {len(self.variables)} variables ({paths}).")
+        self._assign_converted(weights, stacklevel=3)
+
+    def _assign_converted(self, values, stacklevel):
+        """Assigns values[i] to self.variables[i], each converted to its variable's shape and
+        dtype (convert_slot, a cast), all of them converted before the first is assigned."""
+        converted, cast, new = {True: [], False: []}, [], []
+        for variable, saved in zip(self.variables, values):
+            value = saved
+            if tuple(np.shape(value)) != tuple(variable.shape):
                 value = convert_slot(np.asarray(value), tuple(variable.shape), variable.path)
                 # Into a per-row accumulator (rank 1), or out of one.
                 converted[len(variable.shape) == 1].append(
-                    f"{variable.path} {tuple(np.shape(store[str(i)]))} -> "
-                    f"{tuple(variable.shape)}")
+                    f"{variable.path} {tuple(np.shape(saved))} -> {tuple(variable.shape)}")
             saved_dtype = tf.as_dtype(np.asarray(value).dtype)
             if saved_dtype != tf.as_dtype(variable.dtype):
                 cast.append(f"{variable.path} {saved_dtype.name} -> {variable.dtype}")
                 value = tf.cast(np.asarray(value), variable.dtype)
+            new.append(value)
+        for variable, value in zip(self.variables, new):
             variable.assign(value)
         for rowwise, entries in converted.items():
             if entries:
                 warnings.warn(converted_message(self.__class__.__name__, rowwise, entries),
-                              UserWarning, stacklevel=2)
+                              UserWarning, stacklevel=stacklevel)
         if cast:
             warnings.warn(cast_message(self.__class__.__name__, cast), UserWarning,
-                          stacklevel=2)
+                          stacklevel=stacklevel)
 
     # Older (optimizer_v2) API.
 
