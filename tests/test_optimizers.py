@@ -88,6 +88,17 @@ def test_nan_and_infinite_arguments_are_rejected(name, argument, value):
         getattr(tf_ftrl, name)(**{argument: value})
 
 
+@pytest.mark.parametrize("name, argument", [
+    ("Ftrl", "l1_regularization_strength"), ("Ftrl", "l2_regularization_strength"),
+    ("Ftrl", "l2_shrinkage_regularization_strength"), ("Adagrad", "epsilon")])
+def test_nan_arguments_given_as_tensors_are_rejected(name, argument):
+    # A constant tensor is checked as its value; the op would reject it only at the first step.
+    with pytest.raises(ValueError, match=re.escape(
+            f"`{argument}` needs to be finite. Received: {argument}=nan.")):
+        getattr(tf_ftrl, name)(**{argument: tf.constant(float("nan"))})
+    assert getattr(tf_ftrl, name)(**{argument: tf.constant(0.5)}) is not None
+
+
 def test_adagrad_rejects_negative_values():
     with pytest.raises(ValueError, match="`initial_accumulator_value` needs to be positive"):
         tf_ftrl.Adagrad(initial_accumulator_value=-0.1)

@@ -4,6 +4,7 @@ constructor's arguments, and of the learning rate at each step."""
 import math
 import numbers
 
+import numpy as np
 import tensorflow as tf
 
 from tf_ftrl._specs import LEARNING_RATE
@@ -16,10 +17,17 @@ def check_bound(argument, value):
     accumulator value of NaN, whose weights then become NaN."""
     if argument.numbers_only and not isinstance(value, numbers.Real):
         return
-    if (isinstance(value, numbers.Real) and not isinstance(value, bool)
-            and not math.isfinite(value)):
+    number = value
+    if tf.is_tensor(value) and not isinstance(value, tf.Variable):
+        # A constant tensor (not a variable, which may be set before the first step): its value.
+        static = tf.get_static_value(value)
+        if static is not None and np.ndim(static) == 0 and np.issubdtype(
+                np.asarray(static).dtype, np.floating):
+            number = float(static)
+    if (isinstance(number, numbers.Real) and not isinstance(number, bool)
+            and not math.isfinite(number)):
         raise ValueError(f"`{argument.name}` needs to be finite. "
-                         f"Received: {argument.name}={value}.")
+                         f"Received: {argument.name}={number}.")
     if argument.bound.violated_by(value):
         raise ValueError(f"`{argument.name}` needs to be {argument.bound.keras_words}. "
                          f"Received: {argument.name}={value}.")
