@@ -1,5 +1,7 @@
 """`tf_ftrl.Ftrl`: Keras 3's FTRL optimizer on the fused kernels."""
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
@@ -86,9 +88,17 @@ class Ftrl(FusedOptimizer):
         if self.built:
             return
         reject_complex("Ftrl", var_list)
-        super().build(var_list)
-        self._accumulators, self._linears = self._add_slots(
-            var_list, self._warm_start_initializers if self.warm_start else None)
+        # `warm_start`'s linear slots start from the variables' values, read eagerly. Made inside
+        # a step being traced (Keras builds the optimizer at the first step where no strategy
+        # built it before), their initializers capture those values, which a step compiled with
+        # XLA (jit_compile=True) cannot lift out of the function: they are made outside it, as
+        # a build before the first step makes them.
+        outside = (self.warm_start and tf.inside_function()
+                   and not tf.distribute.has_strategy())
+        with tf.init_scope() if outside else contextlib.nullcontext():
+            super().build(var_list)
+            self._accumulators, self._linears = self._add_slots(
+                var_list, self._warm_start_initializers if self.warm_start else None)
 
     def _warm_start_initializers(self, var, initializers):
         """var's slot initializers with `warm_start`: the linear slot from var's values. The
