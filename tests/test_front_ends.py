@@ -120,6 +120,8 @@ def test_keras_files_keep_legacy_state_under_mirrored_strategy(tmp_path):
         # 96 examples in batches of 16: 6 steps in the epoch before the save.
         assert out["iterations"] == [6, 6]
         assert out["weights_equal"] and out["state_equal"]
+        # A loaded file saved again before the first step keeps the state it was loaded with.
+        assert out["resaved_weights_equal"] and out["resaved_state_equal"]
         # iterations, then each variable's slots: all exact (bfloat16 into float32).
         assert len(out["converted_exactly"]) == (7 if name == "Ftrl" else 4)
         assert all(out["converted_exactly"]), out["converted_exactly"]

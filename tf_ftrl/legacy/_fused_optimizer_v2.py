@@ -357,7 +357,12 @@ class FusedOptimizerV2(SpecDispatch, tf_keras.optimizers.legacy.Optimizer):
 
     def save_own_variables(self, store):
         store[self._KERAS_FILE_KEY] = np.int64(1)
-        for i, value in enumerate(self.get_weights()):
+        # Loaded from a file and not yet set (the slots are made at the first update): what was
+        # loaded, with the step count as it is now, not get_weights' step count alone.
+        loaded = getattr(self, "_loaded_weights", None)
+        weights = (self.get_weights() if loaded is None
+                   else [np.asarray(self.iterations.numpy())] + list(loaded[0][1:]))
+        for i, value in enumerate(weights):
             store[str(i)] = value
 
     def load_own_variables(self, store):
