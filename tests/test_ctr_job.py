@@ -119,6 +119,22 @@ def test_model_serves_raw_lines_without_tf_ftrl(criteo_job, tmp_path):
     np.testing.assert_allclose(served, expected, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("flag", ["--epochs", "--batch-size", "--buckets", "--embedding-dim",
+                                  "--hidden-units", "--replicas", "--train-examples",
+                                  "--test-examples"])
+@pytest.mark.parametrize("value, words", [("0", "must be 1 or more, got 0"),
+                                          ("-3", "must be 1 or more, got -3"),
+                                          ("2.5", "must be a whole number, got '2.5'")])
+def test_counts_below_one_are_one_line_and_status_2(capsys, flag, value, words):
+    # Before, --epochs 0 trained nothing and failed in its report, --batch-size 0 and --buckets 0
+    # in TensorFlow's ops, --replicas 0 for want of devices: tracebacks.
+    with pytest.raises(SystemExit) as exit_info:
+        ctr.build_parser().parse_args([flag, value])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        f"python -m tf_ftrl.examples.ctr: error: argument {flag}: {words}\n")
+
+
 @pytest.mark.parametrize("flag", ["--data", "--test-data"])
 def test_missing_file_is_one_line_and_status_2(tmp_path, capsys, flag, criteo_files):
     directory, _ = criteo_files

@@ -371,6 +371,17 @@ def write_plot(results, best_auc, path):
     return True
 
 
+def positive_int(text):
+    """argparse's type of counts and sizes: an integer of 1 or more, or a one-line error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m tf_ftrl.examples.ctr",
                                      description=__doc__.split("\n\n")[0])
@@ -384,20 +395,20 @@ def build_parser():
     data.add_argument("--test-fraction", metavar="F", type=float, default=0.1,
                       help="with --data and no --test-data, the fraction of --data's lines held "
                       "out, from its end (default: %(default)s)")
-    data.add_argument("--train-examples", metavar="N", type=int, default=1_000_000,
+    data.add_argument("--train-examples", metavar="N", type=positive_int, default=1_000_000,
                       help="synthetic data: training examples (default: %(default)s)")
-    data.add_argument("--test-examples", metavar="N", type=int, default=50_000,
+    data.add_argument("--test-examples", metavar="N", type=positive_int, default=50_000,
                       help="synthetic data: held-out examples (default: %(default)s)")
     model = parser.add_argument_group("model and training")
-    model.add_argument("--buckets", metavar="N", type=int, default=1_000_000,
+    model.add_argument("--buckets", metavar="N", type=positive_int, default=1_000_000,
                        help="hashed rows of each table (default: %(default)s)")
-    model.add_argument("--embedding-dim", metavar="N", type=int, default=8,
+    model.add_argument("--embedding-dim", metavar="N", type=positive_int, default=8,
                        help="(default: %(default)s)")
-    model.add_argument("--hidden-units", metavar="N", type=int, nargs="+", default=[64, 32],
+    model.add_argument("--hidden-units", metavar="N", type=positive_int, nargs="+", default=[64, 32],
                        help="the MLP's layer sizes (default: %(default)s)")
-    model.add_argument("--batch-size", metavar="N", type=int, default=1024,
+    model.add_argument("--batch-size", metavar="N", type=positive_int, default=1024,
                        help="(default: %(default)s)")
-    model.add_argument("--epochs", metavar="N", type=int, default=2,
+    model.add_argument("--epochs", metavar="N", type=positive_int, default=2,
                        help="(default: %(default)s)")
     model.add_argument("--shuffle-buffer", metavar="N", type=int, default=20_000,
                        help="lines shuffled together (default: %(default)s)")
@@ -439,7 +450,7 @@ def build_parser():
                      "multiworker, ps: the cluster of TF_CONFIG (python -m "
                      "tf_ftrl.examples.local_cluster starts one here); see "
                      "tf_ftrl.examples.ctr_cluster (default: %(default)s)")
-    job.add_argument("--replicas", metavar="N", type=int, default=2,
+    job.add_argument("--replicas", metavar="N", type=positive_int, default=2,
                      help="--strategy mirrored without a GPU: logical CPU devices "
                      "(default: %(default)s)")
     job.add_argument("--ps-loop", choices=("coordinator", "fit"), default="coordinator",
