@@ -186,6 +186,31 @@ def test_resume_continues_after_the_last_epoch(tmp_path, capsys):
                     weights_of(tmp_path / "straight" / "model.keras"), strict=True):
         np.testing.assert_array_equal(a, b)
 
+    # Asked for fewer epochs than the checkpoint has: it says so and trains nothing.
+    capsys.readouterr()
+    ctr.main(job + ["--epochs", "1", "--resume", "--out", str(tmp_path / "resumed")])
+    stdout = capsys.readouterr().out
+    assert ("Nothing to train: the checkpoint has 2 epochs and --epochs asks for 1" in stdout
+            and "Epoch 1/1" not in stdout)
+    for a, b in zip(weights_of(tmp_path / "resumed" / "model.keras"),
+                    weights_of(tmp_path / "straight" / "model.keras"), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("changed", [["--buckets", "2000"], ["--hidden-units", "16"]],
+                         ids=["buckets", "hidden-units"])
+def test_resume_with_other_model_flags_is_one_line_and_status_2(tmp_path, capsys, changed):
+    job = ["--train-examples", "300", "--test-examples", "100", "--no-compare"] + TINY
+    ctr.main(job + ["--out", str(tmp_path / "out")])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        ctr.main(job + changed + ["--epochs", "2", "--resume", "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("python -m tf_ftrl.examples.ctr: error: the checkpoint "), error
+    assert ("does not fit this model; were --buckets, --embedding-dim or --hidden-units other "
+            "when it was written?") in error
+
 
 def test_each_epoch_has_its_own_order_in_every_run(criteo_files):
     """The shuffle is seeded per epoch: a resumed job sees the order a straight one would."""

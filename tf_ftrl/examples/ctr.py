@@ -183,6 +183,10 @@ class EpochProgress(keras.callbacks.ProgbarLogger):
         super().set_params({**params, "epochs": self.total_epochs})
 
 
+class ResumeMismatch(Exception):
+    """--resume from a checkpoint of a model with other shapes."""
+
+
 class EpochCheckpoint:
     """A checkpoint at every epoch end: the model's weights, both optimizers' state, the number
     of epochs done and their held-out results (a JSON string variable, so that they are written
@@ -208,7 +212,13 @@ class EpochCheckpoint:
         path = path or self.manager.latest_checkpoint
         if path is None:
             return []
-        self.manager.checkpoint.restore(path).assert_consumed()
+        try:
+            self.manager.checkpoint.restore(path).assert_consumed()
+        except (ValueError, AssertionError, tf.errors.InvalidArgumentError) as error:
+            raise ResumeMismatch(
+                f"the checkpoint {path} does not fit this model; were --buckets, "
+                f"--embedding-dim or --hidden-units other when it was written? "
+                f"({' '.join(str(error).split())[:300]})") from None
         history = json.loads(self.history.numpy())
         assert len(history) == self.epochs_done.numpy()
         return history
@@ -280,6 +290,9 @@ def train(kind, args, hashing, data, test_dataset, test_labels, strategy=None):
     if args.resume:
         print(f"Resuming after epoch {len(history)} ({checkpoint.manager.latest_checkpoint})"
               if history else "No checkpoint to resume from: starting at epoch 1.")
+        if len(history) >= args.epochs:
+            print(f"Nothing to train: the checkpoint has {len(history)} epochs and --epochs "
+                  f"asks for {args.epochs}; the report and the model are the checkpoint's.")
     evaluation = HeldOutEvaluation(test_dataset, test_labels)
     callbacks = [EpochProgress(args.epochs), evaluation]
     for epoch in range(len(history), args.epochs):
@@ -534,7 +547,10 @@ def main(argv=None):
     compare = args.compare if args.compare is not None else not args.data
     results = {}
     for kind in ["tf_ftrl"] + (["keras"] if compare else []):
-        model, results[kind] = train(kind, args, hashing, data, test_dataset, test_labels)
+        try:
+            model, results[kind] = train(kind, args, hashing, data, test_dataset, test_labels)
+        except ResumeMismatch as error:
+            fail(parser, str(error))
         if kind == "tf_ftrl":  # the job's model, kept before the comparison run
             model.save(os.path.join(args.out, "model.keras"))
             export_serving(model, hashing, os.path.join(args.out, "serving"))
