@@ -417,8 +417,8 @@ def build_parser():
                        help="hashed rows of each table (default: %(default)s)")
     model.add_argument("--embedding-dim", metavar="N", type=positive_int, default=8,
                        help="(default: %(default)s)")
-    model.add_argument("--hidden-units", metavar="N", type=positive_int, nargs="+", default=[64, 32],
-                       help="the MLP's layer sizes (default: %(default)s)")
+    model.add_argument("--hidden-units", metavar="N", type=positive_int, nargs="+",
+                       default=[64, 32], help="the MLP's layer sizes (default: %(default)s)")
     model.add_argument("--batch-size", metavar="N", type=positive_int, default=1024,
                        help="(default: %(default)s)")
     model.add_argument("--epochs", metavar="N", type=positive_int, default=2,
